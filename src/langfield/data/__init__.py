@@ -1,0 +1,1 @@
+"""Scene readers (transforms.json, LLFF, COLMAP), the procedural demo scene and ray samplers."""

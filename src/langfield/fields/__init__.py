@@ -1,0 +1,1 @@
+"""Neural fields (nn.Modules): MLPs, NeRF / Mip-NeRF / hash-grid fields."""

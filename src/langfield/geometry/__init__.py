@@ -1,0 +1,1 @@
+"""Stateless geometry: cameras and rays, distortion, pose conventions, normalisation, camera paths."""

@@ -1,0 +1,96 @@
+"""The contract between a method and the generic trainer/renderer.
+
+A method is an ``nn.Module`` that turns a batch of rays into outputs and outputs into losses.
+It never owns the data pipeline or the training loop (STYLE.md principles 1 and 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from langfield.types import Rays, RenderOutput
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a method may know about the scene when it is built.
+
+    Attributes:
+        scene_box: ``[2, 3]`` axis-aligned content bounds (normalised world frame).
+        near, far: ray distance bounds.
+        num_train_images: number of training images (for per-image embeddings).
+        unbounded: the scene extends to infinity (real 360/forward-facing captures).
+        points3d, points3d_rgb: optional sparse points ``[P, 3]`` for initialisation.
+    """
+
+    scene_box: Tensor
+    near: float
+    far: float
+    num_train_images: int
+    unbounded: bool = False
+    points3d: Optional[Tensor] = None
+    points3d_rgb: Optional[Tensor] = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training/eval batch of ``R`` rays with targets.
+
+    Attributes:
+        rays: ``[R]`` rays.
+        rgb: ``[R, 3]`` target colour composited over ``background``.
+        background: ``[R, 3]`` background colour each ray is composited over.
+    """
+
+    rays: Rays
+    rgb: Tensor
+    background: Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
+
+
+class Method(nn.Module):
+    """Base class every reconstruction method derives from.
+
+    Subclasses implement :meth:`outputs`, :meth:`losses`, :meth:`optimizers` and may override
+    :meth:`before_train_step` (e.g. occupancy-grid updates) and :meth:`render_rays`.
+    """
+
+    config: Any
+
+    def outputs(self, rays: Rays, background: Tensor) -> Any:
+        """Differentiable forward pass for ``[R]`` rays; returns a method-specific object."""
+        raise NotImplementedError
+
+    def forward(self, rays: Rays, background: Tensor) -> Any:
+        """Same as :meth:`outputs`; lets ``DistributedDataParallel(method)(rays, background)`` sync gradients."""
+        return self.outputs(rays, background)
+
+    def losses(self, outputs: Any, batch: Batch) -> Dict[str, Tensor]:
+        """Loss terms; must contain ``"loss"`` (the total that is back-propagated)."""
+        raise NotImplementedError
+
+    def rgb_of(self, outputs: Any) -> Tensor:
+        """``[R, 3]`` final colour inside ``outputs`` (for PSNR logging)."""
+        return outputs.rgb
+
+    def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
+        """Optimisers and LR schedulers (stepped once per training step) following the paper."""
+        raise NotImplementedError
+
+    def before_train_step(self, step: int) -> None:
+        """Hook called before each training step (no gradients); default does nothing."""
+
+    @torch.no_grad()
+    def render_rays(self, rays: Rays, background: Tensor) -> RenderOutput:
+        """Evaluation render of ``[R]`` rays (no gradients). Default: :meth:`outputs` + ``.render``."""
+        return self.outputs(rays, background).render
+
+    def extra_state(self) -> Dict[str, Any]:
+        """Non-parameter state to checkpoint (buffers are already in ``state_dict``)."""
+        return {}

@@ -1,0 +1,252 @@
+"""Occupancy grid for empty-space skipping and the ray marcher that uses it.
+
+Instant-NGP (Müller et al. 2022, Sec. 5.1 "Accelerated ray marching" and App. E.2):
+a coarse binary grid marks cells that may hold density. Rays are marched with a fixed
+step (optionally growing with distance: the "cone angle" for unbounded scenes) and only
+samples in occupied cells are evaluated. The grid keeps an exponential moving average
+of the density per cell (decay 0.95); every ``update_every`` steps a set of cells is
+re-evaluated at a random point inside the cell — all cells during warm-up, afterwards a
+uniform random subset plus a subset of the currently occupied cells — and a cell is
+occupied when its density-derived opacity exceeds ``min(threshold, mean)``.
+
+The grid is a small ``nn.Module`` holding buffers (so it is checkpointed with the model);
+all functions take tensors/functions, never a field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class OccupancyGridConfig:
+    """Hyper-parameters of the occupancy grid (defaults follow Instant-NGP / nerfacc).
+
+    Attributes:
+        resolution: cells per axis (NGP: 128).
+        update_every: update period in training steps (NGP: 16).
+        warmup_steps: steps during which every cell is updated (NGP: 256).
+        ema_decay: per-update decay of the stored density (NGP: 0.95).
+        threshold: opacity ``1 - exp(-sigma * step_size)`` above which a cell is occupied (NGP: 0.01).
+    """
+
+    resolution: int = 128
+    update_every: int = 16
+    warmup_steps: int = 256
+    ema_decay: float = 0.95
+    threshold: float = 0.01
+
+
+class OccupancyGrid(nn.Module):
+    """A ``resolution^3`` grid over ``aabb [2, 3]`` (min, max) with EMA densities and a binary mask.
+
+    Buffers:
+        density: ``[G]`` float EMA of the density (``G = resolution^3``, x-major index).
+        binary: ``[G]`` bool occupancy.
+    """
+
+    def __init__(self, aabb: Tensor, config: OccupancyGridConfig = OccupancyGridConfig()) -> None:
+        super().__init__()
+        aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3)
+        if not bool(torch.all(aabb[1] > aabb[0])):
+            raise ValueError(f"aabb must be [[min], [max]] with max > min, got {aabb.tolist()}")
+        self.config = config
+        res = config.resolution
+        self.register_buffer("aabb", aabb)
+        self.register_buffer("density", torch.zeros(res**3))
+        self.register_buffer("binary", torch.ones(res**3, dtype=torch.bool))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    def cell_indices(self, points: Tensor) -> Tuple[Tensor, Tensor]:
+        """Flat cell index ``[*B]`` of ``points [*B, 3]`` and whether they are inside the aabb."""
+        res = self.resolution
+        rel = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        inside = ((rel >= 0) & (rel < 1)).all(-1)
+        ijk = (rel * res).long().clamp_(0, res - 1)
+        flat = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]
+        return flat, inside
+
+    def occupied(self, points: Tensor) -> Tensor:
+        """Boolean ``[*B]``: the point lies inside the aabb in an occupied cell."""
+        flat, inside = self.cell_indices(points)
+        return self.binary[flat] & inside
+
+    def _cell_points(self, cells: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        res = self.resolution
+        i = cells // (res * res)
+        j = (cells // res) % res
+        k = cells % res
+        ijk = torch.stack([i, j, k], -1).float()
+        jitter = torch.rand(ijk.shape, generator=generator, device=ijk.device)
+        rel = (ijk + jitter) / res
+        return self.aabb[0] + rel * (self.aabb[1] - self.aabb[0])
+
+    @torch.no_grad()
+    def update(
+        self,
+        step: int,
+        density_fn: Callable[[Tensor], Tensor],
+        step_size: float,
+        generator: Optional[torch.Generator] = None,
+        force: bool = False,
+        chunk: int = 1 << 18,
+    ) -> bool:
+        """Refresh the grid if ``step`` is an update step (or ``force``); returns whether it did.
+
+        ``density_fn(points [P, 3]) -> [P]`` or ``[P, 1]`` densities (world units).
+        """
+        cfg = self.config
+        if not force and step % cfg.update_every != 0:
+            return False
+        num_cells = self.density.numel()
+        device = self.density.device
+        if force or step < cfg.warmup_steps:
+            cells = torch.arange(num_cells, device=device)
+        else:
+            n = num_cells // 4
+            uniform = torch.randint(0, num_cells, (n,), generator=generator, device=device)
+            occ = torch.nonzero(self.binary).flatten()
+            if occ.numel() > 0:
+                pick = torch.randint(0, occ.numel(), (n,), generator=generator, device=device)
+                cells = torch.cat([uniform, occ[pick]])
+            else:
+                cells = uniform
+        points = self._cell_points(cells, generator)
+        sigmas = torch.cat([density_fn(points[i : i + chunk]).reshape(-1) for i in range(0, len(points), chunk)])
+        opacity = 1.0 - torch.exp(-sigmas.float().clamp_min(0) * step_size)
+        decayed = self.density * cfg.ema_decay
+        # A cell sampled twice keeps the max of both samples (scatter_reduce "amax").
+        new = decayed.clone().scatter_reduce_(0, cells, opacity, reduce="amax", include_self=False)
+        touched = torch.zeros_like(self.binary).index_fill_(0, cells, True)
+        self.density.copy_(torch.where(touched, torch.maximum(decayed, new), decayed))
+        thresh = min(cfg.threshold, float(self.density.clamp_min(0).mean()))
+        self.binary.copy_(self.density > thresh)
+        self.num_updates += 1
+        return True
+
+    def occupancy_fraction(self) -> float:
+        return float(self.binary.float().mean())
+
+
+def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> Tuple[Tensor, Tensor]:
+    """Slab test: entry/exit distances ``[R]`` of rays ``[R, 3]`` with ``aabb [2, 3]``.
+
+    Rays that miss get ``t_min > t_max``.
+    """
+    inv = 1.0 / torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+    t0 = (aabb[0] - origins) * inv
+    t1 = (aabb[1] - origins) * inv
+    t_min = torch.minimum(t0, t1).amax(-1)
+    t_max = torch.maximum(t0, t1).amin(-1)
+    return t_min, t_max
+
+
+@dataclass(frozen=True)
+class PackedSamples:
+    """Ragged samples along rays: ``N`` intervals ``[t_starts, t_ends)`` of rays ``ray_indices``.
+
+    ``ray_indices`` is sorted ascending and intervals of one ray are in increasing ``t``.
+    """
+
+    t_starts: Tensor
+    t_ends: Tensor
+    ray_indices: Tensor
+    num_rays: int
+
+    def __len__(self) -> int:
+        return self.t_starts.shape[0]
+
+    def positions(self, origins: Tensor, directions: Tensor) -> Tensor:
+        """``[N, 3]`` midpoints of the intervals."""
+        t_mid = 0.5 * (self.t_starts + self.t_ends)
+        return origins[self.ray_indices] + directions[self.ray_indices] * t_mid[:, None]
+
+    def select(self, mask: Tensor) -> "PackedSamples":
+        return PackedSamples(self.t_starts[mask], self.t_ends[mask], self.ray_indices[mask], self.num_rays)
+
+
+@torch.no_grad()
+def march_rays(
+    origins: Tensor,
+    directions: Tensor,
+    near: Tensor,
+    far: Tensor,
+    grid: Optional[OccupancyGrid],
+    aabb: Tensor,
+    step_size: float,
+    cone_angle: float = 0.0,
+    max_step_size: float = 1e10,
+    jitter: bool = False,
+    generator: Optional[torch.Generator] = None,
+    max_samples_per_ray: int = 1024,
+) -> PackedSamples:
+    """March rays ``[R, 3]`` through ``aabb`` and keep the samples in occupied cells.
+
+    Steps are ``max(step_size, min(cone_angle * t, max_step_size))`` (Instant-NGP's
+    exponential stepping when ``cone_angle > 0``; constant steps otherwise). With ``jitter``
+    the first sample of every ray is offset by a uniform fraction of a step (training).
+    ``near``/``far`` are ``[R, 1]`` or ``[R]`` and clip the aabb interval. Returns packed intervals.
+    """
+    if origins.ndim != 2 or origins.shape[-1] != 3 or directions.shape != origins.shape:
+        raise ValueError(f"origins/directions must be [R, 3], got {tuple(origins.shape)}, {tuple(directions.shape)}")
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    num_rays = origins.shape[0]
+    device = origins.device
+    t_min, t_max = ray_aabb_intersect(origins, directions, aabb)
+    t_min = torch.maximum(t_min, near.reshape(-1))
+    t_max = torch.minimum(t_max, far.reshape(-1))
+    hit = t_max > t_min
+    if jitter:
+        offset = torch.rand(num_rays, generator=generator, device=device)
+    else:
+        offset = torch.full((num_rays,), 0.5, device=device)
+    empty = PackedSamples(
+        torch.zeros(0, device=device), torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device), num_rays
+    )
+    if not bool(hit.any()):
+        return empty
+    if cone_angle <= 0:
+        length = (t_max - t_min).clamp_min(0)
+        num_steps = int(torch.ceil(length.max() / step_size).item()) + 1
+        num_steps = min(num_steps, max_samples_per_ray)
+        k = torch.arange(num_steps, device=device, dtype=torch.float32)
+        # Sample k spans [t_min + (k - 1 + offset) * step, t_min + (k + offset) * step], clipped.
+        t_ends_all = t_min[:, None] + (k[None, :] + offset[:, None]) * step_size
+        t_starts_all = (t_ends_all - step_size).clamp_min(t_min[:, None])
+        t_ends_all = torch.minimum(t_ends_all, t_max[:, None])
+    else:
+        # Exponential stepping: t_{k+1} = t_k + clamp(cone_angle * t_k, step_size, max_step_size).
+        t_starts_list = []
+        t = t_min.clone()
+        first = True
+        for _ in range(max_samples_per_ray):
+            dt = (t * cone_angle).clamp(min=step_size, max=max_step_size)
+            if first:
+                dt = dt * offset
+                first = False
+            t_starts_list.append(t)
+            t = t + dt
+            if bool((t >= t_max).all()):
+                t_starts_list.append(t)
+                break
+        edges = torch.stack(t_starts_list, -1)
+        t_starts_all = edges[:, :-1]
+        t_ends_all = torch.minimum(edges[:, 1:], t_max[:, None])
+    valid = (t_ends_all > t_starts_all) & hit[:, None]
+    t_mid = 0.5 * (t_starts_all + t_ends_all)
+    if grid is not None:
+        pts = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
+        valid &= grid.occupied(pts)
+    ray_idx, _ = torch.nonzero(valid, as_tuple=True)
+    if ray_idx.numel() == 0:
+        return empty
+    return PackedSamples(t_starts_all[valid], t_ends_all[valid], ray_idx, num_rays)
