@@ -1,0 +1,502 @@
+"""``transforms*.json`` scenes: Blender (NeRF-synthetic), nerfstudio and instant-ngp flavours.
+
+Layouts:
+
+* **Blender** (``layout="blender"``): one file per split, ``transforms_{train,val,test}.json``, as in
+  NeRF-synthetic. The original world frame is kept (standard protocol: ``scene_box = [-1.5, 1.5]^3``,
+  ``near = 2``, ``far = 6``, bounded) when every camera centre lies between ``near`` and ``far``
+  from the origin, as in all NeRF-synthetic scenes. Otherwise the scene is moved so the cameras'
+  :func:`~langfield.geometry.normalize.focus_point` is the origin and scaled so the mean camera
+  distance is 4 (the NeRF-synthetic value), and the same box and bounds are used.
+* **Single file** (``layout="single"``): one ``transforms.json`` (nerfstudio, instant-ngp). Frames
+  are sorted by ``file_path``; splits come from the ``train_filenames`` / ``val_filenames`` /
+  ``test_filenames`` lists when present, otherwise view ``i`` is a test view iff ``i % 8 == 0``
+  (LLFF protocol). The scene is a real capture: normalised with
+  :func:`~langfield.geometry.normalize.normalize_poses` (``"cameras"`` by default: camera centres in
+  the unit ball), ``unbounded=True``, box and bounds from
+  :func:`~langfield.data.loading.capture_bounds`.
+
+Fields (frame-level values override top-level ones):
+
+* intrinsics: ``fl_x`` [``fl_y``] [``cx cy``] or ``camera_angle_x`` [``camera_angle_y``]
+  (``f = 0.5 W / tan(0.5 angle)``); ``w h`` (default: the image's size; must match it);
+  ``cx, cy`` default to ``W / 2, H / 2`` (pixel centres at ``+0.5``, as in nerfstudio and COLMAP);
+  distortion ``k1 k2 k3 p1 p2`` (``k4`` must be 0: not representable); ``camera_model`` if given must
+  be a pinhole/OpenCV model.
+* ``transform_matrix``: ``4x4`` (or ``3x4``) **OpenGL** camera-to-world (x right, y up, z back),
+  converted with :func:`~langfield.geometry.conventions.opengl_to_opencv`.
+* ``file_path``: relative to the json's folder, with or without extension (Blender omits ``.png``).
+* ``semantic_path`` (optional, per frame): label-id PNG; top-level ``labels``: their names.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.loading import (
+    PathLike,
+    capture_bounds,
+    check_downscale,
+    check_splits_arg,
+    every_nth_split,
+    image_size,
+    limit_indices,
+    load_images,
+    make_image_set,
+    read_json,
+    resolve_background,
+)
+from langfield.geometry.conventions import check_rigid, opengl_to_opencv
+from langfield.geometry.normalize import focus_point, make_similarity, normalize_poses, transform_poses
+from langfield.types import Cameras
+
+SPLITS = ("train", "val", "test")
+#: NeRF-synthetic protocol bounds (world frame of the Blender scenes).
+SYNTHETIC_SCENE_BOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
+SYNTHETIC_NEAR = 2.0
+SYNTHETIC_FAR = 6.0
+SYNTHETIC_CAMERA_DISTANCE = 4.0
+_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+_PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+_SPLIT_FILE = re.compile(r"^transforms_(train|val|test)\.json$")
+
+
+@dataclass(frozen=True)
+class TransformsSplit:
+    """One split of a transforms scene: metadata only, no pixels.
+
+    Attributes:
+        json_path: the file the frames come from.
+        cameras: ``C`` full-resolution cameras, OpenCV c2w in the file's (original) world frame.
+        image_paths: resolved image file of each frame.
+        file_paths: ``file_path`` as written in the json (for messages).
+        semantic_paths: resolved label maps, or ``None`` when the frames have no ``semantic_path``.
+    """
+
+    json_path: Path
+    cameras: Cameras
+    image_paths: List[Path]
+    file_paths: List[str]
+    semantic_paths: Optional[List[Path]] = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def subset(self, indices: Sequence[int]) -> "TransformsSplit":
+        idx = list(indices)
+        return TransformsSplit(
+            json_path=self.json_path,
+            cameras=self.cameras[idx],
+            image_paths=[self.image_paths[i] for i in idx],
+            file_paths=[self.file_paths[i] for i in idx],
+            semantic_paths=None if self.semantic_paths is None else [self.semantic_paths[i] for i in idx],
+        )
+
+
+@dataclass(frozen=True)
+class TransformsScene:
+    """A parsed transforms scene.
+
+    Attributes:
+        name: scene name (the folder name).
+        layout: ``"blender"`` (one json per split) or ``"single"`` (one transforms.json).
+        splits: split name -> :class:`TransformsSplit`.
+        labels: names of the semantic ids (top-level ``labels``) or ``None``.
+    """
+
+    name: str
+    layout: str
+    splits: Dict[str, TransformsSplit]
+    labels: Optional[List[str]] = None
+
+
+# ----------------------------------------------------------------------------- field parsing
+
+
+def _where(json_path: Path, index: Optional[int], file_path: Optional[str] = None) -> str:
+    if index is None:
+        return f"{json_path}"
+    fp = f" ({file_path})" if file_path else ""
+    return f"{json_path}: frame {index}{fp}"
+
+
+def _number(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _resolve_image(json_path: Path, file_path: str, where: str, what: str = "image") -> Path:
+    base = json_path.parent
+    cand = base / file_path
+    if cand.is_file():
+        return cand
+    tried = [cand]
+    for ext in _EXTENSIONS:
+        p = Path(str(cand) + ext)
+        if p.is_file():
+            return p
+        tried.append(p)
+    raise FileNotFoundError(
+        f"{where}: {what} for file_path {file_path!r} not found (tried {tried[0]} and with extensions "
+        f"{', '.join(_EXTENSIONS)})"
+    )
+
+
+def _pose(frame: Dict[str, Any], where: str) -> np.ndarray:
+    """The frame's OpenGL ``transform_matrix`` as a validated float64 ``[3, 4]`` array."""
+    if "transform_matrix" not in frame:
+        raise ValueError(f"{where}: missing field 'transform_matrix'")
+    try:
+        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: field 'transform_matrix' must be a 4x4 list of numbers") from None
+    if m.shape not in ((4, 4), (3, 4)):
+        raise ValueError(f"{where}: field 'transform_matrix' must be 4x4 (or 3x4), got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{where}: field 'transform_matrix' has non-finite values")
+    if m.shape[0] == 4 and not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
+        raise ValueError(f"{where}: field 'transform_matrix' last row must be (0, 0, 0, 1), got {m[3].tolist()}")
+    return m[:3, :4]
+
+
+def _opencv_poses(mats: List[np.ndarray], wheres: List[str]) -> torch.Tensor:
+    """Stack OpenGL ``[3, 4]`` poses, convert to OpenCV and check rigidity (error names the frame)."""
+    c2w = opengl_to_opencv(torch.from_numpy(np.stack(mats)))
+    rigid = check_rigid(c2w)
+    if not bool(rigid.all()):
+        k = int((~rigid).nonzero()[0, 0])
+        raise ValueError(
+            f"{wheres[k]}: field 'transform_matrix' is not a rigid transform (rotation block must be "
+            f"orthonormal with determinant +1; scale or shear is not supported)"
+        )
+    return c2w
+
+
+def _intrinsics(
+    top: Dict[str, Any], frame: Dict[str, Any], image_wh: Tuple[int, int], where: str, image: Path
+) -> Tuple[List[List[float]], int, int, List[float]]:
+    """``(K, W, H, dist)`` of one frame."""
+
+    def get(key: str) -> Optional[float]:
+        if key in frame:
+            return _number(frame[key], where, key)
+        if key in top:
+            return _number(top[key], f"{where} (top level)", key)
+        return None
+
+    model = frame.get("camera_model", top.get("camera_model"))
+    if model is not None and model not in _PINHOLE_MODELS:
+        raise ValueError(
+            f"{where}: field 'camera_model' is {model!r}; supported: {', '.join(_PINHOLE_MODELS)} "
+            f"(fisheye / equirectangular cameras are not supported)"
+        )
+    iw, ih = image_wh
+    W, H = get("w"), get("h")
+    for name, given, actual in (("w", W, iw), ("h", H, ih)):
+        if given is not None and int(round(given)) != actual:
+            raise ValueError(
+                f"{where}: field {name!r} is {int(round(given))} but image {image} is {iw}x{ih} (width x height)"
+            )
+    W, H = iw, ih
+    fx, fy = get("fl_x"), get("fl_y")
+    ax, ay = get("camera_angle_x"), get("camera_angle_y")
+    for name, a in (("camera_angle_x", ax), ("camera_angle_y", ay)):
+        if a is not None and not 0.0 < a < math.pi:
+            raise ValueError(f"{where}: field {name!r} must be in (0, pi) radians, got {a}")
+    if fx is None and ax is not None:
+        fx = 0.5 * W / math.tan(0.5 * ax)
+    if fy is None and ay is not None:
+        fy = 0.5 * H / math.tan(0.5 * ay)
+    if fx is None and fy is not None:
+        fx = fy
+    if fx is None:
+        raise ValueError(
+            f"{where}: no intrinsics: need 'fl_x' (and optionally 'fl_y', 'cx', 'cy') or 'camera_angle_x', "
+            f"per frame or at the top level"
+        )
+    if fy is None:
+        fy = fx
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"{where}: focal lengths must be > 0, got fl_x={fx}, fl_y={fy}")
+    cx, cy = get("cx"), get("cy")
+    cx = 0.5 * W if cx is None else cx
+    cy = 0.5 * H if cy is None else cy
+    k1, k2, k3, k4 = (get(k) or 0.0 for k in ("k1", "k2", "k3", "k4"))
+    p1, p2 = (get(k) or 0.0 for k in ("p1", "p2"))
+    if k4 != 0.0:
+        raise ValueError(f"{where}: field 'k4' = {k4} is not supported (only k1 k2 k3 p1 p2 distortion)")
+    K = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+    return K, int(W), int(H), [k1, k2, p1, p2, k3]
+
+
+def _frames(data: Dict[str, Any], json_path: Path) -> List[Dict[str, Any]]:
+    if "frames" not in data:
+        raise ValueError(f"{json_path}: missing field 'frames'")
+    frames = data["frames"]
+    if not isinstance(frames, list):
+        raise ValueError(f"{json_path}: field 'frames' must be a list, got {type(frames).__name__}")
+    if not frames:
+        raise ValueError(f"{json_path}: field 'frames' is empty (the split has no views)")
+    for i, fr in enumerate(frames):
+        if not isinstance(fr, dict):
+            raise ValueError(f"{json_path}: frame {i} must be an object, got {type(fr).__name__}")
+        if "file_path" not in fr:
+            raise ValueError(f"{json_path}: frame {i}: missing field 'file_path'")
+        if not isinstance(fr["file_path"], str):
+            raise ValueError(f"{json_path}: frame {i}: field 'file_path' must be a string")
+    return frames
+
+
+def _parse_split(data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: Path, indices: List[int]) -> TransformsSplit:
+    """Parse frames (``frames[i]`` for ``i`` in ``indices``; messages use ``i``) into a split."""
+    c2ws, Ks, Ws, Hs, dists, images, file_paths, sems, wheres = [], [], [], [], [], [], [], [], []
+    has_sem = ["semantic_path" in frames[i] for i in indices]
+    if any(has_sem) and not all(has_sem):
+        i = indices[has_sem.index(False)]
+        raise ValueError(
+            f"{_where(json_path, i, frames[i]['file_path'])}: missing field 'semantic_path' (other frames have one)"
+        )
+    first: Optional[Tuple[Path, Tuple[int, int]]] = None
+    for i in indices:
+        fr = frames[i]
+        fp = fr["file_path"]
+        where = _where(json_path, i, fp)
+        img = _resolve_image(json_path, fp, where)
+        wh = image_size(img)
+        if first is None:
+            first = (img, wh)
+        elif wh != first[1]:
+            raise ValueError(
+                f"{json_path}: images of one split must share a size, but {first[0]} is {first[1][0]}x{first[1][1]} "
+                f"and {img} (frame {i}) is {wh[0]}x{wh[1]} (width x height)"
+            )
+        K, W, H, dist = _intrinsics(data, fr, wh, where, img)
+        c2ws.append(_pose(fr, where))
+        wheres.append(where)
+        Ks.append(K)
+        Ws.append(W)
+        Hs.append(H)
+        dists.append(dist)
+        images.append(img)
+        file_paths.append(fp)
+        if has_sem and has_sem[0]:
+            sp = fr["semantic_path"]
+            if not isinstance(sp, str):
+                raise ValueError(f"{where}: field 'semantic_path' must be a string")
+            sems.append(_resolve_image(json_path, sp, where, what="label map ('semantic_path')"))
+    cameras = Cameras.create(
+        c2w=_opencv_poses(c2ws, wheres).float(),
+        Ks=torch.tensor(Ks, dtype=torch.float32),
+        widths=torch.tensor(Ws),
+        heights=torch.tensor(Hs),
+        dist=torch.tensor(dists, dtype=torch.float32),
+    )
+    return TransformsSplit(
+        json_path=json_path,
+        cameras=cameras,
+        image_paths=images,
+        file_paths=file_paths,
+        semantic_paths=sems if sems else None,
+    )
+
+
+def _labels(data: Dict[str, Any], json_path: Path) -> Optional[List[str]]:
+    if "labels" not in data:
+        return None
+    labels = data["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{json_path}: field 'labels' must be a list of strings")
+    return list(labels)
+
+
+def _norm_name(p: str) -> str:
+    p = posixpath.normpath(p.replace("\\", "/"))
+    return p[2:] if p.startswith("./") else p
+
+
+def _strip_ext(p: str) -> str:
+    root, ext = posixpath.splitext(p)
+    return root if ext.lower() in tuple(e.lower() for e in _EXTENSIONS) else p
+
+
+def _split_by_lists(data: Dict[str, Any], frames: List[Dict[str, Any]], order: List[int], json_path: Path) -> Dict[str, List[int]]:
+    """Frame indices per split from ``{split}_filenames`` lists, or every-8th when there are none."""
+    keys = [f"{s}_filenames" for s in SPLITS]
+    if not any(k in data for k in keys):
+        pos_train, pos_test = every_nth_split(len(order), 8)
+        return {"train": [order[i] for i in pos_train], "test": [order[i] for i in pos_test]}
+    exact: Dict[str, int] = {}
+    loose: Dict[str, int] = {}
+    for i in order:
+        name = _norm_name(frames[i]["file_path"])
+        exact.setdefault(name, i)
+        loose.setdefault(_strip_ext(name), i)
+    out: Dict[str, List[int]] = {}
+    for split, key in zip(SPLITS, keys):
+        if key not in data:
+            continue
+        names = data[key]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{json_path}: field {key!r} must be a list of strings")
+        idx = []
+        for n in names:
+            nn = _norm_name(n)
+            i = exact.get(nn, loose.get(_strip_ext(nn)))
+            if i is None:
+                raise ValueError(f"{json_path}: field {key!r}: {n!r} matches no frame's 'file_path'")
+            idx.append(i)
+        rank = {i: r for r, i in enumerate(order)}
+        out[split] = sorted(set(idx), key=rank.__getitem__)
+    if "train" not in out:
+        held = set(out.get("val", [])) | set(out.get("test", []))
+        out["train"] = [i for i in order if i not in held]
+    return out
+
+
+def read_transforms(path: PathLike) -> TransformsScene:
+    """Parse a transforms scene (folder or json file) without decoding images.
+
+    ``path`` is a folder holding ``transforms_{train,val,test}.json`` (Blender layout; preferred) or
+    ``transforms.json``, or a json file: ``transforms_{split}.json`` means its folder's Blender
+    layout, any other name a single-file scene.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"transforms scene not found: {path}")
+    if path.is_file():
+        folder, single = path.parent, None if _SPLIT_FILE.match(path.name) else path
+    else:
+        folder, single = path, None
+        if not any((path / f"transforms_{s}.json").is_file() for s in SPLITS):
+            single = path / "transforms.json"
+            if not single.is_file():
+                raise FileNotFoundError(
+                    f"{path}: no transforms_train.json / transforms_val.json / transforms_test.json and no transforms.json"
+                )
+    name = folder.resolve().name
+    if single is None:
+        splits: Dict[str, TransformsSplit] = {}
+        labels: Optional[List[str]] = None
+        for s in SPLITS:
+            jp = folder / f"transforms_{s}.json"
+            if not jp.is_file():
+                continue
+            data = read_json(jp)
+            frames = _frames(data, jp)
+            splits[s] = _parse_split(data, frames, jp, list(range(len(frames))))
+            labels = labels if labels is not None else _labels(data, jp)
+        if "train" not in splits:
+            raise FileNotFoundError(f"{folder}: Blender layout without transforms_train.json")
+        return TransformsScene(name=name, layout="blender", splits=splits, labels=labels)
+
+    data = read_json(single)
+    frames = _frames(data, single)
+    order = sorted(range(len(frames)), key=lambda i: (frames[i]["file_path"], i))
+    groups = _split_by_lists(data, frames, order, single)
+    splits = {}
+    for s in SPLITS:
+        if s not in groups:
+            continue
+        if not groups[s]:
+            raise ValueError(f"{single}: split {s!r} is empty ({len(frames)} frames in the file)")
+        splits[s] = _parse_split(data, frames, single, groups[s])
+    return TransformsScene(name=name, layout="single", splits=splits, labels=_labels(data, single))
+
+
+# ----------------------------------------------------------------------------- framing
+
+
+def _synthetic_transform(c2w_all: torch.Tensor) -> torch.Tensor:
+    """Identity if the cameras fit the NeRF-synthetic protocol, else focus-centre + rescale (float64)."""
+    r = c2w_all[:, :3, 3].double().norm(dim=-1)
+    if bool(torch.all((r > SYNTHETIC_NEAR) & (r < SYNTHETIC_FAR))):
+        return torch.eye(4, dtype=torch.float64)
+    center = focus_point(c2w_all)
+    d = (c2w_all[:, :3, 3].double() - center).norm(dim=-1).mean()
+    scale = SYNTHETIC_CAMERA_DISTANCE / float(d) if float(d) > 1e-12 else 1.0
+    return make_similarity(scale, None, center)
+
+
+def _scene_framing(scene: TransformsScene, normalize: Optional[str]):
+    """``(T [4,4] float32, scene_box [2,3], near, far, unbounded)`` from all cameras of all splits."""
+    c2w_all = torch.cat([s.cameras.c2w for s in scene.splits.values()], 0)
+    if scene.layout == "blender":
+        if normalize is None:
+            T = _synthetic_transform(c2w_all).float()
+        else:
+            _, T = normalize_poses(c2w_all.double(), method=normalize, target_radius=SYNTHETIC_CAMERA_DISTANCE)
+            T = T.float()
+        box = torch.tensor(SYNTHETIC_SCENE_BOX, dtype=torch.float32)
+        return T, box, SYNTHETIC_NEAR, SYNTHETIC_FAR, False
+    method = "cameras" if normalize is None else normalize
+    c2w_n, T = normalize_poses(c2w_all.double(), method=method, target_radius=1.0)
+    box, near, far = capture_bounds(c2w_n)
+    return T.float(), box, near, far, True
+
+
+def load_blender(
+    path: PathLike,
+    downscale: float = 1,
+    background: Optional[str] = None,
+    *,
+    splits: Optional[Sequence[str]] = None,
+    max_images: Optional[int] = None,
+    normalize: Optional[str] = None,
+    progress: Optional[bool] = None,
+) -> SceneDataset:
+    """Load a transforms scene (see the module docstring for layouts and fields).
+
+    Args:
+        path: folder or json file (see :func:`read_transforms`).
+        downscale: image downscale factor ``> 0``; intrinsics follow via ``Cameras.rescaled``.
+        background: ``"white"`` (default), ``"black"`` or ``"random"`` (``SceneDataset.background``).
+        splits: splits to load (default: all present; ``"train"`` is always loaded).
+        max_images: keep only the first ``max_images`` views of each split (quick looks, tests);
+            the normalisation still uses every camera, so it does not depend on this.
+        normalize: override the framing: a :func:`~langfield.geometry.normalize.normalize_poses`
+            method (``"cameras"``, ``"focus"``, ``"none"``); ``None`` is the layout's default.
+        progress: force the loading progress bar on/off.
+
+    Returns:
+        A :class:`SceneDataset` with poses in OpenCV convention in the normalised frame.
+    """
+    downscale = check_downscale(downscale)
+    background = resolve_background(background)
+    scene = read_transforms(path)
+    wanted = check_splits_arg(splits, list(scene.splits), str(path))
+    T, box, near, far, unbounded = _scene_framing(scene, normalize)
+    image_sets: Dict[str, ImageSet] = {}
+    for s in wanted:
+        split = scene.splits[s]
+        split = split.subset(limit_indices(range(len(split)), max_images))
+        loaded = load_images(
+            split.image_paths,
+            downscale,
+            semantic_paths=split.semantic_paths,
+            source=f"{split.json_path} [{s}]",
+            progress=progress,
+        )
+        cams = split.cameras.rescaled(downscale)
+        cams = replace(cams, c2w=transform_poses(T, cams.c2w))
+        image_sets[s] = make_image_set(cams, loaded, split.image_paths)
+    return SceneDataset(
+        name=scene.name,
+        splits=image_sets,
+        scene_box=box,
+        near=float(near),
+        far=float(far),
+        background=background,
+        world_transform=T,
+        labels=scene.labels,
+        unbounded=unbounded,
+    )

@@ -1,0 +1,145 @@
+"""Scenes from a COLMAP reconstruction: ``DIR/sparse/0`` (or ``DIR/sparse``) + ``DIR/images[_K]``.
+
+* Registered images are sorted by name; view ``i`` is a test view iff ``i % 8 == 0``.
+* Cameras: COLMAP's world-to-camera ``(q, t)`` is inverted to an OpenCV camera-to-world;
+  intrinsics and ``(k1, k2, p1, p2, k3)`` distortion come from
+  :func:`langfield.data.colmap.camera_intrinsics` (pinhole / radial / OpenCV models; fisheye and
+  others raise ``ValueError``), rescaled per axis to the size of the image file actually read
+  (``images_K`` folders are pre-shrunk), then by any remaining downscale factor.
+* The scene is normalised with :func:`~langfield.geometry.normalize.normalize_poses`
+  (``"cameras"`` and ``align_up=True`` by default: camera centres inside the unit ball, mean camera
+  up direction along world ``+z``), ``unbounded=True``, bounds from
+  :func:`~langfield.data.loading.capture_bounds`, sparse points moved into the same frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from langfield.data.colmap import camera_intrinsics, find_model_dir, model_file, read_model
+from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.loading import (
+    PathLike,
+    cameras_for_image_size,
+    capture_bounds,
+    check_downscale,
+    check_splits_arg,
+    every_nth_split,
+    image_size,
+    limit_indices,
+    load_images,
+    make_image_set,
+    resolve_background,
+    resolve_image_folder,
+)
+from langfield.geometry.normalize import apply_transform_to_points, normalize_poses
+from langfield.types import Cameras
+
+HOLDOUT = 8
+
+
+def load_colmap(
+    path: PathLike,
+    downscale: float = 1,
+    background: Optional[str] = None,
+    *,
+    splits: Optional[Sequence[str]] = None,
+    max_images: Optional[int] = None,
+    normalize: str = "cameras",
+    align_up: bool = True,
+    progress: Optional[bool] = None,
+) -> SceneDataset:
+    """Load a COLMAP scene folder.
+
+    Args:
+        path: folder holding ``sparse/0`` (or ``sparse``, or the model files themselves) and ``images/``.
+        downscale: image factor; ``images_K`` is used when ``K == downscale``, else the folder with
+            the largest ``K <= downscale`` is resized.
+        background: stored in ``SceneDataset.background``.
+        splits: ``"train"`` and/or ``"test"`` (default both).
+        max_images: keep the first ``max_images`` views of each split.
+        normalize: :func:`~langfield.geometry.normalize.normalize_poses` method
+            (``"cameras"``, ``"focus"``, ``"points"``, ``"none"``).
+        align_up: rotate the mean camera up vector onto world ``+z``.
+        progress: force the progress bar on/off.
+    """
+    root = Path(path)
+    downscale = check_downscale(downscale)
+    background = resolve_background(background)
+    if not root.is_dir():
+        raise FileNotFoundError(f"COLMAP scene folder not found: {root}")
+    model_dir = find_model_dir(root)
+    if model_dir is None:
+        raise FileNotFoundError(f"{root}: no COLMAP model (looked in sparse/0, sparse, the folder itself)")
+    model = read_model(model_dir)
+    cam_file = model_file(model_dir, "cameras")
+    img_file = model_file(model_dir, "images")
+    images = sorted(model.images.values(), key=lambda im: im.name)
+    if not images:
+        raise ValueError(f"{img_file}: the model has no registered images")
+    folder, residual = resolve_image_folder(root, downscale)
+
+    c2ws: List[np.ndarray] = []
+    cam_list: List[Cameras] = []
+    paths: List[Path] = []
+    for im in images:
+        p = folder / im.name
+        if not p.is_file():
+            raise FileNotFoundError(f"{img_file}: image {im.id} {im.name!r} not found in {folder}")
+        cam = model.cameras[im.camera_id]
+        K, dist = camera_intrinsics(cam, source=str(cam_file))
+        full = Cameras.create(
+            torch.from_numpy(im.c2w()).float(),
+            torch.from_numpy(K).float(),
+            cam.width,
+            cam.height,
+            torch.from_numpy(dist).float(),
+        )
+        w, h = image_size(p)
+        cams = cameras_for_image_size(full, w, h, source=f"{p} vs camera {cam.id} in {cam_file}")
+        cam_list.append(cams)
+        c2ws.append(im.c2w())
+        paths.append(p)
+    cameras = Cameras(**{k: torch.cat([getattr(c, k) for c in cam_list], 0) for k in ("c2w", "Ks", "widths", "heights", "dist")})
+    if residual != 1.0:
+        cameras = cameras.rescaled(residual)
+
+    c2w = torch.from_numpy(np.stack(c2ws))
+    pts = None if model.points is None or len(model.points) == 0 else torch.from_numpy(model.points.xyz)
+    c2w_n, T = normalize_poses(c2w, points=pts, method=normalize, align_up=align_up)
+    cameras = replace(cameras, c2w=c2w_n.float())
+    box, near, far = capture_bounds(c2w_n)
+
+    train_idx, test_idx = every_nth_split(len(images), HOLDOUT)
+    if not train_idx:
+        raise ValueError(f"{img_file}: {len(images)} image(s): the every-{HOLDOUT}th test hold-out leaves 'train' empty")
+    groups = {"train": train_idx, "test": test_idx}
+    wanted = check_splits_arg(splits, list(groups), str(root))
+    image_sets: Dict[str, ImageSet] = {}
+    for name in wanted:
+        idx = limit_indices(groups[name], max_images)
+        split_paths = [paths[i] for i in idx]
+        loaded = load_images(split_paths, residual, source=f"{folder} [{name}]", progress=progress)
+        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths)
+
+    points = rgb = None
+    if pts is not None:
+        points = apply_transform_to_points(T, pts).float()
+        rgb = torch.from_numpy(model.points.rgb.copy())
+    return SceneDataset(
+        name=root.resolve().name,
+        splits=image_sets,
+        scene_box=box,
+        near=near,
+        far=far,
+        background=background,
+        world_transform=T.float(),
+        points3d=points,
+        points3d_rgb=rgb,
+        unbounded=True,
+    )

@@ -1,0 +1,232 @@
+"""LLFF forward-facing captures (``poses_bounds.npy`` + ``images[_K]/``), as used by NeRF.
+
+``poses_bounds.npy`` is an ``[N, 17]`` float array, one row per image (in sorted file order):
+the first 15 values are a row-major ``3 x 5`` matrix ``[R | t | hwf]`` and the last 2 the
+``near, far`` *z-depth* bounds of the scene in that view.
+
+* ``R``'s columns are the camera's **down, right, back** axes in world coordinates (LLFF's
+  convention), ``t`` the camera centre, ``hwf = (H, W, focal)`` at full resolution (principal point
+  at the image centre).
+* LLFF made them from COLMAP's OpenCV camera-to-world ``[right, down, forward]`` by the column
+  permutation ``[down, right, back] = [c1, c0, -c2]``; the world frame is COLMAP's. We invert it::
+
+      OpenCV c2w columns = [right, down, forward] = [R[:, 1], R[:, 0], -R[:, 2]],  t unchanged
+
+  (:func:`llff_to_opencv`, its inverse :func:`opencv_to_llff`). Because the world frame is
+  COLMAP's, a ``sparse/0/points3D.bin`` beside it lives in the same frame.
+
+Normalisation (NeRF's ``load_llff_data`` with ``bd_factor=0.75`` and ``recenter=True``, written
+as one similarity ``T``): scale by ``s = 1 / (0.75 * min(near))`` so the closest bound becomes
+``1 / 0.75``, then move the :func:`~langfield.geometry.normalize.average_pose` to the identity
+(origin at the mean camera centre, mean camera looking along ``+z`` with ``+y`` down).
+
+Scene values: ``unbounded=True``; ``near = 0.9 s min(near)`` (a z-depth lower bound is also a
+ray-distance lower bound); ``far = s max(far) * c`` with ``c`` the largest corner-ray length for
+``z = 1`` (turns the z-depth bound into a ray distance); ``scene_box`` the bounding box of all
+camera frusta between the depth bounds. Test views: ``i % 8 == 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from langfield.data.colmap import read_points3d
+from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.loading import (
+    PathLike,
+    cameras_for_image_size,
+    check_downscale,
+    check_splits_arg,
+    every_nth_split,
+    image_size,
+    limit_indices,
+    list_image_files,
+    load_images,
+    make_image_set,
+    resolve_background,
+    resolve_image_folder,
+)
+from langfield.geometry.conventions import check_rigid
+from langfield.geometry.normalize import (
+    apply_transform_to_points,
+    average_pose,
+    make_similarity,
+    transform_poses,
+)
+from langfield.types import Cameras
+
+#: NeRF's bd_factor: the closest near bound is scaled to 1 / BD_FACTOR.
+BD_FACTOR = 0.75
+HOLDOUT = 8
+
+
+def llff_to_opencv(poses: Tensor) -> Tensor:
+    """LLFF ``[..., 3, 4]`` ``[down | right | back | centre]`` -> OpenCV c2w ``[right | down | forward | centre]``."""
+    return torch.stack([poses[..., 1], poses[..., 0], -poses[..., 2], poses[..., 3]], dim=-1)
+
+
+def opencv_to_llff(c2w: Tensor) -> Tensor:
+    """OpenCV c2w ``[..., 3, 4]`` -> LLFF ``[down | right | back | centre]`` (inverse of :func:`llff_to_opencv`)."""
+    return torch.stack([c2w[..., 1], c2w[..., 0], -c2w[..., 2], c2w[..., 3]], dim=-1)
+
+
+def read_poses_bounds(path: PathLike) -> Tuple[Tensor, Tensor, Tensor]:
+    """Read ``poses_bounds.npy``.
+
+    Returns:
+        ``(c2w [N, 3, 4], hwf [N, 3], bounds [N, 2])`` float64: OpenCV camera-to-world in the
+        file's (COLMAP) world frame, ``(H, W, focal)`` at full resolution, ``(near, far)`` z-depths.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LLFF poses file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any numpy load failure, reported with the file name
+        raise ValueError(f"{path}: cannot read as a .npy array ({e})") from None
+    if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
+        raise ValueError(f"{path}: expected an [N, 17] array (3x5 pose + near, far per view), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+    t = torch.from_numpy(arr.astype(np.float64))
+    mats = t[:, :15].reshape(-1, 3, 5)
+    hwf = mats[:, :, 4].clone()
+    bounds = t[:, 15:17].clone()
+    c2w = llff_to_opencv(mats[:, :, :4])
+    for i in range(t.shape[0]):
+        if not bool(torch.isfinite(t[i]).all()):
+            raise ValueError(f"{path}: row {i} has non-finite values")
+        if not bool(check_rigid(c2w[i])):
+            raise ValueError(f"{path}: row {i}: pose rotation is not rigid (orthonormal with det +1)")
+        if not bool((hwf[i] > 0).all()):
+            raise ValueError(f"{path}: row {i}: hwf (H, W, focal) must be > 0, got {hwf[i].tolist()}")
+        if not (0 < float(bounds[i, 0]) < float(bounds[i, 1])):
+            raise ValueError(f"{path}: row {i}: bounds must satisfy 0 < near < far, got {bounds[i].tolist()}")
+    return c2w, hwf, bounds
+
+
+def llff_transform(c2w: Tensor, bounds: Tensor, bd_factor: float = BD_FACTOR, recenter: bool = True) -> Tensor:
+    """``[4, 4]`` float64 normalising similarity of an LLFF capture (see the module docstring)."""
+    if not bd_factor > 0:
+        raise ValueError(f"bd_factor must be > 0, got {bd_factor}")
+    S = make_similarity(1.0 / (float(bounds[:, 0].min()) * bd_factor))
+    if not recenter:
+        return S
+    avg = average_pose(transform_poses(S, c2w.double()))
+    T_rc = make_similarity(1.0, avg[:, :3].T, avg[:, 3])
+    return T_rc @ S
+
+
+def _frustum_box(cameras: Cameras, z_near: float, z_far: float) -> Tensor:
+    """``[2, 3]`` bounds of the camera frusta between z-depths ``z_near`` and ``z_far``."""
+    W = cameras.widths.double()
+    H = cameras.heights.double()
+    K = cameras.Ks.double()
+    corners = []
+    for u, v in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        x = (u * W - K[:, 0, 2]) / K[:, 0, 0]
+        y = (v * H - K[:, 1, 2]) / K[:, 1, 1]
+        d = torch.stack([x, y, torch.ones_like(x)], -1)
+        d = torch.einsum("cij,cj->ci", cameras.c2w[:, :3, :3].double(), d)
+        for z in (z_near, z_far):
+            corners.append(cameras.c2w[:, :3, 3].double() + z * d)
+    pts = torch.cat(corners, 0)
+    return torch.stack([pts.min(0).values, pts.max(0).values]).float()
+
+
+def _corner_factor(cameras: Cameras) -> float:
+    K = cameras.Ks.double()
+    W, H = cameras.widths.double(), cameras.heights.double()
+    x = torch.maximum(K[:, 0, 2], W - K[:, 0, 2]) / K[:, 0, 0]
+    y = torch.maximum(K[:, 1, 2], H - K[:, 1, 2]) / K[:, 1, 1]
+    return float(torch.sqrt(1 + x * x + y * y).max())
+
+
+def load_llff(
+    path: PathLike,
+    downscale: float = 1,
+    background: Optional[str] = None,
+    *,
+    splits: Optional[Sequence[str]] = None,
+    max_images: Optional[int] = None,
+    bd_factor: float = BD_FACTOR,
+    recenter: bool = True,
+    progress: Optional[bool] = None,
+) -> SceneDataset:
+    """Load an LLFF scene folder (``poses_bounds.npy``, ``images[_K]/``, optional ``sparse/0``).
+
+    Args:
+        path: the scene folder.
+        downscale: image factor; ``images_K`` is used when ``K == downscale``, else the folder with
+            the largest ``K <= downscale`` is resized (fern ships only ``images_4`` and ``images_8``).
+        background: stored in ``SceneDataset.background`` (photos have no alpha).
+        splits: ``"train"`` and/or ``"test"`` (default both).
+        max_images: keep the first ``max_images`` views of each split.
+        bd_factor, recenter: NeRF's normalisation options (see the module docstring).
+        progress: force the progress bar on/off.
+    """
+    root = Path(path)
+    downscale = check_downscale(downscale)
+    background = resolve_background(background)
+    pb_path = root / "poses_bounds.npy"
+    c2w, hwf, bounds = read_poses_bounds(pb_path)
+    num = c2w.shape[0]
+    folder, residual = resolve_image_folder(root, downscale)
+    files = list_image_files(folder)
+    if len(files) != num:
+        raise ValueError(f"{pb_path}: {num} poses but {len(files)} images in {folder}")
+    w_img, h_img = image_size(files[0])
+
+    Ks = torch.zeros(num, 3, 3, dtype=torch.float64)
+    Ks[:, 0, 0] = Ks[:, 1, 1] = hwf[:, 2]
+    Ks[:, 0, 2] = hwf[:, 1] / 2
+    Ks[:, 1, 2] = hwf[:, 0] / 2
+    Ks[:, 2, 2] = 1.0
+    full = Cameras.create(c2w.float(), Ks.float(), hwf[:, 1].round().long(), hwf[:, 0].round().long())
+    cams = cameras_for_image_size(full, w_img, h_img, source=f"{folder} vs {pb_path} hwf")
+    cams = cams.rescaled(residual) if residual != 1.0 else cams
+
+    T = llff_transform(c2w, bounds, bd_factor=bd_factor, recenter=recenter)
+    s = float(torch.linalg.det(T[:3, :3]) ** (1.0 / 3.0))
+    cams = replace(cams, c2w=transform_poses(T, c2w).float())
+    near = 0.9 * s * float(bounds[:, 0].min())
+    far = s * float(bounds[:, 1].max()) * _corner_factor(cams)
+    box = _frustum_box(cams, s * float(bounds[:, 0].min()), s * float(bounds[:, 1].max()))
+
+    train_idx, test_idx = every_nth_split(num, HOLDOUT)
+    if not train_idx:
+        raise ValueError(f"{pb_path}: {num} view(s): the every-{HOLDOUT}th test hold-out leaves the 'train' split empty")
+    groups = {"train": train_idx, "test": test_idx}
+    wanted = check_splits_arg(splits, list(groups), str(root))
+    image_sets: Dict[str, ImageSet] = {}
+    for name in wanted:
+        idx = limit_indices(groups[name], max_images)
+        paths = [files[i] for i in idx]
+        loaded = load_images(paths, residual, source=f"{folder} [{name}]", progress=progress)
+        image_sets[name] = make_image_set(cams[idx], loaded, paths)
+
+    points = rgb = None
+    for pts_path in (root / "sparse" / "0" / "points3D.bin", root / "sparse" / "0" / "points3D.txt"):
+        if pts_path.is_file():
+            model_pts = read_points3d(pts_path)
+            points = apply_transform_to_points(T, torch.from_numpy(model_pts.xyz)).float()
+            rgb = torch.from_numpy(model_pts.rgb.copy())
+            break
+    return SceneDataset(
+        name=root.resolve().name,
+        splits=image_sets,
+        scene_box=box,
+        near=near,
+        far=far,
+        background=background,
+        world_transform=T.float(),
+        points3d=points,
+        points3d_rgb=rgb,
+        unbounded=True,
+    )

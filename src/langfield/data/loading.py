@@ -1,0 +1,555 @@
+"""Shared helpers of the scene readers, and :func:`load_dataset`, which detects the format.
+
+* Images are decoded once (optionally in a thread pool, with a rich progress bar for more than
+  :data:`PROGRESS_MIN_IMAGES` files), downscaled right away and stored as ``uint8`` tensors.
+* Downscaling by a factor ``f`` (integer or float, ``> 0``) produces ``floor(W / f) x floor(H / f)``
+  images, exactly the sizes of :meth:`langfield.types.Cameras.rescaled`, by *area averaging*: each
+  output pixel is the mean of the input area it covers, so the image border maps onto the same
+  rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
+  un-premultiplied), so compositing the small image equals downscaling the composited one. Label
+  maps are resampled with nearest neighbour (ids are never blended).
+* The held-out protocol of LLFF / Mip-NeRF 360 is :func:`every_nth_split`: view ``i`` is a test view
+  iff ``i % 8 == 0`` (in sorted file order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from langfield.data.colmap import find_model_dir
+from langfield.data.dataset import BACKGROUNDS, ImageSet, SceneDataset
+from langfield.types import Cameras
+
+PathLike = Union[str, os.PathLike]
+
+#: Extensions recognised as images (compared case-insensitively).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Show a progress bar when loading more images than this.
+PROGRESS_MIN_IMAGES = 20
+#: Dataset formats understood by :func:`load_dataset`.
+FORMATS = ("blender", "llff", "colmap")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def check_downscale(factor: float) -> float:
+    """Validate a downscale factor (``> 0``, finite) and return it as ``float``."""
+    try:
+        f = float(factor)
+    except (TypeError, ValueError):
+        raise ValueError(f"downscale must be a number > 0, got {factor!r}") from None
+    if not math.isfinite(f) or f <= 0:
+        raise ValueError(f"downscale must be a finite number > 0, got {factor!r}")
+    return f
+
+
+def downscaled_size(width: int, height: int, factor: float) -> Tuple[int, int]:
+    """``(w, h)`` of a ``width x height`` image downscaled by ``factor`` (same rule as ``Cameras.rescaled``)."""
+    return max(1, math.floor(width / factor)), max(1, math.floor(height / factor))
+
+
+def resolve_background(background: Optional[str]) -> str:
+    """``background`` checked against :data:`BACKGROUNDS`; ``None`` means ``"white"``."""
+    if background is None:
+        return "white"
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS} or None, got {background!r}")
+    return background
+
+
+def read_json(path: PathLike) -> Dict[str, Any]:
+    """Read a JSON object; a syntax error is a ``ValueError`` naming the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"JSON file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    return data
+
+
+def every_nth_split(num: int, n: int = 8) -> Tuple[List[int], List[int]]:
+    """``(train, test)`` index lists: view ``i`` is held out for test iff ``i % n == 0`` (LLFF protocol)."""
+    if n < 1:
+        raise ValueError(f"hold-out period must be >= 1, got {n}")
+    test = [i for i in range(num) if i % n == 0]
+    train = [i for i in range(num) if i % n != 0]
+    return train, test
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_image_files(folder: PathLike) -> List[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def resolve_image_folder(root: PathLike, downscale: float, base: str = "images") -> Tuple[Path, float]:
+    """Pick the image folder for ``downscale`` and the factor still to apply after reading it.
+
+    ``root/images_K`` holds images pre-shrunk by ``K`` (LLFF / nerfstudio layout), ``root/images`` the
+    originals. An exact ``images_K`` match is used as is (residual factor 1); otherwise the
+    folder with the largest ``K <= downscale`` is resized by ``downscale / K``.
+    """
+    root = Path(root)
+    downscale = check_downscale(downscale)
+    candidates: Dict[float, Path] = {}
+    if (root / base).is_dir():
+        candidates[1.0] = root / base
+    for p in root.glob(f"{base}_*"):
+        suffix = p.name[len(base) + 1 :]
+        if p.is_dir() and suffix.isdigit() and int(suffix) > 0:
+            candidates[float(int(suffix))] = p
+    usable = [k for k in candidates if k <= downscale + 1e-9]
+    if not usable:
+        have = ", ".join(sorted(p.name for p in candidates.values())) or "none"
+        raise FileNotFoundError(
+            f"{root}: no image folder usable for downscale {downscale:g}: looked for '{base}/' or "
+            f"'{base}_K/' with K <= {downscale:g}; found: {have}"
+        )
+    k = max(usable)
+    residual = downscale / k
+    if abs(residual - 1.0) < 1e-9:
+        residual = 1.0
+    return candidates[k], residual
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header when possible (no full decode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        # PNG: the IHDR chunk comes first; width and height are big-endian uint32 at bytes 16-24.
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    try:
+        from PIL import Image  # imageio depends on pillow
+
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:
+        import imageio.v3 as iio
+
+        try:
+            shape = iio.improps(path).shape
+        except Exception as e:  # noqa: BLE001 - report any decoder failure with the file name
+            raise ValueError(f"{path}: cannot read image header ({e})") from None
+        return int(shape[1]), int(shape[0])
+
+
+def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    raise ValueError(f"{path}: unsupported image dtype {arr.dtype}")
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Decode an image to ``uint8 [H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA).
+
+    Grey images are replicated to RGB; 16-bit images are reduced to 8 bits.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        arr = np.asarray(iio.imread(path))
+    except Exception as e:  # noqa: BLE001 - any decoder failure, reported with the file name
+        raise ValueError(f"{path}: cannot decode image ({e})") from None
+    arr = _to_uint8(arr, path)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: expected an [H, W, 1-4] image, got shape {arr.shape}")
+    c = arr.shape[-1]
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif c == 2:
+        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=-1), arr[:, :, 1:]], axis=-1)
+    return np.ascontiguousarray(arr)
+
+
+def read_label_map(path: PathLike) -> np.ndarray:
+    """Decode a label-id PNG (uint8 / uint16, single channel) to ``int64 [H, W]``."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label map not found: {path}")
+    try:
+        arr = np.asarray(iio.imread(path))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot decode label map ({e})") from None
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: a label map must be a single-channel image of integer ids, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
+        raise ValueError(f"{path}: a label map must hold integer ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` float32 averaging matrix: output cell ``j`` covers ``[j s, (j+1) s)``, ``s = n_in/n_out``."""
+    s = n_in / n_out
+    lo = np.arange(n_out, dtype=np.float64)[:, None] * s
+    hi = lo + s
+    i = np.arange(n_in, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(i + 1.0, hi) - np.maximum(i, lo), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize_area(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average ``array [H, W, D]`` to ``[height, width, D]`` float32."""
+    h_in, w_in = array.shape[:2]
+    x = array.astype(np.float32, copy=False)
+    if (h_in, w_in) == (height, width):
+        return x.copy()
+    if h_in % height == 0 and w_in % width == 0:
+        fy, fx = h_in // height, w_in // width
+        return x.reshape(height, fy, width, fx, -1).mean(axis=(1, 3))
+    wy = _area_weights(h_in, height)
+    wx = _area_weights(w_in, width)
+    tmp = (wy @ x.reshape(h_in, -1)).reshape(height, w_in, -1)
+    return np.einsum("xW,hWd->hxd", wx, tmp)
+
+
+def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-downscale a ``uint8 [H, W, 3|4]`` image to ``[height, width, 3|4]`` uint8.
+
+    RGBA colour is averaged premultiplied by alpha, then divided by the averaged alpha.
+    """
+    if image.shape[:2] == (height, width):
+        return image
+    if image.shape[-1] == 4:
+        a = image[:, :, 3:].astype(np.float32) / 255.0
+        pre = np.concatenate([image[:, :, :3].astype(np.float32) * a, a], axis=-1)
+        small = resize_area(pre, width, height)
+        alpha = small[:, :, 3:]
+        rgb = np.where(alpha > 1e-6, small[:, :, :3] / np.maximum(alpha, 1e-6), 0.0)
+        out = np.concatenate([rgb, alpha * 255.0], axis=-1)
+    else:
+        out = resize_area(image, width, height)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resample of a label map ``[H, W]`` (sampled at output pixel centres)."""
+    h_in, w_in = labels.shape[:2]
+    if (h_in, w_in) == (height, width):
+        return labels
+    ys = np.minimum(((np.arange(height) + 0.5) * (h_in / height)).astype(np.int64), h_in - 1)
+    xs = np.minimum(((np.arange(width) + 0.5) * (w_in / width)).astype(np.int64), w_in - 1)
+    return labels[ys[:, None], xs[None, :]]
+
+
+# ----------------------------------------------------------------------------- batch loading
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    """Decoded, downscaled images of one split.
+
+    Attributes:
+        images: ``[C, H, W, 3]`` uint8 RGB (un-composited colour where there is alpha).
+        alphas: ``[C, H, W, 1]`` uint8 or ``None`` when no file has an alpha channel.
+        semantics: ``[C, H, W]`` int64 label ids or ``None``.
+        source_sizes: ``(width, height)`` of each file before downscaling.
+    """
+
+    images: Tensor
+    alphas: Optional[Tensor]
+    semantics: Optional[Tensor]
+    source_sizes: List[Tuple[int, int]]
+
+
+def check_same_size(paths: Sequence[PathLike], sizes: Sequence[Tuple[int, int]], source: str) -> None:
+    """Raise ``ValueError`` naming both files if ``sizes`` (``(w, h)`` each) are not all equal."""
+    for p, s in zip(paths, sizes):
+        if tuple(s) != tuple(sizes[0]):
+            raise ValueError(
+                f"{source}: images of one split must share a size, but {paths[0]} is "
+                f"{sizes[0][0]}x{sizes[0][1]} and {p} is {s[0]}x{s[1]} (width x height)"
+            )
+
+
+def _progress_map(fn, items: Sequence[Any], description: str, num_workers: Optional[int], progress: Optional[bool]):
+    """``[fn(x) for x in items]`` in a thread pool, with a rich progress bar for long lists."""
+    n = len(items)
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    show = (n > PROGRESS_MIN_IMAGES) if progress is None else bool(progress)
+    results: List[Any] = [None] * n
+
+    def run(update):
+        if num_workers <= 1 or n <= 1:
+            for i, x in enumerate(items):
+                results[i] = fn(x)
+                update()
+            return
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            for i, r in enumerate(pool.map(fn, items)):
+                results[i] = r
+                update()
+
+    if not show:
+        run(lambda: None)
+        return results
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(description, total=n)
+        run(lambda: bar.advance(task))
+    return results
+
+
+def load_images(
+    paths: Sequence[PathLike],
+    downscale: float = 1.0,
+    *,
+    semantic_paths: Optional[Sequence[PathLike]] = None,
+    source: str = "images",
+    num_workers: Optional[int] = None,
+    progress: Optional[bool] = None,
+) -> LoadedImages:
+    """Decode ``paths`` (all of one size), downscale each by ``downscale`` and stack them.
+
+    Args:
+        paths: image files of one split.
+        downscale: factor ``> 0``; output size is :func:`downscaled_size` of the file size.
+        semantic_paths: optional label maps, one per image, same size as the image.
+        source: what the images belong to (a json file, a folder), used in error messages.
+        num_workers: decoding threads (default ``min(8, cpu_count)``).
+        progress: force the progress bar on/off (default: on for > 20 images).
+    """
+    downscale = check_downscale(downscale)
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError(f"{source}: no images to load")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{source}: image not found: {p}")
+    sizes = [image_size(p) for p in paths]
+    check_same_size(paths, sizes, source)
+    w0, h0 = sizes[0]
+    w, h = downscaled_size(w0, h0, downscale)
+    sem_paths = None if semantic_paths is None else [Path(p) for p in semantic_paths]
+    if sem_paths is not None and len(sem_paths) != len(paths):
+        raise ValueError(f"{source}: {len(sem_paths)} label maps for {len(paths)} images")
+
+    def work(i: int):
+        img = read_image(paths[i])
+        if img.shape[:2] != (h0, w0):
+            raise ValueError(f"{paths[i]}: decoded size {img.shape[1]}x{img.shape[0]} differs from header {w0}x{h0}")
+        img = resize_image(img, w, h)
+        sem = None
+        if sem_paths is not None:
+            lab = read_label_map(sem_paths[i])
+            if lab.shape != (h0, w0):
+                raise ValueError(
+                    f"{source}: label map {sem_paths[i]} is {lab.shape[1]}x{lab.shape[0]} but its image "
+                    f"{paths[i]} is {w0}x{h0}"
+                )
+            sem = resize_labels(lab, w, h)
+        return img, sem
+
+    results = _progress_map(work, list(range(len(paths))), f"loading {source}", num_workers, progress)
+    has_alpha = any(r[0].shape[-1] == 4 for r in results)
+    rgb = np.empty((len(paths), h, w, 3), dtype=np.uint8)
+    alpha = np.full((len(paths), h, w, 1), 255, dtype=np.uint8) if has_alpha else None
+    sem = np.empty((len(paths), h, w), dtype=np.int64) if sem_paths is not None else None
+    for i, (img, lab) in enumerate(results):
+        rgb[i] = img[:, :, :3]
+        if alpha is not None and img.shape[-1] == 4:
+            alpha[i] = img[:, :, 3:]
+        if sem is not None:
+            sem[i] = lab
+    return LoadedImages(
+        images=torch.from_numpy(rgb),
+        alphas=None if alpha is None else torch.from_numpy(alpha),
+        semantics=None if sem is None else torch.from_numpy(sem),
+        source_sizes=sizes,
+    )
+
+
+def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: str = "cameras") -> Cameras:
+    """Rescale ``cameras`` (all of one size) to images of ``width x height``, per axis.
+
+    Used when images on disk were pre-shrunk (``images_K``): their size may differ from
+    ``W / K`` by rounding. A change of aspect ratio by more than 1% is an error.
+    """
+    from dataclasses import replace
+
+    W = cameras.widths.double()
+    H = cameras.heights.double()
+    sx = width / W
+    sy = height / H
+    if bool(torch.any((sx / sy - 1.0).abs() > 0.01)):
+        raise ValueError(
+            f"{source}: image size {width}x{height} does not match the camera size "
+            f"{int(W[0])}x{int(H[0])} up to a uniform scale"
+        )
+    Ks = cameras.Ks.clone()
+    Ks[:, 0, :] *= sx.float()[:, None]
+    Ks[:, 1, :] *= sy.float()[:, None]
+    num = len(cameras)
+    return replace(
+        cameras,
+        Ks=Ks,
+        widths=torch.full((num,), int(width), dtype=torch.int64),
+        heights=torch.full((num,), int(height), dtype=torch.int64),
+    )
+
+
+def make_image_set(cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathLike]) -> ImageSet:
+    """Pair cameras with loaded images, checking that their sizes agree."""
+    h, w = loaded.images.shape[1:3]
+    if bool(torch.any(cameras.widths != w) | torch.any(cameras.heights != h)):
+        raise ValueError(
+            f"camera sizes {cameras.widths.tolist()[:3]}x{cameras.heights.tolist()[:3]} do not match "
+            f"the loaded images ({w}x{h}), first file {paths[0] if paths else '?'}"
+        )
+    return ImageSet(
+        cameras=cameras,
+        images=loaded.images,
+        alphas=loaded.alphas,
+        paths=[str(p) for p in paths],
+        semantics=loaded.semantics,
+    )
+
+
+#: Bounds of normalised real captures: ``near = CAPTURE_NEAR * r``, ``far = CAPTURE_FAR_DIAGONALS`` box diagonals.
+CAPTURE_NEAR = 0.05
+CAPTURE_FAR_DIAGONALS = 4.0
+
+
+def capture_bounds(c2w: Tensor) -> Tuple[Tensor, float, float]:
+    """``(scene_box [2, 3], near, far)`` of a normalised real capture from its cameras ``c2w [C, 3, 4]``.
+
+    The box is the cube ``[-r, r]^3`` with ``r`` the largest absolute camera-centre coordinate
+    (``r <= 1`` after ``normalize_poses(..., target_radius=1)``); ``near = 0.05 r`` and
+    ``far = 4`` box diagonals, a generous bound for unbounded scenes.
+    """
+    half = max(float(c2w[:, :3, 3].abs().max()), 1e-3)
+    box = torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32)
+    diag = float((box[1] - box[0]).norm())
+    return box, CAPTURE_NEAR * half, CAPTURE_FAR_DIAGONALS * diag
+
+
+def limit_indices(indices: Sequence[int], max_images: Optional[int]) -> List[int]:
+    """The first ``max_images`` of ``indices`` (all when ``None``)."""
+    if max_images is None:
+        return list(indices)
+    if int(max_images) < 1:
+        raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+    return list(indices)[: int(max_images)]
+
+
+def check_splits_arg(splits: Optional[Sequence[str]], available: Sequence[str], source: str) -> List[str]:
+    """Requested split names (all available when ``None``); ``"train"`` is always included."""
+    if splits is None:
+        return list(available)
+    wanted = list(dict.fromkeys(["train", *splits]))
+    for s in wanted:
+        if s not in available:
+            raise ValueError(f"{source}: no split {s!r}; available: {list(available)}")
+    return wanted
+
+
+# ----------------------------------------------------------------------------- dispatcher
+
+
+def detect_format(path: PathLike) -> str:
+    """Name the dataset format at ``path``: ``"blender"``, ``"llff"`` or ``"colmap"``.
+
+    * a ``.json`` file, or a folder with ``transforms.json`` / ``transforms_train.json``: ``"blender"``
+      (Blender / nerfstudio / instant-ngp transforms files);
+    * a folder with ``poses_bounds.npy``: ``"llff"``;
+    * a folder with a COLMAP model (``sparse/0``, ``sparse`` or the folder itself holding
+      ``cameras`` + ``images`` ``.bin``/``.txt``): ``"colmap"``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset path does not exist: {p}")
+    if p.is_file():
+        if p.suffix.lower() == ".json":
+            return "blender"
+        if p.name == "poses_bounds.npy":
+            return "llff"
+        raise FileNotFoundError(f"{p}: not a known dataset file (expected a transforms*.json or poses_bounds.npy)")
+    if (p / "transforms.json").is_file() or any(
+        (p / f"transforms_{s}.json").is_file() for s in ("train", "val", "test")
+    ):
+        return "blender"
+    if (p / "poses_bounds.npy").is_file():
+        return "llff"
+    if find_model_dir(p) is not None:
+        return "colmap"
+    raise FileNotFoundError(
+        f"{p}: not a known dataset: found no transforms.json / transforms_train.json (Blender, nerfstudio, "
+        f"instant-ngp), no poses_bounds.npy (LLFF) and no COLMAP model (sparse/0/, sparse/ with "
+        f"cameras + images .bin/.txt)"
+    )
+
+
+def load_dataset(
+    path: PathLike,
+    downscale: float = 1,
+    background: Optional[str] = None,
+    **kwargs: Any,
+) -> SceneDataset:
+    """Load a scene, detecting its format with :func:`detect_format`.
+
+    Args:
+        path: dataset folder, or a ``transforms*.json`` / ``poses_bounds.npy`` file.
+        downscale: image downscale factor (``> 0``, integer or float).
+        background: ``"white"`` (default), ``"black"`` or ``"random"``; see ``SceneDataset.background``.
+        **kwargs: passed to the format's loader (e.g. ``splits``, ``max_images``, ``progress``).
+    """
+    fmt = detect_format(path)
+    p = Path(path)
+    if fmt == "blender":
+        from langfield.data.blender import load_blender
+
+        return load_blender(p, downscale=downscale, background=background, **kwargs)
+    if fmt == "llff":
+        from langfield.data.llff import load_llff
+
+        return load_llff(p.parent if p.is_file() else p, downscale=downscale, background=background, **kwargs)
+    from langfield.data.colmap_dataset import load_colmap
+
+    return load_colmap(p, downscale=downscale, background=background, **kwargs)

@@ -1,0 +1,132 @@
+"""Scenes built from a COLMAP folder (sparse model + images)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from langfield.data.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, rotmat_to_qvec, write_model
+from langfield.data.colmap_dataset import load_colmap
+from langfield.data.loading import load_dataset
+from langfield.geometry.conventions import check_rigid, invert_rigid
+from langfield.geometry.normalize import apply_transform_to_points
+
+W, H = 8, 6
+
+
+def w2c_look_at(center, target=(0.0, 0.0, 0.0)):
+    """OpenCV world-to-camera (R, t) for a camera at ``center`` looking at ``target``; world -y up."""
+    c = np.asarray(center, float)
+    z = np.asarray(target, float) - c
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, -1.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R_c2w = np.stack([x, y, z], 1)
+    R = R_c2w.T
+    return R, -R @ c
+
+
+def write_colmap_scene(root: Path, n: int = 9, ext: str = ".bin", model: str = "OPENCV", factor: int = 1, sizes=None):
+    params = {
+        "OPENCV": (7.0, 6.5, 4.1, 2.9, 0.01, -0.002, 0.001, 0.0005),
+        "PINHOLE": (7.0, 6.5, 4.1, 2.9),
+        "OPENCV_FISHEYE": (7.0, 6.5, 4.1, 2.9, 0.1, 0.0, 0.0, 0.0),
+    }[model]
+    cameras = {1: ColmapCamera(1, model, W, H, params)}
+    images = {}
+    rng = np.random.default_rng(0)
+    folder = root / ("images" if factor == 1 else f"images_{factor}")
+    folder.mkdir(parents=True)
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        R, t = w2c_look_at((5 * math.cos(a), -2.0, 5 * math.sin(a)))
+        name = f"view_{k:02d}.png"
+        images[k + 1] = ColmapImage(id=k + 1, qvec=rotmat_to_qvec(R), tvec=t, camera_id=1, name=name)
+        size = sizes[k] if sizes else (W // factor, H // factor)
+        iio.imwrite(folder / name, rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    points = ColmapPoints.create(rng.normal(size=(20, 3)), rgb=rng.integers(0, 256, (20, 3)))
+    write_model(ColmapModel(cameras, images, points), root / "sparse" / "0", ext=ext)
+    return ColmapModel(cameras, images, points)
+
+
+@pytest.mark.parametrize("ext", [".bin", ".txt"])
+def test_load_colmap_scene(tmp_path, ext):
+    model = write_colmap_scene(tmp_path / "scene", n=9, ext=ext)
+    ds = load_dataset(tmp_path / "scene", progress=False)
+    tr, te = ds.split("train"), ds.split("test")
+    assert [Path(p).name for p in te.paths] == ["view_00.png", "view_08.png"]
+    assert len(tr) == 7 and ds.unbounded and tr.alphas is None
+    assert torch.allclose(tr.cameras.dist[0], torch.tensor([0.01, -0.002, 0.001, 0.0005, 0.0]))
+    assert torch.allclose(tr.cameras.Ks[0], torch.tensor([[7.0, 0, 4.1], [0, 6.5, 2.9], [0, 0, 1]]))
+    c2w = torch.cat([tr.cameras.c2w, te.cameras.c2w])
+    assert bool(check_rigid(c2w).all())
+    assert float(c2w[:, :, 3].norm(dim=-1).max()) <= 1.0 + 1e-5
+    up = -c2w[:, :, 1].sum(0)
+    assert torch.allclose(up / up.norm(), torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)  # align_up
+    T = ds.world_transform.double()
+    assert torch.allclose(ds.points3d.double(), apply_transform_to_points(T, torch.from_numpy(model.points.xyz)), atol=1e-5)
+    assert torch.equal(ds.points3d_rgb, torch.from_numpy(model.points.rgb))
+    orig_center = torch.from_numpy(model.images[9].c2w()[:, 3])
+    assert torch.allclose(apply_transform_to_points(T, orig_center[None])[0].float(), te.cameras.c2w[1, :, 3], atol=1e-5)
+
+
+def test_colmap_known_projection(tmp_path):
+    model = write_colmap_scene(tmp_path / "s", n=3, model="PINHOLE")
+    X = np.array([0.2, -0.3, 0.4])
+    im = model.images[2]  # view_01 -> train index 0
+    xc = im.w2c()[:, :3] @ X + im.w2c()[:, 3]
+    u, v = 7.0 * xc[0] / xc[2] + 4.1, 6.5 * xc[1] / xc[2] + 2.9
+    ds = load_colmap(tmp_path / "s", progress=False)
+    cams = ds.split("train").cameras
+    Xn = apply_transform_to_points(ds.world_transform.double(), torch.from_numpy(X)[None])[0]
+    w2c = invert_rigid(cams.c2w[0].double())
+    pc = w2c[:, :3] @ Xn + w2c[:, 3]
+    uv = cams.Ks[0, :2, :2].double() @ (pc[:2] / pc[2]) + cams.Ks[0, :2, 2].double()
+    assert torch.allclose(uv, torch.tensor([u, v], dtype=torch.float64), atol=1e-4)
+
+
+def test_colmap_pre_shrunk_images(tmp_path):
+    write_colmap_scene(tmp_path / "s", n=3, model="PINHOLE", factor=2)
+    ds = load_colmap(tmp_path / "s", downscale=2, normalize="none", align_up=False, progress=False)
+    cams = ds.split("train").cameras
+    assert ds.split("train").images.shape == (2, 3, 4, 3)
+    assert torch.allclose(cams.Ks[0], torch.tensor([[3.5, 0, 2.05], [0, 3.25, 1.45], [0, 0, 1]]))
+    assert torch.equal(ds.world_transform, torch.eye(4))
+
+
+def test_colmap_errors(tmp_path):
+    write_colmap_scene(tmp_path / "fish", n=3, model="OPENCV_FISHEYE", ext=".txt")
+    with pytest.raises(ValueError, match=r"cameras\.txt: camera 1 uses unsupported COLMAP camera model 'OPENCV_FISHEYE'"):
+        load_colmap(tmp_path / "fish")
+    write_colmap_scene(tmp_path / "miss", n=3)
+    (tmp_path / "miss" / "images" / "view_01.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"images\.bin: image 2 'view_01\.png' not found"):
+        load_colmap(tmp_path / "miss")
+    write_colmap_scene(tmp_path / "aspect", n=3)
+    iio.imwrite(tmp_path / "aspect" / "images" / "view_02.png", np.zeros((4, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"view_02\.png.*does not match the camera size 8x6"):
+        load_colmap(tmp_path / "aspect")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(FileNotFoundError, match="no COLMAP model"):
+        load_colmap(tmp_path / "none")
+
+
+def test_colmap_mixed_sizes_in_a_split(tmp_path):
+    """Two cameras of different sizes in one split: the error names both files and sizes."""
+    root = tmp_path / "mixed"
+    model = write_colmap_scene(root, n=3, ext=".txt")
+    cams = dict(model.cameras)
+    cams[2] = ColmapCamera(2, "PINHOLE", 10, 6, (7.0, 7.0, 5.0, 3.0))
+    images = dict(model.images)
+    im = images[3]
+    images[3] = ColmapImage(id=3, qvec=im.qvec, tvec=im.tvec, camera_id=2, name=im.name)
+    iio.imwrite(root / "images" / im.name, np.zeros((6, 10, 3), np.uint8))
+    write_model(ColmapModel(cams, images, model.points), root / "sparse" / "0", ext=".txt")
+    with pytest.raises(ValueError, match=r"view_01\.png is 8x6 and .*view_02\.png is 10x6"):
+        load_colmap(root)

@@ -1,0 +1,156 @@
+"""Shared loading helpers: resampling, splits, folders, JSON errors and format detection."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from langfield.data.loading import (
+    detect_format,
+    downscaled_size,
+    every_nth_split,
+    load_dataset,
+    load_images,
+    read_json,
+    resize_area,
+    resize_image,
+    resize_labels,
+    resolve_image_folder,
+)
+from langfield.types import Cameras
+
+
+def test_every_nth_split_llff_protocol():
+    train, test = every_nth_split(20, 8)
+    assert test == [0, 8, 16]
+    assert len(train) == 17 and set(train).isdisjoint(test)
+    assert sorted(train + test) == list(range(20))
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 2.5, 8, 0.5])
+def test_downscaled_size_matches_cameras_rescaled(factor):
+    cams = Cameras.create(torch.eye(4)[None], torch.tensor([[10.0, 0, 5], [0, 10, 4], [0, 0, 1]]), 37, 23)
+    w, h = downscaled_size(37, 23, factor)
+    r = cams.rescaled(factor)
+    assert (w, h) == (int(r.widths[0]), int(r.heights[0]))
+
+
+def test_resize_area_known_values():
+    img = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+    out = resize_area(img, 2, 2)  # integer factor: 2x2 block means
+    np.testing.assert_allclose(out[..., 0], [[2.5, 4.5], [10.5, 12.5]])
+    # non-integer factor 3 -> 2: output pixel 0 covers input [0, 1.5): weights 2/3, 1/3
+    row = np.array([[0.0, 3.0, 6.0]], dtype=np.float32).reshape(1, 3, 1)
+    out = resize_area(row, 2, 1)
+    np.testing.assert_allclose(out[0, :, 0], [(0.0 * 1 + 3.0 * 0.5) / 1.5, (3.0 * 0.5 + 6.0 * 1) / 1.5], rtol=1e-6)
+
+
+def test_resize_area_preserves_mean():
+    rng = np.random.default_rng(0)
+    img = rng.random((30, 50, 3)).astype(np.float32)
+    out = resize_area(img, 20, 12)  # factor 2.5 both ways
+    assert out.shape == (12, 20, 3)
+    np.testing.assert_allclose(out.mean((0, 1)), img.mean((0, 1)), rtol=1e-5)
+
+
+def test_resize_rgba_is_premultiplied():
+    """Compositing the downscaled RGBA equals downscaling the composited image."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(8, 8, 4), dtype=np.uint8)
+    img[:4, :, 3] = 0  # fully transparent half, with junk colour
+    small = resize_image(img, 4, 4).astype(np.float64) / 255
+    a = img[..., 3:] / 255.0
+    comp = img[..., :3] / 255.0 * a + 1.0 * (1 - a)
+    expected = comp.reshape(4, 2, 4, 2, 3).mean((1, 3))
+    got = small[..., :3] * small[..., 3:] + (1 - small[..., 3:])
+    np.testing.assert_allclose(got, expected, atol=2.5 / 255)
+
+
+def test_resize_labels_nearest_keeps_ids():
+    lab = np.array([[1, 1, 7, 7], [1, 1, 7, 7], [3, 3, 9, 9], [3, 3, 9, 9]])
+    out = resize_labels(lab, 2, 2)
+    assert out.tolist() == [[1, 7], [3, 9]]
+    out = resize_labels(lab, 3, 3)
+    assert set(np.unique(out)) <= {1, 3, 7, 9}
+
+
+def test_load_images_sizes_and_mismatch(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        iio.imwrite(tmp_path / f"{i}.png", rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    loaded = load_images([tmp_path / f"{i}.png" for i in range(3)], 2, progress=False)
+    assert loaded.images.shape == (3, 3, 4, 3) and loaded.images.dtype == torch.uint8
+    assert loaded.alphas is None
+    assert loaded.source_sizes == [(8, 6)] * 3
+    iio.imwrite(tmp_path / "odd.png", rng.integers(0, 256, (5, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"0\.png is 8x6 and .*odd\.png is 8x5"):
+        load_images([tmp_path / "0.png", tmp_path / "odd.png"], source="split X")
+
+
+def test_load_images_progress_bar_path(tmp_path):
+    img = np.full((6, 8, 3), 17, np.uint8)
+    paths = []
+    for i in range(25):  # > 20: progress bar and thread pool
+        paths.append(tmp_path / f"{i:02d}.png")
+        iio.imwrite(paths[-1], img)
+    loaded = load_images(paths, 1)
+    assert loaded.images.shape == (25, 6, 8, 3)
+    assert int(loaded.images.float().mean()) == 17
+
+
+def test_resolve_image_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images_4").mkdir()
+    assert resolve_image_folder(tmp_path, 4) == (tmp_path / "images_4", 1.0)
+    assert resolve_image_folder(tmp_path, 8) == (tmp_path / "images_4", 2.0)
+    assert resolve_image_folder(tmp_path, 2) == (tmp_path / "images", 2.0)
+    only8 = tmp_path / "only8"
+    (only8 / "images_8").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="images_8"):
+        resolve_image_folder(only8, 1)
+
+
+def test_read_json_malformed_names_file_and_line(tmp_path):
+    p = tmp_path / "transforms.json"
+    p.write_text('{\n  "frames": [\n    {"file_path": "a",}\n  ]\n}\n')
+    with pytest.raises(ValueError, match=r"transforms\.json: malformed JSON at line 3"):
+        read_json(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        read_json(p)
+
+
+def test_detect_format_and_unknown_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "transforms.json").write_text(json.dumps({"frames": []}))
+    assert detect_format(tmp_path / "a") == "blender"
+    assert detect_format(tmp_path / "a" / "transforms.json") == "blender"
+    (tmp_path / "b").mkdir()
+    np.save(tmp_path / "b" / "poses_bounds.npy", np.zeros((1, 17)))
+    assert detect_format(tmp_path / "b") == "llff"
+    (tmp_path / "c" / "sparse" / "0").mkdir(parents=True)
+    (tmp_path / "c" / "sparse" / "0" / "cameras.txt").write_text("")
+    (tmp_path / "c" / "sparse" / "0" / "images.txt").write_text("")
+    assert detect_format(tmp_path / "c") == "colmap"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a known dataset"):
+        load_dataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(FileNotFoundError, match="not a known dataset file"):
+        load_dataset(tmp_path / "notes.txt")
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="downscale"):
+        load_images([tmp_path / "x.png"], 0)
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ValueError, match="background"):
+        from langfield.data.blender import load_blender
+
+        load_blender(tmp_path / "a", background="pink")
