@@ -1,0 +1,55 @@
+"""Public differentiable primitives: volume rendering, sampling along rays, encodings.
+
+Stateless functions on tensors (and per-sample callables), any number of channels. Slow,
+readable twins for tests live in :mod:`langfield.ops.reference`.
+"""
+
+from langfield.ops.encoding import (
+    integrated_positional_encoding,
+    integrated_positional_encoding_dim,
+    positional_encoding,
+    positional_encoding_dim,
+)
+from langfield.ops.sampling import (
+    conical_frustum_to_gaussian,
+    mipnerf_blur_weights,
+    sample_pdf,
+    sample_pdf_edges,
+    stratified_bins,
+)
+from langfield.ops.volume_rendering import (
+    RenderAux,
+    accumulate_along_rays,
+    composite_over_background,
+    mask_after_transmittance,
+    normals_from_density,
+    render_expected_depth,
+    render_median_depth,
+    render_rays,
+    render_transmittance_from_density,
+    render_weights_from_alpha,
+    render_weights_from_density,
+)
+
+__all__ = [
+    "RenderAux",
+    "accumulate_along_rays",
+    "composite_over_background",
+    "conical_frustum_to_gaussian",
+    "integrated_positional_encoding",
+    "integrated_positional_encoding_dim",
+    "mask_after_transmittance",
+    "mipnerf_blur_weights",
+    "normals_from_density",
+    "positional_encoding",
+    "positional_encoding_dim",
+    "render_expected_depth",
+    "render_median_depth",
+    "render_rays",
+    "render_transmittance_from_density",
+    "render_weights_from_alpha",
+    "render_weights_from_density",
+    "sample_pdf",
+    "sample_pdf_edges",
+    "stratified_bins",
+]
