@@ -1,0 +1,649 @@
+"""The one generic trainer: it talks to every method through :class:`~langfield.methods.base.Method`.
+
+One training step::
+
+    method.before_train_step(step)                 # under no_grad (e.g. occupancy-grid update)
+    batch  = sampler.next_batch()                  # PixelSampler, seeded by (seed, step, rank)
+    out    = model(batch.rays, batch.background)   # Method.forward == Method.outputs (DDP-wrapped)
+    losses = method.losses(out, batch)             # losses["loss"] is back-propagated
+    backward; every optimiser steps; every scheduler steps
+
+Outputs under ``config.output_dir``::
+
+    config.json          the TrainerConfig
+    metrics.jsonl        one JSON object per line: {"event": "train" | "eval" | "test" | ..., "step", ...}
+    checkpoints/         step_XXXXXXXX.ckpt (newest k kept) and latest.ckpt
+    eval_<split>.json    per-image and mean PSNR/SSIM of :meth:`Trainer.evaluate`
+    renders/<split>/     PNGs when ``evaluate(write_renders=True)``
+
+Reproducibility: the sampler is a pure function of ``(seed, step, stream)``; the global RNGs are
+seeded from ``config.seed`` (offset by rank) when the trainer is built and restored from
+checkpoints; evaluation runs inside ``torch.random.fork_rng`` so it never shifts the training
+RNG. Build the method after :func:`seed_everything` so its initialisation is seeded too.
+
+Performance notes: loss values are read back (a CPU-GPU sync) only at log, eval and checkpoint
+steps; non-finite losses are tracked on the device in between, so a NaN is reported with the
+step and loss terms where it first appeared even if it is noticed later. Under DDP the time
+budget (``max_seconds``) is decided by rank 0 at those same sync steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from langfield.data.dataset import SceneDataset
+from langfield.data.samplers import PixelSampler
+from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
+from langfield.methods.base import Batch, Method
+from langfield.training.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
+from langfield.training.distributed import DistributedInfo, all_gather_object, env_distributed_info, init_distributed, wrap_ddp
+from langfield.training.evaluation import evaluate_views
+from langfield.training.render import evaluation_mode
+
+__all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "seed_everything", "set_deterministic"]
+
+logger = logging.getLogger("langfield.training")
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# Config fields that may change between a run and its resumption without a warning.
+_RESUME_FREE_FIELDS = {
+    "max_steps", "max_seconds", "output_dir", "device", "progress", "log_every", "eval_every",
+    "eval_num_images", "eval_chunk", "checkpoint_every", "keep_last_checkpoints",
+}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Options of :class:`Trainer` (methods keep their own hyper-parameters in ``XConfig``).
+
+    Attributes:
+        max_steps: training steps; schedulers are built for this many (``method.optimizers``).
+        max_seconds: wall-clock training budget in seconds (eval and checkpoint time excluded),
+            or ``None``. Training stops at whichever of ``max_steps``/``max_seconds`` binds first.
+        num_rays: rays per step summed over all processes (each of ``W`` ranks draws
+            ``num_rays / W``; must divide).
+        eval_every: periodic eval every this many steps on a few held-out views (0 = never).
+        eval_num_images: how many evenly spaced views of the val (else test) split to evaluate.
+        eval_chunk: rays per ``render_rays`` call when rendering whole images.
+        checkpoint_every: checkpoint every this many steps (0 = only at the end of ``train()``).
+        keep_last_checkpoints: how many ``step_*.ckpt`` files to keep (``latest.ckpt`` is extra).
+        log_every: log/progress/``metrics.jsonl`` every this many steps.
+        output_dir: run directory (created by rank 0).
+        seed: seeds the global RNGs (offset by rank) and the pixel sampler.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``None`` (CUDA if available). Under DDP with
+            CUDA each process uses ``cuda:LOCAL_RANK``.
+        mixed_precision: autocast + (for float16) ``GradScaler``; CUDA only, ignored on CPU.
+        amp_dtype: ``"float16"`` (with loss scaling) or ``"bfloat16"`` (no scaling needed).
+        deterministic: ``torch.use_deterministic_algorithms(True, warn_only=True)`` and
+            deterministic cuDNN/cuBLAS settings (process-wide).
+        progress: show a rich progress bar (rank 0 only).
+        sampler_streams: number of independent ray streams the global batch is split into
+            (default: world size). Fix it to make results independent of the process count.
+    """
+
+    max_steps: int = 30_000
+    max_seconds: Optional[float] = None
+    num_rays: int = 4096
+    eval_every: int = 0
+    eval_num_images: int = 2
+    eval_chunk: int = 8192
+    checkpoint_every: int = 5_000
+    keep_last_checkpoints: int = 3
+    log_every: int = 100
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    device: Optional[str] = None
+    mixed_precision: bool = False
+    amp_dtype: str = "float16"
+    deterministic: bool = False
+    progress: bool = True
+    sampler_streams: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        def positive(name: str, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+                raise ValueError(f"TrainerConfig.{name} must be an int >= {0 if allow_zero else 1}, got {value!r}")
+
+        for name in ("max_steps", "num_rays", "eval_num_images", "eval_chunk", "keep_last_checkpoints", "log_every"):
+            positive(name)
+        for name in ("eval_every", "checkpoint_every", "seed"):
+            positive(name, allow_zero=True)
+        if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
+            raise ValueError(f"TrainerConfig.max_seconds must be None or > 0, got {self.max_seconds!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"TrainerConfig.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.sampler_streams is not None:
+            positive("sampler_streams")
+            if self.num_rays % self.sampler_streams:
+                raise ValueError(f"num_rays ({self.num_rays}) must be divisible by sampler_streams ({self.sampler_streams})")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-typed dict (paths as strings), safe for JSON and ``weights_only`` checkpoints."""
+        return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training hit a NaN/inf loss. The last good checkpoint (if any) was left untouched.
+
+    Attributes:
+        step: index of the first training step whose loss was non-finite (-1 if it happened on
+            another rank only).
+        terms: the loss terms at that step (floats).
+        checkpoint: path of the last good checkpoint, or ``None``.
+    """
+
+    def __init__(self, step: int, terms: Dict[str, float], checkpoint: Optional[Path], rank: int = 0) -> None:
+        self.step, self.terms, self.checkpoint, self.rank = step, terms, checkpoint, rank
+        if step >= 0:
+            shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items()) or "no scalar terms"
+            where = f"at step {step}" + (f" on rank {rank}" if rank else "") + f" ({shown})"
+        else:
+            where = "on another rank"
+        kept = f"last good checkpoint kept at {checkpoint}" if checkpoint else "no checkpoint had been written yet"
+        super().__init__(
+            f"non-finite training loss {where}; training stopped, {kept}. "
+            "Lower the learning rate, check the data, or disable mixed precision."
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy and torch (CPU and all CUDA devices)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Process-wide deterministic kernels (warn-only for ops without a deterministic version)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
+
+
+def _resolve_device(requested: Optional[str], info: DistributedInfo) -> torch.device:
+    device = torch.device(requested if requested is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"TrainerConfig.device={requested!r} but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-:--:--"
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _NonFiniteWatch:
+    """Device-side record of the first step with a non-finite loss (no host sync per step)."""
+
+    def __init__(self) -> None:
+        self.first_step: Optional[Tensor] = None
+        self.terms: Dict[str, Tensor] = {}
+
+    def update(self, step: int, losses: Dict[str, Tensor]) -> None:
+        loss = losses["loss"].detach()
+        if self.first_step is None:
+            self.first_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+        fresh = ~torch.isfinite(loss.float()).all() & (self.first_step < 0)
+        for name, value in losses.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                prev = self.terms.get(name)
+                prev = torch.zeros((), device=loss.device) if prev is None else prev
+                self.terms[name] = torch.where(fresh, value.detach().float().reshape(()), prev)
+        self.first_step = torch.where(fresh, torch.full_like(self.first_step, step), self.first_step)
+
+    def local_bad(self) -> Optional[Tensor]:
+        """``[]`` int64 tensor: 1 if a non-finite loss has been seen here, else 0."""
+        return None if self.first_step is None else (self.first_step >= 0).long()
+
+    def report(self) -> Tuple[int, Dict[str, float]]:
+        step = -1 if self.first_step is None else int(self.first_step)
+        return step, ({k: float(v) for k, v in self.terms.items()} if step >= 0 else {})
+
+
+class Trainer:
+    """Generic training loop, evaluation and checkpointing for any :class:`Method`.
+
+    Args:
+        method: the method (``nn.Module``); moved to the trainer's device. Under ``torchrun`` it
+            is wrapped in ``DistributedDataParallel`` and called through ``Method.forward``.
+        dataset: the scene; the ``"train"`` split is sampled, ``"val"`` (else ``"test"``) is used
+            for periodic eval.
+        config: :class:`TrainerConfig`.
+        resume: ``False``; ``True`` to continue from ``output_dir/checkpoints/latest.ckpt`` when it
+            exists (fresh start otherwise); or the path of a checkpoint (must exist).
+
+    Attributes:
+        step: number of completed training steps.
+        elapsed_seconds: training wall-clock time so far (excludes eval/checkpoint time).
+        device, dist (:class:`DistributedInfo`), sampler, optimizers, schedulers, output_dir.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        dataset: SceneDataset,
+        config: TrainerConfig,
+        *,
+        resume: Union[bool, str, os.PathLike] = False,
+    ) -> None:
+        if not isinstance(method, Method):
+            raise TypeError(f"method must be a langfield Method, got {type(method).__name__}")
+        if not isinstance(dataset, SceneDataset):
+            raise TypeError(f"dataset must be a SceneDataset, got {type(dataset).__name__}")
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        self.config = config
+        self.dataset = dataset
+
+        already = dist.is_available() and dist.is_initialized()
+        # Before joining a group only the environment is read: the backend depends on the device.
+        planned = init_distributed() if already else env_distributed_info()
+        self.device = _resolve_device(config.device, planned)
+        if config.deterministic:
+            set_deterministic(True)
+        self.dist = init_distributed(backend="nccl" if self.device.type == "cuda" else "gloo")
+        if config.num_rays % self.dist.world_size:
+            raise ValueError(
+                f"num_rays ({config.num_rays}) must be divisible by the number of processes ({self.dist.world_size})"
+            )
+        seed_everything(config.seed + 1_000_003 * self.dist.rank)
+
+        self.method = method.to(self.device)
+        self.method.train()
+        optimizers, schedulers = method.optimizers(config.max_steps)
+        self.optimizers: List[torch.optim.Optimizer] = list(optimizers)
+        self.schedulers: List[Any] = [s for s in schedulers if s is not None]
+        if not self.optimizers:
+            raise ValueError(f"{type(method).__name__}.optimizers() returned no optimiser")
+        for opt in self.optimizers:
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TypeError(f"{type(method).__name__}.optimizers() must return torch optimisers, got {type(opt).__name__}")
+        self.model = wrap_ddp(self.method, self.device)
+
+        self.use_amp = config.mixed_precision and self.device.type == "cuda"
+        if config.mixed_precision and not self.use_amp:
+            logger.info("mixed_precision is ignored on %s", self.device)
+        self.amp_dtype = AMP_DTYPES[config.amp_dtype]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+
+        self.sampler = PixelSampler(
+            dataset.split("train"),
+            num_rays=config.num_rays,
+            near=dataset.near,
+            far=dataset.far,
+            background=dataset.background,
+            seed=config.seed,
+            device=self.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            num_streams=config.sampler_streams,
+        )
+        self.eval_split = next((s for s in ("val", "test") if s in dataset.splits), None)
+
+        self.output_dir = Path(config.output_dir)
+        self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.keep_last_checkpoints)
+        self.last_checkpoint: Optional[Path] = None
+        self.step = 0
+        self.elapsed_seconds = 0.0
+        self._last_train_record: Dict[str, Any] = {}
+
+        if resume is not False and resume is not None:
+            path = None if resume is True else Path(resume)
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"resume checkpoint {path} does not exist")
+            if not self.resume(path):
+                logger.info("no checkpoint in %s; starting from scratch", self.checkpoints.directory)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.config.to_dict(), self.output_dir / "config.json")
+
+    # ------------------------------------------------------------------ properties / logging
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def log_record(self, record: Dict[str, Any]) -> None:
+        """Append one JSON object to ``metrics.jsonl`` (rank 0 only; flushed; NaN -> null)."""
+        if not self.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(to_jsonable(record), allow_nan=False)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records past ``step`` (and torn lines) left by a run that crashed after its checkpoint."""
+        if not self.is_main or not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+                continue
+            kept.append(line)
+        with atomic_write(self.metrics_path, "w") as f:
+            f.write("".join(k + "\n" for k in kept))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_state(self, rng_states: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed_seconds": self.elapsed_seconds,
+            "method_class": f"{type(self.method).__module__}.{type(self.method).__qualname__}",
+            "model": self.method.state_dict(),
+            "method_extra": self.method.extra_state(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "grad_scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_states,
+            "world_size": self.dist.world_size,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> Optional[Path]:
+        """Checkpoint the current step (collective under DDP: every rank must call it).
+
+        Rank 0 writes ``step_XXXXXXXX.ckpt`` atomically and repoints ``latest.ckpt``; the RNG states
+        of all ranks are gathered so each can resume exactly. Returns the path on rank 0.
+        """
+        rng_states = all_gather_object(capture_rng_state())
+        path = None
+        if self.is_main:
+            path = self.checkpoints.save(self._checkpoint_state(rng_states), self.step)
+            self.last_checkpoint = path
+        if self.dist.enabled:
+            dist.barrier()
+        return path
+
+    def resume(self, path: Optional[Union[str, os.PathLike]] = None) -> bool:
+        """Load ``path`` (default ``output_dir/checkpoints/latest.ckpt``) and continue exactly from it.
+
+        Restores parameters/buffers, ``method.extra_state`` (via ``method.load_extra_state`` when the
+        method defines it), optimisers, schedulers, the grad scaler, the sampler step, training time
+        and every RNG state. Returns ``False`` if ``path`` is ``None`` and no checkpoint exists.
+        """
+        if path is None:
+            path = self.checkpoints.latest()
+            if path is None:
+                return False
+        path = Path(path)
+        state = load_checkpoint(path, map_location="cpu")
+        name = type(self.method).__name__
+        try:
+            self.method.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"checkpoint {path} (written by {state.get('method_class')}) does not fit {name}: {err}"
+            ) from err
+        extra = state.get("method_extra") or {}
+        if hasattr(self.method, "load_extra_state"):
+            self.method.load_extra_state(extra)
+        elif extra:
+            warnings.warn(f"{name} has extra_state() but no load_extra_state(); it was not restored", stacklevel=2)
+        for kind, objs in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
+            saved = state[kind]
+            if len(saved) != len(objs):
+                raise ValueError(f"checkpoint {path} has {len(saved)} {kind}, {name} builds {len(objs)}")
+            for obj, sd in zip(objs, saved):
+                obj.load_state_dict(sd)
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        self.elapsed_seconds = float(state["elapsed_seconds"])
+        rng = state["rng"]
+        if len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        else:
+            warnings.warn(
+                f"checkpoint was written by {len(rng)} processes, resuming with {self.dist.world_size}: "
+                "RNG streams are re-seeded, so the continuation is not bitwise identical",
+                stacklevel=2,
+            )
+        changed = {
+            k: (v, getattr(self.config, k))
+            for k, v in state.get("config", {}).items()
+            if k not in _RESUME_FREE_FIELDS and hasattr(self.config, k) and getattr(self.config, k) != v
+        }
+        if changed:
+            warnings.warn(f"resuming with a changed config (checkpoint, now): {changed}", stacklevel=2)
+        self.last_checkpoint = path
+        self._truncate_metrics(self.step)
+        self.log_record({"event": "resume", "step": self.step, "checkpoint": str(path)})
+        logger.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # ------------------------------------------------------------------ training
+
+    def _train_step(self, step: int) -> Tuple[Dict[str, Tensor], Any, Batch]:
+        with torch.no_grad():
+            self.method.before_train_step(step)
+        batch = self.sampler.next_batch()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            out = self.model(batch.rays, batch.background)
+            losses = self.method.losses(out, batch)
+        if not isinstance(losses, dict) or "loss" not in losses:
+            raise KeyError(f"{type(self.method).__name__}.losses() must return a dict with a 'loss' entry")
+        self.scaler.scale(losses["loss"]).backward()
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        for sched in self.schedulers:
+            sched.step()
+        return losses, out, batch
+
+    def _train_record(self, losses: Dict[str, Tensor], out: Any, batch: Batch, rays_per_s: float) -> Dict[str, Any]:
+        with torch.no_grad():
+            rgb = self.method.rgb_of(out).detach().float()
+            mse = (rgb - batch.rgb.float()).square().mean()
+            record: Dict[str, Any] = {"event": "train", "step": self.step}
+            for name, value in losses.items():
+                if isinstance(value, Tensor) and value.numel() == 1:
+                    record[name] = float(value.detach().float())
+            record["psnr"] = float(-10.0 * torch.log10(mse))
+        record["lr"] = [group["lr"] for opt in self.optimizers for group in opt.param_groups][:4]
+        record["rays_per_s"] = rays_per_s
+        record["elapsed_s"] = self.elapsed_seconds
+        return record
+
+    def _eta(self, window_seconds_per_step: float) -> float:
+        eta = (self.config.max_steps - self.step) * window_seconds_per_step
+        if self.config.max_seconds is not None:
+            eta = min(eta, max(0.0, self.config.max_seconds - self.elapsed_seconds))
+        return eta
+
+    def _make_progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        progress = Progress(
+            TextColumn("[bold blue]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+        )
+        task = progress.add_task("train", total=self.config.max_steps, completed=self.step, stats="", eta="-:--:--")
+        return progress, task
+
+    def train(self) -> Dict[str, Any]:
+        """Train until ``max_steps`` or ``max_seconds``; returns the last ``"train"`` metrics record.
+
+        Raises:
+            NonFiniteLossError: a loss became NaN/inf (no checkpoint is written after that step).
+        """
+        cfg = self.config
+        if self.step >= cfg.max_steps:
+            logger.info("already at step %d >= max_steps %d", self.step, cfg.max_steps)
+            return self._last_train_record
+        watch = _NonFiniteWatch()
+        progress, task = self._make_progress() if (cfg.progress and self.is_main) else (None, None)
+        if progress is not None:
+            progress.start()
+        self.log_record({"event": "start", "step": self.step, "world_size": self.dist.world_size, "device": str(self.device)})
+        try:
+            self._train_loop(watch, progress, task)
+        finally:
+            if progress is not None:
+                progress.stop()
+        return self._last_train_record
+
+    def _budget_spent(self, segment_start: float) -> bool:
+        if self.config.max_seconds is None:
+            return False
+        return self.elapsed_seconds + (time.perf_counter() - segment_start) >= self.config.max_seconds
+
+    def _train_loop(self, watch: _NonFiniteWatch, progress, task) -> None:
+        cfg = self.config
+        window_steps, window_train_s = 0, 0.0
+        segment_start = time.perf_counter()
+        stop_for_time = False
+        while self.step < cfg.max_steps and not stop_for_time:
+            losses, out, batch = self._train_step(self.step)
+            watch.update(self.step, losses)
+            self.step += 1
+            window_steps += 1
+
+            done = self.step >= cfg.max_steps
+            is_log = self.step % cfg.log_every == 0 or done
+            is_eval = cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and self.eval_split is not None
+            is_ckpt = cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0
+            sync_step = self.device.type == "cpu" or is_log or is_eval or is_ckpt or done
+            if not sync_step:
+                # Single process: the time budget needs no communication, check it every step.
+                if not self.dist.enabled and self._budget_spent(segment_start):
+                    stop_for_time = True
+                    sync_step = True
+                else:
+                    continue
+
+            # --- sync point: agree on NaN / time budget, then log, eval, checkpoint -------------
+            _sync(self.device)
+            now = time.perf_counter()
+            self.elapsed_seconds += now - segment_start
+            window_train_s += now - segment_start
+            stop_for_time = stop_for_time or (
+                cfg.max_seconds is not None and self.elapsed_seconds >= cfg.max_seconds
+            )
+            bad = watch.local_bad()
+            flags = torch.stack([bad if bad is not None else torch.zeros((), dtype=torch.int64, device=self.device),
+                                 torch.tensor(int(stop_for_time), device=self.device)]).to(self.device)
+            if self.dist.enabled:
+                if not self.is_main:
+                    flags[1] = 0  # rank 0 alone decides the time budget
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            any_bad, stop_for_time = bool(flags[0]), bool(flags[1])
+            if any_bad:
+                self._stop_nonfinite(watch)
+
+            if is_log or stop_for_time:
+                rays_per_s = cfg.num_rays * window_steps / max(window_train_s, 1e-9)
+                if self.is_main:
+                    record = self._train_record(losses, out, batch, rays_per_s)
+                    self._last_train_record = record
+                    self.log_record(record)
+                    if progress is not None:
+                        eta = self._eta(window_train_s / max(window_steps, 1))
+                        stats = f"loss {record['loss']:.4g} | psnr {record['psnr']:.2f} | {rays_per_s / 1e3:,.1f}k rays/s"
+                        progress.update(task, completed=self.step, stats=stats, eta=_format_seconds(eta))
+                window_steps, window_train_s = 0, 0.0
+            del losses, out, batch
+            if is_eval and self.is_main:
+                record = self._evaluate_views(self.eval_split, self._eval_indices(self.eval_split, cfg.eval_num_images))
+                self.log_record({"event": "eval", **record})
+            if is_ckpt or done or stop_for_time:
+                self.save_checkpoint()
+            segment_start = time.perf_counter()
+        if stop_for_time and self.is_main:
+            logger.info("time budget of %.1fs reached at step %d", cfg.max_seconds, self.step)
+            self.log_record({"event": "time_budget", "step": self.step, "elapsed_s": self.elapsed_seconds})
+
+    def _stop_nonfinite(self, watch: _NonFiniteWatch) -> None:
+        step, terms = watch.report()
+        err = NonFiniteLossError(step, terms, self.last_checkpoint, self.dist.rank)
+        self.log_record({"event": "nonfinite", "step": step if step >= 0 else self.step, "terms": terms,
+                         "checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint)})
+        raise err
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _eval_indices(self, split: str, num_images: Optional[int]) -> List[int]:
+        n = len(self.dataset.split(split))
+        if num_images is None or num_images >= n:
+            return list(range(n))
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        return sorted({int(round(x)) for x in np.linspace(0, n - 1, num_images)})
+
+    def _evaluate_views(
+        self, split: str, indices: List[int], render_dir: Optional[Path] = None
+    ) -> Dict[str, Any]:
+        """:func:`~langfield.training.evaluation.evaluate_views` in eval mode, isolated from the training RNG."""
+        fork_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices), evaluation_mode(self.method):
+            result = evaluate_views(
+                self.method, self.dataset, split, indices, chunk=self.config.eval_chunk, render_dir=render_dir
+            )
+        return {"step": self.step, **result}
+
+    def evaluate(
+        self, split: str = "test", *, num_images: Optional[int] = None, write_renders: bool = False
+    ) -> Dict[str, Any]:
+        """Mean PSNR/SSIM over ``split`` (all views, or ``num_images`` evenly spaced ones).
+
+        Renders with :func:`~langfield.training.evaluation.evaluate_views` over the dataset's eval
+        background (white for "random"). Writes ``output_dir/eval_<split>.json`` (per-image values)
+        and a ``metrics.jsonl`` record; with ``write_renders`` also ``output_dir/renders/<split>/``
+        (``<name>.png``, ``<name>_depth.png``, ``<name>_compare.png``). Rank 0 only: other ranks
+        return ``{}`` at once.
+
+        Returns:
+            ``{"step", "split", "num_images", "psnr", "ssim", "lpips" (None), "seconds", "render_fps",
+            "per_image": [...]}``.
+        """
+        if not self.is_main:
+            return {}
+        render_dir = self.output_dir / "renders" / split if write_renders else None
+        result = self._evaluate_views(split, self._eval_indices(split, num_images), render_dir)
+        atomic_write_json(result, self.output_dir / f"eval_{split}.json")
+        self.log_record({"event": split, **{k: v for k, v in result.items() if k != "per_image"}})
+        return result

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from langfield.data.dataset import ImageSet
+from langfield.data.samplers import PixelSampler, stream_seed
+from langfield.geometry.rays import rays_from_pixels
+from langfield.types import Cameras
+
+from .toy_method import make_toy_dataset, torch_test_state  # noqa: F401
+
+
+def coded_image_set(num_cams=3, height=5, width=7, alpha=None):
+    """Pixel (c, v, u) has colour (10 u, 10 v, 50 c) so the batch reveals where each ray came from."""
+    c, v, u = torch.meshgrid(torch.arange(num_cams), torch.arange(height), torch.arange(width), indexing="ij")
+    images = torch.stack([10 * u, 10 * v, 50 * c], dim=-1).to(torch.uint8)
+    poses = torch.eye(4).repeat(num_cams, 1, 1)
+    poses[:, 0, 3] = torch.arange(num_cams, dtype=torch.float32)
+    K = torch.tensor([[4.0, 0.0, 3.5], [0.0, 5.0, 2.5], [0.0, 0.0, 1.0]])
+    cams = Cameras.create(poses, K, width, height)
+    return ImageSet(cameras=cams, images=images, alphas=alpha)
+
+
+def decode(rgb):
+    q = (rgb * 255).round().long()
+    return q[:, 2] // 50, q[:, 1] // 10, q[:, 0] // 10  # cam, v, u
+
+
+def test_batch_pixels_and_rays_match_pixel_centres():
+    image_set = coded_image_set()
+    sampler = PixelSampler(image_set, num_rays=500, near=0.5, far=4.0, seed=3)
+    batch = sampler.next_batch()
+    assert batch.rgb.shape == (500, 3) and batch.rgb.dtype == torch.float32
+    assert batch.background.shape == (500, 3)
+    cam, v, u = decode(batch.rgb)
+    assert torch.equal(cam, batch.rays.camera_indices)
+    # every camera / row / column is hit with 500 draws over 105 pixels
+    assert set(cam.tolist()) == {0, 1, 2} and set(v.tolist()) == set(range(5)) and set(u.tolist()) == set(range(7))
+    pixels = torch.stack([u, v], -1).float() + 0.5
+    expected = rays_from_pixels(image_set.cameras, cam, pixels, 0.5, 4.0)
+    for name in ("origins", "directions", "radii", "near", "far"):
+        assert torch.allclose(getattr(batch.rays, name), getattr(expected, name)), name
+    assert torch.all(batch.rays.near == 0.5) and torch.all(batch.rays.far == 4.0)
+    assert sampler._rgb.dtype == torch.uint8  # images kept compact
+
+
+@pytest.mark.parametrize("background", ["white", "black", "random"])
+def test_rgba_is_composited_over_background(background):
+    image_set = coded_image_set()
+    alpha = torch.full((3, 5, 7, 1), 51, dtype=torch.uint8)  # alpha = 0.2 everywhere
+    image_set = ImageSet(image_set.cameras, image_set.images, alphas=alpha)
+    opaque = PixelSampler(coded_image_set(), num_rays=256, near=0.5, far=4.0, seed=1, background=background)
+    sampler = PixelSampler(image_set, num_rays=256, near=0.5, far=4.0, seed=1, background=background)
+    batch, ref = sampler.sample(0), opaque.sample(0)
+    assert torch.equal(batch.background, ref.background)
+    bg = batch.background
+    if background == "random":
+        assert bg.min() >= 0 and bg.max() < 1 and bg.std() > 0.2  # one colour per ray
+        assert len({tuple(row) for row in bg.tolist()}) == 256
+    else:
+        assert torch.all(bg == (1.0 if background == "white" else 0.0))
+    assert torch.allclose(batch.rgb, 0.2 * ref.rgb + 0.8 * bg, atol=1e-6)
+
+
+def test_stream_is_a_pure_function_of_seed_and_step():
+    image_set = coded_image_set()
+    a = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=5, background="random")
+    b = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=5, background="random")
+    first = [a.next_batch() for _ in range(3)]
+    assert a.step == 3
+    b.load_state_dict({"step": 2})
+    assert torch.equal(b.next_batch().rgb, first[2].rgb)
+    assert torch.equal(a.sample(1).rays.directions, first[1].rays.directions)
+    assert not torch.equal(first[0].rgb, first[1].rgb)
+    c = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=6, background="random")
+    assert not torch.equal(c.sample(0).rgb, first[0].rgb)
+    assert a.state_dict() == {"step": 3, "seed": 5, "num_rays": 64, "num_streams": 1}
+
+
+def test_ranks_draw_disjoint_streams_whose_concatenation_is_the_single_process_batch():
+    image_set = make_toy_dataset().split("train")
+    kw = dict(num_rays=96, near=1.0, far=5.0, seed=0, background="random")
+    single = PixelSampler(image_set, num_streams=2, **kw)
+    ranks = [PixelSampler(image_set, rank=r, world_size=2, **kw) for r in range(2)]
+    assert [s.num_local_rays for s in ranks] == [48, 48] and single.num_local_rays == 96
+    for step in range(3):
+        whole = single.next_batch()
+        parts = [s.next_batch() for s in ranks]
+        assert not torch.equal(parts[0].rgb, parts[1].rgb)
+        assert torch.equal(torch.cat([p.rgb for p in parts]), whole.rgb)
+        assert torch.equal(torch.cat([p.background for p in parts]), whole.background)
+        assert torch.equal(torch.cat([p.rays.origins for p in parts]), whole.rays.origins)
+        assert torch.equal(torch.cat([p.rays.camera_indices for p in parts]), whole.rays.camera_indices)
+    # 4 streams over 2 ranks: rank 1 takes streams 2 and 3
+    four = PixelSampler(image_set, num_streams=4, rank=1, world_size=2, **kw)
+    assert four.streams == [2, 3]
+    assert torch.equal(four.sample(0).rgb, PixelSampler(image_set, num_streams=4, **kw).sample(0).rgb[48:])
+
+
+def test_stream_seed_mixes_all_inputs():
+    seeds = {stream_seed(0, s, k) for s in range(20) for k in range(4)} | {stream_seed(1, 0, 0)}
+    assert len(seeds) == 81
+    with pytest.raises(ValueError, match="step"):
+        stream_seed(0, -1, 0)
+
+
+def test_bad_input():
+    image_set = coded_image_set()
+    kw = dict(num_rays=64, near=0.5, far=4.0)
+    with pytest.raises(ValueError, match="background"):
+        PixelSampler(image_set, background="green", **kw)
+    with pytest.raises(ValueError, match="divisible"):
+        PixelSampler(image_set, num_rays=63, near=0.5, far=4.0, world_size=2, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        PixelSampler(image_set, rank=2, world_size=2, **kw)
+    with pytest.raises(ValueError, match="multiple of world_size"):
+        PixelSampler(image_set, num_streams=3, world_size=2, **kw)
+    with pytest.raises(ValueError, match="far > near"):
+        PixelSampler(image_set, num_rays=64, near=2.0, far=1.0)
+    float_set = ImageSet(image_set.cameras, image_set.images.float())
+    with pytest.raises(ValueError, match="uint8"):
+        PixelSampler(float_set, **kw)
+    bad_alpha = ImageSet(image_set.cameras, image_set.images, alphas=torch.zeros(3, 5, 7, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="alphas"):
+        PixelSampler(bad_alpha, **kw)
+    with pytest.raises(KeyError):
+        PixelSampler(image_set, **kw).load_state_dict({})
+    with pytest.warns(UserWarning, match="seed"):
+        PixelSampler(image_set, **kw).load_state_dict({"step": 1, "seed": 99})
