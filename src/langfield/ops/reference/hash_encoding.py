@@ -21,13 +21,13 @@ _PRIMES = (1, 2654435761, 805459861)
 def hash_encode(x: Tensor, embeddings: Tensor, config) -> Tensor:
     """Encode ``x [N, 3]`` in ``[0, 1]^3`` with the hash grid ``embeddings [T_total, F]``.
 
-    For level ``l`` with resolution ``R_l`` (NGP eq. 2-3) the point is scaled to
-    ``pos = x * R_l``, its cell corner is ``p0 = min(floor(pos), R_l - 1)`` (so ``x = 1`` lands on
-    vertex ``R_l`` with weight 1) and the 8 corner features are blended trilinearly with weights
-    ``w = pos - p0`` (NGP Sec. 3, step 3). Corner vertices index the level's table densely when
-    ``(R_l + 1)^3 <= T`` and otherwise through the spatial hash of NGP eq. 4,
+    For level ``l`` with resolution ``N_l`` (NGP eq. 2-3) the point is scaled to
+    ``pos = x * N_l``, its cell corner is ``p0 = min(floor(pos), N_l - 1)`` (so ``x = 1`` lands on
+    vertex ``N_l`` with weight 1) and the 8 corner features are blended trilinearly with weights
+    ``w = pos - p0`` (NGP Fig. 3, step 3). Corner vertices index the level's table densely when
+    ``(N_l + 1)^3 <= T`` and otherwise through the spatial hash of NGP eq. 4,
     ``(i * 1 xor j * 2654435761 xor k * 805459861) mod T`` taken in 32-bit arithmetic.
-    Level tables hold ``min(T, (R_l + 1)^3)`` rows and are concatenated in level order.
+    Level tables hold ``min(T, (N_l + 1)^3)`` rows and are concatenated in level order.
     Points outside ``[0, 1]`` are clamped (the gradient w.r.t. ``x`` is zero there).
 
     Returns ``[N, L * F]``: level ``l`` fills columns ``l * F`` to ``l * F + F - 1``.
@@ -45,7 +45,7 @@ def hash_encode(x: Tensor, embeddings: Tensor, config) -> Tensor:
 
     hashmap_size = 2**config.log2_hashmap_size
     resolutions = list(config.resolutions())
-    # Level l's table holds min(T, (R_l + 1)^3) rows; dense (1:1) when the full grid fits.
+    # Level l's table holds min(T, (N_l + 1)^3) rows; dense (1:1) when the full grid fits.
     table_sizes = [min(hashmap_size, (r + 1) ** 3) for r in resolutions]
     if sum(table_sizes) != embeddings.shape[0]:
         raise ValueError(f"embeddings must have {sum(table_sizes)} rows for this config, got {embeddings.shape[0]}")
