@@ -133,6 +133,13 @@ class PixelSampler:
         fixed = {"white": 1.0, "black": 0.0}.get(background)
         self._fixed_bg = None if fixed is None else torch.full((3,), fixed, device=self.device)
 
+    def set_num_rays(self, num_rays: int) -> None:
+        """Change the global batch size (e.g. Instant-NGP's adaptive batch that targets a fixed
+        number of *samples* per step); rounded to a positive multiple of ``num_streams``."""
+        per_stream = max(1, int(num_rays) // self.num_streams)
+        self.rays_per_stream = per_stream
+        self.num_rays = per_stream * self.num_streams
+
     @property
     def num_local_rays(self) -> int:
         """Rays per call on this process (``num_rays // world_size``)."""
@@ -186,7 +193,9 @@ class PixelSampler:
         """Restore :meth:`state_dict`; warns if the stream layout differs (batches will differ)."""
         if "step" not in state:
             raise KeyError("sampler state has no 'step'")
-        for key in ("seed", "num_rays", "num_streams"):
+        if "num_rays" in state and state["num_rays"] != self.num_rays:
+            self.set_num_rays(int(state["num_rays"]))
+        for key in ("seed", "num_streams"):
             if key in state and state[key] != getattr(self, key):
                 warnings.warn(
                     f"PixelSampler: checkpoint has {key}={state[key]} but this sampler has "

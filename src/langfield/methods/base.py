@@ -77,20 +77,36 @@ class Method(nn.Module):
 
     def rgb_of(self, outputs: Any) -> Tensor:
         """``[R, 3]`` final colour inside ``outputs`` (for PSNR logging)."""
-        return outputs.rgb
+        return outputs.render.rgb
 
     def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
         """Optimisers and LR schedulers (stepped once per training step) following the paper."""
         raise NotImplementedError
 
+    def num_rays_hint(self) -> Optional[int]:
+        """Rays the next training step should use, or ``None`` to keep the trainer's batch size.
+
+        Called after every step; Instant-NGP uses it to keep the number of *samples* per step
+        roughly constant as empty space is skipped (Müller et al. 2022, Sec. 5.1)."""
+        return None
+
     def before_train_step(self, step: int) -> None:
         """Hook called before each training step (no gradients); default does nothing."""
 
     @torch.no_grad()
-    def render_rays(self, rays: Rays, background: Tensor) -> RenderOutput:
-        """Evaluation render of ``[R]`` rays (no gradients). Default: :meth:`outputs` + ``.render``."""
+    def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:
+        """Evaluation render of ``[R]`` rays (no gradients). Default: :meth:`outputs` + ``.render``.
+
+        ``with_normals`` asks for density-gradient normals; methods that cannot provide them raise."""
+        if with_normals:
+            raise ValueError(f"{type(self).__name__} does not render normals")
         return self.outputs(rays, background).render
 
     def extra_state(self) -> Dict[str, Any]:
-        """Non-parameter state to checkpoint (buffers are already in ``state_dict``)."""
+        """Non-parameter state to checkpoint (buffers are already in ``state_dict``).
+
+        Only tensors and plain Python containers (checkpoints load with ``weights_only=True``)."""
         return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""

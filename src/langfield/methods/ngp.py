@@ -19,7 +19,7 @@ from langfield.fields.ngp_field import NGPField, NGPFieldConfig
 from langfield.methods.base import Batch, Method, SceneInfo
 from langfield.methods.schedules import ProgressLR, warmup_multistep
 from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, PackedSamples, march_rays
-from langfield.ops.volume_rendering import render_rays, render_transmittance_from_density
+from langfield.ops.volume_rendering import normals_from_density, render_rays, render_transmittance_from_density
 from langfield.types import Rays, RenderOutput
 
 
@@ -36,7 +36,8 @@ class NGPConfig:
         early_stop_eps: drop samples once transmittance falls below this (NGP: 1e-4).
         alpha_threshold: drop samples whose opacity is below this after warm-up (skips near-empty space).
         lr, weight_decay: Adam settings (weight decay on MLP weights only).
-        chunk: rays per evaluation chunk.
+        target_samples_per_step: the batch adapts its number of rays so that a training step
+            evaluates about this many samples (NGP: 2^18); ``min_rays``/``max_rays`` bound it.
     """
 
     field: NGPFieldConfig = dc_field(default_factory=NGPFieldConfig)
@@ -48,6 +49,9 @@ class NGPConfig:
     lr: float = 1e-2
     weight_decay: float = 1e-6
     max_samples_per_ray: int = 1024
+    target_samples_per_step: int = 1 << 18
+    min_rays: int = 256
+    max_rays: int = 1 << 14
 
 
 @dataclass
@@ -60,6 +64,11 @@ class NGPOutputs:
     @property
     def rgb(self) -> Tensor:
         return self.render.rgb
+
+
+def _fused_adam_ok(device: torch.device) -> bool:
+    """Fused Adam (one kernel over the 2^19-entry tables) exists for CUDA and, since torch 2.4, CPU."""
+    return device.type == "cuda" or tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
 
 
 class NGP(Method):
@@ -76,6 +85,7 @@ class NGP(Method):
         self.step_size = diag / config.steps_per_diagonal
         self.near, self.far = scene.near, scene.far
         self._step = 0
+        self._samples_per_ray: Optional[float] = None
 
     # -- sampling -------------------------------------------------------------------------
     def _march(self, rays: Rays, jitter: bool) -> PackedSamples:
@@ -106,7 +116,7 @@ class NGP(Method):
             keep &= alphas > self.config.alpha_threshold
         return samples.select(keep)
 
-    def outputs(self, rays: Rays, background: Tensor) -> NGPOutputs:
+    def outputs(self, rays: Rays, background: Tensor, with_normals: bool = False) -> NGPOutputs:
         samples = self._march(rays, jitter=self.training)
         samples = self._prune_samples(rays, samples)
         origins, directions = rays.origins, rays.directions
@@ -118,6 +128,11 @@ class NGP(Method):
             rgb, sigmas = self.field(pts, dirs)
             return rgb, sigmas
 
+        def normals_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+            t_mid = 0.5 * (t_starts + t_ends)
+            pts = origins[ray_indices] + directions[ray_indices] * t_mid[:, None]
+            return normals_from_density(pts, self.field.density)
+
         render, _ = render_rays(
             samples.t_starts,
             samples.t_ends,
@@ -125,8 +140,20 @@ class NGP(Method):
             ray_indices=samples.ray_indices,
             num_rays=samples.num_rays,
             background=background,
+            normals_fn=normals_fn if with_normals else None,
         )
+        if self.training:
+            spr = len(samples) / max(samples.num_rays, 1)
+            prev = self._samples_per_ray
+            self._samples_per_ray = spr if prev is None else 0.8 * prev + 0.2 * spr
         return NGPOutputs(render=render, num_samples=len(samples))
+
+    def num_rays_hint(self) -> Optional[int]:
+        if self._samples_per_ray is None:
+            return None
+        cfg = self.config
+        rays = cfg.target_samples_per_step / max(self._samples_per_ray, 1.0)
+        return int(min(max(rays, cfg.min_rays), cfg.max_rays))
 
     def losses(self, outputs: NGPOutputs, batch: Batch) -> Dict[str, Tensor]:
         mse = F.mse_loss(outputs.render.rgb, batch.rgb)
@@ -140,7 +167,7 @@ class NGP(Method):
             {"params": [self.field.encoding.embeddings], "weight_decay": 0.0},
             {"params": mlp_params, "weight_decay": cfg.weight_decay},
         ]
-        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15, fused=_fused_adam_ok(self.aabb.device))
         sched = ProgressLR(opt, warmup_multistep(min(0.05, 100 / max_steps), (0.5, 0.75, 0.9), 0.33), max_steps)
         return [opt], [sched]
 
@@ -149,8 +176,8 @@ class NGP(Method):
         self.grid.update(step, self.field.density, self.step_size)
 
     @torch.no_grad()
-    def render_rays(self, rays: Rays, background: Tensor) -> RenderOutput:
-        return self.outputs(rays, background).render
+    def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:
+        return self.outputs(rays, background, with_normals=with_normals).render
 
     def prepare_for_render(self) -> None:
         """Make sure the occupancy grid reflects the field (e.g. after loading a checkpoint)."""

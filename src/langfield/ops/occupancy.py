@@ -32,6 +32,8 @@ class OccupancyGridConfig:
         warmup_steps: steps during which every cell is updated (NGP: 256).
         ema_decay: per-update decay of the stored density (NGP: 0.95).
         threshold: opacity ``1 - exp(-sigma * step_size)`` above which a cell is occupied (NGP: 0.01).
+        update_fraction: after warm-up, each update re-evaluates this fraction of all cells drawn
+            uniformly plus as many drawn from the occupied ones (nerfacc: 1/4 + 1/4).
     """
 
     resolution: int = 128
@@ -39,6 +41,7 @@ class OccupancyGridConfig:
     warmup_steps: int = 256
     ema_decay: float = 0.95
     threshold: float = 0.01
+    update_fraction: float = 0.25
 
 
 class OccupancyGrid(nn.Module):
@@ -68,10 +71,10 @@ class OccupancyGrid(nn.Module):
     def cell_indices(self, points: Tensor) -> Tuple[Tensor, Tensor]:
         """Flat cell index ``[*B]`` of ``points [*B, 3]`` and whether they are inside the aabb."""
         res = self.resolution
-        rel = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
-        inside = ((rel >= 0) & (rel < 1)).all(-1)
-        ijk = (rel * res).long().clamp_(0, res - 1)
-        flat = (ijk[..., 0] * res + ijk[..., 1]) * res + ijk[..., 2]
+        scaled = (points - self.aabb[0]) * (res / (self.aabb[1] - self.aabb[0]))
+        inside = ((scaled >= 0) & (scaled < res)).all(-1)
+        ijk = scaled.long().clamp_(0, res - 1)
+        flat = ijk @ torch.tensor([res * res, res, 1], device=ijk.device)
         return flat, inside
 
     def occupied(self, points: Tensor) -> Tensor:
@@ -111,7 +114,7 @@ class OccupancyGrid(nn.Module):
         if force or step < cfg.warmup_steps:
             cells = torch.arange(num_cells, device=device)
         else:
-            n = num_cells // 4
+            n = max(1, int(num_cells * cfg.update_fraction))
             uniform = torch.randint(0, num_cells, (n,), generator=generator, device=device)
             occ = torch.nonzero(self.binary).flatten()
             if occ.numel() > 0:
@@ -215,35 +218,51 @@ def march_rays(
     if not bool(hit.any()):
         return empty
     if cone_angle <= 0:
-        length = (t_max - t_min).clamp_min(0)
-        num_steps = int(torch.ceil(length.max() / step_size).item()) + 1
-        num_steps = min(num_steps, max_samples_per_ray)
-        k = torch.arange(num_steps, device=device, dtype=torch.float32)
-        # Sample k spans [t_min + (k - 1 + offset) * step, t_min + (k + offset) * step], clipped.
-        t_ends_all = t_min[:, None] + (k[None, :] + offset[:, None]) * step_size
-        t_starts_all = (t_ends_all - step_size).clamp_min(t_min[:, None])
-        t_ends_all = torch.minimum(t_ends_all, t_max[:, None])
-    else:
-        # Exponential stepping: t_{k+1} = t_k + clamp(cone_angle * t_k, step_size, max_step_size).
-        t_starts_list = []
-        t = t_min.clone()
-        first = True
-        for _ in range(max_samples_per_ray):
-            dt = (t * cone_angle).clamp(min=step_size, max=max_step_size)
-            if first:
-                dt = dt * offset
-                first = False
+        # Constant steps, built ragged: ray r gets n_r = ceil((t_max - t_min) / step + 1 - offset)
+        # intervals [t_min + (k - 1 + offset) * step, t_min + (k + offset) * step] clipped to the
+        # ray's [t_min, t_max], so rays that miss the box or cross a corner cost nothing extra.
+        length = torch.where(hit, t_max - t_min, torch.zeros_like(t_min))
+        counts = torch.ceil(length / step_size + (1.0 - offset)).clamp_(min=0, max=max_samples_per_ray).long()
+        counts = torch.where(hit, counts, torch.zeros_like(counts))
+        total = int(counts.sum())
+        if total == 0:
+            return empty
+        ray_idx = torch.repeat_interleave(torch.arange(num_rays, device=device), counts)
+        first = torch.cumsum(counts, 0) - counts
+        k = (torch.arange(total, device=device) - first[ray_idx]).float()
+        t0 = t_min[ray_idx]
+        t_ends = t0 + (k + offset[ray_idx]) * step_size
+        t_starts = (t_ends - step_size).clamp_min(t0)
+        t_ends = torch.minimum(t_ends, t_max[ray_idx])
+        keep = t_ends > t_starts
+        if grid is not None:
+            t_mid = 0.5 * (t_starts + t_ends)
+            pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
+            keep &= grid.occupied(pts)
+        ray_idx = ray_idx[keep]
+        if ray_idx.numel() == 0:
+            return empty
+        return PackedSamples(t_starts[keep], t_ends[keep], ray_idx, num_rays)
+    # Exponential stepping: t_{k+1} = t_k + clamp(cone_angle * t_k, step_size, max_step_size).
+    t_starts_list = []
+    t = t_min.clone()
+    first_step = True
+    for _ in range(max_samples_per_ray):
+        dt = (t * cone_angle).clamp(min=step_size, max=max_step_size)
+        if first_step:
+            dt = dt * offset
+            first_step = False
+        t_starts_list.append(t)
+        t = t + dt
+        if bool((t >= t_max).all()):
             t_starts_list.append(t)
-            t = t + dt
-            if bool((t >= t_max).all()):
-                t_starts_list.append(t)
-                break
-        edges = torch.stack(t_starts_list, -1)
-        t_starts_all = edges[:, :-1]
-        t_ends_all = torch.minimum(edges[:, 1:], t_max[:, None])
+            break
+    edges = torch.stack(t_starts_list, -1)
+    t_starts_all = edges[:, :-1]
+    t_ends_all = torch.minimum(edges[:, 1:], t_max[:, None])
     valid = (t_ends_all > t_starts_all) & hit[:, None]
-    t_mid = 0.5 * (t_starts_all + t_ends_all)
     if grid is not None:
+        t_mid = 0.5 * (t_starts_all + t_ends_all)
         pts = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
         valid &= grid.occupied(pts)
     ray_idx, _ = torch.nonzero(valid, as_tuple=True)

@@ -64,6 +64,7 @@ def render_camera(
     background: Tensor,
     chunk: int = 8192,
     output_device: Optional[Device] = None,
+    with_normals: bool = False,
 ) -> RenderOutput:
     """Render every pixel of camera ``index`` (pixel centres, row-major) in chunks.
 
@@ -77,6 +78,7 @@ def render_camera(
         chunk: rays per ``render_rays`` call (bounds peak memory).
         output_device: where the assembled image is kept (default: the method's device). Use
             ``"cpu"`` for large feature renders.
+        with_normals: also render density-gradient normals (methods that cannot raise).
 
     Returns:
         :class:`RenderOutput` with ``[H, W, ...]`` tensors.
@@ -96,7 +98,10 @@ def render_camera(
     with evaluation_mode(method):
         for start in range(0, len(rays), chunk):
             sub = rays[start : start + chunk].to(device)
-            out = method.render_rays(sub, bg.expand(len(sub), 3))
+            if with_normals:
+                out = method.render_rays(sub, bg.expand(len(sub), 3), with_normals=True)
+            else:
+                out = method.render_rays(sub, bg.expand(len(sub), 3))
             if not isinstance(out, RenderOutput):
                 raise TypeError(f"{type(method).__name__}.render_rays must return a RenderOutput, got {type(out).__name__}")
             if output_device is not None:

@@ -49,6 +49,7 @@ from torch import Tensor
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import PixelSampler
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
+from langfield.methods.schedules import ProgressLR
 from langfield.methods.base import Batch, Method
 from langfield.training.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
 from langfield.training.distributed import DistributedInfo, all_gather_object, env_distributed_info, init_distributed, wrap_ddp
@@ -316,6 +317,8 @@ class Trainer:
         self.last_checkpoint: Optional[Path] = None
         self.step = 0
         self.elapsed_seconds = 0.0
+        self.total_rays = 0  # rays trained on, summed over processes
+        self._segment_start = time.perf_counter()
         self._last_train_record: Dict[str, Any] = {}
 
         if resume is not False and resume is not None:
@@ -366,6 +369,7 @@ class Trainer:
         return {
             "step": self.step,
             "elapsed_seconds": self.elapsed_seconds,
+            "total_rays": self.total_rays,
             "method_class": f"{type(self.method).__module__}.{type(self.method).__qualname__}",
             "model": self.method.state_dict(),
             "method_extra": self.method.extra_state(),
@@ -429,6 +433,7 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         self.elapsed_seconds = float(state["elapsed_seconds"])
+        self.total_rays = int(state.get("total_rays", 0))
         rng = state["rng"]
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
@@ -468,9 +473,24 @@ class Trainer:
         for opt in self.optimizers:
             self.scaler.step(opt)
         self.scaler.update()
+        progress = self._progress(step + 1)
         for sched in self.schedulers:
-            sched.step()
+            if isinstance(sched, ProgressLR):
+                sched.step(progress)
+            else:
+                sched.step()
         return losses, out, batch
+
+    def _progress(self, steps_done: int) -> float:
+        """Training progress in [0, 1]: the larger of the step and the time-budget fractions.
+
+        Under DDP only the step fraction is used, so every rank applies the same learning rate.
+        """
+        progress = steps_done / self.config.max_steps
+        if self.config.max_seconds is not None and not self.dist.enabled:
+            elapsed = self.elapsed_seconds + (time.perf_counter() - self._segment_start)
+            progress = max(progress, elapsed / self.config.max_seconds)
+        return min(progress, 1.0)
 
     def _train_record(self, losses: Dict[str, Tensor], out: Any, batch: Batch, rays_per_s: float) -> Dict[str, Any]:
         with torch.no_grad():
@@ -534,14 +554,19 @@ class Trainer:
 
     def _train_loop(self, watch: _NonFiniteWatch, progress, task) -> None:
         cfg = self.config
-        window_steps, window_train_s = 0, 0.0
-        segment_start = time.perf_counter()
+        window_steps, window_train_s, window_rays = 0, 0.0, 0
+        segment_start = self._segment_start = time.perf_counter()
         stop_for_time = False
         while self.step < cfg.max_steps and not stop_for_time:
             losses, out, batch = self._train_step(self.step)
             watch.update(self.step, losses)
             self.step += 1
             window_steps += 1
+            window_rays += self.sampler.num_rays
+            self.total_rays += self.sampler.num_rays
+            hint = self.method.num_rays_hint()
+            if hint is not None:
+                self.sampler.set_num_rays(hint)
 
             done = self.step >= cfg.max_steps
             is_log = self.step % cfg.log_every == 0 or done
@@ -576,7 +601,7 @@ class Trainer:
                 self._stop_nonfinite(watch)
 
             if is_log or stop_for_time:
-                rays_per_s = cfg.num_rays * window_steps / max(window_train_s, 1e-9)
+                rays_per_s = window_rays / max(window_train_s, 1e-9)
                 if self.is_main:
                     record = self._train_record(losses, out, batch, rays_per_s)
                     self._last_train_record = record
@@ -585,14 +610,14 @@ class Trainer:
                         eta = self._eta(window_train_s / max(window_steps, 1))
                         stats = f"loss {record['loss']:.4g} | psnr {record['psnr']:.2f} | {rays_per_s / 1e3:,.1f}k rays/s"
                         progress.update(task, completed=self.step, stats=stats, eta=_format_seconds(eta))
-                window_steps, window_train_s = 0, 0.0
+                window_steps, window_train_s, window_rays = 0, 0.0, 0
             del losses, out, batch
             if is_eval and self.is_main:
                 record = self._evaluate_views(self.eval_split, self._eval_indices(self.eval_split, cfg.eval_num_images))
                 self.log_record({"event": "eval", **record})
             if is_ckpt or done or stop_for_time:
                 self.save_checkpoint()
-            segment_start = time.perf_counter()
+            segment_start = self._segment_start = time.perf_counter()
         if stop_for_time and self.is_main:
             logger.info("time budget of %.1fs reached at step %d", cfg.max_seconds, self.step)
             self.log_record({"event": "time_budget", "step": self.step, "elapsed_s": self.elapsed_seconds})

@@ -1,0 +1,235 @@
+"""``langfield`` command line: ``train | render | eval | demo``.
+
+This is the only module that parses arguments; everything it does is a call into
+:mod:`langfield.pipeline`, so the Python API can do the same in a few lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Literal, Optional, Tuple
+
+import tyro
+from rich.console import Console
+
+console = Console(stderr=True)
+
+Output = Literal["rgb", "depth", "accumulation", "normals"]
+
+
+def _apply_overrides(config, overrides: List[str]):
+    """``["field.hash_grid.log2_hashmap_size=17", ...]`` applied to a (nested) config dataclass."""
+    from langfield.configs import config_from_dict, config_to_dict
+
+    data = config_to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ValueError(f"--set {key}: {p!r} is not a nested config of {type(config).__name__}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ValueError(f"--set {key}: unknown field {parts[-1]!r}; known: {sorted(node)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node[parts[-1]] = value
+    return config_from_dict(type(config), data, "--set")
+
+
+@dataclass
+class Train:
+    """Train a method on a scene and evaluate it on the test split."""
+
+    data: str = "procedural"
+    """Dataset: a folder with transforms*.json (Blender/nerfstudio/instant-ngp), an LLFF folder
+    (poses_bounds.npy), a COLMAP folder (sparse/0 + images), a transforms json file, or
+    'procedural' for the built-in demo scene."""
+    method: Literal["ngp", "nerf", "mipnerf"] = "ngp"
+    """Reconstruction method."""
+    output_dir: Path = Path("outputs/run")
+    """Run directory: checkpoints, metrics.jsonl, renders and run.json go here."""
+    downscale: float = 1.0
+    """Image downscale factor (4 = quarter resolution)."""
+    background: Optional[Literal["white", "black", "random"]] = None
+    """Override how RGBA images are composited for training (default: the dataset's)."""
+    max_steps: int = 20_000
+    """Maximum number of training steps (LR schedules span this or the budget)."""
+    budget_s: Optional[float] = None
+    """Wall-clock training budget in seconds (evaluation time excluded)."""
+    num_rays: int = 4096
+    """Rays per training step (over all processes under torchrun)."""
+    eval_every: int = 1000
+    """Evaluate PSNR/SSIM on a few held-out views every N steps (0 = never)."""
+    checkpoint_every: int = 1000
+    """Write an atomic, resumable checkpoint every N steps."""
+    seed: int = 0
+    """Random seed (runs are deterministic on CPU for a seed)."""
+    device: Optional[str] = None
+    """'cpu', 'cuda', 'cuda:1'; default CUDA when available."""
+    mixed_precision: bool = True
+    """Autocast on CUDA (ignored on CPU)."""
+    resume: bool = False
+    """Continue from OUTPUT_DIR/checkpoints/latest.ckpt when it exists."""
+    set: List[str] = field(default_factory=list)
+    """Method hyper-parameter overrides KEY=VALUE, e.g. field.hash_grid.log2_hashmap_size=17."""
+    eval_split: str = "test"
+    """Split evaluated (all views) at the end; renders are written under OUTPUT_DIR/renders."""
+    skip_eval: bool = False
+    """Do not evaluate after training."""
+
+
+@dataclass
+class Render:
+    """Render a trained run: the views of a split, or a camera path as video."""
+
+    run_dir: Path
+    """Run directory written by 'langfield train'."""
+    path: Literal["test", "train", "val", "orbit", "spiral", "interpolate"] = "test"
+    """Dataset split to render (PNGs) or camera path to render (mp4)."""
+    outputs: Tuple[Output, ...] = ("rgb", "depth")
+    """What to write: rgb, depth (coloured), accumulation, normals."""
+    out_dir: Optional[Path] = None
+    """Where to write (default RUN_DIR/renders/PATH)."""
+    num_frames: int = 120
+    """Frames of a camera path."""
+    fps: int = 30
+    """Video frame rate."""
+    chunk: int = 8192
+    """Rays per render call (lower it to bound memory)."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
+class Eval:
+    """Evaluate a trained run on a split: PSNR, SSIM (and LPIPS when its weights are local)."""
+
+    run_dir: Path
+    """Run directory written by 'langfield train'."""
+    split: str = "test"
+    """Split to evaluate (every view)."""
+    write_renders: bool = True
+    """Also write render | ground truth | depth panels under RUN_DIR/renders/SPLIT."""
+    lpips_weights: Optional[Path] = None
+    """LPIPS weights file/folder (or env LANGFIELD_LPIPS_WEIGHTS); LPIPS is skipped, and said so, without them."""
+    chunk: int = 8192
+    """Rays per render call."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
+class Demo:
+    """Train Instant-NGP on the built-in procedural scene (no download) and write renders, depth, video, metrics."""
+
+    output_dir: Path = Path("outputs/demo")
+    """Where the demo writes its outputs."""
+    budget_s: float = 170.0
+    """Training time budget in seconds."""
+    size: int = 64
+    """Image size of the procedural scene."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+    seed: int = 0
+    """Random seed."""
+
+
+def _trainer_config(args: Train):
+    from langfield.training.trainer import TrainerConfig
+
+    return TrainerConfig(
+        max_steps=args.max_steps,
+        max_seconds=args.budget_s,
+        num_rays=args.num_rays,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        log_every=50,
+        output_dir=str(args.output_dir),
+        seed=args.seed,
+        device=args.device,
+        mixed_precision=args.mixed_precision,
+    )
+
+
+def run_train(args: Train) -> dict:
+    from langfield.methods.registry import METHODS
+    from langfield.pipeline import DataConfig, prepare_run, render_views
+
+    method_config = _apply_overrides(METHODS[args.method].config_cls(), args.set)
+    run = prepare_run(
+        DataConfig(args.data, args.downscale, args.background), args.method, _trainer_config(args), method_config, args.resume
+    )
+    assert run.trainer is not None
+    console.print(f"training [bold]{args.method}[/] on {run.dataset.name} ({len(run.dataset.split('train'))} views) -> {run.output_dir}")
+    run.trainer.train()
+    if args.skip_eval or args.eval_split not in run.dataset.splits:
+        return {}
+    result = run.trainer.evaluate(args.eval_split)
+    if run.trainer.is_main:
+        render_views(run, args.eval_split, run.output_dir / "renders" / args.eval_split, indices=range(min(8, len(run.dataset.split(args.eval_split)))))
+        console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
+    return result
+
+
+def run_render(args: Render) -> None:
+    from langfield.pipeline import load_run, render_path, render_views
+
+    run = load_run(args.run_dir, args.device)
+    out_dir = args.out_dir or args.run_dir / "renders" / args.path
+    if args.path in ("orbit", "spiral", "interpolate"):
+        paths = render_path(run, args.path, out_dir, args.num_frames, args.fps, args.outputs, args.chunk)
+    else:
+        paths = render_views(run, args.path, out_dir, args.outputs, args.chunk)
+    console.print(f"wrote {len(paths)} files to {out_dir}")
+
+
+def run_eval(args: Eval) -> dict:
+    from langfield.pipeline import evaluate_run, load_run
+
+    run = load_run(args.run_dir, args.device)
+    result = evaluate_run(run, args.split, args.write_renders, args.lpips_weights, args.chunk)
+    msg = f"{args.split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}"
+    msg += f", LPIPS {result['lpips']:.4f}" if result.get("lpips") is not None else f" ({result['lpips_note']})"
+    console.print(msg)
+    return result
+
+
+def run_demo(args: Demo) -> dict:
+    from langfield.pipeline import run_demo as demo
+
+    return demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console)
+
+
+COMMANDS = {
+    "train": (Train, run_train),
+    "render": (Render, run_render),
+    "eval": (Eval, run_eval),
+    "demo": (Demo, run_demo),
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="langfield")
+    handler = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
+    try:
+        handler(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

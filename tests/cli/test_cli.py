@@ -1,0 +1,71 @@
+"""The ``langfield`` command line: help texts, errors, and a train -> eval -> render round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from langfield.cli.main import main
+
+
+def test_help_lists_commands_and_explains_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("train", "render", "eval", "demo"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--data", "--method", "--budget-s", "--downscale", "--resume", "--set"):
+        assert opt in text
+    assert "Wall-clock training budget" in text
+
+
+def test_bad_data_path_gives_clear_error(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "run")])
+    assert rc == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_bad_override_gives_clear_error(tmp_path, capsys):
+    rc = main(["train", "--set", "field.no_such_field=3", "--output-dir", str(tmp_path / "run")])
+    assert rc == 2
+    assert "no_such_field" in capsys.readouterr().err
+
+
+def test_render_of_missing_run_gives_clear_error(tmp_path, capsys):
+    rc = main(["render", str(tmp_path)])
+    assert rc == 2
+    assert "run.json" in capsys.readouterr().err
+
+
+def test_train_eval_render_round_trip(tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--set", "field.hash_grid.num_levels=4", "--set", "field.hash_grid.log2_hashmap_size=12",
+              "--set", "steps_per_diagonal=128", "--set", "grid.resolution=32"]
+    rc = main(["train", "--data", "procedural", "--max-steps", "3", "--num-rays", "128", "--output-dir", str(run_dir),
+               "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu", *common])
+    assert rc == 0
+    spec = json.loads((run_dir / "run.json").read_text())
+    assert spec["method"] == "ngp" and spec["method_config"]["field"]["hash_grid"]["num_levels"] == 4
+    result = json.loads((run_dir / "eval_test.json").read_text())
+    assert result["num_images"] == 8 and result["psnr"] > 5.0
+    assert list((run_dir / "renders" / "test").glob("*_compare.png"))
+
+    assert main(["eval", str(run_dir), "--device", "cpu"]) == 0
+    assert main(["render", str(run_dir), "--path", "orbit", "--num-frames", "4", "--device", "cpu",
+                 "--outputs", "rgb", "depth"]) == 0
+    videos = sorted(p.name for p in (run_dir / "renders" / "orbit").glob("*.mp4"))
+    assert videos == ["orbit_depth.mp4", "orbit_rgb.mp4"]
+    assert main(["render", str(run_dir), "--path", "test", "--device", "cpu", "--outputs", "rgb", "normals"]) == 0
+    assert list((run_dir / "renders" / "test").glob("*_normals.png"))
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "langfield.cli.main", "demo", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--budget-s" in out.stdout

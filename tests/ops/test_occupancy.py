@@ -1,0 +1,74 @@
+"""Occupancy grid and ray marching (Instant-NGP Sec. 5.1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, march_rays, ray_aabb_intersect
+
+AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def test_ray_aabb_intersect_known_values():
+    o = torch.tensor([[-3.0, 0.0, 0.0], [0.0, -3.0, 0.5], [0.0, 5.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    t0, t1 = ray_aabb_intersect(o, d, AABB)
+    assert torch.allclose(t0[:2], torch.tensor([2.0, 2.0])) and torch.allclose(t1[:2], torch.tensor([4.0, 4.0]))
+    assert t0[2] > t1[2] or t1[2] < 0  # the third ray points away from the box
+
+
+def test_march_without_grid_covers_the_box_uniformly():
+    o = torch.tensor([[-3.0, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    s = march_rays(o, d, torch.zeros(1, 1), torch.full((1, 1), 10.0), None, AABB, step_size=0.1)
+    # Intervals tile [2, 4] exactly, in order, without gaps.
+    assert torch.allclose(s.t_starts[0], torch.tensor(2.0)) and torch.allclose(s.t_ends[-1], torch.tensor(4.0))
+    assert torch.allclose(s.t_starts[1:], s.t_ends[:-1])
+    assert abs(float((s.t_ends - s.t_starts).sum()) - 2.0) < 1e-5
+    assert len(s) in (20, 21)
+    assert torch.all(s.ray_indices == 0)
+
+
+def test_march_respects_near_far_and_misses():
+    o = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 5.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    s = march_rays(o, d, torch.full((2, 1), 2.5), torch.full((2, 1), 3.0), None, AABB, step_size=0.05)
+    assert torch.all(s.ray_indices == 0)  # second ray misses the box
+    assert float(s.t_starts.min()) >= 2.5 - 1e-6 and float(s.t_ends.max()) <= 3.0 + 1e-6
+
+
+def test_grid_update_marks_dense_region_and_marching_skips_empty_space():
+    grid = OccupancyGrid(AABB, OccupancyGridConfig(resolution=16, warmup_steps=10))
+
+    def density(p):  # a dense ball of radius 0.3 around (0.5, 0, 0)
+        return ((p - torch.tensor([0.5, 0.0, 0.0])).norm(dim=-1) < 0.3).float() * 100.0
+
+    assert grid.update(0, density, step_size=0.01)
+    assert not grid.update(1, density, step_size=0.01)  # only every update_every steps
+    assert grid.occupied(torch.tensor([[0.5, 0.0, 0.0]])).item()
+    assert not grid.occupied(torch.tensor([[-0.5, 0.5, 0.5]])).item()
+    assert 0 < grid.occupancy_fraction() < 0.05
+    o = torch.tensor([[-3.0, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    s = march_rays(o, d, torch.zeros(1, 1), torch.full((1, 1), 10.0), grid, AABB, step_size=0.01)
+    mids = 0.5 * (s.t_starts + s.t_ends) - 3.0
+    assert len(s) > 0 and float(mids.min()) > 0.0 and float(mids.max()) < 1.0  # only samples near the ball
+
+
+def test_grid_ema_decays_after_density_vanishes():
+    cfg = OccupancyGridConfig(resolution=8, warmup_steps=1000, ema_decay=0.5, threshold=0.01)
+    grid = OccupancyGrid(AABB, cfg)
+    grid.update(0, lambda p: torch.full(p.shape[:1], 10.0), step_size=0.1)
+    high = grid.density.clone()
+    grid.update(16, lambda p: torch.zeros(p.shape[:1]), step_size=0.1)
+    assert torch.allclose(grid.density, high * 0.5)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="aabb"):
+        OccupancyGrid(torch.tensor([[1.0, 1, 1], [0, 0, 0]]))
+    with pytest.raises(ValueError, match="step_size"):
+        march_rays(torch.zeros(1, 3), torch.ones(1, 3), torch.zeros(1, 1), torch.ones(1, 1), None, AABB, step_size=0.0)
+    with pytest.raises(ValueError, match="origins"):
+        march_rays(torch.zeros(3), torch.ones(3), torch.zeros(1, 1), torch.ones(1, 1), None, AABB, step_size=0.1)
