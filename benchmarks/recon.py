@@ -6,8 +6,9 @@
 Writes JSON with (at least) ``method, scene, width, height, device, steps, train_seconds,
 train_rays_per_s, test_psnr, test_ssim, render_fps`` (means over the evaluated test views; all of
 them unless ``--test-views`` limits it, which the JSON then states), plus the configuration and the
-machine. Test renders beside ground truth go to ``<out stem>_renders/``. Dataset loading and
-evaluation are not counted in ``train_seconds``.
+machine. Test renders beside ground truth go to ``<out stem>_renders/``; the trained run (reloadable
+with ``langfield eval|render``) to ``<out stem>_run/``. Dataset loading and evaluation are not counted
+in ``train_seconds``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from langfield.configs import config_to_dict
 from langfield.io.atomic import atomic_write_json
 from langfield.methods.registry import METHODS
-from langfield.pipeline import DataConfig, load_data, prepare_run
+from langfield.pipeline import DataConfig, prepare_run
 from langfield.training.evaluation import evaluate_views
 from langfield.training.trainer import TrainerConfig
 
@@ -94,9 +95,6 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     run_dir = out.with_name(out.stem + "_run")
 
-    t0 = time.perf_counter()
-    dataset = load_data(DataConfig(args.data, args.downscale))
-    load_s = time.perf_counter() - t0
     trainer_cfg = TrainerConfig(
         max_steps=10_000_000,
         max_seconds=args.budget_s,
@@ -110,8 +108,10 @@ def main(argv=None) -> dict:
         mixed_precision=device.type == "cuda",
         progress=not args.no_progress,
     )
-    run = prepare_run(dataset, args.method, trainer_cfg, method_config)
-    trainer = run.trainer
+    t0 = time.perf_counter()
+    run = prepare_run(DataConfig(args.data, args.downscale), args.method, trainer_cfg, method_config)
+    load_s = time.perf_counter() - t0
+    dataset, trainer = run.dataset, run.trainer
     assert trainer is not None
     trainer.train()
 
@@ -119,10 +119,10 @@ def main(argv=None) -> dict:
     indices = None
     if args.test_views is not None and args.test_views < len(test):
         indices = sorted({int(round(x)) for x in np.linspace(0, len(test) - 1, args.test_views)})
+    # Panels people can look at (render | ground truth | depth) are written for every evaluated view.
     render_dir = out.with_name(out.stem + "_renders")
-    result = evaluate_views(run.method, dataset, "test", indices=indices, chunk=16384)
-    # A few panels people can look at (render | ground truth | depth).
-    evaluate_views(run.method, dataset, "test", indices=[0, len(test) // 2], render_dir=render_dir)
+    result = evaluate_views(run.method, dataset, "test", indices=indices, chunk=16384, render_dir=render_dir,
+                            progress=not args.no_progress)
 
     encoding = getattr(getattr(run.method, "field", None), "encoding", None)
     record = {

@@ -54,12 +54,14 @@ class DataConfig:
         background: ``"white" | "black" | "random"`` to override the dataset's default compositing
             of RGBA images during training (evaluation uses white for "random").
         procedural_size: image size of the procedural scene (ignored otherwise).
+        procedural_views: training views of the procedural scene (8 held-out test views besides).
     """
 
     path: str = PROCEDURAL
     downscale: float = 1.0
     background: Optional[str] = None
     procedural_size: int = 64
+    procedural_views: int = 100
 
 
 def load_data(cfg: DataConfig) -> SceneDataset:
@@ -68,7 +70,7 @@ def load_data(cfg: DataConfig) -> SceneDataset:
         from langfield.data.procedural import ProceduralSceneConfig, make_procedural_dataset
 
         size = int(round(cfg.procedural_size / cfg.downscale))
-        ds = make_procedural_dataset(ProceduralSceneConfig(width=size, height=size))
+        ds = make_procedural_dataset(ProceduralSceneConfig(width=size, height=size, num_train=cfg.procedural_views))
         if cfg.background is not None:
             ds = dataclasses.replace(ds, background=cfg.background)
         return ds
@@ -380,7 +382,7 @@ def run_demo(
 
     out = Path(output_dir)
     say = console.print if console is not None else print
-    data = DataConfig(PROCEDURAL, 1.0, None, size)
+    data = DataConfig(PROCEDURAL, 1.0, None, size, procedural_views=100)
     trainer_cfg = TrainerConfig(
         max_steps=20_000,
         max_seconds=budget_s,

@@ -81,7 +81,7 @@ class Train:
     """Autocast on CUDA (ignored on CPU)."""
     resume: bool = False
     """Continue from OUTPUT_DIR/checkpoints/latest.ckpt when it exists."""
-    set: List[str] = field(default_factory=list)
+    set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
     """Method hyper-parameter overrides KEY=VALUE, e.g. field.hash_grid.log2_hashmap_size=17."""
     eval_split: str = "test"
     """Split evaluated (all views) at the end; renders are written under OUTPUT_DIR/renders."""
@@ -93,7 +93,7 @@ class Train:
 class Render:
     """Render a trained run: the views of a split, or a camera path as video."""
 
-    run_dir: Path
+    run_dir: tyro.conf.Positional[Path]
     """Run directory written by 'langfield train'."""
     path: Literal["test", "train", "val", "orbit", "spiral", "interpolate"] = "test"
     """Dataset split to render (PNGs) or camera path to render (mp4)."""
@@ -115,7 +115,7 @@ class Render:
 class Eval:
     """Evaluate a trained run on a split: PSNR, SSIM (and LPIPS when its weights are local)."""
 
-    run_dir: Path
+    run_dir: tyro.conf.Positional[Path]
     """Run directory written by 'langfield train'."""
     split: str = "test"
     """Split to evaluate (every view)."""

@@ -35,6 +35,7 @@ from torch import Tensor
 from langfield.data.dataset import ImageSet, SceneDataset
 from langfield.geometry.conventions import opencv_to_opengl, to_homogeneous
 from langfield.geometry.rays import pixel_centers, rays_from_pixels
+from langfield.geometry.rotations import look_at
 from langfield.types import Cameras
 
 Color = Tuple[float, float, float]
@@ -543,19 +544,6 @@ class ProceduralSceneConfig:
         return self.radius + 1.8
 
 
-def _look_at_opencv(eyes: Tensor, target: Tensor, up: Sequence[float] = (0.0, 0.0, 1.0)) -> Tensor:
-    """OpenCV camera-to-world ``[C, 3, 4]`` for cameras at ``eyes [C, 3]`` looking at ``target [3]``.
-
-    Camera z points at the target, x is ``forward x up`` (right in the image) and y = z x x
-    (down in the image, i.e. towards world -up). ``up`` must not be parallel to any view direction.
-    """
-    up_t = torch.tensor(up, dtype=eyes.dtype, device=eyes.device).expand_as(eyes)
-    z = torch.nn.functional.normalize(target.to(eyes) - eyes, dim=-1)
-    x = torch.nn.functional.normalize(torch.cross(z, up_t, dim=-1), dim=-1)
-    y = torch.cross(z, x, dim=-1)
-    return torch.stack([x, y, z, eyes], dim=-1)
-
-
 def _split_of_spiral_points(config: ProceduralSceneConfig) -> Dict[str, List[int]]:
     """Assign the ``N = num_train + num_test + num_val`` spiral points to splits.
 
@@ -602,7 +590,8 @@ def procedural_cameras(config: ProceduralSceneConfig, split: str = "train") -> C
         [torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation)], -1
     )
     eyes = eyes[_split_of_spiral_points(config)[split]]
-    c2w = _look_at_opencv(eyes, torch.tensor(config.target, dtype=torch.float64)).float()
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    c2w = look_at(eyes, torch.tensor(config.target, dtype=torch.float64), up).float()
     f = config.focal_scale * config.width
     K = torch.tensor([[f, 0.0, config.width / 2.0], [0.0, f, config.height / 2.0], [0.0, 0.0, 1.0]])
     return Cameras.create(c2w, K, config.width, config.height)

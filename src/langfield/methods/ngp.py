@@ -177,7 +177,30 @@ class NGP(Method):
 
     @torch.no_grad()
     def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:
-        return self.outputs(rays, background, with_normals=with_normals).render
+        """Evaluation render: one density pass serves both early termination and compositing
+        (training needs a second, differentiable pass; rendering does not)."""
+        if with_normals:
+            return self.outputs(rays, background, with_normals=True).render
+        samples = self._march(rays, jitter=False)
+        pts = samples.positions(rays.origins, rays.directions)
+        sigmas, feats = self.field.density_and_features(pts)
+        trans, alphas = render_transmittance_from_density(
+            samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, num_rays=samples.num_rays
+        )
+        keep = trans > self.config.early_stop_eps
+        if int(self.grid.num_updates) > 0:
+            keep &= alphas > self.config.alpha_threshold
+        kept = samples.select(keep)
+        rgb = self.field.color(feats[keep], rays.directions[kept.ray_indices])
+        render, _ = render_rays(
+            kept.t_starts,
+            kept.t_ends,
+            lambda *_: (rgb, sigmas[keep]),
+            ray_indices=kept.ray_indices,
+            num_rays=kept.num_rays,
+            background=background,
+        )
+        return render
 
     def prepare_for_render(self) -> None:
         """Make sure the occupancy grid reflects the field (e.g. after loading a checkpoint)."""

@@ -31,6 +31,7 @@ def evaluate_views(
     chunk: int = 8192,
     render_dir: Optional[Path] = None,
     lpips_model: Optional[nn.Module] = None,
+    progress: bool = False,
 ) -> Dict[str, Any]:
     """PSNR / SSIM (/ LPIPS) of ``method`` on views ``indices`` (default all) of ``split``.
 
@@ -47,6 +48,12 @@ def evaluate_views(
     per_image = []
     render_seconds = 0.0
     start = time.perf_counter()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold blue]eval {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   disable=not progress)
+    bar.start()
+    task = bar.add_task("eval", total=len(idx))
     for i in idx:
         t0 = time.perf_counter()
         out = render_camera(method, image_set.cameras, i, dataset.near, dataset.far, background, chunk)
@@ -61,7 +68,8 @@ def evaluate_views(
             "ssim": float(image_ssim(pred, target, window_size=ssim_window(*pred.shape[:2]))),
         }
         if lpips_model is not None:
-            item["lpips"] = float(lpips_model(pred[None].to(next(lpips_model.parameters()).device), target[None].to(next(lpips_model.parameters()).device)))
+            dev = next(lpips_model.parameters()).device
+            item["lpips"] = float(lpips_model(pred[None].to(dev), target[None].to(dev)))
         per_image.append(item)
         if render_dir is not None:
             from langfield.io.colormaps import colorize_depth
@@ -72,6 +80,8 @@ def evaluate_views(
             write_image(render_dir / f"{name}.png", pred.cpu())
             write_image(render_dir / f"{name}_depth.png", depth)
             write_image(render_dir / f"{name}_compare.png", side_by_side(pred.cpu(), target.cpu(), depth))
+        bar.advance(task)
+    bar.stop()
     lp = [p["lpips"] for p in per_image if "lpips" in p]
     return {
         "split": split,
