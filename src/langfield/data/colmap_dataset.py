@@ -16,24 +16,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from langfield.data.colmap import camera_intrinsics, find_model_dir, model_file, read_model
-from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
     capture_bounds,
     check_downscale,
-    check_splits_arg,
-    every_nth_split,
+    load_holdout_splits,
     image_size,
-    limit_indices,
-    load_images,
-    make_image_set,
     resolve_background,
     resolve_image_folder,
 )
@@ -115,17 +111,10 @@ def load_colmap(
     cameras = replace(cameras, c2w=c2w_n.float())
     box, near, far = capture_bounds(c2w_n)
 
-    train_idx, test_idx = every_nth_split(len(images), HOLDOUT)
-    if not train_idx:
-        raise ValueError(f"{img_file}: {len(images)} image(s): the every-{HOLDOUT}th test hold-out leaves 'train' empty")
-    groups = {"train": train_idx, "test": test_idx}
-    wanted = check_splits_arg(splits, list(groups), str(root))
-    image_sets: Dict[str, ImageSet] = {}
-    for name in wanted:
-        idx = limit_indices(groups[name], max_images)
-        split_paths = [paths[i] for i in idx]
-        loaded = load_images(split_paths, residual, source=f"{folder} [{name}]", progress=progress)
-        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths)
+    image_sets = load_holdout_splits(
+        cameras, paths, residual, source=str(img_file), folder=folder, root=root,
+        splits=splits, max_images=max_images, progress=progress, holdout=HOLDOUT,
+    )
 
     points = rgb = None
     if pts is not None:

@@ -30,25 +30,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from langfield.data.colmap import read_points3d
-from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
     check_downscale,
-    check_splits_arg,
-    every_nth_split,
+    load_holdout_splits,
     image_size,
-    limit_indices,
     list_image_files,
-    load_images,
-    make_image_set,
     resolve_background,
     resolve_image_folder,
 )
@@ -199,17 +195,10 @@ def load_llff(
     far = s * float(bounds[:, 1].max()) * _corner_factor(cams)
     box = _frustum_box(cams, s * float(bounds[:, 0].min()), s * float(bounds[:, 1].max()))
 
-    train_idx, test_idx = every_nth_split(num, HOLDOUT)
-    if not train_idx:
-        raise ValueError(f"{pb_path}: {num} view(s): the every-{HOLDOUT}th test hold-out leaves the 'train' split empty")
-    groups = {"train": train_idx, "test": test_idx}
-    wanted = check_splits_arg(splits, list(groups), str(root))
-    image_sets: Dict[str, ImageSet] = {}
-    for name in wanted:
-        idx = limit_indices(groups[name], max_images)
-        paths = [files[i] for i in idx]
-        loaded = load_images(paths, residual, source=f"{folder} [{name}]", progress=progress)
-        image_sets[name] = make_image_set(cams[idx], loaded, paths)
+    image_sets = load_holdout_splits(
+        cams, files, residual, source=str(pb_path), folder=folder, root=root,
+        splits=splits, max_images=max_images, progress=progress, holdout=HOLDOUT,
+    )
 
     points = rgb = None
     for pts_path in (root / "sparse" / "0" / "points3D.bin", root / "sparse" / "0" / "points3D.txt"):

@@ -553,3 +553,35 @@ def load_dataset(
     from langfield.data.colmap_dataset import load_colmap
 
     return load_colmap(p, downscale=downscale, background=background, **kwargs)
+
+
+def load_holdout_splits(
+    cameras: Cameras,
+    paths: Sequence[PathLike],
+    downscale: float,
+    *,
+    source: str,
+    folder: PathLike,
+    root: PathLike,
+    splits: Optional[Sequence[str]] = None,
+    max_images: Optional[int] = None,
+    progress: Optional[bool] = None,
+    holdout: int = 8,
+) -> Dict[str, ImageSet]:
+    """Split views into train / every-``holdout``-th test (the LLFF protocol) and load their images.
+
+    ``cameras`` and ``paths`` list every view in order; ``source`` names the file that defined the
+    views (for the empty-split error), ``folder`` the image folder (for loading messages).
+    """
+    train_idx, test_idx = every_nth_split(len(paths), holdout)
+    if not train_idx:
+        raise ValueError(f"{source}: {len(paths)} view(s): the every-{holdout}th test hold-out leaves the 'train' split empty")
+    groups = {"train": train_idx, "test": test_idx}
+    wanted = check_splits_arg(splits, list(groups), str(root))
+    image_sets: Dict[str, ImageSet] = {}
+    for name in wanted:
+        idx = limit_indices(groups[name], max_images)
+        split_paths = [paths[i] for i in idx]
+        loaded = load_images(split_paths, downscale, source=f"{folder} [{name}]", progress=progress)
+        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths)
+    return image_sets
