@@ -26,23 +26,12 @@ import torch
 
 from langfield.configs import config_to_dict
 from langfield.io.atomic import atomic_write_json
+from langfield.cli.main import parse_overrides
+from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
 from langfield.methods.registry import METHODS
 from langfield.pipeline import DataConfig, prepare_run
 from langfield.training.evaluation import evaluate_views
 from langfield.training.trainer import TrainerConfig
-
-# Per-method, per-device settings used by the benchmark (recorded in the JSON). The CPU presets
-# trade the paper's sample density for throughput on 2 cores; the GPU presets are the papers'.
-PRESETS = {
-    ("ngp", "cpu"): {"num_rays": 1024, "set": {"steps_per_diagonal": 512, "target_samples_per_step": 65536, "max_rays": 8192,
-                                               "grid.update_fraction": 0.125, "grid.warmup_steps": 64}},
-    ("ngp", "cuda"): {"num_rays": 4096, "set": {}},
-    ("nerf", "cpu"): {"num_rays": 256, "set": {}},
-    ("nerf", "cuda"): {"num_rays": 4096, "set": {}},
-    ("mipnerf", "cpu"): {"num_rays": 256, "set": {}},
-    ("mipnerf", "cuda"): {"num_rays": 4096, "set": {}},
-}
-
 
 def machine_info(device: torch.device) -> dict:
     info = {
@@ -64,12 +53,6 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def apply_sets(config, sets: dict):
-    from langfield.cli.main import _apply_overrides
-
-    return _apply_overrides(config, [f"{k}={json.dumps(v)}" for k, v in sets.items()])
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (transforms*.json / LLFF / COLMAP) or 'procedural'")
@@ -81,17 +64,17 @@ def main(argv=None) -> dict:
     p.add_argument("--num-rays", type=int, default=None, help="rays per step (default: the preset's)")
     p.add_argument("--test-views", type=int, default=None, help="evaluate only N evenly spaced test views")
     p.add_argument("--set", action="append", default=[], help="method config override KEY=VALUE")
+    p.add_argument("--preset", choices=["paper", "cpu"], default=None,
+                   help="hyper-parameter preset (default: cpu on CPU, paper on CUDA; see langfield.methods.presets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    preset = PRESETS.get((args.method, device.type), {"num_rays": 4096, "set": {}})
-    method_config = apply_sets(METHODS[args.method].config_cls(), preset["set"])
-    if args.set:
-        from langfield.cli.main import _apply_overrides
-
-        method_config = _apply_overrides(method_config, args.set)
+    preset_name = args.preset or default_preset_name(device)
+    preset = get_preset(args.method, preset_name)
+    overrides = {**preset["set"], **parse_overrides(args.set)}
+    method_config = apply_overrides(METHODS[args.method].config_cls(), overrides)
     out = Path(args.out)
     run_dir = out.with_name(out.stem + "_run")
 
@@ -143,6 +126,7 @@ def main(argv=None) -> dict:
         "downscale": args.downscale,
         "load_seconds": load_s,
         "hash_backend": getattr(encoding, "backend", None),
+        "preset": preset_name,
         "method_config": config_to_dict(method_config),
         "trainer_config": trainer_cfg.to_dict(),
         "machine": machine_info(device),

@@ -22,29 +22,18 @@ console = Console(stderr=True)
 Output = Literal["rgb", "depth", "accumulation", "normals"]
 
 
-def _apply_overrides(config, overrides: List[str]):
-    """``["field.hash_grid.log2_hashmap_size=17", ...]`` applied to a (nested) config dataclass."""
-    from langfield.configs import config_from_dict, config_to_dict
-
-    data = config_to_dict(config)
-    for item in overrides:
+def parse_overrides(items: List[str]) -> dict:
+    """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values parsed as JSON when they parse)."""
+    out = {}
+    for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise ValueError(f"--set {key}: {p!r} is not a nested config of {type(config).__name__}")
-            node = node[p]
-        if parts[-1] not in node:
-            raise ValueError(f"--set {key}: unknown field {parts[-1]!r}; known: {sorted(node)}")
         try:
-            value = json.loads(raw)
+            out[key] = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        node[parts[-1]] = value
-    return config_from_dict(type(config), data, "--set")
+            out[key] = raw
+    return out
 
 
 @dataclass
@@ -67,8 +56,9 @@ class Train:
     """Maximum number of training steps (LR schedules span this or the budget)."""
     budget_s: Optional[float] = None
     """Wall-clock training budget in seconds (evaluation time excluded)."""
-    num_rays: int = 4096
-    """Rays per training step (over all processes under torchrun)."""
+    num_rays: Optional[int] = None
+    """Rays per training step (over all processes under torchrun); default from the preset
+    (Instant-NGP then adapts it to keep the samples per step constant)."""
     eval_every: int = 1000
     """Evaluate PSNR/SSIM on a few held-out views every N steps (0 = never)."""
     checkpoint_every: int = 1000
@@ -82,7 +72,10 @@ class Train:
     resume: bool = False
     """Continue from OUTPUT_DIR/checkpoints/latest.ckpt when it exists."""
     set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
-    """Method hyper-parameter overrides KEY=VALUE, e.g. field.hash_grid.log2_hashmap_size=17."""
+    """Method hyper-parameter overrides KEY=VALUE (repeatable), e.g. field.hash_grid.log2_hashmap_size=17."""
+    preset: Optional[Literal["paper", "cpu"]] = None
+    """Hyper-parameter preset: 'paper' settings, or 'cpu' (cheaper sampling for a few CPU cores).
+    Default: 'cpu' on CPU, 'paper' on CUDA. --set overrides apply on top."""
     eval_split: str = "test"
     """Split evaluated (all views) at the end; renders are written under OUTPUT_DIR/renders."""
     skip_eval: bool = False
@@ -145,13 +138,13 @@ class Demo:
     """Random seed."""
 
 
-def _trainer_config(args: Train):
+def _trainer_config(args: Train, num_rays: int):
     from langfield.training.trainer import TrainerConfig
 
     return TrainerConfig(
         max_steps=args.max_steps,
         max_seconds=args.budget_s,
-        num_rays=args.num_rays,
+        num_rays=num_rays,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         log_every=50,
@@ -163,12 +156,18 @@ def _trainer_config(args: Train):
 
 
 def run_train(args: Train) -> dict:
+    import torch
+
+    from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
     from langfield.methods.registry import METHODS
     from langfield.pipeline import DataConfig, prepare_run, render_views
 
-    method_config = _apply_overrides(METHODS[args.method].config_cls(), args.set)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    preset = get_preset(args.method, args.preset or default_preset_name(device))
+    method_config = apply_overrides(METHODS[args.method].config_cls(), {**preset["set"], **parse_overrides(args.set)})
+    num_rays = args.num_rays or preset["num_rays"]
     run = prepare_run(
-        DataConfig(args.data, args.downscale, args.background), args.method, _trainer_config(args), method_config, args.resume
+        DataConfig(args.data, args.downscale, args.background), args.method, _trainer_config(args, num_rays), method_config, args.resume
     )
     assert run.trainer is not None
     console.print(f"training [bold]{args.method}[/] on {run.dataset.name} ({len(run.dataset.split('train'))} views) -> {run.output_dir}")
