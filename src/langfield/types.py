@@ -168,9 +168,14 @@ class Rays:
         return self.origins.shape[0]
 
     def reshape(self, *shape: int) -> "Rays":
-        return _map_tensors(
-            self,
-            lambda t: t.reshape(*shape) if t.dtype == torch.int64 and t.ndim == len(self.shape) else t.reshape(*shape, t.shape[-1]),
+        """Reshape the batch dims ``[*B] -> shape`` (channel dims are kept)."""
+        return Rays(
+            origins=self.origins.reshape(*shape, 3),
+            directions=self.directions.reshape(*shape, 3),
+            radii=self.radii.reshape(*shape, 1),
+            near=self.near.reshape(*shape, 1),
+            far=self.far.reshape(*shape, 1),
+            camera_indices=self.camera_indices.reshape(*shape),
         )
 
     def flatten(self) -> "Rays":
