@@ -147,12 +147,21 @@ def prepare_run(
     trainer: TrainerConfig,
     method_config: Any = None,
     resume: bool = False,
+    preset: Optional[str] = None,
 ) -> Run:
-    """Build dataset, method and trainer; write ``run.json``. Call ``run.trainer.train()`` next."""
+    """Build dataset, method and trainer; write ``run.json``. Call ``run.trainer.train()`` next.
+
+    Without ``method_config`` the method's defaults under ``preset`` are used (``"paper"`` or
+    ``"cpu"``; default: ``"cpu"`` when training on a CPU, see :mod:`langfield.methods.presets`).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
     if method_config is None:
-        method_config = METHODS[method].config_cls()
+        from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
+
+        device = torch.device(trainer.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        overrides = get_preset(method, preset or default_preset_name(device))["set"]
+        method_config = apply_overrides(METHODS[method].config_cls(), overrides)
     if isinstance(data, SceneDataset):
         dataset, data_cfg = data, DataConfig(path=f"<in-memory:{data.name}>")
     else:
@@ -172,9 +181,10 @@ def train(
     trainer: TrainerConfig,
     method_config: Any = None,
     resume: bool = False,
+    preset: Optional[str] = None,
 ) -> Run:
-    """Build and train a method; returns the :class:`Run` (its trainer holds metrics)."""
-    run = prepare_run(data, method, trainer, method_config, resume)
+    """Build and train a method (see :func:`prepare_run`); returns the :class:`Run` (its trainer holds metrics)."""
+    run = prepare_run(data, method, trainer, method_config, resume, preset)
     assert run.trainer is not None
     run.trainer.train()
     return run
