@@ -410,7 +410,7 @@ def run_demo(
     assert run.trainer is not None
     t0 = time.perf_counter()
     result = evaluate_views(run.method, run.dataset, "test", render_dir=out / "renders" / "test")
-    depth_err = _depth_error(run, "test")
+    depth_err = result["depth_mae"]
     videos = render_path(run, "orbit", out, num_frames=60, fps=20, what=("rgb", "depth"))
     metrics = {
         "scene": run.dataset.name,
@@ -451,20 +451,3 @@ def demo_ngp_config():
         steps_per_diagonal=384,
         target_samples_per_step=1 << 15,
     )
-
-
-@torch.no_grad()
-def _depth_error(run: Run, split: str) -> float:
-    """Mean absolute error of rendered ray distance vs ground-truth depth on foreground pixels."""
-    image_set = run.dataset.split(split)
-    if image_set.depths is None:
-        return float("nan")
-    errs = []
-    bg = run.dataset.eval_background()
-    for i in range(len(image_set)):
-        out = render_camera(run.method, image_set.cameras, i, run.dataset.near, run.dataset.far, bg, output_device="cpu")
-        gt = image_set.depths[i]
-        mask = (image_set.alphas[i] > 127) if image_set.alphas is not None else torch.isfinite(gt)
-        mask = mask & torch.isfinite(gt)
-        errs.append((out.depth - gt).abs()[mask].mean())
-    return float(torch.stack(errs).mean())

@@ -160,7 +160,7 @@ def run_train(args: Train) -> dict:
 
     from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
     from langfield.methods.registry import METHODS
-    from langfield.pipeline import DataConfig, prepare_run, render_views
+    from langfield.pipeline import DataConfig, prepare_run
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = get_preset(args.method, args.preset or default_preset_name(device))
@@ -174,9 +174,8 @@ def run_train(args: Train) -> dict:
     run.trainer.train()
     if args.skip_eval or args.eval_split not in run.dataset.splits:
         return {}
-    result = run.trainer.evaluate(args.eval_split)
+    result = run.trainer.evaluate(args.eval_split, write_renders=True)
     if run.trainer.is_main:
-        render_views(run, args.eval_split, run.output_dir / "renders" / args.eval_split, indices=range(min(8, len(run.dataset.split(args.eval_split)))))
         console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
     return result
 

@@ -22,6 +22,16 @@ def ssim_window(height: int, width: int) -> int:
     return w if w % 2 == 1 else w - 1
 
 
+def depth_mae(depth: torch.Tensor, image_set, index: int) -> float:
+    """Mean absolute error of a rendered ray distance ``[H, W, 1]`` against the ground-truth depth of
+    view ``index`` on its foreground pixels (alpha > 0.5 where alphas exist, finite depth)."""
+    gt = image_set.depths[index]
+    mask = torch.isfinite(gt)
+    if image_set.alphas is not None:
+        mask &= image_set.alphas[index] > 127
+    return float((depth - gt).abs()[mask].mean())
+
+
 @torch.no_grad()
 def evaluate_views(
     method: nn.Module,
@@ -40,7 +50,8 @@ def evaluate_views(
     ``<name>_compare.png`` (render | ground truth | depth).
 
     Returns:
-        ``{"split", "num_images", "psnr", "ssim", "lpips" (or None), "seconds", "render_fps", "per_image"}``.
+        ``{"split", "num_images", "psnr", "ssim", "lpips" (or None), "depth_mae" (None without
+        ground-truth depth), "seconds", "render_fps", "per_image"}``.
     """
     image_set = dataset.split(split)
     idx: List[int] = list(range(len(image_set))) if indices is None else list(indices)
@@ -67,6 +78,8 @@ def evaluate_views(
             "psnr": float(image_psnr(pred, target)),
             "ssim": float(image_ssim(pred, target, window_size=ssim_window(*pred.shape[:2]))),
         }
+        if image_set.depths is not None:
+            item["depth_mae"] = depth_mae(out.depth.float().cpu(), image_set, i)
         if lpips_model is not None:
             dev = next(lpips_model.parameters()).device
             item["lpips"] = float(lpips_model(pred[None].to(dev), target[None].to(dev)))
@@ -83,12 +96,14 @@ def evaluate_views(
         bar.advance(task)
     bar.stop()
     lp = [p["lpips"] for p in per_image if "lpips" in p]
+    dm = [p["depth_mae"] for p in per_image if "depth_mae" in p]
     return {
         "split": split,
         "num_images": len(per_image),
         "psnr": float(np.mean([p["psnr"] for p in per_image])),
         "ssim": float(np.mean([p["ssim"] for p in per_image])),
         "lpips": float(np.mean(lp)) if lp else None,
+        "depth_mae": float(np.mean(dm)) if dm else None,
         "seconds": time.perf_counter() - start,
         "render_fps": len(per_image) / max(render_seconds, 1e-9),
         "per_image": per_image,
