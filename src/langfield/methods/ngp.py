@@ -108,13 +108,19 @@ class NGP(Method):
         if len(samples) == 0:
             return samples
         sigmas = self.field.density(samples.positions(rays.origins, rays.directions))
+        past_warmup = self._step >= self.config.grid.warmup_steps
+        return samples.select(self._keep_mask(samples, sigmas, skip_transparent=past_warmup))
+
+    def _keep_mask(self, samples: PackedSamples, sigmas: Tensor, skip_transparent: bool) -> Tensor:
+        """``[N]`` bool: samples before the transmittance falls below ``early_stop_eps`` and, when
+        ``skip_transparent`` (and the grid has been updated), with opacity above ``alpha_threshold``."""
         trans, alphas = render_transmittance_from_density(
             samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, num_rays=samples.num_rays
         )
         keep = trans > self.config.early_stop_eps
-        if self.grid.num_updates > 0 and self._step >= self.config.grid.warmup_steps:
+        if skip_transparent and int(self.grid.num_updates) > 0:
             keep &= alphas > self.config.alpha_threshold
-        return samples.select(keep)
+        return keep
 
     def outputs(self, rays: Rays, background: Tensor, with_normals: bool = False) -> NGPOutputs:
         samples = self._march(rays, jitter=self.training)
@@ -184,12 +190,7 @@ class NGP(Method):
         samples = self._march(rays, jitter=False)
         pts = samples.positions(rays.origins, rays.directions)
         sigmas, feats = self.field.density_and_features(pts)
-        trans, alphas = render_transmittance_from_density(
-            samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, num_rays=samples.num_rays
-        )
-        keep = trans > self.config.early_stop_eps
-        if int(self.grid.num_updates) > 0:
-            keep &= alphas > self.config.alpha_threshold
+        keep = self._keep_mask(samples, sigmas, skip_transparent=True)
         kept = samples.select(keep)
         rgb = self.field.color(feats[keep], rays.directions[kept.ray_indices])
         render, _ = render_rays(
