@@ -89,6 +89,7 @@ def scene_info(dataset: SceneDataset) -> SceneInfo:
         unbounded=dataset.unbounded,
         points3d=dataset.points3d,
         points3d_rgb=dataset.points3d_rgb,
+        camera_centers=dataset.split("train").cameras.c2w[:, :3, 3].clone(),
     )
 
 
@@ -215,6 +216,36 @@ def load_run(run_dir: Union[str, Path], device: Optional[str] = None, checkpoint
     if prepare is not None:
         prepare()
     return Run(model, dataset, spec)
+
+
+def export_run(
+    run_dir: Union[str, Path], fmt: str = "ply", output: Optional[Union[str, Path]] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+) -> Path:
+    """Export a Gaussian-splatting run's cloud; returns the written file.
+
+    ``fmt="ply"`` writes the reference 3DGS layout (:func:`langfield.io.gaussian_ply.write_gaussian_ply`),
+    by default to ``run_dir/export/point_cloud.ply`` (atomically)."""
+    if fmt != "ply":
+        raise ValueError(f"unknown export format {fmt!r}; supported: 'ply'")
+    from langfield.io.gaussian_ply import write_gaussian_ply
+
+    from langfield.fields.gaussian_cloud import GaussianCloud
+
+    run_dir = Path(run_dir)
+    spec_path = run_dir / RUN_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory?")
+    method = json.loads(spec_path.read_text()).get("method")
+    if method != "gaussians":
+        raise ValueError(f"{run_dir} was trained with method {method!r}; only 'gaussians' runs export to PLY")
+    ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.ckpt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} not found (train first, or pass --checkpoint)")
+    cloud = GaussianCloud.from_state_dict(load_checkpoint(ckpt_path)["model"], prefix="cloud.")
+    cloud.check_finite()
+    out = Path(output) if output is not None else Path(run_dir) / "export" / "point_cloud.ply"
+    return write_gaussian_ply(out, cloud.raw())
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -44,7 +44,7 @@ class Train:
     """Dataset: a folder with transforms*.json (Blender/nerfstudio/instant-ngp), an LLFF folder
     (poses_bounds.npy), a COLMAP folder (sparse/0 + images), a transforms json file, or
     'procedural' for the built-in demo scene."""
-    method: Literal["ngp", "nerf", "mipnerf"] = "ngp"
+    method: Literal["ngp", "nerf", "mipnerf", "gaussians"] = "ngp"
     """Reconstruction method."""
     output_dir: Path = Path("outputs/run")
     """Run directory: checkpoints, metrics.jsonl, renders and run.json go here."""
@@ -120,6 +120,20 @@ class Eval:
     """Rays per render call."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
+class Export:
+    """Export a trained Gaussian-splatting run (PLY in the reference 3DGS layout, for splat viewers)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run directory written by 'langfield train --method gaussians'."""
+    format: Literal["ply"] = "ply"
+    """Export format: 'ply' (x y z nx ny nz f_dc_* f_rest_* opacity scale_* rot_*)."""
+    output: Optional[Path] = None
+    """Output file (default RUN_DIR/export/point_cloud.ply)."""
+    checkpoint: Optional[Path] = None
+    """Checkpoint to export (default RUN_DIR/checkpoints/latest.ckpt)."""
 
 
 @dataclass
@@ -203,6 +217,13 @@ def run_eval(args: Eval) -> dict:
     return result
 
 
+def run_export(args: Export) -> None:
+    from langfield.pipeline import export_run
+
+    path = export_run(args.run_dir, args.format, args.output, args.checkpoint)
+    console.print(f"wrote {path}")
+
+
 def run_demo(args: Demo) -> dict:
     from langfield.pipeline import run_demo as demo
 
@@ -213,6 +234,7 @@ COMMANDS = {
     "train": (Train, run_train),
     "render": (Render, run_render),
     "eval": (Eval, run_eval),
+    "export": (Export, run_export),
     "demo": (Demo, run_demo),
 }
 

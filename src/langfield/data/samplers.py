@@ -32,9 +32,9 @@ import torch
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.geometry.rays import rays_from_pixels
-from langfield.methods.base import Batch
+from langfield.methods.base import Batch, ImageBatch
 
-__all__ = ["PixelSampler", "stream_seed"]
+__all__ = ["ImageSampler", "PixelSampler", "stream_seed"]
 
 
 def stream_seed(seed: int, step: int, stream: int) -> int:
@@ -202,6 +202,101 @@ class PixelSampler:
                     f"{key}={getattr(self, key)}; the ray stream will not continue exactly",
                     stacklevel=2,
                 )
+        step = int(state["step"])
+        if step < 0:
+            raise ValueError(f"sampler step must be >= 0, got {step}")
+        self.step = step
+
+
+class ImageSampler:
+    """Whole training images in random order, one per step (Gaussian splatting's sampling).
+
+    Every epoch (``len(image_set)`` steps) visits each image once, in a permutation drawn from a
+    generator seeded by ``(seed, epoch)``; so, like :class:`PixelSampler`, a batch is a pure
+    function of ``(seed, step)`` and resuming needs only the step counter. With a ``"random"``
+    background one uniform colour per step is drawn from ``(seed, step)``.
+
+    Args:
+        image_set: the training split (uint8 images, optional uint8 alphas); moved to ``device``
+            once, still as ``uint8``.
+        background: ``"white" | "black" | "random"``.
+        seed: non-negative base seed.
+        device: where batches live.
+
+    Attributes:
+        num_rays: pixels per step (``H * W``), reported as rays by the trainer.
+    """
+
+    def __init__(self, image_set: ImageSet, *, background: str = "white", seed: int = 0,
+                 device: Union[str, torch.device] = "cpu") -> None:
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        images = image_set.images
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"ImageSet.images must be uint8 [C, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+        if len(images) == 0:
+            raise ValueError("the training split has no images")
+        self.device = torch.device(device)
+        self.background = background
+        self.seed = int(seed)
+        self.step = 0
+        self._cameras = image_set.cameras.to(self.device)
+        self._images = images.to(self.device)
+        self._alphas = None if image_set.alphas is None else image_set.alphas.to(self.device)
+        self.num_images, height, width = (int(s) for s in images.shape[:3])
+        self.num_rays = height * width
+        fixed = {"white": 1.0, "black": 0.0}.get(background)
+        self._fixed_bg = None if fixed is None else torch.full((3,), fixed, device=self.device)
+        self._perm_epoch = -1
+        self._perm = None
+
+    @property
+    def num_local_rays(self) -> int:
+        return self.num_rays
+
+    def set_num_rays(self, num_rays: int) -> None:
+        """Ignored: a step always uses one whole image."""
+
+    def index_at(self, step: int) -> int:
+        """Training-image index used at ``step``."""
+        epoch = step // self.num_images
+        if epoch != self._perm_epoch:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(stream_seed(self.seed, epoch, 0))
+            self._perm = torch.randperm(self.num_images, generator=gen)
+            self._perm_epoch = epoch
+        return int(self._perm[step % self.num_images])
+
+    def sample(self, step: int) -> ImageBatch:
+        """The batch of step ``step``."""
+        index = self.index_at(step)
+        if self._fixed_bg is None:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(stream_seed(self.seed, step, 1))
+            bg = torch.rand(3, generator=gen).to(self.device)
+        else:
+            bg = self._fixed_bg
+        rgb = self._images[index].float() / 255.0
+        if self._alphas is not None:
+            a = self._alphas[index].float() / 255.0
+            rgb = rgb * a + bg * (1.0 - a)
+        return ImageBatch(cameras=self._cameras[index], rgb=rgb, background=bg, index=index)
+
+    def next_batch(self) -> ImageBatch:
+        batch = self.sample(self.step)
+        self.step += 1
+        return batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "seed": self.seed}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if "step" not in state:
+            raise KeyError("sampler state has no 'step'")
+        if state.get("seed", self.seed) != self.seed:
+            warnings.warn(f"ImageSampler: checkpoint has seed={state['seed']}, this sampler {self.seed}", stacklevel=2)
         step = int(state["step"])
         if step < 0:
             raise ValueError(f"sampler step must be >= 0, got {step}")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from langfield.types import Rays, RenderOutput
+from langfield.types import Cameras, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class SceneInfo:
         num_train_images: number of training images (for per-image embeddings).
         unbounded: the scene extends to infinity (real 360/forward-facing captures).
         points3d, points3d_rgb: optional sparse points ``[P, 3]`` for initialisation.
+        camera_centers: optional ``[C, 3]`` training camera positions (Gaussian splatting
+            scales its learning rates and densification thresholds by their spread).
     """
 
     scene_box: Tensor
@@ -34,6 +36,7 @@ class SceneInfo:
     unbounded: bool = False
     points3d: Optional[Tensor] = None
     points3d_rgb: Optional[Tensor] = None
+    camera_centers: Optional[Tensor] = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,33 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
 
+    def model_inputs(self) -> Tuple[Rays, Tensor]:
+        """Positional arguments of ``Method.forward`` for this batch."""
+        return self.rays, self.background
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """One whole training image (methods with ``batch_kind == "images"``, e.g. Gaussian splatting).
+
+    Attributes:
+        cameras: the image's camera (a length-1 :class:`Cameras`, OpenCV c2w).
+        rgb: ``[H, W, 3]`` target composited over ``background``.
+        background: ``[3]`` background colour.
+        index: index of the image in the training split.
+    """
+
+    cameras: Cameras
+    rgb: Tensor
+    background: Tensor
+    index: int
+
+    def to(self, device) -> "ImageBatch":
+        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
+
+    def model_inputs(self) -> Tuple[Cameras, Tensor]:
+        return self.cameras, self.background
+
 
 class Method(nn.Module):
     """Base class every reconstruction method derives from.
@@ -62,6 +92,12 @@ class Method(nn.Module):
     """
 
     config: Any
+    #: ``"rays"``: trained on random pixels (:class:`Batch`), rendered with :meth:`render_rays`.
+    #: ``"images"``: trained on whole images (:class:`ImageBatch`), ``outputs(cameras, background)``,
+    #: rendered with :meth:`render_camera`.
+    batch_kind: str = "rays"
+    #: Whether the method can be wrapped in ``DistributedDataParallel`` (fixed parameter shapes).
+    supports_ddp: bool = True
 
     def outputs(self, rays: Rays, background: Tensor) -> Any:
         """Differentiable forward pass for ``[R]`` rays; returns a method-specific object."""
@@ -92,6 +128,15 @@ class Method(nn.Module):
 
     def before_train_step(self, step: int) -> None:
         """Hook called before each training step (no gradients); default does nothing."""
+
+    def after_train_step(self, step: int, outputs: Any) -> None:
+        """Hook called after the optimisers stepped (gradients still readable; no graph
+        building), e.g. Gaussian densification. ``step`` is the index of the step just taken."""
+
+    @torch.no_grad()
+    def render_camera(self, cameras: Cameras, background: Tensor) -> RenderOutput:
+        """Evaluation render of a whole length-1 camera batch (``batch_kind == "images"`` methods)."""
+        raise NotImplementedError(f"{type(self).__name__} renders rays; use render_rays")
 
     @torch.no_grad()
     def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Dict
 
 from langfield.methods.base import Method, SceneInfo
+from langfield.methods.gaussians import Gaussians, GaussiansConfig
 from langfield.methods.mipnerf import MipNeRF, MipNeRFConfig
 from langfield.methods.nerf import NeRF, NeRFConfig
 from langfield.methods.ngp import NGP, NGPConfig
@@ -29,6 +30,7 @@ METHODS: Dict[str, MethodSpec] = {
     "ngp": MethodSpec(NGPConfig, NGP, "Instant-NGP: hash grid + occupancy grid (fast)"),
     "nerf": MethodSpec(NeRFConfig, NeRF, "vanilla NeRF: positional encoding, coarse + fine MLPs"),
     "mipnerf": MethodSpec(MipNeRFConfig, MipNeRF, "Mip-NeRF: conical frustums + integrated positional encoding"),
+    "gaussians": MethodSpec(GaussiansConfig, Gaussians, "3D Gaussian Splatting: tiled rasteriser + adaptive density control"),
 }
 
 

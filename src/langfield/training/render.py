@@ -68,6 +68,9 @@ def render_camera(
 ) -> RenderOutput:
     """Render every pixel of camera ``index`` (pixel centres, row-major) in chunks.
 
+    Methods with ``batch_kind == "images"`` (Gaussian splatting) render the whole camera in one
+    ``method.render_camera`` call; ``near``/``far``/``chunk`` do not apply to them.
+
     Args:
         method: a :class:`~langfield.methods.base.Method` (DDP wrappers are unwrapped).
         cameras: cameras (OpenCV c2w); rays are generated where the cameras live and moved to
@@ -90,6 +93,14 @@ def render_camera(
         raise TypeError(f"{type(method).__name__} has no render_rays(rays, background); is it a Method?")
     background = _check_background(background)
     device = _model_device(method)
+    if getattr(method, "batch_kind", "rays") == "images":
+        if with_normals:
+            raise ValueError(f"{type(method).__name__} does not render normals")
+        with evaluation_mode(method):
+            out = method.render_camera(cameras[index].to(device), background.to(device))
+        if not isinstance(out, RenderOutput):
+            raise TypeError(f"{type(method).__name__}.render_camera must return a RenderOutput, got {type(out).__name__}")
+        return out if output_device is None else out.to(output_device)
     rays = rays_from_camera(cameras, index, near, far)
     height, width = (int(s) for s in rays.shape)
     rays = rays.flatten()

@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from langfield.data.dataset import SceneDataset
-from langfield.data.samplers import PixelSampler
+from langfield.data.samplers import ImageSampler, PixelSampler
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
 from langfield.methods.schedules import ProgressLR
 from langfield.methods.base import Batch, Method
@@ -289,7 +289,7 @@ class Trainer:
         for opt in self.optimizers:
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"{type(method).__name__}.optimizers() must return torch optimisers, got {type(opt).__name__}")
-        self.model = wrap_ddp(self.method, self.device)
+        self.model = wrap_ddp(self.method, self.device) if getattr(method, "supports_ddp", True) else self.method
 
         self.use_amp = config.mixed_precision and self.device.type == "cuda"
         if config.mixed_precision and not self.use_amp:
@@ -297,18 +297,27 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[config.amp_dtype]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
-        self.sampler = PixelSampler(
-            dataset.split("train"),
-            num_rays=config.num_rays,
-            near=dataset.near,
-            far=dataset.far,
-            background=dataset.background,
-            seed=config.seed,
-            device=self.device,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            num_streams=config.sampler_streams,
-        )
+        if getattr(method, "batch_kind", "rays") == "images":
+            if self.dist.world_size > 1:
+                raise ValueError(
+                    f"{type(method).__name__} trains on whole images and changes its parameter count "
+                    "(densification); DDP is not supported for it yet: run a single process"
+                )
+            self.sampler = ImageSampler(dataset.split("train"), background=dataset.background, seed=config.seed,
+                                        device=self.device)
+        else:
+            self.sampler = PixelSampler(
+                dataset.split("train"),
+                num_rays=config.num_rays,
+                near=dataset.near,
+                far=dataset.far,
+                background=dataset.background,
+                seed=config.seed,
+                device=self.device,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                num_streams=config.sampler_streams,
+            )
         self.eval_split = next((s for s in ("val", "test") if s in dataset.splits), None)
 
         self.output_dir = Path(config.output_dir)
@@ -465,7 +474,7 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            out = self.model(batch.rays, batch.background)
+            out = self.model(*batch.model_inputs())
             losses = self.method.losses(out, batch)
         if not isinstance(losses, dict) or "loss" not in losses:
             raise KeyError(f"{type(self.method).__name__}.losses() must return a dict with a 'loss' entry")
@@ -473,6 +482,8 @@ class Trainer:
         for opt in self.optimizers:
             self.scaler.step(opt)
         self.scaler.update()
+        with torch.no_grad():
+            self.method.after_train_step(step, out)
         progress = self._progress(step + 1)
         for sched in self.schedulers:
             if isinstance(sched, ProgressLR):

@@ -1,0 +1,254 @@
+"""3D Gaussian Splatting (Kerbl et al. 2023) as a langfield method (``--method gaussians``).
+
+Recipe (paper Sec. 5 and the reference code's defaults):
+
+* initialisation from the dataset's sparse points (COLMAP ``points3D``), else ``init_num_random``
+  random points in the scene box (the reference uses 100k for NeRF-synthetic);
+* one Adam per parameter (eps 1e-15) with the paper's learning rates; the position LR is scaled
+  by the scene extent and decays exponentially from 1.6e-4 to 1.6e-6 over training (driven by
+  training progress, so wall-clock budgets work);
+* loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` with ``lambda = 0.2`` (Eq. 7);
+* the active SH degree grows by one every ``sh_degree_interval`` steps up to ``sh_degree``;
+* adaptive density control through an explicit strategy object
+  (:class:`~langfield.methods.densification.DefaultStrategy`, or the fixed-budget
+  :class:`~langfield.methods.densification.MCMCStrategy` of Kheradmand et al. 2024).
+
+Scene extent: ``1.1 x`` the largest distance of a training camera from the cameras' centroid
+(the reference's ``getNerfppNorm``), else half the scene box diagonal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from langfield.eval.metrics import ssim
+from langfield.fields.gaussian_cloud import GaussianCloud
+from langfield.methods.base import ImageBatch, Method, SceneInfo
+from langfield.methods.densification import DefaultStrategy, MCMCStrategy, mcmc_regularization
+from langfield.methods.schedules import ProgressLR, exponential_decay
+from langfield.ops.splatting import SplatSettings, render_gaussians
+from langfield.types import Cameras, RenderOutput
+
+__all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "scene_extent"]
+
+logger = logging.getLogger("langfield.methods.gaussians")
+
+INITS = ("auto", "points", "random")
+STRATEGIES = ("default", "mcmc")
+
+
+@dataclass(frozen=True)
+class GaussiansConfig:
+    """Gaussian Splatting hyper-parameters (paper / reference defaults).
+
+    Attributes:
+        sh_degree: maximum SH degree of the colour (0..3).
+        sh_degree_interval: raise the active SH degree every this many steps.
+        init: ``"auto"`` (sparse points if the dataset has them, else random), ``"points"``,
+            ``"random"``.
+        init_num_random: number of random initial Gaussians.
+        init_extent: the random points fill the scene box scaled by this about its centre.
+        init_opacity, init_scale: initial opacity; scale factor on the 3-NN distance.
+        num_features: extra per-Gaussian channels rendered alongside colour (0 = none).
+        lr_*: Adam learning rates; ``lr_means`` -> ``lr_means_final`` are multiplied by the scene
+            extent.
+        ssim_lambda: weight of the D-SSIM term.
+        strategy: ``"default"`` (clone/split/prune, Sec. 5.2) or ``"mcmc"`` (fixed budget).
+        default, mcmc: the strategies' settings.
+        splat: rasteriser settings (near plane, tile size, backend).
+        seed: seed of the random initialisation.
+    """
+
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000
+    init: str = "auto"
+    init_num_random: int = 100_000
+    init_extent: float = 1.0
+    init_opacity: float = 0.1
+    init_scale: float = 1.0
+    num_features: int = 0
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    lr_features: float = 2.5e-3
+    ssim_lambda: float = 0.2
+    strategy: str = "default"
+    default: DefaultStrategy = dc_field(default_factory=DefaultStrategy)
+    mcmc: MCMCStrategy = dc_field(default_factory=MCMCStrategy)
+    splat: SplatSettings = dc_field(default_factory=SplatSettings)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"GaussiansConfig.init must be one of {INITS}, got {self.init!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"GaussiansConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"GaussiansConfig.sh_degree must be in 0..3 (the PLY layout), got {self.sh_degree}")
+        if self.sh_degree_interval < 1 or self.init_num_random < 1:
+            raise ValueError("GaussiansConfig.sh_degree_interval and init_num_random must be >= 1")
+        if not 0 <= self.ssim_lambda <= 1:
+            raise ValueError(f"GaussiansConfig.ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
+        if self.num_features < 0:
+            raise ValueError(f"GaussiansConfig.num_features must be >= 0, got {self.num_features}")
+
+
+@dataclass
+class GaussiansOutputs:
+    """Outputs of one training render: the images and the screen-space info densification reads."""
+
+    render: RenderOutput
+    info: Dict[str, Any]
+
+
+def scene_extent(scene: SceneInfo) -> float:
+    """The scale positions are measured in (see the module docstring)."""
+    centers = scene.camera_centers
+    if centers is not None and len(centers) > 1:
+        c = centers.float()
+        return 1.1 * float(torch.linalg.vector_norm(c - c.mean(0), dim=-1).max())
+    box = scene.scene_box.float()
+    return 0.5 * float(torch.linalg.vector_norm(box[1] - box[0]))
+
+
+class Gaussians(Method):
+    """3D Gaussian Splatting; trains on whole images (``batch_kind = "images"``)."""
+
+    batch_kind = "images"
+    supports_ddp = False
+
+    def __init__(self, scene: SceneInfo, config: GaussiansConfig = GaussiansConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.extent = max(scene_extent(scene), 1e-6)
+        use_points = config.init == "points" or (config.init == "auto" and scene.points3d is not None and len(scene.points3d) > 0)
+        kwargs = dict(sh_degree=config.sh_degree, init_opacity=config.init_opacity, init_scale=config.init_scale,
+                      num_features=config.num_features)
+        if use_points:
+            if scene.points3d is None or len(scene.points3d) == 0:
+                raise ValueError("GaussiansConfig.init='points' but the dataset has no sparse points (points3D)")
+            colors = scene.points3d_rgb if scene.points3d_rgb is not None else torch.full_like(scene.points3d, 0.5)
+            colors = colors.float() / 255.0 if colors.dtype == torch.uint8 or float(colors.max()) > 1.0 else colors
+            self.cloud = GaussianCloud.from_points(scene.points3d, colors, **kwargs)
+        else:
+            box = scene.scene_box.float()
+            centre, half = box.mean(0), 0.5 * (box[1] - box[0]) * config.init_extent
+            self.cloud = GaussianCloud.random_in_box(
+                config.init_num_random, torch.stack([centre - half, centre + half]), seed=config.seed, **kwargs
+            )
+        self.strategy = config.default if config.strategy == "default" else config.mcmc
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
+        self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.int64))
+        self._optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self._step = 0
+        self._warned_distortion = False
+
+    # ------------------------------------------------------------------ rendering
+
+    @property
+    def params(self):
+        return self.cloud.params
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.cloud.num_gaussians
+
+    def _render(self, cameras: Cameras, background: Tensor):
+        if len(cameras) != 1:
+            raise ValueError(f"Gaussians renders one camera at a time, got {len(cameras)}")
+        if cameras.has_distortion and not self._warned_distortion:
+            logger.warning("Gaussian splatting renders pinhole cameras; lens distortion is ignored "
+                           "(undistort the images first for best results)")
+            self._warned_distortion = True
+        cloud = self.cloud
+        return render_gaussians(
+            cloud.means, cloud.quats, cloud.scales, cloud.opacities, cloud.sh,
+            cameras.c2w[0], cameras.Ks[0], int(cameras.widths[0]), int(cameras.heights[0]),
+            background=background, sh_degree=int(self.active_sh_degree), features=cloud.features,
+            settings=self.config.splat,
+        )
+
+    def outputs(self, cameras: Cameras, background: Tensor) -> GaussiansOutputs:
+        res = self._render(cameras, background)
+        proj = res.projection
+        info = {
+            "means2d": proj.means2d, "radii": proj.radii, "width": int(cameras.widths[0]),
+            "height": int(cameras.heights[0]), "n_cameras": 1,
+        }  # fmt: skip
+        if self.training and torch.is_grad_enabled():
+            self.strategy.step_pre_backward(self.params, self._optimizers, self.strategy_state, self._step, info)
+        return GaussiansOutputs(render=res.render, info=info)
+
+    def forward(self, cameras: Cameras, background: Tensor) -> GaussiansOutputs:
+        return self.outputs(cameras, background)
+
+    @torch.no_grad()
+    def render_camera(self, cameras: Cameras, background: Tensor) -> RenderOutput:
+        return self._render(cameras, background).render
+
+    def rgb_of(self, outputs: GaussiansOutputs) -> Tensor:
+        return outputs.render.rgb
+
+    # ------------------------------------------------------------------ training
+
+    def losses(self, outputs: GaussiansOutputs, batch: ImageBatch) -> Dict[str, Tensor]:
+        pred, target = outputs.render.rgb, batch.rgb
+        l1 = (pred - target).abs().mean()
+        lam = self.config.ssim_lambda
+        terms = {"l1": l1}
+        loss = (1.0 - lam) * l1
+        if lam > 0:
+            dssim = 1.0 - ssim(pred, target)
+            terms["dssim"] = dssim
+            loss = loss + lam * dssim
+        if self.config.strategy == "mcmc":
+            reg = mcmc_regularization(self.params)
+            terms["mcmc_reg"] = reg
+            loss = loss + reg
+        terms["loss"] = loss
+        return terms
+
+    def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
+        cfg = self.config
+        lrs = {
+            "means": cfg.lr_means * self.extent, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
+            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN, "features": cfg.lr_features,
+        }  # fmt: skip
+        self._optimizers = {
+            name: torch.optim.Adam([param], lr=lrs[name], eps=1e-15) for name, param in self.params.items()
+        }
+        decay = ProgressLR(self._optimizers["means"], exponential_decay(cfg.lr_means, cfg.lr_means_final), max_steps)
+        return list(self._optimizers.values()), [decay]
+
+    def before_train_step(self, step: int) -> None:
+        self._step = step
+        degree = min(step // self.config.sh_degree_interval, self.config.sh_degree)
+        self.active_sh_degree.fill_(degree)
+
+    def after_train_step(self, step: int, outputs: GaussiansOutputs) -> None:
+        if not self._optimizers:
+            raise RuntimeError("Gaussians.optimizers() must be called before training (the strategy edits them)")
+        self.strategy.step_post_backward(self.params, self._optimizers, self.strategy_state, step, outputs.info)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def extra_state(self) -> Dict[str, Any]:
+        state = {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in self.strategy_state.items()}
+        return {"strategy": state, "step": self._step}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        saved = state.get("strategy")
+        if saved:
+            device = self.cloud.means.device
+            self.strategy_state = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in saved.items()}
+        self._step = int(state.get("step", 0))
