@@ -4,7 +4,8 @@
         --budget-s 600 --out bench_out/ngp_lego_200.json [--device cpu|cuda]
 
 Writes JSON with (at least) ``method, scene, width, height, device, steps, train_seconds,
-train_rays_per_s, test_psnr, test_ssim, render_fps`` (means over the evaluated test views; all of
+train_rays_per_s, test_psnr, test_ssim, render_fps, num_gaussians (None for NeRF methods),
+peak_memory_mb`` (CUDA: peak allocated; CPU: peak resident set of the process) (means over the evaluated test views; all of
 them unless ``--test-views`` limits it, which the JSON then states), plus the configuration and the
 machine. Test renders beside ground truth go to ``<out stem>_renders/``; the trained run (reloadable
 with ``langfield eval|render``) to ``<out stem>_run/``. Dataset loading and evaluation are not counted
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -51,6 +53,13 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on ``device``, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def main(argv=None) -> dict:
@@ -126,6 +135,8 @@ def main(argv=None) -> dict:
         "downscale": args.downscale,
         "load_seconds": load_s,
         "hash_backend": getattr(encoding, "backend", None),
+        "num_gaussians": getattr(run.method, "num_gaussians", None),
+        "peak_memory_mb": peak_memory_mb(device),
         "preset": preset_name,
         "method_config": config_to_dict(method_config),
         "trainer_config": trainer_cfg.to_dict(),
@@ -135,7 +146,8 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(record, out)
     print(json.dumps({k: record[k] for k in ("method", "scene", "width", "height", "device", "steps", "train_seconds",
-                                              "train_rays_per_s", "test_psnr", "test_ssim", "render_fps", "num_test_views")}, indent=1))
+                                              "train_rays_per_s", "test_psnr", "test_ssim", "render_fps", "num_test_views",
+                                              "num_gaussians", "peak_memory_mb")}, indent=1))
     return record
 
 

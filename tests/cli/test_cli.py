@@ -69,3 +69,29 @@ def test_train_eval_render_round_trip(tmp_path):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "langfield.cli.main", "demo", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--budget-s" in out.stdout
+
+
+def test_gaussians_train_render_export_round_trip(tmp_path):
+    from plyfile import PlyData
+
+    run_dir = tmp_path / "gs"
+    rc = main(["train", "--method", "gaussians", "--data", "procedural", "--max-steps", "3", "--output-dir",
+               str(run_dir), "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu",
+               "--set", "init_num_random=500", "--set", "default.refine_start_iter=1"])
+    assert rc == 0
+    result = json.loads((run_dir / "eval_test.json").read_text())
+    assert result["num_images"] == 8 and result["psnr"] > 5.0
+    assert main(["render", str(run_dir), "--path", "orbit", "--num-frames", "4", "--device", "cpu"]) == 0
+    assert list((run_dir / "renders" / "orbit").glob("*.mp4"))
+    assert main(["export", str(run_dir), "--format", "ply"]) == 0
+    ply = PlyData.read(str(run_dir / "export" / "point_cloud.ply"))
+    names = [p.name for p in ply["vertex"].properties]
+    assert names[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert names[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert ply["vertex"].count == 500
+
+
+def test_export_of_a_nerf_run_is_refused(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"method": "ngp"}))
+    assert main(["export", str(tmp_path)]) == 2
+    assert "only 'gaussians'" in capsys.readouterr().err

@@ -126,3 +126,23 @@ def test_bad_input():
         PixelSampler(image_set, **kw).load_state_dict({})
     with pytest.warns(UserWarning, match="seed"):
         PixelSampler(image_set, **kw).load_state_dict({"step": 1, "seed": 99})
+
+
+def test_image_sampler_visits_every_image_once_per_epoch_and_is_a_function_of_the_step(tiny_scene):
+    from langfield.data.samplers import ImageSampler
+
+    train = tiny_scene.split("train")
+    a = ImageSampler(train, background="random", seed=3)
+    epoch = [a.next_batch() for _ in range(len(train))]
+    assert sorted(b.index for b in epoch) == list(range(len(train)))
+    assert [b.index for b in epoch] != list(range(len(train)))  # shuffled
+    b = ImageSampler(train, background="random", seed=3)
+    b.load_state_dict({"step": 5, "seed": 3})
+    again = b.next_batch()
+    assert again.index == epoch[5].index and torch.equal(again.rgb, epoch[5].rgb)
+    assert torch.equal(again.background, epoch[5].background)
+    assert again.rgb.shape == (16, 16, 3) and again.cameras.c2w.shape == (1, 3, 4)
+    white = ImageSampler(train, background="white").sample(0)
+    assert torch.equal(white.background, torch.ones(3))
+    with pytest.raises(ValueError, match="background"):
+        ImageSampler(train, background="green")
