@@ -130,3 +130,19 @@ def test_colmap_mixed_sizes_in_a_split(tmp_path):
     write_model(ColmapModel(cams, images, model.points), root / "sparse" / "0", ext=".txt")
     with pytest.raises(ValueError, match=r"view_01\.png is 8x6 and .*view_02\.png is 10x6"):
         load_colmap(root)
+
+
+def test_gaussians_initialise_from_colmap_points(tmp_path):
+    """A COLMAP scene's points3D become the initial Gaussians (positions and colours)."""
+    from langfield.methods.registry import make_method
+    from langfield.pipeline import scene_info
+
+    model = write_colmap_scene(tmp_path / "scene", n=9, model="PINHOLE")
+    ds = load_dataset(tmp_path / "scene", progress=False)
+    method = make_method("gaussians", scene_info(ds))
+    assert method.num_gaussians == len(model.points.xyz) == 20
+    assert torch.allclose(method.cloud.means.detach(), ds.points3d.float())
+    colour = method.cloud.params["sh0"].detach()[:, 0] * 0.28209479177387814 + 0.5
+    assert torch.allclose(colour, ds.points3d_rgb.float() / 255.0, atol=1e-5)
+    out = method.render_camera(ds.split("train").cameras[0], torch.ones(3))
+    assert out.rgb.shape == (H, W, 3)

@@ -329,9 +329,12 @@ def test_build_failure_falls_back_to_torch(monkeypatch, caplog):
         raise RuntimeError("simulated compiler failure")
 
     monkeypatch.delenv("LANGFIELD_NO_CPP", raising=False)
-    monkeypatch.setattr(hash_encoding_cpu, "_STATE", {"tried": False, "ok": False, "error": None})
-    monkeypatch.setattr(hash_encoding_cpu, "_build_and_load", broken_build)
-    with caplog.at_level(logging.WARNING, logger=hash_encoding_cpu.__name__):
+    from langfield.kernels.jit import JitKernel
+
+    kernel = JitKernel("langfield_hashgrid", hash_encoding_cpu.KERNEL.source, [], "C++ hash-encoding kernel")
+    monkeypatch.setattr(kernel, "build_and_load", broken_build)
+    monkeypatch.setattr(hash_encoding_cpu, "KERNEL", kernel)
+    with caplog.at_level(logging.WARNING, logger="langfield.kernels.jit"):
         assert not hash_encoding_cpu.cpp_available()
         assert not hash_encoding_cpu.cpp_available()  # remembered: one warning only
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1

@@ -36,97 +36,32 @@ this module does not import from :mod:`langfield.ops` (imports point downward).
 
 from __future__ import annotations
 
-import logging
-import os
-import platform
-import re
-import sys
-import threading
 from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from langfield.kernels.hash_encoding_cpu import cpp_disabled
+from langfield.kernels.jit import JitKernel
 
 __all__ = ["cpp_available", "load_cpp_extension", "rasterize_backward_cpp", "rasterize_forward_cpp"]
 
-_LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).parent / "csrc" / "gaussian_rasterize_cpu.cpp"
 _NAME = "langfield_gsplat"
 # -ffp-contract=off: no fused multiply-adds, so the forward and the backward recompute the very
 # same alphas (the backward replays the forward's skip decisions). -fno-trapping-math lets GCC
 # vectorise the clamps in the polynomial exp (results are unchanged; FP exceptions never trap).
-_BASE_CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
-_LOCK = threading.Lock()
-_STATE: dict = {"tried": False, "ok": False, "error": None}
-
-
-def _isa_flags() -> list[str]:
-    """``-mavx2 -mfma`` where torch reports AVX2/AVX512 on x86-64."""
-    if platform.machine().lower() not in {"x86_64", "amd64"}:
-        return []
-    try:
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001 -- older torch: stay with the baseline ISA
-        return []
-    return ["-mavx2", "-mfma"] if capability in {"AVX2", "AVX512"} else []
-
-
-def _build_directory() -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "langfield" / "torch_extensions"
-    isa = "avx2" if _isa_flags() else "base"
-    tag = re.sub(
-        r"[^0-9A-Za-z]+", "_", f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}_{isa}"
-    )
-    path = base / f"{_NAME}_{tag}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _build_and_load(verbose: bool) -> None:
-    """Compile (or reuse the cached build) and register ``torch.ops.langfield_gsplat``."""
-    if hasattr(torch.ops.langfield_gsplat, "forward"):  # already registered in this process
-        return
-    from torch.utils.cpp_extension import load
-
-    build_directory = _build_directory()
-    if not any(build_directory.glob("*.so")):
-        _LOG.info("langfield: compiling the C++ Gaussian rasteriser into %s (about 30 s, once)", build_directory)
-    load(
-        name=_NAME,
-        sources=[str(_SOURCE)],
-        extra_cflags=_BASE_CFLAGS + _isa_flags(),
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_directory),
-        is_python_module=False,
-        verbose=verbose,
-    )
-    _ = torch.ops.langfield_gsplat.forward  # raises if registration failed
+KERNEL = JitKernel(_NAME, _SOURCE, ["-ffp-contract=off", "-fno-trapping-math"], "C++ Gaussian rasteriser")
 
 
 def load_cpp_extension(verbose: bool = False) -> bool:
     """Build (or load the cached build of) the kernel once per process; return whether it works."""
-    with _LOCK:
-        if _STATE["tried"]:
-            return _STATE["ok"]
-        _STATE["tried"] = True
-        try:
-            _build_and_load(verbose)
-            _STATE["ok"] = True
-        except Exception as exc:  # noqa: BLE001 -- any build/load failure means "use the torch path"
-            _STATE["error"] = exc
-            _LOG.warning("langfield: C++ Gaussian rasteriser unavailable, using the torch path (%s)", exc)
-        return _STATE["ok"]
+    return KERNEL.load(verbose)
 
 
 def cpp_available() -> bool:
     """Whether the C++ kernel can be used (builds it on first call unless ``LANGFIELD_NO_CPP=1``)."""
-    if cpp_disabled():
-        return False
-    return load_cpp_extension()
+    return KERNEL.available()
 
 
 # ------------------------------------------------------------------------------ validation

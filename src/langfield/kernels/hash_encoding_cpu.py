@@ -13,12 +13,6 @@ config object, so it does not import from :mod:`langfield.ops` (imports point do
 
 from __future__ import annotations
 
-import logging
-import os
-import platform
-import re
-import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -26,63 +20,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from langfield.kernels.jit import JitKernel, cpp_disabled
+
 __all__ = ["advise_huge_pages", "cpp_available", "cpp_disabled", "hash_encode_cpp", "load_cpp_extension"]
 
-_LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).parent / "csrc" / "hash_encoding_cpu.cpp"
 # -ffp-contract=off: no fused multiply-adds, so weights round exactly like the torch twins.
-_BASE_CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
-
-
-def _isa_flags() -> list[str]:
-    """``-mavx2 -mfma`` where torch reports AVX2/AVX512 on x86-64 (about 10% faster cell location)."""
-    if platform.machine().lower() not in {"x86_64", "amd64"}:
-        return []
-    try:
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001 -- older torch: stay with the baseline ISA
-        return []
-    return ["-mavx2", "-mfma"] if capability in {"AVX2", "AVX512"} else []
-_LOCK = threading.Lock()
-_STATE: dict = {"tried": False, "ok": False, "error": None}
-
-
-def cpp_disabled() -> bool:
-    """True when ``LANGFIELD_NO_CPP`` is set to a truthy value (``1``, ``true``, ``yes``)."""
-    return os.environ.get("LANGFIELD_NO_CPP", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _build_directory() -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "langfield" / "torch_extensions"
-    isa = "avx2" if _isa_flags() else "base"
-    tag = re.sub(
-        r"[^0-9A-Za-z]+", "_", f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}_{isa}"
-    )
-    path = base / f"langfield_hashgrid_{tag}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _build_and_load(verbose: bool) -> None:
-    """Compile (or reuse the cached build) and register ``torch.ops.langfield_hashgrid``."""
-    if hasattr(torch.ops.langfield_hashgrid, "forward"):  # already registered in this process
-        return
-    from torch.utils.cpp_extension import load
-
-    build_directory = _build_directory()
-    if not any(build_directory.glob("*.so")):
-        _LOG.info("langfield: compiling the C++ hash-encoding kernel into %s (about 30 s, once)", build_directory)
-    load(
-        name="langfield_hashgrid",
-        sources=[str(_SOURCE)],
-        extra_cflags=_BASE_CFLAGS + _isa_flags(),
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_directory),
-        is_python_module=False,
-        verbose=verbose,
-    )
-    _ = torch.ops.langfield_hashgrid.forward  # raises if registration failed
+KERNEL = JitKernel("langfield_hashgrid", _SOURCE, ["-ffp-contract=off"], "C++ hash-encoding kernel")
 
 
 def load_cpp_extension(verbose: bool = False) -> bool:
@@ -90,24 +34,12 @@ def load_cpp_extension(verbose: bool = False) -> bool:
 
     A failure is logged once as a warning and remembered, so callers fall back to the torch path.
     """
-    with _LOCK:
-        if _STATE["tried"]:
-            return _STATE["ok"]
-        _STATE["tried"] = True
-        try:
-            _build_and_load(verbose)
-            _STATE["ok"] = True
-        except Exception as exc:  # noqa: BLE001 -- any build/load failure means "use the torch path"
-            _STATE["error"] = exc
-            _LOG.warning("langfield: C++ hash-encoding kernel unavailable, using the torch path (%s)", exc)
-        return _STATE["ok"]
+    return KERNEL.load(verbose)
 
 
 def cpp_available() -> bool:
     """Whether the C++ kernel can be used (builds it on first call unless ``LANGFIELD_NO_CPP=1``)."""
-    if cpp_disabled():
-        return False
-    return load_cpp_extension()
+    return KERNEL.available()
 
 
 class _CppHashEncode(torch.autograd.Function):
