@@ -21,7 +21,7 @@ not even the thread count changes them). ``exp`` is a polynomial accurate to abo
 images match a torch implementation to ~1e-6, not bitwise.
 
 Speed (2-core AMD EPYC, 200x200, 20k Gaussians of 2-8 px radius, ~56k tile entries, D = 3):
-forward ~14 ms, backward ~18 ms with 2 threads (``python -m langfield.kernels.gaussian_rasterize_cpu``).
+forward ~13 ms, backward ~18 ms with 2 threads (``benchmarks/gaussian_rasterizer.py``).
 
 The kernel (``csrc/gaussian_rasterize_cpu.cpp``) is JIT-compiled on first use with
 ``torch.utils.cpp_extension.load`` (about 30 s once; later processes load the cached build) into
@@ -202,68 +202,3 @@ def rasterize_backward_cpp(
             means2d, conics, opacities, features, background, gaussian_ids, tile_ranges,
             width, height, tile_size, final_T, last, grad_image, grad_alpha,
         )
-
-
-def _benchmark(width: int = 200, height: int = 200, num: int = 20000, channels: int = 3, repeats: int = 10) -> None:
-    """Print forward / backward times for a random scene (binning done here with plain torch)."""
-    import time
-
-    gen = torch.Generator().manual_seed(0)
-    means = torch.rand(num, 2, generator=gen) * torch.tensor([width, height], dtype=torch.float32)
-    radii = 2.0 + 6.0 * torch.rand(num, generator=gen)  # 3-sigma radius in pixels
-    sigma = radii / 3.0
-    aniso = 0.5 + torch.rand(num, generator=gen)
-    sx, sy = sigma * aniso.sqrt(), sigma / aniso.sqrt()
-    theta = torch.rand(num, generator=gen) * torch.pi
-    cos, sin = theta.cos(), theta.sin()
-    cxx = cos**2 * sx**2 + sin**2 * sy**2
-    cyy = sin**2 * sx**2 + cos**2 * sy**2
-    cxy = cos * sin * (sx**2 - sy**2)
-    det = cxx * cyy - cxy**2
-    conics = torch.stack([cyy / det, -cxy / det, cxx / det], -1).contiguous()
-    opac = 0.05 + 0.9 * torch.rand(num, generator=gen)
-    feats = torch.rand(num, channels, generator=gen)
-    depths = torch.rand(num, generator=gen)
-    bg = torch.zeros(channels)
-    ts = 16
-    tx, ty = (width + ts - 1) // ts, (height + ts - 1) // ts
-    r = radii.ceil()
-    x0 = ((means[:, 0] - r) / ts).floor().clamp(0, tx).long()
-    x1 = ((means[:, 0] + r) / ts).floor().clamp(-1, tx - 1).long() + 1
-    y0 = ((means[:, 1] - r) / ts).floor().clamp(0, ty).long()
-    y1 = ((means[:, 1] + r) / ts).floor().clamp(-1, ty - 1).long() + 1
-    pairs = []
-    for g in range(num):
-        for yy in range(int(y0[g]), int(y1[g])):
-            for xx in range(int(x0[g]), int(x1[g])):
-                pairs.append((yy * tx + xx, g))
-    tiles = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
-    gids = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
-    key = tiles.double() * 2 + depths[gids].double()
-    order = torch.argsort(key)
-    tiles, gids = tiles[order], gids[order]
-    counts = torch.bincount(tiles, minlength=tx * ty)
-    ends = counts.cumsum(0)
-    ranges = torch.stack([ends - counts, ends], -1)
-    args = (means, conics, opac, feats, bg, gids, ranges, width, height, ts)
-    out = rasterize_forward_cpp(*args)
-    grad_image = torch.randn(height, width, channels, generator=gen)
-    grad_alpha = torch.randn(height, width, 1, generator=gen)
-    fwd, bwd = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = rasterize_forward_cpp(*args)
-        t1 = time.perf_counter()
-        rasterize_backward_cpp(*args, out[2], out[3], grad_image, grad_alpha)
-        t2 = time.perf_counter()
-        fwd.append(t1 - t0)
-        bwd.append(t2 - t1)
-    print(
-        f"{width}x{height}, N={num}, M={gids.numel()} entries, D={channels}, {torch.get_num_threads()} threads: "
-        f"forward {min(fwd) * 1e3:.1f} ms, backward {min(bwd) * 1e3:.1f} ms"
-    )
-
-
-if __name__ == "__main__":
-    for _channels in (3, 16):
-        _benchmark(channels=_channels)
