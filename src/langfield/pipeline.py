@@ -191,24 +191,35 @@ def train(
     return run
 
 
-def load_run(run_dir: Union[str, Path], device: Optional[str] = None, checkpoint: Optional[str] = None) -> Run:
-    """Rebuild a trained run from its directory (``run.json`` + ``checkpoints/latest.ckpt``)."""
-    run_dir = Path(run_dir)
+def _read_run_file(run_dir: Path) -> Dict[str, Any]:
+    """The raw ``run.json`` of ``run_dir`` (clear errors when missing or malformed)."""
     spec_path = run_dir / RUN_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory (langfield train --output-dir)?")
     try:
-        spec = RunSpec.from_dict(json.loads(spec_path.read_text()), str(spec_path))
+        return json.loads(spec_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{spec_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+
+
+def _checkpoint_path(run_dir: Path, checkpoint: Optional[Union[str, Path]]) -> Path:
+    """``checkpoint`` or ``run_dir/checkpoints/latest.ckpt``; it must exist."""
+    path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found (train first, or pass --checkpoint)")
+    return path
+
+
+def load_run(run_dir: Union[str, Path], device: Optional[str] = None, checkpoint: Optional[str] = None) -> Run:
+    """Rebuild a trained run from its directory (``run.json`` + ``checkpoints/latest.ckpt``)."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / RUN_FILE
+    spec = RunSpec.from_dict(_read_run_file(run_dir), str(spec_path))
     if spec.data.path.startswith("<in-memory"):
         raise ValueError(f"{spec_path}: the run was trained on an in-memory dataset and cannot be reloaded from disk")
     dataset = load_data(spec.data)
     model = make_method(spec.method, scene_info(dataset), spec.build_method_config())
-    ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.ckpt"
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} not found (train first, or pass --checkpoint)")
-    state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(_checkpoint_path(run_dir, checkpoint))
     model.load_state_dict(state["model"])
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
@@ -228,23 +239,17 @@ def export_run(
     by default to ``run_dir/export/point_cloud.ply`` (atomically)."""
     if fmt != "ply":
         raise ValueError(f"unknown export format {fmt!r}; supported: 'ply'")
+    from langfield.fields.gaussian_cloud import GaussianCloud
     from langfield.io.gaussian_ply import write_gaussian_ply
 
-    from langfield.fields.gaussian_cloud import GaussianCloud
-
     run_dir = Path(run_dir)
-    spec_path = run_dir / RUN_FILE
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory?")
-    method = json.loads(spec_path.read_text()).get("method")
+    method = _read_run_file(run_dir).get("method")
     if method != "gaussians":
         raise ValueError(f"{run_dir} was trained with method {method!r}; only 'gaussians' runs export to PLY")
-    ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.ckpt"
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} not found (train first, or pass --checkpoint)")
-    cloud = GaussianCloud.from_state_dict(load_checkpoint(ckpt_path)["model"], prefix="cloud.")
+    state = load_checkpoint(_checkpoint_path(run_dir, checkpoint))
+    cloud = GaussianCloud.from_state_dict(state["model"], prefix="cloud.")
     cloud.check_finite()
-    out = Path(output) if output is not None else Path(run_dir) / "export" / "point_cloud.ply"
+    out = Path(output) if output is not None else run_dir / "export" / "point_cloud.ply"
     return write_gaussian_ply(out, cloud.raw())
 
 

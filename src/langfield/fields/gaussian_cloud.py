@@ -76,14 +76,11 @@ class GaussianCloud(nn.Module):
                 raise ValueError(f"GaussianCloud.{name} must be {list(shape)}, got {tuple(params[name].shape)}")
         if "features" in params and (params["features"].ndim != 2 or params["features"].shape[0] != n):
             raise ValueError(f"GaussianCloud.features must be [{n}, F], got {tuple(params['features'].shape)}")
-        for name, value in params.items():
-            bad = ~torch.isfinite(value.reshape(n, -1)).all(-1) if n else torch.zeros(0, dtype=torch.bool)
-            if bool(bad.any()):
-                raise ValueError(f"GaussianCloud.{name}: {int(bad.sum())} of {n} rows are NaN/inf")
         self.sh_degree = int(sh_degree)
         self.params = nn.ParameterDict(
             {k: nn.Parameter(params[k].detach().float().clone()) for k in PARAM_NAMES if k in params}
         )
+        self.check_finite()
 
     # ------------------------------------------------------------------ construction
 
@@ -195,11 +192,13 @@ class GaussianCloud(nn.Module):
         """Raise ``ValueError`` naming every parameter with NaN/inf rows."""
         bad = []
         for name, value in self.params.items():
+            if value.shape[0] == 0:
+                continue
             rows = ~torch.isfinite(value.detach().reshape(value.shape[0], -1)).all(-1)
             if bool(rows.any()):
                 bad.append(f"{name} ({int(rows.sum())} rows)")
         if bad:
-            raise ValueError(f"Gaussian parameters contain NaN/inf: {', '.join(bad)}")
+            raise ValueError(f"Gaussian parameters contain NaN/inf: {', '.join(bad)} of {self.num_gaussians}")
 
     # ------------------------------------------------------------------ checkpoints
 

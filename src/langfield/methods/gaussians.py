@@ -189,15 +189,9 @@ class Gaussians(Method):
             self.strategy.step_pre_backward(self.params, self._optimizers, self.strategy_state, self._step, info)
         return GaussiansOutputs(render=res.render, info=info)
 
-    def forward(self, cameras: Cameras, background: Tensor) -> GaussiansOutputs:
-        return self.outputs(cameras, background)
-
     @torch.no_grad()
     def render_camera(self, cameras: Cameras, background: Tensor) -> RenderOutput:
         return self._render(cameras, background).render
-
-    def rgb_of(self, outputs: GaussiansOutputs) -> Tensor:
-        return outputs.render.rgb
 
     # ------------------------------------------------------------------ training
 
