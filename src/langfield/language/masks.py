@@ -1,0 +1,562 @@
+"""Per-image mask proposals for language fields (LERF / OV-NeRF style region pooling).
+
+A language field pools CLIP features over image regions; this module proposes those regions.
+
+Two back-ends:
+
+* ``"sam"`` -- Segment Anything through ``transformers`` (``SamModel`` + ``SamProcessor``),
+  run as an *automatic mask generator*: a regular ``points_per_side x points_per_side`` grid of
+  single-point prompts, three multimask outputs per point, filtered by the model's predicted IoU
+  and by the stability score (the IoU between the mask thresholded at ``+offset`` and at
+  ``-offset`` of the logits), then de-duplicated with greedy mask-IoU NMS. Masks may overlap.
+  This follows ``SamAutomaticMaskGenerator`` from ``segment-anything`` without crops.
+* ``"superpixels"`` -- a weight-free fallback: Felzenszwalb graph segmentation
+  (:func:`skimage.segmentation.felzenszwalb`), greedy merging of adjacent regions whose mean
+  CIE-Lab colours are closer than ``merge_threshold`` (union-find over the region adjacency
+  graph built from neighbouring pixel pairs), then small regions are absorbed by their most
+  similar neighbour. Deterministic; the masks form a partition of the image; scores are 1.
+* ``"auto"`` -- SAM when the model loads, otherwise the fallback with one logged warning.
+
+Example::
+
+    proposals = propose_masks(image, MaskProposalConfig(method="superpixels"))
+    proposals.masks       # [K, H, W] bool
+    proposals.label_map() # [H, W] long, -1 where no mask covers the pixel
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MaskModelUnavailableError",
+    "MaskProposalConfig",
+    "MaskProposals",
+    "propose_masks",
+    "propose_masks_sam",
+    "propose_masks_superpixels",
+    "superpixel_labels",
+]
+
+_LOG = logging.getLogger(__name__)
+
+MaskMethod = Literal["auto", "sam", "superpixels"]
+_METHODS = ("auto", "sam", "superpixels")
+
+
+class MaskModelUnavailableError(RuntimeError):
+    """The SAM model (or ``transformers``) could not be loaded; see the message for the fix."""
+
+
+# --------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class MaskProposalConfig:
+    """Options for :func:`propose_masks`.
+
+    Args:
+        method: ``"auto"`` (SAM if it loads, else superpixels), ``"sam"`` or ``"superpixels"``.
+        sam_model: Hugging Face hub id or local directory holding a ``SamModel`` and its
+            ``SamProcessor`` (``save_pretrained`` layout).
+        points_per_side: the prompt grid has ``points_per_side ** 2`` points.
+        points_per_batch: prompts decoded per forward pass of the mask decoder (memory knob).
+        pred_iou_thresh: keep masks whose predicted IoU is at least this, in [0, 1].
+        stability_score_thresh: keep masks whose stability score is at least this, in [0, 1].
+        stability_score_offset: logit offset used for the stability score (SAM's default 1.0).
+        nms_iou_thresh: drop a mask whose mask-IoU with a better-scored kept mask exceeds this.
+        min_mask_area: drop SAM masks with fewer pixels than this.
+        scale: Felzenszwalb ``scale`` (larger -> larger segments) on the image in [0, 1].
+        sigma: Felzenszwalb Gaussian pre-smoothing width in pixels.
+        min_size: Felzenszwalb minimum component size in pixels (enforced in post-processing).
+        merge_threshold: merge adjacent regions whose mean Lab colours differ by less than this
+            (Euclidean distance in CIE-Lab, i.e. CIE76 Delta E; 0 disables merging).
+        min_region_fraction: regions smaller than this fraction of the image are merged into
+            their most similar neighbour (0 disables).
+    """
+
+    method: MaskMethod = "auto"
+    # SAM
+    sam_model: str = "facebook/sam-vit-base"
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    nms_iou_thresh: float = 0.7
+    min_mask_area: int = 0
+    # superpixel fallback
+    scale: float = 100.0
+    sigma: float = 0.8
+    min_size: int = 50
+    merge_threshold: float = 10.0
+    min_region_fraction: float = 0.002
+
+    def __post_init__(self) -> None:
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if not isinstance(self.sam_model, (str, os.PathLike)) or not str(self.sam_model):
+            raise ValueError(f"sam_model must be a non-empty hub id or directory, got {self.sam_model!r}")
+        for name in ("points_per_side", "points_per_batch", "min_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.min_mask_area, bool) or not isinstance(self.min_mask_area, int) or self.min_mask_area < 0:
+            raise ValueError(f"min_mask_area must be an integer >= 0, got {self.min_mask_area!r}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "nms_iou_thresh"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if not _is_real(self.min_region_fraction) or not 0.0 <= self.min_region_fraction < 1.0:
+            raise ValueError(f"min_region_fraction must be in [0, 1), got {self.min_region_fraction!r}")
+        if not _is_real(self.scale) or not self.scale > 0:
+            raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
+        for name in ("sigma", "merge_threshold", "stability_score_offset"):
+            value = getattr(self, name)
+            if not _is_real(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class MaskProposals:
+    """Mask proposals for one image.
+
+    Attributes:
+        masks: ``[K, H, W]`` bool. May overlap (SAM); a partition of the image (superpixels).
+        scores: ``[K]`` float confidence, sorted in non-increasing order (SAM: predicted IoU;
+            superpixels: all ones, masks ordered by decreasing area).
+    """
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.masks, torch.Tensor) or self.masks.dtype != torch.bool or self.masks.ndim != 3:
+            got = (self.masks.dtype, tuple(self.masks.shape)) if isinstance(self.masks, torch.Tensor) else type(self.masks)
+            raise ValueError(f"masks must be a bool tensor [K, H, W], got {got}")
+        if not isinstance(self.scores, torch.Tensor) or self.scores.shape != self.masks.shape[:1]:
+            got = tuple(self.scores.shape) if isinstance(self.scores, torch.Tensor) else type(self.scores)
+            raise ValueError(f"scores must be a tensor [K] with K={self.masks.shape[0]}, got {got}")
+
+    @property
+    def num_masks(self) -> int:
+        return int(self.masks.shape[0])
+
+    def areas(self) -> torch.Tensor:
+        """Pixel count of each mask, ``[K]`` long."""
+        return self.masks.flatten(1).sum(1)
+
+    def label_map(self) -> torch.Tensor:
+        """Pixel -> mask index, ``[H, W]`` long; ``-1`` where no mask covers the pixel.
+
+        Where masks overlap, the smallest covering mask wins (the finest region, as language
+        fields want for pooling); ties go to the higher score, then to the lower index. For a
+        partition this is simply the index of the unique covering mask.
+        """
+        num, height, width = self.masks.shape
+        labels = torch.full((height, width), -1, dtype=torch.long, device=self.masks.device)
+        if num == 0:
+            return labels
+        areas = self.areas().cpu().tolist()
+        scores = self.scores.detach().float().cpu().tolist()
+        priority = sorted(range(num), key=lambda k: (areas[k], -scores[k], k))
+        for k in reversed(priority):  # paint lowest priority first; the winner is painted last
+            labels[self.masks[k]] = k
+        return labels
+
+
+# --------------------------------------------------------------------------------------- entry
+
+
+def propose_masks(image: Union[torch.Tensor, np.ndarray], config: MaskProposalConfig = MaskProposalConfig()) -> MaskProposals:
+    """Propose region masks for one image.
+
+    Args:
+        image: ``[H, W, 3]`` RGB, float in [0, 1] or uint8 (torch tensor or numpy array).
+        config: which back-end and its options.
+
+    Returns:
+        :class:`MaskProposals` with ``masks [K, H, W]`` on the image's device.
+
+    Raises:
+        ValueError: bad ``image`` or ``config``.
+        MaskModelUnavailableError: ``method="sam"`` and the model or ``transformers`` cannot be
+            loaded (``method="auto"`` falls back to superpixels instead).
+    """
+    if not isinstance(config, MaskProposalConfig):
+        raise ValueError(f"config must be a MaskProposalConfig, got {type(config).__name__}")
+    rgb, device = _image_to_uint8(image)
+    if config.method == "superpixels":
+        return propose_masks_superpixels(rgb, config, device=device)
+    if config.method == "sam":
+        return propose_masks_sam(rgb, config, device=device)
+    try:
+        model, processor = _load_sam(str(config.sam_model), str(device))
+    except MaskModelUnavailableError as e:
+        _warn_fallback_once(str(config.sam_model), str(e))
+        return propose_masks_superpixels(rgb, config, device=device)
+    return _sam_automatic_masks(rgb, config, model, processor, device)
+
+
+def _image_to_uint8(image: Union[torch.Tensor, np.ndarray]) -> tuple[np.ndarray, torch.device]:
+    """Validate ``image`` and return it as a contiguous ``[H, W, 3]`` uint8 array + its device."""
+    if isinstance(image, np.ndarray):
+        array, device = image, torch.device("cpu")
+    elif isinstance(image, torch.Tensor):
+        device = image.device
+        array = image.detach().cpu().numpy() if image.dtype != torch.bfloat16 else image.detach().float().cpu().numpy()
+    else:
+        raise ValueError(f"image must be a torch.Tensor or numpy array, got {type(image).__name__}")
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3] RGB, got shape {tuple(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"image must be non-empty, got shape {tuple(array.shape)}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array), device
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"image must be floating point in [0, 1] or uint8, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError("image must be finite, got NaN or inf values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"image must be floating point in [0, 1] or uint8, got values in [{lo:.4g}, {hi:.4g}]")
+    return np.round(array.astype(np.float64) * 255.0).astype(np.uint8), device
+
+
+# --------------------------------------------------------------------------------- superpixels
+
+
+class _Regions:
+    """Union-find over region labels with running Lab sums, pixel counts and adjacency sets."""
+
+    def __init__(self, labels: np.ndarray, lab: np.ndarray) -> None:
+        num = int(labels.max()) + 1
+        flat = labels.ravel()
+        self.parent = list(range(num))
+        self.count = np.bincount(flat, minlength=num).astype(np.float64)
+        self.sum = np.stack([np.bincount(flat, weights=lab[..., c].ravel(), minlength=num) for c in range(3)], 1)
+        self.version = [0] * num
+        self.neighbours: list[set[int]] = [set() for _ in range(num)]
+        for a, b in _adjacent_pairs(labels):
+            self.neighbours[a].add(b)
+            self.neighbours[b].add(a)
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:  # path compression
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def distance(self, a: int, b: int) -> float:
+        diff = self.sum[a] / self.count[a] - self.sum[b] / self.count[b]
+        return float(np.sqrt(diff @ diff))
+
+    def union(self, a: int, b: int) -> int:
+        """Merge roots ``a`` and ``b`` into the lower label; return the surviving root."""
+        keep, gone = (a, b) if a < b else (b, a)
+        self.parent[gone] = keep
+        self.count[keep] += self.count[gone]
+        self.sum[keep] += self.sum[gone]
+        merged = (self.neighbours[keep] | self.neighbours[gone]) - {keep, gone}
+        for n in self.neighbours[gone]:
+            self.neighbours[n].discard(gone)
+            if n != keep:
+                self.neighbours[n].add(keep)
+        self.neighbours[keep], self.neighbours[gone] = merged, set()
+        self.version[keep] += 1
+        self.version[gone] += 1
+        return keep
+
+    def roots(self) -> list[int]:
+        return [r for r in range(len(self.parent)) if self.parent[r] == r]
+
+
+def _adjacent_pairs(labels: np.ndarray) -> np.ndarray:
+    """Unique 4-connected label pairs ``(a, b)`` with ``a < b``, ``[P, 2]`` int64, sorted."""
+    num = int(labels.max()) + 1
+    keys = []
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        a, b = a.ravel().astype(np.int64), b.ravel().astype(np.int64)
+        differ = a != b
+        lo, hi = np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])
+        keys.append(lo * num + hi)
+    keys = np.unique(np.concatenate(keys))
+    return np.stack([keys // num, keys % num], 1)
+
+
+def _merge_similar(regions: _Regions, threshold: float) -> None:
+    """Greedily merge the closest adjacent pair while its Lab distance is below ``threshold``."""
+    if threshold <= 0:
+        return
+    heap = []
+    for a in range(len(regions.parent)):
+        for b in regions.neighbours[a]:
+            if a < b:
+                d = regions.distance(a, b)
+                if d < threshold:
+                    heap.append((d, a, b, 0, 0))
+    heapq.heapify(heap)
+    while heap:
+        _, a, b, va, vb = heapq.heappop(heap)
+        if regions.version[a] != va or regions.version[b] != vb:  # stale entry
+            continue
+        keep = regions.union(a, b)
+        for n in sorted(regions.neighbours[keep]):
+            d = regions.distance(keep, n)
+            if d < threshold:
+                lo, hi = min(keep, n), max(keep, n)
+                heapq.heappush(heap, (d, lo, hi, regions.version[lo], regions.version[hi]))
+
+
+def _absorb_small(regions: _Regions, min_area: float) -> None:
+    """Merge every region with fewer than ``min_area`` pixels into its most similar neighbour."""
+    if min_area <= 0:
+        return
+    heap = [(regions.count[r], r, regions.version[r]) for r in regions.roots() if regions.count[r] < min_area]
+    heapq.heapify(heap)
+    while heap:
+        _, r, version = heapq.heappop(heap)
+        if regions.version[r] != version or regions.parent[r] != r:
+            continue
+        if not regions.neighbours[r]:  # a single region covering the image
+            continue
+        target = min(regions.neighbours[r], key=lambda n: (regions.distance(r, n), n))
+        keep = regions.union(r, target)
+        if regions.count[keep] < min_area:
+            heapq.heappush(heap, (regions.count[keep], keep, regions.version[keep]))
+
+
+def superpixel_labels(rgb: np.ndarray, config: MaskProposalConfig) -> np.ndarray:
+    """Felzenszwalb + Lab merging + small-region absorption on ``[H, W, 3]`` uint8 RGB.
+
+    Returns:
+        ``[H, W]`` int64 labels ``0..K-1``, numbered by decreasing region area (ties: the
+        region whose first pixel in raster order comes first).
+    """
+    from skimage.color import rgb2lab
+    from skimage.segmentation import felzenszwalb
+
+    image = rgb.astype(np.float64) / 255.0
+    labels = felzenszwalb(image, scale=config.scale, sigma=config.sigma, min_size=config.min_size, channel_axis=-1)
+    labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)  # compact 0..N-1
+    regions = _Regions(labels, rgb2lab(image))
+    _merge_similar(regions, config.merge_threshold)
+    _absorb_small(regions, config.min_region_fraction * labels.size)
+    root_of = np.array([regions.find(i) for i in range(len(regions.parent))], dtype=np.int64)
+    merged = root_of[labels]
+    # Renumber deterministically: by decreasing area, then first occurrence in raster order.
+    roots, first, counts = np.unique(merged.ravel(), return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    new_id = np.empty(int(roots.max()) + 1, dtype=np.int64)
+    new_id[roots[order]] = np.arange(len(roots))
+    return new_id[merged]
+
+
+def propose_masks_superpixels(
+    rgb: np.ndarray, config: MaskProposalConfig, device: Union[str, torch.device] = "cpu"
+) -> MaskProposals:
+    """Weight-free fallback; ``rgb`` is ``[H, W, 3]`` uint8. Masks partition the image, scores are 1."""
+    labels = torch.from_numpy(superpixel_labels(rgb, config)).to(device)
+    num = int(labels.max()) + 1
+    masks = labels[None] == torch.arange(num, device=device)[:, None, None]
+    return MaskProposals(masks=masks, scores=torch.ones(num, device=device))
+
+
+# ------------------------------------------------------------------------------------------ SAM
+
+
+_WARNED_FALLBACK: set[str] = set()
+
+
+def _warn_fallback_once(model: str, reason: str) -> None:
+    if model not in _WARNED_FALLBACK:
+        _WARNED_FALLBACK.add(model)
+        _LOG.warning("SAM unavailable, using superpixel mask proposals instead. %s", reason)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/x``, ``a/b/c``) is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+
+
+_SAM_FAILURES: dict[str, MaskModelUnavailableError] = {}
+
+
+def _load_sam(name: str, device: str) -> tuple[Any, Any]:
+    """Load and cache ``(SamModel, SamProcessor)``; raise :class:`MaskModelUnavailableError`.
+
+    Failures are remembered per model name, so ``method="auto"`` over many images does not retry
+    (and wait on) an unreachable hub for every image.
+    """
+    if name in _SAM_FAILURES:
+        raise _SAM_FAILURES[name]
+    try:
+        return _load_sam_uncached(name, device)
+    except MaskModelUnavailableError as e:
+        _SAM_FAILURES[name] = e
+        raise
+
+
+@functools.lru_cache(maxsize=2)
+def _load_sam_uncached(name: str, device: str) -> tuple[Any, Any]:
+    hint = "pass `--masks superpixels` (MaskProposalConfig(method='superpixels')) or a local SAM directory"
+    local = Path(name).expanduser()
+    if _looks_like_path(name) and not local.is_dir():
+        raise MaskModelUnavailableError(f"SAM model directory {name!r} does not exist; {hint}.")
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise MaskModelUnavailableError(
+            f"cannot load SAM model {name!r}: the `transformers` package is not installed ({e}); "
+            f"`pip install transformers` or {hint}."
+        ) from e
+    if local.is_dir():
+        return _from_pretrained(str(local), name, device, hint, local_files_only=True)
+    try:  # a hub id: the local Hugging Face cache first, without touching the network
+        return _from_pretrained(name, name, device, hint, local_files_only=True)
+    except MaskModelUnavailableError:
+        if _hub_offline():
+            raise MaskModelUnavailableError(
+                f"cannot load SAM model {name!r}: not in the local Hugging Face cache and the hub is "
+                f"unreachable (offline); {hint}."
+            ) from None
+    return _from_pretrained(name, name, device, hint, local_files_only=False)
+
+
+def _hub_offline(timeout_s: float = 3.0) -> bool:
+    """True when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` is set or the hub host is unreachable.
+
+    Without this probe, ``from_pretrained`` retries every file with back-off for minutes offline.
+    """
+    if any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return False
+    except OSError:
+        return True
+
+
+def _from_pretrained(source: str, name: str, device: str, hint: str, local_files_only: bool) -> tuple[Any, Any]:
+    from transformers import SamModel, SamProcessor
+
+    try:
+        processor = SamProcessor.from_pretrained(source, local_files_only=local_files_only)
+        model = SamModel.from_pretrained(source, local_files_only=local_files_only).eval().to(device)
+    except Exception as e:  # noqa: BLE001 -- offline hub, missing files, corrupt weights...
+        raise MaskModelUnavailableError(
+            f"cannot load SAM model {name!r} ({type(e).__name__}: {e}); no weights available offline? {hint}."
+        ) from e
+    return model, processor
+
+
+def propose_masks_sam(
+    rgb: np.ndarray, config: MaskProposalConfig, device: Union[str, torch.device] = "cpu"
+) -> MaskProposals:
+    """SAM automatic mask generation on ``[H, W, 3]`` uint8 RGB; see the module docstring."""
+    model, processor = _load_sam(str(config.sam_model), str(torch.device(device)))
+    return _sam_automatic_masks(rgb, config, model, processor, torch.device(device))
+
+
+def _stability_scores(logits: torch.Tensor, offset: float) -> torch.Tensor:
+    """IoU of ``logits > +offset`` and ``logits > -offset``, ``[N, H, W] -> [N]``."""
+    inter = (logits > offset).flatten(1).sum(1).float()
+    union = (logits > -offset).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
+
+
+def _mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_side: int = 256) -> torch.Tensor:
+    """Greedy NMS on mask IoU (computed at most ``max_side`` px). ``masks [N, H, W]`` -> kept indices, by score."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    small = masks
+    height, width = masks.shape[-2:]
+    if max(height, width) > max_side:
+        factor = max_side / max(height, width)
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        small = torch.nn.functional.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+    flat = small.flatten(1).float()
+    areas = flat.sum(1)
+    kept: list[int] = []
+    for i in order.tolist():
+        if kept:
+            inter = flat[kept] @ flat[i]
+            iou = inter / (areas[kept] + areas[i] - inter).clamp_min(1)
+            if bool((iou > iou_thresh).any()):
+                continue
+        kept.append(i)
+    return torch.tensor(kept, dtype=torch.long, device=masks.device)
+
+
+def _sam_automatic_masks(
+    rgb: np.ndarray, config: MaskProposalConfig, model: Any, processor: Any, device: torch.device
+) -> MaskProposals:
+    height, width = rgb.shape[:2]
+    model_device = next(model.parameters()).device
+    inputs = processor(images=rgb, input_data_format="channels_last", return_tensors="pt")
+    pixel_values = inputs["pixel_values"].to(model_device, dtype=next(model.parameters()).dtype)
+    original_sizes, reshaped_sizes = inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    new_h, new_w = (int(v) for v in reshaped_sizes[0])
+
+    # Grid of point prompts at cell centres (SAM's build_point_grid), in resized-image pixels.
+    n = config.points_per_side
+    offsets = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    ys, xs = torch.meshgrid(offsets * height, offsets * width, indexing="ij")
+    points = torch.stack([xs.ravel() * (new_w / width), ys.ravel() * (new_h / height)], -1)  # [P, 2] (x, y)
+
+    all_logits, all_iou = [], []
+    with torch.no_grad():
+        embeddings = model.get_image_embeddings(pixel_values)
+        for start in range(0, points.shape[0], config.points_per_batch):
+            batch = points[start : start + config.points_per_batch].to(model_device)
+            out = model(
+                image_embeddings=embeddings,
+                input_points=batch[None, :, None, :],  # [1, P, 1, 2]
+                input_labels=torch.ones(1, batch.shape[0], 1, dtype=torch.long, device=model_device),
+                multimask_output=True,
+            )
+            iou = out.iou_scores[0].flatten().float()  # [P * 3]
+            low_res = out.pred_masks[0].flatten(0, 1).float()  # [P * 3, h, w]
+            keep = iou >= config.pred_iou_thresh
+            if not bool(keep.any()):
+                continue
+            logits = processor.image_processor.post_process_masks(
+                low_res[keep][None, :, None], original_sizes, reshaped_sizes, binarize=False
+            )[0][:, 0]  # [N, H, W]
+            stable = _stability_scores(logits, config.stability_score_offset) >= config.stability_score_thresh
+            all_logits.append((logits[stable] > 0).cpu())
+            all_iou.append(iou[keep][stable].cpu())
+
+    if all_logits:
+        masks, scores = torch.cat(all_logits), torch.cat(all_iou)
+        big = masks.flatten(1).sum(1) >= max(config.min_mask_area, 1)
+        masks, scores = masks[big], scores[big]
+    else:
+        masks, scores = torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0)
+    if masks.shape[0] > 0:
+        kept = _mask_nms(masks, scores, config.nms_iou_thresh)
+        masks, scores = masks[kept], scores[kept]
+    return MaskProposals(masks=masks.to(device), scores=scores.to(device))
