@@ -236,9 +236,9 @@ def _features(output: Any) -> Tensor:
 class VisionLanguageEncoder:
     """Base class: batching, input checks, normalisation. Subclasses implement three hooks.
 
-    Subclasses set ``self.model`` and implement :meth:`preprocess_images`,
-    :meth:`_image_features` (``[b, 3, h, w]`` to ``[b, E]``) and :meth:`_text_features`
-    (``t`` strings to ``[t, E]``), and provide ``embedding_dim`` and ``image_size``.
+    Subclasses set ``self.model``, ``self._spec`` (an :class:`_ImageSpec`: resize, crop,
+    mean/std) and ``self._embedding_dim``, and implement :meth:`_image_features`
+    (``[b, 3, h, w]`` to ``[b, E]``) and :meth:`_text_features` (``t`` strings to ``[t, E]``).
 
     Attributes:
         config: the :class:`EncoderConfig` it was built from.
@@ -257,19 +257,22 @@ class VisionLanguageEncoder:
         self.device = config.resolved_device()
         self.dtype = config.resolved_dtype()
 
+    _spec: "_ImageSpec"
+    _embedding_dim: int
+
     @property
     def embedding_dim(self) -> int:
         """``E``, the size of the joint embedding space."""
-        raise NotImplementedError
+        return self._embedding_dim
 
     @property
     def image_size(self) -> tuple[int, int]:
         """``(h, w)`` the model sees after preprocessing."""
-        raise NotImplementedError
+        return self._spec.output_hw
 
     def preprocess_images(self, images: Tensor) -> Tensor:
         """``[B, H, W, 3]`` to the model's normalised ``[B, 3, h, w]`` on ``device`` in ``dtype``."""
-        raise NotImplementedError
+        return _preprocess(_check_images(images), self._spec, self.device, self.dtype)
 
     def _image_features(self, pixels: Tensor) -> Tensor:
         raise NotImplementedError
@@ -467,17 +470,6 @@ class TransformersCLIPEncoder(VisionLanguageEncoder):
         std = tuple(float(v) for v in (getattr(processor, "image_std", None) or (0.5, 0.5, 0.5)))
         return _ImageSpec(shortest, resize_hw, crop_hw, mean, std, mode)  # type: ignore[arg-type]
 
-    @property
-    def embedding_dim(self) -> int:
-        return self._embedding_dim
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._spec.output_hw
-
-    def preprocess_images(self, images: Tensor) -> Tensor:
-        return _preprocess(_check_images(images), self._spec, self.device, self.dtype)
-
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Tokens exactly as :meth:`embed_texts` feeds them to ``get_text_features``."""
         siglip = self.model_type == "siglip"
@@ -539,17 +531,6 @@ class OpenCLIPEncoder(VisionLanguageEncoder):
         self._spec = _ImageSpec(min(hw), None, hw, mean, std, "bicubic")  # type: ignore[arg-type]
         with torch.inference_mode():
             self._embedding_dim = int(self._text_features(["a"]).shape[-1])
-
-    @property
-    def embedding_dim(self) -> int:
-        return self._embedding_dim
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self._spec.output_hw
-
-    def preprocess_images(self, images: Tensor) -> Tensor:
-        return _preprocess(_check_images(images), self._spec, self.device, self.dtype)
 
     def _image_features(self, pixels: Tensor) -> Tensor:
         return self.model.encode_image(pixels)
