@@ -1,4 +1,4 @@
-"""``langfield`` command line: ``train | render | eval | demo``.
+"""``langfield`` command line: ``train | render | eval | export | language | query | demo``.
 
 This is the only module that parses arguments; everything it does is a call into
 :mod:`langfield.pipeline`, so the Python API can do the same in a few lines.
@@ -137,6 +137,66 @@ class Export:
 
 
 @dataclass
+class Language:
+    """Distil a 2D vision-language teacher into a 3D language field on a trained ngp/gaussians run
+    (OV-NeRF's Region Semantic Ranking and Cross-view Self-enhancement; geometry stays frozen)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run directory written by 'langfield train --method ngp|gaussians'."""
+    teacher: str = "openai/clip-vit-base-patch16"
+    """'simulated' (ground-truth label texts corrupted like CLIP; labelled scenes only, reported as
+    simulated) or a CLIP-family model: hub id in the local HF cache, or a local directory."""
+    dense: Literal["pyramid", "regions", "both"] = "pyramid"
+    """Dense 2D features of a CLIP teacher: LERF crop pyramid, region pooling over masks, or both."""
+    strength: Optional[float] = None
+    """Simulated teacher corruption strength (default 1.0)."""
+    rsr: bool = True
+    """Region Semantic Ranking of the 2D targets (--no-rsr to ablate)."""
+    cse: bool = True
+    """Cross-view Self-enhancement rounds (--no-cse to ablate)."""
+    cse_rounds: int = 2
+    """Render-correct-retrain rounds."""
+    steps: int = 1500
+    """Steps of the first fit (each CSE round adds half)."""
+    masks: Literal["auto", "sam", "superpixels"] = "auto"
+    """Mask proposals: SAM when its weights load (auto), else the weight-free superpixel fallback."""
+    cache_dir: Optional[Path] = None
+    """CLIP embedding cache (default RUN_DIR/language/cache)."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+    seed: int = 0
+    """Random seed."""
+
+
+@dataclass
+class Query:
+    """Ask a scene with a language field: relevancy map, segmentation, 3D location, extraction."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run directory with a language field ('langfield language RUN_DIR' first)."""
+    text: Optional[str] = None
+    """Text query, e.g. 'red chair': writes its relevancy heat-map over the render."""
+    labels: List[str] = field(default_factory=list)
+    """Label list for segmentation (argmax with an 'unknown' threshold), e.g. --labels chair table floor."""
+    unknown_threshold: Optional[float] = None
+    """Pixels whose best label probability is below this are 'unknown' (id 255 in the ID image)."""
+    split: str = "test"
+    """Split whose camera is rendered."""
+    view: int = 0
+    """Camera index in the split."""
+    localize: bool = False
+    """Also compute the 3D point and axis-aligned box of TEXT (dataset world frame)."""
+    extract: bool = False
+    """Also export what TEXT selects (Gaussians: own PLY; NGP: point PLY) and render the scene without it."""
+    threshold: float = 0.55
+    """Relevancy threshold for extraction."""
+    out_dir: Optional[Path] = None
+    """Output folder (default RUN_DIR/queries)."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
 class Demo:
     """Train Instant-NGP on the built-in procedural scene (no download) and write renders, depth, video, metrics."""
 
@@ -224,6 +284,31 @@ def run_export(args: Export) -> None:
     console.print(f"wrote {path}")
 
 
+def run_language(args: Language) -> dict:
+    from langfield.language.scene import train_language
+
+    summary = train_language(
+        args.run_dir, args.teacher, rsr=args.rsr, cse=args.cse, cse_rounds=args.cse_rounds, steps=args.steps,
+        masks=args.masks, dense=args.dense, strength=args.strength, cache_dir=args.cache_dir, device=args.device,
+        seed=args.seed,
+    )  # fmt: skip
+    console.print(f"language field ({summary['kind']}, {summary['variant']}, teacher {summary['teacher']}) "
+                  f"written to {summary['path']}")  # fmt: skip
+    return summary
+
+
+def run_query(args: Query) -> dict:
+    from langfield.language.scene import run_queries
+
+    result = run_queries(
+        args.run_dir, text=args.text, labels=args.labels, unknown_threshold=args.unknown_threshold, split=args.split,
+        view=args.view, localize=args.localize, extract=args.extract, threshold=args.threshold,
+        out_dir=args.out_dir, device=args.device,
+    )  # fmt: skip
+    console.print(json.dumps(result, indent=1, default=str))
+    return result
+
+
 def run_demo(args: Demo) -> dict:
     from langfield.pipeline import run_demo as demo
 
@@ -235,6 +320,8 @@ COMMANDS = {
     "render": (Render, run_render),
     "eval": (Eval, run_eval),
     "export": (Export, run_export),
+    "language": (Language, run_language),
+    "query": (Query, run_query),
     "demo": (Demo, run_demo),
 }
 

@@ -19,7 +19,12 @@ from langfield.fields.ngp_field import NGPField, NGPFieldConfig
 from langfield.methods.base import Batch, Method, SceneInfo
 from langfield.methods.schedules import ProgressLR, warmup_multistep
 from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, PackedSamples, march_rays
-from langfield.ops.volume_rendering import normals_from_density, render_rays, render_transmittance_from_density
+from langfield.ops.volume_rendering import (
+    normals_from_density,
+    render_rays,
+    render_transmittance_from_density,
+    render_weights_from_density,
+)
 from langfield.types import Rays, RenderOutput
 
 
@@ -202,6 +207,26 @@ class NGP(Method):
             background=background,
         )
         return render
+
+    @torch.no_grad()
+    def sample_weights(self, rays: Rays) -> Tuple[Tensor, Tensor, Tensor]:
+        """The evaluation compositing weights of ``[R]`` rays, for heads that share the geometry.
+
+        Same marching and pruning as :meth:`render_rays`, so a semantic feature head rendered
+        with these weights sees exactly the colour's volume-rendering weights (NeRF Eq. 3).
+
+        Returns:
+            ``(positions [N, 3], weights [N], ray_indices [N])`` packed samples, sorted by ray.
+        """
+        samples = self._march(rays, jitter=False)
+        pts = samples.positions(rays.origins, rays.directions)
+        sigmas = self.field.density(pts)
+        keep = self._keep_mask(samples, sigmas, skip_transparent=True)
+        kept = samples.select(keep)
+        weights, _, _ = render_weights_from_density(
+            kept.t_starts, kept.t_ends, sigmas[keep], ray_indices=kept.ray_indices, num_rays=kept.num_rays
+        )
+        return pts[keep], weights, kept.ray_indices
 
     def prepare_for_render(self) -> None:
         """Make sure the occupancy grid reflects the field (e.g. after loading a checkpoint)."""

@@ -82,6 +82,13 @@ class OccupancyGrid(nn.Module):
         flat, inside = self.cell_indices(points)
         return self.binary[flat] & inside
 
+    def occupied_cell_centers(self) -> Tensor:
+        """``[M, 3]`` world centres of the occupied cells (e.g. to export a density region)."""
+        res = self.resolution
+        cells = self.binary.nonzero(as_tuple=True)[0]
+        ijk = torch.stack([cells // (res * res), (cells // res) % res, cells % res], -1).to(self.aabb.dtype)
+        return self.aabb[0] + (ijk + 0.5) / res * (self.aabb[1] - self.aabb[0])
+
     def _cell_points(self, cells: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         res = self.resolution
         i = cells // (res * res)

@@ -1,0 +1,62 @@
+"""Build a :class:`~langfield.language.teacher.DenseTeacher` from a CLI string or a stored spec.
+
+``"simulated"`` -> :class:`~langfield.language.simulated_teacher.SimulatedTeacher` over the
+dataset's labels (needs a labelled scene); anything else is a CLIP-family model id or directory
+-> :class:`~langfield.language.dense_features.CLIPDenseTeacher`. Trained language fields store
+``teacher.spec()``; :func:`load_teacher` rebuilds the same teacher (its text side embeds queries).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Union
+
+from langfield.configs import config_from_dict
+from langfield.language.teacher import DenseTeacher
+
+__all__ = ["SIMULATED", "load_teacher"]
+
+SIMULATED = "simulated"
+
+
+def load_teacher(
+    spec: Union[str, Dict[str, Any]], labels: Optional[Sequence[str]] = None, *, device: Optional[str] = None,
+    cache_dir: Optional[str] = None, method: str = "pyramid", strength: Optional[float] = None,
+) -> DenseTeacher:  # fmt: skip
+    """A teacher from ``spec``.
+
+    Args:
+        spec: ``"simulated"``, a CLIP model id/directory (``"openai/clip-vit-base-patch16"``), or
+            the dict a trained field stored (``teacher.spec()``).
+        labels: the dataset's label names (required by the simulated teacher).
+        device, cache_dir, method: CLIP teachers (dense method ``pyramid | regions | both``).
+        strength: simulated teacher corruption strength (default: the config's).
+    """
+    if isinstance(spec, str):
+        if spec == SIMULATED:
+            spec = {"kind": SIMULATED}
+        else:
+            spec = {"kind": "clip", "model": spec, "method": method}
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ValueError(f"teacher spec must be 'simulated', a model id or a stored spec dict, got {spec!r}")
+    kind = spec["kind"]
+    if kind == SIMULATED:
+        from langfield.language.simulated_teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from langfield.language.text_models import load_text_encoder
+
+        labels = spec.get("labels", labels)
+        if not labels:
+            raise ValueError(
+                "the simulated teacher needs a labelled scene: transforms.json must carry 'labels' and each frame a "
+                "'semantic_path' (the built-in procedural scene has them)"
+            )
+        cfg = config_from_dict(SimulatedTeacherConfig, spec.get("config", {}), "teacher.config")
+        if strength is not None:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, strength=float(strength))
+        return SimulatedTeacher(list(labels), load_text_encoder(spec.get("text_model")), cfg, related=spec.get("related"))
+    if kind == "clip":
+        from langfield.language.dense_features import load_clip_teacher
+
+        return load_clip_teacher(spec["model"], method=spec.get("method", method), device=device, cache_dir=cache_dir)
+    raise ValueError(f"unknown teacher kind {kind!r}; expected 'simulated' or 'clip'")
