@@ -38,8 +38,7 @@ from langfield.language.fields import ngp_view_weights, splat_view
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
 from langfield.language.teachers import load_teacher
 from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer, teacher_features, view_masks
-from langfield.language.masks import MaskProposalConfig
-from langfield.pipeline import DataConfig, load_data, train
+from langfield.pipeline import DataConfig, load_data, load_run, train
 from langfield.training.trainer import TrainerConfig
 from langfield.types import Cameras
 
@@ -84,15 +83,16 @@ def main(argv=None) -> int:
     p.add_argument("--strength", type=float, default=None, help="simulated teacher strength (default: its config's, 1.0)")
     p.add_argument("--representations", default="ngp,gaussians")
     p.add_argument("--size", type=int, default=64, help="procedural image size")
-    p.add_argument("--views", type=int, default=60, help="procedural training views")
+    p.add_argument("--views", type=int, default=100, help="procedural training views")
     p.add_argument("--downscale", type=float, default=1.0)
-    p.add_argument("--recon-seconds", type=float, default=120.0)
+    p.add_argument("--recon-seconds", type=float, default=150.0)
     p.add_argument("--steps", type=int, default=LanguageFieldConfig.steps, help="language-field steps of the first fit")
     p.add_argument("--cse-rounds", type=int, default=None)
     p.add_argument("--ablations", choices=("basic", "full"), default="basic", help="'full' adds field+cse")
     p.add_argument("--masks", default="auto", choices=("auto", "sam", "superpixels"))
     p.add_argument("--query-size", type=int, default=200)
     p.add_argument("--work-dir", default="outputs/bench_semantics")
+    p.add_argument("--reuse-runs", action="store_true", help="load WORK_DIR/{ngp,gaussians} if already trained")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -119,7 +119,8 @@ def main(argv=None) -> int:
         lambda i: teacher.dense_features(view_image_uint8(test, i, bg), view_key=f"test/{i}", semantics=test.semantics[i]),
         test, label_emb, neg_emb,
     )  # fmt: skip
-    base = LanguageFieldConfig(steps=args.steps, masks=MaskProposalConfig(method=args.masks), seed=args.seed)
+    base = LanguageFieldConfig(steps=args.steps, seed=args.seed)
+    base = dataclasses.replace(base, masks=dataclasses.replace(base.masks, method=args.masks))
     if args.cse_rounds is not None:
         base = dataclasses.replace(base, cse=dataclasses.replace(base.cse, rounds=args.cse_rounds))
     cache = (
@@ -135,9 +136,16 @@ def main(argv=None) -> int:
             max_steps=10**9, max_seconds=args.recon_seconds, output_dir=os.path.join(args.work_dir, rep),
             eval_every=0, checkpoint_every=10**9, seed=args.seed,
         )  # fmt: skip
-        run = train(dataset, rep, tr_cfg)
-        recon[rep] = {k: run.trainer.evaluate("test").get(k) for k in ("psnr", "ssim")}
-        recon[rep]["steps"] = run.trainer.step
+        run_dir = os.path.join(args.work_dir, rep)
+        if args.reuse_runs and os.path.isfile(os.path.join(run_dir, "checkpoints", "latest.ckpt")):
+            run = load_run(run_dir)  # an earlier reconstruction of the same scene
+            ev = json.loads(Path(run_dir, "eval_test.json").read_text()) if Path(run_dir, "eval_test.json").is_file() else {}
+            recon[rep] = {k: ev.get(k) for k in ("psnr", "ssim")}
+            recon[rep]["reused"] = run_dir
+        else:
+            run = train(data, rep, tr_cfg)  # a DataConfig, so the run reloads with load_run
+            recon[rep] = {k: run.trainer.evaluate("test").get(k) for k in ("psnr", "ssim")}
+            recon[rep]["steps"] = run.trainer.step
         method = run.method.eval()
         variants = [("field", dict(use_rsr=False, use_cse=False)), ("field+rsr+cse", dict(use_rsr=True, use_cse=True))]
         if args.ablations == "full":

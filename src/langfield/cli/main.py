@@ -156,7 +156,7 @@ class Language:
     """Cross-view Self-enhancement rounds (--no-cse to ablate)."""
     cse_rounds: int = 2
     """Render-correct-retrain rounds."""
-    steps: int = 1500
+    steps: int = 1000
     """Steps of the first fit (each CSE round adds half)."""
     masks: Literal["auto", "sam", "superpixels"] = "auto"
     """Mask proposals: SAM when its weights load (auto), else the weight-free superpixel fallback."""

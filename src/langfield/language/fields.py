@@ -19,7 +19,7 @@ background colour. Frozen geometry is computed once per view (:func:`ngp_view_we
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -50,26 +50,46 @@ class RayWeights:
         positions: ``[R, K, 3]`` sample positions (world, normalised frame).
         weights: ``[R, K]`` compositing weights (0 for padding), rescaled to sum to ``accumulation``.
         accumulation: ``[R]`` ray opacity (sum of all its weights).
+        footprints: ``[R, K]`` radius of the pixel's cone at each sample (distance x pixel angle),
+            or ``None``; training jitters the samples by it (see :meth:`jittered`).
     """
 
     positions: Tensor
     weights: Tensor
     accumulation: Tensor
+    footprints: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return int(self.weights.shape[0])
 
-    def select(self, index: Tensor) -> "RayWeights":
-        return RayWeights(self.positions[index], self.weights[index], self.accumulation[index])
+    def select(self, index) -> "RayWeights":
+        fp = None if self.footprints is None else self.footprints[index]
+        return RayWeights(self.positions[index], self.weights[index], self.accumulation[index], fp)
 
     def to(self, device) -> "RayWeights":
-        return RayWeights(self.positions.to(device), self.weights.to(device), self.accumulation.to(device))
+        fp = None if self.footprints is None else self.footprints.to(device)
+        return RayWeights(self.positions.to(device), self.weights.to(device), self.accumulation.to(device), fp)
+
+    def jittered(self, generator: Optional[torch.Generator] = None, scale: float = 1.0) -> "RayWeights":
+        """Samples moved by isotropic Gaussian noise of std ``scale x footprint``.
+
+        A fine hash grid gives every training ray its own cells, so it can memorise each view's
+        (inconsistent) 2D features instead of averaging them across views; spreading each sample
+        over its pixel's footprint (the cone of Mip-NeRF, Barron et al. 2021, Sec. 3.1) makes
+        neighbouring rays of different views share cells again.
+        """
+        if self.footprints is None or scale <= 0:
+            return self
+        noise = torch.randn(self.positions.shape, generator=generator, dtype=self.positions.dtype)
+        pos = self.positions + noise.to(self.positions.device) * (scale * self.footprints)[..., None]
+        return RayWeights(pos, self.weights, self.accumulation, self.footprints)
 
     @staticmethod
     def cat(parts: Sequence["RayWeights"]) -> "RayWeights":
+        fps = None if any(p.footprints is None for p in parts) else torch.cat([p.footprints for p in parts])
         return RayWeights(
             torch.cat([p.positions for p in parts]), torch.cat([p.weights for p in parts]),
-            torch.cat([p.accumulation for p in parts]),
+            torch.cat([p.accumulation for p in parts]), fps,
         )  # fmt: skip
 
 
@@ -118,34 +138,66 @@ def ngp_view_weights(method, cameras: Cameras, index: int, k: int = 8, chunk: in
         )
     device = method.aabb.device
     rays = rays_from_camera(cameras, index, method.near, method.far).flatten()
+    # Pixel angle: one pixel over the focal length (radius of the pixel cone per unit distance).
+    pixel_angle = 1.0 / float(torch.sqrt(cameras.Ks[index, 0, 0] * cameras.Ks[index, 1, 1]))
     parts = []
     for start in range(0, len(rays), chunk):
         sub = rays[start : start + chunk].to(device)
         pos, w, ridx = method.sample_weights(sub)
-        parts.append(top_k_ray_weights(pos, w, ridx, len(sub), k))
+        rw = top_k_ray_weights(pos, w, ridx, len(sub), k)
+        dist = (rw.positions - sub.origins[:, None, :]).norm(dim=-1)
+        parts.append(RayWeights(rw.positions, rw.weights, rw.accumulation, dist * pixel_angle))
     return RayWeights.cat(parts)
 
 
 class NGPLanguageField(nn.Module):
-    """A hash-grid language field rendered with frozen NeRF weights (see module docstring)."""
+    """A hash-grid language field rendered with frozen NeRF weights (see module docstring).
+
+    Args:
+        aabb: ``[2, 3]`` box of the radiance field.
+        embedding_dim: ``E`` of the teacher.
+        config: hash grid and MLP sizes.
+        latent_dim: ``None``: the head outputs ``E``-dimensional embeddings directly (LERF).
+            ``d``: it outputs ``d``-dimensional codes that are composited and then decoded by a
+            per-scene :class:`~langfield.fields.semantic.FeatureAutoencoder`, exactly like the
+            Gaussian codes (LangSplat's autoencoder applied to a NeRF head: a much smaller output
+            layer, and the decoder maps every render onto the scene's own feature manifold).
+        hidden: autoencoder widths.
+    """
 
     kind = "ngp"
 
-    def __init__(self, aabb: Tensor, embedding_dim: int, config: HashFeatureFieldConfig = HashFeatureFieldConfig()):
+    def __init__(
+        self, aabb: Tensor, embedding_dim: int, config: HashFeatureFieldConfig = HashFeatureFieldConfig(),
+        latent_dim: Optional[int] = None, hidden: Sequence[int] = (256, 128, 64, 32),
+    ) -> None:  # fmt: skip
         super().__init__()
         self.embedding_dim = int(embedding_dim)
-        self.field = HashFeatureField(aabb, embedding_dim, config)
-        self.background = nn.Parameter(torch.zeros(embedding_dim))
+        self.latent_dim = None if latent_dim is None else int(latent_dim)
+        out = self.latent_dim or self.embedding_dim
+        self.field = HashFeatureField(aabb, out, config)
+        self.background = nn.Parameter(torch.zeros(out))
+        self.autoencoder = FeatureAutoencoder(embedding_dim, self.latent_dim, hidden) if self.latent_dim else None
 
-    def render(self, rw: RayWeights) -> Tensor:
-        """``[R]`` rays -> ``[R, E]`` composited features (only non-zero-weight samples are evaluated)."""
+    def render_codes(self, rw: RayWeights) -> Tensor:
+        """``[R]`` rays -> ``[R, d or E]`` composited head outputs (only non-zero-weight samples are evaluated)."""
         r, k = rw.weights.shape
         live = rw.weights > 0
-        out = torch.zeros(r, k, self.embedding_dim, dtype=self.background.dtype, device=rw.weights.device)
+        out = torch.zeros(r, k, self.background.shape[0], dtype=self.background.dtype, device=rw.weights.device)
         if bool(live.any()):
             out[live] = self.field(rw.positions[live])
         feats = (rw.weights[..., None] * out).sum(1)
         return feats + (1.0 - rw.accumulation).clamp_min(0.0)[:, None] * self.background
+
+    def render(self, rw: RayWeights) -> Tensor:
+        """``[R]`` rays -> ``[R, E]`` features (decoded unit embeddings when the head is latent)."""
+        codes = self.render_codes(rw)
+        return codes if self.autoencoder is None else self.autoencoder.decode(codes)
+
+    def point_features(self, points: Tensor) -> Tensor:
+        """``[N, 3]`` world points -> ``[N, E]`` features of the field itself (3D selection)."""
+        out = self.field(points)
+        return out if self.autoencoder is None else self.autoencoder.decode(out)
 
     def param_groups(self, lr: float) -> list:
         return [

