@@ -18,7 +18,7 @@ needs_minilm = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def gs_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lang") / "gs"
-    rc = main(["train", "--method", "gaussians", "--data", "procedural", "--max-steps", "60", "--output-dir",
+    rc = main(["train", "--method", "gaussians", "--data", "procedural", "--max-steps", "40", "--output-dir",
                str(run_dir), "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu",
                "--set", "init_num_random=2000"])  # fmt: skip
     assert rc == 0
@@ -36,7 +36,7 @@ def test_language_then_query_writes_every_output(gs_run, capsys):
     import imageio.v3 as iio
 
     rc = main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse-rounds", "1",
-               "--masks", "superpixels", "--device", "cpu"])  # fmt: skip
+               "--masks", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"])  # fmt: skip
     assert rc == 0
     field = gs_run / "language" / "field.pt"
     assert field.is_file() and (gs_run / "language" / "targets.pt").is_file()
@@ -46,7 +46,7 @@ def test_language_then_query_writes_every_output(gs_run, capsys):
     # Re-running resumes: every phase is already done, so nothing is retrained.
     before = field.stat().st_mtime_ns
     assert main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse-rounds", "1",
-                 "--masks", "superpixels", "--device", "cpu"]) == 0  # fmt: skip
+                 "--masks", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"]) == 0  # fmt: skip
     assert field.stat().st_mtime_ns == before
 
     out = gs_run / "q"

@@ -19,7 +19,8 @@ def ngp_scene(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ngp_lang")
     cfg = TrainerConfig(max_steps=40, output_dir=str(run_dir), progress=False, checkpoint_every=0, device="cpu", num_rays=1024)
     train(DataConfig("procedural", procedural_size=24, procedural_views=12), "ngp", cfg)
-    summary = train_language(run_dir, "simulated", steps=15, cse_rounds=1, masks="superpixels", device="cpu", progress=False)
+    summary = train_language(run_dir, "simulated", steps=15, cse_rounds=1, masks="superpixels", device="cpu", progress=False,
+                             autoencoder_steps=50)
     assert summary["kind"] == "ngp" and summary["variant"] == "field+rsr+cse"
     return LanguageScene.load(run_dir, "cpu")
 
@@ -39,12 +40,12 @@ def test_relevancy_segmentation_and_localization(ngp_scene):
 def test_density_extraction_writes_points_and_a_render_without(ngp_scene, tmp_path):
     from langfield.io.points_ply import read_points_ply
 
-    paths = ngp_scene.extract("sphere", tmp_path, threshold=0.0)
+    paths = ngp_scene.extract("sphere", tmp_path, threshold=0.0, min_opacity=0.01)  # barely trained run
     pts = read_points_ply(paths["selected_ply"])
     assert pts.ndim == 2 and pts.shape[1] == 3 and len(pts) > 0
     assert paths["render_without"].is_file() and paths["render"].is_file()
     with pytest.raises(ValueError, match="selects no"):
-        ngp_scene.extract("sphere", tmp_path, threshold=1.01)
+        ngp_scene.extract("sphere", tmp_path, threshold=1.01, min_opacity=0.01)
 
 
 def test_query_errors(ngp_scene):

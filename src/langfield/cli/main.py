@@ -158,6 +158,8 @@ class Language:
     """Render-correct-retrain rounds."""
     steps: int = 1000
     """Steps of the first fit (each CSE round adds half)."""
+    autoencoder_steps: int = 800
+    """Steps of the per-scene language autoencoder (LangSplat) fitted before the codes."""
     masks: Literal["auto", "sam", "superpixels"] = "auto"
     """Mask proposals: SAM when its weights load (auto), else the weight-free superpixel fallback."""
     cache_dir: Optional[Path] = None
@@ -290,7 +292,7 @@ def run_language(args: Language) -> dict:
     summary = train_language(
         args.run_dir, args.teacher, rsr=args.rsr, cse=args.cse, cse_rounds=args.cse_rounds, steps=args.steps,
         masks=args.masks, dense=args.dense, strength=args.strength, cache_dir=args.cache_dir, device=args.device,
-        seed=args.seed,
+        seed=args.seed, autoencoder_steps=args.autoencoder_steps,
     )  # fmt: skip
     console.print(f"language field ({summary['kind']}, {summary['variant']}, teacher {summary['teacher']}) "
                   f"written to {summary['path']}")  # fmt: skip

@@ -168,14 +168,15 @@ class LanguageScene:
     @torch.no_grad()
     def extract(
         self, query: str, out_dir: Union[str, Path], threshold: float = 0.55, camera_index: int = 0,
-        split: str = "test", negatives: Sequence[str] = CANONICAL_NEGATIVES,
+        split: str = "test", negatives: Sequence[str] = CANONICAL_NEGATIVES, min_opacity: float = 0.5,
     ) -> Dict[str, Path]:  # fmt: skip
         """Export what ``query`` selects and render the scene without it.
 
         Gaussians: the selected Gaussians as their own 3DGS PLY (normalised frame, as
         ``langfield export``), the rest as a second PLY, and camera ``camera_index`` of ``split``
         rendered with and without the selection. NGP: the selected density region as a point
-        PLY (occupied grid-cell centres whose feature matches) and the render without it.
+        PLY (centres of occupancy-grid cells whose opacity over one cell is ``>= min_opacity`` and
+        whose feature matches) and the render with that density removed.
         """
         from langfield.io.images import write_image
 
@@ -188,7 +189,7 @@ class LanguageScene:
             paths = self._extract_gaussians(query, out, stem, threshold, negatives)
             without = self._render_gaussians_subset(~self.select_gaussians(query, threshold, negatives), cams, camera_index)
         else:
-            paths = self._extract_density(query, out, stem, threshold, negatives)
+            paths = self._extract_density(query, out, stem, threshold, negatives, min_opacity)
             without = self._render_ngp_without(query, cams, camera_index, threshold, negatives)
         full = self.render(cams, camera_index).render.rgb
         paths["render"] = write_image(out / f"{stem}_render.png", full.clamp(0, 1))
@@ -227,10 +228,15 @@ class LanguageScene:
         feats = torch.cat([self.field.point_features(p) for p in points.split(65536)]) if len(points) else points.new_zeros(0, emb.shape[1])
         return relevancy(feats, emb[0], emb[1:])
 
-    def _extract_density(self, query, out: Path, stem: str, threshold, negatives) -> Dict[str, Path]:
+    def _extract_density(self, query, out: Path, stem: str, threshold, negatives, min_opacity: float) -> Dict[str, Path]:
         from langfield.io.points_ply import write_points_ply
 
-        pts = self.method.grid.occupied_cell_centers()
+        grid = self.method.grid
+        pts = grid.occupied_cell_centers()
+        # Solid cells only: opacity of one cell's width of the density at its centre >= min_opacity.
+        cell = float((grid.aabb[1] - grid.aabb[0]).max()) / grid.resolution
+        sigmas = torch.cat([self.method.field.density(p) for p in pts.split(65536)]) if len(pts) else pts[:, 0]
+        pts = pts[1.0 - torch.exp(-sigmas * cell) >= min_opacity]
         rel = self._density_relevancy(pts, query, negatives)
         sel = pts[rel >= threshold]
         if len(sel) == 0:
@@ -251,7 +257,11 @@ class LanguageScene:
             samples = m._march(sub, jitter=False)
             pts = samples.positions(sub.origins, sub.directions)
             sigmas, feats = m.field.density_and_features(pts)
-            sigmas = sigmas * (self._density_relevancy(pts, query, negatives) < threshold)
+            # Only samples with some opacity can matter; the rest keep their (near-zero) density.
+            dense = sigmas * (samples.t_ends - samples.t_starts) > 1e-4
+            remove = torch.zeros_like(dense)
+            remove[dense] = self._density_relevancy(pts[dense], query, negatives) >= threshold
+            sigmas = sigmas * ~remove
             rgb = m.field.color(feats, sub.directions[samples.ray_indices])
             render, _ = render_rays(
                 samples.t_starts, samples.t_ends, lambda *_: (rgb, sigmas), ray_indices=samples.ray_indices,
@@ -268,7 +278,7 @@ def train_language(
     run_dir: Union[str, Path], teacher: str = "simulated", *, rsr: bool = True, cse: bool = True, cse_rounds: int = 2,
     steps: int = 1000, masks: str = "auto", dense: str = "pyramid", strength: Optional[float] = None,
     cache_dir: Optional[Union[str, Path]] = None, device: Optional[str] = None, seed: int = 0, progress: bool = True,
-    config=None,
+    autoencoder_steps: Optional[int] = None, config=None,
 ) -> Dict[str, object]:  # fmt: skip
     """Train ``run_dir``'s language field (``langfield language``); writes ``run_dir/language/``.
 
@@ -292,6 +302,8 @@ def train_language(
             config, cse=dataclasses.replace(config.cse, rounds=cse_rounds),
             masks=dataclasses.replace(config.masks, method=masks),
         )
+        if autoencoder_steps is not None:
+            config = dataclasses.replace(config, autoencoder_steps=autoencoder_steps)
     trainer = LanguageFieldTrainer(run.method, run.dataset, t, config, output_dir=out, progress=progress)
     summary = trainer.run()
     summary.update({"teacher": t.name, "simulated_teacher": bool(t.simulated), "path": str(out / FIELD_FILE)})

@@ -288,7 +288,9 @@ class SimulatedTeacher(DenseTeacher):
             "name": self.name,
             "labels": list(self.labels),
             "config": dataclasses.asdict(self.config),
-            "related": dict(self.related),
+            "related": {
+                k: v for i, (k, v) in enumerate(self.related.items()) if i != self.config.background_label
+            },
             "text_model": None if model_dir is None else str(model_dir),
         }
 

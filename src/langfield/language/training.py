@@ -230,14 +230,12 @@ class LanguageFieldTrainer:
             )
         self.kind = kind
         self.generator = torch.Generator().manual_seed(config.seed)
-        if teacher_cache is not None:
-            self.raw, self.masks = teacher_cache
-        else:
-            self.raw = teacher_features(teacher, self.split, self.background, progress=progress)
-            self.masks = view_masks(self.split, self.background, config.masks, progress=progress)
-        if config.split_masks_at_depth:
-            self.masks = self._split_masks_at_depth(self.masks)
-        self.embedding_dim = int(self.raw.shape[-1])
+        # Teacher features and masks are computed on first use: a resumed job whose phases are
+        # all done never pays for them.
+        self._teacher_cache = teacher_cache
+        self._raw: Optional[Tensor] = None
+        self._masks: Optional[List[Tensor]] = None
+        self.embedding_dim = int(teacher_cache[0].shape[-1]) if teacher_cache is not None else int(teacher.embedding_dim)
         self.targets: Optional[Tensor] = None
         self.phase_done = -1
         self.history: List[Dict[str, Any]] = []
@@ -252,6 +250,29 @@ class LanguageFieldTrainer:
                 n, self.embedding_dim, config.latent_dim, tile_size=method.config.splat.tile_size,
                 backend=method.config.splat.backend,
             ).to(self.device)  # fmt: skip
+
+    @property
+    def raw(self) -> Tensor:
+        """``[V, H, W, E]`` float16 teacher features of the training views."""
+        if self._raw is None:
+            if self._teacher_cache is not None:
+                self._raw = self._teacher_cache[0]
+            else:
+                self._raw = teacher_features(self.teacher, self.split, self.background, progress=self.progress)
+        return self._raw
+
+    @property
+    def masks(self) -> List[Tensor]:
+        """``[K_v, H, W]`` mask proposals of every training view (split at depth edges when enabled)."""
+        if self._masks is None:
+            if self._teacher_cache is not None:
+                masks = self._teacher_cache[1]
+            else:
+                masks = view_masks(self.split, self.background, self.config.masks, progress=self.progress)
+            if self.config.split_masks_at_depth:
+                masks = self._split_masks_at_depth(masks)
+            self._masks = masks
+        return self._masks
 
     @property
     def _latent(self) -> bool:
