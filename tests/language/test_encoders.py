@@ -11,6 +11,7 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from .tiny_models import BOS, EOS, PAD, TOWER, save_tiny_clip, save_word_tokenizer  # noqa: E402
 from langfield.language.encoders import (  # noqa: E402
     EmbeddingCache,
     EncoderConfig,
@@ -19,48 +20,12 @@ from langfield.language.encoders import (  # noqa: E402
     load_encoder,
 )
 
-WORDS = "a an the photo of red blue green mug cat dog chair table lamp plant book".split()
-BOS, EOS, PAD, UNK = 97, 98, 0, 1
 TEXTS = ["a photo of a cat", "red mug", "the green plant", "a dog", "blue chair table"]
-
-
-def _save_tokenizer(directory) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[PAD]": PAD, "[UNK]": UNK, "<bos>": BOS, "<eos>": EOS}
-    vocab.update({w: i + 2 for i, w in enumerate(WORDS)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", BOS), ("<eos>", EOS)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="<bos>", eos_token="<eos>"
-    )
-    fast.save_pretrained(directory)
-
-
-_TOWER = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2)
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    directory = tmp_path_factory.mktemp("tiny-clip")
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(
-            **_TOWER, vocab_size=99, max_position_embeddings=16, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
-        ),
-        vision_config=dict(**_TOWER, image_size=30, patch_size=6),
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(directory)
-    _save_tokenizer(directory)
-    return directory
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +36,13 @@ def siglip_dir(tmp_path_factory):
     torch.manual_seed(1)
     config = SiglipConfig(
         text_config=dict(
-            **_TOWER, vocab_size=99, max_position_embeddings=16, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
+            **TOWER, vocab_size=99, max_position_embeddings=16, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD
         ),
-        vision_config=dict(**_TOWER, image_size=30, patch_size=6),
+        vision_config=dict(**TOWER, image_size=30, patch_size=6),
     )
     SiglipModel(config).save_pretrained(directory)
     SiglipImageProcessor(size={"height": 30, "width": 30}).save_pretrained(directory)
-    _save_tokenizer(directory)
+    save_word_tokenizer(directory)
     return directory
 
 
