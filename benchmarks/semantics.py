@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics
-from langfield.language.fields import ngp_view_weights, splat_view
+from langfield.language.fields import view_geometry
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
 from langfield.language.teachers import load_teacher
 from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer, teacher_features, view_masks
@@ -47,7 +47,7 @@ def _field_features(trainer: LanguageFieldTrainer, cameras: Cameras):
     """``i -> [H, W, E]`` render of the trainer's field at ``cameras[i]``."""
 
     def fn(i: int) -> torch.Tensor:
-        geom = ngp_view_weights(trainer.method, cameras, i, trainer.config.top_k) if trainer.kind == "ngp" else splat_view(trainer.method, cameras, i)
+        geom = view_geometry(trainer.method, cameras, i, trainer.config.top_k)
         return trainer.render_view(geom, int(cameras.heights[i]), int(cameras.widths[i]))
 
     return fn

@@ -39,6 +39,8 @@ __all__ = [
     "splat_view",
     "GaussianLanguageField",
     "LANGUAGE_FIELD_KINDS",
+    "view_geometry",
+    "render_view_features",
 ]
 
 
@@ -280,4 +282,23 @@ class GaussianLanguageField(nn.Module):
 
 
 LanguageField = Union[NGPLanguageField, GaussianLanguageField]
+
+
+@torch.no_grad()
+def view_geometry(method, cameras: Cameras, index: int, top_k: int = 8) -> Union[RayWeights, SplatView]:
+    """Frozen geometry of camera ``index``: :class:`RayWeights` (NGP) or :class:`SplatView` (Gaussians)."""
+    if hasattr(method, "cloud"):
+        return splat_view(method, cameras, index)
+    return ngp_view_weights(method, cameras, index, top_k)
+
+
+@torch.no_grad()
+def render_view_features(field: LanguageField, geometry, height: int, width: int, chunk: int = 16384) -> Tensor:
+    """``[H, W, E]`` unit features (CPU) of one frozen view; NGP rays are rendered in chunks."""
+    if isinstance(geometry, RayWeights):
+        parts = [field.render(geometry.select(slice(s, s + chunk))) for s in range(0, len(geometry), chunk)]
+        feats = torch.cat(parts).reshape(height, width, -1)
+    else:
+        feats = field.render(geometry)
+    return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
 LANGUAGE_FIELD_KINDS = {"ngp": NGPLanguageField, "gaussians": GaussianLanguageField}

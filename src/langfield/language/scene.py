@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from langfield.language.fields import RayWeights, ngp_view_weights, splat_view
+from langfield.language.fields import render_view_features, view_geometry
 from langfield.language.queries import (
     CANONICAL_NEGATIVES,
     Localization,
@@ -109,13 +109,8 @@ class LanguageScene:
         bg = self.dataset.eval_background()
         out = render_camera(self.method, cameras, index, self.dataset.near, self.dataset.far, bg, output_device="cpu")
         h, w = int(cameras.heights[index]), int(cameras.widths[index])
-        if self.field.kind == "ngp":
-            rw = ngp_view_weights(self.method, cameras, index, self.top_k)
-            parts = [self.field.render(rw.select(slice(s, s + 16384))) for s in range(0, len(rw), 16384)]
-            feats = torch.cat(parts).reshape(h, w, -1)
-        else:
-            feats = self.field.render(splat_view(self.method, cameras, index))
-        return LanguageRender(out, F.normalize(feats.float(), dim=-1).cpu())
+        geometry = view_geometry(self.method, cameras, index, self.top_k)
+        return LanguageRender(out, render_view_features(self.field, geometry, h, w))
 
     # ------------------------------------------------------------------ queries
     def relevancy(

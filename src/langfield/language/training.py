@@ -40,9 +40,8 @@ from langfield.language.fields import (
     GaussianLanguageField,
     NGPLanguageField,
     RayWeights,
-    SplatView,
-    ngp_view_weights,
-    splat_view,
+    render_view_features,
+    view_geometry,
 )
 from langfield.language.masks import MaskProposalConfig, propose_masks, split_masks_at_depth_edges
 from langfield.language.rsr import RSRConfig, region_semantic_ranking
@@ -294,10 +293,7 @@ class LanguageFieldTrainer:
         """Frozen per-view geometry: :class:`RayWeights` (NGP) or :class:`SplatView` (Gaussians)."""
         if self._geometry is None:
             cams = self.split.cameras
-            if self.kind == "ngp":
-                self._geometry = [ngp_view_weights(self.method, cams, i, self.config.top_k) for i in range(len(cams))]
-            else:
-                self._geometry = [splat_view(self.method, cams, i) for i in range(len(cams))]
+            self._geometry = [view_geometry(self.method, cams, i, self.config.top_k) for i in range(len(cams))]
         return self._geometry
 
     def initial_targets(self) -> Tensor:
@@ -313,14 +309,7 @@ class LanguageFieldTrainer:
     def render_view(self, geometry: Any, height: Optional[int] = None, width: Optional[int] = None) -> Tensor:
         """``[H, W, E]`` unit features of one frozen view (no gradients). ``height``/``width``
         default to the training images' (NGP geometry is a flat ray list)."""
-        h, w = height or self.split.height, width or self.split.width
-        with torch.no_grad():
-            if self.kind == "ngp":
-                parts = [self.field.render(geometry.select(slice(s, s + 16384))) for s in range(0, len(geometry), 16384)]
-                feats = torch.cat(parts).reshape(h, w, -1)
-            else:
-                feats = self.field.render(geometry)
-        return F.normalize(feats.float(), dim=-1).cpu()
+        return render_view_features(self.field, geometry, height or self.split.height, width or self.split.width)
 
     # ------------------------------------------------------------------ fitting
     def _fit_autoencoder(self) -> None:
