@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics

@@ -174,6 +174,7 @@ class LanguageScene:
         whose feature matches) and the render with that density removed.
         """
         from langfield.io.images import write_image
+        from langfield.training.render import render_camera
 
         (query,) = check_text_queries([query], "query")
         out = Path(out_dir)
@@ -181,20 +182,24 @@ class LanguageScene:
         cams = self.dataset.split(split).cameras
         stem = "".join(c if c.isalnum() else "_" for c in query)[:40] or "query"
         if self.field.kind == "gaussians":
-            paths = self._extract_gaussians(query, out, stem, threshold, negatives)
-            without = self._render_gaussians_subset(~self.select_gaussians(query, threshold, negatives), cams, camera_index)
+            selected = self.select_gaussians(query, threshold, negatives)
+            paths = self._extract_gaussians(query, selected, out, stem, threshold)
+            without = self._render_gaussians_subset(~selected, cams, camera_index)
         else:
             paths = self._extract_density(query, out, stem, threshold, negatives, min_opacity)
             without = self._render_ngp_without(query, cams, camera_index, threshold, negatives)
-        full = self.render(cams, camera_index).render.rgb
+        # Colour only: the language features of this camera are not needed here.
+        full = render_camera(
+            self.method, cams, camera_index, self.dataset.near, self.dataset.far, self.dataset.eval_background(),
+            output_device="cpu",
+        ).rgb  # fmt: skip
         paths["render"] = write_image(out / f"{stem}_render.png", full.clamp(0, 1))
         paths["render_without"] = write_image(out / f"{stem}_without.png", without.clamp(0, 1))
         return paths
 
-    def _extract_gaussians(self, query, out: Path, stem: str, threshold, negatives) -> Dict[str, Path]:
+    def _extract_gaussians(self, query, keep: Tensor, out: Path, stem: str, threshold) -> Dict[str, Path]:
         from langfield.io.gaussian_ply import write_gaussian_ply
 
-        keep = self.select_gaussians(query, threshold, negatives)
         if not bool(keep.any()):
             raise ValueError(f"query {query!r} selects no Gaussian at relevancy >= {threshold}; lower --threshold")
         raw = self.method.cloud.raw()

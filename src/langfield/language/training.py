@@ -20,7 +20,6 @@ The field and the current targets are checkpointed atomically after every phase 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
