@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -228,3 +228,94 @@ class RenderOutput:
             vals = [getattr(r, f.name) for r in items]
             out[f.name] = None if vals[0] is None else torch.cat(vals, 0)
         return RenderOutput(**out)
+
+
+# ----------------------------------------------------------------------------- training batches
+# What a sampler hands the trainer for one step. ``model_inputs()`` gives the positional
+# arguments of ``Method.forward`` (so ``DistributedDataParallel(method)(*batch.model_inputs())``
+# synchronises gradients whatever the batch kind).
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``R`` random pixels of the training images (NeRF family).
+
+    Attributes:
+        rays: ``[R]`` rays through the pixel centres.
+        rgb: ``[R, 3]`` target colour composited over ``background``.
+        background: ``[R, 3]`` background colour each ray is composited over.
+    """
+
+    rays: Rays
+    rgb: Tensor
+    background: Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
+
+    def model_inputs(self) -> Tuple[Rays, Tensor]:
+        return self.rays, self.background
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """One whole training image (Gaussian splatting).
+
+    Attributes:
+        cameras: the image's camera (a length-1 :class:`Cameras`, OpenCV c2w).
+        rgb: ``[H, W, 3]`` target composited over ``background``.
+        background: ``[3]`` background colour.
+        index: index of the image in the training split.
+    """
+
+    cameras: Cameras
+    rgb: Tensor
+    background: Tensor
+    index: int
+
+    def to(self, device) -> "ImageBatch":
+        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
+
+    def model_inputs(self) -> Tuple[Cameras, Tensor]:
+        return self.cameras, self.background
+
+
+@dataclass(frozen=True)
+class CameraBatch:
+    """Cameras without target images (score distillation, generative training).
+
+    Attributes:
+        cameras: ``C`` cameras (OpenCV c2w).
+        background: ``[3]`` background colour to render over.
+    """
+
+    cameras: Cameras
+    background: Tensor
+
+    def to(self, device) -> "CameraBatch":
+        return CameraBatch(self.cameras.to(device), self.background.to(device))
+
+    def model_inputs(self) -> Tuple[Cameras, Tensor]:
+        return self.cameras, self.background
+
+
+@dataclass(frozen=True)
+class IndexBatch:
+    """Random item indices of step ``step`` (precomputed targets: rays, views, feature rows).
+
+    Attributes:
+        indices: ``[B]`` int64 indices into the sampled collection.
+        step: the training step the batch belongs to.
+        seed: a 63-bit seed derived from ``(sampler seed, step)`` for any further per-step
+            randomness (e.g. jitter), so the whole step stays a pure function of the step.
+    """
+
+    indices: Tensor
+    step: int
+    seed: int
+
+    def to(self, device) -> "IndexBatch":
+        return IndexBatch(self.indices.to(device), self.step, self.seed)
+
+    def model_inputs(self) -> Tuple[Any, ...]:
+        return (self,)

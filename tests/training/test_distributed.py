@@ -38,7 +38,7 @@ def test_ddp_two_processes_match_one_process_on_the_union_batch(tmp_path, monkey
 
     method, dataset = build(**toy)
     initial = {k: v.clone() for k, v in method.state_dict().items()}
-    Trainer(method, dataset, TrainerConfig(**common, output_dir=str(tmp_path / "single"), sampler_streams=2)).train()
+    Trainer(method, TrainerConfig(**common, output_dir=str(tmp_path / "single"), sampler_streams=2), dataset=dataset).train()
     single = method.state_dict()
 
     moved = 0.0

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -28,7 +30,7 @@ def decode(rgb):
 def test_batch_pixels_and_rays_match_pixel_centres():
     image_set = coded_image_set()
     sampler = PixelSampler(image_set, num_rays=500, near=0.5, far=4.0, seed=3)
-    batch = sampler.next_batch()
+    batch = sampler.sample(0)
     assert batch.rgb.shape == (500, 3) and batch.rgb.dtype == torch.float32
     assert batch.background.shape == (500, 3)
     cam, v, u = decode(batch.rgb)
@@ -65,15 +67,17 @@ def test_stream_is_a_pure_function_of_seed_and_step():
     image_set = coded_image_set()
     a = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=5, background="random")
     b = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=5, background="random")
-    first = [a.next_batch() for _ in range(3)]
-    assert a.step == 3
-    b.load_state_dict({"step": 2})
-    assert torch.equal(b.next_batch().rgb, first[2].rgb)
+    first = [a.sample(step) for step in range(3)]
+    b.load_state_dict({"step": 2})  # an old checkpoint's step entry is ignored: the trainer owns the step
+    assert torch.equal(b.sample(2).rgb, first[2].rgb)
     assert torch.equal(a.sample(1).rays.directions, first[1].rays.directions)
     assert not torch.equal(first[0].rgb, first[1].rgb)
     c = PixelSampler(image_set, num_rays=64, near=0.5, far=4.0, seed=6, background="random")
     assert not torch.equal(c.sample(0).rgb, first[0].rgb)
-    assert a.state_dict() == {"step": 3, "seed": 5, "num_rays": 64, "num_streams": 1}
+    assert a.state_dict() == {"seed": 5, "num_rays": 64, "num_streams": 1}
+    a.set_num_rays(37)  # the adaptive batch is what the state carries beyond the step
+    b.load_state_dict(a.state_dict())
+    assert b.num_rays == 37 and torch.equal(b.sample(4).rgb, a.sample(4).rgb)
 
 
 def test_ranks_draw_disjoint_streams_whose_concatenation_is_the_single_process_batch():
@@ -83,8 +87,8 @@ def test_ranks_draw_disjoint_streams_whose_concatenation_is_the_single_process_b
     ranks = [PixelSampler(image_set, rank=r, world_size=2, **kw) for r in range(2)]
     assert [s.num_local_rays for s in ranks] == [48, 48] and single.num_local_rays == 96
     for step in range(3):
-        whole = single.next_batch()
-        parts = [s.next_batch() for s in ranks]
+        whole = single.sample(step)
+        parts = [s.sample(step) for s in ranks]
         assert not torch.equal(parts[0].rgb, parts[1].rgb)
         assert torch.equal(torch.cat([p.rgb for p in parts]), whole.rgb)
         assert torch.equal(torch.cat([p.background for p in parts]), whole.background)
@@ -122,8 +126,6 @@ def test_bad_input():
     bad_alpha = ImageSet(image_set.cameras, image_set.images, alphas=torch.zeros(3, 5, 7, 2, dtype=torch.uint8))
     with pytest.raises(ValueError, match="alphas"):
         PixelSampler(bad_alpha, **kw)
-    with pytest.raises(KeyError):
-        PixelSampler(image_set, **kw).load_state_dict({})
     with pytest.warns(UserWarning, match="seed"):
         PixelSampler(image_set, **kw).load_state_dict({"step": 1, "seed": 99})
 
@@ -133,12 +135,12 @@ def test_image_sampler_visits_every_image_once_per_epoch_and_is_a_function_of_th
 
     train = tiny_scene.split("train")
     a = ImageSampler(train, background="random", seed=3)
-    epoch = [a.next_batch() for _ in range(len(train))]
+    epoch = [a.sample(step) for step in range(len(train))]
     assert sorted(b.index for b in epoch) == list(range(len(train)))
     assert [b.index for b in epoch] != list(range(len(train)))  # shuffled
     b = ImageSampler(train, background="random", seed=3)
-    b.load_state_dict({"step": 5, "seed": 3})
-    again = b.next_batch()
+    b.load_state_dict({"seed": 3})
+    again = b.sample(5)
     assert again.index == epoch[5].index and torch.equal(again.rgb, epoch[5].rgb)
     assert torch.equal(again.background, epoch[5].background)
     assert again.rgb.shape == (16, 16, 3) and again.cameras.c2w.shape == (1, 3, 4)
@@ -146,3 +148,46 @@ def test_image_sampler_visits_every_image_once_per_epoch_and_is_a_function_of_th
     assert torch.equal(white.background, torch.ones(3))
     with pytest.raises(ValueError, match="background"):
         ImageSampler(train, background="green")
+
+
+def test_camera_sampler_draws_cameras_in_range_looking_at_the_target():
+    from langfield.data.samplers import CameraSampler, CameraSamplerConfig
+
+    cfg = CameraSamplerConfig(width=8, height=6, radius=(2.0, 3.0), elevation_deg=(10.0, 30.0), fov_deg=(50.0, 50.0),
+                              target=(0.5, 0.0, 0.0), num_cameras=64, background="random")  # fmt: skip
+    sampler = CameraSampler(cfg, seed=4)
+    batch = sampler.sample(7)
+    cams = batch.cameras
+    assert len(cams) == 64 and sampler.num_rays == 8 * 6 * 64
+    centres = cams.c2w[:, :, 3]
+    offsets = centres - torch.tensor([0.5, 0.0, 0.0])
+    dist = offsets.norm(dim=-1)
+    assert dist.min() >= 2.0 - 1e-5 and dist.max() <= 3.0 + 1e-5 and dist.std() > 0.1
+    elev = torch.rad2deg(torch.asin(offsets[:, 2] / dist))
+    assert elev.min() >= 10.0 - 1e-3 and elev.max() <= 30.0 + 1e-3
+    # the optical axis (+z of the OpenCV c2w) points at the target
+    assert torch.allclose(cams.c2w[:, :, 2], -offsets / dist[:, None], atol=1e-5)
+    focal = 0.5 * 6 / math.tan(math.radians(25.0))
+    assert torch.allclose(cams.Ks[:, 1, 1], torch.full((64,), focal), atol=1e-4)
+    assert torch.equal(sampler.sample(7).cameras.c2w, cams.c2w)  # a pure function of the step
+    assert not torch.equal(sampler.sample(8).cameras.c2w, cams.c2w)
+    assert batch.background.shape == (3,)
+    with pytest.raises(ValueError, match="elevation_deg"):
+        CameraSamplerConfig(elevation_deg=(0.0, 90.0))
+    with pytest.raises(ValueError, match="radius"):
+        CameraSamplerConfig(radius=(3.0, 2.0))
+
+
+def test_index_sampler_is_uniform_and_a_function_of_the_step():
+    from langfield.data.samplers import IndexSampler
+
+    sampler = IndexSampler(10, 5000, seed=2)
+    batch = sampler.sample(3)
+    counts = torch.bincount(batch.indices, minlength=10)
+    assert batch.indices.min() >= 0 and batch.indices.max() < 10 and counts.min() > 400
+    assert torch.equal(IndexSampler(10, 5000, seed=2).sample(3).indices, batch.indices)
+    assert batch.seed != sampler.sample(4).seed and batch.step == 3
+    with pytest.raises(ValueError, match="num_items"):
+        IndexSampler(0, 4)
+    with pytest.raises(ValueError, match="seed"):
+        IndexSampler(3, 4, seed=-1)

@@ -33,7 +33,7 @@ def read_metrics(path):
 
 def test_training_improves_the_toy_scene(tmp_path):
     method, dataset = build(lr=2e-2, perturb=False)
-    trainer = Trainer(method, dataset, config(tmp_path, max_steps=150, num_rays=128, log_every=50))
+    trainer = Trainer(method, config(tmp_path, max_steps=150, num_rays=128, log_every=50), dataset=dataset)
     before = trainer.evaluate()
     summary = trainer.train()
     after = trainer.evaluate(write_renders=True)
@@ -52,7 +52,7 @@ def test_same_seed_same_parameters_different_seed_different(tmp_path):
     runs = []
     for i, seed in enumerate((0, 0, 1)):
         method, dataset = build(seed=seed, perturb=True)
-        Trainer(method, dataset, config(tmp_path / str(i), seed=seed)).train()
+        Trainer(method, config(tmp_path / str(i), seed=seed), dataset=dataset).train()
         runs.append(params(method))
     assert_same(runs[0], runs[1])
     assert not torch.equal(runs[0]["mlp.0.weight"], runs[2]["mlp.0.weight"])
@@ -61,7 +61,7 @@ def test_same_seed_same_parameters_different_seed_different(tmp_path):
 def test_resume_after_crash_is_bitwise_identical(tmp_path):
     # perturb=True: stratified jitter uses the global torch RNG, so RNG restore is exercised too
     method, dataset = build(perturb=True)
-    straight = Trainer(method, dataset, config(tmp_path / "straight", checkpoint_every=3, log_every=1))
+    straight = Trainer(method, config(tmp_path / "straight", checkpoint_every=3, log_every=1), dataset=dataset)
     straight.train()
     reference = params(method)
     ref_opt = straight.optimizers[0].state_dict()
@@ -69,12 +69,12 @@ def test_resume_after_crash_is_bitwise_identical(tmp_path):
     crash_dir = tmp_path / "crash"
     method, dataset = build(perturb=True, crash_at_step=4)
     with pytest.raises(SimulatedCrash):
-        Trainer(method, dataset, config(crash_dir, checkpoint_every=3, log_every=1)).train()
+        Trainer(method, config(crash_dir, checkpoint_every=3, log_every=1), dataset=dataset).train()
     assert load_checkpoint(crash_dir / "checkpoints" / "latest.ckpt")["step"] == 3
 
     method, dataset = build(seed=123, perturb=True)  # a fresh process would rebuild from scratch
-    resumed = Trainer(method, dataset, config(crash_dir, checkpoint_every=3, log_every=1), resume=True)
-    assert resumed.step == 3 and resumed.sampler.step == 3 and resumed.elapsed_seconds > 0
+    resumed = Trainer(method, config(crash_dir, checkpoint_every=3, log_every=1), dataset=dataset, resume=True)
+    assert resumed.step == 3 and resumed.elapsed_seconds > 0
     assert method.hook_calls == 3 and int(method.steps_seen) == 3  # extra_state and buffers restored
     resumed.train()
     assert resumed.step == 6
@@ -91,17 +91,17 @@ def test_resume_after_crash_is_bitwise_identical(tmp_path):
 
 def test_resume_without_checkpoint_starts_fresh_and_explicit_missing_path_fails(tmp_path):
     method, dataset = build()
-    trainer = Trainer(method, dataset, config(tmp_path), resume=True)
+    trainer = Trainer(method, config(tmp_path), dataset=dataset, resume=True)
     assert trainer.step == 0 and not trainer.resume()
     with pytest.raises(FileNotFoundError):
-        Trainer(method, dataset, config(tmp_path), resume=tmp_path / "nope.ckpt")
+        Trainer(method, config(tmp_path), dataset=dataset, resume=tmp_path / "nope.ckpt")
 
 
 def test_periodic_eval_does_not_change_training(tmp_path):
     results = []
     for i, eval_every in enumerate((0, 1)):
         method, dataset = build(perturb=True)
-        Trainer(method, dataset, config(tmp_path / str(i), eval_every=eval_every, eval_num_images=1)).train()
+        Trainer(method, config(tmp_path / str(i), eval_every=eval_every, eval_num_images=1), dataset=dataset).train()
         results.append(params(method))
     assert_same(results[0], results[1])
     evals = [r for r in read_metrics(tmp_path / "1") if r["event"] == "eval"]
@@ -111,7 +111,7 @@ def test_periodic_eval_does_not_change_training(tmp_path):
 
 def test_metrics_log_and_checkpoint_policy(tmp_path):
     method, dataset = build()
-    trainer = Trainer(method, dataset, config(tmp_path, max_steps=7, log_every=3, checkpoint_every=2, keep_last_checkpoints=2))
+    trainer = Trainer(method, config(tmp_path, max_steps=7, log_every=3, checkpoint_every=2, keep_last_checkpoints=2), dataset=dataset)
     last = trainer.train()
     records = read_metrics(tmp_path)
     train = [r for r in records if r["event"] == "train"]
@@ -126,12 +126,12 @@ def test_metrics_log_and_checkpoint_policy(tmp_path):
     assert state["step"] == 7 and state["config"]["max_steps"] == 7 and state["method_extra"] == {"hook_calls": 7}
     assert set(state) >= {"model", "optimizers", "schedulers", "rng", "sampler", "elapsed_seconds", "grad_scaler"}
     # training past max_steps is a no-op
-    assert Trainer(method, dataset, config(tmp_path, max_steps=7), resume=True).train() == {}
+    assert Trainer(method, config(tmp_path, max_steps=7), dataset=dataset, resume=True).train() == {}
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     method, dataset = build(nan_at_step=5)
-    trainer = Trainer(method, dataset, config(tmp_path, max_steps=20, checkpoint_every=2))
+    trainer = Trainer(method, config(tmp_path, max_steps=20, checkpoint_every=2), dataset=dataset)
     with pytest.raises(NonFiniteLossError, match=r"step 5 \(loss=nan, rgb=.*reg=") as info:
         trainer.train()
     assert info.value.step == 5 and "step_00000004.ckpt" in str(info.value)
@@ -145,7 +145,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_time_budget_stops_early_and_checkpoints(tmp_path):
     method, dataset = build()
-    trainer = Trainer(method, dataset, config(tmp_path, max_steps=100_000, max_seconds=0.4, log_every=10_000))
+    trainer = Trainer(method, config(tmp_path, max_steps=100_000, max_seconds=0.4, log_every=10_000), dataset=dataset)
     trainer.train()
     assert 0 < trainer.step < 100_000 and trainer.elapsed_seconds >= 0.4
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.ckpt")["step"] == trainer.step
@@ -155,7 +155,7 @@ def test_time_budget_stops_early_and_checkpoints(tmp_path):
 
 def test_progress_bar_smoke(tmp_path, capsys):
     method, dataset = build()
-    Trainer(method, dataset, config(tmp_path, max_steps=4, progress=True)).train()
+    Trainer(method, config(tmp_path, max_steps=4, progress=True), dataset=dataset).train()
     out = capsys.readouterr().out
     assert "4/4" in out and "psnr" in out and "rays/s" in out
 
@@ -164,11 +164,11 @@ def test_eval_split_prefers_val_and_evenly_spaced_views(tmp_path):
     method, dataset = build()
     test = dataset.split("test")
     dataset = dataset.with_splits({**dataset.splits, "val": test})
-    trainer = Trainer(method, dataset, config(tmp_path))
+    trainer = Trainer(method, config(tmp_path), dataset=dataset)
     assert trainer.eval_split == "val"
     assert trainer._eval_indices("train", 3) == [0, 2, 5]
     assert trainer.evaluate("train", num_images=2)["num_images"] == 2
-    with pytest.raises(KeyError, match="no split"):
+    with pytest.raises(ValueError, match="no split"):
         trainer.evaluate("nope")
 
 
@@ -183,13 +183,13 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="sampler_streams"):
         TrainerConfig(num_rays=10, sampler_streams=3)
     with pytest.raises(TypeError, match="Method"):
-        Trainer(torch.nn.Linear(2, 2), dataset, config(tmp_path))
+        Trainer(torch.nn.Linear(2, 2), config(tmp_path), dataset=dataset)
     with pytest.raises(TypeError, match="SceneDataset"):
-        Trainer(method, {"train": None}, config(tmp_path))
+        Trainer(method, config(tmp_path), dataset={"train": None})
     with pytest.raises(TypeError, match="TrainerConfig"):
-        Trainer(method, dataset, {"max_steps": 1})
+        Trainer(method, {"max_steps": 1}, dataset=dataset)
     # a checkpoint of a different architecture is refused with a clear message
-    Trainer(method, dataset, config(tmp_path / "a", max_steps=1)).train()
+    Trainer(method, config(tmp_path / "a", max_steps=1), dataset=dataset).train()
     other, _ = build(hidden=8)
     with pytest.raises(RuntimeError, match="does not fit ToyMethod"):
-        Trainer(other, make_toy_dataset(), config(tmp_path / "a"), resume=True)
+        Trainer(other, config(tmp_path / "a"), dataset=make_toy_dataset(), resume=True)

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from langfield.data.dataset import ImageSet, SceneDataset
 from langfield.geometry.rays import rays_from_camera
-from langfield.methods.base import Batch, Method, SceneInfo
-from langfield.types import Cameras, Rays, RenderOutput
+from langfield.methods.base import RayMethod, SceneInfo
+from langfield.types import Batch, Cameras, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,12 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
     return torch.cat(feats, dim=-1)
 
 
-class ToyMethod(Method):
+class ToyMethod(RayMethod):
     def __init__(self, config: ToyConfig, scene: SceneInfo) -> None:
         super().__init__()
         self.config = config
         self.scene = scene
+        self.near, self.far = scene.near, scene.far
         in_dim = 3 * (1 + 2 * config.num_freqs)
         self.mlp = nn.Sequential(nn.Linear(in_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 4))
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.int64))
@@ -100,7 +101,9 @@ class ToyMethod(Method):
         return ToyOutputs(RenderOutput(rgb=color, depth=depth, accumulation=acc))
 
     @torch.no_grad()
-    def render_rays(self, rays: Rays, background: Tensor) -> RenderOutput:
+    def render_rays(self, rays: Rays, background: Tensor, *, with_normals: bool = False, keep=None) -> RenderOutput:
+        if with_normals or keep is not None:
+            raise ValueError("ToyMethod renders colour only")
         if self.config.eval_draws_rng:
             torch.rand(1)  # the trainer must isolate eval from the training RNG stream
         return self.outputs(rays, background).render
@@ -217,7 +220,7 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, trainer_kwar
 
     try:
         method, dataset = build(**toy_kwargs)
-        trainer = Trainer(method, dataset, TrainerConfig(**trainer_kwargs))
+        trainer = Trainer(method, TrainerConfig(**trainer_kwargs), dataset=dataset)
         assert trainer.dist.world_size == world_size and trainer.dist.rank == rank
         assert trainer.sampler.num_local_rays == trainer_kwargs["num_rays"] // world_size
         assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)

@@ -20,21 +20,44 @@ of rank ``r`` in a group of ``world_size`` takes the contiguous block of streams
 
 Random backgrounds ("random") draw one colour per ray (the Instant-NGP trick), from the same
 stream generator, so they are reproducible too.
+
+The sampler contract
+--------------------
+The trainer talks to any sampler through :class:`Sampler`: ``sample(step)`` returns the batch of
+step ``step`` (a pure function of the sampler's seed and the step, so resuming needs only the step
+counter the trainer checkpoints), ``num_rays`` counts the work items of a step (rays, pixels,
+views) for throughput logging, ``set_num_rays`` lets a method adapt the batch (Instant-NGP), and
+``state_dict``/``load_state_dict`` carry whatever else a sampler needs to continue exactly.
+Samplers of this module: :class:`PixelSampler` (random pixels), :class:`ImageSampler` (whole
+images), :class:`CameraSampler` (random cameras without images, e.g. score distillation) and
+:class:`IndexSampler` (random indices into precomputed targets, e.g. language distillation).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any, Dict, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.geometry.rays import rays_from_pixels
-from langfield.methods.base import Batch, ImageBatch
+from langfield.geometry.rotations import look_at
+from langfield.types import Batch, CameraBatch, Cameras, ImageBatch, IndexBatch
 
-__all__ = ["ImageSampler", "PixelSampler", "stream_seed"]
+__all__ = [
+    "CameraSampler",
+    "CameraSamplerConfig",
+    "ImageSampler",
+    "IndexSampler",
+    "PixelSampler",
+    "Sampler",
+    "SamplerOptions",
+    "stream_seed",
+]
 
 
 def stream_seed(seed: int, step: int, stream: int) -> int:
@@ -46,7 +69,69 @@ def stream_seed(seed: int, step: int, stream: int) -> int:
     return int(state[0]) & ((1 << 63) - 1)
 
 
-class PixelSampler:
+@dataclass(frozen=True)
+class SamplerOptions:
+    """What the trainer tells a method when it asks for its default sampler
+    (:meth:`langfield.methods.base.Method.make_sampler`).
+
+    Attributes:
+        seed: non-negative base seed.
+        device: where batches live.
+        num_rays: global rays per step (summed over processes) for ray samplers.
+        rank, world_size: this process's place in a data-parallel group.
+        num_streams: independent ray streams (default: ``world_size``), see :class:`PixelSampler`.
+    """
+
+    seed: int = 0
+    device: Union[str, torch.device] = "cpu"
+    num_rays: int = 4096
+    rank: int = 0
+    world_size: int = 1
+    num_streams: Optional[int] = None
+
+
+class Sampler:
+    """Base class of everything the trainer can draw batches from (see the module docstring).
+
+    Subclasses implement :meth:`sample` and set ``num_rays``; override :meth:`state_dict` /
+    :meth:`load_state_dict` when they hold state that the step alone does not determine.
+    """
+
+    #: work items per step (rays, pixels, views); the trainer logs ``num_rays`` per second.
+    num_rays: int = 1
+
+    def sample(self, step: int) -> Any:
+        """The batch of training step ``step`` (deterministic for a given seed and step)."""
+        raise NotImplementedError
+
+    def set_num_rays(self, num_rays: int) -> None:
+        """Adapt the batch size; samplers with a fixed batch ignore it."""
+
+    @property
+    def num_local_rays(self) -> int:
+        """Work items drawn by this process per step (``num_rays`` unless data parallel)."""
+        return self.num_rays
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; an old checkpoint's ``step`` entry is ignored (the trainer owns the step)."""
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _generator(seed: int, step: int, stream: int) -> torch.Generator:
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(stream_seed(seed, step, stream))
+    return gen
+
+
+class PixelSampler(Sampler):
     """Uniformly random training pixels of an :class:`ImageSet`, composited over a background.
 
     Args:
@@ -123,7 +208,6 @@ class PixelSampler:
         self.rays_per_stream = self.num_rays // num_streams
         streams_per_rank = num_streams // world_size
         self.streams = list(range(rank * streams_per_rank, (rank + 1) * streams_per_rank))
-        self.step = 0
 
         self._shape = (num_cams, height, width)
         self._num_pixels = num_cams * height * width
@@ -146,8 +230,7 @@ class PixelSampler:
         return self.rays_per_stream * len(self.streams)
 
     def _draw(self, step: int, stream: int):
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(stream_seed(self.seed, step, stream))
+        gen = _generator(self.seed, step, stream)
         flat = torch.randint(0, self._num_pixels, (self.rays_per_stream,), generator=gen, dtype=torch.int64)
         bg = torch.rand(self.rays_per_stream, 3, generator=gen) if self.background == "random" else None
         return flat, bg
@@ -179,36 +262,28 @@ class PixelSampler:
         rays = rays_from_pixels(self._cameras, cam, pixels, self.near, self.far)
         return Batch(rays=rays, rgb=rgb, background=bg)
 
-    def next_batch(self) -> Batch:
-        """The batch of the current step, then advance the step counter."""
-        batch = self.sample(self.step)
-        self.step += 1
-        return batch
-
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to continue the exact stream: the step and the stream layout."""
-        return {"step": self.step, "seed": self.seed, "num_rays": self.num_rays, "num_streams": self.num_streams}
+        """The stream layout and the adaptive batch size (the step is the trainer's)."""
+        return {"seed": self.seed, "num_rays": self.num_rays, "num_streams": self.num_streams}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; warns if the stream layout differs (batches will differ)."""
-        if "step" not in state:
-            raise KeyError("sampler state has no 'step'")
         if "num_rays" in state and state["num_rays"] != self.num_rays:
             self.set_num_rays(int(state["num_rays"]))
-        for key in ("seed", "num_streams"):
-            if key in state and state[key] != getattr(self, key):
-                warnings.warn(
-                    f"PixelSampler: checkpoint has {key}={state[key]} but this sampler has "
-                    f"{key}={getattr(self, key)}; the ray stream will not continue exactly",
-                    stacklevel=2,
-                )
-        step = int(state["step"])
-        if step < 0:
-            raise ValueError(f"sampler step must be >= 0, got {step}")
-        self.step = step
+        _warn_if_changed(self, state, ("seed", "num_streams"))
 
 
-class ImageSampler:
+def _warn_if_changed(sampler: Sampler, state: Dict[str, Any], keys: Tuple[str, ...]) -> None:
+    for key in keys:
+        if key in state and state[key] != getattr(sampler, key):
+            warnings.warn(
+                f"{type(sampler).__name__}: checkpoint has {key}={state[key]} but this sampler has "
+                f"{key}={getattr(sampler, key)}; the batches will not continue exactly",
+                stacklevel=3,
+            )
+
+
+class ImageSampler(Sampler):
     """Whole training images in random order, one per step (Gaussian splatting's sampling).
 
     Every epoch (``len(image_set)`` steps) visits each image once, in a permutation drawn from a
@@ -241,7 +316,6 @@ class ImageSampler:
         self.device = torch.device(device)
         self.background = background
         self.seed = int(seed)
-        self.step = 0
         self._cameras = image_set.cameras.to(self.device)
         self._images = images.to(self.device)
         self._alphas = None if image_set.alphas is None else image_set.alphas.to(self.device)
@@ -252,20 +326,11 @@ class ImageSampler:
         self._perm_epoch = -1
         self._perm = None
 
-    @property
-    def num_local_rays(self) -> int:
-        return self.num_rays
-
-    def set_num_rays(self, num_rays: int) -> None:
-        """Ignored: a step always uses one whole image."""
-
     def index_at(self, step: int) -> int:
         """Training-image index used at ``step``."""
         epoch = step // self.num_images
         if epoch != self._perm_epoch:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(stream_seed(self.seed, epoch, 0))
-            self._perm = torch.randperm(self.num_images, generator=gen)
+            self._perm = torch.randperm(self.num_images, generator=_generator(self.seed, epoch, 0))
             self._perm_epoch = epoch
         return int(self._perm[step % self.num_images])
 
@@ -273,9 +338,7 @@ class ImageSampler:
         """The batch of step ``step``."""
         index = self.index_at(step)
         if self._fixed_bg is None:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(stream_seed(self.seed, step, 1))
-            bg = torch.rand(3, generator=gen).to(self.device)
+            bg = torch.rand(3, generator=_generator(self.seed, step, 1)).to(self.device)
         else:
             bg = self._fixed_bg
         rgb = self._images[index].float() / 255.0
@@ -284,20 +347,137 @@ class ImageSampler:
             rgb = rgb * a + bg * (1.0 - a)
         return ImageBatch(cameras=self._cameras[index], rgb=rgb, background=bg, index=index)
 
-    def next_batch(self) -> ImageBatch:
-        batch = self.sample(self.step)
-        self.step += 1
-        return batch
-
     def state_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "seed": self.seed}
+        return {"seed": self.seed}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if "step" not in state:
-            raise KeyError("sampler state has no 'step'")
-        if state.get("seed", self.seed) != self.seed:
-            warnings.warn(f"ImageSampler: checkpoint has seed={state['seed']}, this sampler {self.seed}", stacklevel=2)
-        step = int(state["step"])
-        if step < 0:
-            raise ValueError(f"sampler step must be >= 0, got {step}")
-        self.step = step
+        _warn_if_changed(self, state, ("seed",))
+
+
+@dataclass(frozen=True)
+class CameraSamplerConfig:
+    """Random cameras on a sphere looking at a point (DreamFusion-style view sampling, Sec. 3.2).
+
+    Attributes:
+        width, height: image size in pixels.
+        radius: camera distance range ``(min, max)`` from ``target``.
+        elevation_deg: elevation range above the horizontal plane, in degrees.
+        azimuth_deg: azimuth range, in degrees.
+        fov_deg: vertical field-of-view range, in degrees.
+        target: the point every camera looks at (world frame).
+        up: the world's up direction.
+        num_cameras: cameras per step.
+        background: ``"white" | "black" | "random"`` (random: one colour per step).
+    """
+
+    width: int = 64
+    height: int = 64
+    radius: Tuple[float, float] = (3.0, 3.5)
+    elevation_deg: Tuple[float, float] = (-10.0, 45.0)
+    azimuth_deg: Tuple[float, float] = (-180.0, 180.0)
+    fov_deg: Tuple[float, float] = (40.0, 70.0)
+    target: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    up: Tuple[float, float, float] = (0.0, 0.0, 1.0)
+    num_cameras: int = 1
+    background: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1 or self.num_cameras < 1:
+            raise ValueError("CameraSamplerConfig.width, height and num_cameras must be >= 1")
+        for name in ("radius", "elevation_deg", "azimuth_deg", "fov_deg"):
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ValueError(f"CameraSamplerConfig.{name} must be a finite (min, max) range, got {(lo, hi)}")
+        if self.radius[0] <= 0 or not 0 < self.fov_deg[0] <= self.fov_deg[1] < 180:
+            raise ValueError("CameraSamplerConfig.radius must be > 0 and fov_deg within (0, 180)")
+        if not -90 < self.elevation_deg[0] <= self.elevation_deg[1] < 90:
+            raise ValueError(f"CameraSamplerConfig.elevation_deg must lie within (-90, 90), got {self.elevation_deg}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"CameraSamplerConfig.background must be one of {BACKGROUNDS}, got {self.background!r}")
+
+
+class CameraSampler(Sampler):
+    """Random cameras without images, one :class:`~langfield.types.CameraBatch` per step.
+
+    Each step draws ``num_cameras`` cameras uniformly in the configured radius / elevation /
+    azimuth / field-of-view ranges from a generator seeded by ``(seed, step)``, looking at
+    ``target`` with the pinhole principal point at the image centre (OpenCV c2w).
+    ``num_rays`` counts pixels.
+    """
+
+    def __init__(self, config: CameraSamplerConfig = CameraSamplerConfig(), *, seed: int = 0,
+                 device: Union[str, torch.device] = "cpu") -> None:  # fmt: skip
+        self.config = config
+        self.seed = _check_seed(seed)
+        self.device = torch.device(device)
+        self.num_rays = config.width * config.height * config.num_cameras
+
+    def sample(self, step: int) -> CameraBatch:
+        cfg = self.config
+        gen = _generator(self.seed, step, 0)
+        n = cfg.num_cameras
+
+        def uniform(bounds: Tuple[float, float]) -> torch.Tensor:
+            return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=gen, dtype=torch.float64)
+
+        radius, elev = uniform(cfg.radius), torch.deg2rad(uniform(cfg.elevation_deg))
+        azim, fov = torch.deg2rad(uniform(cfg.azimuth_deg)), torch.deg2rad(uniform(cfg.fov_deg))
+        up = torch.tensor(cfg.up, dtype=torch.float64)
+        up = up / up.norm()
+        # An orthonormal horizontal basis (e1, e2) of the plane orthogonal to ``up``.
+        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+        if abs(float(helper @ up)) > 0.9:
+            helper = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        e1 = torch.linalg.cross(helper, up)
+        e1 = e1 / e1.norm()
+        e2 = torch.linalg.cross(up, e1)
+        target = torch.tensor(cfg.target, dtype=torch.float64)
+        offsets = (torch.cos(elev) * torch.cos(azim))[:, None] * e1 + (torch.cos(elev) * torch.sin(azim))[:, None] * e2
+        positions = target + radius[:, None] * (offsets + torch.sin(elev)[:, None] * up)
+        c2w = look_at(positions, target.expand_as(positions), up.expand_as(positions)).float()
+        focal = 0.5 * cfg.height / torch.tan(0.5 * fov)
+        Ks = torch.zeros(n, 3, 3)
+        Ks[:, 0, 0] = focal.float()
+        Ks[:, 1, 1] = focal.float()
+        Ks[:, 0, 2], Ks[:, 1, 2], Ks[:, 2, 2] = 0.5 * cfg.width, 0.5 * cfg.height, 1.0
+        cams = Cameras.create(c2w, Ks, cfg.width, cfg.height).to(self.device)
+        if cfg.background == "random":
+            bg = torch.rand(3, generator=_generator(self.seed, step, 1))
+        else:
+            bg = torch.full((3,), 1.0 if cfg.background == "white" else 0.0)
+        return CameraBatch(cams, bg.to(self.device))
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        _warn_if_changed(self, state, ("seed",))
+
+
+class IndexSampler(Sampler):
+    """``batch_size`` uniformly random indices in ``[0, num_items)`` per step (with replacement).
+
+    For objectives whose targets are precomputed tensors (language distillation: rays with their
+    frozen compositing weights, whole views, feature rows of an autoencoder). Each step's indices
+    come from a generator seeded by ``(seed, step)``, and the batch carries a second per-step seed
+    for any further randomness of the objective.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int = 0,
+                 device: Union[str, torch.device] = "cpu") -> None:  # fmt: skip
+        if int(num_items) < 1 or int(batch_size) < 1:
+            raise ValueError(f"IndexSampler needs num_items >= 1 and batch_size >= 1, got {num_items}, {batch_size}")
+        self.num_items, self.num_rays = int(num_items), int(batch_size)
+        self.seed = _check_seed(seed)
+        self.device = torch.device(device)
+
+    def sample(self, step: int) -> IndexBatch:
+        gen = _generator(self.seed, step, 0)
+        idx = torch.randint(0, self.num_items, (self.num_rays,), generator=gen, dtype=torch.int64)
+        return IndexBatch(idx.to(self.device), int(step), stream_seed(self.seed, step, 1))
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"seed": self.seed, "num_items": self.num_items, "num_rays": self.num_rays}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        _warn_if_changed(self, state, ("seed", "num_items", "num_rays"))

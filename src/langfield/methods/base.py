@@ -1,18 +1,49 @@
 """The contract between a method and the generic trainer/renderer.
 
-A method is an ``nn.Module`` that turns a batch of rays into outputs and outputs into losses.
-It never owns the data pipeline or the training loop (STYLE.md principles 1 and 6).
+Three levels, each a plain base class (STYLE.md principles 1, 6 and 7):
+
+* :class:`Method` — anything the one :class:`~langfield.training.trainer.Trainer` can optimise:
+  ``outputs(*batch.model_inputs())`` (reached through ``forward`` so DDP syncs gradients),
+  ``losses(outputs, batch)``, ``metrics(outputs, batch)`` (what the trainer logs besides the
+  losses), ``optimizers(max_steps)`` and, when it trains on a dataset, ``make_sampler``. Language
+  distillation objectives and, later, score distillation are Methods too.
+* :class:`SceneMethod` — a reconstruction of one scene built from :class:`SceneInfo`; it renders
+  any camera (:meth:`SceneMethod.render_camera`) and logs PSNR against its batch's targets.
+* :class:`RayMethod` — the NeRF family: trained on random pixels (:class:`~langfield.types.Batch`
+  from a :class:`~langfield.data.samplers.PixelSampler`), rendered ray chunk by ray chunk.
+
+What a method can do beyond that is *declared* by inheriting a capability from
+:mod:`langfield.methods.capabilities` (never probed with ``hasattr``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from langfield.data.dataset import SceneDataset
+from langfield.data.samplers import PixelSampler, Sampler, SamplerOptions
+from langfield.eval.metrics import psnr
+from langfield.geometry.rays import rays_from_camera
 from langfield.types import Cameras, Rays, RenderOutput
+
+__all__ = [
+    "Method",
+    "RayMethod",
+    "SampleFilter",
+    "SceneInfo",
+    "SceneMethod",
+    "evaluation_mode",
+    "unwrap_model",
+]
+
+#: ``keep`` for field methods: world sample positions ``[S, 3]`` -> ``[S]`` bool, False = remove.
+SampleFilter = Callable[[Tensor], Tensor]
+Device = Union[str, torch.device]
 
 
 @dataclass(frozen=True)
@@ -38,89 +69,99 @@ class SceneInfo:
     points3d_rgb: Optional[Tensor] = None
     camera_centers: Optional[Tensor] = None
 
-
-@dataclass(frozen=True)
-class Batch:
-    """A training/eval batch of ``R`` rays with targets.
-
-    Attributes:
-        rays: ``[R]`` rays.
-        rgb: ``[R, 3]`` target colour composited over ``background``.
-        background: ``[R, 3]`` background colour each ray is composited over.
-    """
-
-    rays: Rays
-    rgb: Tensor
-    background: Tensor
-
-    def to(self, device) -> "Batch":
-        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
-
-    def model_inputs(self) -> Tuple[Rays, Tensor]:
-        """Positional arguments of ``Method.forward`` for this batch."""
-        return self.rays, self.background
+    @staticmethod
+    def from_dataset(dataset: SceneDataset) -> "SceneInfo":
+        """What a method needs to know about ``dataset`` (its training split) to be built."""
+        train = dataset.split("train")
+        return SceneInfo(
+            scene_box=dataset.scene_box,
+            near=dataset.near,
+            far=dataset.far,
+            num_train_images=len(train),
+            unbounded=dataset.unbounded,
+            points3d=dataset.points3d,
+            points3d_rgb=dataset.points3d_rgb,
+            camera_centers=train.cameras.c2w[:, :3, 3].clone(),
+        )
 
 
-@dataclass(frozen=True)
-class ImageBatch:
-    """One whole training image (methods with ``batch_kind == "images"``, e.g. Gaussian splatting).
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
 
-    Attributes:
-        cameras: the image's camera (a length-1 :class:`Cameras`, OpenCV c2w).
-        rgb: ``[H, W, 3]`` target composited over ``background``.
-        background: ``[3]`` background colour.
-        index: index of the image in the training split.
-    """
 
-    cameras: Cameras
-    rgb: Tensor
-    background: Tensor
-    index: int
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside the block, then restore the previous train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
-    def to(self, device) -> "ImageBatch":
-        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
 
-    def model_inputs(self) -> Tuple[Cameras, Tensor]:
-        return self.cameras, self.background
+def _device_of(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _check_single_camera(cameras: Cameras, who: str) -> None:
+    if not isinstance(cameras, Cameras):
+        raise TypeError(f"{who}.render_camera takes a langfield Cameras, got {type(cameras).__name__}")
+    if len(cameras) != 1:
+        raise ValueError(f"{who}.render_camera renders one camera at a time, got {len(cameras)} (index them: cams[i])")
+
+
+def _check_background(background: Tensor) -> Tensor:
+    background = torch.as_tensor(background, dtype=torch.float32)
+    if background.shape != (3,):
+        raise ValueError(f"background must be a [3] colour, got {tuple(background.shape)}")
+    return background
 
 
 class Method(nn.Module):
-    """Base class every reconstruction method derives from.
+    """Base class of everything the one trainer optimises (see the module docstring).
 
-    Subclasses implement :meth:`outputs`, :meth:`losses`, :meth:`optimizers` and may override
-    :meth:`before_train_step` (e.g. occupancy-grid updates) and :meth:`render_rays`.
+    Subclasses implement :meth:`outputs`, :meth:`losses` and :meth:`optimizers`; they may
+    override :meth:`metrics`, :meth:`make_sampler`, the step hooks and the extra checkpoint state.
     """
 
     config: Any
-    #: ``"rays"``: trained on random pixels (:class:`Batch`), rendered with :meth:`render_rays`.
-    #: ``"images"``: trained on whole images (:class:`ImageBatch`), ``outputs(cameras, background)``,
-    #: rendered with :meth:`render_camera`.
-    batch_kind: str = "rays"
     #: Whether the method can be wrapped in ``DistributedDataParallel`` (fixed parameter shapes).
     supports_ddp: bool = True
 
-    def outputs(self, rays: Rays, background: Tensor) -> Any:
-        """Differentiable forward pass for ``[R]`` rays; returns a method-specific object."""
+    def outputs(self, *inputs: Any) -> Any:
+        """Differentiable forward pass for one batch's ``model_inputs()``; a method-specific object."""
         raise NotImplementedError
 
-    def forward(self, rays: Rays, background: Tensor) -> Any:
-        """Same as :meth:`outputs`; lets ``DistributedDataParallel(method)(rays, background)`` sync gradients."""
-        return self.outputs(rays, background)
+    def forward(self, *inputs: Any) -> Any:
+        """Same as :meth:`outputs`; lets ``DistributedDataParallel(method)(*inputs)`` sync gradients."""
+        return self.outputs(*inputs)
 
-    def losses(self, outputs: Any, batch: Batch) -> Dict[str, Tensor]:
+    def losses(self, outputs: Any, batch: Any) -> Dict[str, Tensor]:
         """Loss terms; must contain ``"loss"`` (the total that is back-propagated)."""
         raise NotImplementedError
 
-    def rgb_of(self, outputs: Any) -> Tensor:
-        """``[R, 3]`` final colour inside ``outputs`` (for PSNR logging)."""
-        return outputs.render.rgb
+    def metrics(self, outputs: Any, batch: Any) -> Dict[str, Tensor]:
+        """Scalar training metrics logged beside the losses (called under ``no_grad`` at log steps only)."""
+        return {}
 
     def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
         """Optimisers and LR schedulers (stepped once per training step) following the paper."""
         raise NotImplementedError
 
+    def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
+        """The sampler the trainer uses when it is given a dataset but no sampler."""
+        raise TypeError(f"{type(self).__name__} has no default sampler: pass Trainer(..., sampler=...)")
+
     def num_rays_hint(self) -> Optional[int]:
-        """Rays the next training step should use, or ``None`` to keep the trainer's batch size.
+        """Work items the next training step should use, or ``None`` to keep the sampler's batch.
 
         Called after every step; Instant-NGP uses it to keep the number of *samples* per step
         roughly constant as empty space is skipped (Müller et al. 2022, Sec. 5.1)."""
@@ -133,20 +174,6 @@ class Method(nn.Module):
         """Hook called after the optimisers stepped (gradients still readable; no graph
         building), e.g. Gaussian densification. ``step`` is the index of the step just taken."""
 
-    @torch.no_grad()
-    def render_camera(self, cameras: Cameras, background: Tensor) -> RenderOutput:
-        """Evaluation render of a whole length-1 camera batch (``batch_kind == "images"`` methods)."""
-        raise NotImplementedError(f"{type(self).__name__} renders rays; use render_rays")
-
-    @torch.no_grad()
-    def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:
-        """Evaluation render of ``[R]`` rays (no gradients). Default: :meth:`outputs` + ``.render``.
-
-        ``with_normals`` asks for density-gradient normals; methods that cannot provide them raise."""
-        if with_normals:
-            raise ValueError(f"{type(self).__name__} does not render normals")
-        return self.outputs(rays, background).render
-
     def extra_state(self) -> Dict[str, Any]:
         """Non-parameter state to checkpoint (buffers are already in ``state_dict``).
 
@@ -155,3 +182,115 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
+
+
+class SceneMethod(Method):
+    """A reconstruction of one scene: renders any camera and logs PSNR while training.
+
+    Its training outputs expose ``.render`` (a :class:`RenderOutput` whose ``rgb`` is compared
+    with ``batch.rgb`` for the logged PSNR).
+    """
+
+    def metrics(self, outputs: Any, batch: Any) -> Dict[str, Tensor]:
+        mse = (outputs.render.rgb.detach().float() - batch.rgb.float()).square().mean()
+        return {"psnr": -10.0 * torch.log10(mse)}
+
+    def render_camera(
+        self,
+        cameras: Cameras,
+        background: Tensor,
+        *,
+        keep: Optional[Union[Tensor, SampleFilter]] = None,
+        with_normals: bool = False,
+        chunk: int = 8192,
+        output_device: Optional[Device] = None,
+    ) -> RenderOutput:
+        """Evaluation render of every pixel of one camera, ``[H, W, ...]`` tensors, no gradients.
+
+        Args:
+            cameras: a length-1 :class:`Cameras` (OpenCV c2w), e.g. ``dataset.split("test").cameras[3]``.
+            background: ``[3]`` colour.
+            keep: render only part of the scene — a ``[N]`` bool mask over the primitives of a
+                primitive-based method (Gaussians), or a :data:`SampleFilter` over the samples of a
+                field-based method (Instant-NGP). Methods that support neither raise.
+            with_normals: also render normals (methods that cannot raise).
+            chunk: rays per call for ray-marched methods (bounds peak memory).
+            output_device: where the image is returned (default: the method's device).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement render_camera")
+
+    def prepare_for_render(self) -> None:
+        """Bring derived state up to date after loading a checkpoint (e.g. an occupancy grid)."""
+
+
+class RayMethod(SceneMethod):
+    """The NeRF family: trained on random pixels, rendered in ray chunks by :meth:`render_rays`.
+
+    Subclasses set ``self.near`` / ``self.far`` (the ray bounds of whole-camera renders).
+    """
+
+    near: float
+    far: float
+
+    def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
+        return PixelSampler(
+            dataset.split("train"),
+            num_rays=options.num_rays,
+            near=dataset.near,
+            far=dataset.far,
+            background=dataset.background,
+            seed=options.seed,
+            device=options.device,
+            rank=options.rank,
+            world_size=options.world_size,
+            num_streams=options.num_streams,
+        )
+
+    @torch.no_grad()
+    def render_rays(
+        self, rays: Rays, background: Tensor, *, with_normals: bool = False, keep: Optional[SampleFilter] = None
+    ) -> RenderOutput:
+        """Evaluation render of ``[R]`` rays (no gradients). Default: :meth:`outputs` + ``.render``.
+
+        ``with_normals`` asks for density-gradient normals and ``keep`` filters samples; methods
+        that cannot provide them raise."""
+        if with_normals:
+            raise ValueError(f"{type(self).__name__} does not render normals")
+        if keep is not None:
+            raise ValueError(f"{type(self).__name__} cannot filter its samples (keep=)")
+        return self.outputs(rays, background).render
+
+    @torch.no_grad()
+    def render_camera(
+        self,
+        cameras: Cameras,
+        background: Tensor,
+        *,
+        keep: Optional[Union[Tensor, SampleFilter]] = None,
+        with_normals: bool = False,
+        chunk: int = 8192,
+        output_device: Optional[Device] = None,
+    ) -> RenderOutput:
+        """Every pixel (pixel centres, row-major) through :meth:`render_rays` in chunks of ``chunk`` rays.
+
+        Rays are generated where the cameras live and moved to the method's device chunk by chunk.
+        """
+        _check_single_camera(cameras, type(self).__name__)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if keep is not None and not callable(keep):
+            raise TypeError(f"{type(self).__name__}: keep must be a sample filter (positions -> bool), not a mask")
+        device = _device_of(self)
+        bg = _check_background(background).to(device)
+        rays = rays_from_camera(cameras, 0, self.near, self.far)
+        height, width = (int(s) for s in rays.shape)
+        rays = rays.flatten()
+        parts = []
+        with evaluation_mode(self):
+            for start in range(0, len(rays), chunk):
+                sub = rays[start : start + chunk].to(device)
+                out = self.render_rays(sub, bg.expand(len(sub), 3), with_normals=with_normals, keep=keep)
+                if not isinstance(out, RenderOutput):
+                    raise TypeError(f"{type(self).__name__}.render_rays must return a RenderOutput, got {type(out).__name__}")
+                parts.append(out if output_device is None else out.to(output_device))
+        return RenderOutput.cat(parts).reshape(height, width)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import RayMethod, SceneInfo
 from langfield.methods.schedules import ProgressLR, log_linear
 from langfield.ops.encoding import (
     integrated_positional_encoding,
@@ -27,7 +27,7 @@ from langfield.ops.encoding import (
 )
 from langfield.ops.sampling import conical_frustum_to_gaussian, mipnerf_blur_weights, sample_pdf_edges, stratified_bins
 from langfield.ops.volume_rendering import render_rays
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,13 @@ class MipNeRFOutputs:
         return self.render.rgb
 
 
-class MipNeRF(Method):
+class MipNeRF(RayMethod):
     """Mip-NeRF with a single MLP shared by the coarse and fine passes."""
 
     def __init__(self, scene: SceneInfo, config: MipNeRFConfig = MipNeRFConfig()) -> None:
         super().__init__()
         self.config = config
+        self.near, self.far = scene.near, scene.far
         pos_dim = integrated_positional_encoding_dim(config.min_deg, config.max_deg, 3)
         dir_dim = positional_encoding_dim(3, config.direction_freqs)
         self.mlp = NeRFField(pos_dim, dir_dim, config.field)

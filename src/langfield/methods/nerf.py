@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import RayMethod, SceneInfo
 from langfield.methods.schedules import ProgressLR, exponential_decay
 from langfield.ops.encoding import positional_encoding, positional_encoding_dim
 from langfield.ops.sampling import sample_pdf, stratified_bins
 from langfield.ops.volume_rendering import render_rays
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,13 @@ def _edges_to_intervals(t: Tensor) -> Tuple[Tensor, Tensor]:
     return t[..., :-1], t[..., 1:]
 
 
-class NeRF(Method):
+class NeRF(RayMethod):
     """Vanilla NeRF with separate coarse and fine networks."""
 
     def __init__(self, scene: SceneInfo, config: NeRFConfig = NeRFConfig()) -> None:
         super().__init__()
         self.config = config
+        self.near, self.far = scene.near, scene.far
         self.scale = 1.0
         pos_dim = positional_encoding_dim(3, config.position_freqs)
         dir_dim = positional_encoding_dim(3, config.direction_freqs)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.ngp_field import NGPField, NGPFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import RayMethod, SampleFilter, SceneInfo
+from langfield.methods.capabilities import SharesRayWeights
 from langfield.methods.schedules import ProgressLR, warmup_multistep
 from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, PackedSamples, march_rays
 from langfield.ops.volume_rendering import (
@@ -25,7 +26,7 @@ from langfield.ops.volume_rendering import (
     render_transmittance_from_density,
     render_weights_from_density,
 )
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _fused_adam_ok(device: torch.device) -> bool:
     return device.type == "cuda" or tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
 
 
-class NGP(Method):
+class NGP(RayMethod, SharesRayWeights):
     """Instant-NGP method: see module docstring."""
 
     def __init__(self, scene: SceneInfo, config: NGPConfig = NGPConfig()) -> None:
@@ -187,26 +188,49 @@ class NGP(Method):
         self.grid.update(step, self.field.density, self.step_size)
 
     @torch.no_grad()
-    def render_rays(self, rays: Rays, background: Tensor, with_normals: bool = False) -> RenderOutput:
+    def render_rays(
+        self, rays: Rays, background: Tensor, *, with_normals: bool = False, keep: Optional[SampleFilter] = None
+    ) -> RenderOutput:
         """Evaluation render: one density pass serves both early termination and compositing
-        (training needs a second, differentiable pass; rendering does not)."""
+        (training needs a second, differentiable pass; rendering does not).
+
+        ``keep`` removes samples from the render: it is asked only about samples that are not
+        already transparent (opacity above ``alpha_threshold``), and early termination is decided
+        after the removal, so whatever lies behind a removed object shows through."""
         if with_normals:
+            if keep is not None:
+                raise ValueError("NGP.render_rays: keep= and with_normals=True cannot be combined")
             return self.outputs(rays, background, with_normals=True).render
         samples = self._march(rays, jitter=False)
         pts = samples.positions(rays.origins, rays.directions)
         sigmas, feats = self.field.density_and_features(pts)
-        keep = self._keep_mask(samples, sigmas, skip_transparent=True)
-        kept = samples.select(keep)
-        rgb = self.field.color(feats[keep], rays.directions[kept.ray_indices])
+        if keep is not None and len(samples) > 0:
+            sigmas = self._apply_sample_filter(samples, pts, sigmas, keep)
+        keep_mask = self._keep_mask(samples, sigmas, skip_transparent=True)
+        kept = samples.select(keep_mask)
+        rgb = self.field.color(feats[keep_mask], rays.directions[kept.ray_indices])
         render, _ = render_rays(
             kept.t_starts,
             kept.t_ends,
-            lambda *_: (rgb, sigmas[keep]),
+            lambda *_: (rgb, sigmas[keep_mask]),
             ray_indices=kept.ray_indices,
             num_rays=kept.num_rays,
             background=background,
         )
         return render
+
+    def _apply_sample_filter(self, samples: PackedSamples, pts: Tensor, sigmas: Tensor, keep: SampleFilter) -> Tensor:
+        """``sigmas`` with the samples that ``keep`` rejects set to zero (only visible samples are asked)."""
+        alphas = 1.0 - torch.exp(-sigmas * (samples.t_ends - samples.t_starts))
+        visible = alphas > self.config.alpha_threshold
+        if not bool(visible.any()):
+            return sigmas
+        verdict = keep(pts[visible])
+        if not isinstance(verdict, Tensor) or verdict.shape != (int(visible.sum()),) or verdict.dtype != torch.bool:
+            raise ValueError("keep(positions [S, 3]) must return a [S] bool tensor")
+        removed = torch.zeros_like(visible)
+        removed[visible] = ~verdict.to(visible.device)
+        return torch.where(removed, torch.zeros_like(sigmas), sigmas)
 
     @torch.no_grad()
     def sample_weights(self, rays: Rays) -> Tuple[Tensor, Tensor, Tensor]:
@@ -228,7 +252,30 @@ class NGP(Method):
         )
         return pts[keep], weights, kept.ray_indices
 
+    def field_bounds(self) -> Tensor:
+        return self.aabb
+
+    @torch.no_grad()
+    def solid_points(self, min_opacity: float = 0.5) -> Tensor:
+        """Centres of occupied grid cells whose density gives opacity ``>= min_opacity`` over one cell width."""
+        pts = self.grid.occupied_cell_centers()
+        if len(pts) == 0:
+            return pts
+        cell = float((self.grid.aabb[1] - self.grid.aabb[0]).max()) / self.grid.resolution
+        sigmas = torch.cat([self.field.density(p) for p in pts.split(65536)])
+        return pts[1.0 - torch.exp(-sigmas * cell) >= min_opacity]
+
     def prepare_for_render(self) -> None:
         """Make sure the occupancy grid reflects the field (e.g. after loading a checkpoint)."""
         if int(self.grid.num_updates) == 0:
             self.grid.update(0, self.field.density, self.step_size, force=True)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def extra_state(self) -> Dict[str, Any]:
+        """The adaptive batch's running samples-per-ray estimate (resuming without it changes the batch)."""
+        return {"samples_per_ray": self._samples_per_ray, "step": self._step}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        spr = state.get("samples_per_ray")
+        self._samples_per_ray = None if spr is None else float(spr)
+        self._step = int(state.get("step", 0))

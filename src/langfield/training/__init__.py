@@ -1,10 +1,12 @@
-"""One generic trainer for every method, chunked camera rendering, checkpoints and torchrun/DDP.
+"""The one generic trainer, its callbacks, checkpoints, evaluation and torchrun/DDP helpers.
 
 The trainer talks to methods only through :class:`langfield.methods.base.Method`
-(``before_train_step``, ``outputs``/``forward``, ``losses``, ``rgb_of``, ``optimizers``,
-``render_rays``, ``extra_state``).
+(``before_train_step``, ``outputs``/``forward``, ``losses``, ``metrics``, ``optimizers``,
+``make_sampler``, ``after_train_step``, ``extra_state``) and to samplers through
+:class:`langfield.data.samplers.Sampler`.
 """
 
+from langfield.training.callbacks import TrainerCallback
 from langfield.training.checkpoint import (
     CheckpointManager,
     capture_rng_state,
@@ -13,7 +15,6 @@ from langfield.training.checkpoint import (
     save_checkpoint,
 )
 from langfield.training.distributed import DistributedInfo, cleanup_distributed, init_distributed
-from langfield.training.render import render_camera, render_image_set
 from langfield.training.trainer import NonFiniteLossError, Trainer, TrainerConfig, seed_everything, set_deterministic
 
 __all__ = [
@@ -21,13 +22,12 @@ __all__ = [
     "DistributedInfo",
     "NonFiniteLossError",
     "Trainer",
+    "TrainerCallback",
     "TrainerConfig",
     "capture_rng_state",
     "cleanup_distributed",
     "init_distributed",
     "load_checkpoint",
-    "render_camera",
-    "render_image_set",
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",

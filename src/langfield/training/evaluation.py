@@ -8,12 +8,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from langfield.data.dataset import SceneDataset
 from langfield.eval.metrics import psnr as image_psnr
 from langfield.eval.metrics import ssim as image_ssim
-from langfield.training.render import render_camera
+from langfield.io.colormaps import colorize_depth
+from langfield.io.images import side_by_side, write_image
+from langfield.methods.base import SceneMethod, unwrap_model
 
 
 def ssim_window(height: int, width: int) -> int:
@@ -53,21 +56,22 @@ def evaluate_views(
         ``{"split", "num_images", "psnr", "ssim", "lpips" (or None), "depth_mae" (None without
         ground-truth depth), "seconds", "render_fps", "per_image"}``.
     """
+    scene_method = unwrap_model(method)
+    if not isinstance(scene_method, SceneMethod):
+        raise TypeError(f"evaluate_views needs a SceneMethod (a reconstruction), got {type(scene_method).__name__}")
     image_set = dataset.split(split)
     idx: List[int] = list(range(len(image_set))) if indices is None else list(indices)
     background = dataset.eval_background()
     per_image = []
     render_seconds = 0.0
     start = time.perf_counter()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     bar = Progress(TextColumn(f"[bold blue]eval {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    disable=not progress)
     bar.start()
     task = bar.add_task("eval", total=len(idx))
     for i in idx:
         t0 = time.perf_counter()
-        out = render_camera(method, image_set.cameras, i, dataset.near, dataset.far, background, chunk)
+        out = scene_method.render_camera(image_set.cameras[i], background, chunk=chunk)
         if out.rgb.is_cuda:
             torch.cuda.synchronize()
         render_seconds += time.perf_counter() - t0
@@ -85,9 +89,6 @@ def evaluate_views(
             item["lpips"] = float(lpips_model(pred[None].to(dev), target[None].to(dev)))
         per_image.append(item)
         if render_dir is not None:
-            from langfield.io.colormaps import colorize_depth
-            from langfield.io.images import side_by_side, write_image
-
             name = Path(image_set.paths[i]).stem if image_set.paths else f"{i:04d}"
             depth = colorize_depth(out.depth.float().cpu(), out.accumulation.float().cpu())
             write_image(render_dir / f"{name}.png", pred.cpu())

@@ -1,14 +1,21 @@
 """The one generic trainer: it talks to every method through :class:`~langfield.methods.base.Method`.
 
-One training step::
+``Trainer(method, config, *, dataset=None, sampler=None, callbacks=())``. The batches come from
+``sampler`` (any :class:`~langfield.data.samplers.Sampler`: random pixels, whole images, cameras
+without images, indices into precomputed targets); without one, ``method.make_sampler(dataset)``
+picks the method's own. One training step::
 
     method.before_train_step(step)                 # under no_grad (e.g. occupancy-grid update)
-    batch  = sampler.next_batch()                  # PixelSampler, seeded by (seed, step, rank)
-    out    = model(batch.rays, batch.background)   # Method.forward == Method.outputs (DDP-wrapped)
+    batch  = sampler.sample(step)                  # a pure function of (seed, step, rank)
+    out    = model(*batch.model_inputs())          # Method.forward == Method.outputs (DDP-wrapped)
     losses = method.losses(out, batch)             # losses["loss"] is back-propagated
     backward; every optimiser steps; every scheduler steps
+    method.after_train_step(step, out)             # e.g. Gaussian densification
 
-Outputs under ``config.output_dir``::
+At log steps the record holds the loss terms and ``method.metrics(out, batch)`` (e.g. PSNR for
+reconstructions). Callbacks (:mod:`langfield.training.callbacks`) run at the sync points.
+
+Outputs under ``config.output_dir`` (nothing is written when it is ``None``)::
 
     config.json          the TrainerConfig
     metrics.jsonl        one JSON object per line: {"event": "train" | "eval" | "test" | ..., "step", ...}
@@ -39,24 +46,28 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
 from langfield.data.dataset import SceneDataset
-from langfield.data.samplers import ImageSampler, PixelSampler
+from langfield.data.samplers import Sampler, SamplerOptions
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
+from langfield.methods.base import Method, SceneMethod, evaluation_mode
 from langfield.methods.schedules import ProgressLR
-from langfield.methods.base import Batch, Method
+from langfield.training.callbacks import CallbackList, TrainerCallback
 from langfield.training.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
 from langfield.training.distributed import DistributedInfo, all_gather_object, env_distributed_info, init_distributed, wrap_ddp
 from langfield.training.evaluation import evaluate_views
-from langfield.training.render import evaluation_mode
 
 __all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "seed_everything", "set_deterministic"]
+
+DEFAULT_NUM_RAYS = 4096
 
 logger = logging.getLogger("langfield.training")
 
@@ -64,7 +75,7 @@ AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 # Config fields that may change between a run and its resumption without a warning.
 _RESUME_FREE_FIELDS = {
     "max_steps", "max_seconds", "output_dir", "device", "progress", "log_every", "eval_every",
-    "eval_num_images", "eval_chunk", "checkpoint_every", "keep_last_checkpoints",
+    "eval_num_images", "eval_chunk", "checkpoint_every", "keep_last_checkpoints", "name",
 }
 
 
@@ -77,14 +88,16 @@ class TrainerConfig:
         max_seconds: wall-clock training budget in seconds (eval and checkpoint time excluded),
             or ``None``. Training stops at whichever of ``max_steps``/``max_seconds`` binds first.
         num_rays: rays per step summed over all processes (each of ``W`` ranks draws
-            ``num_rays / W``; must divide).
+            ``num_rays / W``; must divide); ``None``: the method preset's (``langfield.runs``),
+            else 4096. Only ray samplers read it.
         eval_every: periodic eval every this many steps on a few held-out views (0 = never).
         eval_num_images: how many evenly spaced views of the val (else test) split to evaluate.
         eval_chunk: rays per ``render_rays`` call when rendering whole images.
         checkpoint_every: checkpoint every this many steps (0 = only at the end of ``train()``).
         keep_last_checkpoints: how many ``step_*.ckpt`` files to keep (``latest.ckpt`` is extra).
         log_every: log/progress/``metrics.jsonl`` every this many steps.
-        output_dir: run directory (created by rank 0).
+        output_dir: run directory (created by rank 0); ``None`` writes nothing (no checkpoints,
+            no ``metrics.jsonl``): for in-memory experiments and tests.
         seed: seeds the global RNGs (offset by rank) and the pixel sampler.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``None`` (CUDA if available). Under DDP with
             CUDA each process uses ``cuda:LOCAL_RANK``.
@@ -95,18 +108,19 @@ class TrainerConfig:
         progress: show a rich progress bar (rank 0 only).
         sampler_streams: number of independent ray streams the global batch is split into
             (default: world size). Fix it to make results independent of the process count.
+        name: label of the progress bar (e.g. ``"train"``, ``"language fit"``).
     """
 
     max_steps: int = 30_000
     max_seconds: Optional[float] = None
-    num_rays: int = 4096
+    num_rays: Optional[int] = None
     eval_every: int = 0
     eval_num_images: int = 2
     eval_chunk: int = 8192
     checkpoint_every: int = 5_000
     keep_last_checkpoints: int = 3
     log_every: int = 100
-    output_dir: str = "outputs/run"
+    output_dir: Optional[str] = "outputs/run"
     seed: int = 0
     device: Optional[str] = None
     mixed_precision: bool = False
@@ -114,6 +128,7 @@ class TrainerConfig:
     deterministic: bool = False
     progress: bool = True
     sampler_streams: Optional[int] = None
+    name: str = "train"
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -121,8 +136,10 @@ class TrainerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
                 raise ValueError(f"TrainerConfig.{name} must be an int >= {0 if allow_zero else 1}, got {value!r}")
 
-        for name in ("max_steps", "num_rays", "eval_num_images", "eval_chunk", "keep_last_checkpoints", "log_every"):
+        for name in ("max_steps", "eval_num_images", "eval_chunk", "keep_last_checkpoints", "log_every"):
             positive(name)
+        if self.num_rays is not None:
+            positive("num_rays")
         for name in ("eval_every", "checkpoint_every", "seed"):
             positive(name, allow_zero=True)
         if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
@@ -131,8 +148,13 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {self.amp_dtype!r}")
         if self.sampler_streams is not None:
             positive("sampler_streams")
-            if self.num_rays % self.sampler_streams:
-                raise ValueError(f"num_rays ({self.num_rays}) must be divisible by sampler_streams ({self.sampler_streams})")
+            if self.resolved_num_rays % self.sampler_streams:
+                raise ValueError(f"num_rays ({self.resolved_num_rays}) must be divisible by sampler_streams ({self.sampler_streams})")
+
+    @property
+    def resolved_num_rays(self) -> int:
+        """``num_rays``, or :data:`DEFAULT_NUM_RAYS` when it is ``None``."""
+        return DEFAULT_NUM_RAYS if self.num_rays is None else self.num_rays
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain-typed dict (paths as strings), safe for JSON and ``weights_only`` checkpoints."""
@@ -196,6 +218,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _progress_stats(record: Dict[str, Any]) -> str:
+    """``loss 0.0123 | psnr 24.31 | 12.3k rays/s`` from a train record (loss + the method's metrics)."""
+    parts = [f"loss {record['loss']:.4g}"] if "loss" in record else []
+    parts += [f"{k} {record[k]:.4g}" for k in record.get("metric_names", []) if k in record]
+    parts.append(f"{record.get('rays_per_s', 0.0) / 1e3:,.1f}k rays/s")
+    return " | ".join(parts)
+
+
 def _format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "-:--:--"
@@ -236,10 +266,14 @@ class Trainer:
 
     Args:
         method: the method (``nn.Module``); moved to the trainer's device. Under ``torchrun`` it
-            is wrapped in ``DistributedDataParallel`` and called through ``Method.forward``.
-        dataset: the scene; the ``"train"`` split is sampled, ``"val"`` (else ``"test"``) is used
-            for periodic eval.
+            is wrapped in ``DistributedDataParallel`` (when ``method.supports_ddp``) and called
+            through ``Method.forward``.
         config: :class:`TrainerConfig`.
+        dataset: the scene, when there is one: its ``"train"`` split feeds the method's default
+            sampler and ``"val"`` (else ``"test"``) the periodic evaluation of scene methods.
+        sampler: where batches come from; default ``method.make_sampler(dataset, options)``.
+            Required when ``dataset`` is ``None`` (e.g. cameras without images).
+        callbacks: :class:`~langfield.training.callbacks.TrainerCallback` objects (main process).
         resume: ``False``; ``True`` to continue from ``output_dir/checkpoints/latest.ckpt`` when it
             exists (fresh start otherwise); or the path of a checkpoint (must exist).
 
@@ -252,19 +286,26 @@ class Trainer:
     def __init__(
         self,
         method: Method,
-        dataset: SceneDataset,
         config: TrainerConfig,
         *,
+        dataset: Optional[SceneDataset] = None,
+        sampler: Optional[Sampler] = None,
+        callbacks: Sequence[TrainerCallback] = (),
         resume: Union[bool, str, os.PathLike] = False,
     ) -> None:
         if not isinstance(method, Method):
             raise TypeError(f"method must be a langfield Method, got {type(method).__name__}")
-        if not isinstance(dataset, SceneDataset):
-            raise TypeError(f"dataset must be a SceneDataset, got {type(dataset).__name__}")
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        if dataset is not None and not isinstance(dataset, SceneDataset):
+            raise TypeError(f"dataset must be a SceneDataset or None, got {type(dataset).__name__}")
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise TypeError(f"sampler must be a langfield.data.samplers.Sampler, got {type(sampler).__name__}")
+        if sampler is None and dataset is None:
+            raise ValueError("Trainer needs a dataset (for the method's default sampler) or a sampler")
         self.config = config
         self.dataset = dataset
+        self.callbacks = CallbackList(callbacks)
 
         already = dist.is_available() and dist.is_initialized()
         # Before joining a group only the environment is read: the backend depends on the device.
@@ -273,9 +314,13 @@ class Trainer:
         if config.deterministic:
             set_deterministic(True)
         self.dist = init_distributed(backend="nccl" if self.device.type == "cuda" else "gloo")
-        if config.num_rays % self.dist.world_size:
+        num_rays = config.resolved_num_rays
+        if num_rays % self.dist.world_size:
+            raise ValueError(f"num_rays ({num_rays}) must be divisible by the number of processes ({self.dist.world_size})")
+        if self.dist.world_size > 1 and not method.supports_ddp:
             raise ValueError(
-                f"num_rays ({config.num_rays}) must be divisible by the number of processes ({self.dist.world_size})"
+                f"{type(method).__name__} changes its parameters' shapes while training (e.g. densification) "
+                "and cannot run under DDP yet: run a single process"
             )
         seed_everything(config.seed + 1_000_003 * self.dist.rank)
 
@@ -289,7 +334,7 @@ class Trainer:
         for opt in self.optimizers:
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"{type(method).__name__}.optimizers() must return torch optimisers, got {type(opt).__name__}")
-        self.model = wrap_ddp(self.method, self.device) if getattr(method, "supports_ddp", True) else self.method
+        self.model = wrap_ddp(self.method, self.device) if method.supports_ddp else self.method
 
         self.use_amp = config.mixed_precision and self.device.type == "cuda"
         if config.mixed_precision and not self.use_amp:
@@ -297,46 +342,41 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[config.amp_dtype]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
-        if getattr(method, "batch_kind", "rays") == "images":
-            if self.dist.world_size > 1:
-                raise ValueError(
-                    f"{type(method).__name__} trains on whole images and changes its parameter count "
-                    "(densification); DDP is not supported for it yet: run a single process"
-                )
-            self.sampler = ImageSampler(dataset.split("train"), background=dataset.background, seed=config.seed,
-                                        device=self.device)
-        else:
-            self.sampler = PixelSampler(
-                dataset.split("train"),
-                num_rays=config.num_rays,
-                near=dataset.near,
-                far=dataset.far,
-                background=dataset.background,
-                seed=config.seed,
-                device=self.device,
-                rank=self.dist.rank,
-                world_size=self.dist.world_size,
-                num_streams=config.sampler_streams,
-            )
-        self.eval_split = next((s for s in ("val", "test") if s in dataset.splits), None)
+        if sampler is None:
+            options = SamplerOptions(
+                seed=config.seed, device=self.device, num_rays=num_rays, rank=self.dist.rank,
+                world_size=self.dist.world_size, num_streams=config.sampler_streams,
+            )  # fmt: skip
+            sampler = method.make_sampler(dataset, options)
+            if not isinstance(sampler, Sampler):
+                raise TypeError(f"{type(method).__name__}.make_sampler must return a Sampler, got {type(sampler).__name__}")
+        self.sampler = sampler
+        can_eval = dataset is not None and isinstance(method, SceneMethod)
+        self.eval_split = next((s for s in ("val", "test") if s in dataset.splits), None) if can_eval else None
 
-        self.output_dir = Path(config.output_dir)
-        self.metrics_path = self.output_dir / "metrics.jsonl"
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.keep_last_checkpoints)
+        self.output_dir: Optional[Path] = None if config.output_dir is None else Path(config.output_dir)
+        self.metrics_path = None if self.output_dir is None else self.output_dir / "metrics.jsonl"
+        self.checkpoints = (
+            None if self.output_dir is None
+            else CheckpointManager(self.output_dir / "checkpoints", config.keep_last_checkpoints)
+        )  # fmt: skip
         self.last_checkpoint: Optional[Path] = None
         self.step = 0
         self.elapsed_seconds = 0.0
-        self.total_rays = 0  # rays trained on, summed over processes
+        self.total_rays = 0  # work items trained on, summed over processes
         self._segment_start = time.perf_counter()
         self._last_train_record: Dict[str, Any] = {}
+        self._stop_requested = False
 
         if resume is not False and resume is not None:
             path = None if resume is True else Path(resume)
             if path is not None and not path.is_file():
                 raise FileNotFoundError(f"resume checkpoint {path} does not exist")
+            if path is None and self.checkpoints is None:
+                raise ValueError("resume=True needs TrainerConfig.output_dir (where the checkpoints are)")
             if not self.resume(path):
                 logger.info("no checkpoint in %s; starting from scratch", self.checkpoints.directory)
-        if self.is_main:
+        if self.is_main and self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.config.to_dict(), self.output_dir / "config.json")
 
@@ -346,9 +386,13 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist.is_main
 
+    def request_stop(self) -> None:
+        """Stop at the next sync point, after checkpointing (e.g. from a callback or a viewer)."""
+        self._stop_requested = True
+
     def log_record(self, record: Dict[str, Any]) -> None:
         """Append one JSON object to ``metrics.jsonl`` (rank 0 only; flushed; NaN -> null)."""
-        if not self.is_main:
+        if not self.is_main or self.metrics_path is None:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(to_jsonable(record), allow_nan=False)
@@ -358,7 +402,7 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop records past ``step`` (and torn lines) left by a run that crashed after its checkpoint."""
-        if not self.is_main or not self.metrics_path.is_file():
+        if not self.is_main or self.metrics_path is None or not self.metrics_path.is_file():
             return
         kept = []
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
@@ -397,6 +441,8 @@ class Trainer:
         Rank 0 writes ``step_XXXXXXXX.ckpt`` atomically and repoints ``latest.ckpt``; the RNG states
         of all ranks are gathered so each can resume exactly. Returns the path on rank 0.
         """
+        if self.checkpoints is None:
+            return None
         rng_states = all_gather_object(capture_rng_state())
         path = None
         if self.is_main:
@@ -404,6 +450,8 @@ class Trainer:
             self.last_checkpoint = path
         if self.dist.enabled:
             dist.barrier()
+        if path is not None:
+            self.callbacks.on_checkpoint(self, path)
         return path
 
     def resume(self, path: Optional[Union[str, os.PathLike]] = None) -> bool:
@@ -426,11 +474,7 @@ class Trainer:
             raise RuntimeError(
                 f"checkpoint {path} (written by {state.get('method_class')}) does not fit {name}: {err}"
             ) from err
-        extra = state.get("method_extra") or {}
-        if hasattr(self.method, "load_extra_state"):
-            self.method.load_extra_state(extra)
-        elif extra:
-            warnings.warn(f"{name} has extra_state() but no load_extra_state(); it was not restored", stacklevel=2)
+        self.method.load_extra_state(state.get("method_extra") or {})
         for kind, objs in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             saved = state[kind]
             if len(saved) != len(objs):
@@ -467,10 +511,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def _train_step(self, step: int) -> Tuple[Dict[str, Tensor], Any, Batch]:
+    def _train_step(self, step: int) -> Tuple[Dict[str, Tensor], Any, Any]:
         with torch.no_grad():
             self.method.before_train_step(step)
-        batch = self.sampler.next_batch()
+        batch = self.sampler.sample(step)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -503,15 +547,16 @@ class Trainer:
             progress = max(progress, elapsed / self.config.max_seconds)
         return min(progress, 1.0)
 
-    def _train_record(self, losses: Dict[str, Tensor], out: Any, batch: Batch, rays_per_s: float) -> Dict[str, Any]:
+    def _train_record(self, losses: Dict[str, Tensor], out: Any, batch: Any, rays_per_s: float) -> Dict[str, Any]:
         with torch.no_grad():
-            rgb = self.method.rgb_of(out).detach().float()
-            mse = (rgb - batch.rgb.float()).square().mean()
             record: Dict[str, Any] = {"event": "train", "step": self.step}
-            for name, value in losses.items():
+            metrics = self.method.metrics(out, batch)
+            for name, value in {**losses, **metrics}.items():
                 if isinstance(value, Tensor) and value.numel() == 1:
                     record[name] = float(value.detach().float())
-            record["psnr"] = float(-10.0 * torch.log10(mse))
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    record[name] = float(value)
+            record["metric_names"] = list(metrics)
         record["lr"] = [group["lr"] for opt in self.optimizers for group in opt.param_groups][:4]
         record["rays_per_s"] = rays_per_s
         record["elapsed_s"] = self.elapsed_seconds
@@ -524,10 +569,8 @@ class Trainer:
         return eta
 
     def _make_progress(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         progress = Progress(
-            TextColumn("[bold blue]train"),
+            TextColumn(f"[bold blue]{self.config.name}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
@@ -551,11 +594,15 @@ class Trainer:
         if progress is not None:
             progress.start()
         self.log_record({"event": "start", "step": self.step, "world_size": self.dist.world_size, "device": str(self.device)})
+        if self.is_main:
+            self.callbacks.on_train_start(self)
         try:
             self._train_loop(watch, progress, task)
         finally:
             if progress is not None:
                 progress.stop()
+        if self.is_main:
+            self.callbacks.on_train_end(self, self._last_train_record)
         return self._last_train_record
 
     def _budget_spent(self, segment_start: float) -> bool:
@@ -600,38 +647,49 @@ class Trainer:
             stop_for_time = stop_for_time or (
                 cfg.max_seconds is not None and self.elapsed_seconds >= cfg.max_seconds
             )
+            if self.is_main:
+                self.callbacks.on_sync(self)  # may block (pause) or request a stop
+            stop_requested = self._stop_requested
             bad = watch.local_bad()
             flags = torch.stack([bad if bad is not None else torch.zeros((), dtype=torch.int64, device=self.device),
-                                 torch.tensor(int(stop_for_time), device=self.device)]).to(self.device)
+                                 torch.tensor(int(stop_for_time), device=self.device),
+                                 torch.tensor(int(stop_requested), device=self.device)]).to(self.device)
             if self.dist.enabled:
                 if not self.is_main:
-                    flags[1] = 0  # rank 0 alone decides the time budget
+                    flags[1:] = 0  # rank 0 alone decides the time budget and stop requests
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            any_bad, stop_for_time = bool(flags[0]), bool(flags[1])
+            any_bad, stop_for_time, stop_requested = bool(flags[0]), bool(flags[1]), bool(flags[2])
             if any_bad:
                 self._stop_nonfinite(watch)
 
-            if is_log or stop_for_time:
+            stop = stop_for_time or stop_requested
+            if is_log or stop:
                 rays_per_s = window_rays / max(window_train_s, 1e-9)
                 if self.is_main:
                     record = self._train_record(losses, out, batch, rays_per_s)
                     self._last_train_record = record
                     self.log_record(record)
+                    self.callbacks.on_log(self, record)
                     if progress is not None:
                         eta = self._eta(window_train_s / max(window_steps, 1))
-                        stats = f"loss {record['loss']:.4g} | psnr {record['psnr']:.2f} | {rays_per_s / 1e3:,.1f}k rays/s"
-                        progress.update(task, completed=self.step, stats=stats, eta=_format_seconds(eta))
+                        progress.update(task, completed=self.step, stats=_progress_stats(record), eta=_format_seconds(eta))
                 window_steps, window_train_s, window_rays = 0, 0.0, 0
             del losses, out, batch
             if is_eval and self.is_main:
                 record = self._evaluate_views(self.eval_split, self._eval_indices(self.eval_split, cfg.eval_num_images))
                 self.log_record({"event": "eval", **record})
-            if is_ckpt or done or stop_for_time:
+                self.callbacks.on_eval(self, record)
+            if is_ckpt or done or stop:
                 self.save_checkpoint()
             segment_start = self._segment_start = time.perf_counter()
+            if stop_requested:
+                break
         if stop_for_time and self.is_main:
             logger.info("time budget of %.1fs reached at step %d", cfg.max_seconds, self.step)
             self.log_record({"event": "time_budget", "step": self.step, "elapsed_s": self.elapsed_seconds})
+        if self._stop_requested and self.is_main:
+            self.log_record({"event": "stop_requested", "step": self.step})
+        self._stop_requested = False
 
     def _stop_nonfinite(self, watch: _NonFiniteWatch) -> None:
         step, terms = watch.report()
@@ -642,8 +700,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _require_scene(self, what: str) -> SceneDataset:
+        if self.dataset is None or not isinstance(self.method, SceneMethod):
+            raise ValueError(f"{what} needs a scene method trained on a dataset (Trainer(..., dataset=...))")
+        return self.dataset
+
     def _eval_indices(self, split: str, num_images: Optional[int]) -> List[int]:
-        n = len(self.dataset.split(split))
+        n = len(self._require_scene("evaluation").split(split))
         if num_images is None or num_images >= n:
             return list(range(n))
         if num_images < 1:
@@ -678,8 +741,13 @@ class Trainer:
         """
         if not self.is_main:
             return {}
-        render_dir = self.output_dir / "renders" / split if write_renders else None
+        self._require_scene("Trainer.evaluate")
+        if split not in self.dataset.splits:
+            raise ValueError(f"dataset {self.dataset.name!r} has no split {split!r}; it has {sorted(self.dataset.splits)}")
+        write = self.output_dir is not None
+        render_dir = self.output_dir / "renders" / split if (write_renders and write) else None
         result = self._evaluate_views(split, self._eval_indices(split, num_images), render_dir)
-        atomic_write_json(result, self.output_dir / f"eval_{split}.json")
+        if write:
+            atomic_write_json(result, self.output_dir / f"eval_{split}.json")
         self.log_record({"event": split, **{k: v for k, v in result.items() if k != "per_image"}})
         return result
