@@ -1,28 +1,47 @@
 """``langfield`` command line: ``train | render | eval | export | language | query | demo``.
 
-This is the only module that parses arguments; everything it does is a call into
-:mod:`langfield.pipeline`, so the Python API can do the same in a few lines.
+This is the only module that parses arguments. Each command is a dataclass whose options are the
+library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``), so
+every option is declared once, with its help text, beside the code that reads it; each command
+is one call into :mod:`langfield.runs`.
+
+Errors: bad input (``ValueError``, ``FileNotFoundError``, a non-finite loss) prints one line and
+exits with status 2; anything else is a bug and shows its traceback. ``LANGFIELD_DEBUG=1`` shows
+the traceback of bad-input errors too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import tyro
 from rich.console import Console
 
+from langfield.language.distillation import LanguageFieldConfig
+from langfield.methods.registry import method_names
+from langfield.runs.spec import DataConfig
+from langfield.training.trainer import NonFiniteLossError, TrainerConfig
+
 console = Console(stderr=True)
 
 Output = Literal["rgb", "depth", "accumulation", "normals"]
+#: Every registered method (built-in, ``register_method`` or ``langfield.methods`` entry points).
+MethodName = Literal[method_names()]  # type: ignore[valid-type]
+Flat = tyro.conf.OmitArgPrefixes
+
+#: The trainer defaults of ``langfield train`` (the library's own defaults suit API use).
+TRAIN_DEFAULTS = TrainerConfig(
+    max_steps=20_000, eval_every=1000, checkpoint_every=1000, log_every=50, mixed_precision=True
+)
 
 
-def parse_overrides(items: List[str]) -> dict:
+def parse_overrides(items: List[str]) -> Dict[str, Any]:
     """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values parsed as JSON when they parse)."""
     out = {}
     for item in items:
@@ -40,42 +59,17 @@ def parse_overrides(items: List[str]) -> dict:
 class Train:
     """Train a method on a scene and evaluate it on the test split."""
 
-    data: str = "procedural"
-    """Dataset: a folder with transforms*.json (Blender/nerfstudio/instant-ngp), an LLFF folder
-    (poses_bounds.npy), a COLMAP folder (sparse/0 + images), a transforms json file, or
-    'procedural' for the built-in demo scene."""
-    method: Literal["ngp", "nerf", "mipnerf", "gaussians"] = "ngp"
-    """Reconstruction method."""
-    output_dir: Path = Path("outputs/run")
-    """Run directory: checkpoints, metrics.jsonl, renders and run.json go here."""
-    downscale: float = 1.0
-    """Image downscale factor (4 = quarter resolution)."""
-    background: Optional[Literal["white", "black", "random"]] = None
-    """Override how RGBA images are composited for training (default: the dataset's)."""
-    max_steps: int = 20_000
-    """Maximum number of training steps (LR schedules span this or the budget)."""
-    budget_s: Optional[float] = None
-    """Wall-clock training budget in seconds (evaluation time excluded)."""
-    num_rays: Optional[int] = None
-    """Rays per training step (over all processes under torchrun); default from the preset
-    (Instant-NGP then adapts it to keep the samples per step constant)."""
-    eval_every: int = 1000
-    """Evaluate PSNR/SSIM on a few held-out views every N steps (0 = never)."""
-    checkpoint_every: int = 1000
-    """Write an atomic, resumable checkpoint every N steps."""
-    seed: int = 0
-    """Random seed (runs are deterministic on CPU for a seed)."""
-    device: Optional[str] = None
-    """'cpu', 'cuda', 'cuda:1'; default CUDA when available."""
-    mixed_precision: bool = True
-    """Autocast on CUDA (ignored on CPU)."""
-    resume: bool = False
-    """Continue from OUTPUT_DIR/checkpoints/latest.ckpt when it exists."""
-    set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
-    """Method hyper-parameter overrides KEY=VALUE (repeatable), e.g. field.hash_grid.log2_hashmap_size=17."""
+    data: Annotated[DataConfig, Flat] = DataConfig()
+    trainer: Annotated[TrainerConfig, Flat] = TRAIN_DEFAULTS
+    method: MethodName = "ngp"
+    """Reconstruction method (any registered method)."""
     preset: Optional[Literal["paper", "cpu"]] = None
     """Hyper-parameter preset: 'paper' settings, or 'cpu' (cheaper sampling for a few CPU cores).
     Default: 'cpu' on CPU, 'paper' on CUDA. --set overrides apply on top."""
+    set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
+    """Method hyper-parameter overrides KEY=VALUE (repeatable), e.g. field.hash_grid.log2_hashmap_size=17."""
+    resume: bool = False
+    """Continue from OUTPUT_DIR/checkpoints/latest.ckpt when it exists."""
     eval_split: str = "test"
     """Split evaluated (all views) at the end; renders are written under OUTPUT_DIR/renders."""
     skip_eval: bool = False
@@ -150,24 +144,11 @@ class Language:
     """Dense 2D features of a CLIP teacher: LERF crop pyramid, region pooling over masks, or both."""
     strength: Optional[float] = None
     """Simulated teacher corruption strength (default 1.0)."""
-    rsr: bool = True
-    """Region Semantic Ranking of the 2D targets (--no-rsr to ablate)."""
-    cse: bool = True
-    """Cross-view Self-enhancement rounds (--no-cse to ablate)."""
-    cse_rounds: int = 2
-    """Render-correct-retrain rounds."""
-    steps: int = 1000
-    """Steps of the first fit (each CSE round adds half)."""
-    autoencoder_steps: int = 800
-    """Steps of the per-scene language autoencoder (LangSplat) fitted before the codes."""
-    masks: Literal["auto", "sam", "superpixels"] = "auto"
-    """Mask proposals: SAM when its weights load (auto), else the weight-free superpixel fallback."""
+    config: Annotated[LanguageFieldConfig, tyro.conf.arg(name="")] = LanguageFieldConfig()
     cache_dir: Optional[Path] = None
     """CLIP embedding cache (default RUN_DIR/language/cache)."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
-    seed: int = 0
-    """Random seed."""
 
 
 @dataclass
@@ -214,42 +195,18 @@ class Demo:
     """Random seed."""
 
 
-def _trainer_config(args: Train, num_rays: int):
-    from langfield.training.trainer import TrainerConfig
+def run_train(args: Train) -> Dict[str, Any]:
+    from langfield.runs.train import prepare_run
 
-    return TrainerConfig(
-        max_steps=args.max_steps,
-        max_seconds=args.budget_s,
-        num_rays=num_rays,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        log_every=50,
-        output_dir=str(args.output_dir),
-        seed=args.seed,
-        device=args.device,
-        mixed_precision=args.mixed_precision,
-    )
-
-
-def run_train(args: Train) -> dict:
-    import torch
-
-    from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
-    from langfield.methods.registry import METHODS
-    from langfield.pipeline import DataConfig, prepare_run
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    preset = get_preset(args.method, args.preset or default_preset_name(device))
-    method_config = apply_overrides(METHODS[args.method].config_cls(), {**preset["set"], **parse_overrides(args.set)})
-    num_rays = args.num_rays or preset["num_rays"]
     run = prepare_run(
-        DataConfig(args.data, args.downscale, args.background), args.method, _trainer_config(args, num_rays), method_config, args.resume
+        args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set)
     )
-    assert run.trainer is not None
     console.print(f"training [bold]{args.method}[/] on {run.dataset.name} ({len(run.dataset.split('train'))} views) -> {run.output_dir}")
     run.trainer.train()
-    if args.skip_eval or args.eval_split not in run.dataset.splits:
+    if args.skip_eval:
         return {}
+    if args.eval_split not in run.dataset.splits:
+        raise ValueError(f"--eval-split {args.eval_split!r}: the dataset has {sorted(run.dataset.splits)} (or pass --skip-eval)")
     result = run.trainer.evaluate(args.eval_split, write_renders=True)
     if run.trainer.is_main:
         console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
@@ -257,19 +214,21 @@ def run_train(args: Train) -> dict:
 
 
 def run_render(args: Render) -> None:
-    from langfield.pipeline import load_run, render_path, render_views
+    from langfield.runs.loading import load_run
+    from langfield.runs.render import CAMERA_PATHS, render_path, render_views
 
     run = load_run(args.run_dir, args.device)
     out_dir = args.out_dir or args.run_dir / "renders" / args.path
-    if args.path in ("orbit", "spiral", "interpolate"):
+    if args.path in CAMERA_PATHS:
         paths = render_path(run, args.path, out_dir, args.num_frames, args.fps, args.outputs, args.chunk)
     else:
         paths = render_views(run, args.path, out_dir, args.outputs, args.chunk)
     console.print(f"wrote {len(paths)} files to {out_dir}")
 
 
-def run_eval(args: Eval) -> dict:
-    from langfield.pipeline import evaluate_run, load_run
+def run_eval(args: Eval) -> Dict[str, Any]:
+    from langfield.runs.evaluate import evaluate_run
+    from langfield.runs.loading import load_run
 
     run = load_run(args.run_dir, args.device)
     result = evaluate_run(run, args.split, args.write_renders, args.lpips_weights, args.chunk)
@@ -280,27 +239,26 @@ def run_eval(args: Eval) -> dict:
 
 
 def run_export(args: Export) -> None:
-    from langfield.pipeline import export_run
+    from langfield.runs.export import export_run
 
     path = export_run(args.run_dir, args.format, args.output, args.checkpoint)
     console.print(f"wrote {path}")
 
 
-def run_language(args: Language) -> dict:
-    from langfield.language.scene import train_language
+def run_language(args: Language) -> Dict[str, Any]:
+    from langfield.runs.language import train_language
 
     summary = train_language(
-        args.run_dir, args.teacher, rsr=args.rsr, cse=args.cse, cse_rounds=args.cse_rounds, steps=args.steps,
-        masks=args.masks, dense=args.dense, strength=args.strength, cache_dir=args.cache_dir, device=args.device,
-        seed=args.seed, autoencoder_steps=args.autoencoder_steps,
+        args.run_dir, args.teacher, args.config, dense=args.dense, strength=args.strength, cache_dir=args.cache_dir,
+        device=args.device,
     )  # fmt: skip
     console.print(f"language field ({summary['kind']}, {summary['variant']}, teacher {summary['teacher']}) "
                   f"written to {summary['path']}")  # fmt: skip
     return summary
 
 
-def run_query(args: Query) -> dict:
-    from langfield.language.scene import run_queries
+def run_query(args: Query) -> Dict[str, Any]:
+    from langfield.runs.language import run_queries
 
     result = run_queries(
         args.run_dir, text=args.text, labels=args.labels, unknown_threshold=args.unknown_threshold, split=args.split,
@@ -311,13 +269,13 @@ def run_query(args: Query) -> dict:
     return result
 
 
-def run_demo(args: Demo) -> dict:
-    from langfield.pipeline import run_demo as demo
+def run_demo(args: Demo) -> Dict[str, Any]:
+    from langfield.runs.demo import run_demo as demo
 
-    return demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console)
+    return demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console.print)
 
 
-COMMANDS = {
+COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "train": (Train, run_train),
     "render": (Render, run_render),
     "eval": (Eval, run_eval),
@@ -327,6 +285,9 @@ COMMANDS = {
     "demo": (Demo, run_demo),
 }
 
+#: Errors caused by what the user asked for: one line, exit status 2 (not a traceback).
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError)
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -334,7 +295,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     handler = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
         handler(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except USER_ERRORS as exc:
+        if os.environ.get("LANGFIELD_DEBUG", "").strip() not in ("", "0"):
+            raise
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     return 0

@@ -48,7 +48,11 @@ from langfield.geometry.rays import rays_from_pixels
 from langfield.geometry.rotations import look_at
 from langfield.types import Batch, CameraBatch, Cameras, ImageBatch, IndexBatch
 
+#: rays per training step when neither the user nor a method preset says otherwise.
+DEFAULT_NUM_RAYS = 4096
+
 __all__ = [
+    "DEFAULT_NUM_RAYS",
     "CameraSampler",
     "CameraSamplerConfig",
     "ImageSampler",
@@ -84,7 +88,7 @@ class SamplerOptions:
 
     seed: int = 0
     device: Union[str, torch.device] = "cpu"
-    num_rays: int = 4096
+    num_rays: int = DEFAULT_NUM_RAYS
     rank: int = 0
     world_size: int = 1
     num_streams: Optional[int] = None

@@ -1,4 +1,4 @@
-"""Named hyper-parameter presets per method and device, as ``--set``-style overrides.
+"""Named hyper-parameter presets: whole typed method configs, per method and device.
 
 ``paper`` keeps each paper's settings. ``cpu`` trades sample density for throughput on a few CPU
 cores (Instant-NGP: 512 marching steps across the box diagonal, 2^16 samples per step, at most 8192
@@ -10,52 +10,80 @@ densifying at step 2500 so the rest of the budget refines a fixed cloud. The CLI
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict
 
 import torch
 
-PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
-    ("ngp", "cpu"): {
-        "num_rays": 1024,
-        "set": {
-            "steps_per_diagonal": 512,
-            "target_samples_per_step": 65536,
-            "max_rays": 8192,
-            "grid.update_fraction": 0.125,
-            "grid.warmup_steps": 64,
-        },
-    },
-    ("gaussians", "cpu"): {
-        "num_rays": 4096,  # unused: a step renders one whole image
-        "set": {
-            "init_num_random": 50_000,
-            "sh_degree_interval": 500,
-            "default.refine_stop_iter": 2500,
-        },
-    },
-    ("nerf", "cpu"): {"num_rays": 256, "set": {}},
-    ("mipnerf", "cpu"): {"num_rays": 256, "set": {}},
-}
-PAPER = {"num_rays": 4096, "set": {}}
+from langfield.configs import config_from_dict, config_to_dict
+from langfield.data.samplers import DEFAULT_NUM_RAYS
+from langfield.methods.gaussians import GaussiansConfig
+from langfield.methods.mipnerf import MipNeRFConfig
+from langfield.methods.ngp import NGPConfig
+from langfield.methods.nerf import NeRFConfig
+from langfield.ops.occupancy import OccupancyGridConfig
+
+@dataclass(frozen=True)
+class Preset:
+    """A whole method configuration plus the trainer default it was tuned with.
+
+    Attributes:
+        description: one line for ``--help`` and the README.
+        method_config: the method's complete typed config (``XConfig``).
+        num_rays: rays per training step (ray methods; image methods ignore it).
+    """
+
+    description: str
+    method_config: Any
+    num_rays: int = DEFAULT_NUM_RAYS
+
+
+def cpu_presets() -> Dict[str, Preset]:
+    """The ``cpu`` preset of every built-in method (see the module docstring)."""
+    return {
+        "ngp": Preset(
+            "Instant-NGP for a few CPU cores: 512 marching steps across the box diagonal, 2^16 samples "
+            "per step (at most 8192 rays), occupancy updates on 1/8 of the cells after 64 steps",
+            NGPConfig(
+                steps_per_diagonal=512,
+                target_samples_per_step=65536,
+                max_rays=8192,
+                grid=OccupancyGridConfig(update_fraction=0.125, warmup_steps=64),
+            ),
+            num_rays=1024,
+        ),
+        "gaussians": Preset(
+            "3DGS for a few thousand CPU steps: 50k random initial Gaussians, SH degree raised every "
+            "500 steps, densification stops at step 2500",
+            dataclasses.replace(
+                GaussiansConfig(),
+                init_num_random=50_000,
+                sh_degree_interval=500,
+                default=dataclasses.replace(GaussiansConfig().default, refine_stop_iter=2500),
+            ),
+            num_rays=4096,  # unused: a step renders one whole image
+        ),
+        "nerf": Preset("NeRF with 256 rays per step", NeRFConfig(), num_rays=256),
+        "mipnerf": Preset("Mip-NeRF with 256 rays per step", MipNeRFConfig(), num_rays=256),
+    }
+
+
+PRESET_NAMES = ("paper", "cpu")
 
 
 def default_preset_name(device: torch.device) -> str:
     return "cpu" if device.type == "cpu" else "paper"
 
 
-def get_preset(method: str, name: str) -> Dict[str, Any]:
-    """``{"num_rays": int, "set": {dotted.key: value}}`` for ``method`` under preset ``name``."""
-    if name == "paper":
-        return PAPER
-    if name != "cpu":
-        raise ValueError(f"unknown preset {name!r}; choose 'paper' or 'cpu'")
-    return PRESETS.get((method, name), PAPER)
+def paper_preset(config_cls: type) -> Preset:
+    """Each paper's settings: the method config's defaults."""
+    return Preset("the paper's settings", config_cls(), DEFAULT_NUM_RAYS)
 
 
 def apply_overrides(config: Any, overrides: Dict[str, Any]) -> Any:
-    """Return ``config`` (a nested frozen dataclass) with dotted-key ``overrides`` applied."""
-    from langfield.configs import config_from_dict, config_to_dict
-
+    """Return ``config`` (a nested frozen dataclass) with dotted-key ``overrides`` applied
+    (``--set field.hash_grid.log2_hashmap_size=17``); values are checked by the config classes."""
     data = config_to_dict(config)
     for key, value in overrides.items():
         node = data

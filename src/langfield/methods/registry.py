@@ -1,56 +1,126 @@
-"""Plain registry of reconstruction methods: name -> (config class, method class).
+"""Plain registry of reconstruction methods: name -> :class:`MethodSpec`.
 
-Third-party methods add themselves with :func:`register_method` (or an entry point in the
-``langfield.methods`` group, loaded by :func:`load_entry_points`).
+A spec says how to build the method (its config class and its class), which presets it has
+besides ``paper`` (its config's defaults), and how to read a stored config (``run.json``), so a
+method can migrate layouts written by earlier versions. Third-party methods add themselves with
+:func:`register_method` or an entry point in the ``langfield.methods`` group (loaded by
+:func:`load_entry_points`); the CLI offers every registered name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from langfield.methods.base import Method, SceneInfo
+from langfield.configs import config_from_dict
+from langfield.methods.base import SceneInfo, SceneMethod
 from langfield.methods.gaussians import Gaussians, GaussiansConfig
 from langfield.methods.mipnerf import MipNeRF, MipNeRFConfig
 from langfield.methods.nerf import NeRF, NeRFConfig
 from langfield.methods.ngp import NGP, NGPConfig
+from langfield.methods.presets import PRESET_NAMES, Preset, cpu_presets, paper_preset
+
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "get_preset",
+    "load_entry_points",
+    "make_method",
+    "method_config_from_dict",
+    "method_names",
+    "register_method",
+]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How to build a method: its config dataclass and its class ``cls(scene, config)``."""
+    """How to build and configure a method.
+
+    Attributes:
+        config_cls: the method's frozen config dataclass (``XConfig``).
+        method_cls: ``method_cls(scene: SceneInfo, config) -> SceneMethod``.
+        description: one line for ``--help``.
+        presets: named :class:`~langfield.methods.presets.Preset` objects besides ``paper``.
+        read_config: ``read_config(data: dict, where: str) -> config`` for stored configs (default:
+            :func:`langfield.configs.config_from_dict`); a method that changed its config layout
+            migrates older ``run.json`` files here.
+    """
 
     config_cls: type
-    method_cls: Callable[[SceneInfo, Any], Method]
+    method_cls: Callable[[SceneInfo, Any], SceneMethod]
     description: str
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+    read_config: Optional[Callable[[Dict[str, Any], str], Any]] = None
 
 
+_CPU = cpu_presets()
 METHODS: Dict[str, MethodSpec] = {
-    "ngp": MethodSpec(NGPConfig, NGP, "Instant-NGP: hash grid + occupancy grid (fast)"),
-    "nerf": MethodSpec(NeRFConfig, NeRF, "vanilla NeRF: positional encoding, coarse + fine MLPs"),
-    "mipnerf": MethodSpec(MipNeRFConfig, MipNeRF, "Mip-NeRF: conical frustums + integrated positional encoding"),
-    "gaussians": MethodSpec(GaussiansConfig, Gaussians, "3D Gaussian Splatting: tiled rasteriser + adaptive density control"),
+    "ngp": MethodSpec(NGPConfig, NGP, "Instant-NGP: hash grid + occupancy grid (fast)", {"cpu": _CPU["ngp"]}),
+    "nerf": MethodSpec(NeRFConfig, NeRF, "vanilla NeRF: positional encoding, coarse + fine MLPs", {"cpu": _CPU["nerf"]}),
+    "mipnerf": MethodSpec(
+        MipNeRFConfig, MipNeRF, "Mip-NeRF: conical frustums + integrated positional encoding", {"cpu": _CPU["mipnerf"]}
+    ),
+    "gaussians": MethodSpec(
+        GaussiansConfig, Gaussians, "3D Gaussian Splatting: tiled rasteriser + adaptive density control",
+        {"cpu": _CPU["gaussians"]},
+    ),  # fmt: skip
 }
 
 
 def register_method(name: str, spec: MethodSpec) -> None:
+    """Add a method under ``name`` (refuses to replace one)."""
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"register_method needs a MethodSpec, got {type(spec).__name__}")
     if name in METHODS:
         raise ValueError(f"method {name!r} is already registered")
     METHODS[name] = spec
 
 
 def load_entry_points() -> None:
+    """Register the methods of installed packages (entry-point group ``langfield.methods``)."""
     for ep in entry_points(group="langfield.methods"):
         if ep.name not in METHODS:
             METHODS[ep.name] = ep.load()
 
 
-def make_method(name: str, scene: SceneInfo, config: Any = None) -> Method:
-    """Build method ``name`` for ``scene`` (default config when ``config`` is None)."""
+def method_names() -> Tuple[str, ...]:
+    """Every registered method name (entry points included), sorted."""
+    load_entry_points()
+    return tuple(sorted(METHODS))
+
+
+def _spec(name: str) -> MethodSpec:
     if name not in METHODS:
         load_entry_points()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    spec = METHODS[name]
+    return METHODS[name]
+
+
+def get_preset(method: str, name: str) -> Preset:
+    """Preset ``name`` (``"paper"``, ``"cpu"`` or one the method registered) of ``method``.
+
+    A method without a ``cpu`` preset runs its paper settings under ``cpu``."""
+    spec = _spec(method)
+    if name in spec.presets:
+        return spec.presets[name]
+    if name == "paper" or name in PRESET_NAMES:
+        return paper_preset(spec.config_cls)
+    raise ValueError(f"unknown preset {name!r} for {method}; choose from {sorted(set(PRESET_NAMES) | set(spec.presets))}")
+
+
+def method_config_from_dict(method: str, data: Dict[str, Any], where: str = "method_config") -> Any:
+    """``method``'s typed config from a stored dict (migrating older layouts when the method can)."""
+    spec = _spec(method)
+    if spec.read_config is not None:
+        return spec.read_config(data, where)
+    return config_from_dict(spec.config_cls, data, where)
+
+
+def make_method(name: str, scene: SceneInfo, config: Any = None) -> SceneMethod:
+    """Build method ``name`` for ``scene`` (default config when ``config`` is None)."""
+    spec = _spec(name)
+    if config is not None and not isinstance(config, spec.config_cls):
+        raise TypeError(f"method {name!r} takes a {spec.config_cls.__name__}, got {type(config).__name__}")
     return spec.method_cls(scene, config if config is not None else spec.config_cls())

@@ -56,7 +56,7 @@ from torch import Tensor
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from langfield.data.dataset import SceneDataset
-from langfield.data.samplers import Sampler, SamplerOptions
+from langfield.data.samplers import DEFAULT_NUM_RAYS, Sampler, SamplerOptions
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
 from langfield.methods.base import Method, SceneMethod, evaluation_mode
 from langfield.methods.schedules import ProgressLR
@@ -66,8 +66,6 @@ from langfield.training.distributed import DistributedInfo, all_gather_object, e
 from langfield.training.evaluation import evaluate_views
 
 __all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "seed_everything", "set_deterministic"]
-
-DEFAULT_NUM_RAYS = 4096
 
 logger = logging.getLogger("langfield.training")
 

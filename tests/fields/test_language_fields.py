@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from langfield.fields.semantic import FeatureAutoencoder, HashFeatureField, HashFeatureFieldConfig
-from langfield.language.fields import GaussianLanguageField, NGPLanguageField, RayWeights, SplatView, top_k_ray_weights
+from langfield.fields.language_fields import GaussianLanguageField, NGPLanguageField, RayWeights, SplatView, top_k_ray_weights
 from langfield.ops.hash_encoding import HashGridConfig
 from langfield.ops.splatting.projection import Projection
 from langfield.ops.volume_rendering import accumulate_along_rays

@@ -1,0 +1,450 @@
+"""Distil a 2D teacher into a 3D language field on a trained run (OV-NeRF / LERF / LangSplat).
+
+The geometry is frozen: the language field is trained *after* colour, as LangSplat and the
+"frozen geometry" option of LERF-style pipelines do. The job is a list of plain numbered steps;
+every optimisation goes through the one :class:`~langfield.training.trainer.Trainer`:
+
+1. **Teacher targets**: dense ``[H, W, E]`` features of every training image from a
+   :class:`~langfield.language.teacher.DenseTeacher` (real CLIP or the simulated teacher).
+2. **Mask proposals** per training image (SAM when available, else the weight-free fallback),
+   split where the run's rendered depth jumps.
+3. **RSR** (optional, :mod:`langfield.language.rsr`): region-level rectified targets.
+4. **Autoencoder** (latent fields): the scene autoencoder fitted on the targets, which are then
+   encoded to ``d``-dimensional codes (LangSplat Sec. 3.3).
+5. **Fit** the field (:mod:`langfield.language.objectives`).
+6. **CSE rounds** (optional, :mod:`langfield.language.cse`): render the field into every training
+   view, correct the targets, fit further; ``cse.rounds`` times.
+
+Files under ``output_dir`` (``RUN/language/``)::
+
+    field.pt            the field after the last finished phase (what queries load)
+    targets.pt          the targets of that phase (CSE changes them)
+    phases/<k>_<name>/  the phase's Trainer directory (checkpoints while it runs, metrics.jsonl)
+
+Phase 0 is the first fit (with the autoencoder before it), phase ``r >= 1`` CSE round ``r``.
+An interrupted job resumes: finished phases are skipped, and an unfinished phase continues from its
+Trainer checkpoint. A job with another config or teacher than ``field.pt`` starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from langfield.configs import config_from_dict, config_to_dict
+from langfield.data.dataset import SceneDataset
+from langfield.data.samplers import IndexSampler
+from langfield.fields.language_fields import GaussianLanguageField, LanguageField, NGPLanguageField, RayWeights
+from langfield.fields.semantic import HashFeatureFieldConfig
+from langfield.io.atomic import atomic_save_torch
+from langfield.language.cse import CSEConfig, cross_view_correction
+from langfield.language.masks import MaskProposalConfig
+from langfield.language.objectives import AutoencoderObjective, GaussianCodesObjective, NGPFeatureObjective
+from langfield.language.rsr import RSRConfig, region_semantic_ranking
+from langfield.language.targets import depth_split_masks, teacher_features, view_masks
+from langfield.language.teacher import DenseTeacher
+from langfield.language.view_geometry import ViewGeometry, check_language_method, render_view_features, view_geometry
+from langfield.methods.base import Method, SceneMethod
+from langfield.training.trainer import Trainer, TrainerConfig, seed_everything
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FIELD_FILE",
+    "LANGUAGE_DIR",
+    "LanguageDistillation",
+    "LanguageFieldConfig",
+    "build_language_field",
+    "language_config_from_dict",
+]
+
+LANGUAGE_DIR = "language"
+FIELD_FILE = "field.pt"
+TARGETS_FILE = "targets.pt"
+PHASES_DIR = "phases"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LanguageFieldConfig:
+    """How a language field is distilled.
+
+    Attributes:
+        use_rsr: apply Region Semantic Ranking to the teacher targets.
+        use_cse: run Cross-view Self-enhancement rounds after the first fit.
+        rsr, cse: their settings; masks: mask proposals (for RSR and region-level CSE); the
+            superpixel fallback defaults are finer than :class:`MaskProposalConfig`'s (small
+            segments are fine for RSR, segments that straddle objects are not).
+        split_masks_at_depth: cut every proposal where the run's rendered depth jumps
+            (:func:`~langfield.language.masks.split_masks_at_depth_edges`); the reconstruction
+            knows where surfaces separate even where colours do not.
+        depth_edge_threshold: relative depth jump that counts as an edge.
+        steps: optimisation steps of the first fit (CSE rounds add ``cse.steps_fraction`` of it).
+        seed: seeds the initialisation and every phase's sampler.
+        rays_per_step, lr, top_k, field: NGP head (rays per step, Adam LR, samples kept per ray, sizes).
+        normalize_rendered: NGP loss on the unit-normalised render (LERF, Sec. 3.2), so only the
+            direction of the embedding is fitted (full-dimensional head only).
+        footprint_jitter: NGP training samples are jittered by this many pixel-footprint radii
+            (:meth:`~langfield.fields.language_fields.RayWeights.jittered`; 0 disables).
+        ngp_latent: the NGP head outputs ``latent_dim`` codes decoded by the scene autoencoder
+            (as the Gaussians); ``False``: LERF's full ``E``-dimensional head.
+        latent_dim, codes_lr, autoencoder_steps, autoencoder_batch, autoencoder_lr: Gaussian codes
+            and the scene autoencoder (LangSplat: ``d = 3``).
+    """
+
+    use_rsr: bool = True
+    use_cse: bool = True
+    rsr: RSRConfig = field(default_factory=RSRConfig)
+    cse: CSEConfig = field(default_factory=CSEConfig)
+    masks: MaskProposalConfig = field(
+        default_factory=lambda: MaskProposalConfig(scale=20.0, min_size=8, merge_threshold=5.0)
+    )
+    split_masks_at_depth: bool = True
+    depth_edge_threshold: float = 0.05
+    steps: int = 1000
+    seed: int = 0
+    rays_per_step: int = 4096
+    normalize_rendered: bool = True
+    ngp_latent: bool = True
+    footprint_jitter: float = 1.0
+    lr: float = 1e-2
+    top_k: int = 8
+    field: HashFeatureFieldConfig = field(default_factory=HashFeatureFieldConfig)
+    latent_dim: int = 3
+    codes_lr: float = 2.5e-2
+    autoencoder_steps: int = 800
+    autoencoder_batch: int = 4096
+    autoencoder_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "rays_per_step", "top_k", "latent_dim", "autoencoder_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"LanguageFieldConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.autoencoder_steps < 0:
+            raise ValueError(f"LanguageFieldConfig.autoencoder_steps must be >= 0, got {self.autoencoder_steps}")
+        for name in ("lr", "codes_lr", "autoencoder_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LanguageFieldConfig.{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def variant(self) -> str:
+        """``field`` / ``field+rsr`` / ``field+cse`` / ``field+rsr+cse`` (benchmark naming)."""
+        return "field" + ("+rsr" if self.use_rsr else "") + ("+cse" if self.use_cse else "")
+
+    @property
+    def num_phases(self) -> int:
+        return 1 + (self.cse.rounds if self.use_cse else 0)
+
+    def phase_steps(self, phase: int) -> int:
+        """Fitting steps of ``phase`` (0: the first fit; r >= 1: CSE round r)."""
+        return self.steps if phase == 0 else max(1, int(self.steps * self.cse.steps_fraction))
+
+
+def language_config_from_dict(data: Dict[str, Any], where: str = "language config") -> LanguageFieldConfig:
+    return config_from_dict(LanguageFieldConfig, data, where)
+
+
+def new_language_field(kind: str, method: Method, embedding_dim: int, config: LanguageFieldConfig) -> LanguageField:
+    """An untrained field of ``kind`` (``"ngp"`` or ``"gaussians"``) for the frozen ``method``."""
+    if kind == "ngp":
+        latent = config.latent_dim if config.ngp_latent else None
+        return NGPLanguageField(method.field_bounds().detach().cpu(), embedding_dim, config.field, latent)
+    settings = method.splat_settings()
+    n = method.gaussian_cloud().num_gaussians
+    return GaussianLanguageField(n, embedding_dim, config.latent_dim, tile_size=settings.tile_size, backend=settings.backend)
+
+
+class LanguageDistillation:
+    """Trains one language field on a trained run (see the module docstring).
+
+    Args:
+        method: the trained scene method (an NGP- or Gaussian-like one; eval mode, never modified).
+        dataset: its dataset (training split, backgrounds).
+        teacher: the 2D teacher.
+        config: :class:`LanguageFieldConfig`.
+        output_dir: where ``field.pt`` / ``targets.pt`` / ``phases/`` go (``None``: in memory only).
+        progress: progress bars.
+        teacher_cache: optional precomputed ``(features [V, H, W, E], masks)`` to share between
+            variants (benchmarks train several variants on the same teacher output).
+    """
+
+    def __init__(
+        self, method: SceneMethod, dataset: SceneDataset, teacher: DenseTeacher,
+        config: LanguageFieldConfig = LanguageFieldConfig(), output_dir: Optional[Union[str, Path]] = None,
+        progress: bool = True, teacher_cache: Optional[Tuple[Tensor, List[Tensor]]] = None,
+    ) -> None:  # fmt: skip
+        self.kind = check_language_method(method)
+        self.method, self.dataset, self.teacher, self.config = method, dataset, teacher, config
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.progress = progress
+        self.device = next(method.parameters()).device
+        self.split = dataset.split("train")
+        self.background = dataset.eval_background()
+        # Teacher features and masks are computed on first use: a resumed job whose phases are
+        # all done never pays for them.
+        self._teacher_cache = teacher_cache
+        self._raw: Optional[Tensor] = None
+        self._masks: Optional[List[Tensor]] = None
+        self.embedding_dim = int(teacher_cache[0].shape[-1]) if teacher_cache is not None else int(teacher.embedding_dim)
+        self.targets: Optional[Tensor] = None
+        self.latent_targets: Optional[Tensor] = None
+        self.phase_done = -1
+        self.history: List[Dict[str, Any]] = []
+        self._geometry: Optional[List[ViewGeometry]] = None
+        seed_everything(config.seed)  # before any parameter exists
+        self.field = new_language_field(self.kind, method, self.embedding_dim, config).to(self.device)
+
+    # ------------------------------------------------------------------ inputs (computed once)
+    @property
+    def raw(self) -> Tensor:
+        """``[V, H, W, E]`` float16 teacher features of the training views."""
+        if self._raw is None:
+            if self._teacher_cache is not None:
+                self._raw = self._teacher_cache[0]
+            else:
+                self._raw = teacher_features(self.teacher, self.split, self.background, progress=self.progress)
+        return self._raw
+
+    @property
+    def masks(self) -> List[Tensor]:
+        """``[K_v, H, W]`` mask proposals of every training view (split at depth edges when enabled)."""
+        if self._masks is None:
+            if self._teacher_cache is not None:
+                masks = self._teacher_cache[1]
+            else:
+                masks = view_masks(self.split, self.background, self.config.masks, progress=self.progress)
+            if self.config.split_masks_at_depth:
+                masks = depth_split_masks(masks, self.method, self.split, self.background, self.config.depth_edge_threshold)
+            self._masks = masks
+        return self._masks
+
+    def geometry(self) -> List[ViewGeometry]:
+        """Frozen per-view geometry: :class:`RayWeights` (NGP) or :class:`SplatView` (Gaussians)."""
+        if self._geometry is None:
+            cams = self.split.cameras
+            self._geometry = [view_geometry(self.method, cams, i, self.config.top_k) for i in range(len(cams))]
+        return self._geometry
+
+    @property
+    def _latent(self) -> bool:
+        """The field stores codes decoded by a scene autoencoder (Gaussians; NGP with ``ngp_latent``)."""
+        return self.field.autoencoder is not None
+
+    def initial_targets(self) -> Tensor:
+        """Teacher features, rectified by RSR when enabled: ``[V, H, W, E]`` float16."""
+        if not self.config.use_rsr:
+            return self.raw.clone()
+        out = torch.empty_like(self.raw)
+        for v in range(len(self.raw)):
+            out[v] = region_semantic_ranking(self.raw[v].float(), self.masks[v], self.config.rsr).features.to(out.dtype)
+        return out
+
+    def render_view(self, geometry: ViewGeometry, height: Optional[int] = None, width: Optional[int] = None) -> Tensor:
+        """``[H, W, E]`` unit features of one frozen view (no gradients). ``height``/``width``
+        default to the training images' (NGP geometry is a flat ray list)."""
+        return render_view_features(self.field, geometry, height or self.split.height, width or self.split.width)
+
+    # ------------------------------------------------------------------ optimisation (the Trainer)
+    def _phase_dir(self, phase: int, name: str) -> Optional[str]:
+        return None if self.output_dir is None else str(self.output_dir / PHASES_DIR / f"{phase}_{name}")
+
+    def _optimise(self, objective: Method, sampler: IndexSampler, steps: int, phase: int, name: str) -> Dict[str, Any]:
+        """Run ``objective`` for ``steps`` steps through the Trainer (resuming its phase checkpoint)."""
+        out_dir = self._phase_dir(phase, name)
+        config = TrainerConfig(
+            max_steps=steps, output_dir=out_dir, seed=self.config.seed, device=str(self.device), progress=self.progress,
+            log_every=max(1, min(25, steps)), checkpoint_every=max(1, steps // 4), keep_last_checkpoints=1,
+            name=f"{self.kind} {self.config.variant}: {name}",
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        trainer = Trainer(objective, config, sampler=sampler, resume=out_dir is not None)
+        record = trainer.train()
+        return {"steps": trainer.step, "loss_last": record.get("loss"), "seconds": time.perf_counter() - t0}
+
+    def _fit_autoencoder(self) -> None:
+        cfg = self.config
+        flat = self.targets.reshape(-1, self.embedding_dim)
+        objective = AutoencoderObjective(self.field.autoencoder, flat, cfg.autoencoder_lr)
+        sampler = IndexSampler(len(flat), cfg.autoencoder_batch, seed=cfg.seed, device=self.device)
+        self._optimise(objective, sampler, cfg.autoencoder_steps, 0, "autoencoder")
+
+    def _encode_targets(self) -> None:
+        ae = self.field.autoencoder
+        with torch.no_grad():
+            self.latent_targets = torch.cat(
+                [ae.encode(t.float().to(self.device)).cpu() for t in self.targets.reshape(-1, self.embedding_dim).split(65536)]
+            ).reshape(*self.targets.shape[:3], -1)
+
+    def fit(self, phase: int) -> Dict[str, Any]:
+        """Optimise the field on the current targets for the steps of ``phase``; returns loss stats."""
+        cfg, steps = self.config, self.config.phase_steps(phase)
+        name = "fit" if phase == 0 else f"cse{phase}"
+        seed = cfg.seed + 1_000 * (phase + 1)
+        if self.kind == "ngp":
+            rays = RayWeights.cat(self.geometry())
+            targets = (self.latent_targets if self._latent else self.targets).reshape(len(rays), -1)
+            objective = NGPFeatureObjective(
+                self.field, rays, targets, cfg.lr, cfg.footprint_jitter, cfg.normalize_rendered
+            )  # fmt: skip
+            sampler = IndexSampler(len(rays), cfg.rays_per_step, seed=seed, device=self.device)
+        else:
+            objective = GaussianCodesObjective(self.field, self.geometry(), self.latent_targets, cfg.codes_lr)
+            sampler = IndexSampler(len(self.geometry()), 1, seed=seed, device=self.device)
+        return self._optimise(objective, sampler, steps, phase, name)
+
+    def cse_round(self) -> float:
+        """Render every training view and correct its targets; returns the share of replaced pixels."""
+        replaced = 0
+        total = 0
+        for v, geom in enumerate(self.geometry()):
+            rendered = self.render_view(geom)
+            corr = cross_view_correction(self.targets[v].float(), rendered, self.masks[v], self.config.cse)
+            self.targets[v] = corr.features.to(self.targets.dtype)
+            replaced += int(corr.replaced.sum())
+            total += corr.replaced.numel()
+        if self._latent:
+            self._encode_targets()
+        return replaced / max(total, 1)
+
+    # ------------------------------------------------------------------ the whole job
+    def run(self, on_phase_end: Optional[Callable[["LanguageDistillation", int], None]] = None) -> Dict[str, Any]:
+        """Every step of the module docstring (resuming after the last finished phase); returns a summary.
+
+        ``on_phase_end(job, phase)`` is called after every finished phase (phase 0 = the first fit;
+        ``r >= 1`` = CSE round ``r``), e.g. to score ``field+rsr`` before CSE."""
+        cfg = self.config
+        if self._try_resume():
+            logger.info("language field: resuming after phase %d", self.phase_done)
+        if self.phase_done < 0:
+            self.targets = self.initial_targets()  # steps 1-3: teacher, masks, RSR
+            if self._latent:  # step 4
+                if cfg.autoencoder_steps > 0:
+                    self._fit_autoencoder()
+                self._encode_targets()
+            self._finish_phase(0, self.fit(0), on_phase_end)  # step 5
+        while self.phase_done < cfg.num_phases - 1:  # step 6
+            r = self.phase_done + 1
+            share = self.cse_round()
+            self._finish_phase(r, {"replaced": share, **self.fit(r)}, on_phase_end)
+        return {"kind": self.kind, "variant": cfg.variant, "phases": self.history}
+
+    def _finish_phase(self, phase: int, stats: Dict[str, Any], on_phase_end) -> None:
+        self.history.append({"phase": phase, **stats})
+        self.phase_done = phase
+        self._save()
+        if on_phase_end is not None:
+            on_phase_end(self, phase)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> Dict[str, Any]:
+        """Everything needed to rebuild the field for queries (see :func:`build_language_field`)."""
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "phase": self.phase_done,
+            "config": config_to_dict(self.config),
+            "teacher": self.teacher.spec(),
+            "embedding_dim": self.embedding_dim,
+            "latent_dim": self.config.latent_dim if self._latent else None,
+            "num_gaussians": self.field.num_gaussians if self.kind == "gaussians" else 0,
+            "field": {k: v.detach().cpu() for k, v in self.field.state_dict().items()},
+            "history": self.history,
+        }
+
+    def _save(self) -> None:
+        if self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Targets first: a crash between the two files leaves a field that is one phase behind
+        # its targets, and resume then redoes that phase from the older field's checkpoint.
+        atomic_save_torch({"phase": self.phase_done, "targets": self.targets}, self.output_dir / TARGETS_FILE)
+        atomic_save_torch(self.state(), self.output_dir / FIELD_FILE)
+        # The finished phases live in field.pt now; their trainer checkpoints are no longer needed.
+        phases = self.output_dir / PHASES_DIR
+        for d in phases.glob("*_*") if phases.is_dir() else ():
+            if int(d.name.split("_", 1)[0]) <= self.phase_done:
+                shutil.rmtree(d / "checkpoints", ignore_errors=True)
+
+    def _try_resume(self) -> bool:
+        if self.output_dir is None:
+            return False
+        path = self.output_dir / FIELD_FILE
+        if not path.is_file():
+            return False
+        state = _load_field_state(path)
+        if state.get("config") != config_to_dict(self.config) or state.get("teacher") != self.teacher.spec():
+            logger.warning("%s was trained with another config or teacher; starting over", path)
+            shutil.rmtree(self.output_dir / PHASES_DIR, ignore_errors=True)
+            return False
+        tpath = self.output_dir / TARGETS_FILE
+        targets = _load_field_state(tpath) if tpath.is_file() else None
+        if targets is None or targets.get("phase") != state["phase"]:
+            logger.warning("%s does not match the field checkpoint; starting over", tpath)
+            shutil.rmtree(self.output_dir / PHASES_DIR, ignore_errors=True)
+            return False
+        self.field.load_state_dict(state["field"])
+        self.targets = targets["targets"]
+        self.phase_done = int(state["phase"])
+        self.history = list(state.get("history", []))
+        if self._latent:
+            self._encode_targets()
+        return True
+
+
+def _load_field_state(path: Path) -> Dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, foreign pickle, not a torch file
+        raise ValueError(f"could not read the language-field file {path}: {err}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a langfield language-field file")
+    return state
+
+
+def build_language_field(state: Dict[str, Any], method: SceneMethod, where: str = FIELD_FILE) -> Tuple[LanguageField, LanguageFieldConfig]:
+    """Rebuild the field saved by :meth:`LanguageDistillation.state` for ``method`` (eval mode)."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{where} is not a langfield language-field checkpoint (format {FORMAT})")
+    cfg = language_config_from_dict(state["config"], f"{where}: config")
+    kind, e = state["kind"], int(state["embedding_dim"])
+    if kind not in ("ngp", "gaussians"):
+        raise ValueError(f"{where}: unknown language field kind {kind!r}")
+    if check_language_method(method) != kind:
+        raise ValueError(f"{where} holds a {kind} language field, but the run's method is {type(method).__name__}")
+    if kind == "ngp":
+        latent = state.get("latent_dim")
+        field_ = NGPLanguageField(method.field_bounds().detach().cpu(), e, cfg.field, None if latent is None else int(latent))
+    else:
+        n = int(state["num_gaussians"])
+        if method.gaussian_cloud().num_gaussians != n:
+            raise ValueError(f"{where} was trained on {n} Gaussians; this run's cloud differs (retrain the language field)")
+        settings = method.splat_settings()
+        field_ = GaussianLanguageField(n, e, int(state["latent_dim"]), tile_size=settings.tile_size, backend=settings.backend)
+    stored = state["field"]
+    if not isinstance(stored, dict):
+        raise ValueError(f"{where}: 'field' is not a state dict")
+    bad = [k for k, v in stored.items() if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{where}: the stored field has non-finite values in {bad[:5]}; retrain it (langfield language)")
+    try:
+        field_.load_state_dict(stored)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: the stored field does not fit ({err})") from None
+    return field_.to(next(method.parameters()).device).eval(), cfg
+
+
+def load_language_field(path: Union[str, Path], method: SceneMethod) -> Tuple[LanguageField, LanguageFieldConfig, Dict[str, Any]]:
+    """``(field, config, teacher spec)`` of the ``field.pt`` at ``path`` for ``method``."""
+    path = Path(path)
+    state = _load_field_state(path)
+    field_, cfg = build_language_field(state, method, str(path))
+    if not isinstance(state.get("teacher"), dict):
+        raise ValueError(f"{path}: no teacher spec stored with the field")
+    return field_, cfg, state["teacher"]
