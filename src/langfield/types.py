@@ -1,4 +1,4 @@
-"""Small frozen dataclasses shared by every layer: cameras, rays and render outputs.
+"""Small frozen dataclasses shared by every layer: cameras, rays, training batches and render outputs.
 
 Conventions (see ``docs/conventions.md``):
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -194,6 +194,51 @@ class Rays:
             first,
             **{f.name: torch.cat([getattr(r, f.name) for r in items], 0) for f in fields(first)},
         )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training/eval batch of ``R`` rays with targets.
+
+    Attributes:
+        rays: ``[R]`` rays.
+        rgb: ``[R, 3]`` target colour composited over ``background``.
+        background: ``[R, 3]`` background colour each ray is composited over.
+    """
+
+    rays: Rays
+    rgb: Tensor
+    background: Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
+
+    def model_inputs(self) -> Tuple[Rays, Tensor]:
+        """Positional arguments of ``Method.forward`` for this batch."""
+        return self.rays, self.background
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """One whole training image (methods with ``batch_kind == "images"``, e.g. Gaussian splatting).
+
+    Attributes:
+        cameras: the image's camera (a length-1 :class:`Cameras`, OpenCV c2w).
+        rgb: ``[H, W, 3]`` target composited over ``background``.
+        background: ``[3]`` background colour.
+        index: index of the image in the training split.
+    """
+
+    cameras: Cameras
+    rgb: Tensor
+    background: Tensor
+    index: int
+
+    def to(self, device) -> "ImageBatch":
+        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
+
+    def model_inputs(self) -> Tuple[Cameras, Tensor]:
+        return self.cameras, self.background
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from langfield.data.dataset import ImageSet, SceneDataset
 from langfield.geometry.rays import rays_from_camera
-from langfield.methods.base import Batch, Method, SceneInfo
-from langfield.types import Cameras, Rays, RenderOutput
+from langfield.methods.base import Method, SceneInfo
+from langfield.types import Batch, Cameras, Rays, RenderOutput
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Random pixel sampling for training: ``(camera, v, u)`` triples → a :class:`~langfield.methods.base.Batch`.
+"""Random pixel sampling for training: ``(camera, v, u)`` triples → a :class:`~langfield.types.Batch`.
 
 Nothing is precomputed per pixel. Images stay ``uint8`` (a full-resolution NeRF-synthetic scene,
 100 × 800 × 800 RGBA, is ~256 MB), each step draws ``R`` flat pixel indices, gathers their
@@ -32,7 +32,7 @@ import torch
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.geometry.rays import rays_from_pixels
-from langfield.methods.base import Batch, ImageBatch
+from langfield.types import Batch, ImageBatch
 
 __all__ = ["ImageSampler", "PixelSampler", "stream_seed"]
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from langfield.types import Cameras, Rays, RenderOutput
+from langfield.types import Batch, Cameras, ImageBatch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -37,51 +37,6 @@ class SceneInfo:
     points3d: Optional[Tensor] = None
     points3d_rgb: Optional[Tensor] = None
     camera_centers: Optional[Tensor] = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A training/eval batch of ``R`` rays with targets.
-
-    Attributes:
-        rays: ``[R]`` rays.
-        rgb: ``[R, 3]`` target colour composited over ``background``.
-        background: ``[R, 3]`` background colour each ray is composited over.
-    """
-
-    rays: Rays
-    rgb: Tensor
-    background: Tensor
-
-    def to(self, device) -> "Batch":
-        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
-
-    def model_inputs(self) -> Tuple[Rays, Tensor]:
-        """Positional arguments of ``Method.forward`` for this batch."""
-        return self.rays, self.background
-
-
-@dataclass(frozen=True)
-class ImageBatch:
-    """One whole training image (methods with ``batch_kind == "images"``, e.g. Gaussian splatting).
-
-    Attributes:
-        cameras: the image's camera (a length-1 :class:`Cameras`, OpenCV c2w).
-        rgb: ``[H, W, 3]`` target composited over ``background``.
-        background: ``[3]`` background colour.
-        index: index of the image in the training split.
-    """
-
-    cameras: Cameras
-    rgb: Tensor
-    background: Tensor
-    index: int
-
-    def to(self, device) -> "ImageBatch":
-        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
-
-    def model_inputs(self) -> Tuple[Cameras, Tensor]:
-        return self.cameras, self.background
 
 
 class Method(nn.Module):

@@ -29,11 +29,11 @@ from torch import Tensor
 
 from langfield.eval.metrics import ssim
 from langfield.fields.gaussian_cloud import GaussianCloud
-from langfield.methods.base import ImageBatch, Method, SceneInfo
+from langfield.methods.base import Method, SceneInfo
 from langfield.methods.densification import DefaultStrategy, MCMCStrategy, mcmc_regularization
 from langfield.methods.schedules import ProgressLR, exponential_decay
 from langfield.ops.splatting import SplatSettings, render_gaussians
-from langfield.types import Cameras, RenderOutput
+from langfield.types import Cameras, ImageBatch, RenderOutput
 
 __all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "scene_extent"]
 

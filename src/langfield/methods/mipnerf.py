@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import Method, SceneInfo
 from langfield.methods.schedules import ProgressLR, log_linear
 from langfield.ops.encoding import (
     integrated_positional_encoding,
@@ -27,7 +27,7 @@ from langfield.ops.encoding import (
 )
 from langfield.ops.sampling import conical_frustum_to_gaussian, mipnerf_blur_weights, sample_pdf_edges, stratified_bins
 from langfield.ops.volume_rendering import render_rays
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)

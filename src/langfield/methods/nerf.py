@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import Method, SceneInfo
 from langfield.methods.schedules import ProgressLR, exponential_decay
 from langfield.ops.encoding import positional_encoding, positional_encoding_dim
 from langfield.ops.sampling import sample_pdf, stratified_bins
 from langfield.ops.volume_rendering import render_rays
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)

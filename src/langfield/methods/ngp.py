@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.ngp_field import NGPField, NGPFieldConfig
-from langfield.methods.base import Batch, Method, SceneInfo
+from langfield.methods.base import Method, SceneInfo
 from langfield.methods.schedules import ProgressLR, warmup_multistep
 from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, PackedSamples, march_rays
 from langfield.ops.volume_rendering import (
@@ -25,7 +25,7 @@ from langfield.ops.volume_rendering import (
     render_transmittance_from_density,
     render_weights_from_density,
 )
-from langfield.types import Rays, RenderOutput
+from langfield.types import Batch, Rays, RenderOutput
 
 
 @dataclass(frozen=True)

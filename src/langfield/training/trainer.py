@@ -50,11 +50,12 @@ from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import ImageSampler, PixelSampler
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
 from langfield.methods.schedules import ProgressLR
-from langfield.methods.base import Batch, Method
+from langfield.methods.base import Method
 from langfield.training.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
 from langfield.training.distributed import DistributedInfo, all_gather_object, env_distributed_info, init_distributed, wrap_ddp
 from langfield.training.evaluation import evaluate_views
 from langfield.training.render import evaluation_mode
+from langfield.types import Batch
 
 __all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "seed_everything", "set_deterministic"]
 
