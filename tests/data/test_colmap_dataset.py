@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from langfield.data.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, rotmat_to_qvec, write_model
+from langfield.io.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, rotmat_to_qvec, write_model
 from langfield.data.colmap_dataset import load_colmap
 from langfield.data.loading import load_dataset
 from langfield.geometry.conventions import check_rigid, invert_rigid

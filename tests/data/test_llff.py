@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from langfield.data.colmap import ColmapPoints, write_points3d_binary
+from langfield.io.colmap import ColmapPoints, write_points3d_binary
 from langfield.data.llff import llff_to_opencv, load_llff, opencv_to_llff, read_poses_bounds
 from langfield.data.loading import load_dataset
 from langfield.geometry.conventions import check_rigid, invert_rigid

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from langfield.data.colmap import camera_intrinsics, find_model_dir, model_file, read_model
+from langfield.io.colmap import camera_intrinsics, find_model_dir, model_file, read_model
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from langfield.data.colmap import read_points3d
+from langfield.io.colmap import read_points3d
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from langfield.data.colmap import find_model_dir
+from langfield.io.colmap import find_model_dir
 from langfield.data.dataset import BACKGROUNDS, ImageSet, SceneDataset
 from langfield.types import Cameras
 
