@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import json
 from dataclasses import dataclass, field
@@ -30,7 +29,9 @@ import numpy as np
 import torch
 
 from langfield.configs import config_from_dict, config_to_dict
+from langfield.data import load_dataset
 from langfield.data.dataset import SceneDataset
+from langfield.data.readers.procedural import PROCEDURAL
 from langfield.geometry.camera_paths import interpolate_path, orbit_path, path_cameras, spiral_path
 from langfield.io.atomic import atomic_write_json
 from langfield.methods.base import Method, SceneInfo
@@ -40,7 +41,6 @@ from langfield.training.render import render_camera
 from langfield.training.trainer import Trainer, TrainerConfig
 from langfield.types import Cameras, RenderOutput
 
-PROCEDURAL = "procedural"
 RUN_FILE = "run.json"
 
 
@@ -65,17 +65,16 @@ class DataConfig:
 
 
 def load_data(cfg: DataConfig) -> SceneDataset:
-    """Load the scene described by ``cfg``."""
+    """Load the scene described by ``cfg`` (through the reader registry, procedural scene included)."""
     if cfg.path == PROCEDURAL:
-        from langfield.data.procedural import ProceduralSceneConfig, make_procedural_dataset
-
-        size = int(round(cfg.procedural_size / cfg.downscale))
-        ds = make_procedural_dataset(ProceduralSceneConfig(width=size, height=size, num_train=cfg.procedural_views))
-        if cfg.background is not None:
-            ds = dataclasses.replace(ds, background=cfg.background)
-        return ds
-    from langfield.data.loading import load_dataset
-
+        return load_dataset(
+            PROCEDURAL,
+            format=PROCEDURAL,
+            downscale=cfg.downscale,
+            background=cfg.background,
+            size=cfg.procedural_size,
+            num_train=cfg.procedural_views,
+        )
     return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background)
 
 
