@@ -22,7 +22,7 @@ _EXPORTS = {
     "TrainerConfig": "langfield.training.trainer",
     "Trainer": "langfield.training.trainer",
     "DataConfig": "langfield.runs.spec",
-    "load_dataset": "langfield.data.loading",
+    "load_dataset": "langfield.data",
     "train": "langfield.runs.train",
     "load_run": "langfield.runs.loading",
     "render_path": "langfield.runs.render",

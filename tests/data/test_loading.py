@@ -1,8 +1,6 @@
-"""Shared loading helpers: resampling, splits, folders, JSON errors and format detection."""
+"""Shared reader helpers (data/loading.py): resampling, splits, folders, JSON errors."""
 
 from __future__ import annotations
-
-import json
 
 import imageio.v3 as iio
 import numpy as np
@@ -10,10 +8,8 @@ import pytest
 import torch
 
 from langfield.data.loading import (
-    detect_format,
     downscaled_size,
     every_nth_split,
-    load_dataset,
     load_images,
     read_json,
     resize_area,
@@ -21,6 +17,7 @@ from langfield.data.loading import (
     resize_labels,
     resolve_image_folder,
 )
+from langfield.data.readers.transforms_json import load_transforms
 from langfield.types import Cameras
 
 
@@ -124,33 +121,9 @@ def test_read_json_malformed_names_file_and_line(tmp_path):
         read_json(p)
 
 
-def test_detect_format_and_unknown_path(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "transforms.json").write_text(json.dumps({"frames": []}))
-    assert detect_format(tmp_path / "a") == "blender"
-    assert detect_format(tmp_path / "a" / "transforms.json") == "blender"
-    (tmp_path / "b").mkdir()
-    np.save(tmp_path / "b" / "poses_bounds.npy", np.zeros((1, 17)))
-    assert detect_format(tmp_path / "b") == "llff"
-    (tmp_path / "c" / "sparse" / "0").mkdir(parents=True)
-    (tmp_path / "c" / "sparse" / "0" / "cameras.txt").write_text("")
-    (tmp_path / "c" / "sparse" / "0" / "images.txt").write_text("")
-    assert detect_format(tmp_path / "c") == "colmap"
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a known dataset"):
-        load_dataset(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_dataset(tmp_path / "nowhere")
-    (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(FileNotFoundError, match="not a known dataset file"):
-        load_dataset(tmp_path / "notes.txt")
-
-
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="downscale"):
         load_images([tmp_path / "x.png"], 0)
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match="background"):
-        from langfield.data.blender import load_blender
-
-        load_blender(tmp_path / "a", background="pink")
+        load_transforms(tmp_path / "a", background="pink")

@@ -23,6 +23,7 @@ from langfield.data.procedural import (
     trace_procedural,
     write_procedural_dataset,
 )
+from langfield.data.readers.transforms_json import load_transforms
 from langfield.geometry.conventions import invert_rigid
 from langfield.geometry.rays import rays_from_camera, rays_from_pixels
 
@@ -355,10 +356,9 @@ def test_written_folder_round_trips_with_blender_convention(written):
         assert px == pytest.approx(u + 0.5, abs=2e-3) and py == pytest.approx(v + 0.5, abs=2e-3)
 
 
-def test_written_folder_loads_with_blender_reader(written):
-    blender = pytest.importorskip("langfield.data.blender")
+def test_written_folder_loads_with_transforms_reader(written):
     out, ds = written
-    loaded = blender.load_blender(out)
+    loaded = load_transforms(out)
     assert loaded.labels == ds.labels
     # Whatever bounds the reader picks, every ground-truth hit must lie between them.
     for split in ("train", "test"):

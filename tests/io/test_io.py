@@ -95,8 +95,8 @@ def test_png_round_trip_is_exact(tmp_path):
     grey = torch.rand(5, 4, 1, generator=g)
     write_image(tmp_path / "g.png", grey)
     back = read_image(tmp_path / "g.png")
-    assert back.shape == (5, 4, 1)  # written single-channel, not RGB
-    assert np.array_equal(back, to_uint8(grey))
+    assert back.shape == (5, 4, 3)  # written single-channel; read_image always returns RGB(A)
+    assert np.array_equal(back, np.repeat(to_uint8(grey), 3, axis=-1))
     assert _leftovers(tmp_path) == []
 
 

@@ -1,7 +1,8 @@
-"""Shared helpers of the scene readers, and :func:`load_dataset`, which detects the format.
+"""Shared helpers of the scene readers (:mod:`langfield.data.readers`); this module imports no reader.
 
-* Images are decoded once (optionally in a thread pool, with a rich progress bar for more than
-  :data:`PROGRESS_MIN_IMAGES` files), downscaled right away and stored as ``uint8`` tensors.
+* Images are decoded once with :func:`langfield.io.images.read_image` (optionally in a thread
+  pool, with a rich progress bar for more than :data:`PROGRESS_MIN_IMAGES` files), downscaled right
+  away and stored as ``uint8`` tensors.
 * Downscaling by a factor ``f`` (integer or float, ``> 0``) produces ``floor(W / f) x floor(H / f)``
   images, exactly the sizes of :meth:`langfield.types.Cameras.rescaled`, by *area averaging*: each
   output pixel is the mean of the input area it covers, so the image border maps onto the same
@@ -18,7 +19,7 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from langfield.data.colmap import find_model_dir
-from langfield.data.dataset import BACKGROUNDS, ImageSet, SceneDataset
+from langfield.data.dataset import BACKGROUNDS, ImageSet
+from langfield.io.images import read_image, read_image_size, read_label_map
 from langfield.types import Cameras
 
 PathLike = Union[str, os.PathLike]
@@ -36,8 +37,6 @@ PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Show a progress bar when loading more images than this.
 PROGRESS_MIN_IMAGES = 20
-#: Dataset formats understood by :func:`load_dataset`.
-FORMATS = ("blender", "llff", "colmap")
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -132,90 +131,6 @@ def resolve_image_folder(root: PathLike, downscale: float, base: str = "images")
     if abs(residual - 1.0) < 1e-9:
         residual = 1.0
     return candidates[k], residual
-
-
-def image_size(path: PathLike) -> Tuple[int, int]:
-    """``(width, height)`` of an image file, read from its header when possible (no full decode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        # PNG: the IHDR chunk comes first; width and height are big-endian uint32 at bytes 16-24.
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    try:
-        from PIL import Image  # imageio depends on pillow
-
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
-    except Exception:
-        import imageio.v3 as iio
-
-        try:
-            shape = iio.improps(path).shape
-        except Exception as e:  # noqa: BLE001 - report any decoder failure with the file name
-            raise ValueError(f"{path}: cannot read image header ({e})") from None
-        return int(shape[1]), int(shape[0])
-
-
-def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.uint16:
-        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    raise ValueError(f"{path}: unsupported image dtype {arr.dtype}")
-
-
-def read_image(path: PathLike) -> np.ndarray:
-    """Decode an image to ``uint8 [H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA).
-
-    Grey images are replicated to RGB; 16-bit images are reduced to 8 bits.
-    """
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        arr = np.asarray(iio.imread(path))
-    except Exception as e:  # noqa: BLE001 - any decoder failure, reported with the file name
-        raise ValueError(f"{path}: cannot decode image ({e})") from None
-    arr = _to_uint8(arr, path)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"{path}: expected an [H, W, 1-4] image, got shape {arr.shape}")
-    c = arr.shape[-1]
-    if c == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif c == 2:
-        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=-1), arr[:, :, 1:]], axis=-1)
-    return np.ascontiguousarray(arr)
-
-
-def read_label_map(path: PathLike) -> np.ndarray:
-    """Decode a label-id PNG (uint8 / uint16, single channel) to ``int64 [H, W]``."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label map not found: {path}")
-    try:
-        arr = np.asarray(iio.imread(path))
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot decode label map ({e})") from None
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: a label map must be a single-channel image of integer ids, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
-        raise ValueError(f"{path}: a label map must hold integer ids, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -363,7 +278,7 @@ def load_images(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{source}: image not found: {p}")
-    sizes = [image_size(p) for p in paths]
+    sizes = [read_image_size(p) for p in paths]
     check_same_size(paths, sizes, source)
     w0, h0 = sizes[0]
     w, h = downscaled_size(w0, h0, downscale)
@@ -412,8 +327,6 @@ def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: st
     Used when images on disk were pre-shrunk (``images_K``): their size may differ from
     ``W / K`` by rounding. A change of aspect ratio by more than 1% is an error.
     """
-    from dataclasses import replace
-
     W = cameras.widths.double()
     H = cameras.heights.double()
     sx = width / W
@@ -488,71 +401,6 @@ def check_splits_arg(splits: Optional[Sequence[str]], available: Sequence[str], 
         if s not in available:
             raise ValueError(f"{source}: no split {s!r}; available: {list(available)}")
     return wanted
-
-
-# ----------------------------------------------------------------------------- dispatcher
-
-
-def detect_format(path: PathLike) -> str:
-    """Name the dataset format at ``path``: ``"blender"``, ``"llff"`` or ``"colmap"``.
-
-    * a ``.json`` file, or a folder with ``transforms.json`` / ``transforms_train.json``: ``"blender"``
-      (Blender / nerfstudio / instant-ngp transforms files);
-    * a folder with ``poses_bounds.npy``: ``"llff"``;
-    * a folder with a COLMAP model (``sparse/0``, ``sparse`` or the folder itself holding
-      ``cameras`` + ``images`` ``.bin``/``.txt``): ``"colmap"``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"dataset path does not exist: {p}")
-    if p.is_file():
-        if p.suffix.lower() == ".json":
-            return "blender"
-        if p.name == "poses_bounds.npy":
-            return "llff"
-        raise FileNotFoundError(f"{p}: not a known dataset file (expected a transforms*.json or poses_bounds.npy)")
-    if (p / "transforms.json").is_file() or any(
-        (p / f"transforms_{s}.json").is_file() for s in ("train", "val", "test")
-    ):
-        return "blender"
-    if (p / "poses_bounds.npy").is_file():
-        return "llff"
-    if find_model_dir(p) is not None:
-        return "colmap"
-    raise FileNotFoundError(
-        f"{p}: not a known dataset: found no transforms.json / transforms_train.json (Blender, nerfstudio, "
-        f"instant-ngp), no poses_bounds.npy (LLFF) and no COLMAP model (sparse/0/, sparse/ with "
-        f"cameras + images .bin/.txt)"
-    )
-
-
-def load_dataset(
-    path: PathLike,
-    downscale: float = 1,
-    background: Optional[str] = None,
-    **kwargs: Any,
-) -> SceneDataset:
-    """Load a scene, detecting its format with :func:`detect_format`.
-
-    Args:
-        path: dataset folder, or a ``transforms*.json`` / ``poses_bounds.npy`` file.
-        downscale: image downscale factor (``> 0``, integer or float).
-        background: ``"white"`` (default), ``"black"`` or ``"random"``; see ``SceneDataset.background``.
-        **kwargs: passed to the format's loader (e.g. ``splits``, ``max_images``, ``progress``).
-    """
-    fmt = detect_format(path)
-    p = Path(path)
-    if fmt == "blender":
-        from langfield.data.blender import load_blender
-
-        return load_blender(p, downscale=downscale, background=background, **kwargs)
-    if fmt == "llff":
-        from langfield.data.llff import load_llff
-
-        return load_llff(p.parent if p.is_file() else p, downscale=downscale, background=background, **kwargs)
-    from langfield.data.colmap_dataset import load_colmap
-
-    return load_colmap(p, downscale=downscale, background=background, **kwargs)
 
 
 def load_holdout_splits(

@@ -1,4 +1,4 @@
-"""Random pixel sampling for training: ``(camera, v, u)`` triples → a :class:`~langfield.methods.base.Batch`.
+"""Training samplers: random pixels ``(camera, v, u)`` → a :class:`~langfield.types.Batch`, and the rest below.
 
 Nothing is precomputed per pixel. Images stay ``uint8`` (a full-resolution NeRF-synthetic scene,
 100 × 800 × 800 RGBA, is ~256 MB), each step draws ``R`` flat pixel indices, gathers their

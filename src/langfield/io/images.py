@@ -1,5 +1,9 @@
 """Image conversion, reading and (atomic) writing.
 
+Reading: :func:`read_image` always returns ``uint8 [H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA),
+whatever the file's mode; :func:`read_label_map` reads integer ids without any colour conversion;
+both decode with Pillow and name the file in every error.
+
 Conventions: images are channel-last, ``[H, W, C]`` with ``C`` in ``{1, 3, 4}``.
 Floating-point images (torch tensors or numpy arrays) hold linear values in
 ``[0, 1]`` and are *clamped* to that range before quantisation; ``uint8`` images are
@@ -9,12 +13,12 @@ passed through unchanged. Quantisation rounds to nearest: ``round(255 * x)``.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from langfield.io.atomic import atomic_write
@@ -22,7 +26,16 @@ from langfield.io.atomic import atomic_write
 PathLike = Union[str, os.PathLike]
 ImageLike = Union[Tensor, np.ndarray]
 
-__all__ = ["to_uint8", "to_float", "write_image", "read_image", "side_by_side", "IMAGE_SUFFIXES"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "read_image",
+    "read_image_size",
+    "read_label_map",
+    "side_by_side",
+    "to_float",
+    "to_uint8",
+    "write_image",
+]
 
 IMAGE_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 
@@ -111,41 +124,130 @@ def write_image(path: PathLike, img: ImageLike) -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------- reading
+
+#: Pillow modes that carry an alpha channel ("LAB" does not: it is a colour space).
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    """Open and fully decode ``path`` with Pillow; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    image = None
+    try:
+        image = Image.open(path)
+        image.load()  # decode now, so a truncated file fails here with its name
+    except Exception as e:  # noqa: BLE001 - Pillow raises a zoo of decoder errors; name the file
+        if image is not None:
+            image.close()
+        raise ValueError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
+    return image
+
+
+def _sixteen_bit_to_uint8(values: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    """Integer values in ``[0, 65535]`` to uint8 by rounding ``x / 257`` (65535 -> 255)."""
+    lo, hi = int(values.min()), int(values.max())
+    if lo < 0 or hi > 65535:
+        raise ValueError(
+            f"{path}: integer image (mode {mode!r}) has values in [{lo}, {hi}]; only 8- or 16-bit "
+            f"data ([0, 65535]) is read as an image"
+        )
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file into a ``uint8`` array ``[H, W, C]``.
+    """Read an image file as ``uint8 [H, W, 3]`` (RGB) or ``uint8 [H, W, 4]`` (RGBA), nothing else.
 
-    Grey images get ``C = 1``; 16-bit images are rescaled to 8 bits
-    (``round(x / 257)``). Raises ``FileNotFoundError`` naming the path if it is
-    missing and ``ValueError`` if the file cannot be decoded.
+    Every Pillow mode is decoded to one of those two (pixels as stored: EXIF orientation is not
+    applied, so the pixels match the cameras that COLMAP and the transforms files describe):
+
+    * ``RGB``, ``RGBA``: as stored. ``RGBa`` (premultiplied) is un-premultiplied, ``RGBX`` drops X.
+    * grey ``L`` / ``1`` is replicated to RGB; ``LA`` becomes RGBA (grey replicated, alpha kept).
+    * palette ``P`` / ``PA``: looked up; RGBA when the palette or a ``tRNS`` chunk has transparency.
+    * a ``tRNS`` transparent colour on an ``L`` or ``RGB`` image gives RGBA (alpha 0 on that colour).
+    * ``CMYK`` (e.g. CMYK JPEGs) and ``YCbCr`` / ``LAB`` / ``HSV`` are converted to RGB.
+    * 16-bit grey (``I;16*``) and 32-bit integer ``I`` data are read as 16-bit values and scaled
+      to 8 bits by ``round(x / 257)``; values outside ``[0, 65535]`` are an error. 16-bit colour
+      PNGs reach us through Pillow as 8-bit (the high byte, within 1 of ``round(x / 257)``).
+    * float ``F`` is taken as ``[0, 1]``: ``round(255 x)``, clipped; then replicated to RGB.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        ``uint8`` array, C-contiguous, ``[H, W, 3]`` or ``[H, W, 4]`` (straight, not premultiplied, alpha).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file (the message names it).
+        ValueError: the file is not a decodable image, or its mode cannot be converted (names the file).
     """
-    import imageio.v3 as iio
+    path = Path(path)
+    with _open_image(path, "image") as image:
+        mode = image.mode
+        if mode == "F":
+            grey = np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=-1))
+        if mode == "I" or mode.startswith("I;16"):
+            grey = _sixteen_bit_to_uint8(np.asarray(image), path, mode)
+            return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=-1))
+        transparent = "transparency" in image.info or (
+            mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+        )
+        target = "RGBA" if mode in _ALPHA_MODES or transparent else "RGB"
+        if mode != target:
+            try:
+                image = image.convert(target)
+            except ValueError as e:
+                raise ValueError(f"{path}: cannot convert image mode {mode!r} to {target} ({e})") from None
+        arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != len(target):
+        raise ValueError(f"{path}: mode {mode!r} decoded to {arr.dtype} {arr.shape}, expected uint8 [H, W, {len(target)}]")
+    return np.ascontiguousarray(arr)
 
+
+def read_image_size(path: PathLike) -> Tuple[int, int]:
+    """``(width, height)`` of an image file, from its header (no pixel decoding).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file, like :func:`read_image`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {str(path)!r}")
+        raise FileNotFoundError(f"image not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        # PNG: the IHDR chunk comes first; width and height are big-endian uint32 at bytes 16-24.
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     try:
-        with warnings.catch_warnings():  # imageio probes legacy plugins on undecodable files
-            warnings.simplefilter("ignore", DeprecationWarning)
-            arr = np.asarray(iio.imread(path))
-    except Exception as e:  # imageio raises a zoo of plugin-specific errors
-        raise ValueError(f"could not decode image file {str(path)!r}: {e}") from e
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3:
-        raise ValueError(f"image file {str(path)!r} decoded to unexpected shape {arr.shape}")
-    if arr.dtype == np.uint16:
-        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
-    elif arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        raise ValueError(f"image file {str(path)!r} has unsupported dtype {arr.dtype}")
-    return arr
+        with Image.open(path) as image:  # lazy: reads the header only
+            return int(image.size[0]), int(image.size[1])
+    except Exception as e:  # noqa: BLE001 - any decoder failure, reported with the file name
+        raise ValueError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from None
+
+
+def read_label_map(path: PathLike) -> np.ndarray:
+    """Read a label map: a single-channel image of integer ids, as ``int64 [H, W]``.
+
+    Its contract differs from :func:`read_image` on purpose: ids are never converted or scaled.
+    Accepted modes: 8-bit grey ``L``, 16-bit ``I;16*``, 32-bit ``I``, bilevel ``1`` (ids 0/1) and
+    palette ``P``, whose *indices* are the ids (VOC-style colour-coded label PNGs); the palette
+    colours are ignored. Colour, alpha and float images raise ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    with _open_image(path, "label map") as image:
+        mode = image.mode
+        if not (mode in ("1", "L", "P", "I") or mode.startswith("I;16")):
+            raise ValueError(
+                f"{path}: a label map must be a single-channel image of integer ids "
+                f"(mode L, I;16, I, P or 1), got mode {mode!r}"
+            )
+        ids = np.asarray(image)
+    return ids.astype(np.int64)
 
 
 def _draw_labels(panel: np.ndarray, labels: Sequence[str], widths: Sequence[int], sep: int) -> np.ndarray:
     """Draw ``labels`` on a header strip above ``panel`` with Pillow's built-in font."""
-    from PIL import Image, ImageDraw, ImageFont
-
     strip_h = 14
     header = np.zeros((strip_h, panel.shape[1], 3), dtype=np.uint8)
     canvas = Image.fromarray(np.concatenate([header, panel], axis=0))

@@ -18,7 +18,8 @@ convention (x right, y down, z forward), ``x_cam = R(q) x_world + t`` with the H
 quaternion ``q = (qw, qx, qy, qz)``. Pixel centres are at ``+0.5`` like langfield's.
 
 Text floats are written with Python's shortest round-trip ``repr``, so text write -> read is exact.
-This module is I/O only (numpy); :mod:`langfield.data.colmap_dataset` builds scenes from it.
+This module is a file format only (numpy, no langfield imports), so it sits in ``io/`` below both its
+users: the scene reader :mod:`langfield.data.readers.colmap` and the capture step, which writes models.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """LLFF forward-facing captures (``poses_bounds.npy`` + ``images[_K]/``), as used by NeRF.
 
+Registered as ``"llff"`` (:mod:`langfield.data.readers.registry`): :func:`is_llff_scene` recognises
+it, :func:`load_llff` loads it.
+
 ``poses_bounds.npy`` is an ``[N, 17]`` float array, one row per image (in sorted file order):
 the first 15 values are a row-major ``3 x 5`` matrix ``[R | t | hwf]`` and the last 2 the
 ``near, far`` *z-depth* bounds of the scene in that view.
@@ -36,15 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from langfield.data.colmap import read_points3d
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
     check_downscale,
-    load_holdout_splits,
-    image_size,
     list_image_files,
+    load_holdout_splits,
     resolve_background,
     resolve_image_folder,
 )
@@ -55,11 +56,22 @@ from langfield.geometry.normalize import (
     make_similarity,
     transform_poses,
 )
+from langfield.io.colmap import read_points3d
+from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
 #: NeRF's bd_factor: the closest near bound is scaled to 1 / BD_FACTOR.
 BD_FACTOR = 0.75
 HOLDOUT = 8
+POSES_FILE = "poses_bounds.npy"
+
+
+def is_llff_scene(path: PathLike) -> bool:
+    """True for a ``poses_bounds.npy`` file or a folder holding one."""
+    path = Path(path)
+    if path.is_file():
+        return path.name == POSES_FILE
+    return (path / POSES_FILE).is_file()
 
 
 def llff_to_opencv(poses: Tensor) -> Tensor:
@@ -158,7 +170,7 @@ def load_llff(
     """Load an LLFF scene folder (``poses_bounds.npy``, ``images[_K]/``, optional ``sparse/0``).
 
     Args:
-        path: the scene folder.
+        path: the scene folder, or its ``poses_bounds.npy``.
         downscale: image factor; ``images_K`` is used when ``K == downscale``, else the folder with
             the largest ``K <= downscale`` is resized (fern ships only ``images_4`` and ``images_8``).
         background: stored in ``SceneDataset.background`` (photos have no alpha).
@@ -168,16 +180,18 @@ def load_llff(
         progress: force the progress bar on/off.
     """
     root = Path(path)
+    if root.is_file() and root.name == POSES_FILE:
+        root = root.parent
     downscale = check_downscale(downscale)
     background = resolve_background(background)
-    pb_path = root / "poses_bounds.npy"
+    pb_path = root / POSES_FILE
     c2w, hwf, bounds = read_poses_bounds(pb_path)
     num = c2w.shape[0]
     folder, residual = resolve_image_folder(root, downscale)
     files = list_image_files(folder)
     if len(files) != num:
         raise ValueError(f"{pb_path}: {num} poses but {len(files)} images in {folder}")
-    w_img, h_img = image_size(files[0])
+    w_img, h_img = read_image_size(files[0])
 
     Ks = torch.zeros(num, 3, 3, dtype=torch.float64)
     Ks[:, 0, 0] = Ks[:, 1, 1] = hwf[:, 2]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from langfield.data.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, rotmat_to_qvec, write_model
-from langfield.data.colmap_dataset import load_colmap
-from langfield.data.loading import load_dataset
+from langfield.data import load_dataset
+from langfield.data.readers.colmap import load_colmap
 from langfield.geometry.conventions import check_rigid, invert_rigid
 from langfield.geometry.normalize import apply_transform_to_points
+from langfield.io.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, rotmat_to_qvec, write_model
 
 W, H = 8, 6
 

@@ -1,9 +1,12 @@
 """Scenes from a COLMAP reconstruction: ``DIR/sparse/0`` (or ``DIR/sparse``) + ``DIR/images[_K]``.
 
+Registered as ``"colmap"`` (:mod:`langfield.data.readers.registry`): :func:`is_colmap_scene`
+recognises it, :func:`load_colmap` loads it. The model files are parsed by :mod:`langfield.io.colmap`.
+
 * Registered images are sorted by name; view ``i`` is a test view iff ``i % 8 == 0``.
 * Cameras: COLMAP's world-to-camera ``(q, t)`` is inverted to an OpenCV camera-to-world;
   intrinsics and ``(k1, k2, p1, p2, k3)`` distortion come from
-  :func:`langfield.data.colmap.camera_intrinsics` (pinhole / radial / OpenCV models; fisheye and
+  :func:`langfield.io.colmap.camera_intrinsics` (pinhole / radial / OpenCV models; fisheye and
   others raise ``ValueError``), rescaled per axis to the size of the image file actually read
   (``images_K`` folders are pre-shrunk), then by any remaining downscale factor.
 * The scene is normalised with :func:`~langfield.geometry.normalize.normalize_poses`
@@ -21,7 +24,6 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from langfield.data.colmap import camera_intrinsics, find_model_dir, model_file, read_model
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
@@ -29,14 +31,21 @@ from langfield.data.loading import (
     capture_bounds,
     check_downscale,
     load_holdout_splits,
-    image_size,
     resolve_background,
     resolve_image_folder,
 )
 from langfield.geometry.normalize import apply_transform_to_points, normalize_poses
+from langfield.io.colmap import camera_intrinsics, find_model_dir, model_file, read_model
+from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
 HOLDOUT = 8
+
+
+def is_colmap_scene(path: PathLike) -> bool:
+    """True for a folder holding a COLMAP model (see :func:`~langfield.io.colmap.find_model_dir`)."""
+    path = Path(path)
+    return path.is_dir() and find_model_dir(path) is not None
 
 
 def load_colmap(
@@ -96,7 +105,7 @@ def load_colmap(
             cam.height,
             torch.from_numpy(dist).float(),
         )
-        w, h = image_size(p)
+        w, h = read_image_size(p)
         cams = cameras_for_image_size(full, w, h, source=f"{p} vs camera {cam.id} in {cam_file}")
         cam_list.append(cams)
         c2ws.append(im.c2w())

@@ -1,5 +1,8 @@
 """``transforms*.json`` scenes: Blender (NeRF-synthetic), nerfstudio and instant-ngp flavours.
 
+Registered as ``"transforms"`` (:mod:`langfield.data.readers.registry`): :func:`is_transforms_scene`
+recognises it, :func:`load_transforms` loads it.
+
 Layouts:
 
 * **Blender** (``layout="blender"``): one file per split, ``transforms_{train,val,test}.json``, as in
@@ -48,7 +51,6 @@ from langfield.data.loading import (
     check_downscale,
     check_splits_arg,
     every_nth_split,
-    image_size,
     limit_indices,
     load_images,
     make_image_set,
@@ -57,6 +59,7 @@ from langfield.data.loading import (
 )
 from langfield.geometry.conventions import check_rigid, opengl_to_opencv
 from langfield.geometry.normalize import focus_point, make_similarity, normalize_poses, transform_poses
+from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
 SPLITS = ("train", "val", "test")
@@ -272,7 +275,7 @@ def _parse_split(data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: 
         fp = fr["file_path"]
         where = _where(json_path, i, fp)
         img = _resolve_image(json_path, fp, where)
-        wh = image_size(img)
+        wh = read_image_size(img)
         if first is None:
             first = (img, wh)
         elif wh != first[1]:
@@ -363,6 +366,14 @@ def _split_by_lists(data: Dict[str, Any], frames: List[Dict[str, Any]], order: L
     return out
 
 
+def is_transforms_scene(path: PathLike) -> bool:
+    """True for a ``.json`` file, or a folder holding ``transforms.json`` or ``transforms_{train,val,test}.json``."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() == ".json"
+    return path.is_dir() and any((path / name).is_file() for name in ("transforms.json", *(f"transforms_{s}.json" for s in SPLITS)))
+
+
 def read_transforms(path: PathLike) -> TransformsScene:
     """Parse a transforms scene (folder or json file) without decoding images.
 
@@ -444,7 +455,7 @@ def _scene_framing(scene: TransformsScene, normalize: Optional[str]):
     return T.float(), box, near, far, True
 
 
-def load_blender(
+def load_transforms(
     path: PathLike,
     downscale: float = 1,
     background: Optional[str] = None,

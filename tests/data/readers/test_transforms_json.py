@@ -1,4 +1,4 @@
-"""transforms*.json readers: Blender, nerfstudio and instant-ngp flavours."""
+"""transforms*.json reader: Blender, nerfstudio and instant-ngp flavours."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from langfield.data.blender import load_blender, read_transforms
-from langfield.data.loading import load_dataset
+from langfield.data import load_dataset
+from langfield.data.readers.transforms_json import load_transforms, read_transforms
 from langfield.geometry.conventions import check_rigid, invert_rigid, opengl_to_opencv
 from langfield.geometry.normalize import apply_transform_to_points
 from langfield.geometry.rays import rays_from_pixels
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 LEGO = SHARED / "nerf_synthetic" / "lego"
 W, H = 8, 6
 
@@ -99,7 +99,7 @@ def rewrite(path: Path, fn) -> None:
 
 def test_blender_layout(tmp_path):
     root = write_blender_scene(tmp_path / "scene")
-    ds = load_blender(root, progress=False)
+    ds = load_transforms(root, progress=False)
     assert set(ds.splits) == {"train", "test"}
     train = ds.split("train")
     assert len(train) == 3 and len(ds.split("test")) == 2
@@ -130,13 +130,13 @@ def test_blender_background_downscale_and_json_path(tmp_path):
     f = 0.5 * W / math.tan(0.45) / 2
     assert math.isclose(float(tr.cameras.Ks[0, 0, 0]), f, rel_tol=1e-6)
     assert (int(tr.cameras.widths[0]), int(tr.cameras.heights[0])) == (4, 3)
-    ds = load_blender(root, background="black", splits=["test"], progress=False)
+    ds = load_transforms(root, background="black", splits=["test"], progress=False)
     assert set(ds.splits) == {"train", "test"} and ds.background == "black"
 
 
 def test_blender_layout_far_cameras_are_rescaled(tmp_path):
     root = write_blender_scene(tmp_path / "big", radius=40.0)
-    ds = load_blender(root, progress=False)
+    ds = load_transforms(root, progress=False)
     T = ds.world_transform
     assert not torch.allclose(T, torch.eye(4))
     c = ds.split("train").cameras.c2w[:, :, 3]
@@ -179,7 +179,7 @@ def test_single_json_filename_lists(tmp_path):
             "test_filenames": ["images/frame_00003.png", "images/frame_00005.png"],
         },
     )
-    ds = load_blender(root, progress=False)
+    ds = load_transforms(root, progress=False)
     names = {k: [Path(p).name for p in v.paths] for k, v in ds.splits.items()}
     assert names == {
         "train": ["frame_00000.png", "frame_00002.png", "frame_00004.png"],
@@ -188,7 +188,7 @@ def test_single_json_filename_lists(tmp_path):
     }
     rewrite(root / "transforms.json", lambda d: d.update(test_filenames=["images/nope.png"]))
     with pytest.raises(ValueError, match=r"transforms\.json: field 'test_filenames': 'images/nope.png' matches no frame"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_per_frame_intrinsics_ngp_style(tmp_path):
@@ -228,7 +228,7 @@ def test_reader_reproduces_known_projection(tmp_path):
         json.dumps({"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": W, "h": H, "frames": frames})
     )
     for downscale in (1, 2):
-        ds = load_blender(root, downscale=downscale, progress=False)
+        ds = load_transforms(root, downscale=downscale, progress=False)
         cams = ds.split("train").cameras
         Xn = apply_transform_to_points(ds.world_transform.double(), torch.tensor(X)[None])[0]
         w2c = invert_rigid(cams.c2w[0].double())
@@ -254,7 +254,7 @@ def test_semantics_and_labels(tmp_path):
 
     (root / "sem").mkdir(parents=True)
     write_single_scene(root, n=9, extra={"labels": ["a", "b", "c"]}, frame_extra=sem)
-    ds = load_blender(root, downscale=2, progress=False)
+    ds = load_transforms(root, downscale=2, progress=False)
     tr = ds.split("train")
     assert ds.labels == ["a", "b", "c"]
     assert tr.semantics.shape == (7, 3, 4) and tr.semantics.dtype == torch.int64
@@ -263,7 +263,7 @@ def test_semantics_and_labels(tmp_path):
     # a frame without semantic_path while others have one
     rewrite(root / "transforms.json", lambda d: d["frames"][3].pop("semantic_path"))
     with pytest.raises(ValueError, match=r"frame 3 .*missing field 'semantic_path'"):
-        load_blender(root)
+        load_transforms(root)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -273,14 +273,14 @@ def test_error_missing_image(tmp_path):
     root = write_blender_scene(tmp_path / "s")
     rewrite(root / "transforms_test.json", lambda d: d["frames"][1].update(file_path="./test/ghost"))
     with pytest.raises(FileNotFoundError, match=r"transforms_test\.json: frame 1 \(\./test/ghost\).*'\./test/ghost' not found"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_malformed_json(tmp_path):
     root = write_blender_scene(tmp_path / "s")
     (root / "transforms_train.json").write_text('{"camera_angle_x": 0.5,\n "frames": [\n  {"file_path": }\n]}')
     with pytest.raises(ValueError, match=r"transforms_train\.json: malformed JSON at line 3"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_missing_fields(tmp_path):
@@ -289,41 +289,41 @@ def test_error_missing_fields(tmp_path):
     good = p.read_text()
     rewrite(p, lambda d: d.pop("frames"))
     with pytest.raises(ValueError, match=r"transforms_train\.json: missing field 'frames'"):
-        load_blender(root)
+        load_transforms(root)
     p.write_text(good)
     rewrite(p, lambda d: d["frames"][2].pop("transform_matrix"))
     with pytest.raises(ValueError, match=r"transforms_train\.json: frame 2 \(\./train/r_2\): missing field 'transform_matrix'"):
-        load_blender(root)
+        load_transforms(root)
     p.write_text(good)
     rewrite(p, lambda d: d.pop("camera_angle_x"))
     with pytest.raises(ValueError, match=r"transforms_train\.json: frame 0 .*no intrinsics: need 'fl_x'"):
-        load_blender(root)
+        load_transforms(root)
     p.write_text(good)
     rewrite(p, lambda d: d["frames"][0].pop("file_path"))
     with pytest.raises(ValueError, match=r"frame 0: missing field 'file_path'"):
-        load_blender(root)
+        load_transforms(root)
     p.write_text(good)
     rewrite(p, lambda d: d["frames"][1].update(transform_matrix=[[1, 0, 0], [0, 1, 0]]))
     with pytest.raises(ValueError, match=r"frame 1 .*'transform_matrix' must be 4x4"):
-        load_blender(root)
+        load_transforms(root)
     p.write_text(good)
     rewrite(p, lambda d: d.update(camera_angle_x="wide"))
     with pytest.raises(ValueError, match=r"field 'camera_angle_x' must be a finite number"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_mismatched_sizes(tmp_path):
     root = write_blender_scene(tmp_path / "s")
     write_png(root / "train" / "r_1.png", channels=4, size=(10, 6))
     with pytest.raises(ValueError, match=r"r_0\.png is 8x6 and .*r_1\.png \(frame 1\) is 10x6"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_size_differs_from_json(tmp_path):
     root = write_single_scene(tmp_path / "cap", n=3)
     rewrite(root / "transforms.json", lambda d: d.update(w=16))
     with pytest.raises(ValueError, match=r"transforms\.json: frame \d .*field 'w' is 16 but image .* is 8x6"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_non_rigid_pose(tmp_path):
@@ -336,26 +336,26 @@ def test_error_non_rigid_pose(tmp_path):
 
     rewrite(root / "transforms_test.json", scale)
     with pytest.raises(ValueError, match=r"transforms_test\.json: frame 1 .*not a rigid transform"):
-        load_blender(root)
+        load_transforms(root)
 
 
 def test_error_empty_split(tmp_path):
     root = write_blender_scene(tmp_path / "s")
     rewrite(root / "transforms_test.json", lambda d: d.update(frames=[]))
     with pytest.raises(ValueError, match=r"transforms_test\.json: field 'frames' is empty"):
-        load_blender(root)
+        load_transforms(root)
     one = write_single_scene(tmp_path / "one", n=1)
     with pytest.raises(ValueError, match=r"transforms\.json: split 'train' is empty"):
-        load_blender(one)
+        load_transforms(one)
 
 
 def test_error_unsupported_camera(tmp_path):
     root = write_single_scene(tmp_path / "cap", n=3, extra={"camera_model": "OPENCV_FISHEYE"})
     with pytest.raises(ValueError, match=r"'camera_model' is 'OPENCV_FISHEYE'"):
-        load_blender(root)
+        load_transforms(root)
     rewrite(root / "transforms.json", lambda d: d.update(camera_model="OPENCV", k4=0.1))
     with pytest.raises(ValueError, match=r"field 'k4'"):
-        load_blender(root)
+        load_transforms(root)
 
 
 # ----------------------------------------------------------------------------- real data

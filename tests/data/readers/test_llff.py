@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from langfield.data.colmap import ColmapPoints, write_points3d_binary
-from langfield.data.llff import llff_to_opencv, load_llff, opencv_to_llff, read_poses_bounds
-from langfield.data.loading import load_dataset
+from langfield.data import load_dataset
+from langfield.data.readers.llff import llff_to_opencv, load_llff, opencv_to_llff, read_poses_bounds
 from langfield.geometry.conventions import check_rigid, invert_rigid
 from langfield.geometry.normalize import apply_transform_to_points, transform_poses
+from langfield.io.colmap import ColmapPoints, write_points3d_binary
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 FERN = SHARED / "llff" / "fern"
 FULL_W, FULL_H, FOCAL = 16, 12, 14.0
 

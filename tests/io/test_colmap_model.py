@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from langfield.data.colmap import (
+from langfield.io.colmap import (
     ColmapCamera,
     ColmapImage,
     ColmapModel,
