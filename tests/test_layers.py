@@ -52,6 +52,7 @@ KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
 # Imports of langfield modules inside function bodies (``from langfield...``, ``import
 # langfield...`` and relative ones) today. The refactor lowers it as they move to module level;
 # a function-level import is only for a heavy optional dependency, and must still point downward.
+# The root ``langfield/__init__.py`` is not counted: its lazy ``__getattr__`` imports on purpose.
 FUNCTION_LEVEL_IMPORT_CEILING = 58
 
 
@@ -291,7 +292,7 @@ def test_no_cycles_between_packages():
 
 
 def test_function_level_langfield_imports_do_not_grow():
-    inside = [i for i in _langfield_imports() if i.in_function]
+    inside = [i for i in _langfield_imports() if i.in_function and i.file != "__init__.py"]
     listing = "\n  ".join(f"{i.where} imports {i.module}" for i in inside)
     assert len(inside) <= FUNCTION_LEVEL_IMPORT_CEILING, (
         f"{len(inside)} langfield imports inside functions, the ceiling is {FUNCTION_LEVEL_IMPORT_CEILING}: "
