@@ -1,4 +1,18 @@
-"""Shared fixtures: a tiny procedural scene, the shared-data root and the ``requires_cuda`` marker."""
+"""Shared fixtures: ``device`` / ``dtype`` parametrisation, the ``requires_cuda`` marker, a tiny
+procedural scene and the shared-data root.
+
+``device`` runs a test on the CPU and on CUDA; the CUDA case carries ``requires_cuda`` and is
+skipped where no CUDA device is present (so the test ids are the same on every machine).
+``dtype`` runs a test in float32 and float64. Together they give kornia-style parity tests::
+
+    def test_op_known_value(device, dtype):
+        x = torch.tensor([...], device=device, dtype=dtype)
+        torch.testing.assert_close(op(x), expected.to(device, dtype))  # tolerance follows dtype
+
+Timeouts: pyproject sets a suite-wide per-test ``timeout`` (pytest-timeout) so a hang fails
+instead of blocking CI; tests marked ``slow`` (end-to-end training) get
+:data:`SLOW_TEST_TIMEOUT_S` unless they carry their own ``@pytest.mark.timeout``.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +23,31 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+SLOW_TEST_TIMEOUT_S = 900
+
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.requires_cuda)])
+def device(request) -> torch.device:
+    """``torch.device("cpu")``, then ``torch.device("cuda")`` (skipped without a CUDA device)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request) -> torch.dtype:
+    """``torch.float32``, then ``torch.float64``."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

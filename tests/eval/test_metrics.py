@@ -37,9 +37,10 @@ def astronaut_pair():
 # ----------------------------------------------------------------------------- PSNR
 
 
-def test_psnr_known_value():
-    target = torch.zeros(8, 8, 3)
-    pred = torch.full((8, 8, 3), 0.1)  # MSE = 0.01 -> 20 dB
+def test_psnr_known_value(device, dtype):
+    target = torch.zeros(8, 8, 3, device=device, dtype=dtype)
+    pred = torch.full((8, 8, 3), 0.1, device=device, dtype=dtype)  # MSE = 0.01 -> 20 dB
+    assert psnr(pred, target).dtype == dtype
     assert psnr(pred, target).item() == pytest.approx(20.0, abs=1e-4)
     assert psnr(pred * 2.55, target, max_val=2.55).item() == pytest.approx(20.0, abs=1e-4)
     assert mse_to_psnr(1e-3).item() == pytest.approx(30.0, abs=1e-5)
@@ -78,13 +79,16 @@ def test_ssim_identity_is_one():
     assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_ssim_constant_images_closed_form():
+def test_ssim_constant_images_closed_form(device, dtype):
     # Constant images: variances and covariance vanish, so SSIM = (2ab + C1) / (a^2 + b^2 + C1).
     a, b = 0.2, 0.7
     c1 = 0.01**2
     expected = (2 * a * b + c1) / (a * a + b * b + c1)
-    val = ssim(torch.full((16, 16, 1), a, dtype=torch.float64), torch.full((16, 16, 1), b, dtype=torch.float64))
-    assert val.item() == pytest.approx(expected, rel=1e-10)
+    val = ssim(torch.full((16, 16, 1), a, dtype=dtype, device=device),
+               torch.full((16, 16, 1), b, dtype=dtype, device=device))
+    assert val.dtype == dtype
+    rel = 1e-10 if dtype == torch.float64 else 1e-4  # float32: round-off of E[x^2] - mu^2 against C2
+    assert val.item() == pytest.approx(expected, rel=rel)
 
 
 def test_ssim_matches_skimage(astronaut_pair):

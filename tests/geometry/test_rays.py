@@ -27,10 +27,11 @@ def test_pixel_centers():
     torch.testing.assert_close(pc[1, 3], torch.tensor([3.5, 1.5]))  # (u, v) = (column, row)
 
 
-def test_rays_from_camera_hand_computed():
-    rays = rays_from_camera(_camera(), 0, near=0.1, far=5.0)
-    assert isinstance(rays, Rays) and rays.shape == (2, 4)
+def test_rays_from_camera_hand_computed(device):
+    rays = rays_from_camera(_camera().to(device), 0, near=0.1, far=5.0)
+    assert isinstance(rays, Rays) and rays.shape == (2, 4) and rays.origins.device.type == device.type
     assert rays.radii.shape == (2, 4, 1) and rays.near.shape == (2, 4, 1) and rays.camera_indices.shape == (2, 4)
+    rays = rays.to("cpu")
     torch.testing.assert_close(rays.origins, T.expand(2, 4, 3))
     torch.testing.assert_close(rays.directions.norm(dim=-1), torch.ones(2, 4))
     # Pixel (0, 0): centre (0.5, 0.5) -> camera (x, y, z) = ((0.5 - 2) / 2, (0.5 - 1) / 2, 1) = (-0.75, -0.25, 1)

@@ -17,25 +17,32 @@ from langfield.geometry.rotations import (
 D = torch.float64
 
 
-def _random_quats(n: int, seed: int = 0) -> torch.Tensor:
+def _random_quats(n: int, seed: int = 0, dtype: torch.dtype = D) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return normalize_quaternion(torch.randn(n, 4, generator=g, dtype=D))
+    return normalize_quaternion(torch.randn(n, 4, generator=g, dtype=D)).to(dtype)
+
+
+def _atol(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-5
 
 
 def _assert_rotation(R: torch.Tensor, atol: float = 1e-10) -> None:
-    eye = torch.eye(3, dtype=R.dtype).expand_as(R)
+    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(R)
     torch.testing.assert_close(R.transpose(-1, -2) @ R, eye, atol=atol, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(R), torch.ones(R.shape[:-2], dtype=R.dtype), atol=atol, rtol=0)
+    ones = torch.ones(R.shape[:-2], dtype=R.dtype, device=R.device)
+    torch.testing.assert_close(torch.linalg.det(R), ones, atol=atol, rtol=0)
 
 
-def test_quaternion_to_matrix_known_90_deg_about_z():
-    q = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)], dtype=D)  # (w, x, y, z)
+def test_quaternion_to_matrix_known_90_deg_about_z(device, dtype):
+    q = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)], dtype=dtype, device=device)  # w, x, y, z
     R = quaternion_to_matrix(q)
-    expected = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=D)
-    torch.testing.assert_close(R, expected, atol=1e-12, rtol=0)
+    assert R.dtype == dtype and R.device.type == device.type
+    expected = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
+    atol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(R, expected, atol=atol, rtol=0)
     # x axis goes to y axis
-    ex, ey = torch.eye(3, dtype=D)[:2]
-    torch.testing.assert_close(R @ ex, ey, atol=1e-12, rtol=0)
+    ex, ey = torch.eye(3, dtype=dtype, device=device)[:2]
+    torch.testing.assert_close(R @ ex, ey, atol=atol, rtol=0)
 
 
 def test_identity_quaternion_is_w_first():
@@ -46,15 +53,15 @@ def test_identity_quaternion_is_w_first():
     )
 
 
-def test_quaternion_matrix_round_trip_and_orthonormal():
-    q = _random_quats(500)
+def test_quaternion_matrix_round_trip_and_orthonormal(device, dtype):
+    q = _random_quats(500, dtype=dtype).to(device)
     R = quaternion_to_matrix(q)
-    _assert_rotation(R)
+    _assert_rotation(R, atol=_atol(dtype))
     q2 = matrix_to_quaternion(R)
-    assert bool((q2[:, 0] >= 0).all())
+    assert q2.dtype == dtype and bool((q2[:, 0] >= 0).all())
     q_canon = torch.where(q[:, :1] < 0, -q, q)
-    torch.testing.assert_close(q2, q_canon, atol=1e-10, rtol=0)
-    torch.testing.assert_close(quaternion_to_matrix(q2), R, atol=1e-10, rtol=0)
+    torch.testing.assert_close(q2, q_canon, atol=_atol(dtype), rtol=0)
+    torch.testing.assert_close(quaternion_to_matrix(q2), R, atol=_atol(dtype), rtol=0)
 
 
 def test_matrix_to_quaternion_180_degree_turns():

@@ -23,13 +23,15 @@ def _near_far(num_rays=5):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_stratified_bins_deterministic_known_values():
-    near, far = torch.tensor([[2.0]]), torch.tensor([[6.0]])
+def test_stratified_bins_deterministic_known_values(device, dtype):
+    near = torch.tensor([[2.0]], device=device, dtype=dtype)
+    far = torch.tensor([[6.0]], device=device, dtype=dtype)
     edges = stratified_bins(near, far, 4, randomized=False)
-    torch.testing.assert_close(edges, torch.tensor([[2.0, 3.0, 4.0, 5.0, 6.0]]))
+    assert edges.dtype == dtype and edges.device.type == device.type
+    torch.testing.assert_close(edges, torch.tensor([[2.0, 3.0, 4.0, 5.0, 6.0]], device=device, dtype=dtype))
     disp = stratified_bins(near, far, 2, randomized=False, lindisp=True)
     # evenly spaced in 1/t: 1/2, 1/3, 1/6
-    torch.testing.assert_close(disp, torch.tensor([[2.0, 3.0, 6.0]]))
+    torch.testing.assert_close(disp, torch.tensor([[2.0, 3.0, 6.0]], device=device, dtype=dtype))
     assert torch.equal(stratified_bins(near, far, 4, randomized=False), edges)
 
 

@@ -57,19 +57,23 @@ def test_one_gaussian_on_a_pixel_centre(backend):
     assert abs(float(alpha[2, 3, 0]) - 0.6) < 1e-6
 
 
-def test_two_overlapping_gaussians_blend_front_to_back():
+def test_two_overlapping_gaussians_blend_front_to_back(device, dtype):
     # Both centred on pixel (0, 0); the nearer one (depth 1) is blended first regardless of order.
-    means2d = torch.tensor([[0.5, 0.5], [0.5, 0.5]], dtype=D64)
-    conics = isotropic(1.0, 2)
-    opac = torch.tensor([0.5, 0.8], dtype=D64)
-    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=D64)
-    depths = torch.tensor([2.0, 1.0], dtype=D64)  # the second Gaussian is in front
-    radii = torch.tensor([3, 3], dtype=torch.int32)
-    bg = torch.tensor([0.25, 0.25], dtype=D64)
+    def tensor(values, dtype=dtype):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    means2d = tensor([[0.5, 0.5], [0.5, 0.5]])
+    conics = isotropic(1.0, 2, dtype=dtype).to(device)
+    opac = tensor([0.5, 0.8])
+    feats = tensor([[1.0, 0.0], [0.0, 1.0]])
+    depths = tensor([2.0, 1.0])  # the second Gaussian is in front
+    radii = tensor([3, 3], dtype=torch.int32)
+    bg = tensor([0.25, 0.25])
     out, alpha = rasterize_gaussians(means2d, conics, opac, feats, depths, radii, 4, 4, bg, backend="torch")
+    assert out.dtype == dtype and out.device.type == device.type
     # front: alpha .8, T=1 -> (0, .8); back: alpha .5, T=.2 -> (.1, 0); T_final = .1
-    assert torch.allclose(out[0, 0], torch.tensor([0.1 + 0.025, 0.8 + 0.025], dtype=D64))
-    assert torch.allclose(alpha[0, 0], torch.tensor([0.9], dtype=D64))
+    torch.testing.assert_close(out[0, 0], tensor([0.1 + 0.025, 0.8 + 0.025]))
+    torch.testing.assert_close(alpha[0, 0], tensor([0.9]))
 
 
 def test_clamp_and_transmittance_stop_follow_the_reference_rules():

@@ -42,7 +42,7 @@ def _keep_mask(num_rays, num_samples, seed=1, p=0.6):
 
 def _pack(mask, *tensors):
     num_rays, num_samples = mask.shape
-    ray_indices = torch.arange(num_rays)[:, None].expand(num_rays, num_samples)[mask]
+    ray_indices = torch.arange(num_rays, device=mask.device)[:, None].expand(num_rays, num_samples)[mask]
     return (ray_indices,) + tuple(t[mask] for t in tensors)
 
 
@@ -51,25 +51,29 @@ def _pack(mask, *tensors):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_weights_hand_computed():
-    t_starts = torch.tensor([[0.0, 1.0, 2.0]])
-    t_ends = torch.tensor([[1.0, 2.0, 3.0]])
-    sigmas = torch.tensor([[math.log(2.0), math.log(2.0), 0.0]])
+def test_weights_hand_computed(device, dtype):
+    def tensor(values):
+        return torch.tensor(values, device=device, dtype=dtype)
+
+    t_starts = tensor([[0.0, 1.0, 2.0]])
+    t_ends = tensor([[1.0, 2.0, 3.0]])
+    sigmas = tensor([[math.log(2.0), math.log(2.0), 0.0]])
     weights, trans, alphas = render_weights_from_density(t_starts, t_ends, sigmas)
-    torch.testing.assert_close(alphas, torch.tensor([[0.5, 0.5, 0.0]]))
-    torch.testing.assert_close(trans, torch.tensor([[1.0, 0.5, 0.25]]))
-    torch.testing.assert_close(weights, torch.tensor([[0.5, 0.25, 0.0]]))
+    assert weights.dtype == dtype and weights.device.type == device.type
+    torch.testing.assert_close(alphas, tensor([[0.5, 0.5, 0.0]]))
+    torch.testing.assert_close(trans, tensor([[1.0, 0.5, 0.25]]))
+    torch.testing.assert_close(weights, tensor([[0.5, 0.25, 0.0]]))
     trans2, alphas2 = render_transmittance_from_density(t_starts, t_ends, sigmas)
     torch.testing.assert_close(trans2, trans)
     torch.testing.assert_close(alphas2, alphas)
     w_alpha, t_alpha = render_weights_from_alpha(alphas)
     torch.testing.assert_close(w_alpha, weights)
     torch.testing.assert_close(t_alpha, trans)
-    colors = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
-    torch.testing.assert_close(accumulate_along_rays(weights, colors), torch.tensor([[0.5, 0.25, 0.0]]))
-    torch.testing.assert_close(accumulate_along_rays(weights), torch.tensor([[0.75]]))
+    colors = tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    torch.testing.assert_close(accumulate_along_rays(weights, colors), tensor([[0.5, 0.25, 0.0]]))
+    torch.testing.assert_close(accumulate_along_rays(weights), tensor([[0.75]]))
     # expected depth: (0.5 * 0.5 + 0.25 * 1.5) / 0.75
-    torch.testing.assert_close(render_expected_depth(weights, t_starts, t_ends), torch.tensor([[0.625 / 0.75]]))
+    torch.testing.assert_close(render_expected_depth(weights, t_starts, t_ends), tensor([[0.625 / 0.75]]))
 
 
 def test_median_depth_hand_computed_both_layouts():
@@ -137,11 +141,11 @@ def test_constant_density_slab_closed_form(sigma):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_packed_matches_batched_values_and_grads():
+def test_packed_matches_batched_values_and_grads(device):
     R, S, D = 12, 9, 5
-    t0, t1, sigmas = _batched(R, S, seed=3, dtype=torch.float64)
-    values = torch.rand(R, S, D, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    mask = _keep_mask(R, S)
+    t0, t1, sigmas = (t.to(device) for t in _batched(R, S, seed=3, dtype=torch.float64))
+    values = torch.rand(R, S, D, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(device)
+    mask = _keep_mask(R, S).to(device)
     # Dropping a sample is the same as giving it zero density: it neither adds weight nor
     # attenuates. So batched-with-zeros must equal packed-without-them.
     sig_b = (sigmas * mask).requires_grad_(True)
@@ -166,7 +170,8 @@ def test_packed_matches_batched_values_and_grads():
     torch.testing.assert_close(render_median_depth(w_p, t0_p, t1_p, ri, R), render_median_depth(w_b, t0, t1))
 
     g = torch.Generator().manual_seed(5)
-    up_rgb, up_depth = torch.randn(R, D, generator=g, dtype=torch.float64), torch.randn(R, 1, generator=g, dtype=torch.float64)
+    up_rgb = torch.randn(R, D, generator=g, dtype=torch.float64).to(device)
+    up_depth = torch.randn(R, 1, generator=g, dtype=torch.float64).to(device)
     ((rgb_b * up_rgb).sum() + (depth_b * up_depth).sum()).backward()
     ((rgb_p * up_rgb).sum() + (depth_p * up_depth).sum()).backward()
     torch.testing.assert_close(sig_p.grad, sig_b.grad[mask])

@@ -76,6 +76,19 @@ def orbit_path(
         start_azimuth_deg: azimuth of frame 0. Azimuth 0 is the world +x axis projected onto
             the plane orthogonal to ``up`` (+y if ``up`` is along x); it grows counter-clockwise
             seen from above (right-handed about ``up``).
+
+    Example:
+        Four frames around the origin at radius 2 (up ``+z``): frame 0 sits on ``+x`` and looks back
+        along ``-x``, frame 1 is a quarter turn further, on ``+y``:
+
+        >>> from langfield.geometry.camera_paths import orbit_path
+        >>> path = orbit_path(center=(0.0, 0.0, 0.0), radius=2.0, elevation_deg=0.0, num_frames=4)
+        >>> tuple(path.shape)
+        (4, 3, 4)
+        >>> [[round(v, 4) + 0.0 for v in path[f, :, 3].tolist()] for f in (0, 1)]  # camera centres
+        [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+        >>> [round(v, 4) + 0.0 for v in path[0, :, 2].tolist()]  # frame 0's optical axis
+        [-1.0, 0.0, 0.0]
     """
     _check_num_frames(num_frames)
     if not radius > 0 or not math.isfinite(radius):
@@ -133,6 +146,21 @@ def spiral_path(
             NeRF uses ``1 / ((1 - 0.75) / near + 0.75 / far)`` from the scene's depth bounds.
         num_rotations: turns of the spiral (NeRF: 2).
         zrate: frequency of the forward/backward motion relative to the circle (NeRF: 0.5).
+
+    Example:
+        Two forward-facing cameras at ``x = -1`` and ``x = +1``: the spiral swings along ``x`` only
+        (their spread in ``y`` and ``z`` is zero) and always looks at the focus point ``(0, 0, 5)``:
+
+        >>> import torch
+        >>> from langfield.geometry.camera_paths import spiral_path
+        >>> ref = torch.eye(4)[:3].repeat(2, 1, 1)
+        >>> ref[:, 0, 3] = torch.tensor([-1.0, 1.0])
+        >>> path = spiral_path(ref, num_frames=4, radius_scale=1.0, focus_distance=5.0, num_rotations=1)
+        >>> [round(v, 4) + 0.0 for v in path[:, 0, 3].tolist()]  # x of the camera centres
+        [1.0, 0.0, -1.0, 0.0]
+        >>> to_focus = torch.tensor([0.0, 0.0, 5.0]) - path[0, :, 3]
+        >>> torch.allclose(path[0, :, 2], to_focus / to_focus.norm())  # frame 0 looks at the focus point
+        True
     """
     _check_poses(c2w_ref, "c2w_ref")
     _check_num_frames(num_frames)
@@ -203,6 +231,22 @@ def interpolate_path(keyframes: Tensor, num_frames: int, loop: bool = False) -> 
     knot parameter; with equal frames per segment the camera's speed therefore changes at a
     keyframe whose two segments differ in length (as three.js ``CatmullRomCurve3("centripetal")``
     sampled with ``getPoint``). Place keyframes roughly evenly for constant speed.
+
+    Example:
+        Between a camera at the origin and one at ``(2, 0, 0)`` turned a quarter turn about ``z``, the
+        middle frame is halfway in position and rotation (an eighth of a turn):
+
+        >>> import math, torch
+        >>> from langfield.geometry.camera_paths import interpolate_path
+        >>> from langfield.geometry.rotations import axis_angle_to_matrix, matrix_to_quaternion
+        >>> keyframes = torch.eye(4)[:3].repeat(2, 1, 1)
+        >>> keyframes[1, :, :3] = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))
+        >>> keyframes[1, 0, 3] = 2.0
+        >>> path = interpolate_path(keyframes, num_frames=3)
+        >>> [round(v, 4) for v in path[1, :, 3].tolist()]
+        [1.0, 0.0, 0.0]
+        >>> [round(v, 4) for v in matrix_to_quaternion(path[1, :, :3]).tolist()]
+        [0.9239, 0.0, 0.0, 0.3827]
     """
     _check_poses(keyframes, "keyframes")
     _check_num_frames(num_frames)
@@ -270,7 +314,18 @@ def interpolate_path(keyframes: Tensor, num_frames: int, loop: bool = False) -> 
 
 
 def path_cameras(c2w: Tensor, like: Cameras, index: int = 0) -> Cameras:
-    """Cameras at poses ``c2w [F, 3, 4]`` (OpenCV) sharing intrinsics, size and distortion of ``like[index]``."""
+    """Cameras at poses ``c2w [F, 3, 4]`` (OpenCV) sharing intrinsics, size and distortion of ``like[index]``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.types import Cameras
+        >>> from langfield.geometry.camera_paths import orbit_path, path_cameras
+        >>> K = torch.tensor([[50.0, 0.0, 32.0], [0.0, 50.0, 24.0], [0.0, 0.0, 1.0]])
+        >>> like = Cameras.create(torch.eye(4), K, widths=64, heights=48)
+        >>> cameras = path_cameras(orbit_path((0.0, 0.0, 0.0), 3.0, 20.0, num_frames=5), like)
+        >>> len(cameras), cameras.widths.tolist(), cameras.Ks[4, 0, 0].item()
+        (5, [64, 64, 64, 64, 64], 50.0)
+    """
     _check_poses(c2w, "c2w")
     if not isinstance(like, Cameras):
         raise ValueError(f"like must be a Cameras, got {type(like).__name__}")

@@ -28,17 +28,45 @@ def _flip_camera_axes(c2w: Tensor) -> Tensor:
 
 
 def opengl_to_opencv(c2w: Tensor) -> Tensor:
-    """OpenGL/Blender camera-to-world ``[..., 3|4, 4]`` -> OpenCV camera-to-world."""
+    """OpenGL/Blender camera-to-world ``[..., 3|4, 4]`` -> OpenCV camera-to-world.
+
+    Example:
+        An OpenGL camera looks along its ``-z``; the same camera in OpenCV axes has ``y`` and ``z``
+        flipped, and the map is its own inverse:
+
+        >>> import torch
+        >>> from langfield.geometry.conventions import opencv_to_opengl, opengl_to_opencv
+        >>> c2w_gl = torch.eye(4)
+        >>> opengl_to_opencv(c2w_gl)[:3, :3].diagonal().tolist()
+        [1.0, -1.0, -1.0]
+        >>> torch.equal(opencv_to_opengl(opengl_to_opencv(c2w_gl)), c2w_gl)
+        True
+    """
     return _flip_camera_axes(c2w)
 
 
 def opencv_to_opengl(c2w: Tensor) -> Tensor:
-    """OpenCV camera-to-world ``[..., 3|4, 4]`` -> OpenGL/Blender camera-to-world."""
+    """OpenCV camera-to-world ``[..., 3|4, 4]`` -> OpenGL/Blender camera-to-world.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.conventions import opencv_to_opengl
+        >>> c2w_cv = torch.eye(4)[:3]  # an OpenCV camera at the origin looking along world +z
+        >>> (-opencv_to_opengl(c2w_cv)[:, 2]).tolist()  # in OpenGL axes it looks along its -z: still world +z
+        [0.0, 0.0, 1.0]
+    """
     return _flip_camera_axes(c2w)
 
 
 def to_homogeneous(pose: Tensor) -> Tensor:
-    """``[..., 3, 4]`` -> ``[..., 4, 4]`` by appending the row ``(0, 0, 0, 1)``."""
+    """``[..., 3, 4]`` -> ``[..., 4, 4]`` by appending the row ``(0, 0, 0, 1)``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.conventions import to_homogeneous
+        >>> to_homogeneous(torch.eye(4)[:3])[3].tolist()
+        [0.0, 0.0, 0.0, 1.0]
+    """
     if pose.shape[-2:] == (4, 4):
         return pose
     bottom = torch.zeros(*pose.shape[:-2], 1, 4, dtype=pose.dtype, device=pose.device)
@@ -47,7 +75,20 @@ def to_homogeneous(pose: Tensor) -> Tensor:
 
 
 def invert_rigid(pose: Tensor) -> Tensor:
-    """Invert rigid transforms ``[..., 3|4, 4]`` (``c2w`` <-> ``w2c``); returns ``[..., 3, 4]``."""
+    """Invert rigid transforms ``[..., 3|4, 4]`` (``c2w`` <-> ``w2c``); returns ``[..., 3, 4]``.
+
+    Example:
+        A camera at ``(1, 2, 3)`` turned 90 degrees about ``z``; its ``w2c`` maps the camera centre to the origin:
+
+        >>> import torch
+        >>> from langfield.geometry.conventions import invert_rigid
+        >>> c2w = torch.tensor([[0.0, -1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0]])
+        >>> w2c = invert_rigid(c2w)
+        >>> (w2c[:, :3] @ torch.tensor([1.0, 2.0, 3.0]) + w2c[:, 3]).tolist()
+        [0.0, 0.0, 0.0]
+        >>> torch.equal(invert_rigid(w2c), c2w)
+        True
+    """
     R = pose[..., :3, :3]
     t = pose[..., :3, 3:4]
     Rt = R.transpose(-1, -2)
@@ -55,7 +96,15 @@ def invert_rigid(pose: Tensor) -> Tensor:
 
 
 def check_rigid(pose: Tensor, atol: float = 1e-3) -> Tensor:
-    """Boolean ``[...]``: which rotations are orthonormal with determinant +1 within ``atol``."""
+    """Boolean ``[...]``: which rotations are orthonormal with determinant +1 within ``atol``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.conventions import check_rigid
+        >>> mirror = torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0]))  # orthonormal, but det -1
+        >>> check_rigid(torch.stack([torch.eye(4), 2 * torch.eye(4), mirror])).tolist()
+        [True, False, False]
+    """
     R = pose[..., :3, :3].double()
     eye = torch.eye(3, dtype=R.dtype, device=R.device)
     ortho = (R.transpose(-1, -2) @ R - eye).abs().amax(dim=(-1, -2)) < atol

@@ -20,6 +20,15 @@ def distort_points(xy: Tensor, dist: Tensor) -> Tensor:
     """Apply distortion: ideal normalised coords ``[*B, 2]`` -> distorted ``[*B, 2]``.
 
     ``dist`` is ``[*B, 5]`` (or broadcastable) in OpenCV order ``(k1, k2, p1, p2, k3)``.
+
+    Example:
+        Radial ``k1 = 0.1`` at radius 0.5 scales the point by ``1 + 0.1 * 0.25``:
+
+        >>> import torch
+        >>> from langfield.geometry.distortion import distort_points
+        >>> dist = torch.tensor([0.1, 0.0, 0.0, 0.0, 0.0])
+        >>> [round(v, 4) for v in distort_points(torch.tensor([0.5, 0.0]), dist).tolist()]
+        [0.5125, 0.0]
     """
     _check_inputs(xy, dist, "xy")
     x, y = xy[..., 0], xy[..., 1]
@@ -35,6 +44,17 @@ def undistort_points(xy_distorted: Tensor, dist: Tensor, num_iters: int = 10) ->
     """Invert :func:`distort_points` with Newton iterations (2x2 Jacobian per point).
 
     Converges to ~1e-7 for the distortion found in real lenses (``|k| < 1`` over the image).
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.distortion import distort_points, undistort_points
+        >>> dist = torch.tensor([0.1, -0.05, 0.001, 0.002, 0.01])
+        >>> xy = torch.tensor([[0.3, -0.2], [-0.5, 0.4]])
+        >>> torch.allclose(undistort_points(distort_points(xy, dist), dist), xy, atol=1e-6)
+        True
+        >>> k1_only = torch.tensor([0.1, 0.0, 0.0, 0.0, 0.0])
+        >>> [round(v, 4) for v in undistort_points(torch.tensor([0.5125, 0.0]), k1_only).tolist()]
+        [0.5, 0.0]
     """
     _check_inputs(xy_distorted, dist, "xy_distorted")
     xy = xy_distorted.clone()

@@ -41,7 +41,13 @@ def _check_transform(T: Tensor) -> None:
 
 
 def similarity_scale(T: Tensor) -> Tensor:
-    """Uniform scale ``s`` of a similarity ``T [4, 4]`` (cube root of ``det`` of its 3x3 block)."""
+    """Uniform scale ``s`` of a similarity ``T [4, 4]`` (cube root of ``det`` of its 3x3 block).
+
+    Example:
+        >>> from langfield.geometry.normalize import make_similarity, similarity_scale
+        >>> similarity_scale(make_similarity(scale=2.5)).item()
+        2.5
+    """
     _check_transform(T)
     det = torch.linalg.det(T[:3, :3].double())
     if not bool(det > 0):
@@ -56,6 +62,15 @@ def make_similarity(scale: float = 1.0, rotation: Optional[Tensor] = None, cente
         scale: uniform scale ``> 0``.
         rotation: ``[3, 3]`` rotation (identity when ``None``).
         center: ``[3]`` point mapped to the origin (origin when ``None``).
+
+    Example:
+        ``x -> 2 (x - c)`` with ``c = (1, 1, 1)``:
+
+        >>> import torch
+        >>> from langfield.geometry.normalize import apply_transform_to_points, make_similarity
+        >>> T = make_similarity(2.0, center=torch.tensor([1.0, 1.0, 1.0]))
+        >>> apply_transform_to_points(T, torch.tensor([[1.0, 1.0, 1.0], [2.0, 1.0, 1.0]])).tolist()
+        [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]
     """
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -68,7 +83,16 @@ def make_similarity(scale: float = 1.0, rotation: Optional[Tensor] = None, cente
 
 
 def apply_transform_to_points(T: Tensor, pts: Tensor) -> Tensor:
-    """Map points ``pts [*B, 3]`` by the ``[4, 4]`` transform ``T``: ``T[:3, :3] @ p + T[:3, 3]``."""
+    """Map points ``pts [*B, 3]`` by the ``[4, 4]`` transform ``T``: ``T[:3, :3] @ p + T[:3, 3]``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.normalize import apply_transform_to_points
+        >>> T = torch.eye(4)
+        >>> T[:3, 3] = torch.tensor([1.0, 0.0, -1.0])  # a translation
+        >>> apply_transform_to_points(T, torch.tensor([[1.0, 2.0, 3.0]])).tolist()
+        [[2.0, 2.0, 2.0]]
+    """
     _check_transform(T)
     if not isinstance(pts, Tensor) or pts.shape[-1] != 3:
         shape = tuple(pts.shape) if isinstance(pts, Tensor) else type(pts).__name__
@@ -82,6 +106,18 @@ def transform_poses(T: Tensor, c2w: Tensor) -> Tensor:
 
     Camera centres map like points; rotations become ``R_T @ R_c`` with the scale removed so the
     result stays orthonormal. Returns ``[C, 3, 4]`` in ``c2w``'s dtype.
+
+    Example:
+        Scaling by 2 about ``(1, 0, 0)`` moves a camera at ``(2, 0, 0)`` to ``(2, 0, 0)`` in the new
+        frame and keeps its rotation rigid (the scale is not baked in):
+
+        >>> import torch
+        >>> from langfield.geometry.normalize import make_similarity, transform_poses
+        >>> c2w = torch.eye(4)[:3][None].clone()
+        >>> c2w[0, 0, 3] = 2.0
+        >>> out = transform_poses(make_similarity(2.0, center=torch.tensor([1.0, 0.0, 0.0])), c2w)
+        >>> out[0, :, 3].tolist(), torch.equal(out[0, :, :3], torch.eye(3))
+        ([2.0, 0.0, 0.0], True)
     """
     _check_poses(c2w)
     s = similarity_scale(T).double().to(c2w.device)
@@ -113,6 +149,15 @@ def average_pose(c2w: Tensor) -> Tensor:
     """``[3, 4]`` float64 mean OpenCV pose: mean centre, mean forward (``+z``) and down (``+y``) axes.
 
     This is NeRF's ``poses_avg`` written for OpenCV axes; used to recentre forward-facing captures.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.normalize import average_pose
+        >>> c2w = torch.eye(4)[:3].repeat(2, 1, 1)
+        >>> c2w[:, 0, 3] = torch.tensor([-1.0, 3.0])  # two forward-facing cameras on the x axis
+        >>> avg = average_pose(c2w)
+        >>> avg[:, 3].tolist(), torch.equal(avg[:, :3], torch.eye(3, dtype=torch.float64))
+        ([1.0, 0.0, 0.0], True)
     """
     _check_poses(c2w)
     c2w = c2w.double()
@@ -135,6 +180,17 @@ def focus_point(c2w: Tensor) -> Tensor:
 
     Falls back to the mean camera centre when the axes are (nearly) parallel, e.g. a
     forward-facing capture, where the least-squares system is ill-conditioned.
+
+    Example:
+        Three cameras around ``(0, 0, 1)`` looking at it:
+
+        >>> import torch
+        >>> from langfield.geometry.normalize import focus_point
+        >>> from langfield.geometry.rotations import look_at
+        >>> eyes = torch.tensor([[2.0, 0.0, 1.0], [-2.0, 0.0, 1.5], [0.0, 2.0, 0.5]])
+        >>> c2w = look_at(eyes, torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, 1.0]))
+        >>> [round(v, 4) + 0.0 for v in focus_point(c2w).tolist()]
+        [0.0, 0.0, 1.0]
     """
     _check_poses(c2w)
     c2w = c2w.double()
@@ -174,6 +230,17 @@ def normalize_poses(
 
     Returns:
         ``(c2w_norm [C, 3, 4], T [4, 4])`` with ``x_norm = T @ x_orig``, both in ``c2w``'s dtype.
+
+    Example:
+        Two cameras 4 apart: the origin moves to their mean and the scale 1/2 puts them on the unit sphere:
+
+        >>> import torch
+        >>> from langfield.geometry.normalize import normalize_poses
+        >>> c2w = torch.eye(4)[:3].repeat(2, 1, 1)
+        >>> c2w[1, 0, 3] = 4.0
+        >>> c2w_norm, T = normalize_poses(c2w, method="cameras", target_radius=1.0)
+        >>> c2w_norm[:, :, 3].tolist(), T[0, 0].item()
+        ([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], 0.5)
     """
     _check_poses(c2w)
     if method not in NORMALIZE_METHODS:

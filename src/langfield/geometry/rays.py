@@ -22,7 +22,13 @@ _PIXEL_RADIUS_SCALE = 2.0 / math.sqrt(12.0)
 
 
 def pixel_centers(width: int, height: int, device: Union[str, torch.device] = "cpu") -> Tensor:
-    """``[H, W, 2]`` pixel-centre coordinates ``(u + 0.5, v + 0.5)``."""
+    """``[H, W, 2]`` pixel-centre coordinates ``(u + 0.5, v + 0.5)``.
+
+    Example:
+        >>> from langfield.geometry.rays import pixel_centers
+        >>> pixel_centers(width=3, height=2)[1, 2].tolist()  # row 1, column 2
+        [2.5, 1.5]
+    """
     us = torch.arange(width, device=device, dtype=torch.float32) + 0.5
     vs = torch.arange(height, device=device, dtype=torch.float32) + 0.5
     vv, uu = torch.meshgrid(vs, us, indexing="ij")
@@ -33,6 +39,16 @@ def camera_directions(cameras: Cameras, camera_indices: Tensor, pixels: Tensor) 
     """Camera-frame (OpenCV) directions with ``z = 1`` for ``pixels [R, 2]`` of ``camera_indices [R]``.
 
     Distortion is removed before back-projection when the camera has any.
+
+    Example:
+        >>> import torch
+        >>> from langfield.types import Cameras
+        >>> from langfield.geometry.rays import camera_directions
+        >>> K = torch.tensor([[2.0, 0.0, 1.5], [0.0, 2.0, 1.5], [0.0, 0.0, 1.0]])
+        >>> cameras = Cameras.create(torch.eye(4), K, widths=3, heights=3)
+        >>> pixels = torch.tensor([[1.5, 1.5], [3.5, 1.5]])  # the principal point, and 2 px (= fx) to its right
+        >>> camera_directions(cameras, torch.tensor([0, 0]), pixels).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
     """
     K = cameras.Ks[camera_indices]
     fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
@@ -55,6 +71,21 @@ def rays_from_pixels(
     """World-space rays through ``pixels [R, 2]`` (pixel coordinates) of cameras ``camera_indices [R]``.
 
     ``near``/``far`` are scalars or ``[R]``/``[R, 1]`` tensors of ray distances.
+
+    Example:
+        The ray through the principal point of a camera at ``(1, 2, 3)`` with identity rotation
+        starts there and points along ``+z`` (OpenCV: the camera looks along its ``+z``):
+
+        >>> import torch
+        >>> from langfield.types import Cameras
+        >>> from langfield.geometry.rays import rays_from_pixels
+        >>> c2w = torch.eye(4)
+        >>> c2w[:3, 3] = torch.tensor([1.0, 2.0, 3.0])
+        >>> K = torch.tensor([[2.0, 0.0, 1.5], [0.0, 2.0, 1.5], [0.0, 0.0, 1.0]])
+        >>> cameras = Cameras.create(c2w, K, widths=3, heights=3)
+        >>> rays = rays_from_pixels(cameras, torch.tensor([0]), torch.tensor([[1.5, 1.5]]), near=0.1, far=5.0)
+        >>> rays.origins.tolist(), rays.directions.tolist(), rays.far.tolist()
+        ([[1.0, 2.0, 3.0]], [[0.0, 0.0, 1.0]], [[5.0]])
     """
     if pixels.ndim != 2 or pixels.shape[-1] != 2:
         raise ValueError(f"pixels must be [R, 2], got {tuple(pixels.shape)}")
@@ -82,7 +113,23 @@ def rays_from_pixels(
 
 
 def rays_from_camera(cameras: Cameras, index: int, near: Union[float, Tensor], far: Union[float, Tensor]) -> Rays:
-    """All rays of camera ``index`` as an ``[H, W]`` batch (row-major, like the image)."""
+    """All rays of camera ``index`` as an ``[H, W]`` batch (row-major, like the image).
+
+    Example:
+        A 3 x 3 camera with focal length 1 whose principal point is the centre of pixel ``(1, 1)``:
+
+        >>> import torch
+        >>> from langfield.types import Cameras
+        >>> from langfield.geometry.rays import rays_from_camera
+        >>> K = torch.tensor([[1.0, 0.0, 1.5], [0.0, 1.0, 1.5], [0.0, 0.0, 1.0]])
+        >>> rays = rays_from_camera(Cameras.create(torch.eye(4), K, widths=3, heights=3), 0, near=0.1, far=10.0)
+        >>> tuple(rays.shape)
+        (3, 3)
+        >>> rays.directions[1, 1].tolist()  # through the principal point: straight ahead, +z
+        [0.0, 0.0, 1.0]
+        >>> [round(v, 4) for v in rays.directions[0, 0].tolist()]  # top-left pixel: left (-x) and up (-y)
+        [-0.5774, -0.5774, 0.5774]
+    """
     if not 0 <= index < len(cameras):
         raise IndexError(f"camera index {index} out of range for {len(cameras)} cameras")
     w, h = int(cameras.widths[index]), int(cameras.heights[index])

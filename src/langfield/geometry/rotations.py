@@ -44,13 +44,27 @@ def _check_last(t: Tensor, size: int, name: str) -> None:
 
 
 def normalize_quaternion(q: Tensor, eps: float = 1e-12) -> Tensor:
-    """Scale quaternions ``[*B, 4]`` to unit length (``(w, x, y, z)``; zero stays near zero)."""
+    """Scale quaternions ``[*B, 4]`` to unit length (``(w, x, y, z)``; zero stays near zero).
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.rotations import normalize_quaternion
+        >>> [round(v, 4) for v in normalize_quaternion(torch.tensor([0.0, 0.0, 3.0, 4.0])).tolist()]
+        [0.0, 0.0, 0.6, 0.8]
+    """
     _check_last(q, 4, "q")
     return q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def quaternion_conjugate(q: Tensor) -> Tensor:
-    """Conjugate ``(w, -x, -y, -z)`` of ``q [*B, 4]``; the inverse rotation for unit ``q``."""
+    """Conjugate ``(w, -x, -y, -z)`` of ``q [*B, 4]``; the inverse rotation for unit ``q``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.rotations import quaternion_conjugate
+        >>> quaternion_conjugate(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
+        [1.0, -2.0, -3.0, -4.0]
+    """
     _check_last(q, 4, "q")
     return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
@@ -59,6 +73,15 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
     """Rotation matrices ``[*B, 3, 3]`` from quaternions ``q [*B, 4]`` in ``(w, x, y, z)`` order.
 
     ``q`` need not be unit length; it is normalised first (as 3DGS' ``build_rotation`` does).
+
+    Example:
+        A quarter turn about ``z`` (``w = cos 45, z = sin 45``) takes ``+x`` to ``+y``:
+
+        >>> import math, torch
+        >>> from langfield.geometry.rotations import quaternion_to_matrix
+        >>> R = quaternion_to_matrix(torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]))
+        >>> [round(v, 4) + 0.0 for v in (R @ torch.tensor([1.0, 0.0, 0.0])).tolist()]  # + 0.0: no "-0.0"
+        [0.0, 1.0, 0.0]
     """
     _check_last(q, 4, "q")
     w, x, y, z = normalize_quaternion(q).unbind(-1)
@@ -80,6 +103,14 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
     ``4 |q_i|`` for one component ``i``, use the one whose ``|q_i|`` is largest (always
     ``>= 1/2``), so the result is accurate for every rotation, including 180 degree turns.
     The result is renormalised, so slightly non-orthonormal input is tolerated.
+
+    Example:
+        A half turn about ``x`` (where naive formulas divide by ``w = 0``):
+
+        >>> import torch
+        >>> from langfield.geometry.rotations import matrix_to_quaternion
+        >>> matrix_to_quaternion(torch.diag(torch.tensor([1.0, -1.0, -1.0]))).tolist()
+        [0.0, 1.0, 0.0, 0.0]
     """
     if not isinstance(R, Tensor) or R.ndim < 2 or tuple(R.shape[-2:]) != (3, 3):
         raise ValueError(f"R must have shape [..., 3, 3], got {tuple(getattr(R, 'shape', ()))}")
@@ -120,6 +151,15 @@ def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product ``a * b`` of ``(w, x, y, z)`` quaternions ``[*B, 4]`` (broadcast).
 
     The rotation of the product applies ``b`` first, then ``a``.
+
+    Example:
+        Two quarter turns about ``z`` make a half turn:
+
+        >>> import math, torch
+        >>> from langfield.geometry.rotations import quaternion_multiply
+        >>> quarter = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)])
+        >>> [round(v, 4) for v in quaternion_multiply(quarter, quarter).tolist()]
+        [0.0, 0.0, 0.0, 1.0]
     """
     _check_last(a, 4, "a")
     _check_last(b, 4, "b")
@@ -147,6 +187,17 @@ def slerp(q0: Tensor, q1: Tensor, t: Union[float, Tensor], shortest_path: bool =
 
     Returns:
         ``[*B, 4]`` unit quaternions, rotating at constant angular speed in ``t``.
+
+    Example:
+        Halfway from the identity to a quarter turn about ``z`` is an eighth of a turn
+        (``cos 22.5 = 0.9239``, ``sin 22.5 = 0.3827``):
+
+        >>> import math, torch
+        >>> from langfield.geometry.rotations import slerp
+        >>> identity = torch.tensor([1.0, 0.0, 0.0, 0.0])
+        >>> quarter = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)])
+        >>> [round(v, 4) for v in slerp(identity, quarter, 0.5).tolist()]
+        [0.9239, 0.0, 0.0, 0.3827]
     """
     _check_last(q0, 4, "q0")
     _check_last(q1, 4, "q1")
@@ -181,6 +232,13 @@ def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
     Rodrigues' formula ``R = I + sin(a)/a [v]x + (1 - cos a)/a^2 [v]x^2`` with ``a = |v|``; Taylor
     expansions near ``a = 0`` keep values and gradients finite. A positive angle turns
     counter-clockwise when looking down the axis (right-hand rule).
+
+    Example:
+        >>> import math, torch
+        >>> from langfield.geometry.rotations import axis_angle_to_matrix
+        >>> R = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.pi / 2]))  # a quarter turn about +z
+        >>> [round(v, 4) + 0.0 for v in (R @ torch.tensor([1.0, 0.0, 0.0])).tolist()]  # + 0.0: no "-0.0"
+        [0.0, 1.0, 0.0]
     """
     _check_last(axis_angle, 3, "axis_angle")
     a2 = (axis_angle * axis_angle).sum(-1)
@@ -224,6 +282,16 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
 
     Raises:
         ValueError: if ``eye == target`` or ``up`` is parallel to ``target - eye``.
+
+    Example:
+        A camera at ``(0, 0, -2)`` looking at the origin with world up ``+y``: its optical axis
+        (``z``) is world ``+z`` and its ``y`` axis (image down) is world ``-y``:
+
+        >>> import torch
+        >>> from langfield.geometry.rotations import look_at
+        >>> c2w = look_at(torch.tensor([0.0, 0.0, -2.0]), torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]))
+        >>> c2w[:, 2].tolist(), c2w[:, 1].tolist(), c2w[:, 3].tolist()
+        ([0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [0.0, 0.0, -2.0])
     """
     _check_last(eye, 3, "eye")
     _check_last(target, 3, "target")

@@ -75,7 +75,13 @@ SH_C4 = (
 
 
 def num_sh_coeffs(degree: int) -> int:
-    """``(degree + 1)^2``, the number of basis functions up to ``degree``."""
+    """``(degree + 1)^2``, the number of basis functions up to ``degree``.
+
+    Example:
+        >>> from langfield.geometry.spherical_harmonics import num_sh_coeffs
+        >>> [num_sh_coeffs(d) for d in range(4)]
+        [1, 4, 9, 16]
+    """
     _check_degree(degree)
     return (degree + 1) ** 2
 
@@ -89,6 +95,14 @@ def sh_basis(dirs: Tensor, degree: int) -> Tensor:
     """Real SH basis ``[*B, (degree + 1)^2]`` at directions ``dirs [*B, 3]`` (normalised inside).
 
     Column ``k`` is the function 3DGS multiplies with ``sh[..., k]``, signs included.
+
+    Example:
+        Degree 1 is ``(-C1 y, C1 z, -C1 x)`` (3DGS' signs), ``C0 = 0.2821``, ``C1 = 0.4886``:
+
+        >>> import torch
+        >>> from langfield.geometry.spherical_harmonics import sh_basis
+        >>> [round(v, 4) for v in sh_basis(torch.tensor([1.0, 2.0, 2.0]), degree=1).tolist()]  # d = (1, 2, 2) / 3
+        [0.2821, -0.3257, 0.3257, -0.1629]
     """
     _check_degree(degree)
     if not isinstance(dirs, Tensor) or dirs.ndim < 1 or dirs.shape[-1] != 3:
@@ -145,6 +159,20 @@ def eval_sh(coeffs: Tensor, dirs: Tensor, degree: int) -> Tensor:
             (as 3DGS does). Any channel count ``D``.
         dirs: ``[*B, 3]`` directions (broadcast against ``coeffs``' batch dims; normalised inside).
         degree: active SH degree, 0..4.
+
+    Example:
+        A DC-only colour is the same from every direction; a degree-1 ``z`` term brightens the view along ``+z``:
+
+        >>> import torch
+        >>> from langfield.geometry.spherical_harmonics import SH_C1, eval_sh, rgb_to_sh_dc
+        >>> coeffs = torch.zeros(4, 3)
+        >>> coeffs[0] = rgb_to_sh_dc(torch.tensor([0.8, 0.5, 0.2]))
+        >>> dirs = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+        >>> [[round(v, 4) for v in rgb] for rgb in (eval_sh(coeffs, dirs, degree=1) + 0.5).tolist()]
+        [[0.8, 0.5, 0.2], [0.8, 0.5, 0.2]]
+        >>> coeffs[2] = 0.1 / SH_C1  # Y_2 = C1 z
+        >>> [[round(v, 4) for v in rgb] for rgb in (eval_sh(coeffs, dirs, degree=1) + 0.5).tolist()]
+        [[0.9, 0.6, 0.3], [0.8, 0.5, 0.2]]
     """
     _check_degree(degree)
     n = (degree + 1) ** 2
@@ -157,10 +185,25 @@ def eval_sh(coeffs: Tensor, dirs: Tensor, degree: int) -> Tensor:
 
 
 def rgb_to_sh_dc(rgb: Tensor) -> Tensor:
-    """DC coefficient whose colour (after the renderer's ``+0.5``) is ``rgb``: ``(rgb - 0.5) / SH_C0``."""
+    """DC coefficient whose colour (after the renderer's ``+0.5``) is ``rgb``: ``(rgb - 0.5) / SH_C0``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.spherical_harmonics import rgb_to_sh_dc, sh_dc_to_rgb
+        >>> dc = rgb_to_sh_dc(torch.tensor([0.5, 1.0]))
+        >>> [round(v, 4) for v in dc.tolist()], [round(v, 4) for v in sh_dc_to_rgb(dc).tolist()]
+        ([0.0, 1.7725], [0.5, 1.0])
+    """
     return (rgb - 0.5) / SH_C0
 
 
 def sh_dc_to_rgb(dc: Tensor) -> Tensor:
-    """Colour of a DC-only SH, ``dc * SH_C0 + 0.5`` (inverse of :func:`rgb_to_sh_dc`)."""
+    """Colour of a DC-only SH, ``dc * SH_C0 + 0.5`` (inverse of :func:`rgb_to_sh_dc`).
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.spherical_harmonics import sh_dc_to_rgb
+        >>> sh_dc_to_rgb(torch.tensor([0.0])).tolist()  # a zero DC term is mid grey
+        [0.5]
+    """
     return dc * SH_C0 + 0.5

@@ -29,14 +29,26 @@ def _check_int(value: int, name: str, minimum: int) -> None:
 
 
 def positional_encoding_dim(in_dim: int, num_freqs: int, include_input: bool = True) -> int:
-    """Output width of :func:`positional_encoding`: ``in_dim * (2 * num_freqs + include_input)``."""
+    """Output width of :func:`positional_encoding`: ``in_dim * (2 * num_freqs + include_input)``.
+
+    Example:
+        >>> from langfield.ops import positional_encoding_dim
+        >>> positional_encoding_dim(3, num_freqs=10)  # NeRF's position encoding
+        63
+    """
     _check_int(in_dim, "in_dim", 0)
     _check_int(num_freqs, "num_freqs", 0)
     return in_dim * (2 * num_freqs + int(bool(include_input)))
 
 
 def integrated_positional_encoding_dim(min_deg: int, max_deg: int, in_dim: int = 3) -> int:
-    """Output width of :func:`integrated_positional_encoding`: ``2 * in_dim * (max_deg - min_deg)``."""
+    """Output width of :func:`integrated_positional_encoding`: ``2 * in_dim * (max_deg - min_deg)``.
+
+    Example:
+        >>> from langfield.ops import integrated_positional_encoding_dim
+        >>> integrated_positional_encoding_dim(0, 16)  # Mip-NeRF's position encoding
+        96
+    """
     _check_int(in_dim, "in_dim", 0)
     if isinstance(min_deg, bool) or not isinstance(min_deg, int):
         raise ValueError(f"min_deg must be an int, got {min_deg!r}")
@@ -68,6 +80,15 @@ def positional_encoding(
 
     Returns:
         ``[*B, C * (2L + include_input)]`` (see :func:`positional_encoding_dim`).
+
+    Example:
+        ``[x, sin(x), sin(2x), cos(x), cos(2x)]`` at ``x = pi / 6``:
+
+        >>> import math, torch
+        >>> from langfield.ops import positional_encoding
+        >>> gamma = positional_encoding(torch.tensor([[math.pi / 6]]), num_freqs=2)
+        >>> [round(v, 4) for v in gamma[0].tolist()]
+        [0.5236, 0.5, 0.866, 0.866, 0.5]
     """
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise ValueError("x must be a tensor [*B, C]")
@@ -99,6 +120,17 @@ def integrated_positional_encoding(means: Tensor, cov_diag: Tensor, min_deg: int
 
     Returns:
         ``[*B, 2 * C * (max_deg - min_deg)]``.
+
+    Example:
+        A variance of ``2 ln 2`` halves the lowest frequency (``exp(-var / 2) = 1/2``), so at
+        ``mu = pi / 3`` the features are half of ``sin(pi / 3) = 0.866`` and ``cos(pi / 3) = 0.5``:
+
+        >>> import math, torch
+        >>> from langfield.ops import integrated_positional_encoding
+        >>> ipe = integrated_positional_encoding(
+        ...     torch.tensor([[math.pi / 3]]), torch.tensor([[2 * math.log(2)]]), min_deg=0, max_deg=1)
+        >>> [round(v, 4) for v in ipe[0].tolist()]  # [E sin(x), E cos(x)]
+        [0.433, 0.25]
     """
     if not isinstance(means, Tensor) or means.ndim < 1:
         raise ValueError("means must be a tensor [*B, C]")

@@ -67,6 +67,16 @@ class HashGridConfig:
 
     ``num_levels`` L, ``features_per_level`` F, ``log2_hashmap_size`` log2 T (T = table rows per
     hashed level), ``base_resolution`` N_min, ``max_resolution`` N_max.
+
+    Example:
+        Two levels, 2 and 4 cells a side; the coarse one fits its dense ``3^3 = 27`` corners in
+        ``T = 64`` rows, the fine one (``5^3 = 125`` corners) is hashed:
+
+        >>> from langfield.ops.hash_encoding import HashGridConfig
+        >>> config = HashGridConfig(num_levels=2, features_per_level=1, log2_hashmap_size=6,
+        ...                         base_resolution=2, max_resolution=4)
+        >>> config.resolutions(), config.dense_levels(), config.level_offsets(), config.output_dim
+        ([2, 4], [True, False], [0, 27, 91], 2)
     """
 
     num_levels: int = 16
@@ -346,6 +356,21 @@ def hash_encode(
     Returns:
         ``[N, L * F]``; level ``l`` fills columns ``l * F`` to ``l * F + F - 1``. Differentiable
         w.r.t. ``embeddings`` and ``x`` (first order).
+
+    Example:
+        A dense level whose table stores each corner's ``x`` coordinate ``i / N`` interpolates
+        ``x`` exactly (trilinear interpolation reproduces linear functions):
+
+        >>> import torch
+        >>> from langfield.ops.hash_encoding import HashGridConfig, hash_encode
+        >>> config = HashGridConfig(num_levels=1, features_per_level=1, log2_hashmap_size=6,
+        ...                         base_resolution=2, max_resolution=2)
+        >>> table = ((torch.arange(config.num_rows) % 3) / 2.0)[:, None]  # row i + 3 j + 9 k holds i / 2
+        >>> x = torch.tensor([[0.3, 0.7, 0.2], [1.0, 0.0, 0.5]])
+        >>> [round(v, 4) for v in hash_encode(x, table, config, backend="torch")[:, 0].tolist()]
+        [0.3, 1.0]
+        >>> torch.allclose(hash_encode(x, table, config, backend="reference"), hash_encode(x, table, config, backend="torch"))
+        True
     """
     _check_inputs(x, embeddings, config)
     backend = _resolve_backend(backend, x)
@@ -370,6 +395,19 @@ class HashGridEncoding(nn.Module):
     construction to ``"cpp"`` when the kernel is available, else ``"torch"``. A ``"cpp"``
     module whose inputs are not float32/float64 CPU tensors (e.g. after ``.cuda()``) runs the
     torch path.
+
+    Example:
+        The trilinear weights of every level sum to one, so a table of ones encodes every point as ones:
+
+        >>> import torch
+        >>> from langfield.ops.hash_encoding import HashGridConfig, HashGridEncoding
+        >>> encoding = HashGridEncoding(HashGridConfig(num_levels=2, log2_hashmap_size=8, base_resolution=4,
+        ...                                            max_resolution=16), backend="torch")
+        >>> with torch.no_grad():
+        ...     _ = encoding.embeddings.fill_(1.0)
+        >>> features = encoding(torch.rand(5, 3))
+        >>> tuple(features.shape), bool(torch.allclose(features, torch.ones(5, 4)))
+        ((5, 4), True)
     """
 
     def __init__(self, config: HashGridConfig = HashGridConfig(), init_scale: float = 1e-4, backend: str = "auto"):

@@ -50,6 +50,21 @@ class OccupancyGrid(nn.Module):
     Buffers:
         density: ``[G]`` float EMA of the density (``G = resolution^3``, x-major index).
         binary: ``[G]`` bool occupancy.
+
+    Example:
+        A ``4^3`` grid over ``[-1, 1]^3`` learns that only the central cube ``[-0.5, 0.5]^3`` (its
+        8 middle cells) holds density:
+
+        >>> import torch
+        >>> from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig
+        >>> grid = OccupancyGrid(torch.tensor([[-1.0] * 3, [1.0] * 3]), OccupancyGridConfig(resolution=4))
+        >>> cube = lambda points: 100.0 * (points.abs() < 0.5).all(dim=-1).float()
+        >>> grid.update(step=0, density_fn=cube, step_size=0.1, generator=torch.Generator().manual_seed(0))
+        True
+        >>> grid.occupancy_fraction(), grid.occupied(torch.tensor([[0.1, 0.2, -0.3], [0.9, 0.0, 0.0]])).tolist()
+        (0.125, [True, False])
+        >>> sorted(set(grid.occupied_cell_centers().flatten().tolist()))
+        [-0.25, 0.25]
     """
 
     def __init__(self, aabb: Tensor, config: OccupancyGridConfig = OccupancyGridConfig()) -> None:
@@ -150,6 +165,15 @@ def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> Tup
     """Slab test: entry/exit distances ``[R]`` of rays ``[R, 3]`` with ``aabb [2, 3]``.
 
     Rays that miss get ``t_min > t_max``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops.occupancy import ray_aabb_intersect
+        >>> origins = torch.tensor([[0.0, 0.0, -3.0], [5.0, 0.0, -3.0]])
+        >>> directions = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+        >>> t_min, t_max = ray_aabb_intersect(origins, directions, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+        >>> t_min[0].item(), t_max[0].item(), bool(t_min[1] > t_max[1])  # the second ray misses
+        (2.0, 4.0, True)
     """
     inv = 1.0 / torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
     t0 = (aabb[0] - origins) * inv
@@ -204,6 +228,25 @@ def march_rays(
     exponential stepping when ``cone_angle > 0``; constant steps otherwise). With ``jitter``
     the first sample of every ray is offset by a uniform fraction of a step (training).
     ``near``/``far`` are ``[R, 1]`` or ``[R]`` and clip the aabb interval. Returns packed intervals.
+
+    Example:
+        A ray along ``+z`` crosses the box ``[-1, 1]^3`` for ``t in [2, 4]``; steps of 0.5 start
+        half a step in. With a grid in which only ``z in [-0.5, 0.5)`` is occupied, the two
+        samples whose midpoints lie there survive:
+
+        >>> import torch
+        >>> from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, march_rays
+        >>> aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+        >>> origins, directions = torch.tensor([[0.0, 0.0, -3.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+        >>> near, far = torch.zeros(1, 1), torch.full((1, 1), 10.0)
+        >>> samples = march_rays(origins, directions, near, far, None, aabb, step_size=0.5)
+        >>> samples.t_starts.tolist(), samples.t_ends.tolist()
+        ([2.0, 2.25, 2.75, 3.25, 3.75], [2.25, 2.75, 3.25, 3.75, 4.0])
+        >>> grid = OccupancyGrid(aabb, OccupancyGridConfig(resolution=4))
+        >>> grid.binary.view(4, 4, 4)[:] = torch.tensor([False, True, True, False])  # by the z index
+        >>> samples = march_rays(origins, directions, near, far, grid, aabb, step_size=0.5)
+        >>> samples.t_starts.tolist(), samples.t_ends.tolist(), samples.ray_indices.tolist()
+        ([2.25, 2.75], [2.75, 3.25], [0, 0])
     """
     if origins.ndim != 2 or origins.shape[-1] != 3 or directions.shape != origins.shape:
         raise ValueError(f"origins/directions must be [R, 3], got {tuple(origins.shape)}, {tuple(directions.shape)}")

@@ -60,6 +60,16 @@ def stratified_bins(
 
     Returns:
         ``[R, S + 1]`` bin edges; ``t_starts = edges[..., :-1]``, ``t_ends = edges[..., 1:]``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops import stratified_bins
+        >>> near, far = torch.tensor([[2.0]]), torch.tensor([[6.0]])
+        >>> stratified_bins(near, far, num_samples=4, randomized=False).tolist()
+        [[2.0, 3.0, 4.0, 5.0, 6.0]]
+        >>> jittered = stratified_bins(near, far, 4, randomized=True, generator=torch.Generator().manual_seed(0))
+        >>> jittered[0, 0].item(), jittered[0, -1].item(), bool((jittered.diff() > 0).all())  # ends fixed, sorted
+        (2.0, 6.0, True)
     """
     _check_num_samples(num_samples)
     for name, t in (("near", near), ("far", far)):
@@ -164,6 +174,15 @@ def sample_pdf(
 
     Returns:
         ``[R, K]`` sorted sample positions.
+
+    Example:
+        All the weight lies in the middle bin ``[1, 2]``, so every sample lands there:
+
+        >>> import torch
+        >>> from langfield.ops import sample_pdf
+        >>> bins, weights = torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+        >>> sample_pdf(bins, weights, num_samples=4, randomized=False).tolist()
+        [[1.125, 1.375, 1.625, 1.875]]
     """
     _check_pdf_inputs(bins, weights, num_samples, eps)
     bins, weights = bins.detach(), weights.detach().to(bins.dtype)
@@ -200,6 +219,15 @@ def sample_pdf_edges(
 
     Returns:
         ``[R, K + 1]`` sorted edges; ``t_starts = edges[..., :-1]``, ``t_ends = edges[..., 1:]``.
+
+    Example:
+        Two intervals of equal mass spanning the support ``[1, 2]`` of the pdf:
+
+        >>> import torch
+        >>> from langfield.ops import sample_pdf_edges
+        >>> bins, weights = torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+        >>> sample_pdf_edges(bins, weights, num_samples=2, randomized=False).tolist()
+        [[1.0, 1.5, 2.0]]
     """
     _check_pdf_inputs(bins, weights, num_samples, eps)
     bins, weights = bins.detach(), weights.detach().to(bins.dtype)
@@ -225,6 +253,12 @@ def mipnerf_blur_weights(weights: Tensor, resample_padding: float = 0.01) -> Ten
 
     Returns:
         ``[R, S]`` blurred, padded weights (unnormalised).
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops import mipnerf_blur_weights
+        >>> mipnerf_blur_weights(torch.tensor([[0.0, 1.0, 0.0, 0.0]]), resample_padding=0.0).tolist()
+        [[0.5, 1.0, 0.5, 0.0]]
     """
     if not isinstance(weights, Tensor) or weights.ndim < 1 or weights.shape[-1] < 1:
         shape = None if not isinstance(weights, Tensor) else tuple(weights.shape)
@@ -265,6 +299,17 @@ def conical_frustum_to_gaussian(
 
     Returns:
         ``(means [R, S, 3], cov_diag [R, S, 3])``; means are relative to the ray origin.
+
+    Example:
+        A frustum ``t in [1, 3]`` of a zero-radius cone along ``+z``: the mean sits past the middle
+        (``2 + 4/13``; the far end is wider) and only the ``z`` variance is non-zero:
+
+        >>> import torch
+        >>> from langfield.ops import conical_frustum_to_gaussian
+        >>> means, cov = conical_frustum_to_gaussian(
+        ...     torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.zeros(1, 1))
+        >>> [round(v, 4) for v in means[0, 0].tolist()], [round(v, 4) for v in cov[0, 0].tolist()]
+        ([0.0, 0.0, 2.3077], [0.0, 0.0, 0.2592])
     """
     for name, t in (("directions", directions), ("t_starts", t_starts), ("t_ends", t_ends), ("radii", radii)):
         if not isinstance(t, Tensor) or t.ndim < 1:

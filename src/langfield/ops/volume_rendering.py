@@ -179,6 +179,16 @@ def render_transmittance_from_density(
 
     Returns:
         ``(transmittance, alphas)``, each the shape of ``sigmas``.
+
+    Example:
+        Three unit intervals of density ``ln 2`` each let half the light through:
+
+        >>> import math, torch
+        >>> from langfield.ops import render_transmittance_from_density
+        >>> t_starts, t_ends = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+        >>> T, alphas = render_transmittance_from_density(t_starts, t_ends, torch.full((1, 3), math.log(2)))
+        >>> [round(v, 4) for v in T[0].tolist()], [round(v, 4) for v in alphas[0].tolist()]
+        ([1.0, 0.5, 0.25], [0.5, 0.5, 0.5])
     """
     ray_indices, num_rays = _check_samples(
         [("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas)], ray_indices, num_rays
@@ -206,6 +216,22 @@ def render_weights_from_density(
 
     Returns:
         ``(weights, transmittance, alphas)``, each the shape of ``sigmas``.
+
+    Example:
+        Each of three unit intervals of density ``ln 2`` absorbs half of what reaches it; the
+        packed layout (flat samples + ``ray_indices``) gives the same weights:
+
+        >>> import math, torch
+        >>> from langfield.ops import render_weights_from_density
+        >>> t_starts, t_ends = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+        >>> sigmas = torch.full((1, 3), math.log(2))
+        >>> weights, T, alphas = render_weights_from_density(t_starts, t_ends, sigmas)
+        >>> [round(w, 4) for w in weights[0].tolist()]
+        [0.5, 0.25, 0.125]
+        >>> packed, _, _ = render_weights_from_density(
+        ...     t_starts[0], t_ends[0], sigmas[0], ray_indices=torch.zeros(3, dtype=torch.long), num_rays=1)
+        >>> torch.allclose(packed, weights[0])
+        True
     """
     transmittance, alphas = render_transmittance_from_density(t_starts, t_ends, sigmas, ray_indices, num_rays)
     return transmittance * alphas, transmittance, alphas
@@ -229,6 +255,13 @@ def render_weights_from_alpha(
 
     Returns:
         ``(weights, transmittance)``, each the shape of ``alphas``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops import render_weights_from_alpha
+        >>> weights, T = render_weights_from_alpha(torch.tensor([[0.5, 0.5, 1.0, 0.3]]))
+        >>> weights.tolist(), T.tolist()
+        ([[0.5, 0.25, 0.25, 0.0]], [[1.0, 0.5, 0.25, 0.0]])
     """
     ray_indices, num_rays = _check_samples([("alphas", alphas)], ray_indices, num_rays)
     transmittance = _exclusive_prod(1.0 - alphas, ray_indices, num_rays)
@@ -250,6 +283,12 @@ def mask_after_transmittance(transmittance: Tensor, threshold: float = 1e-4) -> 
 
     Returns:
         bool tensor, the shape of ``transmittance``.
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops import mask_after_transmittance
+        >>> mask_after_transmittance(torch.tensor([1.0, 0.5, 1e-3, 1e-5])).tolist()
+        [True, True, True, False]
     """
     if not isinstance(transmittance, Tensor):
         raise ValueError(f"transmittance must be a torch.Tensor, got {type(transmittance).__name__}")
@@ -281,6 +320,18 @@ def accumulate_along_rays(
 
     Returns:
         ``[R, D]`` (batched with leading ``[*B]``: ``[*B, D]``). Packed rays without samples get 0.
+
+    Example:
+        Two packed rays (samples 0-1 on ray 0, sample 2 on ray 1) and a third ray without samples:
+
+        >>> import torch
+        >>> from langfield.ops import accumulate_along_rays
+        >>> weights = torch.tensor([0.5, 0.25, 1.0])
+        >>> colours = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> accumulate_along_rays(weights, colours, ray_indices=torch.tensor([0, 0, 1]), num_rays=3).tolist()
+        [[0.5, 0.25, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+        >>> accumulate_along_rays(weights[None, :2]).tolist()  # no values: the accumulation
+        [[0.75]]
     """
     ray_indices, num_rays = _check_samples([("weights", weights)], ray_indices, num_rays)
     if values is None:
@@ -318,6 +369,16 @@ def render_expected_depth(
 
     Returns:
         ``[R, 1]``.
+
+    Example:
+        Equal weight on intervals centred at 0.5 and 1.5, the rest of the ray transparent:
+
+        >>> import torch
+        >>> from langfield.ops import render_expected_depth
+        >>> weights = torch.tensor([[0.25, 0.25, 0.0]])
+        >>> t_starts, t_ends = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+        >>> render_expected_depth(weights, t_starts, t_ends).tolist()
+        [[1.0]]
     """
     ray_indices, num_rays = _check_samples(
         [("weights", weights), ("t_starts", t_starts), ("t_ends", t_ends)], ray_indices, num_rays
@@ -348,6 +409,16 @@ def render_median_depth(
 
     Returns:
         ``[R, 1]``.
+
+    Example:
+        Half of the accumulation (0.5 of 1.0) is reached in the second interval, centred at 1.5:
+
+        >>> import torch
+        >>> from langfield.ops import render_median_depth
+        >>> weights = torch.tensor([[0.1, 0.6, 0.3]])
+        >>> t_starts, t_ends = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+        >>> render_median_depth(weights, t_starts, t_ends).tolist()
+        [[1.5]]
     """
     ray_indices, num_rays = _check_samples(
         [("weights", weights), ("t_starts", t_starts), ("t_ends", t_ends)], ray_indices, num_rays
@@ -393,6 +464,14 @@ def composite_over_background(rgb: Tensor, accumulation: Tensor, background: Uni
 
     Returns:
         ``[R, D]``.
+
+    Example:
+        A half-opaque black render over white is mid grey:
+
+        >>> import torch
+        >>> from langfield.ops import composite_over_background
+        >>> composite_over_background(torch.zeros(1, 3), torch.tensor([[0.5]]), [1.0, 1.0, 1.0]).tolist()
+        [[0.5, 0.5, 0.5]]
     """
     if not isinstance(rgb, Tensor) or rgb.ndim < 1:
         raise ValueError("rgb must be a tensor [R, D]")
@@ -432,6 +511,16 @@ def normals_from_density(
 
     Returns:
         ``[*B, 3]`` unit normals.
+
+    Example:
+        A ball whose density grows towards its centre has outward normals:
+
+        >>> import torch
+        >>> from langfield.ops import normals_from_density
+        >>> ball = lambda x: 1.0 - x.norm(dim=-1)
+        >>> normals = normals_from_density(torch.tensor([[0.0, 0.0, 0.5], [0.3, 0.0, 0.0]]), ball)
+        >>> normals.tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     """
     if not isinstance(positions, Tensor) or positions.ndim < 1 or positions.shape[-1] != 3:
         shape = None if not isinstance(positions, Tensor) else tuple(positions.shape)
@@ -527,6 +616,21 @@ def render_rays(
 
     Returns:
         ``(RenderOutput, RenderAux)``; outputs are ``[R, *]`` (batched ``[*B, S]`` -> ``[*B, *]``).
+
+    Example:
+        A red medium of density ``ln 2`` over three unit intervals, composited over white:
+
+        >>> import math, torch
+        >>> from langfield.ops import render_rays
+        >>> def red_fog(t_starts, t_ends, ray_indices):
+        ...     rgb = torch.tensor([1.0, 0.0, 0.0]).expand(*t_starts.shape, 3)
+        ...     return rgb, torch.full_like(t_starts, math.log(2))
+        >>> t_starts, t_ends = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[1.0, 2.0, 3.0]])
+        >>> out, aux = render_rays(t_starts, t_ends, red_fog, background=[1.0, 1.0, 1.0])
+        >>> [round(v, 4) for v in out.rgb[0].tolist()], round(out.accumulation.item(), 4)
+        ([1.0, 0.125, 0.125], 0.875)
+        >>> round(out.depth.item(), 4)  # (0.5 * 0.5 + 0.25 * 1.5 + 0.125 * 2.5) / 0.875
+        1.0714
     """
     ray_indices, num_rays = _check_samples([("t_starts", t_starts), ("t_ends", t_ends)], ray_indices, num_rays)
     if not callable(rgb_sigma_fn):

@@ -23,7 +23,13 @@ __all__ = ["TileBins", "bin_gaussians", "tile_rectangles", "num_tiles"]
 
 
 def num_tiles(width: int, height: int, tile_size: int) -> Tuple[int, int]:
-    """``(tiles_x, tiles_y)`` = ``(ceil(W / s), ceil(H / s))``."""
+    """``(tiles_x, tiles_y)`` = ``(ceil(W / s), ceil(H / s))``.
+
+    Example:
+        >>> from langfield.ops.splatting.binning import num_tiles
+        >>> num_tiles(width=33, height=16, tile_size=16)
+        (3, 1)
+    """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
     if width < 1 or height < 1:
@@ -33,7 +39,15 @@ def num_tiles(width: int, height: int, tile_size: int) -> Tuple[int, int]:
 
 def tile_rectangles(means2d: Tensor, radii: Tensor, width: int, height: int, tile_size: int) -> Tuple[Tensor, Tensor]:
     """Tile rectangle of every Gaussian: ``(tile_min [N, 2], tile_max [N, 2])`` int64 ``(x, y)``,
-    ``tile_max`` exclusive, clamped to the tile grid; empty (``max <= min``) for culled Gaussians."""
+    ``tile_max`` exclusive, clamped to the tile grid; empty (``max <= min``) for culled Gaussians.
+
+    Example:
+        >>> import torch
+        >>> from langfield.ops.splatting.binning import tile_rectangles
+        >>> lo, hi = tile_rectangles(torch.tensor([[8.0, 8.0], [16.0, 8.0]]), torch.tensor([4, 4]), 32, 16, 16)
+        >>> lo.tolist(), hi.tolist()  # (x, y) tiles, hi exclusive: the second Gaussian straddles two tiles
+        ([[0, 0], [0, 0]], [[1, 1], [2, 1]])
+    """
     tiles_x, tiles_y = num_tiles(width, height, tile_size)
     limit = means2d.new_tensor([tiles_x, tiles_y]).long()
     r = radii.to(means2d.dtype)[:, None]
@@ -80,6 +94,16 @@ def bin_gaussians(
         radii: ``[N]`` integer pixel radii (0 = culled).
         depths: ``[N]`` sort key (camera z); smaller is nearer.
         width, height, tile_size: image and tile size in pixels.
+
+    Example:
+        Gaussian 1 is nearer and touches both tiles of a 32 x 16 image, Gaussian 0 only the first:
+
+        >>> import torch
+        >>> from langfield.ops.splatting.binning import bin_gaussians
+        >>> means2d, radii = torch.tensor([[8.0, 8.0], [16.0, 8.0]]), torch.tensor([4, 4])
+        >>> bins = bin_gaussians(means2d, radii, depths=torch.tensor([2.0, 1.0]), width=32, height=16)
+        >>> bins.gaussian_ids.tolist(), bins.tile_ranges.tolist()
+        ([1, 0, 1], [[0, 2], [2, 3]])
     """
     n = means2d.shape[0]
     if means2d.ndim != 2 or means2d.shape[-1] != 2:

@@ -49,7 +49,19 @@ class Projection:
 
 def covariances_from_scales_quats(scales: Tensor, quats: Tensor) -> Tensor:
     """World covariances ``[N, 3, 3] = R S S^T R^T`` from activated ``scales [N, 3]`` and
-    quaternions ``quats [N, 4]`` (w, x, y, z; normalised inside). Kerbl et al. 2023, Eq. 6."""
+    quaternions ``quats [N, 4]`` (w, x, y, z; normalised inside). Kerbl et al. 2023, Eq. 6.
+
+    Example:
+        Scales ``(1, 2, 3)`` give variances ``(1, 4, 9)``; a 90 degree turn about ``z`` swaps ``x`` and ``y``:
+
+        >>> import math, torch
+        >>> from langfield.ops.splatting import covariances_from_scales_quats
+        >>> scales = torch.tensor([[1.0, 2.0, 3.0]] * 2)
+        >>> quats = torch.tensor([[1.0, 0.0, 0.0, 0.0], [math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)]])
+        >>> cov = covariances_from_scales_quats(scales, quats)
+        >>> [[round(v, 4) for v in c.diagonal().tolist()] for c in cov]
+        [[1.0, 4.0, 9.0], [4.0, 1.0, 9.0]]
+    """
     M = quaternion_to_matrix(quats) * scales[:, None, :]
     return M @ M.transpose(-1, -2)
 
@@ -80,6 +92,21 @@ def project_gaussians(
 
     Returns:
         :class:`Projection`; differentiable w.r.t. means, quats, scales (and w2c, K).
+
+    Example:
+        A Gaussian of std 0.2 two units in front of the camera lands on the principal point with a
+        2D std of ``fx * 0.2 / 2 = 1`` px (variance 1 + the 0.3 low-pass); one behind the camera is culled:
+
+        >>> import torch
+        >>> from langfield.ops.splatting import project_gaussians
+        >>> means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, -1.0]])
+        >>> quats, scales = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2), torch.full((2, 3), 0.2)
+        >>> K = torch.tensor([[10.0, 0.0, 8.0], [0.0, 10.0, 8.0], [0.0, 0.0, 1.0]])
+        >>> proj = project_gaussians(means, quats, scales, torch.eye(4), K, width=16, height=16)
+        >>> proj.means2d[0].tolist(), proj.depths.tolist(), proj.radii.tolist()
+        ([8.0, 8.0], [2.0, -1.0], [4, 0])
+        >>> [round(v, 4) for v in proj.conics[0, [0, 2]].tolist()]  # (a, c) of the inverse covariance: 1 / 1.3
+        [0.7692, 0.7692]
     """
     n = means.shape[0]
     if means.ndim != 2 or means.shape[1] != 3:

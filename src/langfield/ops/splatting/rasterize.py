@@ -191,6 +191,21 @@ def rasterize_gaussians(
     Returns:
         ``(image [H, W, D], alpha [H, W, 1])``, differentiable w.r.t. means2d, conics, opacities,
         features and background.
+
+    Example:
+        Two Gaussians of opacity 0.5 centred on a 1 x 1 image, given back to front: the nearer red one
+        takes half of the light, the green one half of the rest, the background what remains:
+
+        >>> import torch
+        >>> from langfield.ops.splatting import rasterize_gaussians
+        >>> means2d = torch.tensor([[0.5, 0.5], [0.5, 0.5]])  # the centre of pixel (0, 0)
+        >>> conics, opacities = torch.tensor([[1.0, 0.0, 1.0]] * 2), torch.tensor([0.5, 0.5])
+        >>> colors = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        >>> image, alpha = rasterize_gaussians(
+        ...     means2d, conics, opacities, colors, depths=torch.tensor([2.0, 1.0]), radii=torch.tensor([1, 1]),
+        ...     width=1, height=1, background=torch.tensor([0.0, 0.0, 1.0]), backend="torch")
+        >>> image[0, 0].tolist(), alpha[0, 0].tolist()
+        ([0.5, 0.25, 0.25], [0.75])
     """
     _check_inputs(means2d, conics, opacities, features, depths, radii, background)
     backend = resolve_backend(backend, means2d.device)

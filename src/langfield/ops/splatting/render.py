@@ -97,6 +97,21 @@ def render_gaussians(
         :class:`SplatRender`: rgb ``[H, W, 3]``, depth ``[H, W, 1]`` (expected ray distance,
         normalised by alpha; zeros if ``render_depth`` is off), accumulation ``[H, W, 1]``,
         features ``[H, W, F]`` or ``None``.
+
+    Example:
+        One Gaussian of opacity 0.8 two units straight ahead of the camera, over a white background:
+        the pixel it is centred on gets ``0.8 * colour + 0.2``, depth 2:
+
+        >>> import torch
+        >>> from langfield.ops.splatting import SplatSettings, render_gaussians
+        >>> K = torch.tensor([[10.0, 0.0, 7.5], [0.0, 10.0, 7.5], [0.0, 0.0, 1.0]])  # pixel (7, 7) centred
+        >>> out = render_gaussians(
+        ...     means=torch.tensor([[0.0, 0.0, 2.0]]), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        ...     scales=torch.full((1, 3), 0.5), opacities=torch.tensor([0.8]), colors=torch.tensor([[1.0, 0.5, 0.0]]),
+        ...     c2w=torch.eye(4), K=K, width=16, height=16, background=torch.ones(3),
+        ...     settings=SplatSettings(backend="torch")).render
+        >>> [round(v, 4) for v in out.rgb[7, 7].tolist()], round(out.depth[7, 7].item(), 4), round(out.accumulation[7, 7].item(), 4)
+        ([1.0, 0.6, 0.2], 2.0, 0.8)
     """
     c2w = c2w[:3, :4]
     R = c2w[:, :3]
