@@ -26,8 +26,8 @@ from langfield.language.dense_features import (
     load_clip_teacher,
     region_features,
 )
-from langfield.language.encoders import EncoderConfig, VisionLanguageEncoder, load_encoder
 from langfield.language.masks import MaskProposals
+from langfield.pretrained.clip import EncoderConfig, VisionLanguageEncoder, load_encoder
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "grey": (0.5, 0.5, 0.5)}
@@ -379,7 +379,7 @@ def test_bad_images_and_configs():
 def tiny_clip_dir(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    from .tiny_models import save_tiny_clip
+    from ..pretrained.tiny_models import save_tiny_clip
 
     return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 

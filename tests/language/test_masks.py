@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from langfield.language import masks as masks_module
-from langfield.language.masks import (
-    MaskModelUnavailableError,
-    MaskProposalConfig,
-    MaskProposals,
-    propose_masks,
-)
+from langfield.language.masks import MaskProposalConfig, MaskProposals, propose_masks
+from langfield.pretrained import PretrainedUnavailableError
 
 SUPERPIXELS = MaskProposalConfig(method="superpixels")
 # Background green, disk red, square blue (float RGB in [0, 1]).
@@ -198,11 +194,11 @@ def test_propose_masks_rejects_non_config():
 
 def test_sam_missing_local_dir_raises_clear_error(tmp_path):
     missing = tmp_path / "no_such_sam"
-    with pytest.raises(MaskModelUnavailableError) as info:
+    with pytest.raises(PretrainedUnavailableError) as info:
         propose_masks(torch.rand(8, 8, 3), MaskProposalConfig(method="sam", sam_model=str(missing)))
     message = str(info.value)
-    assert str(missing) in message
-    assert "--masks superpixels" in message and "local SAM directory" in message
+    assert str(missing) in message and "does not exist" in message
+    assert "--masks superpixels" in message and "SAM model directory holds config.json" in message
 
 
 def test_auto_falls_back_with_one_warning(tmp_path, caplog):
@@ -217,65 +213,54 @@ def test_auto_falls_back_with_one_warning(tmp_path, caplog):
     assert torch.equal(first.masks, expected.masks) and torch.equal(second.masks, expected.masks)
 
 
+def test_auto_never_downloads(tmp_path, monkeypatch):
+    """auto with an uncached hub id falls back at once, hub on or off, without touching the network."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    image, _ = shapes_image(32, 32)
+    proposals = propose_masks(image, MaskProposalConfig(method="auto", sam_model="nobody/uncached-sam"))
+    assert torch.equal(proposals.masks, propose_masks(image, MaskProposalConfig(method="superpixels")).masks)
+
+
 # --------------------------------------------------------------------------------------- SAM
 
 
 @pytest.fixture(scope="module")
 def tiny_sam_dir(tmp_path_factory):
     """A randomly initialised, tiny SamModel + SamProcessor saved with ``save_pretrained``."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.SamConfig(
-        vision_config=dict(
-            hidden_size=32,
-            output_channels=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=8,
-            window_size=4,
-            global_attn_indexes=[1],
-            num_pos_feats=8,
-            mlp_dim=32,
-        ),
-        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(
-            hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
-        ),
-    )
-    model = transformers.SamModel(config)
-    image_processor = transformers.SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-    processor = transformers.SamProcessor(image_processor=image_processor)
-    path = tmp_path_factory.mktemp("tiny_sam")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    pytest.importorskip("transformers")
+    from ..pretrained.tiny_models import save_tiny_sam
+
+    return save_tiny_sam(tmp_path_factory.mktemp("tiny_sam"))
 
 
-def test_sam_automatic_masks_tiny_random_model(tiny_sam_dir):
+def test_sam_proposals_tiny_random_model(tiny_sam_dir):
+    from langfield.pretrained.sam import load_sam, sam_automatic_masks
+
     image = torch.rand(24, 40, 3)
     config = MaskProposalConfig(
         method="sam",
         sam_model=str(tiny_sam_dir),
         points_per_side=4,
-        points_per_batch=5,  # several decoder batches, the last one partial
+        points_per_batch=5,
         pred_iou_thresh=0.0,
         stability_score_thresh=0.0,
         nms_iou_thresh=0.9,
     )
     proposals = propose_masks(image, config)
-    num = proposals.num_masks
-    assert 0 < num <= 3 * 4 * 4
-    assert proposals.masks.shape == (num, 24, 40) and proposals.masks.dtype == torch.bool
-    assert proposals.scores.shape == (num,)
-    assert torch.all(proposals.scores[:-1] >= proposals.scores[1:])
-    assert torch.all(proposals.areas() > 0)
-    # NMS: no two kept masks overlap by more than the threshold
-    flat = proposals.masks.flatten(1).float()
-    inter = flat @ flat.T
-    union = flat.sum(1)[:, None] + flat.sum(1)[None, :] - inter
-    iou = inter / union
-    assert torch.all(iou[~torch.eye(num, dtype=torch.bool)] <= 0.9)
+    assert isinstance(proposals, MaskProposals) and proposals.num_masks > 0
+    # The same masks as the generator run directly with this config's SAM settings.
+    rgb = (image.numpy() * 255.0).round().astype(np.uint8)
+    masks, scores = sam_automatic_masks(rgb, load_sam(str(tiny_sam_dir)), config.sam_config())
+    assert torch.equal(proposals.masks, masks) and torch.equal(proposals.scores, scores)
     # label map over overlapping masks covers only covered pixels
     labels = proposals.label_map()
     assert torch.equal(labels >= 0, proposals.masks.any(0))
@@ -284,6 +269,9 @@ def test_sam_automatic_masks_tiny_random_model(tiny_sam_dir):
     auto = propose_masks(image, MaskProposalConfig(**{**config.__dict__, "method": "auto"}))
     assert torch.equal(auto.masks, proposals.masks)
 
-    # random weights predict IoU far below 1: a strict threshold keeps nothing
-    strict = propose_masks(image, MaskProposalConfig(**{**config.__dict__, "pred_iou_thresh": 1.0}))
-    assert strict.masks.shape == (0, 24, 40) and strict.scores.shape == (0,)
+
+def test_sam_config_carries_the_sam_settings():
+    config = MaskProposalConfig(points_per_side=7, nms_iou_thresh=0.5, min_mask_area=3)
+    sam = config.sam_config()
+    assert (sam.points_per_side, sam.nms_iou_thresh, sam.min_mask_area) == (7, 0.5, 3)
+    assert sam.pred_iou_thresh == config.pred_iou_thresh and sam.points_per_batch == config.points_per_batch

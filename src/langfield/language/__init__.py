@@ -1,6 +1,8 @@
-"""Language fields: CLIP-family encoders, mask proposals, dense features and open-vocabulary queries.
+"""Language fields: mask proposals, dense features, distillation and open-vocabulary queries.
 
-Import the submodules directly, e.g. ``from langfield.language.encoders import load_encoder``;
-this package file deliberately imports nothing so optional dependencies (``transformers``,
-``open_clip``) are only loaded by the modules that need them.
+The pretrained 2D models they use (CLIP-family encoders, SAM, the sentence text encoder) live in
+:mod:`langfield.pretrained`. Import the submodules directly, e.g.
+``from langfield.language.dense_features import load_clip_teacher``; this package file
+deliberately imports nothing so optional dependencies (``transformers``, ``open_clip``) are only
+loaded by the modules that need them.
 """

@@ -33,7 +33,7 @@ region is the most specific), and pixels no mask covers take the whole-image emb
 
 :class:`CLIPDenseTeacher` wraps either method (or the normalised average of both) behind the
 :class:`~langfield.language.teacher.DenseTeacher` interface, with an optional on-disk cache
-(:class:`~langfield.language.encoders.EmbeddingCache`) keyed by image content, method and
+(:class:`~langfield.pretrained.embedding_cache.EmbeddingCache`) keyed by image content, method and
 settings, so re-training on the same images does not re-encode them. The cache stores the
 compact products (crop-centre embeddings; region embeddings plus the pixel-to-region map), not
 the ``[H, W, E]`` maps.
@@ -55,9 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from langfield.language.encoders import EmbeddingCache, EncoderConfig, VisionLanguageEncoder, load_encoder
 from langfield.language.masks import MaskProposalConfig, MaskProposals, propose_masks
 from langfield.language.teacher import DenseTeacher, check_text_queries
+from langfield.pretrained.clip import EncoderConfig, VisionLanguageEncoder, load_encoder
+from langfield.pretrained.embedding_cache import EmbeddingCache
 
 __all__ = [
     "CLIPDenseTeacher",
@@ -615,7 +616,7 @@ class CLIPDenseTeacher(DenseTeacher):
     """A real CLIP-family model as a :class:`DenseTeacher` (pyramid, regions or both).
 
     Args:
-        encoder: the vision-language encoder (see :func:`langfield.language.encoders.load_encoder`).
+        encoder: the vision-language encoder (see :func:`langfield.pretrained.clip.load_encoder`).
         config: which dense method and its settings, and the cache directory.
 
     Attributes:
@@ -727,6 +728,12 @@ class CLIPDenseTeacher(DenseTeacher):
         )
 
 
+_NO_CLIP_HINT = (
+    "Or, without a CLIP model, on a labelled scene: the simulated teacher "
+    "(`langfield language RUN --teacher simulated`)."
+)
+
+
 def load_clip_teacher(
     model: str,
     method: DenseMethod = "pyramid",
@@ -737,15 +744,16 @@ def load_clip_teacher(
 
     Args:
         model: e.g. ``"openai/clip-vit-base-patch16"``, a local checkpoint directory or an
-            OpenCLIP string (see :class:`~langfield.language.encoders.EncoderConfig`).
+            OpenCLIP string (see :class:`~langfield.pretrained.clip.EncoderConfig`).
         method: ``"pyramid"``, ``"regions"`` or ``"both"``.
         device: ``None`` picks CUDA when available.
         cache_dir: on-disk embedding cache (``None``: no cache).
 
     Raises:
-        FileNotFoundError: the model is not available locally (the message says how to fetch it).
+        PretrainedUnavailableError: (a ``FileNotFoundError``) the model is not available locally;
+            the message says how to fetch it, or to use the simulated teacher instead.
         ValueError: bad ``method``.
     """
     config = DenseFeatureConfig(method=method, cache_dir=cache_dir)  # validate before loading weights
-    encoder = load_encoder(EncoderConfig(model=model, device=device))
+    encoder = load_encoder(EncoderConfig(model=model, device=device), hint=_NO_CLIP_HINT)
     return CLIPDenseTeacher(encoder, config)

@@ -4,18 +4,18 @@ A language field pools CLIP features over image regions; this module proposes th
 
 Two back-ends:
 
-* ``"sam"`` -- Segment Anything through ``transformers`` (``SamModel`` + ``SamProcessor``),
-  run as an *automatic mask generator*: a regular ``points_per_side x points_per_side`` grid of
-  single-point prompts, three multimask outputs per point, filtered by the model's predicted IoU
-  and by the stability score (the IoU between the mask thresholded at ``+offset`` and at
-  ``-offset`` of the logits), then de-duplicated with greedy mask-IoU NMS. Masks may overlap.
-  This follows ``SamAutomaticMaskGenerator`` from ``segment-anything`` without crops.
+* ``"sam"`` -- Segment Anything as an automatic mask generator
+  (:mod:`langfield.pretrained.sam`: a grid of point prompts, IoU and stability filtering, mask
+  NMS). Masks may overlap. The model is a local directory, a hub id in the local Hugging Face
+  cache, or a hub id to download (unless ``HF_HUB_OFFLINE`` is set).
 * ``"superpixels"`` -- a weight-free fallback: Felzenszwalb graph segmentation
   (:func:`skimage.segmentation.felzenszwalb`), greedy merging of adjacent regions whose mean
   CIE-Lab colours are closer than ``merge_threshold`` (union-find over the region adjacency
   graph built from neighbouring pixel pairs), then small regions are absorbed by their most
   similar neighbour. Deterministic; the masks form a partition of the image; scores are 1.
-* ``"auto"`` -- SAM when the model loads, otherwise the fallback with one logged warning.
+* ``"auto"`` -- SAM when its weights are on this machine (a directory or the local cache; it is
+  never downloaded, so ``auto`` never waits on the network), otherwise the fallback with one
+  logged warning.
 
 Example::
 
@@ -26,21 +26,20 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import math
 import os
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Union
 
 import numpy as np
 import torch
 
+from langfield.pretrained.errors import PretrainedUnavailableError
+from langfield.pretrained.sam import LoadedSam, SamAutomaticMaskConfig, load_sam, sam_automatic_masks
+
 __all__ = [
-    "MaskModelUnavailableError",
     "MaskProposalConfig",
     "MaskProposals",
     "propose_masks",
@@ -56,10 +55,6 @@ MaskMethod = Literal["auto", "sam", "superpixels"]
 _METHODS = ("auto", "sam", "superpixels")
 
 
-class MaskModelUnavailableError(RuntimeError):
-    """The SAM model (or ``transformers``) could not be loaded; see the message for the fix."""
-
-
 # --------------------------------------------------------------------------------------- config
 
 
@@ -68,16 +63,14 @@ class MaskProposalConfig:
     """Options for :func:`propose_masks`.
 
     Args:
-        method: ``"auto"`` (SAM if it loads, else superpixels), ``"sam"`` or ``"superpixels"``.
+        method: ``"auto"`` (SAM if its weights are on this machine, else superpixels), ``"sam"``
+            or ``"superpixels"``.
         sam_model: Hugging Face hub id or local directory holding a ``SamModel`` and its
             ``SamProcessor`` (``save_pretrained`` layout).
-        points_per_side: the prompt grid has ``points_per_side ** 2`` points.
-        points_per_batch: prompts decoded per forward pass of the mask decoder (memory knob).
-        pred_iou_thresh: keep masks whose predicted IoU is at least this, in [0, 1].
-        stability_score_thresh: keep masks whose stability score is at least this, in [0, 1].
-        stability_score_offset: logit offset used for the stability score (SAM's default 1.0).
-        nms_iou_thresh: drop a mask whose mask-IoU with a better-scored kept mask exceeds this.
-        min_mask_area: drop SAM masks with fewer pixels than this.
+        points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+        stability_score_offset, nms_iou_thresh, min_mask_area: the SAM automatic mask
+            generator (:class:`~langfield.pretrained.sam.SamAutomaticMaskConfig`, built by
+            :meth:`sam_config`; kept flat here so stored language configs still load).
         scale: Felzenszwalb ``scale`` (larger -> larger segments) on the image in [0, 1].
         sigma: Felzenszwalb Gaussian pre-smoothing width in pixels.
         min_size: Felzenszwalb minimum component size in pixels (enforced in post-processing).
@@ -109,24 +102,29 @@ class MaskProposalConfig:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         if not isinstance(self.sam_model, (str, os.PathLike)) or not str(self.sam_model):
             raise ValueError(f"sam_model must be a non-empty hub id or directory, got {self.sam_model!r}")
-        for name in ("points_per_side", "points_per_batch", "min_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.min_mask_area, bool) or not isinstance(self.min_mask_area, int) or self.min_mask_area < 0:
-            raise ValueError(f"min_mask_area must be an integer >= 0, got {self.min_mask_area!r}")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "nms_iou_thresh"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        self.sam_config()  # validates the SAM settings
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 1:
+            raise ValueError(f"min_size must be an integer >= 1, got {self.min_size!r}")
         if not _is_real(self.min_region_fraction) or not 0.0 <= self.min_region_fraction < 1.0:
             raise ValueError(f"min_region_fraction must be in [0, 1), got {self.min_region_fraction!r}")
         if not _is_real(self.scale) or not self.scale > 0:
             raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
-        for name in ("sigma", "merge_threshold", "stability_score_offset"):
+        for name in ("sigma", "merge_threshold"):
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    def sam_config(self) -> SamAutomaticMaskConfig:
+        """The SAM automatic-mask-generator settings of this config."""
+        return SamAutomaticMaskConfig(
+            points_per_side=self.points_per_side,
+            points_per_batch=self.points_per_batch,
+            pred_iou_thresh=self.pred_iou_thresh,
+            stability_score_thresh=self.stability_score_thresh,
+            stability_score_offset=self.stability_score_offset,
+            nms_iou_thresh=self.nms_iou_thresh,
+            min_mask_area=self.min_mask_area,
+        )
 
 
 def _is_real(value: Any) -> bool:
@@ -199,8 +197,8 @@ def propose_masks(image: Union[torch.Tensor, np.ndarray], config: MaskProposalCo
 
     Raises:
         ValueError: bad ``image`` or ``config``.
-        MaskModelUnavailableError: ``method="sam"`` and the model or ``transformers`` cannot be
-            loaded (``method="auto"`` falls back to superpixels instead).
+        PretrainedUnavailableError: ``method="sam"`` and the SAM model is not available (the
+            message says how to get it; ``method="auto"`` falls back to superpixels instead).
     """
     if not isinstance(config, MaskProposalConfig):
         raise ValueError(f"config must be a MaskProposalConfig, got {type(config).__name__}")
@@ -209,12 +207,12 @@ def propose_masks(image: Union[torch.Tensor, np.ndarray], config: MaskProposalCo
         return propose_masks_superpixels(rgb, config, device=device)
     if config.method == "sam":
         return propose_masks_sam(rgb, config, device=device)
-    try:
-        model, processor = _load_sam(str(config.sam_model), str(device))
-    except MaskModelUnavailableError as e:
+    try:  # auto: SAM only when its weights are already here
+        sam = load_sam(str(config.sam_model), device, allow_download=False, hint=_SAM_HINT)
+    except (PretrainedUnavailableError, ImportError) as e:
         _warn_fallback_once(str(config.sam_model), str(e))
         return propose_masks_superpixels(rgb, config, device=device)
-    return _sam_automatic_masks(rgb, config, model, processor, device)
+    return _proposals_from_sam(rgb, sam, config, device)
 
 
 def _image_to_uint8(image: Union[torch.Tensor, np.ndarray]) -> tuple[np.ndarray, torch.device]:
@@ -395,172 +393,26 @@ def _warn_fallback_once(model: str, reason: str) -> None:
         _LOG.warning("SAM unavailable, using superpixel mask proposals instead. %s", reason)
 
 
-def _looks_like_path(name: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/x``, ``a/b/c``) is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
+_SAM_HINT = "Or, without SAM: pass `--masks superpixels` (MaskProposalConfig(method='superpixels'))."
 
 
-_SAM_FAILURES: dict[str, MaskModelUnavailableError] = {}
-
-
-def _load_sam(name: str, device: str) -> tuple[Any, Any]:
-    """Load and cache ``(SamModel, SamProcessor)``; raise :class:`MaskModelUnavailableError`.
-
-    Failures are remembered per model name, so ``method="auto"`` over many images does not retry
-    (and wait on) an unreachable hub for every image.
-    """
-    if name in _SAM_FAILURES:
-        raise _SAM_FAILURES[name]
-    try:
-        return _load_sam_uncached(name, device)
-    except MaskModelUnavailableError as e:
-        _SAM_FAILURES[name] = e
-        raise
-
-
-@functools.lru_cache(maxsize=2)
-def _load_sam_uncached(name: str, device: str) -> tuple[Any, Any]:
-    hint = "pass `--masks superpixels` (MaskProposalConfig(method='superpixels')) or a local SAM directory"
-    local = Path(name).expanduser()
-    if _looks_like_path(name) and not local.is_dir():
-        raise MaskModelUnavailableError(f"SAM model directory {name!r} does not exist; {hint}.")
-    try:
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise MaskModelUnavailableError(
-            f"cannot load SAM model {name!r}: the `transformers` package is not installed ({e}); "
-            f"`pip install transformers` or {hint}."
-        ) from e
-    if local.is_dir():
-        return _from_pretrained(str(local), name, device, hint, local_files_only=True)
-    try:  # a hub id: the local Hugging Face cache first, without touching the network
-        return _from_pretrained(name, name, device, hint, local_files_only=True)
-    except MaskModelUnavailableError:
-        if _hub_offline():
-            raise MaskModelUnavailableError(
-                f"cannot load SAM model {name!r}: not in the local Hugging Face cache and the hub is "
-                f"unreachable (offline); {hint}."
-            ) from None
-    return _from_pretrained(name, name, device, hint, local_files_only=False)
-
-
-def _hub_offline(timeout_s: float = 3.0) -> bool:
-    """True when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` is set or the hub host is unreachable.
-
-    Without this probe, ``from_pretrained`` retries every file with back-off for minutes offline.
-    """
-    if any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    from urllib.parse import urlparse
-
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return False
-    except OSError:
-        return True
-
-
-def _from_pretrained(source: str, name: str, device: str, hint: str, local_files_only: bool) -> tuple[Any, Any]:
-    from transformers import SamModel, SamProcessor
-
-    try:
-        processor = SamProcessor.from_pretrained(source, local_files_only=local_files_only)
-        model = SamModel.from_pretrained(source, local_files_only=local_files_only).eval().to(device)
-    except Exception as e:  # noqa: BLE001 -- offline hub, missing files, corrupt weights...
-        raise MaskModelUnavailableError(
-            f"cannot load SAM model {name!r} ({type(e).__name__}: {e}); no weights available offline? {hint}."
-        ) from e
-    return model, processor
+def _proposals_from_sam(
+    rgb: np.ndarray, sam: LoadedSam, config: MaskProposalConfig, device: torch.device
+) -> MaskProposals:
+    masks, scores = sam_automatic_masks(rgb, sam, config.sam_config())
+    return MaskProposals(masks=masks.to(device), scores=scores.to(device))
 
 
 def propose_masks_sam(
     rgb: np.ndarray, config: MaskProposalConfig, device: Union[str, torch.device] = "cpu"
 ) -> MaskProposals:
-    """SAM automatic mask generation on ``[H, W, 3]`` uint8 RGB; see the module docstring."""
-    model, processor = _load_sam(str(config.sam_model), str(torch.device(device)))
-    return _sam_automatic_masks(rgb, config, model, processor, torch.device(device))
+    """SAM automatic mask generation on ``[H, W, 3]`` uint8 RGB (downloads the model when allowed).
 
-
-def _stability_scores(logits: torch.Tensor, offset: float) -> torch.Tensor:
-    """IoU of ``logits > +offset`` and ``logits > -offset``, ``[N, H, W] -> [N]``."""
-    inter = (logits > offset).flatten(1).sum(1).float()
-    union = (logits > -offset).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
-
-
-def _mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_side: int = 256) -> torch.Tensor:
-    """Greedy NMS on mask IoU (computed at most ``max_side`` px). ``masks [N, H, W]`` -> kept indices, by score."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    small = masks
-    height, width = masks.shape[-2:]
-    if max(height, width) > max_side:
-        factor = max_side / max(height, width)
-        size = (max(1, round(height * factor)), max(1, round(width * factor)))
-        small = torch.nn.functional.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
-    flat = small.flatten(1).float()
-    areas = flat.sum(1)
-    kept: list[int] = []
-    for i in order.tolist():
-        if kept:
-            inter = flat[kept] @ flat[i]
-            iou = inter / (areas[kept] + areas[i] - inter).clamp_min(1)
-            if bool((iou > iou_thresh).any()):
-                continue
-        kept.append(i)
-    return torch.tensor(kept, dtype=torch.long, device=masks.device)
-
-
-def _sam_automatic_masks(
-    rgb: np.ndarray, config: MaskProposalConfig, model: Any, processor: Any, device: torch.device
-) -> MaskProposals:
-    height, width = rgb.shape[:2]
-    model_device = next(model.parameters()).device
-    inputs = processor(images=rgb, input_data_format="channels_last", return_tensors="pt")
-    pixel_values = inputs["pixel_values"].to(model_device, dtype=next(model.parameters()).dtype)
-    original_sizes, reshaped_sizes = inputs["original_sizes"], inputs["reshaped_input_sizes"]
-    new_h, new_w = (int(v) for v in reshaped_sizes[0])
-
-    # Grid of point prompts at cell centres (SAM's build_point_grid), in resized-image pixels.
-    n = config.points_per_side
-    offsets = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-    ys, xs = torch.meshgrid(offsets * height, offsets * width, indexing="ij")
-    points = torch.stack([xs.ravel() * (new_w / width), ys.ravel() * (new_h / height)], -1)  # [P, 2] (x, y)
-
-    all_logits, all_iou = [], []
-    with torch.no_grad():
-        embeddings = model.get_image_embeddings(pixel_values)
-        for start in range(0, points.shape[0], config.points_per_batch):
-            batch = points[start : start + config.points_per_batch].to(model_device)
-            out = model(
-                image_embeddings=embeddings,
-                input_points=batch[None, :, None, :],  # [1, P, 1, 2]
-                input_labels=torch.ones(1, batch.shape[0], 1, dtype=torch.long, device=model_device),
-                multimask_output=True,
-            )
-            iou = out.iou_scores[0].flatten().float()  # [P * 3]
-            low_res = out.pred_masks[0].flatten(0, 1).float()  # [P * 3, h, w]
-            keep = iou >= config.pred_iou_thresh
-            if not bool(keep.any()):
-                continue
-            logits = processor.image_processor.post_process_masks(
-                low_res[keep][None, :, None], original_sizes, reshaped_sizes, binarize=False
-            )[0][:, 0]  # [N, H, W]
-            stable = _stability_scores(logits, config.stability_score_offset) >= config.stability_score_thresh
-            all_logits.append((logits[stable] > 0).cpu())
-            all_iou.append(iou[keep][stable].cpu())
-
-    if all_logits:
-        masks, scores = torch.cat(all_logits), torch.cat(all_iou)
-        big = masks.flatten(1).sum(1) >= max(config.min_mask_area, 1)
-        masks, scores = masks[big], scores[big]
-    else:
-        masks, scores = torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0)
-    if masks.shape[0] > 0:
-        kept = _mask_nms(masks, scores, config.nms_iou_thresh)
-        masks, scores = masks[kept], scores[kept]
-    return MaskProposals(masks=masks.to(device), scores=scores.to(device))
+    Raises:
+        PretrainedUnavailableError: the SAM model is not available; the message says how to get it.
+    """
+    sam = load_sam(str(config.sam_model), device, hint=_SAM_HINT)
+    return _proposals_from_sam(rgb, sam, config, torch.device(device))
 
 
 # ----------------------------------------------------------------------------- geometry-aware split

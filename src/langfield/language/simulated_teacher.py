@@ -6,7 +6,7 @@ downloaded on an offline machine. For offline benchmarks :class:`SimulatedTeache
 every pixel it starts from the *text* embedding of the pixel's ground-truth label (from the
 dataset's label map, ``semantic_path`` in ``transforms.json``) and then damages it in the ways
 dense CLIP features are known to be damaged. Text queries go through the same text encoder
-(:class:`~langfield.language.text_models.SentenceTextEncoder`, all-MiniLM-L6-v2 by default), so
+(:class:`~langfield.pretrained.text.SentenceTextEncoder`, all-MiniLM-L6-v2 by default), so
 queries and features share one space. It is not a vision model: anything that reports numbers
 obtained with it must say "simulated" (``SimulatedTeacher.simulated`` is ``True`` and its
 ``name`` starts with ``"simulated["``).
@@ -158,7 +158,7 @@ class SimulatedTeacher(DenseTeacher):
             ``["background", "ground", "sphere", "box", "cylinder", "ellipsoid"]``); non-empty,
             no duplicates.
         text_encoder: anything with ``embed_texts(texts) -> [T, E]`` unit-norm, ``name`` and
-            ``embedding_dim``; ``None``: :func:`~langfield.language.text_models.load_text_encoder`
+            ``embedding_dim``; ``None``: :func:`~langfield.pretrained.text.load_text_encoder`
             (all-MiniLM-L6-v2, cached).
         config: corruption strengths, seed and background label.
         related: optional ``{label: related label}`` overrides of the related label used by
@@ -192,7 +192,7 @@ class SimulatedTeacher(DenseTeacher):
                 f"config.background_label={bg} is not a label id; labels has {num} names (ids 0..{num - 1})"
             )
         if text_encoder is None:
-            from langfield.language.text_models import load_text_encoder
+            from langfield.pretrained.text import load_text_encoder
 
             text_encoder = load_text_encoder()
         self.config = config

