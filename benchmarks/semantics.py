@@ -2,7 +2,7 @@
 
 Default: the built-in labelled procedural scene and the SIMULATED teacher (ground-truth label
 text embeddings from all-MiniLM-L6-v2, corrupted like CLIP's dense features; see
-:mod:`langfield.language.simulated_teacher`). ``--data`` takes any labelled scene
+:mod:`langfield.language.teachers.simulated`). ``--data`` takes any labelled scene
 (``transforms.json`` with ``labels`` and per-frame ``semantic_path``); ``--teacher MODEL`` runs a
 real CLIP-family model instead (the same commands, unchanged).
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from langfield.language import dense_features as dense_module
-from langfield.language.dense_features import (
+from langfield.language.teachers.clip import (
     CLIPDenseTeacher,
     CropPyramid,
     CropPyramidConfig,

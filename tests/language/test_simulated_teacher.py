@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from langfield.language.simulated_teacher import SimulatedTeacher, SimulatedTeacherConfig, _view_seed
-from langfield.language.teacher import DenseTeacher, check_text_queries
+from langfield.language.teachers.simulated import SimulatedTeacher, SimulatedTeacherConfig, _view_seed
+from langfield.language.teachers.base import DenseTeacher, check_text_queries
 
 LABELS = ["background", "ground", "sphere", "box", "cylinder", "ellipsoid"]
 # Built below so that: ground ~ background (but background is excluded), sphere <-> ellipsoid, box <-> cylinder.

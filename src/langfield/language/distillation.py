@@ -5,7 +5,7 @@ The geometry is frozen: the language field is trained *after* colour, as LangSpl
 every optimisation goes through the one :class:`~langfield.training.trainer.Trainer`:
 
 1. **Teacher targets**: dense ``[H, W, E]`` features of every training image from a
-   :class:`~langfield.language.teacher.DenseTeacher` (real CLIP or the simulated teacher).
+   :class:`~langfield.language.teachers.base.DenseTeacher` (real CLIP or the simulated teacher).
 2. **Mask proposals** per training image (SAM when available, else the weight-free fallback),
    split where the run's rendered depth jumps.
 3. **RSR** (optional, :mod:`langfield.language.rsr`): region-level rectified targets.
@@ -49,7 +49,7 @@ from langfield.language.masks import MaskProposalConfig
 from langfield.language.objectives import AutoencoderObjective, GaussianCodesObjective, NGPFeatureObjective
 from langfield.language.rsr import RSRConfig, region_semantic_ranking
 from langfield.language.targets import depth_split_masks, teacher_features, view_masks
-from langfield.language.teacher import DenseTeacher
+from langfield.language.teachers.base import DenseTeacher
 from langfield.language.view_geometry import ViewGeometry, check_language_method, render_view_features, view_geometry
 from langfield.methods.base import Method, SceneMethod
 from langfield.training.trainer import Trainer, TrainerConfig, seed_everything

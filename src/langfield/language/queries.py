@@ -2,7 +2,7 @@
 
 Pure functions on tensors; no model is loaded here. Inputs are rendered feature maps
 ``[..., E]`` (e.g. ``[H, W, E]``) and text embeddings ``[T, E]`` from the same teacher
-(:class:`langfield.language.teacher.DenseTeacher`). All embeddings are treated as directions and
+(:class:`langfield.language.teachers.base.DenseTeacher`). All embeddings are treated as directions and
 normalised inside, so similarities are cosines (a zero feature, e.g. empty background, has
 cosine 0 with every text).
 
@@ -31,7 +31,7 @@ from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.io.atomic import atomic_write
 from langfield.io.colormaps import Colormap, heatmap_overlay
 from langfield.io.images import write_image
-from langfield.language.teacher import check_text_queries
+from langfield.language.teachers.base import check_text_queries
 from langfield.types import Cameras
 
 __all__ = [

@@ -41,7 +41,7 @@ from langfield.language.queries import (
     relevancy,
     segment,
 )
-from langfield.language.teacher import DenseTeacher, check_text_queries
+from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.language.view_geometry import check_language_method, render_view_features, view_geometry
 from langfield.methods.base import SceneMethod
 from langfield.types import Cameras, RenderOutput

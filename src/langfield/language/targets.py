@@ -16,7 +16,7 @@ from torch import Tensor
 
 from langfield.data.dataset import ImageSet
 from langfield.language.masks import MaskProposalConfig, propose_masks, split_masks_at_depth_edges
-from langfield.language.teacher import DenseTeacher
+from langfield.language.teachers.base import DenseTeacher
 from langfield.methods.base import SceneMethod
 
 __all__ = ["depth_split_masks", "teacher_features", "view_image_uint8", "view_masks"]

@@ -4,9 +4,9 @@ A teacher turns one training image into a dense ``[H, W, E]`` map of unit-norm e
 live in the same space as its text embeddings, so that a text query can be scored against any
 pixel (or, after distillation, against any rendered 3D point). Two families implement it:
 
-- :class:`langfield.language.dense_features.CLIPDenseTeacher`: a real CLIP-family model
+- :class:`langfield.language.teachers.clip.CLIPDenseTeacher`: a real CLIP-family model
   (LERF-style multi-scale crop pyramid, or region pooling over mask proposals).
-- :class:`langfield.language.simulated_teacher.SimulatedTeacher`: a *simulated* teacher for
+- :class:`langfield.language.teachers.simulated.SimulatedTeacher`: a *simulated* teacher for
   offline benchmarks (ground-truth label text embeddings, corrupted the way CLIP's dense
   features are). Everything that reports its numbers must say "simulated".
 

@@ -32,7 +32,7 @@ embedding of the **smallest** mask that contains it (SAM masks overlap and nest;
 region is the most specific), and pixels no mask covers take the whole-image embedding.
 
 :class:`CLIPDenseTeacher` wraps either method (or the normalised average of both) behind the
-:class:`~langfield.language.teacher.DenseTeacher` interface, with an optional on-disk cache
+:class:`~langfield.language.teachers.base.DenseTeacher` interface, with an optional on-disk cache
 (:class:`~langfield.pretrained.embedding_cache.EmbeddingCache`) keyed by image content, method and
 settings, so re-training on the same images does not re-encode them. The cache stores the
 compact products (crop-centre embeddings; region embeddings plus the pixel-to-region map), not
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.language.masks import MaskProposalConfig, MaskProposals, propose_masks
-from langfield.language.teacher import DenseTeacher, check_text_queries
+from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.pretrained.clip import EncoderConfig, VisionLanguageEncoder, load_encoder
 from langfield.pretrained.embedding_cache import EmbeddingCache
 

@@ -1,6 +1,6 @@
 """A SIMULATED CLIP teacher: ground-truth label text embeddings, corrupted like CLIP's dense features.
 
-Why: distilling a language field needs a dense 2D teacher (:class:`~langfield.language.teacher.
+Why: distilling a language field needs a dense 2D teacher (:class:`~langfield.language.teachers.base.
 DenseTeacher`), and the real one is a pretrained CLIP-family model whose weights cannot be
 downloaded on an offline machine. For offline benchmarks :class:`SimulatedTeacher` stands in: for
 every pixel it starts from the *text* embedding of the pixel's ground-truth label (from the
@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from langfield.language.teacher import DenseTeacher
+from langfield.language.teachers.base import DenseTeacher
 
 __all__ = ["SimulatedTeacher", "SimulatedTeacherConfig"]
 

@@ -1,17 +1,21 @@
-"""Build a :class:`~langfield.language.teacher.DenseTeacher` from a CLI string or a stored spec.
+"""Build a :class:`~langfield.language.teachers.base.DenseTeacher` from a CLI string or a stored spec.
 
-``"simulated"`` -> :class:`~langfield.language.simulated_teacher.SimulatedTeacher` over the
+``"simulated"`` -> :class:`~langfield.language.teachers.simulated.SimulatedTeacher` over the
 dataset's labels (needs a labelled scene); anything else is a CLIP-family model id or directory
--> :class:`~langfield.language.dense_features.CLIPDenseTeacher`. Trained language fields store
+-> :class:`~langfield.language.teachers.clip.CLIPDenseTeacher`. Trained language fields store
 ``teacher.spec()``; :func:`load_teacher` rebuilds the same teacher (its text side embeds queries).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Optional, Sequence, Union
 
 from langfield.configs import config_from_dict
-from langfield.language.teacher import DenseTeacher
+from langfield.language.teachers.base import DenseTeacher
+from langfield.language.teachers.clip import load_clip_teacher
+from langfield.language.teachers.simulated import SimulatedTeacher, SimulatedTeacherConfig
+from langfield.pretrained.text import load_text_encoder
 
 __all__ = ["SIMULATED", "load_teacher"]
 
@@ -40,9 +44,6 @@ def load_teacher(
         raise ValueError(f"teacher spec must be 'simulated', a model id or a stored spec dict, got {spec!r}")
     kind = spec["kind"]
     if kind == SIMULATED:
-        from langfield.language.simulated_teacher import SimulatedTeacher, SimulatedTeacherConfig
-        from langfield.pretrained.text import load_text_encoder
-
         labels = spec.get("labels", labels)
         if not labels:
             raise ValueError(
@@ -51,12 +52,8 @@ def load_teacher(
             )
         cfg = config_from_dict(SimulatedTeacherConfig, spec.get("config", {}), "teacher.config")
         if strength is not None:
-            import dataclasses
-
             cfg = dataclasses.replace(cfg, strength=float(strength))
         return SimulatedTeacher(list(labels), load_text_encoder(spec.get("text_model")), cfg, related=spec.get("related"))
     if kind == "clip":
-        from langfield.language.dense_features import load_clip_teacher
-
         return load_clip_teacher(spec["model"], method=spec.get("method", method), device=device, cache_dir=cache_dir)
     raise ValueError(f"unknown teacher kind {kind!r}; expected 'simulated' or 'clip'")
