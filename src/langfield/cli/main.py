@@ -240,7 +240,9 @@ def run_train(args: Train) -> dict:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset = get_preset(args.method, args.preset or default_preset_name(device))
-    method_config = apply_overrides(METHODS[args.method].config_cls(), {**preset["set"], **parse_overrides(args.set)})
+    # Preset first, then the user's overrides in their order (a variant switch resets its fields).
+    method_config = apply_overrides(METHODS[args.method].config_cls(), preset["set"])
+    method_config = apply_overrides(method_config, parse_overrides(args.set))
     num_rays = args.num_rays or preset["num_rays"]
     run = prepare_run(
         DataConfig(args.data, args.downscale, args.background), args.method, _trainer_config(args, num_rays), method_config, args.resume

@@ -6,6 +6,11 @@ rays, occupancy-grid updates on 1/8 of the cells after a 64-step warm-up); the h
 paper's. Gaussian splatting on CPU gets a few thousand steps where the paper runs 30k: it starts
 from 50k instead of 100k random Gaussians, raises the SH degree every 500 steps and stops
 densifying at step 2500 so the rest of the budget refines a fixed cloud. The CLI and the benchmark pick ``cpu`` on CPU and ``paper`` on CUDA unless told otherwise.
+
+A preset is applied first, as its own pass, then the user's ``--set`` overrides (see
+:func:`langfield.configs.apply_overrides`): ``--set strategy=mcmc`` therefore starts the MCMC
+strategy from its own defaults (the ``cpu`` preset's ``strategy.refine_stop_iter`` belongs to
+the default strategy, as before), and ``--set strategy.cap_max=...`` after it tunes the MCMC one.
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 import torch
+
+from langfield.configs import apply_overrides
+
+__all__ = ["PRESETS", "PAPER", "apply_overrides", "default_preset_name", "get_preset"]
 
 PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
     ("ngp", "cpu"): {
@@ -30,7 +39,7 @@ PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
         "set": {
             "init_num_random": 50_000,
             "sh_degree_interval": 500,
-            "default.refine_stop_iter": 2500,
+            "strategy.refine_stop_iter": 2500,  # DefaultStrategy's (see the module docstring)
         },
     },
     ("nerf", "cpu"): {"num_rays": 256, "set": {}},
@@ -50,21 +59,3 @@ def get_preset(method: str, name: str) -> Dict[str, Any]:
     if name != "cpu":
         raise ValueError(f"unknown preset {name!r}; choose 'paper' or 'cpu'")
     return PRESETS.get((method, name), PAPER)
-
-
-def apply_overrides(config: Any, overrides: Dict[str, Any]) -> Any:
-    """Return ``config`` (a nested frozen dataclass) with dotted-key ``overrides`` applied."""
-    from langfield.configs import config_from_dict, config_to_dict
-
-    data = config_to_dict(config)
-    for key, value in overrides.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise ValueError(f"override {key}: {p!r} is not a nested config of {type(config).__name__}")
-            node = node[p]
-        if parts[-1] not in node:
-            raise ValueError(f"override {key}: unknown field {parts[-1]!r}; known: {sorted(node)}")
-        node[parts[-1]] = value
-    return config_from_dict(type(config), data, "override")

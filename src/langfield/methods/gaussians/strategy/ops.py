@@ -1,21 +1,11 @@
-"""Adaptive density control for 3D Gaussian Splatting, as explicit strategy objects.
+"""Parameter surgery for Gaussian densification: row edits of the parameters *and* their
+optimiser moments, the 3DGS ops (clone, split, prune, opacity reset) and the MCMC ops
+(relocation, sample addition, position noise).
 
-Two strategies share one contract (gsplat's ``strategy`` shape; STYLE.md principle 5):
+Stateless functions, used by the strategies in this package (:mod:`.default`, :mod:`.mcmc`) and
+usable on their own (gsplat's ``strategy/ops.py`` shape).
 
-* :class:`DefaultStrategy` -- clone / split / prune / opacity reset of Kerbl et al., "3D Gaussian
-  Splatting for Real-Time Radiance Field Rendering", SIGGRAPH 2023, Sec. 5.2, with the defaults
-  of the reference implementation (``densify_grad_threshold=0.0002``, ``percent_dense=0.01``,
-  ``densify_from_iter=500``, ``densify_until_iter=15000``, ``densification_interval=100``,
-  ``opacity_reset_interval=3000``).
-* :class:`MCMCStrategy` -- fixed-budget relocation and SGLD noise of Kheradmand et al.,
-  "3D Gaussian Splatting as Markov Chain Monte Carlo", NeurIPS 2024 (arXiv:2404.09591).
-
-A strategy is a dataclass of configuration; everything it accumulates lives in a plain ``state``
-dict returned by ``initialize_state`` (tensors, numbers and ``None`` only, so it goes into a
-checkpoint as is). It never owns the parameters or the optimisers: the method passes them to
-every hook.
-
-Parameter layout (owned by the method)::
+Parameter layout (owned by the method, never by a strategy)::
 
     params      nn.ParameterDict   means [N,3], scales [N,3] (log), quats [N,4] (w,x,y,z, raw),
                                    opacities [N] (logit), sh0 [N,1,3], shN [N,K,3], features [N,F], ...
@@ -24,31 +14,17 @@ Parameter layout (owned by the method)::
 
 Every parameter whose first dimension is ``N`` is edited the same way, whatever its name.
 
-**How edits keep the optimiser consistent.** The ops below keep the *same* ``nn.Parameter``
-objects and swap their storage (``param.data = new``; ``param.grad = None``), then apply the same
-row operation to every per-row optimiser buffer (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``;
-the scalar ``step`` is left alone): rows are selected on removal, new rows get zero moments, reset
+**How edits keep the optimiser consistent.** The ops keep the *same* ``nn.Parameter`` objects and
+swap their storage (``param.data = new``; ``param.grad = None``), then apply the same row
+operation to every per-row optimiser buffer (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``; the
+scalar ``step`` is left alone): rows are selected on removal, new rows get zero moments, reset
 rows get zero moments. Optimiser ``param_groups`` and any other reference to the parameters stay
 valid, so nothing has to be rebuilt after a densification step.
-
-Call order in a training step::
-
-    info = render(...)                       # info["means2d"] [N,2] or [C,N,2], info["radii"], ...
-    strategy.step_pre_backward(params, optimizers, state, step, info)
-    loss.backward()
-    for opt in optimizers.values(): opt.step(); opt.zero_grad(set_to_none=True)
-    strategy.step_post_backward(params, optimizers, state, step, info)
-
-(``step_post_backward`` runs after the optimiser step, as in gsplat's trainer and, for the MCMC
-noise, the reference ``3dgs-mcmc`` code; ``info["means2d"].grad`` survives ``zero_grad`` because
-``means2d`` is not a parameter.)
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple
 
 import torch
@@ -57,8 +33,12 @@ from torch import Tensor
 from langfield.geometry.rotations import quaternion_to_matrix
 
 __all__ = [
+    "Params",
+    "Optimizers",
+    "State",
+    "num_gaussians",
+    "opacity_probs",
     "edit_params",
-    "check_params_and_optimizers",
     "duplicate",
     "split",
     "remove",
@@ -67,55 +47,34 @@ __all__ = [
     "relocate",
     "add_samples",
     "inject_position_noise",
-    "mcmc_regularization",
-    "DefaultStrategy",
-    "MCMCStrategy",
 ]
 
-logger = logging.getLogger(__name__)
-
 Params = MutableMapping[str, torch.nn.Parameter]
+"""``{name: parameter}``; every parameter whose first dim is ``N`` is one row per Gaussian."""
 Optimizers = Mapping[str, torch.optim.Optimizer]
+"""``{name: optimizer}``, one param group holding exactly ``params[name]``."""
 State = Dict[str, Any]
-
-_REQUIRED = ("means", "scales", "quats", "opacities")
+"""A strategy's state: tensors, numbers and ``None`` only (it goes into a checkpoint as is)."""
 
 
 # --------------------------------------------------------------------------- generic editing
 
 
-def _num_gaussians(params: Params) -> int:
+def num_gaussians(params: Params) -> int:
+    """``N``, the row count of ``params["means"]``."""
     if "means" not in params:
         raise KeyError("params must contain 'means' [N, 3]")
     return int(params["means"].shape[0])
 
 
+def opacity_probs(params: Params) -> Tensor:
+    """``[N]`` opacities in probability space (``opacities`` may be ``[N]`` or ``[N, 1]``)."""
+    o = params["opacities"].data
+    return torch.sigmoid(o.reshape(o.shape[0]))
+
+
 def _per_row_names(params: Params, n: int) -> List[str]:
     return [k for k, p in params.items() if p.ndim >= 1 and p.shape[0] == n]
-
-
-def check_params_and_optimizers(
-    params: Params, optimizers: Optimizers, required: Iterable[str] = _REQUIRED
-) -> None:
-    """Raise ``ValueError`` unless ``params`` / ``optimizers`` follow the layout the ops assume.
-
-    Checks: the ``required`` keys exist with first dimension ``N``; every optimiser is keyed by a
-    parameter name and has a single param group holding exactly ``params[name]``.
-    """
-    n = _num_gaussians(params)
-    for key in required:
-        if key not in params:
-            raise ValueError(f"params is missing {key!r}")
-        if params[key].shape[0] != n:
-            raise ValueError(f"params[{key!r}] has {params[key].shape[0]} rows, means has {n}")
-    for name, opt in optimizers.items():
-        if name not in params:
-            raise ValueError(f"optimizer {name!r} has no parameter of that name")
-        groups = opt.param_groups
-        if len(groups) != 1 or len(groups[0]["params"]) != 1 or groups[0]["params"][0] is not params[name]:
-            raise ValueError(
-                f"optimizers[{name!r}] must have one param group holding exactly params[{name!r}]"
-            )
 
 
 @torch.no_grad()
@@ -141,7 +100,7 @@ def edit_params(
             (the row count of ``means``).
     """
     if names is None:
-        names = _per_row_names(params, _num_gaussians(params))
+        names = _per_row_names(params, num_gaussians(params))
     for name in list(names):
         p = params[name]
         n_old = p.shape[0]
@@ -186,7 +145,7 @@ def duplicate(params: Params, optimizers: Optimizers, mask: Tensor, state: Optio
     The copies are appended after the existing rows (same values, zero optimiser moments). Per-row
     tensors in ``state`` are copied the same way. Returns the number of copies.
     """
-    n = _num_gaussians(params)
+    n = num_gaussians(params)
     sel = _as_index(mask, n)
     if sel.numel() == 0:
         return 0
@@ -228,7 +187,7 @@ def split(
         raise ValueError(f"num_children must be >= 1, got {num_children}")
     if split_factor <= 0:
         raise ValueError(f"split_factor must be > 0, got {split_factor}")
-    n = _num_gaussians(params)
+    n = num_gaussians(params)
     sel = _as_index(mask, n)
     if sel.numel() == 0:
         return 0
@@ -264,7 +223,7 @@ def split(
 @torch.no_grad()
 def remove(params: Params, optimizers: Optimizers, mask: Tensor, state: Optional[State] = None) -> int:
     """Delete the Gaussians in ``mask`` (rows, moments and per-row ``state``). Returns the count."""
-    n = _num_gaussians(params)
+    n = num_gaussians(params)
     sel = _as_index(mask, n)
     if sel.numel() == 0:
         return 0
@@ -302,14 +261,7 @@ def reset_opacity(params: Params, optimizers: Optimizers, value: float) -> int:
     edit_params(params, optimizers, lambda name, d: d.clamp(max=cap), state_fn, names=["opacities"])
     return n_rows
 
-
 # --------------------------------------------------------------------------- MCMC ops
-
-
-def _opacity_probs(params: Params) -> Tensor:
-    """``[N]`` opacities in probability space (``opacities`` may be ``[N]`` or ``[N, 1]``)."""
-    o = params["opacities"].data
-    return torch.sigmoid(o.reshape(o.shape[0]))
 
 
 def _sample_proportional(weights: Tensor, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -378,9 +330,9 @@ def _corrected_rows(
     params: Params, src: Tensor, min_opacity: float
 ) -> Tuple[Tensor, Tensor]:
     """Eq. 9 values for the sources ``src`` (with repeats): ``(opacity logits, log scales)``."""
-    n = _num_gaussians(params)
+    n = num_gaussians(params)
     counts = torch.bincount(src, minlength=n)[src] + 1  # the source itself plus its copies
-    o = _opacity_probs(params)[src]
+    o = opacity_probs(params)[src]
     new_o, new_s = relocation_correction(o, torch.exp(params["scales"].data[src]), counts)
     eps = torch.finfo(torch.float32).eps
     new_o = new_o.clamp(min=min_opacity, max=1.0 - eps)
@@ -404,12 +356,12 @@ def relocate(
     moments of the sources *and* of the rewritten rows are zeroed (the reference code zeroes only
     the sources, leaving stale moments on the copies). Returns the number of relocated Gaussians.
     """
-    n = _num_gaussians(params)
+    n = num_gaussians(params)
     dead = _as_index(dead_mask, n)
     alive = (~dead_mask).nonzero(as_tuple=True)[0]
     if dead.numel() == 0 or alive.numel() == 0:
         return 0
-    probs = _opacity_probs(params)[alive]
+    probs = opacity_probs(params)[alive]
     if not bool(probs.sum() > 0):
         return 0
     src = alive[_sample_proportional(probs, dead.numel(), generator)]
@@ -449,7 +401,7 @@ def add_samples(
     """
     if n <= 0:
         return 0
-    probs = _opacity_probs(params)
+    probs = opacity_probs(params)
     if probs.numel() == 0 or not bool(probs.sum() > 0):
         return 0
     src = _sample_proportional(probs, n, generator)
@@ -490,7 +442,7 @@ def inject_position_noise(
     untouched. Returns the noise ``[N, 3]`` that was added.
     """
     means = params["means"]
-    o = _opacity_probs(params)
+    o = opacity_probs(params)
     L = _covariance_factor(params["quats"].data, torch.exp(params["scales"].data))
     cov = L @ L.transpose(-1, -2)
     eta = torch.randn(means.shape, generator=generator, device=means.device, dtype=means.dtype)
@@ -498,260 +450,3 @@ def inject_position_noise(
     noise = torch.einsum("nij,nj->ni", cov, eta * (gate * scale)[:, None])
     means.data.add_(noise)
     return noise
-
-
-def mcmc_regularization(params: Params, opacity_reg: float = 0.01, scale_reg: float = 0.01) -> Tensor:
-    """The MCMC paper's regularisers (Sec. 3.4), to add to the photometric loss.
-
-    ``opacity_reg * mean_i |o_i| + scale_reg * mean_ij |s_ij|`` with ``o = sigmoid(opacities)``
-    and ``s = exp(scales)`` (the square roots of the eigenvalues of ``Sigma``), averaged as in the
-    reference code. Differentiable; defaults are the paper's ``lambda_o = lambda_Sigma = 0.01``.
-    """
-    loss = params["means"].new_zeros(())
-    if opacity_reg:
-        loss = loss + opacity_reg * torch.sigmoid(params["opacities"]).abs().mean()
-    if scale_reg:
-        loss = loss + scale_reg * torch.exp(params["scales"]).abs().mean()
-    return loss
-
-
-# --------------------------------------------------------------------------- strategies
-
-
-def _means2d_grad(info: Mapping[str, Any], absgrad: bool) -> Tensor:
-    means2d = info["means2d"]
-    if absgrad:
-        grad = info.get("means2d_absgrad", getattr(means2d, "absgrad", None))
-        what = "info['means2d_absgrad'] (or means2d.absgrad)"
-    else:
-        retained = means2d.is_leaf or means2d.retains_grad
-        grad = means2d.grad if retained else None
-        what = "info['means2d'].grad (call step_pre_backward before loss.backward())"
-    if grad is None:
-        raise ValueError(f"absgrad={absgrad}: {what} is missing")
-    return grad
-
-
-@dataclass
-class DefaultStrategy:
-    """3DGS adaptive density control (Kerbl et al. 2023, Sec. 5.2; reference-code defaults).
-
-    Every step (until ``refine_stop_iter``) the view-space positional gradient norm of each
-    visible Gaussian is accumulated. Every ``refine_every`` steps in
-    ``(refine_start_iter, refine_stop_iter)``, Gaussians whose mean gradient exceeds
-    ``grow_grad2d`` are cloned if small (``max scale <= grow_scale3d * scene_scale``) or split
-    into two if large; then Gaussians with opacity ``< prune_opa`` are pruned, plus, after the
-    first opacity reset, those larger than ``prune_scale3d * scene_scale`` in world space (and
-    than ``prune_scale2d`` of the image in screen space while ``step < refine_scale2d_stop_iter``).
-    Every ``reset_every`` steps opacities are capped at ``2 * prune_opa``.
-
-    The grad threshold 0.0002 refers to gradients in NDC-like units: gradients w.r.t. pixel
-    coordinates are multiplied by ``width / 2`` (x) and ``height / 2`` (y), as gsplat does to
-    match the reference rasteriser, and by the number of cameras in the batch (a loss averaged
-    over ``C`` images scales each image's gradient by ``1 / C``).
-
-    ``info`` keys read by the hooks: ``means2d`` (``[N, 2]`` or ``[C, N, 2]``, non-leaf tensor in
-    pixels), ``radii`` (``[N]`` / ``[C, N]``, or per-axis ``[..., N, 2]``; ``> 0`` means visible),
-    ``width``, ``height`` (pixels), optional ``n_cameras`` (default: ``C``, 1 for ``[N, 2]``), and
-    ``means2d_absgrad`` when ``absgrad`` (or a ``means2d.absgrad`` attribute set by the
-    rasteriser).
-    """
-
-    grow_grad2d: float = 0.0002
-    grow_scale3d: float = 0.01
-    grow_scale2d: float = 0.05
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-    prune_scale2d: float = 0.15
-    refine_scale2d_stop_iter: int = 0
-    refine_start_iter: int = 500
-    refine_stop_iter: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    split_factor: float = 1.6
-    absgrad: bool = False
-    verbose: bool = False
-
-    def initialize_state(self, scene_scale: float = 1.0) -> State:
-        """Fresh state; per-Gaussian accumulators are sized lazily on first use."""
-        return {
-            "grad2d": None,  # [N] accumulated NDC-unit gradient norms
-            "count": None,  # [N] number of accumulated views
-            "max_radii": None,  # [N] max screen radius / max(width, height)
-            "scene_scale": float(scene_scale),
-            "n_dupli": 0,
-            "n_split": 0,
-            "n_prune": 0,
-            "n_reset": 0,
-        }
-
-    def check_sanity(self, params: Params, optimizers: Optimizers) -> None:
-        check_params_and_optimizers(params, optimizers)
-
-    def step_pre_backward(
-        self, params: Params, optimizers: Optimizers, state: State, step: int, info: Mapping[str, Any]
-    ) -> None:
-        """Ask autograd to keep ``info["means2d"].grad`` (it is not a leaf)."""
-        means2d = info["means2d"]
-        if means2d.requires_grad:
-            means2d.retain_grad()
-
-    @torch.no_grad()
-    def step_post_backward(
-        self, params: Params, optimizers: Optimizers, state: State, step: int, info: Mapping[str, Any]
-    ) -> None:
-        """Accumulate statistics; grow / prune / reset opacities on schedule (edits in place)."""
-        if step >= self.refine_stop_iter:
-            return
-        self._update_state(params, state, info)
-        if step > self.refine_start_iter and step % self.refine_every == 0:
-            n_dupli, n_split = self._grow(params, optimizers, state, step)
-            n_prune = self._prune(params, optimizers, state, step)
-            state.update(n_dupli=n_dupli, n_split=n_split, n_prune=n_prune)
-            for key in ("grad2d", "count", "max_radii"):
-                state[key].zero_()
-            if self.verbose:
-                logger.info(
-                    "step %d: %d duplicated, %d split, %d pruned; now %d Gaussians",
-                    step, n_dupli, n_split, n_prune, _num_gaussians(params),
-                )  # fmt: skip
-        if step > 0 and step % self.reset_every == 0:
-            state["n_reset"] = reset_opacity(params, optimizers, value=2.0 * self.prune_opa)
-            if self.verbose:
-                logger.info("step %d: opacity reset on %d Gaussians", step, state["n_reset"])
-
-    def _ensure_state(self, state: State, n: int, device: torch.device) -> None:
-        """(Re)allocate the accumulators when missing or when ``N`` changed (e.g. after a resume)."""
-        for key in ("grad2d", "count", "max_radii"):
-            v = state.get(key)
-            if not isinstance(v, Tensor) or v.shape != (n,):
-                state[key] = torch.zeros(n, device=device)
-            elif v.device != device:
-                state[key] = v.to(device)
-
-    def _update_state(self, params: Params, state: State, info: Mapping[str, Any]) -> None:
-        n = _num_gaussians(params)
-        grads = _means2d_grad(info, self.absgrad).detach()
-        if grads.ndim < 2 or grads.shape[-1] != 2 or grads.shape[-2] != n:
-            raise ValueError(f"means2d grad must have shape [..., {n}, 2], got {tuple(grads.shape)}")
-        radii = info["radii"].detach()
-        if radii.shape == grads.shape:
-            radii = radii.amax(dim=-1)  # per-axis radii [..., N, 2]
-        if radii.shape != grads.shape[:-1]:
-            raise ValueError(
-                f"radii must have shape {tuple(grads.shape[:-1])} (or {tuple(grads.shape)}), got {tuple(radii.shape)}"
-            )
-        grads = grads.reshape(-1, n, 2).float()
-        num_views = grads.shape[0]
-        radii = radii.reshape(num_views, n).float()
-        width, height = float(info["width"]), float(info["height"])
-        n_cameras = float(info.get("n_cameras", num_views))
-        scale = grads.new_tensor([width / 2.0, height / 2.0]) * n_cameras
-        norms = (grads * scale).norm(dim=-1)  # [V, N]
-
-        self._ensure_state(state, n, grads.device)
-        # Dense masked sums rather than nonzero()/index_add_: no host-device sync per step.
-        visible = radii > 0  # [V, N]
-        state["grad2d"] += torch.where(visible, norms, torch.zeros_like(norms)).sum(dim=0)
-        state["count"] += visible.sum(dim=0).to(state["count"].dtype)
-        rel = torch.where(visible, radii, torch.zeros_like(radii)).amax(dim=0) / max(width, height)
-        torch.maximum(state["max_radii"], rel.to(state["max_radii"].dtype), out=state["max_radii"])
-
-    def _grow(self, params: Params, optimizers: Optimizers, state: State, step: int) -> Tuple[int, int]:
-        n = _num_gaussians(params)
-        self._ensure_state(state, n, params["means"].device)
-        mean_grad = state["grad2d"] / state["count"].clamp_min(1)
-        is_grad_high = mean_grad > self.grow_grad2d
-        max_scale = torch.exp(params["scales"].data).amax(dim=-1)
-        is_small = max_scale <= self.grow_scale3d * state["scene_scale"]
-        is_dupli = is_grad_high & is_small
-        is_split = is_grad_high & ~is_small
-        if step < self.refine_scale2d_stop_iter:
-            is_split = is_split | (state["max_radii"] > self.grow_scale2d)
-        n_dupli = duplicate(params, optimizers, is_dupli, state=state)
-        # The fresh clones are appended after the originals and are never split in the same round.
-        is_split = torch.cat([is_split, is_split.new_zeros(n_dupli)])
-        n_split = split(params, optimizers, is_split, split_factor=self.split_factor, state=state)
-        return n_dupli, n_split
-
-    def _prune(self, params: Params, optimizers: Optimizers, state: State, step: int) -> int:
-        is_prune = _opacity_probs(params) < self.prune_opa
-        if step > self.reset_every:
-            max_scale = torch.exp(params["scales"].data).amax(dim=-1)
-            is_too_big = max_scale > self.prune_scale3d * state["scene_scale"]
-            if step < self.refine_scale2d_stop_iter:
-                is_too_big = is_too_big | (state["max_radii"] > self.prune_scale2d)
-            is_prune = is_prune | is_too_big
-        return remove(params, optimizers, is_prune, state=state)
-
-
-@dataclass
-class MCMCStrategy:
-    """Fixed-budget densification of Kheradmand et al. 2024 ("3DGS as MCMC").
-
-    Every ``refine_every`` steps in ``(refine_start_iter, refine_stop_iter)``: Gaussians with
-    opacity ``<= min_opacity`` are relocated onto live ones sampled proportionally to opacity
-    (:func:`relocate`, Eq. 9 correction), then ``grow_rate`` (5%) more Gaussians are added the
-    same way (:func:`add_samples`) until ``cap_max``. Gaussians are never pruned. After every step
-    (all of training) the SGLD noise of :func:`inject_position_noise` is added to the means with
-    ``scale = noise_lr * lr``, ``lr`` being the current learning rate of the means.
-
-    Add :func:`mcmc_regularization` to the loss (the paper trains with both regularisers).
-
-    ``info`` keys: optional ``lr`` (else ``optimizers["means"].param_groups[0]["lr"]``); the
-    ``lr=`` argument of :meth:`step_post_backward` wins over both.
-    """
-
-    cap_max: int = 1_000_000
-    noise_lr: float = 5e5
-    refine_start_iter: int = 500
-    refine_stop_iter: int = 25_000
-    refine_every: int = 100
-    min_opacity: float = 0.005
-    grow_rate: float = 0.05
-    noise_k: float = 100.0
-    noise_t: float = 0.005
-    verbose: bool = False
-
-    def initialize_state(self, scene_scale: float = 1.0) -> State:
-        """State for logging only (``scene_scale`` is accepted for a uniform signature)."""
-        return {"scene_scale": float(scene_scale), "n_relocated": 0, "n_added": 0}
-
-    def check_sanity(self, params: Params, optimizers: Optimizers) -> None:
-        check_params_and_optimizers(params, optimizers)
-        if "means" not in optimizers:
-            raise ValueError("MCMCStrategy needs optimizers['means'] (its LR scales the noise)")
-
-    def step_pre_backward(
-        self, params: Params, optimizers: Optimizers, state: State, step: int, info: Mapping[str, Any]
-    ) -> None:
-        """Nothing to do (the MCMC strategy uses no screen-space gradients)."""
-
-    @torch.no_grad()
-    def step_post_backward(
-        self,
-        params: Params,
-        optimizers: Optimizers,
-        state: State,
-        step: int,
-        info: Optional[Mapping[str, Any]] = None,
-        lr: Optional[float] = None,
-    ) -> None:
-        """Relocate / add on schedule, then inject position noise (edits in place)."""
-        if lr is None:
-            lr = (info or {}).get("lr")
-        if lr is None:
-            lr = optimizers["means"].param_groups[0]["lr"]
-        if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
-            dead = _opacity_probs(params) <= self.min_opacity
-            n_relocated = relocate(params, optimizers, dead, min_opacity=self.min_opacity)
-            n = _num_gaussians(params)
-            n_target = min(self.cap_max, int((1.0 + self.grow_rate) * n))
-            n_added = add_samples(params, optimizers, max(0, n_target - n), min_opacity=self.min_opacity)
-            state.update(n_relocated=n_relocated, n_added=n_added)
-            if self.verbose:
-                logger.info(
-                    "step %d: relocated %d, added %d; now %d Gaussians",
-                    step, n_relocated, n_added, _num_gaussians(params),
-                )  # fmt: skip
-        inject_position_noise(params, scale=float(lr) * self.noise_lr, k=self.noise_k, t=self.noise_t)
