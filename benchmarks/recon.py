@@ -82,8 +82,10 @@ def main(argv=None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset_name = args.preset or default_preset_name(device)
     preset = get_preset(args.method, preset_name)
-    overrides = {**preset["set"], **parse_overrides(args.set)}
-    method_config = apply_overrides(METHODS[args.method].config_cls(), overrides)
+    overrides = parse_overrides(args.set)
+    # Preset first, then the user's overrides in their order (a variant switch resets its fields).
+    method_config = apply_overrides(METHODS[args.method].config_cls(), preset["set"])
+    method_config = apply_overrides(method_config, overrides)
     out = Path(args.out)
     run_dir = out.with_name(out.stem + "_run")
 

@@ -39,14 +39,13 @@ GS_STEPS = 500
 def test_gaussians_reach_stated_psnr_on_procedural_scene(tmp_path):
     """3DGS from 5000 random Gaussians, 500 steps at 32x32: measured 24.8 dB, depth MAE 0.18, ~17 s
     (an untrained cloud renders ~9 dB); densification runs every 50 steps from step 100."""
-    from langfield.methods.densification import DefaultStrategy
-    from langfield.methods.gaussians import GaussiansConfig
+    from langfield.methods.gaussians import DefaultStrategy, GaussiansConfig
 
     cfg = TrainerConfig(max_steps=GS_STEPS, output_dir=str(tmp_path), progress=False, checkpoint_every=0,
                         log_every=100, device="cpu", seed=0)
     method_cfg = GaussiansConfig(
         init_num_random=5000, sh_degree_interval=100,
-        default=DefaultStrategy(refine_start_iter=100, refine_every=50, reset_every=10_000, refine_stop_iter=400),
+        strategy=DefaultStrategy(refine_start_iter=100, refine_every=50, reset_every=10_000, refine_stop_iter=400),
     )
     run = train(DataConfig("procedural", procedural_size=32), "gaussians", cfg, method_cfg)
     assert run.method.num_gaussians > 5000  # densification grew the cloud

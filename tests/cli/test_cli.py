@@ -77,8 +77,11 @@ def test_gaussians_train_render_export_round_trip(tmp_path):
     run_dir = tmp_path / "gs"
     rc = main(["train", "--method", "gaussians", "--data", "procedural", "--max-steps", "3", "--output-dir",
                str(run_dir), "--eval-every", "0", "--checkpoint-every", "0", "--device", "cpu",
-               "--set", "init_num_random=500", "--set", "default.refine_start_iter=1"])
+               "--set", "init_num_random=500", "--set", "strategy.refine_start_iter=1"])
     assert rc == 0
+    strategy = json.loads((run_dir / "run.json").read_text())["method_config"]["strategy"]
+    assert strategy["type"] == "default" and strategy["refine_start_iter"] == 1
+    assert strategy["refine_stop_iter"] == 2500  # the cpu preset's, applied before --set
     result = json.loads((run_dir / "eval_test.json").read_text())
     assert result["num_images"] == 8 and result["psnr"] > 5.0
     assert main(["render", str(run_dir), "--path", "orbit", "--num-frames", "4", "--device", "cpu"]) == 0

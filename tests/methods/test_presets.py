@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from langfield.methods.ngp import NGPConfig
-from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
+from langfield.methods.presets import PRESETS, apply_overrides, default_preset_name, get_preset
+from langfield.methods.registry import METHODS
 
 
 def test_cpu_preset_changes_sampling_but_keeps_the_paper_hash_grid():
@@ -28,3 +29,10 @@ def test_bad_override_and_preset_names():
         apply_overrides(NGPConfig(), {"lr.x": 1})
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("ngp", "fast")
+
+
+def test_every_preset_applies_to_its_method():
+    for (method, name), preset in PRESETS.items():
+        cfg = apply_overrides(METHODS[method].config_cls(), preset["set"])
+        assert cfg != METHODS[method].config_cls() or not preset["set"], (method, name)
+

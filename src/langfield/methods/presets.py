@@ -5,7 +5,14 @@ cores (Instant-NGP: 512 marching steps across the box diagonal, 2^16 samples per
 rays, occupancy-grid updates on 1/8 of the cells after a 64-step warm-up); the hash grid stays the
 paper's. Gaussian splatting on CPU gets a few thousand steps where the paper runs 30k: it starts
 from 50k instead of 100k random Gaussians, raises the SH degree every 500 steps and stops
-densifying at step 2500 so the rest of the budget refines a fixed cloud. The CLI and the benchmark pick ``cpu`` on CPU and ``paper`` on CUDA unless told otherwise.
+densifying at step 2500 so the rest of the budget refines a fixed cloud. The CLI and the
+benchmark pick ``cpu`` on CPU and ``paper`` on CUDA unless told otherwise.
+
+A preset is a whole typed config (:class:`Preset`), registered with its method
+(:mod:`langfield.methods.registry`); the user's ``--set`` overrides apply on top of it
+(:func:`langfield.configs.apply_overrides`): ``--set strategy=mcmc`` starts the MCMC strategy from
+its own defaults (the ``cpu`` preset's ``refine_stop_iter`` belongs to the default strategy), and
+``--set strategy.cap_max=...`` after it tunes the MCMC one.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from typing import Any, Dict
 
 import torch
 
-from langfield.configs import config_from_dict, config_to_dict
 from langfield.data.samplers import DEFAULT_NUM_RAYS
-from langfield.methods.gaussians import GaussiansConfig
+from langfield.methods.gaussians import DefaultStrategy, GaussiansConfig
 from langfield.methods.mipnerf import MipNeRFConfig
 from langfield.methods.ngp import NGPConfig
 from langfield.methods.nerf import NeRFConfig
 from langfield.ops.occupancy import OccupancyGridConfig
+
+__all__ = ["PRESET_NAMES", "Preset", "cpu_presets", "default_preset_name", "paper_preset"]
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -60,7 +69,7 @@ def cpu_presets() -> Dict[str, Preset]:
                 GaussiansConfig(),
                 init_num_random=50_000,
                 sh_degree_interval=500,
-                default=dataclasses.replace(GaussiansConfig().default, refine_stop_iter=2500),
+                strategy=DefaultStrategy(refine_stop_iter=2500),
             ),
             num_rays=4096,  # unused: a step renders one whole image
         ),
@@ -79,20 +88,3 @@ def default_preset_name(device: torch.device) -> str:
 def paper_preset(config_cls: type) -> Preset:
     """Each paper's settings: the method config's defaults."""
     return Preset("the paper's settings", config_cls(), DEFAULT_NUM_RAYS)
-
-
-def apply_overrides(config: Any, overrides: Dict[str, Any]) -> Any:
-    """Return ``config`` (a nested frozen dataclass) with dotted-key ``overrides`` applied
-    (``--set field.hash_grid.log2_hashmap_size=17``); values are checked by the config classes."""
-    data = config_to_dict(config)
-    for key, value in overrides.items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise ValueError(f"override {key}: {p!r} is not a nested config of {type(config).__name__}")
-            node = node[p]
-        if parts[-1] not in node:
-            raise ValueError(f"override {key}: unknown field {parts[-1]!r}; known: {sorted(node)}")
-        node[parts[-1]] = value
-    return config_from_dict(type(config), data, "override")

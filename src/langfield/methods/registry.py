@@ -1,8 +1,7 @@
 """Plain registry of reconstruction methods: name -> :class:`MethodSpec`.
 
-A spec says how to build the method (its config class and its class), which presets it has
-besides ``paper`` (its config's defaults), and how to read a stored config (``run.json``), so a
-method can migrate layouts written by earlier versions. Third-party methods add themselves with
+A spec says how to build the method (its config class and its class) and which presets it has
+besides ``paper`` (its config's defaults). Third-party methods add themselves with
 :func:`register_method` or an entry point in the ``langfield.methods`` group (loaded by
 :func:`load_entry_points`); the CLI offers every registered name.
 """
@@ -11,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 from langfield.configs import config_from_dict
 from langfield.methods.base import SceneInfo, SceneMethod
@@ -42,16 +41,15 @@ class MethodSpec:
         method_cls: ``method_cls(scene: SceneInfo, config) -> SceneMethod``.
         description: one line for ``--help``.
         presets: named :class:`~langfield.methods.presets.Preset` objects besides ``paper``.
-        read_config: ``read_config(data: dict, where: str) -> config`` for stored configs (default:
-            :func:`langfield.configs.config_from_dict`); a method that changed its config layout
-            migrates older ``run.json`` files here.
+
+    Stored configs (``run.json``) are read with :func:`langfield.configs.config_from_dict`, which
+    lets a config class migrate layouts written by earlier versions (its ``migrate_dict``).
     """
 
     config_cls: type
     method_cls: Callable[[SceneInfo, Any], SceneMethod]
     description: str
     presets: Mapping[str, Preset] = field(default_factory=dict)
-    read_config: Optional[Callable[[Dict[str, Any], str], Any]] = None
 
 
 _CPU = cpu_presets()
@@ -112,10 +110,7 @@ def get_preset(method: str, name: str) -> Preset:
 
 def method_config_from_dict(method: str, data: Dict[str, Any], where: str = "method_config") -> Any:
     """``method``'s typed config from a stored dict (migrating older layouts when the method can)."""
-    spec = _spec(method)
-    if spec.read_config is not None:
-        return spec.read_config(data, where)
-    return config_from_dict(spec.config_cls, data, where)
+    return config_from_dict(_spec(method).config_cls, data, where)
 
 
 def make_method(name: str, scene: SceneInfo, config: Any = None) -> SceneMethod:

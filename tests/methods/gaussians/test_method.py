@@ -11,8 +11,8 @@ import torch
 
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.methods.base import SceneInfo
-from langfield.methods.densification import DefaultStrategy
-from langfield.methods.gaussians import Gaussians, GaussiansConfig, scene_extent
+from langfield.methods.base import ImageBatch
+from langfield.methods.gaussians import DefaultStrategy, Gaussians, GaussiansConfig, MCMCStrategy, scene_extent
 from langfield.pipeline import export_run, prepare_run, scene_info
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 
@@ -20,7 +20,7 @@ SMALL = GaussiansConfig(
     init_num_random=300,
     sh_degree=1,
     sh_degree_interval=4,
-    default=DefaultStrategy(refine_start_iter=3, refine_every=4, reset_every=9, refine_stop_iter=100,
+    strategy=DefaultStrategy(refine_start_iter=3, refine_every=4, reset_every=9, refine_stop_iter=100,
                             grow_grad2d=1e-6),
 )
 
@@ -151,10 +151,44 @@ def test_bad_configuration_and_input(tiny_scene):
 
 
 def test_mcmc_strategy_trains_with_a_fixed_budget(tiny_scene, tmp_path):
-    from langfield.methods.densification import MCMCStrategy
-
-    cfg = dataclasses.replace(SMALL, strategy="mcmc", mcmc=MCMCStrategy(cap_max=330, refine_start_iter=2, refine_every=3))
+    cfg = dataclasses.replace(SMALL, strategy=MCMCStrategy(cap_max=330, refine_start_iter=2, refine_every=3))
     run = prepare_run(tiny_scene, "gaussians", trainer_config(tmp_path, 12), cfg)
     record = run.trainer.train()
     assert 300 < run.method.num_gaussians <= 330
     assert "mcmc_reg" in record
+
+
+def _losses(method, tiny_scene):
+    train = tiny_scene.split("train")
+    cams = train.cameras[0]
+    bg = torch.ones(3)
+    outputs = method.outputs(cams, bg)
+    batch = ImageBatch(cams, torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(0)), bg, 0)
+    return method.losses(outputs, batch)
+
+
+def test_losses_add_the_strategy_regulariser_through_its_hook(tiny_scene):
+    scene = scene_info(tiny_scene)
+    plain = _losses(Gaussians(scene, SMALL), tiny_scene)
+    assert not any(k.endswith("_reg") for k in plain)
+    lam = SMALL.ssim_lambda
+    torch.testing.assert_close(plain["loss"], (1 - lam) * plain["l1"] + lam * plain["dssim"])
+
+    mcmc = Gaussians(scene, dataclasses.replace(SMALL, strategy=MCMCStrategy()))
+    terms = _losses(mcmc, tiny_scene)
+    expected_reg = 0.01 * torch.sigmoid(mcmc.params["opacities"]).mean() + 0.01 * torch.exp(mcmc.params["scales"]).mean()
+    torch.testing.assert_close(terms["mcmc_reg"], expected_reg)
+    torch.testing.assert_close(terms["loss"], plain["loss"] + expected_reg)  # same cloud (same seed)
+
+    @dataclasses.dataclass(frozen=True)
+    class ConstantReg(DefaultStrategy):
+        config_type = "constant"
+
+        def regularization(self, params):
+            return params["means"].new_tensor(0.25)
+
+    hooked = Gaussians(scene, SMALL)
+    hooked.strategy = ConstantReg()  # the method asks the hook; it never checks a strategy's name
+    terms = _losses(hooked, tiny_scene)
+    assert float(terms["constant_reg"]) == 0.25
+    torch.testing.assert_close(terms["loss"], plain["loss"] + 0.25)

@@ -9,9 +9,10 @@ Recipe (paper Sec. 5 and the reference code's defaults):
   training progress, so wall-clock budgets work);
 * loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` with ``lambda = 0.2`` (Eq. 7);
 * the active SH degree grows by one every ``sh_degree_interval`` steps up to ``sh_degree``;
-* adaptive density control through an explicit strategy object
-  (:class:`~langfield.methods.densification.DefaultStrategy`, or the fixed-budget
-  :class:`~langfield.methods.densification.MCMCStrategy` of Kheradmand et al. 2024).
+* adaptive density control through an explicit strategy object, ``GaussiansConfig.strategy``
+  (:class:`~langfield.methods.gaussians.strategy.DefaultStrategy`, or the fixed-budget
+  :class:`~langfield.methods.gaussians.strategy.MCMCStrategy` of Kheradmand et al. 2024, whose
+  regularisers enter the loss through :meth:`Strategy.regularization`).
 
 Scene extent: ``1.1 x`` the largest distance of a training camera from the cameras' centroid
 (the reference's ``getNerfppNorm``), else half the scene box diagonal.
@@ -20,19 +21,25 @@ Scene extent: ``1.1 x`` the largest distance of a training camera from the camer
 from __future__ import annotations
 
 import logging
-import math
+import typing
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from langfield.configs import VARIANT_KEY
+from langfield.data.dataset import SceneDataset
+from langfield.data.samplers import ImageSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import ssim
 from langfield.fields.gaussian_cloud import GaussianCloud
-from langfield.methods.base import Method, SceneInfo
-from langfield.methods.densification import DefaultStrategy, MCMCStrategy, mcmc_regularization
+from langfield.fields.language_fields import SplatView
+from langfield.methods.base import SampleFilter, SceneInfo, SceneMethod, evaluation_mode
+from langfield.methods.capabilities import SplatsGaussians
+from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy, Strategy
 from langfield.methods.schedules import ProgressLR, exponential_decay
 from langfield.ops.splatting import SplatSettings, render_gaussians
+from langfield.ops.splatting.projection import project_gaussians
 from langfield.types import Cameras, ImageBatch, RenderOutput
 
 __all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "scene_extent"]
@@ -40,7 +47,10 @@ __all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "scene_extent"]
 logger = logging.getLogger("langfield.methods.gaussians")
 
 INITS = ("auto", "points", "random")
-STRATEGIES = ("default", "mcmc")
+
+StrategyConfig = Union[DefaultStrategy, MCMCStrategy]
+"""The densification strategies a config can hold (stored as ``{"type": <config_type>, ...}``)."""
+STRATEGIES = typing.get_args(StrategyConfig)
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,10 @@ class GaussiansConfig:
         lr_*: Adam learning rates; ``lr_means`` -> ``lr_means_final`` are multiplied by the scene
             extent.
         ssim_lambda: weight of the D-SSIM term.
-        strategy: ``"default"`` (clone/split/prune, Sec. 5.2) or ``"mcmc"`` (fixed budget).
-        default, mcmc: the strategies' settings.
+        strategy: the densification strategy and its settings: a
+            :class:`~langfield.methods.gaussians.strategy.DefaultStrategy` (clone/split/prune,
+            Sec. 5.2) or an :class:`~langfield.methods.gaussians.strategy.MCMCStrategy` (fixed
+            budget). On the command line: ``--set strategy=mcmc --set strategy.cap_max=300000``.
         splat: rasteriser settings (near plane, tile size, backend).
         seed: seed of the random initialisation.
     """
@@ -82,17 +94,16 @@ class GaussiansConfig:
     lr_shN: float = 2.5e-3 / 20
     lr_features: float = 2.5e-3
     ssim_lambda: float = 0.2
-    strategy: str = "default"
-    default: DefaultStrategy = dc_field(default_factory=DefaultStrategy)
-    mcmc: MCMCStrategy = dc_field(default_factory=MCMCStrategy)
+    strategy: StrategyConfig = dc_field(default_factory=DefaultStrategy)
     splat: SplatSettings = dc_field(default_factory=SplatSettings)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"GaussiansConfig.init must be one of {INITS}, got {self.init!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"GaussiansConfig.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not isinstance(self.strategy, STRATEGIES):
+            names = " or ".join(cls.__name__ for cls in STRATEGIES)
+            raise ValueError(f"GaussiansConfig.strategy must be a {names} instance, got {self.strategy!r}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError(f"GaussiansConfig.sh_degree must be in 0..3 (the PLY layout), got {self.sh_degree}")
         if self.sh_degree_interval < 1 or self.init_num_random < 1:
@@ -101,6 +112,30 @@ class GaussiansConfig:
             raise ValueError(f"GaussiansConfig.ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
         if self.num_features < 0:
             raise ValueError(f"GaussiansConfig.num_features must be >= 0, got {self.num_features}")
+
+    @classmethod
+    def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+        """Upgrade a stored config dict written before ``strategy`` became one typed field.
+
+        Old layout (``run.json`` of earlier versions): ``"strategy": "default" | "mcmc"`` beside
+        the settings of both strategies, ``"default": {...}, "mcmc": {...}``. Current layout:
+        ``"strategy": {"type": <name>, **settings of that strategy}``; the settings of the
+        unused strategy are dropped. :func:`langfield.configs.config_from_dict` calls this hook
+        first; a current-layout dict is returned unchanged.
+        """
+        strategy = data.get("strategy")
+        old = isinstance(strategy, str) or (strategy is None and ("default" in data or "mcmc" in data))
+        if not old:
+            return data
+        data = dict(data)
+        name = data.pop("strategy", "default")
+        settings = {"default": data.pop("default", {}), "mcmc": data.pop("mcmc", {})}
+        if name not in settings:
+            raise ValueError(f"GaussiansConfig (old layout): strategy must be one of {sorted(settings)}, got {name!r}")
+        if not isinstance(settings[name], dict):
+            raise ValueError(f"GaussiansConfig (old layout): {name!r} must be an object, got {type(settings[name]).__name__}")
+        data["strategy"] = {VARIANT_KEY: name, **settings[name]}
+        return data
 
 
 @dataclass
@@ -121,10 +156,12 @@ def scene_extent(scene: SceneInfo) -> float:
     return 0.5 * float(torch.linalg.vector_norm(box[1] - box[0]))
 
 
-class Gaussians(Method):
-    """3D Gaussian Splatting; trains on whole images (``batch_kind = "images"``)."""
+class Gaussians(SceneMethod, SplatsGaussians):
+    """3D Gaussian Splatting; trains on whole images (one :class:`~langfield.types.ImageBatch` per step).
 
-    batch_kind = "images"
+    DDP is refused (``supports_ddp = False``): densification changes the parameters' shapes.
+    """
+
     supports_ddp = False
 
     def __init__(self, scene: SceneInfo, config: GaussiansConfig = GaussiansConfig()) -> None:
@@ -146,7 +183,7 @@ class Gaussians(Method):
             self.cloud = GaussianCloud.random_in_box(
                 config.init_num_random, torch.stack([centre - half, centre + half]), seed=config.seed, **kwargs
             )
-        self.strategy = config.default if config.strategy == "default" else config.mcmc
+        self.strategy = config.strategy
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.int64))
         self._optimizers: Dict[str, torch.optim.Optimizer] = {}
@@ -163,7 +200,11 @@ class Gaussians(Method):
     def num_gaussians(self) -> int:
         return self.cloud.num_gaussians
 
-    def _render(self, cameras: Cameras, background: Tensor):
+    def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
+        """One whole training image per step, every image once per epoch (the paper's sampling)."""
+        return ImageSampler(dataset.split("train"), background=dataset.background, seed=options.seed, device=options.device)
+
+    def _render(self, cameras: Cameras, background: Tensor, keep: Optional[Tensor] = None):
         if len(cameras) != 1:
             raise ValueError(f"Gaussians renders one camera at a time, got {len(cameras)}")
         if cameras.has_distortion and not self._warned_distortion:
@@ -171,12 +212,18 @@ class Gaussians(Method):
                            "(undistort the images first for best results)")
             self._warned_distortion = True
         cloud = self.cloud
+        means, quats, scales, opacities, sh, features = (
+            cloud.means, cloud.quats, cloud.scales, cloud.opacities, cloud.sh, cloud.features
+        )  # fmt: skip
+        if keep is not None:
+            means, quats, scales, opacities, sh = means[keep], quats[keep], scales[keep], opacities[keep], sh[keep]
+            features = None if features is None else features[keep]
         return render_gaussians(
-            cloud.means, cloud.quats, cloud.scales, cloud.opacities, cloud.sh,
+            means, quats, scales, opacities, sh,
             cameras.c2w[0], cameras.Ks[0], int(cameras.widths[0]), int(cameras.heights[0]),
-            background=background, sh_degree=int(self.active_sh_degree), features=cloud.features,
+            background=background, sh_degree=int(self.active_sh_degree), features=features,
             settings=self.config.splat,
-        )
+        )  # fmt: skip
 
     def outputs(self, cameras: Cameras, background: Tensor) -> GaussiansOutputs:
         res = self._render(cameras, background)
@@ -190,8 +237,54 @@ class Gaussians(Method):
         return GaussiansOutputs(render=res.render, info=info)
 
     @torch.no_grad()
-    def render_camera(self, cameras: Cameras, background: Tensor) -> RenderOutput:
-        return self._render(cameras, background).render
+    def render_camera(
+        self,
+        cameras: Cameras,
+        background: Tensor,
+        *,
+        keep: Optional[Union[Tensor, SampleFilter]] = None,
+        with_normals: bool = False,
+        chunk: int = 8192,
+        output_device: Optional[Union[str, torch.device]] = None,
+    ) -> RenderOutput:
+        """The whole camera in one rasterisation (``chunk`` does not apply).
+
+        ``keep``: a ``[N]`` bool mask of the Gaussians to render (e.g. a scene without a selected object).
+        """
+        if with_normals:
+            raise ValueError("Gaussians do not render normals")
+        device = self.cloud.means.device
+        if keep is not None:
+            if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (self.num_gaussians,):
+                raise ValueError(f"Gaussians.render_camera: keep must be a [{self.num_gaussians}] bool tensor")
+            keep = keep.to(device)
+        background = torch.as_tensor(background, dtype=torch.float32)
+        if background.shape != (3,):
+            raise ValueError(f"background must be a [3] colour, got {tuple(background.shape)}")
+        with evaluation_mode(self):
+            out = self._render(cameras.to(device), background.to(device), keep).render
+        return out if output_device is None else out.to(output_device)
+
+    # ------------------------------------------------------------------ capabilities (SplatsGaussians)
+
+    def gaussian_cloud(self) -> GaussianCloud:
+        return self.cloud
+
+    def splat_settings(self) -> SplatSettings:
+        return self.config.splat
+
+    @torch.no_grad()
+    def project_view(self, cameras: Cameras) -> SplatView:
+        if len(cameras) != 1:
+            raise ValueError(f"project_view takes one camera, got {len(cameras)}")
+        cloud, s = self.cloud, self.config.splat
+        cam = cameras.to(cloud.means.device)
+        c2w = cam.c2w[0]
+        rot = c2w[:, :3]
+        w2c = torch.cat([rot.T, -(rot.T @ c2w[:, 3:])], dim=1)
+        w, h = int(cam.widths[0]), int(cam.heights[0])
+        proj = project_gaussians(cloud.means, cloud.quats, cloud.scales, w2c, cam.Ks[0], w, h, s.near, s.far, s.eps2d)
+        return SplatView(proj, cloud.opacities.detach(), w, h)
 
     # ------------------------------------------------------------------ training
 
@@ -205,9 +298,9 @@ class Gaussians(Method):
             dssim = 1.0 - ssim(pred, target)
             terms["dssim"] = dssim
             loss = loss + lam * dssim
-        if self.config.strategy == "mcmc":
-            reg = mcmc_regularization(self.params)
-            terms["mcmc_reg"] = reg
+        reg = self.strategy.regularization(self.params)
+        if reg is not None:
+            terms[f"{self.strategy.config_type}_reg"] = reg
             loss = loss + reg
         terms["loss"] = loss
         return terms
