@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from langfield.configs import config_to_dict
-from langfield.io.atomic import atomic_write_json
 from langfield.cli.main import parse_overrides
-from langfield.methods.presets import apply_overrides, default_preset_name, get_preset
-from langfield.methods.registry import METHODS
-from langfield.pipeline import DataConfig, prepare_run
+from langfield.io.atomic import atomic_write_json
+from langfield.methods.capabilities import SplatsGaussians
+from langfield.methods.presets import default_preset_name
+from langfield.methods.registry import method_names
+from langfield.runs.spec import DataConfig
+from langfield.runs.train import prepare_run
 from langfield.training.evaluation import evaluate_views
 from langfield.training.trainer import TrainerConfig
 
@@ -65,7 +66,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (transforms*.json / LLFF / COLMAP) or 'procedural'")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--method", required=True, choices=method_names())
     p.add_argument("--downscale", type=float, default=1.0, help="image downscale factor")
     p.add_argument("--budget-s", type=float, required=True, help="training wall-clock budget in seconds")
     p.add_argument("--out", required=True, help="output JSON file")
@@ -81,18 +82,13 @@ def main(argv=None) -> dict:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset_name = args.preset or default_preset_name(device)
-    preset = get_preset(args.method, preset_name)
-    overrides = parse_overrides(args.set)
-    # Preset first, then the user's overrides in their order (a variant switch resets its fields).
-    method_config = apply_overrides(METHODS[args.method].config_cls(), preset["set"])
-    method_config = apply_overrides(method_config, overrides)
     out = Path(args.out)
     run_dir = out.with_name(out.stem + "_run")
 
     trainer_cfg = TrainerConfig(
         max_steps=10_000_000,
         max_seconds=args.budget_s,
-        num_rays=args.num_rays or preset["num_rays"],
+        num_rays=args.num_rays,  # None: the preset's
         eval_every=0,
         checkpoint_every=0,
         log_every=25,
@@ -103,7 +99,8 @@ def main(argv=None) -> dict:
         progress=not args.no_progress,
     )
     t0 = time.perf_counter()
-    run = prepare_run(DataConfig(args.data, args.downscale), args.method, trainer_cfg, method_config)
+    run = prepare_run(DataConfig(args.data, args.downscale), args.method, trainer_cfg, preset=preset_name,
+                      overrides=parse_overrides(args.set))  # preset first, then the overrides in their order
     load_s = time.perf_counter() - t0
     dataset, trainer = run.dataset, run.trainer
     assert trainer is not None
@@ -118,7 +115,8 @@ def main(argv=None) -> dict:
     result = evaluate_views(run.method, dataset, "test", indices=indices, chunk=16384, render_dir=render_dir,
                             progress=not args.no_progress)
 
-    encoding = getattr(getattr(run.method, "field", None), "encoding", None)
+    method = run.method
+    hash_backend = method.field.encoding.backend if args.method == "ngp" else None
     record = {
         "method": args.method,
         "scene": dataset.name,
@@ -136,12 +134,12 @@ def main(argv=None) -> dict:
         "budget_s": args.budget_s,
         "downscale": args.downscale,
         "load_seconds": load_s,
-        "hash_backend": getattr(encoding, "backend", None),
-        "num_gaussians": getattr(run.method, "num_gaussians", None),
+        "hash_backend": hash_backend,
+        "num_gaussians": method.gaussian_cloud().num_gaussians if isinstance(method, SplatsGaussians) else None,
         "peak_memory_mb": peak_memory_mb(device),
         "preset": preset_name,
-        "method_config": config_to_dict(method_config),
-        "trainer_config": trainer_cfg.to_dict(),
+        "method_config": run.spec.method_config,
+        "trainer_config": run.spec.trainer.to_dict(),
         "machine": machine_info(device),
         "per_image_psnr": [p["psnr"] for p in result["per_image"]],
         "command": " ".join(sys.argv),

@@ -33,16 +33,19 @@ import torch
 
 from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics
-from langfield.language.fields import view_geometry
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
 from langfield.language.teachers import load_teacher
-from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer, teacher_features, view_masks
-from langfield.pipeline import DataConfig, load_data, load_run, train
+from langfield.language.distillation import LanguageDistillation, LanguageFieldConfig
+from langfield.language.targets import teacher_features, view_image_uint8, view_masks
+from langfield.language.view_geometry import view_geometry
+from langfield.runs.loading import load_data, load_run
+from langfield.runs.spec import DataConfig
+from langfield.runs.train import train
 from langfield.training.trainer import TrainerConfig
 from langfield.types import Cameras
 
 
-def _field_features(trainer: LanguageFieldTrainer, cameras: Cameras):
+def _field_features(trainer: LanguageDistillation, cameras: Cameras):
     """``i -> [H, W, E]`` render of the trainer's field at ``cameras[i]``."""
 
     def fn(i: int) -> torch.Tensor:
@@ -60,7 +63,7 @@ def _scaled_camera(cameras: Cameras, index: int, size: int) -> Cameras:
     return Cameras.create(cam.c2w, K, size, int(round(float(cam.heights[0]) * s)))
 
 
-def _query_ms(trainer: LanguageFieldTrainer, cameras: Cameras, embeddings: torch.Tensor, size: int, repeats: int) -> float:
+def _query_ms(trainer: LanguageDistillation, cameras: Cameras, embeddings: torch.Tensor, size: int, repeats: int) -> float:
     """Median ms for one relevancy map at ``size`` px: geometry + feature render + relevancy."""
     cam = _scaled_camera(cameras, 0, size)
     times = []
@@ -111,8 +114,6 @@ def main(argv=None) -> int:
     neg_emb = teacher.embed_texts(list(CANONICAL_NEGATIVES))
     test = dataset.split("test")
     bg = dataset.eval_background()
-    from langfield.language.training import view_image_uint8
-
     t0 = time.perf_counter()
     teacher_row = evaluate_semantics(
         lambda i: teacher.dense_features(view_image_uint8(test, i, bg), view_key=f"test/{i}", semantics=test.semantics[i]),
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
         for name, flags in variants:
             cfg = dataclasses.replace(base, **flags)
             t1 = time.perf_counter()
-            lt = LanguageFieldTrainer(method, dataset, teacher, cfg, output_dir=None, teacher_cache=cache)
+            lt = LanguageDistillation(method, dataset, teacher, cfg, output_dir=None, teacher_cache=cache)
             feats = _field_features(lt, test.cameras)
 
             def score(trainer, phase, name=name, feats=feats, cfg=cfg):
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
         "benchmark": "semantics",
         "teacher": teacher.name,
         "simulated_teacher": bool(teacher.simulated),
-        "teacher_config": dataclasses.asdict(teacher.config) if hasattr(teacher, "config") and dataclasses.is_dataclass(teacher.config) else None,
+        "teacher_spec": teacher.spec(),
         "data": args.data,
         "labels": labels,
         "resolution": [test.width, test.height],

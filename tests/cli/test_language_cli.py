@@ -35,8 +35,8 @@ def test_query_without_language_field_is_a_clear_error(gs_run, capsys):
 def test_language_then_query_writes_every_output(gs_run, capsys):
     import imageio.v3 as iio
 
-    rc = main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse-rounds", "1",
-               "--masks", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"])  # fmt: skip
+    rc = main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse.rounds", "1",
+               "--masks.method", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"])  # fmt: skip
     assert rc == 0
     field = gs_run / "language" / "field.pt"
     assert field.is_file() and (gs_run / "language" / "targets.pt").is_file()
@@ -45,8 +45,8 @@ def test_language_then_query_writes_every_output(gs_run, capsys):
     assert [p["phase"] for p in summary["phases"]] == [0, 1]
     # Re-running resumes: every phase is already done, so nothing is retrained.
     before = field.stat().st_mtime_ns
-    assert main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse-rounds", "1",
-                 "--masks", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"]) == 0  # fmt: skip
+    assert main(["language", str(gs_run), "--teacher", "simulated", "--steps", "40", "--cse.rounds", "1",
+                 "--masks.method", "superpixels", "--autoencoder-steps", "100", "--device", "cpu"]) == 0  # fmt: skip
     assert field.stat().st_mtime_ns == before
 
     out = gs_run / "q"

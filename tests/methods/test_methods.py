@@ -13,7 +13,7 @@ from langfield.methods.nerf import NeRFConfig
 from langfield.methods.mipnerf import MipNeRFConfig
 from langfield.fields.nerf_field import NeRFFieldConfig
 from langfield.ops.hash_encoding import HashGridConfig
-from langfield.pipeline import prepare_run
+from langfield.runs.train import prepare_run
 from langfield.training.trainer import TrainerConfig
 
 SMALL_MLP = NeRFFieldConfig(depth=2, width=32, skip_layer=1, view_width=16)
@@ -42,11 +42,11 @@ def test_two_step_training_smoke(method, tiny_scene, tmp_path):
 
 def test_ngp_adaptive_batch_targets_samples(tiny_scene):
     from langfield.methods.registry import make_method
-    from langfield.pipeline import scene_info
+    from langfield.methods.base import SceneInfo
     from langfield.geometry.rays import rays_from_camera
 
     cfg = dataclasses.replace(CONFIGS["ngp"], target_samples_per_step=1000, min_rays=1, max_rays=10**6)
-    m = make_method("ngp", scene_info(tiny_scene), cfg).train()
+    m = make_method("ngp", SceneInfo.from_dataset(tiny_scene), cfg).train()
     assert m.num_rays_hint() is None
     rays = rays_from_camera(tiny_scene.split("train").cameras, 0, tiny_scene.near, tiny_scene.far).flatten()
     out = m.outputs(rays, torch.ones(len(rays), 3))
@@ -58,11 +58,11 @@ def test_ngp_adaptive_batch_targets_samples(tiny_scene):
 def test_mipnerf_uses_ray_radii(tiny_scene):
     """Mip-NeRF must render differently when the cone radius changes (NeRF ignores it)."""
     from langfield.methods.registry import make_method
-    from langfield.pipeline import scene_info
+    from langfield.methods.base import SceneInfo
     from langfield.geometry.rays import rays_from_camera
 
     torch.manual_seed(0)
-    m = make_method("mipnerf", scene_info(tiny_scene), CONFIGS["mipnerf"]).eval()
+    m = make_method("mipnerf", SceneInfo.from_dataset(tiny_scene), CONFIGS["mipnerf"]).eval()
     rays = rays_from_camera(tiny_scene.split("train").cameras, 0, tiny_scene.near, tiny_scene.far).flatten()[:32]
     a = m.render_rays(rays, torch.ones(32, 3)).rgb
     wide = dataclasses.replace(rays, radii=rays.radii * 50)

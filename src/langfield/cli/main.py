@@ -25,7 +25,14 @@ from rich.console import Console
 
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
+from langfield.runs.demo import run_demo
+from langfield.runs.evaluate import evaluate_run
+from langfield.runs.export import export_run
+from langfield.runs.language import run_queries, train_language
+from langfield.runs.loading import load_run
+from langfield.runs.render import CAMERA_PATHS, render_path, render_views
 from langfield.runs.spec import DataConfig
+from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 
 console = Console(stderr=True)
@@ -196,8 +203,6 @@ class Demo:
 
 
 def run_train(args: Train) -> Dict[str, Any]:
-    from langfield.runs.train import prepare_run
-
     run = prepare_run(
         args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set)
     )
@@ -214,9 +219,6 @@ def run_train(args: Train) -> Dict[str, Any]:
 
 
 def run_render(args: Render) -> None:
-    from langfield.runs.loading import load_run
-    from langfield.runs.render import CAMERA_PATHS, render_path, render_views
-
     run = load_run(args.run_dir, args.device)
     out_dir = args.out_dir or args.run_dir / "renders" / args.path
     if args.path in CAMERA_PATHS:
@@ -227,9 +229,6 @@ def run_render(args: Render) -> None:
 
 
 def run_eval(args: Eval) -> Dict[str, Any]:
-    from langfield.runs.evaluate import evaluate_run
-    from langfield.runs.loading import load_run
-
     run = load_run(args.run_dir, args.device)
     result = evaluate_run(run, args.split, args.write_renders, args.lpips_weights, args.chunk)
     msg = f"{args.split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}"
@@ -239,15 +238,11 @@ def run_eval(args: Eval) -> Dict[str, Any]:
 
 
 def run_export(args: Export) -> None:
-    from langfield.runs.export import export_run
-
     path = export_run(args.run_dir, args.format, args.output, args.checkpoint)
     console.print(f"wrote {path}")
 
 
 def run_language(args: Language) -> Dict[str, Any]:
-    from langfield.runs.language import train_language
-
     summary = train_language(
         args.run_dir, args.teacher, args.config, dense=args.dense, strength=args.strength, cache_dir=args.cache_dir,
         device=args.device,
@@ -258,8 +253,6 @@ def run_language(args: Language) -> Dict[str, Any]:
 
 
 def run_query(args: Query) -> Dict[str, Any]:
-    from langfield.runs.language import run_queries
-
     result = run_queries(
         args.run_dir, text=args.text, labels=args.labels, unknown_threshold=args.unknown_threshold, split=args.split,
         view=args.view, localize=args.localize, extract=args.extract, threshold=args.threshold,
@@ -269,10 +262,8 @@ def run_query(args: Query) -> Dict[str, Any]:
     return result
 
 
-def run_demo(args: Demo) -> Dict[str, Any]:
-    from langfield.runs.demo import run_demo as demo
-
-    return demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console.print)
+def run_demo_command(args: Demo) -> Dict[str, Any]:
+    return run_demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console.print)
 
 
 COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
@@ -282,7 +273,7 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "export": (Export, run_export),
     "language": (Language, run_language),
     "query": (Query, run_query),
-    "demo": (Demo, run_demo),
+    "demo": (Demo, run_demo_command),
 }
 
 #: Errors caused by what the user asked for: one line, exit status 2 (not a traceback).

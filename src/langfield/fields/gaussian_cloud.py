@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from langfield.geometry.spherical_harmonics import num_sh_coeffs, rgb_to_sh_dc
+from langfield.io.gaussian_ply import read_gaussian_ply
 
 __all__ = ["GaussianCloud", "nearest_neighbour_distances", "PARAM_NAMES"]
 
@@ -138,8 +139,6 @@ class GaussianCloud(nn.Module):
     @classmethod
     def from_ply(cls, path) -> "GaussianCloud":
         """Load a cloud from a PLY in the reference 3DGS layout (ours, the reference's, gsplat's)."""
-        from langfield.io.gaussian_ply import read_gaussian_ply
-
         ply = read_gaussian_ply(path)
         params = {k: v for k, v in ply.as_dict().items() if v is not None}
         return cls(params, ply.sh_degree)

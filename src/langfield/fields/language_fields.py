@@ -1,4 +1,4 @@
-"""Language feature fields: ``nn.Module``\ s that put CLIP-space features into a reconstruction.
+"""Language feature fields: the ``nn.Module`` classes that put CLIP-space features into a reconstruction.
 
 Two representations, one contract (``render_*`` -> ``[..., E]`` features, not normalised):
 

@@ -14,7 +14,7 @@ Layers above ``methods`` (language fields, extraction, the viewer) ask
 from __future__ import annotations
 
 import abc
-from typing import Tuple
+from typing import Dict, Tuple
 
 from torch import Tensor
 
@@ -61,3 +61,9 @@ class SplatsGaussians(abc.ABC):
     @abc.abstractmethod
     def splat_settings(self) -> SplatSettings:
         """The rasteriser settings the colour is rendered with (tile size, backend, ...)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def cloud_from_state_dict(cls, state_dict: Dict[str, Tensor]) -> GaussianCloud:
+        """The cloud stored in a checkpoint's ``model`` state dict, without building the method
+        (exporting a run needs neither its dataset nor its scene description)."""

@@ -135,11 +135,11 @@ def test_colmap_mixed_sizes_in_a_split(tmp_path):
 def test_gaussians_initialise_from_colmap_points(tmp_path):
     """A COLMAP scene's points3D become the initial Gaussians (positions and colours)."""
     from langfield.methods.registry import make_method
-    from langfield.pipeline import scene_info
+    from langfield.methods.base import SceneInfo
 
     model = write_colmap_scene(tmp_path / "scene", n=9, model="PINHOLE")
     ds = load_dataset(tmp_path / "scene", progress=False)
-    method = make_method("gaussians", scene_info(ds))
+    method = make_method("gaussians", SceneInfo.from_dataset(ds))
     assert method.num_gaussians == len(model.points.xyz) == 20
     assert torch.allclose(method.cloud.means.detach(), ds.points3d.float())
     colour = method.cloud.params["sh0"].detach()[:, 0] * 0.28209479177387814 + 0.5

@@ -12,8 +12,12 @@ import torch
 
 from langfield.configs import config_from_dict, config_to_dict
 from langfield.methods.gaussians import DefaultStrategy, Gaussians, GaussiansConfig, MCMCStrategy
-from langfield.methods.presets import apply_overrides, get_preset
-from langfield.pipeline import DataConfig, load_run, prepare_run, scene_info
+from langfield.configs import apply_overrides
+from langfield.methods.registry import get_preset
+from langfield.methods.base import SceneInfo
+from langfield.runs.loading import load_run
+from langfield.runs.spec import DataConfig
+from langfield.runs.train import prepare_run
 from langfield.training.trainer import TrainerConfig
 
 # ``method_config`` exactly as run.json stored it before the strategy became one typed field
@@ -63,7 +67,7 @@ def test_stored_strategy_errors_name_the_choices():
 
 
 def test_overrides_select_and_tune_the_strategy():
-    cpu = apply_overrides(GaussiansConfig(), get_preset("gaussians", "cpu")["set"])
+    cpu = get_preset("gaussians", "cpu").method_config
     assert cpu.strategy == DefaultStrategy(refine_stop_iter=2500)
     mcmc = apply_overrides(cpu, {"strategy": "mcmc", "strategy.cap_max": 150000})
     assert mcmc.strategy == MCMCStrategy(cap_max=150000)  # MCMC's own defaults, then the user's field
@@ -115,7 +119,7 @@ def test_a_run_directory_with_the_old_layout_still_loads(tmp_path):
 
 
 def test_checkpoint_extra_state_keeps_its_layout(tiny_scene):
-    method = Gaussians(scene_info(tiny_scene), GaussiansConfig(**SMALL))
+    method = Gaussians(SceneInfo.from_dataset(tiny_scene), GaussiansConfig(**SMALL))
     n = method.num_gaussians
     old = {"strategy": {"grad2d": torch.arange(n, dtype=torch.float32), "count": torch.ones(n), "max_radii": None,
                         "scene_scale": 2.5, "n_dupli": 4, "n_split": 1, "n_prune": 2, "n_reset": 0}, "step": 7}  # fmt: skip

@@ -11,9 +11,11 @@ import torch
 
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.methods.base import SceneInfo
-from langfield.methods.base import ImageBatch
+from langfield.types import ImageBatch
 from langfield.methods.gaussians import DefaultStrategy, Gaussians, GaussiansConfig, MCMCStrategy, scene_extent
-from langfield.pipeline import export_run, prepare_run, scene_info
+from langfield.methods.base import SceneInfo
+from langfield.runs.export import export_run
+from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 
 SMALL = GaussiansConfig(
@@ -77,7 +79,7 @@ def test_ply_round_trip_renders_identically(tiny_scene, tmp_path):
     assert path == tmp_path / "export" / "point_cloud.ply"
     cloud = GaussianCloud.from_ply(path)
     assert cloud.num_gaussians == run.method.num_gaussians
-    fresh = Gaussians(scene_info(tiny_scene), SMALL)
+    fresh = Gaussians(SceneInfo.from_dataset(tiny_scene), SMALL)
     fresh.cloud = cloud
     fresh.active_sh_degree.copy_(run.method.active_sh_degree)
     cams = tiny_scene.split("test").cameras[0]
@@ -140,10 +142,10 @@ def test_bad_configuration_and_input(tiny_scene):
     with pytest.raises(ValueError, match="sh_degree"):
         GaussiansConfig(sh_degree=4)
     with pytest.raises(ValueError, match="points3D"):
-        Gaussians(scene_info(tiny_scene), GaussiansConfig(init="points"))
+        Gaussians(SceneInfo.from_dataset(tiny_scene), GaussiansConfig(init="points"))
     with pytest.raises(ValueError, match="NaN"):
         GaussianCloud.from_points(torch.tensor([[float("nan"), 0, 0]]), torch.zeros(1, 3))
-    m = Gaussians(scene_info(tiny_scene), SMALL)
+    m = Gaussians(SceneInfo.from_dataset(tiny_scene), SMALL)
     with torch.no_grad():
         m.params["scales"][3] = float("nan")
     with pytest.raises(ValueError, match="scales"):
@@ -168,7 +170,7 @@ def _losses(method, tiny_scene):
 
 
 def test_losses_add_the_strategy_regulariser_through_its_hook(tiny_scene):
-    scene = scene_info(tiny_scene)
+    scene = SceneInfo.from_dataset(tiny_scene)
     plain = _losses(Gaussians(scene, SMALL), tiny_scene)
     assert not any(k.endswith("_reg") for k in plain)
     lam = SMALL.ssim_lambda

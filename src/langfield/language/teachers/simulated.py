@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.language.teachers.base import DenseTeacher
+from langfield.pretrained.text import load_text_encoder
 
 __all__ = ["SimulatedTeacher", "SimulatedTeacherConfig"]
 
@@ -192,8 +193,6 @@ class SimulatedTeacher(DenseTeacher):
                 f"config.background_label={bg} is not a label id; labels has {num} names (ids 0..{num - 1})"
             )
         if text_encoder is None:
-            from langfield.pretrained.text import load_text_encoder
-
             text_encoder = load_text_encoder()
         self.config = config
         self.text_encoder = text_encoder

@@ -273,6 +273,10 @@ class Gaussians(SceneMethod, SplatsGaussians):
     def splat_settings(self) -> SplatSettings:
         return self.config.splat
 
+    @classmethod
+    def cloud_from_state_dict(cls, state_dict: Dict[str, Tensor]) -> GaussianCloud:
+        return GaussianCloud.from_state_dict(state_dict, prefix="cloud.")
+
     @torch.no_grad()
     def project_view(self, cameras: Cameras) -> SplatView:
         if len(cameras) != 1:

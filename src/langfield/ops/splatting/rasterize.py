@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from langfield.kernels import gaussian_rasterize_cpu as kernel
 from langfield.ops.splatting.binning import TileBins, bin_gaussians
 
 __all__ = ["rasterize_gaussians", "BACKENDS"]
@@ -110,8 +111,6 @@ def _blend_tiles_torch(
 class _RasterizeCpp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, background, bins: TileBins, width: int, height: int):
-        from langfield.kernels import gaussian_rasterize_cpu as kernel
-
         args = (
             means2d.detach().float().contiguous(), conics.detach().float().contiguous(),
             opacities.detach().float().contiguous(), features.detach().float().contiguous(),
@@ -125,8 +124,6 @@ class _RasterizeCpp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_image, grad_alpha, _grad_t):
-        from langfield.kernels import gaussian_rasterize_cpu as kernel
-
         *args, final_t, last = ctx.saved_tensors
         width, height, tile_size = ctx.geometry
         grad_image = grad_image.float().contiguous()
@@ -139,11 +136,7 @@ class _RasterizeCpp(torch.autograd.Function):
 
 
 def _cpp_ok() -> bool:
-    try:
-        from langfield.kernels.gaussian_rasterize_cpu import cpp_available
-    except ImportError:
-        return False
-    return cpp_available()
+    return kernel.cpp_available()
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

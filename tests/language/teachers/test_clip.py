@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from langfield.language import dense_features as dense_module
+from langfield.language.teachers import clip as dense_module
 from langfield.language.teachers.clip import (
     CLIPDenseTeacher,
     CropPyramid,
@@ -379,7 +379,7 @@ def test_bad_images_and_configs():
 def tiny_clip_dir(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    from ..pretrained.tiny_models import save_tiny_clip
+    from ...pretrained.tiny_models import save_tiny_clip
 
     return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
