@@ -32,7 +32,7 @@ from langfield.configs import VARIANT_KEY
 from langfield.eval.metrics import ssim
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.methods.base import ImageBatch, Method, SceneInfo
-from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy
+from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy, Strategy
 from langfield.methods.schedules import ProgressLR, exponential_decay
 from langfield.ops.splatting import SplatSettings, render_gaussians
 from langfield.types import Cameras, RenderOutput
@@ -176,7 +176,7 @@ class Gaussians(Method):
             self.cloud = GaussianCloud.random_in_box(
                 config.init_num_random, torch.stack([centre - half, centre + half]), seed=config.seed, **kwargs
             )
-        self.strategy = config.strategy
+        self.strategy: Strategy = config.strategy  # settings only; its state is strategy_state
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.int64))
         self._optimizers: Dict[str, torch.optim.Optimizer] = {}
