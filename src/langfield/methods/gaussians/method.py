@@ -183,7 +183,7 @@ class Gaussians(SceneMethod, SplatsGaussians):
             self.cloud = GaussianCloud.random_in_box(
                 config.init_num_random, torch.stack([centre - half, centre + half]), seed=config.seed, **kwargs
             )
-        self.strategy = config.strategy
+        self.strategy: Strategy = config.strategy  # settings only; its state is strategy_state
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.int64))
         self._optimizers: Dict[str, torch.optim.Optimizer] = {}
