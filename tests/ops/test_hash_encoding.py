@@ -127,10 +127,9 @@ def test_hashed_vertex_hits_ngp_hash_row(backend):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", [MIXED, HashGridConfig(num_levels=3, features_per_level=3, log2_hashmap_size=8,
                                                           base_resolution=3, max_resolution=40)])
-def test_parity_values_and_gradients(backend, dtype, config):
+def test_parity_values_and_gradients(backend, dtype, config):  # dtype: the conftest fixture
     _skip_unavailable(backend)
     x = _points_with_edges(600, dtype)
     table = _random_table(config, dtype)
