@@ -23,7 +23,7 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-SLOW_TEST_TIMEOUT_S = 3600
+SLOW_TEST_TIMEOUT_S = 1200
 
 
 def pytest_collection_modifyitems(config, items):
