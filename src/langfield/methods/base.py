@@ -37,6 +37,7 @@ __all__ = [
     "SampleFilter",
     "SceneInfo",
     "SceneMethod",
+    "check_background",
     "evaluation_mode",
     "unwrap_model",
 ]
@@ -118,7 +119,8 @@ def _check_single_camera(cameras: Cameras, who: str) -> None:
         raise ValueError(f"{who}.render_camera renders one camera at a time, got {len(cameras)} (index them: cams[i])")
 
 
-def _check_background(background: Tensor) -> Tensor:
+def check_background(background: Tensor) -> Tensor:
+    """``background`` as a float32 ``[3]`` colour (clear error otherwise)."""
     background = torch.as_tensor(background, dtype=torch.float32)
     if background.shape != (3,):
         raise ValueError(f"background must be a [3] colour, got {tuple(background.shape)}")
@@ -281,7 +283,7 @@ class RayMethod(SceneMethod):
         if keep is not None and not callable(keep):
             raise TypeError(f"{type(self).__name__}: keep must be a sample filter (positions -> bool), not a mask")
         device = _device_of(self)
-        bg = _check_background(background).to(device)
+        bg = check_background(background).to(device)
         rays = rays_from_camera(cameras, 0, self.near, self.far)
         height, width = (int(s) for s in rays.shape)
         rays = rays.flatten()

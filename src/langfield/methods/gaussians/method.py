@@ -34,7 +34,7 @@ from langfield.data.samplers import ImageSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import ssim
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.fields.language_fields import SplatView
-from langfield.methods.base import SampleFilter, SceneInfo, SceneMethod, evaluation_mode
+from langfield.methods.base import SampleFilter, SceneInfo, SceneMethod, check_background, evaluation_mode
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy, Strategy
 from langfield.methods.schedules import ProgressLR, exponential_decay
@@ -258,9 +258,7 @@ class Gaussians(SceneMethod, SplatsGaussians):
             if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (self.num_gaussians,):
                 raise ValueError(f"Gaussians.render_camera: keep must be a [{self.num_gaussians}] bool tensor")
             keep = keep.to(device)
-        background = torch.as_tensor(background, dtype=torch.float32)
-        if background.shape != (3,):
-            raise ValueError(f"background must be a [3] colour, got {tuple(background.shape)}")
+        background = check_background(background)
         with evaluation_mode(self):
             out = self._render(cameras.to(device), background.to(device), keep).render
         return out if output_device is None else out.to(output_device)
