@@ -1,0 +1,48 @@
+"""The Python API over run directories: train, load, render, evaluate, export, demo, language.
+
+Everything the CLI does is one call here::
+
+    from langfield.runs import DataConfig, train, render_path
+    from langfield.training import TrainerConfig
+    run = train(DataConfig("../shared/data/nerf_synthetic/lego", downscale=4), "ngp",
+                TrainerConfig(max_seconds=600, output_dir="outputs/lego"))
+    render_path(run, "orbit", "outputs/lego/videos", num_frames=120)
+
+Submodules are imported on first use (PEP 562), so ``import langfield.runs`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DataConfig": "spec",
+    "RunSpec": "spec",
+    "Run": "loading",
+    "load_data": "loading",
+    "load_run": "loading",
+    "prepare_run": "train",
+    "train": "train",
+    "render_path": "render",
+    "render_views": "render",
+    "make_path": "render",
+    "evaluate_run": "evaluate",
+    "export_run": "export",
+    "run_demo": "demo",
+    "train_language": "language",
+    "load_language_scene": "language",
+    "run_queries": "language",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"langfield.runs.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'langfield.runs' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

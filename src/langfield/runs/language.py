@@ -1,0 +1,127 @@
+"""The language entry points over run directories: distil a field, load it for queries, answer queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+
+from langfield.io.atomic import atomic_write_json
+from langfield.language.distillation import (
+    FIELD_FILE,
+    LANGUAGE_DIR,
+    LanguageDistillation,
+    LanguageFieldConfig,
+    load_language_field,
+)
+from langfield.language.queries import check_label_list, write_relevancy_image, write_segmentation
+from langfield.language.scene import LanguageFieldMissingError, LanguageScene, query_stem
+from langfield.language.teachers.base import check_text_queries
+from langfield.language.teachers import load_teacher
+from langfield.runs.loading import load_run
+
+__all__ = ["load_language_scene", "run_queries", "train_language"]
+
+PathLike = Union[str, Path]
+
+
+def train_language(
+    run_dir: PathLike,
+    teacher: str = "simulated",
+    config: LanguageFieldConfig = LanguageFieldConfig(),
+    *,
+    dense: str = "pyramid",
+    strength: Optional[float] = None,
+    cache_dir: Optional[PathLike] = None,
+    device: Optional[str] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Distil ``teacher`` into ``run_dir``'s language field (``langfield language``); writes ``run_dir/language/``.
+
+    Args:
+        run_dir: a trained ``ngp`` or ``gaussians`` run.
+        teacher: ``"simulated"`` (labelled scenes) or a CLIP-family hub id / local directory.
+        config: how the field is distilled (RSR, CSE, steps, ...).
+        dense, strength, cache_dir: CLIP dense-feature method; simulated-teacher strength; CLIP
+            embedding cache (default ``run_dir/language/cache``).
+
+    Returns:
+        A summary with the field path, the variant and the per-phase losses (also ``summary.json``).
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, device)
+    out = run_dir / LANGUAGE_DIR
+    cache = str(cache_dir) if cache_dir is not None else str(out / "cache")
+    t = load_teacher(teacher, run.dataset.labels, device=device, cache_dir=cache, method=dense, strength=strength)
+    job = LanguageDistillation(run.method, run.dataset, t, config, output_dir=out, progress=progress)
+    summary = job.run()
+    summary.update({"teacher": t.name, "simulated_teacher": bool(t.simulated), "path": str(out / FIELD_FILE)})
+    atomic_write_json(summary, out / "summary.json")
+    return summary
+
+
+def load_language_scene(
+    run_dir: PathLike, device: Optional[str] = None, language_dir: Optional[PathLike] = None
+) -> LanguageScene:
+    """``run_dir`` and its language field (``run_dir/language/field.pt`` by default) as a :class:`LanguageScene`."""
+    run_dir = Path(run_dir)
+    path = Path(language_dir or run_dir / LANGUAGE_DIR) / FIELD_FILE
+    if not path.is_file():
+        raise LanguageFieldMissingError(
+            f"{run_dir} has no language field ({path} not found): the scene was trained without one. "
+            f"Train it with `langfield language {run_dir}` (add `--teacher simulated` on a labelled scene "
+            "without CLIP weights)"
+        )
+    run = load_run(run_dir, device)
+    field, cfg, teacher_spec = load_language_field(path, run.method)
+    teacher = load_teacher(teacher_spec, labels=run.dataset.labels)
+    return LanguageScene(run.method, run.dataset, field, teacher, top_k=cfg.top_k)
+
+
+def run_queries(
+    run_dir: PathLike, *, text: Optional[str] = None, labels: Sequence[str] = (),
+    unknown_threshold: Optional[float] = None, split: str = "test", view: int = 0, localize: bool = False,
+    extract: bool = False, threshold: float = 0.55, out_dir: Optional[PathLike] = None,
+    device: Optional[str] = None,
+) -> Dict[str, object]:  # fmt: skip
+    """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
+    under ``out_dir`` (default ``run_dir/queries``); returns what was written and found."""
+    if text is None and not labels:
+        raise ValueError("nothing to ask: give a text query and/or --labels for segmentation")
+    if text is not None:
+        (text,) = check_text_queries([text], "query")
+    if labels:
+        labels = check_label_list(labels)
+    if (localize or extract) and text is None:
+        raise ValueError("--localize/--extract need a text query")
+    scene = load_language_scene(run_dir, device)
+    if split not in scene.dataset.splits:
+        raise ValueError(f"--split {split!r}: the dataset has {sorted(scene.dataset.splits)}")
+    cams = scene.dataset.split(split).cameras
+    if not 0 <= view < len(cams):
+        raise ValueError(f"--view {view} is out of range: split {split!r} has {len(cams)} cameras")
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "queries"
+    out.mkdir(parents=True, exist_ok=True)
+    result: Dict[str, object] = {"teacher": scene.teacher.name, "simulated_teacher": bool(scene.teacher.simulated)}
+    if text is not None:
+        stem = query_stem(text)
+        rel, rendered = scene.relevancy(text, cams, view)
+        path = write_relevancy_image(out / f"{stem}_{split}{view}_relevancy.png", rendered.render.rgb.clamp(0, 1), rel)
+        result["relevancy"] = {"image": str(path), "max": float(rel.max()), "argmax_pixel": divmod(int(rel.argmax()), rel.shape[1])}
+    if labels:
+        seg, _ = scene.segment(labels, cams, view, unknown_threshold)
+        paths = write_segmentation(out / f"segmentation_{split}{view}", seg.labels, list(labels))
+        counts = torch.bincount((seg.labels + 1).flatten(), minlength=len(labels) + 1)
+        result["segmentation"] = {
+            "files": {k: str(v) for k, v in paths.items()},
+            "pixels": {"unknown": int(counts[0]), **{lab: int(c) for lab, c in zip(labels, counts[1:])}},
+        }
+    if localize:
+        loc = scene.localize(text)
+        result["localization"] = {"point": loc.point.tolist(), "aabb": loc.aabb.tolist(), "num_points": loc.num_points,
+                                  "frame": "dataset world"}  # fmt: skip
+        atomic_write_json(result["localization"], out / f"{query_stem(text)}_localization.json")
+    if extract:
+        result["extraction"] = {k: str(v) for k, v in scene.extract(text, out, threshold, view, split).items()}
+    return result

@@ -1,0 +1,134 @@
+"""Render a loaded run: the views of a split (PNG panels) or a camera path (mp4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from langfield.data.dataset import SceneDataset
+from langfield.geometry.camera_paths import interpolate_path, orbit_path, path_cameras, spiral_path
+from langfield.io.colormaps import colorize_depth, colorize_normals
+from langfield.io.images import side_by_side, to_uint8, write_image
+from langfield.io.video import write_video
+from langfield.runs.loading import Run
+from langfield.types import Cameras, RenderOutput
+
+__all__ = ["CAMERA_PATHS", "RENDER_OUTPUTS", "frame_images", "make_path", "render_path", "render_views"]
+
+RENDER_OUTPUTS = ("rgb", "depth", "accumulation", "normals")
+CAMERA_PATHS = ("orbit", "spiral", "interpolate")
+PathLike = Union[str, Path]
+
+
+def frame_images(out: RenderOutput, what: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """``[H, W, 3]`` displayable images of the render outputs named in ``what``."""
+    images = {}
+    for name in what:
+        if name == "rgb":
+            images[name] = out.rgb.clamp(0, 1)
+        elif name == "depth":
+            images[name] = colorize_depth(out.depth, out.accumulation)
+        elif name == "accumulation":
+            images[name] = out.accumulation.clamp(0, 1).expand(*out.accumulation.shape[:-1], 3)
+        elif name == "normals":
+            if out.normals is None:
+                raise ValueError("this method does not render normals")
+            images[name] = colorize_normals(out.normals, out.accumulation)
+        else:
+            raise ValueError(f"unknown render output {name!r}; choose from {RENDER_OUTPUTS}")
+    return images
+
+
+def make_path(dataset: SceneDataset, kind: str, num_frames: int) -> Cameras:
+    """Cameras along a path: ``orbit`` (around the scene box centre), ``spiral`` (LLFF-style around the
+    mean training pose) or ``interpolate`` (smooth spline through the test cameras)."""
+    train_cams = dataset.split("train").cameras
+    if kind == "orbit":
+        centre = dataset.scene_box.mean(0)
+        positions = train_cams.c2w[:, :, 3]
+        radius = float((positions - centre).norm(dim=-1).mean())
+        rel = positions - centre
+        # Elevation: mean angle of the training cameras above the plane orthogonal to the mean "up".
+        up = -train_cams.c2w[:, :, 1].mean(0)
+        up = up / up.norm()
+        elev = float(torch.rad2deg(torch.asin((rel @ up / rel.norm(dim=-1)).clamp(-1, 1))).mean())
+        c2w = orbit_path(centre, radius, elev, num_frames, up=up)
+    elif kind == "spiral":
+        depth = 0.5 * (dataset.near + dataset.far)
+        c2w = spiral_path(train_cams.c2w, num_frames, radius_scale=1.0, focus_distance=depth)
+    elif kind == "interpolate":
+        split = dataset.splits.get("test", dataset.split("train"))
+        keys = split.cameras.c2w[:: max(1, len(split) // 8)]
+        c2w = interpolate_path(keys, num_frames, loop=True)
+    else:
+        raise ValueError(f"unknown camera path {kind!r}; choose from {', '.join(CAMERA_PATHS)}")
+    return path_cameras(c2w, train_cams, 0)
+
+
+def render_path(
+    run: Run,
+    kind: str,
+    out_dir: PathLike,
+    num_frames: int = 60,
+    fps: int = 24,
+    what: Sequence[str] = ("rgb", "depth"),
+    chunk: int = 8192,
+    progress: bool = True,
+) -> List[Path]:
+    """Render a camera path to one mp4 per output in ``what``; returns the video paths."""
+    cams = make_path(run.dataset, kind, num_frames)
+    bg = run.dataset.eval_background()
+    out_dir = Path(out_dir)
+    frames: Dict[str, List[np.ndarray]] = {w: [] for w in what}
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"render {kind}", total=len(cams))
+        for i in range(len(cams)):
+            out = run.method.render_camera(cams[i], bg, chunk=chunk, output_device="cpu", with_normals="normals" in what)
+            for name, img in frame_images(out, what).items():
+                frames[name].append(to_uint8(img))
+            bar.advance(task)
+    paths = []
+    for name, seq in frames.items():
+        path = out_dir / f"{kind}_{name}.mp4"
+        write_video(path, seq, fps=fps)
+        paths.append(path)
+    return paths
+
+
+def render_views(
+    run: Run,
+    split: str,
+    out_dir: PathLike,
+    what: Sequence[str] = ("rgb", "depth"),
+    chunk: int = 8192,
+    indices: Optional[Iterable[int]] = None,
+    progress: bool = True,
+) -> List[Path]:
+    """Render the cameras of ``split``: per view ``<name>_<output>.png`` plus ``<name>_compare.png``
+    (render | ground truth | depth). Returns the written paths."""
+    image_set = run.dataset.split(split)
+    bg = run.dataset.eval_background()
+    out_dir = Path(out_dir)
+    written = []
+    idx = list(range(len(image_set))) if indices is None else list(indices)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"render {split}", total=len(idx))
+        for i in idx:
+            out = run.method.render_camera(
+                image_set.cameras[i], bg, chunk=chunk, output_device="cpu", with_normals="normals" in what
+            )
+            name = Path(image_set.paths[i]).stem if image_set.paths else f"{i:04d}"
+            images = frame_images(out, what)
+            for kind, img in images.items():
+                written.append(write_image(out_dir / f"{name}_{kind}.png", img))
+            gt = image_set.image_float(i, bg)
+            panel = [images.get("rgb", out.rgb.clamp(0, 1)), gt]
+            if "depth" in images:
+                panel.append(images["depth"])
+            written.append(write_image(out_dir / f"{name}_compare.png", side_by_side(*panel)))
+            bar.advance(task)
+    return written

@@ -1,0 +1,119 @@
+"""What a run directory records: which data, which method with which settings, which trainer.
+
+A *run directory* holds everything about one training run::
+
+    run.json                 RunSpec: method name + config, DataConfig, TrainerConfig
+    config.json              the trainer config (written by the trainer)
+    checkpoints/latest.ckpt  resumable checkpoint
+    metrics.jsonl            training / eval log
+    eval_test.json           final metrics
+    renders/                 test-view renders beside ground truth, depth maps, videos
+    language/                a language field distilled on the run (``langfield language``)
+
+``run.json`` files written by earlier versions still load: method configs go through the method
+registry's own reader (:func:`langfield.methods.registry.method_config_from_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Dict, Literal, Optional, Union
+
+import tyro
+
+from langfield.configs import config_from_dict, config_to_dict
+from langfield.data.readers.procedural import PROCEDURAL
+from langfield.methods.registry import method_config_from_dict
+from langfield.training.trainer import TrainerConfig
+
+__all__ = ["DataConfig", "PROCEDURAL", "RUN_FILE", "RunSpec", "checkpoint_path", "read_run_file"]
+
+RUN_FILE = "run.json"
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which scene to load.
+
+    Attributes:
+        path: a dataset folder / transforms json, or ``"procedural"`` for the built-in demo scene.
+        downscale: image downscale factor (4 -> quarter resolution).
+        background: ``"white" | "black" | "random"`` to override the dataset's default compositing
+            of RGBA images during training (evaluation uses white for "random").
+        procedural_size: image size of the procedural scene (ignored otherwise).
+        procedural_views: training views of the procedural scene (8 held-out test views besides).
+    """
+
+    path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
+    """Dataset: a folder with transforms*.json (Blender/nerfstudio/instant-ngp), an LLFF folder
+    (poses_bounds.npy), a COLMAP folder (sparse/0 + images), a transforms json file, or
+    'procedural' for the built-in demo scene."""
+    downscale: float = 1.0
+    """Image downscale factor (4 = quarter resolution)."""
+    background: Optional[Literal["white", "black", "random"]] = None
+    """Override how RGBA images are composited for training: white, black or random (default: the dataset's)."""
+    procedural_size: int = 64
+    """Image size of the procedural scene."""
+    procedural_views: int = 100
+    """Training views of the procedural scene (8 held-out test views besides)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to rebuild a run: method name + config, data, trainer config."""
+
+    method: str
+    method_config: Dict[str, Any]
+    data: DataConfig
+    trainer: TrainerConfig
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "method": self.method,
+            "method_config": self.method_config,
+            "data": config_to_dict(self.data),
+            "trainer": self.trainer.to_dict(),
+        }
+
+    @staticmethod
+    def from_dict(d: Dict[str, Any], where: str = RUN_FILE) -> "RunSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        for key in ("method", "method_config", "data", "trainer"):
+            if key not in d:
+                raise ValueError(f"{where}: missing field {key!r}")
+        return RunSpec(
+            method=d["method"],
+            method_config=d["method_config"],
+            data=config_from_dict(DataConfig, d["data"], f"{where}:data"),
+            trainer=config_from_dict(TrainerConfig, d["trainer"], f"{where}:trainer"),
+        )
+
+    def build_method_config(self) -> Any:
+        """The method's typed config (older ``run.json`` layouts are migrated by the method's reader)."""
+        return method_config_from_dict(self.method, self.method_config, f"{RUN_FILE}:method_config")
+
+
+def read_run_file(run_dir: PathLike) -> Dict[str, Any]:
+    """The raw ``run.json`` of ``run_dir`` (clear errors when missing or malformed)."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / RUN_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory (langfield train --output-dir)?")
+    try:
+        return json.loads(spec_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{spec_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{spec_path}: not a UTF-8 text file") from None
+
+
+def checkpoint_path(run_dir: PathLike, checkpoint: Optional[PathLike] = None) -> Path:
+    """``checkpoint`` or ``run_dir/checkpoints/latest.ckpt``; it must exist."""
+    path = Path(checkpoint) if checkpoint else Path(run_dir) / "checkpoints" / "latest.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found (train first, or pass --checkpoint)")
+    return path
