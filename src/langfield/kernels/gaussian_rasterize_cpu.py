@@ -23,12 +23,14 @@ images match a torch implementation to ~1e-6, not bitwise.
 Speed (2-core AMD EPYC, 200x200, 20k Gaussians of 2-8 px radius, ~56k tile entries, D = 3):
 forward ~13 ms, backward ~18 ms with 2 threads (``benchmarks/gaussian_rasterizer.py``).
 
-The kernel (``csrc/gaussian_rasterize_cpu.cpp``) is JIT-compiled on first use with
-``torch.utils.cpp_extension.load`` (about 30 s once; later processes load the cached build) into
-``$TORCH_EXTENSIONS_DIR/langfield_gsplat_<tag>`` or ``~/.cache/langfield/torch_extensions/...``
-and registers ``torch.ops.langfield_gsplat.forward`` / ``.backward``. If compilation fails, one
-warning is logged and :func:`cpp_available` returns ``False``. ``LANGFIELD_NO_CPP=1`` disables it
-without trying to build.
+The kernel (``csrc/gaussian_rasterize_cpu.cpp``) is JIT-compiled on first use by
+:class:`~langfield.kernels.jit.JitKernel` (about 30 s once; later processes load the cached
+``langfield_gsplat-<tag>-<key>.so`` from ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/langfield/torch_extensions``, keyed by interpreter, torch build, flags and source) and
+registers ``torch.ops.langfield_gsplat.forward`` / ``.backward``. If compilation fails (or another
+process's build lock is not released within ``LANGFIELD_KERNEL_LOCK_TIMEOUT``), one warning is
+logged and :func:`cpp_available` returns ``False``. ``LANGFIELD_NO_CPP=1`` disables it without
+trying to build.
 
 Plain tensors in and out, no autograd here (callers wrap the pair in an ``autograd.Function``);
 this module does not import from :mod:`langfield.ops` (imports point downward).

@@ -1,9 +1,11 @@
 """C++/OpenMP CPU kernel for the multiresolution hash encoding (Müller et al. 2022, Sec. 3).
 
-The kernel (``csrc/hash_encoding_cpu.cpp``) is JIT-compiled on first use with
-``torch.utils.cpp_extension.load`` (about 30 s once; later processes load the cached build) into
-``$TORCH_EXTENSIONS_DIR/langfield_hashgrid_<tag>`` or ``~/.cache/langfield/torch_extensions/...``.
-It registers ``torch.ops.langfield_hashgrid.forward`` / ``.backward``. If compilation fails, one
+The kernel (``csrc/hash_encoding_cpu.cpp``) is JIT-compiled on first use by
+:class:`~langfield.kernels.jit.JitKernel` (about 30 s once; later processes load the cached
+``langfield_hashgrid-<tag>-<key>.so`` from ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/langfield/torch_extensions``, keyed by interpreter, torch build, flags and source).
+It registers ``torch.ops.langfield_hashgrid.forward`` / ``.backward``. If compilation fails (or
+another process's build lock is not released within ``LANGFIELD_KERNEL_LOCK_TIMEOUT``), one
 warning is logged and :func:`cpp_available` returns ``False`` so callers use the torch path.
 Setting ``LANGFIELD_NO_CPP=1`` disables the kernel without trying to build it.
 
