@@ -38,8 +38,8 @@ def random_model(seed: int = 0) -> ColmapModel:
         2: ColmapCamera(2, "PINHOLE", 800, 600, (700.1, 701.3, 399.5, 300.25)),
         3: ColmapCamera(3, "SIMPLE_RADIAL", 8, 6, (7.0, 4.0, 3.0, 0.0123)),
         4: ColmapCamera(4, "RADIAL", 8, 6, (7.0, 4.0, 3.0, 0.01, -0.002)),
-        5: ColmapCamera(5, "OPENCV", 8, 6, tuple(rng.normal(size=8).tolist())),
-        7: ColmapCamera(7, "OPENCV_FISHEYE", 8, 6, tuple(rng.normal(size=8).tolist())),
+        5: ColmapCamera(5, "OPENCV", 8, 6, (7.5, 7.25, 4.0, 3.0, *(0.1 * rng.normal(size=4)).tolist())),
+        7: ColmapCamera(7, "OPENCV_FISHEYE", 8, 6, (6.5, 6.75, 4.5, 2.5, *(0.1 * rng.normal(size=4)).tolist())),
     }
     images = {}
     for k, cam_id in enumerate([1, 2, 3, 5, 7]):
