@@ -167,7 +167,7 @@ def test_int32_and_float_images(tmp_path):
 def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(FileNotFoundError, match="adir"):
+    with pytest.raises(ValueError, match="adir: is a directory"):
         (tmp_path / "adir").mkdir()
         read_image(tmp_path / "adir")
     (tmp_path / "notes.png").write_text("this is not an image")

@@ -31,6 +31,7 @@ from langfield._checks import (
     InputError,
     check_finite_number,
     check_image_size,
+    check_int_range,
     check_memory,
     format_bytes,
     product,
@@ -501,15 +502,15 @@ def limit_indices(indices: Sequence[int], max_images: Optional[int]) -> List[int
     """The first ``max_images`` of ``indices`` (all when ``None``)."""
     if max_images is None:
         return list(indices)
-    if int(max_images) < 1:
-        raise InputError(f"max_images must be >= 1 or None, got {max_images}")
-    return list(indices)[: int(max_images)]
+    return list(indices)[: check_int_range(max_images, "max_images", lo=1)]
 
 
 def check_splits_arg(splits: Optional[Sequence[str]], available: Sequence[str], source: str) -> List[str]:
     """Requested split names (all available when ``None``); ``"train"`` is always included."""
     if splits is None:
         return list(available)
+    if isinstance(splits, str) or not all(isinstance(x, str) for x in splits):
+        raise InputError(f"{source}: splits: expected a list of split names such as ['train', 'test'], got {splits!r}")
     wanted = list(dict.fromkeys(["train", *splits]))
     for s in wanted:
         if s not in available:

@@ -298,7 +298,7 @@ def camera_intrinsics(camera: ColmapCamera, source: str = "cameras") -> Tuple[np
     m = camera.model
     expected = CAMERA_MODELS.get(CAMERA_MODEL_IDS.get(m, -1), (m, None))[1]
     if expected is not None and len(p) != expected:
-        raise ValueError(f"{source}: camera {camera.id} ({m}) has {len(p)} params, expected {expected}")
+        raise InputError(f"{source}: camera {camera.id} ({m}) has {len(p)} params, expected {expected}")
     dist = np.zeros(5)
     if m == "SIMPLE_PINHOLE":
         fx = fy = p[0]
@@ -318,13 +318,13 @@ def camera_intrinsics(camera: ColmapCamera, source: str = "cameras") -> Tuple[np
         fx, fy, cx, cy = p[:4]
         k1, k2, p1, p2, k3, k4, k5, k6 = p[4:12]
         if k4 != 0 or k5 != 0 or k6 != 0:
-            raise ValueError(
+            raise InputError(
                 f"{source}: camera {camera.id} uses COLMAP model FULL_OPENCV with rational terms "
                 f"k4..k6 = {k4}, {k5}, {k6}; only (k1, k2, p1, p2, k3) distortion is supported"
             )
         dist[:] = (k1, k2, p1, p2, k3)
     else:
-        raise ValueError(
+        raise InputError(
             f"{source}: camera {camera.id} uses unsupported COLMAP camera model {m!r}; "
             f"supported: {', '.join(SUPPORTED_MODELS)}"
         )

@@ -27,7 +27,7 @@ def check_regular_file(path: PathLike, what: str) -> Path:
     ``FileNotFoundError``, both naming the path and ``what`` was expected there."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a {what}")
+        raise InputError(f"{path}: is a directory where a file is expected ({what})")
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path

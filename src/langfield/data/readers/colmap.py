@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from langfield._checks import InputError
+from langfield._checks import InputError, check_image_size
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
@@ -37,7 +37,7 @@ from langfield.data.loading import (
     resolve_background,
     resolve_image_folder,
 )
-from langfield.geometry.normalize import apply_transform_to_points, normalize_poses
+from langfield.geometry.normalize import NORMALIZE_METHODS, apply_transform_to_points, normalize_poses
 from langfield.io.colmap import camera_intrinsics, find_model_dir, model_file, read_model
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
@@ -82,6 +82,8 @@ def load_colmap(
     root = Path(path)
     downscale = check_downscale(downscale)
     background = resolve_background(background)
+    if normalize is not None and normalize not in NORMALIZE_METHODS:
+        raise InputError(f"normalize: must be one of {NORMALIZE_METHODS} (or None), got {normalize!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"COLMAP scene folder not found: {root}")
     model_dir = find_model_dir(root)
@@ -115,7 +117,7 @@ def load_colmap(
             cam.height,
             torch.from_numpy(dist).float(),
         )
-        w, h = read_image_size(p)
+        w, h = check_image_size(*read_image_size(p), str(p))
         cams = cameras_for_image_size(full, w, h, source=f"{p} vs camera {cam.id} in {cam_file}")
         cam_list.append(cams)
         c2ws.append(im.c2w())

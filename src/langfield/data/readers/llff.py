@@ -209,7 +209,7 @@ def load_llff(
         confine_path(f, root, f"{folder}: image", allow_outside=allow_outside_paths)
     if len(files) != num:
         raise InputError(f"{pb_path}: {num} poses but {len(files)} images in {folder}")
-    w_img, h_img = read_image_size(files[0])
+    w_img, h_img = check_image_size(*read_image_size(files[0]), str(files[0]))
 
     Ks = torch.zeros(num, 3, 3, dtype=torch.float64)
     Ks[:, 0, 0] = Ks[:, 1, 1] = hwf[:, 2]

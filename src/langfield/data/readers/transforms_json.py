@@ -50,7 +50,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from langfield._checks import MAX_ABS_COORDINATE, MAX_FOCAL_PIXELS, InputError, check_finite_array, check_pinhole
+from langfield._checks import (
+    MAX_ABS_COORDINATE,
+    MAX_FOCAL_PIXELS,
+    InputError,
+    check_finite_array,
+    check_image_size,
+    check_pinhole,
+)
 from langfield.data.dataset import ImageSet, SceneDataset
 from langfield.data.loading import (
     PathLike,
@@ -67,7 +74,7 @@ from langfield.data.loading import (
     resolve_background,
 )
 from langfield.geometry.conventions import check_rigid, opengl_to_opencv
-from langfield.geometry.normalize import focus_point, make_similarity, normalize_poses, transform_poses
+from langfield.geometry.normalize import NORMALIZE_METHODS, focus_point, make_similarity, normalize_poses, transform_poses
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
@@ -150,7 +157,7 @@ def _number(value: Any, where: str, name: str) -> float:
         raise InputError(f"{where}: field {name!r} must be a finite number, got {value!r}")
     limit = MAX_FOCAL_PIXELS if name in ("fl_x", "fl_y") else MAX_ABS_COORDINATE
     if abs(float(value)) > limit:
-        raise InputError(f"{where}: field {name!r} = {value!r} is implausibly large (limit +-{limit:g})")
+        raise InputError(f"{where}: field {name!r} = {float(value):g} is implausibly large (limit +-{limit:g})")
     return float(value)
 
 
@@ -312,7 +319,7 @@ def _parse_split(
         fp = fr["file_path"]
         where = _where(json_path, i, fp)
         img = _resolve_image(json_path, fp, where, allow_outside=allow_outside)
-        wh = read_image_size(img)
+        wh = check_image_size(*read_image_size(img), str(img))
         if first is None:
             first = (img, wh)
         elif wh != first[1]:
@@ -442,6 +449,8 @@ def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> Tra
         labels: Optional[List[str]] = None
         for s in SPLITS:
             jp = folder / f"transforms_{s}.json"
+            if jp.is_dir():
+                raise InputError(f"{jp}: is a directory, expected a JSON file")
             if not jp.is_file():
                 continue
             data = read_json(jp)
@@ -527,6 +536,8 @@ def load_transforms(
     """
     downscale = check_downscale(downscale)
     background = resolve_background(background)
+    if normalize is not None and normalize not in NORMALIZE_METHODS:
+        raise InputError(f"normalize: must be one of {NORMALIZE_METHODS} (or None), got {normalize!r}")
     scene = read_transforms(path, allow_outside_paths=allow_outside_paths)
     wanted = check_splits_arg(splits, list(scene.splits), str(path))
     T, box, near, far, unbounded = _scene_framing(scene, normalize)
