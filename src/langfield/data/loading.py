@@ -212,9 +212,10 @@ def resolve_image_folder(root: PathLike, downscale: float, base: str = "images")
     usable = [k for k in candidates if k <= downscale + 1e-9]
     if not usable:
         have = ", ".join(sorted(p.name for p in candidates.values())) or "none"
+        odd = (root / base).exists() and not (root / base).is_dir()
         raise FileNotFoundError(
             f"{root}: no image folder usable for downscale {downscale:g}: looked for '{base}/' or "
-            f"'{base}_K/' with K <= {downscale:g}; found: {have}"
+            f"'{base}_K/' with K <= {downscale:g}; found: {have}" + (f" ('{base}' is not a folder)" if odd else "")
         )
     k = max(usable)
     residual = downscale / k
