@@ -171,7 +171,8 @@ def read_image(path: PathLike) -> np.ndarray:
     * 16-bit grey (``I;16*``) and 32-bit integer ``I`` data are read as 16-bit values and scaled
       to 8 bits by ``round(x / 257)``; values outside ``[0, 65535]`` are an error. 16-bit colour
       PNGs reach us through Pillow as 8-bit (the high byte, within 1 of ``round(x / 257)``).
-    * float ``F`` is taken as ``[0, 1]``: ``round(255 x)``, clipped; then replicated to RGB.
+    * float ``F`` is taken as ``[0, 1]``: ``round(255 x)``, clipped; then replicated to RGB. NaN or
+      infinite pixels are an error.
 
     Args:
         path: the image file.
@@ -187,7 +188,11 @@ def read_image(path: PathLike) -> np.ndarray:
     with _open_image(path, "image") as image:
         mode = image.mode
         if mode == "F":
-            grey = np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+            values = np.asarray(image, dtype=np.float32)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise InputError(f"{path}: float image (mode 'F') has {int(bad.sum())} NaN/inf pixel(s)")
+            grey = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
             return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=-1))
         if mode == "I" or mode.startswith("I;16"):
             grey = _sixteen_bit_to_uint8(np.asarray(image), path, mode)
