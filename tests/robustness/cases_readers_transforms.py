@@ -247,6 +247,24 @@ _add(
     match=TJ + r": frames: file_path 'train/r_0' appears twice",
 )
 
+_add(
+    "duplicate-image-with-and-without-extension",
+    frame(1, "file_path", "./train/r_0.png"),
+    match=TJ + r": frame 1 \(\./train/r_0\.png\): field 'file_path' names the same image file as frame 0",
+)
+
+
+def _same_image_via_symlink(root: Path, tmp: Path) -> None:
+    (root / "train" / "r_1.png").unlink()
+    os.symlink(root / "train" / "r_0.png", root / "train" / "r_1.png")
+
+
+_add(
+    "duplicate-image-via-symlink",
+    blender(_same_image_via_symlink),
+    match=TJ + r": frame 1 .*names the same image file as frame 0",
+)
+
 # ----------------------------------------------------------------------------- image files
 
 _add("image-zero-bytes", blender(_write("train/r_0.png", b"")), match=r"r_0\.png: cannot read image header")

@@ -314,11 +314,15 @@ def _parse_split(
             f"{_where(json_path, i, frames[i]['file_path'])}: missing field 'semantic_path' (other frames have one)"
         )
     first: Optional[Tuple[Path, Tuple[int, int]]] = None
+    used: Dict[Path, int] = {}
     for i in indices:
         fr = frames[i]
         fp = fr["file_path"]
         where = _where(json_path, i, fp)
         img = _resolve_image(json_path, fp, where, allow_outside=allow_outside)
+        if img.resolve() in used:
+            raise InputError(f"{where}: field 'file_path' names the same image file as frame {used[img.resolve()]} ({img})")
+        used[img.resolve()] = i
         wh = check_image_size(*read_image_size(img), str(img))
         if first is None:
             first = (img, wh)
