@@ -197,7 +197,8 @@ class ColmapModel:
 def check_camera(camera: "ColmapCamera", where: str) -> None:
     """Refuse a camera with an implausible size or parameters (non-finite, focal <= 0, far-off centre)."""
     check_image_size(camera.width, camera.height, f"{where}: camera {camera.id}")
-    check_finite_array(np.asarray(camera.params, np.float64), f"{where}: camera {camera.id} params", max_abs=MAX_FOCAL_PIXELS)
+    params = np.asarray(camera.params, np.float64)
+    check_finite_array(params, f"{where}: camera {camera.id} params", max_abs=MAX_FOCAL_PIXELS)
     p = camera.params
     fx, fy, cx, cy = (p[0], p[0], p[1], p[2]) if camera.model in _SINGLE_FOCAL_MODELS else p[:4]
     check_pinhole(fx, fy, cx, cy, camera.width, camera.height, f"{where}: camera {camera.id} ({camera.model})")
@@ -398,7 +399,8 @@ def read_cameras_text(path: PathLike) -> Dict[int, ColmapCamera]:
     for lineno, line in _text_lines(path):
         e = line.split()
         if len(e) < 4:
-            raise _parse_error(path, lineno, "camera", f"expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]', got {line[:80]!r}")
+            expected = "expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]'"
+            raise _parse_error(path, lineno, "camera", f"{expected}, got {line[:80]!r}")
         model = e[1]
         if model not in CAMERA_MODEL_IDS:
             raise InputError(f"{path}, line {lineno}: unknown COLMAP camera model {model!r}")
@@ -444,7 +446,8 @@ def read_images_text(path: PathLike) -> Dict[int, ColmapImage]:
         check_image_name(name, where)
         vals = pts_line.split()
         if len(vals) % 3 != 0:
-            raise _parse_error(path, lineno + 1, f"the points of image {image_id}", f"{len(vals)} values, not a multiple of 3")
+            what = f"the points of image {image_id}"
+            raise _parse_error(path, lineno + 1, what, f"{len(vals)} values, not a multiple of 3")
         try:
             xs = np.array([float(v) for v in vals[0::3]], dtype=np.float64)
             ys = np.array([float(v) for v in vals[1::3]], dtype=np.float64)

@@ -162,7 +162,13 @@ def _number(value: Any, where: str, name: str) -> float:
 
 
 def _resolve_image(
-    json_path: Path, file_path: str, where: str, what: str = "image", *, field: str = "file_path", allow_outside: bool = False
+    json_path: Path,
+    file_path: str,
+    where: str,
+    what: str = "image",
+    *,
+    field: str = "file_path",
+    allow_outside: bool = False,
 ) -> Path:
     base = json_path.parent
     if not file_path.strip():
