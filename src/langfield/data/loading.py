@@ -348,9 +348,9 @@ def image_memory_bytes(
 ) -> int:
     """Estimated peak bytes of :func:`load_images`: the stored tensors plus the decode buffers in flight.
 
-    Stored: ``num`` images of ``stored_wh`` as uint8 RGB + alpha (4 B/px), int64 label ids
-    (8 B/px) when ``semantics``, and the decoded per-image arrays held until stacking (another
-    4 B/px). In flight: ``workers`` full-size decodes at ``source_wh``, each about 4 B/px for the
+    Stored (per pixel of ``stored_wh``, per image): uint8 RGB + alpha (4 B) in the stacked tensor and
+    again in the per-image arrays held until stacking (4 B); with ``semantics``, int64 label ids in
+    both (16 B). In flight: ``workers`` full-size decodes at ``source_wh``, each about 4 B/px for the
     pixels plus 16 B/px of float32 resampling buffers when the size changes (and 8 B/px of labels).
     """
     w0, h0 = source_wh
