@@ -3,7 +3,7 @@
 * Images are decoded once with :func:`langfield.io.images.read_image` (optionally in a thread
   pool, with a rich progress bar for more than :data:`PROGRESS_MIN_IMAGES` files), downscaled right
   away and stored as ``uint8`` tensors.
-* Downscaling by a factor ``f`` (integer or float, ``> 0``) produces ``floor(W / f) x floor(H / f)``
+* Downscaling by a factor ``f`` (integer or float, ``>= 1``) produces ``floor(W / f) x floor(H / f)``
   images, exactly the sizes of :meth:`langfield.types.Cameras.rescaled`, by *area averaging*: each
   output pixel is the mean of the input area it covers, so the image border maps onto the same
   rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
@@ -373,7 +373,7 @@ def load_images(
 
     Args:
         paths: image files of one split.
-        downscale: factor ``> 0``; output size is :func:`downscaled_size` of the file size.
+        downscale: factor ``>= 1``; output size is :func:`downscaled_size` of the file size.
         semantic_paths: optional label maps, one per image, same size as the image.
         source: what the images belong to (a json file, a folder), used in error messages.
         num_workers: decoding threads (default ``min(8, cpu_count)``).

@@ -531,7 +531,7 @@ def load_transforms(
 
     Args:
         path: folder or json file (see :func:`read_transforms`).
-        downscale: image downscale factor ``> 0``; intrinsics follow via ``Cameras.rescaled``.
+        downscale: image downscale factor ``>= 1``; intrinsics follow via ``Cameras.rescaled``.
         background: ``"white"`` (default), ``"black"`` or ``"random"`` (``SceneDataset.background``).
         splits: splits to load (default: all present; ``"train"`` is always loaded).
         max_images: keep only the first ``max_images`` views of each split (quick looks, tests);
