@@ -23,16 +23,30 @@ import os
 from typing import Any, Iterable, Optional
 
 __all__ = [
+    "MAX_ABS_COORDINATE",
+    "MAX_FOCAL_PIXELS",
+    "MAX_IMAGE_SIDE",
     "InputError",
     "TooLargeError",
     "available_memory_bytes",
     "check_finite_array",
     "check_finite_number",
     "check_int_range",
+    "check_image_size",
     "check_memory",
+    "check_pinhole",
     "format_bytes",
     "product",
 ]
+
+
+#: Largest plausible magnitude of a world coordinate (camera centre, 3D point, pose entry, distortion
+#: coefficient). Beyond it float32 keeps no useful precision and a scene is surely garbage.
+MAX_ABS_COORDINATE = 1e6
+#: Largest plausible image side in pixels (above every camera sensor and the JPEG limit of 65535).
+MAX_IMAGE_SIDE = 1 << 17
+#: Largest plausible focal length in pixels (a 1-degree field of view on a MAX_IMAGE_SIDE image).
+MAX_FOCAL_PIXELS = 1e7
 
 
 class InputError(ValueError):
@@ -107,6 +121,26 @@ def check_finite_array(array: Any, where: str, *, max_abs: Optional[float] = Non
                 f"{where}: {int(big.sum())} value(s) beyond +-{max_abs:g} (e.g. {values.flat[first]:g} at flat "
                 f"index {first}); such magnitudes are not plausible here and lose all precision in float32"
             )
+
+
+def check_image_size(width: Any, height: Any, where: str) -> tuple:
+    """``(width, height)`` as ints after checking both are integers in ``[1, MAX_IMAGE_SIDE]``."""
+    w = check_int_range(width, f"{where}: width", lo=1, hi=MAX_IMAGE_SIDE)
+    h = check_int_range(height, f"{where}: height", lo=1, hi=MAX_IMAGE_SIDE)
+    return w, h
+
+
+def check_pinhole(fx: Any, fy: Any, cx: Any, cy: Any, width: float, height: float, where: str) -> None:
+    """Refuse implausible pinhole intrinsics of a ``width x height`` camera (pixels).
+
+    Focal lengths must be finite, ``> 0`` and at most :data:`MAX_FOCAL_PIXELS`; the principal point
+    must be finite and lie within the image extended by its own size on each side
+    (``cx`` in ``[-W, 2W]``, ``cy`` in ``[-H, 2H]``): real lenses are never shifted further.
+    """
+    check_finite_number(fx, f"{where}: focal length fx", lo=0.0, lo_inclusive=False, hi=MAX_FOCAL_PIXELS)
+    check_finite_number(fy, f"{where}: focal length fy", lo=0.0, lo_inclusive=False, hi=MAX_FOCAL_PIXELS)
+    check_finite_number(cx, f"{where}: principal point cx (image width {width:g})", lo=-width, hi=2 * width)
+    check_finite_number(cy, f"{where}: principal point cy (image height {height:g})", lo=-height, hi=2 * height)
 
 
 def format_bytes(num_bytes: float) -> str:

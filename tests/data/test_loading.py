@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 import torch
 
+import langfield.data.loading as loading
+from langfield._checks import InputError, TooLargeError
 from langfield.data.loading import (
+    check_downscale,
+    check_unique,
+    confine_path,
     downscaled_size,
     every_nth_split,
+    image_memory_bytes,
     load_images,
     read_json,
+    read_npy,
     resize_area,
     resize_image,
     resize_labels,
@@ -127,3 +134,98 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match="background"):
         load_transforms(tmp_path / "a", background="pink")
+
+
+# ----------------------------------------------------------------------------- boundary checks
+
+
+@pytest.mark.parametrize("good", [1, 1.0, 2, 2.5, 8, "4"])
+def test_check_downscale_accepts_factors_from_one(good):
+    assert check_downscale(good) == float(good)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (0, r"must be >= 1 .*got 0;"),
+        (0.5, r"must be >= 1 .*would upsample"),
+        (-1, r"must be >= 1"),
+        (float("nan"), r"must be finite"),
+        (float("inf"), r"must be finite"),
+        ("x", r"expected a number >= 1, got 'x'"),
+        (True, r"expected a number, got True"),
+        (None, r"expected a number, got None"),
+    ],
+)
+def test_check_downscale_refuses(bad, message):
+    with pytest.raises(InputError, match=r"^--downscale: " + message):
+        check_downscale(bad, "--downscale")
+
+
+def test_confine_path(tmp_path):
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    inside = root / "images" / "a.png"
+    inside.write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"x")
+    assert confine_path(inside, root, "w") == inside
+    assert confine_path(root / "images" / ".." / "images" / "a.png", root, "w").name == "a.png"
+    for escape in (root / ".." / "secret.png", tmp_path / "secret.png"):
+        with pytest.raises(InputError, match=r"^t\.json: frame 0: .*outside the dataset folder .*scene"):
+            confine_path(escape, root, "t.json: frame 0")
+        assert confine_path(escape, root, "w", allow_outside=True) == escape
+    (root / "images" / "link.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(InputError, match=r"link\.png resolves to .*secret\.png, outside"):
+        confine_path(root / "images" / "link.png", root, "w")
+    (tmp_path / "alias").symlink_to(root)  # a dataset reached through a symlinked folder is fine
+    assert confine_path(tmp_path / "alias" / "images" / "a.png", tmp_path / "alias", "w").name == "a.png"
+
+
+def test_check_unique():
+    check_unique(["a", "b"], "w")
+    with pytest.raises(InputError, match=r"^w: file_path 'a' appears twice \(entries 0 and 2\)"):
+        check_unique(["a", "b", "a"], "w")
+
+
+def test_read_npy_checks_the_header_before_loading(tmp_path, monkeypatch):
+    good = tmp_path / "good.npy"
+    np.save(good, np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(read_npy(good), np.arange(6.0).reshape(2, 3))
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**40, 17)})
+        f.write(bytes(64))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("np.load called before the header was checked")
+
+    monkeypatch.setattr(np, "load", no_load)
+    with pytest.raises(InputError, match=r"huge\.npy: header declares shape \(1099511627776, 17\) \(136\.0 TiB\)"):
+        read_npy(huge)
+    monkeypatch.undo()
+    obj = np.empty(2, dtype=object)
+    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
+    with pytest.raises(InputError, match=r"obj\.npy: holds Python objects \(a pickle\)"):
+        read_npy(tmp_path / "obj.npy")
+
+
+def test_image_memory_estimate_known_value():
+    # stored: 2 images * 4 * 3 px * 8 B; in flight: 1 worker * 8 * 6 px * (4 + 16 resampling) B
+    assert image_memory_bytes(2, (8, 6), (4, 3), workers=1) == 2 * 12 * 8 + 48 * 20
+    # same size: no resampling buffers; semantics add 16 B/px stored and 8 B/px in flight
+    assert image_memory_bytes(1, (8, 6), (8, 6), workers=2, semantics=True) == 48 * 24 + 2 * 48 * 12
+
+
+def test_load_images_checks_memory_before_decoding(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        iio.imwrite(paths[-1], np.zeros((24, 32, 3), np.uint8))
+    def no_decode(path):
+        raise AssertionError("decoded before the memory check")
+
+    monkeypatch.setattr(loading, "read_image", no_decode)
+    need = image_memory_bytes(3, (32, 24), (32, 24), workers=1)
+    monkeypatch.setenv("LANGFIELD_MEMORY_LIMIT_BYTES", str(need))  # 90% of it is available: too little
+    with pytest.raises(TooLargeError, match=r"^batch: 3 images of 32x24 \(stored at 32x24\): needs about"):
+        load_images(paths, 1.0, source="batch", num_workers=1)

@@ -18,6 +18,7 @@ from langfield.io.colmap import (
     qvec_to_rotmat,
     read_cameras,
     read_cameras_binary,
+    read_images,
     read_images_binary,
     read_model,
     read_points3d,
@@ -38,8 +39,8 @@ def random_model(seed: int = 0) -> ColmapModel:
         2: ColmapCamera(2, "PINHOLE", 800, 600, (700.1, 701.3, 399.5, 300.25)),
         3: ColmapCamera(3, "SIMPLE_RADIAL", 8, 6, (7.0, 4.0, 3.0, 0.0123)),
         4: ColmapCamera(4, "RADIAL", 8, 6, (7.0, 4.0, 3.0, 0.01, -0.002)),
-        5: ColmapCamera(5, "OPENCV", 8, 6, tuple(rng.normal(size=8).tolist())),
-        7: ColmapCamera(7, "OPENCV_FISHEYE", 8, 6, tuple(rng.normal(size=8).tolist())),
+        5: ColmapCamera(5, "OPENCV", 8, 6, (7.5, 7.25, 4.0, 3.0, *(0.1 * rng.normal(size=4)).tolist())),
+        7: ColmapCamera(7, "OPENCV_FISHEYE", 8, 6, (6.5, 6.75, 4.5, 2.5, *(0.1 * rng.normal(size=4)).tolist())),
     }
     images = {}
     for k, cam_id in enumerate([1, 2, 3, 5, 7]):
@@ -192,3 +193,45 @@ def test_fern_sparse_model():
     assert int(pts.track_lengths.sum()) == pts.track_image_ids.shape[0]
     assert pts.track_lengths.min() >= 2  # every triangulated point is seen at least twice
     assert set(np.unique(pts.track_image_ids).tolist()) <= set(range(1, 21))  # 20 images
+
+
+# ----------------------------------------------------------------------------- validation on read
+
+
+def test_implausible_cameras_are_refused_with_file_and_line(tmp_path):
+    p = tmp_path / "cameras.txt"
+    for line, message in [
+        ("1 PINHOLE 8 6 nan 7 4 3", r"cameras\.txt, line 1: camera 1 params: 1 non-finite"),
+        ("1 PINHOLE 8 6 -7 7 4 3", r"cameras\.txt, line 1: camera 1 \(PINHOLE\): focal length fx: must be > 0"),
+        ("1 SIMPLE_RADIAL 8 6 7 400 3 0", r"line 1: camera 1 \(SIMPLE_RADIAL\): principal point cx \(image width 8\): must be <= 16"),
+        ("1 PINHOLE 0 6 7 7 4 3", r"line 1: camera WIDTH must be in \[1, "),
+        ("1 PINHOLE 8 6 7 7 4 3\n1 PINHOLE 8 6 7 7 4 3", r"line 2: camera id 1 appears twice"),
+    ]:
+        p.write_text(line + "\n")
+        with pytest.raises(ValueError, match=message):
+            read_cameras(p)
+
+
+def test_images_text_refuses_bad_poses(tmp_path):
+    p = tmp_path / "images.txt"
+    for pose, message in [
+        ("0 0 0 0 0 0 1", r"line 2: image 7: quaternion \(QW QX QY QZ\) is zero"),
+        ("1 0 0 nan 0 0 1", r"line 2: image 7: quaternion \(QW QX QY QZ\): 1 non-finite"),
+        ("1 0 0 0 0 1e300 1", r"line 2: image 7: translation \(TX TY TZ\): 1 value\(s\) beyond \+-1e\+06"),
+    ]:
+        p.write_text(f"# header\n7 {pose} 1 a.png\n\n")
+        with pytest.raises(ValueError, match=r"images\.txt, " + message):
+            read_images(p)
+
+
+def test_binary_counts_are_checked_against_the_file_size(tmp_path):
+    """A header declaring 2^40 records is refused before anything of that size is allocated."""
+    write_model(random_model(), tmp_path, ext=".bin")
+    for stem, what in (("cameras", "cameras"), ("images", "images"), ("points3D", "points")):
+        path = tmp_path / f"{stem}.bin"
+        data = path.read_bytes()
+        path.write_bytes(struct.pack("<Q", 2**40) + data[8:])
+        with pytest.raises(ValueError, match=rf"{stem}\.bin: declares 1099511627776 {what} .*truncated or corrupt"):
+            read_model(tmp_path) if stem != "points3D" else read_points3d(path)
+        path.write_bytes(data)
+    assert read_model(tmp_path) == random_model()

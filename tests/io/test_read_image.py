@@ -167,7 +167,7 @@ def test_int32_and_float_images(tmp_path):
 def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(FileNotFoundError, match="adir"):
+    with pytest.raises(ValueError, match="adir: is a directory"):
         (tmp_path / "adir").mkdir()
         read_image(tmp_path / "adir")
     (tmp_path / "notes.png").write_text("this is not an image")
@@ -217,3 +217,43 @@ def test_label_map_rejects_colour_images(tmp_path):
         read_label_map(tmp_path / "rgb.png")
     with pytest.raises(FileNotFoundError, match="label map not found"):
         read_label_map(tmp_path / "nothing.png")
+
+
+# ----------------------------------------------------------------------------- read_image: colour modes keep colours
+
+
+def _red_orange() -> np.ndarray:
+    """``[8, 8, 3]``: top half orange (255, 128, 0), bottom half pure red."""
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[..., 0] = 255
+    img[:4, :, 1] = 128
+    return img
+
+
+@pytest.mark.parametrize(
+    "mode, suffix, tol",
+    [
+        ("CMYK", ".jpg", 8),
+        ("CMYK", ".tif", 1),
+        ("YCbCr", ".tif", 4),
+        ("LAB", ".tif", 10),
+        ("P", ".png", 0),
+        ("P", ".gif", 0),
+        ("P", ".bmp", 0),
+    ],
+)
+def test_colour_modes_keep_their_colours(tmp_path, mode, suffix, tol):
+    """Pure red stays red and orange stays orange whatever mode the file stores (CMYK is not RGBA)."""
+    src = Image.fromarray(_red_orange())
+    img = src.convert("P", palette=Image.Palette.ADAPTIVE, colors=4) if mode == "P" else src.convert(mode)
+    img.save(tmp_path / f"c{suffix}")
+    assert Image.open(tmp_path / f"c{suffix}").mode == mode
+    got = read_image(tmp_path / f"c{suffix}")
+    assert got.shape == (8, 8, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - _red_orange()).max() <= tol
+
+
+def test_float_image_with_nan_is_refused(tmp_path):
+    Image.fromarray(np.array([[0.25, np.nan]], np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f\.tif: float image \(mode 'F'\) has 1 NaN/inf pixel"):
+        read_image(tmp_path / "f.tif")

@@ -3,7 +3,7 @@
 * Images are decoded once with :func:`langfield.io.images.read_image` (optionally in a thread
   pool, with a rich progress bar for more than :data:`PROGRESS_MIN_IMAGES` files), downscaled right
   away and stored as ``uint8`` tensors.
-* Downscaling by a factor ``f`` (integer or float, ``> 0``) produces ``floor(W / f) x floor(H / f)``
+* Downscaling by a factor ``f`` (integer or float, ``>= 1``) produces ``floor(W / f) x floor(H / f)``
   images, exactly the sizes of :meth:`langfield.types.Cameras.rescaled`, by *area averaging*: each
   output pixel is the mean of the input area it covers, so the image border maps onto the same
   rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
@@ -27,8 +27,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from langfield._checks import (
+    InputError,
+    check_finite_number,
+    check_image_size,
+    check_int_range,
+    check_memory,
+    format_bytes,
+    product,
+)
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.io.images import read_image, read_image_size, read_label_map
+from langfield.io.text import check_regular_file, read_utf8_text
 from langfield.types import Cameras
 
 PathLike = Union[str, os.PathLike]
@@ -42,14 +52,24 @@ PROGRESS_MIN_IMAGES = 20
 # ----------------------------------------------------------------------------- small helpers
 
 
-def check_downscale(factor: float) -> float:
-    """Validate a downscale factor (``> 0``, finite) and return it as ``float``."""
-    try:
-        f = float(factor)
-    except (TypeError, ValueError):
-        raise ValueError(f"downscale must be a number > 0, got {factor!r}") from None
-    if not math.isfinite(f) or f <= 0:
-        raise ValueError(f"downscale must be a finite number > 0, got {factor!r}")
+def check_downscale(factor: float, where: str = "downscale") -> float:
+    """Validate a downscale factor and return it as ``float``.
+
+    ``factor`` must be a finite number ``>= 1``: downscaling only ever shrinks images, and there is
+    no upsampling option (a factor below 1 would silently invent pixels). ``where`` names the option
+    in the message (``"--downscale"`` from the CLI).
+    """
+    if isinstance(factor, str):
+        try:
+            factor = float(factor)
+        except ValueError:
+            raise InputError(f"{where}: expected a number >= 1, got {factor!r}") from None
+    f = check_finite_number(factor, where)
+    if f < 1:
+        raise InputError(
+            f"{where}: must be >= 1 (1 = full resolution, 2 = half, ...), got {factor!r}; "
+            f"a factor below 1 would upsample the images, which langfield does not do"
+        )
     return f
 
 
@@ -63,29 +83,97 @@ def resolve_background(background: Optional[str]) -> str:
     if background is None:
         return "white"
     if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {BACKGROUNDS} or None, got {background!r}")
+        raise InputError(f"background must be one of {BACKGROUNDS} or None, got {background!r}")
     return background
 
 
 def read_json(path: PathLike) -> Dict[str, Any]:
-    """Read a JSON object; a syntax error is a ``ValueError`` naming the file, line and column."""
+    """Read a JSON object; bad bytes or syntax are an :class:`InputError` naming the file, line and column."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"JSON file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8_text(path, "JSON file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise InputError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     return data
+
+
+def read_npy(path: PathLike, what: str = ".npy array") -> np.ndarray:
+    """Load a numeric ``.npy`` file, never a pickle, checking its header against the file size first.
+
+    The declared shape is trusted only once the file is large enough to hold it, so a header that
+    claims ``2^40`` rows is refused before anything is allocated. Raises :class:`InputError` naming
+    the file for pickled (object) arrays, non-numeric dtypes, bad headers and truncation.
+    """
+    path = check_regular_file(path, what)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            header_end = f.tell()
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError on bad headers
+        raise InputError(f"{path}: not a valid .npy file ({type(e).__name__}: {e})") from None
+    if dtype.hasobject:
+        raise InputError(f"{path}: holds Python objects (a pickle); only numeric arrays are read, never pickles")
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise InputError(f"{path}: expected a numeric array, got dtype {dtype}")
+    need = int(np.prod(shape, dtype=object) if shape else 1) * dtype.itemsize
+    if header_end + need > size:
+        raise InputError(
+            f"{path}: header declares shape {tuple(shape)} ({format_bytes(need)}) but the file holds only "
+            f"{format_bytes(size - header_end)} of data (truncated or corrupt)"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read as a .npy array ({type(e).__name__}: {e})") from None
+
+
+def confine_path(path: PathLike, root: PathLike, where: str, *, allow_outside: bool = False) -> Path:
+    """``Path(path)``, refused if it lies outside the dataset folder ``root``.
+
+    Both are compared after resolving ``..`` and symbolic links, so an absolute path, a ``../``
+    path and a symlink pointing out of ``root`` are all refused. ``allow_outside=True`` (the
+    readers' ``allow_outside_paths`` option) skips the check. Raises :class:`InputError` naming
+    ``where`` (the file and field the path came from).
+    """
+    path = Path(path)
+    if allow_outside:
+        return path
+    try:
+        resolved = path.resolve()
+        inside = Path(root).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise InputError(f"{where}: cannot resolve {path} ({e})") from None
+    if resolved != inside and inside not in resolved.parents:
+        raise InputError(
+            f"{where}: {path} resolves to {resolved}, outside the dataset folder {inside}; files outside it are "
+            f"not read unless you opt in (allow_outside_paths=True, DataConfig.allow_outside_paths)"
+        )
+    return path
+
+
+def check_unique(names: Sequence[str], where: str, what: str = "file_path") -> None:
+    """Refuse the same ``what`` twice in ``names`` (the message names both positions)."""
+    seen: Dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise InputError(f"{where}: {what} {n!r} appears twice (entries {seen[n]} and {i})")
+        seen[n] = i
 
 
 def every_nth_split(num: int, n: int = 8) -> Tuple[List[int], List[int]]:
     """``(train, test)`` index lists: view ``i`` is held out for test iff ``i % n == 0`` (LLFF protocol)."""
     if n < 1:
-        raise ValueError(f"hold-out period must be >= 1, got {n}")
+        raise InputError(f"hold-out period must be >= 1, got {n}")
     test = [i for i in range(num) if i % n == 0]
     train = [i for i in range(num) if i % n != 0]
     return train, test
@@ -98,6 +186,8 @@ def is_image_file(path: PathLike) -> bool:
 def list_image_files(folder: PathLike) -> List[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
+    if folder.is_file():
+        raise InputError(f"{folder}: is a file, expected an image folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
@@ -122,9 +212,10 @@ def resolve_image_folder(root: PathLike, downscale: float, base: str = "images")
     usable = [k for k in candidates if k <= downscale + 1e-9]
     if not usable:
         have = ", ".join(sorted(p.name for p in candidates.values())) or "none"
+        odd = (root / base).exists() and not (root / base).is_dir()
         raise FileNotFoundError(
             f"{root}: no image folder usable for downscale {downscale:g}: looked for '{base}/' or "
-            f"'{base}_K/' with K <= {downscale:g}; found: {have}"
+            f"'{base}_K/' with K <= {downscale:g}; found: {have}" + (f" ('{base}' is not a folder)" if odd else "")
         )
     k = max(usable)
     residual = downscale / k
@@ -214,7 +305,7 @@ def check_same_size(paths: Sequence[PathLike], sizes: Sequence[Tuple[int, int]],
     """Raise ``ValueError`` naming both files if ``sizes`` (``(w, h)`` each) are not all equal."""
     for p, s in zip(paths, sizes):
         if tuple(s) != tuple(sizes[0]):
-            raise ValueError(
+            raise InputError(
                 f"{source}: images of one split must share a size, but {paths[0]} is "
                 f"{sizes[0][0]}x{sizes[0][1]} and {p} is {s[0]}x{s[1]} (width x height)"
             )
@@ -252,6 +343,23 @@ def _progress_map(fn, items: Sequence[Any], description: str, num_workers: Optio
     return results
 
 
+def image_memory_bytes(
+    num: int, source_wh: Tuple[int, int], stored_wh: Tuple[int, int], *, workers: int = 1, semantics: bool = False
+) -> int:
+    """Estimated peak bytes of :func:`load_images`: the stored tensors plus the decode buffers in flight.
+
+    Stored (per pixel of ``stored_wh``, per image): uint8 RGB + alpha (4 B) in the stacked tensor and
+    again in the per-image arrays held until stacking (4 B); with ``semantics``, int64 label ids in
+    both (16 B). In flight: ``workers`` full-size decodes at ``source_wh``, each about 4 B/px for the
+    pixels plus 16 B/px of float32 resampling buffers when the size changes (and 8 B/px of labels).
+    """
+    w0, h0 = source_wh
+    w, h = stored_wh
+    per_stored = 4 + 4 + (16 if semantics else 0)
+    per_source = 4 + (16 if (w, h) != (w0, h0) else 0) + (8 if semantics else 0)
+    return product((num, w, h, per_stored)) + product((workers, w0, h0, per_source))
+
+
 def load_images(
     paths: Sequence[PathLike],
     downscale: float = 1.0,
@@ -265,7 +373,7 @@ def load_images(
 
     Args:
         paths: image files of one split.
-        downscale: factor ``> 0``; output size is :func:`downscaled_size` of the file size.
+        downscale: factor ``>= 1``; output size is :func:`downscaled_size` of the file size.
         semantic_paths: optional label maps, one per image, same size as the image.
         source: what the images belong to (a json file, a folder), used in error messages.
         num_workers: decoding threads (default ``min(8, cpu_count)``).
@@ -274,28 +382,36 @@ def load_images(
     downscale = check_downscale(downscale)
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError(f"{source}: no images to load")
+        raise InputError(f"{source}: no images to load")
     for p in paths:
+        if p.is_dir():
+            raise InputError(f"{source}: {p} is a directory, expected an image file")
         if not p.is_file():
             raise FileNotFoundError(f"{source}: image not found: {p}")
-    sizes = [read_image_size(p) for p in paths]
+    sizes = [check_image_size(*read_image_size(p), str(p)) for p in paths]
     check_same_size(paths, sizes, source)
     w0, h0 = sizes[0]
     w, h = downscaled_size(w0, h0, downscale)
     sem_paths = None if semantic_paths is None else [Path(p) for p in semantic_paths]
     if sem_paths is not None and len(sem_paths) != len(paths):
-        raise ValueError(f"{source}: {len(sem_paths)} label maps for {len(paths)} images")
+        raise InputError(f"{source}: {len(sem_paths)} label maps for {len(paths)} images")
+    workers = min(num_workers or min(8, os.cpu_count() or 1), len(paths))
+    check_memory(
+        image_memory_bytes(len(paths), (w0, h0), (w, h), workers=workers, semantics=sem_paths is not None),
+        f"{source}: {len(paths)} images of {w0}x{h0} (stored at {w}x{h})",
+        hint="load fewer or smaller images (a larger downscale, or max_images)",
+    )
 
     def work(i: int):
         img = read_image(paths[i])
         if img.shape[:2] != (h0, w0):
-            raise ValueError(f"{paths[i]}: decoded size {img.shape[1]}x{img.shape[0]} differs from header {w0}x{h0}")
+            raise InputError(f"{paths[i]}: decoded size {img.shape[1]}x{img.shape[0]} differs from header {w0}x{h0}")
         img = resize_image(img, w, h)
         sem = None
         if sem_paths is not None:
             lab = read_label_map(sem_paths[i])
             if lab.shape != (h0, w0):
-                raise ValueError(
+                raise InputError(
                     f"{source}: label map {sem_paths[i]} is {lab.shape[1]}x{lab.shape[0]} but its image "
                     f"{paths[i]} is {w0}x{h0}"
                 )
@@ -332,7 +448,7 @@ def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: st
     sx = width / W
     sy = height / H
     if bool(torch.any((sx / sy - 1.0).abs() > 0.01)):
-        raise ValueError(
+        raise InputError(
             f"{source}: image size {width}x{height} does not match the camera size "
             f"{int(W[0])}x{int(H[0])} up to a uniform scale"
         )
@@ -352,7 +468,7 @@ def make_image_set(cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathL
     """Pair cameras with loaded images, checking that their sizes agree."""
     h, w = loaded.images.shape[1:3]
     if bool(torch.any(cameras.widths != w) | torch.any(cameras.heights != h)):
-        raise ValueError(
+        raise InputError(
             f"camera sizes {cameras.widths.tolist()[:3]}x{cameras.heights.tolist()[:3]} do not match "
             f"the loaded images ({w}x{h}), first file {paths[0] if paths else '?'}"
         )
@@ -387,19 +503,19 @@ def limit_indices(indices: Sequence[int], max_images: Optional[int]) -> List[int
     """The first ``max_images`` of ``indices`` (all when ``None``)."""
     if max_images is None:
         return list(indices)
-    if int(max_images) < 1:
-        raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
-    return list(indices)[: int(max_images)]
+    return list(indices)[: check_int_range(max_images, "max_images", lo=1)]
 
 
 def check_splits_arg(splits: Optional[Sequence[str]], available: Sequence[str], source: str) -> List[str]:
     """Requested split names (all available when ``None``); ``"train"`` is always included."""
     if splits is None:
         return list(available)
+    if isinstance(splits, str) or not all(isinstance(x, str) for x in splits):
+        raise InputError(f"{source}: splits: expected a list of split names such as ['train', 'test'], got {splits!r}")
     wanted = list(dict.fromkeys(["train", *splits]))
     for s in wanted:
         if s not in available:
-            raise ValueError(f"{source}: no split {s!r}; available: {list(available)}")
+            raise InputError(f"{source}: no split {s!r}; available: {list(available)}")
     return wanted
 
 
@@ -423,7 +539,7 @@ def load_holdout_splits(
     """
     train_idx, test_idx = every_nth_split(len(paths), holdout)
     if not train_idx:
-        raise ValueError(f"{source}: {len(paths)} view(s): the every-{holdout}th test hold-out leaves the 'train' split empty")
+        raise InputError(f"{source}: {len(paths)} view(s): the every-{holdout}th test hold-out leaves the 'train' split empty")
     groups = {"train": train_idx, "test": test_idx}
     wanted = check_splits_arg(splits, list(groups), str(root))
     image_sets: Dict[str, ImageSet] = {}

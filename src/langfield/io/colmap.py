@@ -18,8 +18,17 @@ convention (x right, y down, z forward), ``x_cam = R(q) x_world + t`` with the H
 quaternion ``q = (qw, qx, qy, qz)``. Pixel centres are at ``+0.5`` like langfield's.
 
 Text floats are written with Python's shortest round-trip ``repr``, so text write -> read is exact.
-This module is a file format only (numpy, no langfield imports), so it sits in ``io/`` below both its
-users: the scene reader :mod:`langfield.data.readers.colmap` and the capture step, which writes models.
+This module is a file format only (numpy and the boundary checks of :mod:`langfield._checks`), so it
+sits in ``io/`` below both its users: the scene reader :mod:`langfield.data.readers.colmap` and the
+capture step, which writes models.
+
+Validation on read (errors are :class:`~langfield._checks.InputError` naming the file and the line,
+or for binary files the record and byte offset): camera sizes in ``[1, MAX_IMAGE_SIDE]`` and
+plausible pinhole parameters (:func:`~langfield._checks.check_pinhole`), quaternions finite and
+non-zero, translations and point positions finite within ``MAX_ABS_COORDINATE``, colours in
+``0..255``, ids unique. A binary count (cameras, images, 2D points, points, track length) is trusted
+only after checking that the rest of the file is large enough to hold it, so a corrupt header is
+refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -28,9 +37,20 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+
+from langfield._checks import (
+    MAX_ABS_COORDINATE,
+    MAX_FOCAL_PIXELS,
+    InputError,
+    check_finite_array,
+    check_image_size,
+    check_memory,
+    check_pinhole,
+)
+from langfield.io.text import check_regular_file, read_utf8_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,6 +72,8 @@ CAMERA_MODELS: Dict[int, Tuple[str, int]] = {
 CAMERA_MODEL_IDS: Dict[str, int] = {name: i for i, (name, _) in CAMERA_MODELS.items()}
 #: Models that map to a pinhole + OpenCV ``(k1, k2, p1, p2, k3)`` camera (FULL_OPENCV only when k4..k6 = 0).
 SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
+#: Models with one focal length ``f, cx, cy, ...``; every other model starts ``fx, fy, cx, cy, ...``.
+_SINGLE_FOCAL_MODELS = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE")
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,60 @@ class ColmapModel:
     points: Optional[ColmapPoints] = None
 
 
+# ----------------------------------------------------------------------------- validation
+
+
+def check_camera(camera: "ColmapCamera", where: str) -> None:
+    """Refuse a camera with an implausible size or parameters (non-finite, focal <= 0, far-off centre)."""
+    check_image_size(camera.width, camera.height, f"{where}: camera {camera.id}")
+    params = np.asarray(camera.params, np.float64)
+    check_finite_array(params, f"{where}: camera {camera.id} params", max_abs=MAX_FOCAL_PIXELS)
+    p = camera.params
+    fx, fy, cx, cy = (p[0], p[0], p[1], p[2]) if camera.model in _SINGLE_FOCAL_MODELS else p[:4]
+    check_pinhole(fx, fy, cx, cy, camera.width, camera.height, f"{where}: camera {camera.id} ({camera.model})")
+    extra = np.asarray(p[3:] if camera.model in _SINGLE_FOCAL_MODELS else p[4:], np.float64)
+    check_finite_array(extra, f"{where}: camera {camera.id} distortion params", max_abs=MAX_ABS_COORDINATE)
+
+
+def check_image_pose(qvec: np.ndarray, tvec: np.ndarray, where: str) -> None:
+    """Refuse a non-finite or zero quaternion and a non-finite or implausibly large translation."""
+    check_finite_array(qvec, f"{where}: quaternion (QW QX QY QZ)", max_abs=MAX_ABS_COORDINATE)
+    if float(np.linalg.norm(qvec)) < 1e-8:
+        raise InputError(f"{where}: quaternion (QW QX QY QZ) is zero ({np.asarray(qvec).tolist()}); it must have norm > 0")
+    check_finite_array(tvec, f"{where}: translation (TX TY TZ)", max_abs=MAX_ABS_COORDINATE)
+
+
+def check_image_name(name: str, where: str) -> None:
+    """Refuse an empty image name or one with control characters (a NUL cannot be a file name)."""
+    if not name or any(ord(ch) < 32 for ch in name):
+        raise InputError(f"{where}: image name {name!r} is empty or has control characters")
+
+
+def _first_bad_row(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def check_points(points: "ColmapPoints", where: str) -> None:
+    """Refuse non-finite or implausibly large positions and duplicate point ids (names the point id)."""
+    xyz = points.xyz
+    bad = ~np.isfinite(xyz) | (np.abs(np.nan_to_num(xyz, nan=0.0)) > MAX_ABS_COORDINATE)
+    if bad.any():
+        k = _first_bad_row(bad)
+        raise InputError(
+            f"{where}: point {int(points.ids[k])} (#{k}): position {xyz[k].tolist()} is not finite or beyond "
+            f"+-{MAX_ABS_COORDINATE:g}"
+        )
+    uniq, counts = np.unique(points.ids, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{where}: point id {int(uniq[counts > 1][0])} appears {int(counts[counts > 1][0])} times")
+
+
+def _add_unique(table: Dict[int, Any], key: int, value: Any, where: str, what: str) -> None:
+    if key in table:
+        raise InputError(f"{where}: {what} id {key} appears twice")
+    table[key] = value
+
+
 # ----------------------------------------------------------------------------- rotations
 
 
@@ -223,7 +299,7 @@ def camera_intrinsics(camera: ColmapCamera, source: str = "cameras") -> Tuple[np
     m = camera.model
     expected = CAMERA_MODELS.get(CAMERA_MODEL_IDS.get(m, -1), (m, None))[1]
     if expected is not None and len(p) != expected:
-        raise ValueError(f"{source}: camera {camera.id} ({m}) has {len(p)} params, expected {expected}")
+        raise InputError(f"{source}: camera {camera.id} ({m}) has {len(p)} params, expected {expected}")
     dist = np.zeros(5)
     if m == "SIMPLE_PINHOLE":
         fx = fy = p[0]
@@ -243,13 +319,13 @@ def camera_intrinsics(camera: ColmapCamera, source: str = "cameras") -> Tuple[np
         fx, fy, cx, cy = p[:4]
         k1, k2, p1, p2, k3, k4, k5, k6 = p[4:12]
         if k4 != 0 or k5 != 0 or k6 != 0:
-            raise ValueError(
+            raise InputError(
                 f"{source}: camera {camera.id} uses COLMAP model FULL_OPENCV with rational terms "
                 f"k4..k6 = {k4}, {k5}, {k6}; only (k1, k2, p1, p2, k3) distortion is supported"
             )
         dist[:] = (k1, k2, p1, p2, k3)
     else:
-        raise ValueError(
+        raise InputError(
             f"{source}: camera {camera.id} uses unsupported COLMAP camera model {m!r}; "
             f"supported: {', '.join(SUPPORTED_MODELS)}"
         )
@@ -284,49 +360,68 @@ def model_file(folder: PathLike, stem: str) -> Optional[Path]:
 
 def _text_lines(path: Path):
     """``(line_number, stripped_line)`` of non-empty, non-comment lines."""
-    if not path.is_file():
-        raise FileNotFoundError(f"COLMAP file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            s = line.strip()
-            if s and not s.startswith("#"):
-                yield i, s
+    text = read_utf8_text(path, "COLMAP file")
+    for i, line in enumerate(text.split("\n"), start=1):
+        s = line.strip()
+        if s and not s.startswith("#"):
+            yield i, s
 
 
-def _parse_error(path: Path, lineno: int, what: str, detail: str) -> ValueError:
-    return ValueError(f"{path}, line {lineno}: cannot parse {what}: {detail}")
+def _parse_error(path: Path, lineno: int, what: str, detail: str) -> InputError:
+    return InputError(f"{path}, line {lineno}: cannot parse {what}: {detail}")
+
+
+def _parse_int(token: str, path: Path, lineno: int, record: str, what: str, lo: int, hi: int) -> int:
+    """``int(token)`` within ``[lo, hi]``; the message names the file, line, ``record`` and field ``what``."""
+    try:
+        v = int(token)
+    except ValueError:
+        raise _parse_error(path, lineno, record, f"{what}: expected an integer, got {token!r}") from None
+    if not lo <= v <= hi:
+        raise InputError(f"{path}, line {lineno}: {record} {what} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _parse_floats(tokens: List[str], path: Path, lineno: int, record: str, what: str) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in tokens], dtype=np.float64)
+    except ValueError as err:
+        raise _parse_error(path, lineno, record, f"{what}: {err}") from None
+
+
+_INT32_MAX = 2**31 - 1
 
 
 def read_cameras_text(path: PathLike) -> Dict[int, ColmapCamera]:
-    """Read ``cameras.txt``: ``CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]`` per line."""
+    """Read ``cameras.txt``: ``CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]`` per line (validated, see the module)."""
     path = Path(path)
     cams: Dict[int, ColmapCamera] = {}
     for lineno, line in _text_lines(path):
         e = line.split()
         if len(e) < 4:
-            raise _parse_error(path, lineno, "camera", f"expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]', got {line!r}")
+            expected = "expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]'"
+            raise _parse_error(path, lineno, "camera", f"{expected}, got {line[:80]!r}")
         model = e[1]
         if model not in CAMERA_MODEL_IDS:
-            raise ValueError(f"{path}, line {lineno}: unknown COLMAP camera model {model!r}")
-        try:
-            cam = ColmapCamera(int(e[0]), model, int(e[2]), int(e[3]), tuple(float(v) for v in e[4:]))
-        except ValueError as err:
-            raise _parse_error(path, lineno, "camera", str(err)) from None
+            raise InputError(f"{path}, line {lineno}: unknown COLMAP camera model {model!r}")
+        cam_id = _parse_int(e[0], path, lineno, "camera", "CAMERA_ID", 0, _INT32_MAX)
+        width = _parse_int(e[2], path, lineno, "camera", "WIDTH", 1, 2**63)
+        height = _parse_int(e[3], path, lineno, "camera", "HEIGHT", 1, 2**63)
+        params = _parse_floats(e[4:], path, lineno, "camera", "PARAMS[]")
         n = CAMERA_MODELS[CAMERA_MODEL_IDS[model]][1]
-        if len(cam.params) != n:
-            raise ValueError(f"{path}, line {lineno}: camera model {model} needs {n} params, got {len(cam.params)}")
-        cams[cam.id] = cam
+        if len(params) != n:
+            raise InputError(f"{path}, line {lineno}: camera model {model} needs {n} params, got {len(params)}")
+        cam = ColmapCamera(cam_id, model, width, height, tuple(float(v) for v in params))
+        check_camera(cam, f"{path}, line {lineno}")
+        _add_unique(cams, cam.id, cam, f"{path}, line {lineno}", "camera")
     return cams
 
 
 def read_images_text(path: PathLike) -> Dict[int, ColmapImage]:
     """Read ``images.txt``: a header line per image followed by its (possibly empty) points line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COLMAP file not found: {path}")
     images: Dict[int, ColmapImage] = {}
-    with open(path, "r", encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = read_utf8_text(path, "COLMAP file").split("\n")
     i = 0
     while i < len(lines):
         line = lines[i].strip()
@@ -336,24 +431,30 @@ def read_images_text(path: PathLike) -> Dict[int, ColmapImage]:
             continue
         e = line.split()
         if len(e) < 10:
-            raise _parse_error(path, lineno, "image", f"expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {line!r}")
+            raise _parse_error(
+                path, lineno, "image", f"expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {line[:80]!r}"
+            )
         pts_line = lines[i].strip() if i < len(lines) else ""
         i += 1
+        image_id = _parse_int(e[0], path, lineno, "image", "IMAGE_ID", 0, _INT32_MAX)
+        qvec = _parse_floats(e[1:5], path, lineno, "image", "QW QX QY QZ")
+        tvec = _parse_floats(e[5:8], path, lineno, "image", "TX TY TZ")
+        camera_id = _parse_int(e[8], path, lineno, "image", "CAMERA_ID", 0, _INT32_MAX)
+        name = " ".join(e[9:])
+        where = f"{path}, line {lineno}: image {image_id}"
+        check_image_pose(qvec, tvec, where)
+        check_image_name(name, where)
+        vals = pts_line.split()
+        if len(vals) % 3 != 0:
+            what = f"the points of image {image_id}"
+            raise _parse_error(path, lineno + 1, what, f"{len(vals)} values, not a multiple of 3")
         try:
-            image_id = int(e[0])
-            qvec = np.array([float(v) for v in e[1:5]])
-            tvec = np.array([float(v) for v in e[5:8]])
-            camera_id = int(e[8])
-            name = " ".join(e[9:])
-            vals = pts_line.split()
-            if len(vals) % 3 != 0:
-                raise ValueError(f"points line has {len(vals)} values, not a multiple of 3")
             xs = np.array([float(v) for v in vals[0::3]], dtype=np.float64)
             ys = np.array([float(v) for v in vals[1::3]], dtype=np.float64)
             ids = np.array([int(v) for v in vals[2::3]], dtype=np.int64)
-        except ValueError as err:
-            raise _parse_error(path, lineno, "image", str(err)) from None
-        images[image_id] = ColmapImage(
+        except (ValueError, OverflowError) as err:
+            raise _parse_error(path, lineno + 1, f"the points of image {image_id}", str(err)) from None
+        image = ColmapImage(
             id=image_id,
             qvec=qvec,
             tvec=tvec,
@@ -362,11 +463,12 @@ def read_images_text(path: PathLike) -> Dict[int, ColmapImage]:
             xys=np.stack([xs, ys], axis=-1).reshape(-1, 2),
             point3d_ids=ids,
         )
+        _add_unique(images, image_id, image, f"{path}, line {lineno}", "image")
     return images
 
 
 def read_points3d_text(path: PathLike) -> ColmapPoints:
-    """Read ``points3D.txt``: ``POINT3D_ID X Y Z R G B ERROR TRACK[]`` per line."""
+    """Read ``points3D.txt``: ``POINT3D_ID X Y Z R G B ERROR TRACK[]`` per line (validated, see the module)."""
     path = Path(path)
     ids: List[int] = []
     xyz: List[List[float]] = []
@@ -374,22 +476,26 @@ def read_points3d_text(path: PathLike) -> ColmapPoints:
     errors: List[float] = []
     lengths: List[int] = []
     track: List[int] = []
+    linenos: List[int] = []
     for lineno, line in _text_lines(path):
         e = line.split()
         if len(e) < 8 or (len(e) - 8) % 2 != 0:
             raise _parse_error(path, lineno, "point", f"expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]', got {line[:80]!r}")
+        ids.append(_parse_int(e[0], path, lineno, "point", "POINT3D_ID", 0, 2**63 - 1))
+        xyz.append(_parse_floats(e[1:4], path, lineno, "point", "X Y Z").tolist())
+        rgb.append([_parse_int(v, path, lineno, "point", f"colour {c}", 0, 255) for c, v in zip("RGB", e[4:7])])
+        errors.append(float(_parse_floats(e[7:8], path, lineno, "point", "ERROR")[0]))
         try:
-            ids.append(int(e[0]))
-            xyz.append([float(v) for v in e[1:4]])
-            rgb.append([int(v) for v in e[4:7]])
-            errors.append(float(e[7]))
             t = [int(v) for v in e[8:]]
         except ValueError as err:
-            raise _parse_error(path, lineno, "point", str(err)) from None
+            raise _parse_error(path, lineno, "the track (IMAGE_ID, POINT2D_IDX)", str(err)) from None
+        if any(not -(2**31) <= v <= _INT32_MAX for v in t):
+            raise InputError(f"{path}, line {lineno}: track entries must be 32-bit integers")
         lengths.append(len(t) // 2)
         track.extend(t)
+        linenos.append(lineno)
     tr = np.array(track, dtype=np.int64).reshape(-1, 2)
-    return ColmapPoints(
+    points = ColmapPoints(
         ids=np.array(ids, dtype=np.int64),
         xyz=np.array(xyz, dtype=np.float64).reshape(-1, 3),
         rgb=np.array(rgb, dtype=np.uint8).reshape(-1, 3),
@@ -398,6 +504,15 @@ def read_points3d_text(path: PathLike) -> ColmapPoints:
         track_image_ids=tr[:, 0].copy(),
         track_point2d_idx=tr[:, 1].copy(),
     )
+    bad = ~np.isfinite(points.xyz) | (np.abs(np.nan_to_num(points.xyz, nan=0.0)) > MAX_ABS_COORDINATE)
+    if bad.any():
+        k = _first_bad_row(bad)
+        raise InputError(
+            f"{path}, line {linenos[k]}: point {ids[k]}: position (X Y Z) {xyz[k]} is not finite or beyond "
+            f"+-{MAX_ABS_COORDINATE:g}"
+        )
+    check_points(points, str(path))
+    return points
 
 
 def _fmt(v: float) -> str:
@@ -467,8 +582,8 @@ class _Reader:
     """Little-endian cursor over a file's bytes that reports truncation with the file name."""
 
     def __init__(self, path: Path):
-        if not path.is_file():
-            raise FileNotFoundError(f"COLMAP file not found: {path}")
+        check_regular_file(path, "COLMAP file")
+        check_memory(3 * path.stat().st_size, f"{path}: COLMAP file", hint="is this really the intended file?")
         self.path = path
         self.data = path.read_bytes()
         self.pos = 0
@@ -476,45 +591,66 @@ class _Reader:
     def unpack(self, fmt: str, what: str):
         size = struct.calcsize("<" + fmt)
         if self.pos + size > len(self.data):
-            raise ValueError(f"{self.path}: file truncated at byte {self.pos} while reading {what}")
+            raise InputError(f"{self.path}: file truncated at byte {self.pos} while reading {what}")
         out = struct.unpack_from("<" + fmt, self.data, self.pos)
         self.pos += size
         return out
 
+    def check_count(self, count: int, min_bytes_each: int, what: str) -> None:
+        """Refuse a declared ``count`` of records that the rest of the file cannot hold (before allocating)."""
+        left = len(self.data) - self.pos
+        if count * min_bytes_each > left:
+            raise InputError(
+                f"{self.path}: declares {count} {what} (at least {count * min_bytes_each} bytes) at byte {self.pos}, "
+                f"but only {left} bytes follow: the file is truncated or corrupt"
+            )
+
     def array(self, dtype, count: int, what: str) -> np.ndarray:
         dt = np.dtype(dtype)
-        size = dt.itemsize * count
-        if count < 0 or self.pos + size > len(self.data):
-            raise ValueError(f"{self.path}: file truncated at byte {self.pos} while reading {what}")
+        self.check_count(count, dt.itemsize, what)
         out = np.frombuffer(self.data, dtype=dt, count=count, offset=self.pos).copy()
-        self.pos += size
+        self.pos += dt.itemsize * count
         return out
 
     def cstring(self, what: str) -> str:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
-            raise ValueError(f"{self.path}: file truncated at byte {self.pos} while reading {what}")
-        s = self.data[self.pos : end].decode("utf-8")
+            raise InputError(f"{self.path}: file truncated at byte {self.pos} while reading {what}")
+        raw = self.data[self.pos : end]
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.path}: {what} at byte {self.pos} is not valid UTF-8 ({raw[:40]!r})") from None
         self.pos = end + 1
         return s
 
     def finish(self) -> None:
         if self.pos != len(self.data):
-            raise ValueError(f"{self.path}: {len(self.data) - self.pos} unexpected trailing bytes at byte {self.pos}")
+            raise InputError(f"{self.path}: {len(self.data) - self.pos} unexpected trailing bytes at byte {self.pos}")
+
+
+#: Lower bounds of a record's size: a camera's fixed part, an image with a 1-character name and no points.
+_MIN_CAMERA_BYTES = struct.calcsize("<iiQQ")
+_MIN_IMAGE_BYTES = struct.calcsize("<idddddddi") + 2 + 8
 
 
 def read_cameras_binary(path: PathLike) -> Dict[int, ColmapCamera]:
-    """Read ``cameras.bin``."""
+    """Read ``cameras.bin`` (validated, see the module)."""
     r = _Reader(Path(path))
     (num,) = r.unpack("Q", "the camera count")
+    r.check_count(num, _MIN_CAMERA_BYTES, "cameras")
     cams: Dict[int, ColmapCamera] = {}
     for k in range(num):
+        at = r.pos
         cam_id, model_id, width, height = r.unpack("iiQQ", f"camera #{k}")
+        where = f"{r.path}: camera #{k} at byte {at}"
         if model_id not in CAMERA_MODELS:
-            raise ValueError(f"{r.path}: camera {cam_id} has unknown COLMAP camera model id {model_id}")
+            raise InputError(f"{where}: camera {cam_id} has unknown COLMAP camera model id {model_id}")
         name, n = CAMERA_MODELS[model_id]
         params = r.unpack("d" * n, f"the params of camera {cam_id}")
-        cams[cam_id] = ColmapCamera(cam_id, name, int(width), int(height), tuple(float(v) for v in params))
+        cam = ColmapCamera(cam_id, name, int(width), int(height), tuple(float(v) for v in params))
+        check_camera(cam, where)
+        _add_unique(cams, cam_id, cam, where, "camera")
     r.finish()
     return cams
 
@@ -523,25 +659,33 @@ _POINT2D_DTYPE = np.dtype([("x", "<f8"), ("y", "<f8"), ("id", "<i8")])
 
 
 def read_images_binary(path: PathLike) -> Dict[int, ColmapImage]:
-    """Read ``images.bin``."""
+    """Read ``images.bin`` (validated, see the module)."""
     r = _Reader(Path(path))
     (num,) = r.unpack("Q", "the image count")
+    r.check_count(num, _MIN_IMAGE_BYTES, "images")
     images: Dict[int, ColmapImage] = {}
     for k in range(num):
+        at = r.pos
         vals = r.unpack("idddddddi", f"image #{k}")
         image_id = vals[0]
+        where = f"{r.path}: image #{k} (id {image_id}) at byte {at}"
+        qvec = np.array(vals[1:5], dtype=np.float64)
+        tvec = np.array(vals[5:8], dtype=np.float64)
+        check_image_pose(qvec, tvec, where)
         name = r.cstring(f"the name of image {image_id}")
+        check_image_name(name, where)
         (num_pts,) = r.unpack("Q", f"the point count of image {image_id}")
-        pts = r.array(_POINT2D_DTYPE, num_pts, f"the points of image {image_id}")
-        images[image_id] = ColmapImage(
+        pts = r.array(_POINT2D_DTYPE, num_pts, f"2D points of image {image_id}")
+        image = ColmapImage(
             id=image_id,
-            qvec=np.array(vals[1:5], dtype=np.float64),
-            tvec=np.array(vals[5:8], dtype=np.float64),
+            qvec=qvec,
+            tvec=tvec,
             camera_id=vals[8],
             name=name,
             xys=np.stack([pts["x"], pts["y"]], axis=-1).astype(np.float64).reshape(-1, 2),
             point3d_ids=pts["id"].astype(np.int64),
         )
+        _add_unique(images, image_id, image, where, "image")
     r.finish()
     return images
 
@@ -550,9 +694,10 @@ _POINT3D_HEAD = struct.Struct("<QdddBBBdQ")
 
 
 def read_points3d_binary(path: PathLike) -> ColmapPoints:
-    """Read ``points3D.bin``."""
+    """Read ``points3D.bin`` (validated, see the module)."""
     r = _Reader(Path(path))
     (num,) = r.unpack("Q", "the point count")
+    r.check_count(num, _POINT3D_HEAD.size, "points")
     data = r.data
     size = _POINT3D_HEAD.size
     ids = np.empty(num, np.int64)
@@ -564,18 +709,23 @@ def read_points3d_binary(path: PathLike) -> ColmapPoints:
     pos = r.pos
     for k in range(num):
         if pos + size > len(data):
-            raise ValueError(f"{r.path}: file truncated at byte {pos} while reading point #{k}")
+            raise InputError(f"{r.path}: file truncated at byte {pos} while reading point #{k}")
         pid, x, y, z, cr, cg, cb, err, tl = _POINT3D_HEAD.unpack_from(data, pos)
+        if pid > 2**63 - 1:
+            raise InputError(f"{r.path}: point #{k} at byte {pos}: id {pid} does not fit in int64")
         pos += size
         ids[k] = pid
         xyz[k] = (x, y, z)
         rgb[k] = (cr, cg, cb)
         errors[k] = err
-        lengths[k] = tl
         track_offsets[k] = pos
+        if pos + 8 * tl > len(data):
+            raise InputError(
+                f"{r.path}: point {pid} (#{k}) declares a track of {tl} observations at byte {pos}, but only "
+                f"{len(data) - pos} bytes follow: the file is truncated or corrupt"
+            )
+        lengths[k] = tl
         pos += 8 * tl
-        if pos > len(data):
-            raise ValueError(f"{r.path}: file truncated at byte {track_offsets[k]} while reading the track of point {pid}")
     r.pos = pos
     r.finish()
     total = int(lengths.sum())
@@ -586,7 +736,7 @@ def read_points3d_binary(path: PathLike) -> ColmapPoints:
         pairs = buf[starts[:, None] + np.arange(8)[None, :]].copy().view("<i4").reshape(total, 2)
     else:
         pairs = np.zeros((0, 2), np.int32)
-    return ColmapPoints(
+    points = ColmapPoints(
         ids=ids,
         xyz=xyz,
         rgb=rgb,
@@ -595,6 +745,8 @@ def read_points3d_binary(path: PathLike) -> ColmapPoints:
         track_image_ids=pairs[:, 0].astype(np.int64),
         track_point2d_idx=pairs[:, 1].astype(np.int64),
     )
+    check_points(points, str(r.path))
+    return points
 
 
 def write_cameras_binary(cameras: Dict[int, ColmapCamera], path: PathLike) -> None:
@@ -677,7 +829,7 @@ def read_model(folder: PathLike) -> ColmapModel:
     images = read_images(img_file)
     for im in images.values():
         if im.camera_id not in cameras:
-            raise ValueError(f"{img_file}: image {im.id} ({im.name}) refers to camera {im.camera_id}, not in {cam_file}")
+            raise InputError(f"{img_file}: image {im.id} ({im.name}) refers to camera {im.camera_id}, not in {cam_file}")
     return ColmapModel(cameras=cameras, images=images, points=None if pts_file is None else read_points3d(pts_file))
 
 

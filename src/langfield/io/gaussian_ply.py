@@ -40,7 +40,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from langfield._checks import MAX_ABS_COORDINATE, check_finite_array
 from langfield.io.atomic import atomic_write
+from langfield.io.ply_header import check_ply_header
 
 PathLike = Union[str, os.PathLike]
 
@@ -293,8 +295,9 @@ def read_gaussian_ply(path: PathLike) -> GaussianPly:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not a readable PLY, has no ``vertex`` element, lacks
             required properties (all named), has a bad ``f_rest_*``/``f_feat_*`` count or
-            numbering, has list-typed properties, or holds NaN/inf values (naming the
-            properties). Every message names the file.
+            numbering, has list-typed properties, holds NaN/inf values (naming the
+            properties), positions beyond ``MAX_ABS_COORDINATE``, or element counts the
+            file is too small to hold (checked before parsing). Every message names the file.
     """
     from plyfile import PlyData, PlyListProperty
 
@@ -303,6 +306,7 @@ def read_gaussian_ply(path: PathLike) -> GaussianPly:
         raise FileNotFoundError(f"Gaussian PLY not found: {p}")
     if p.is_dir():
         raise ValueError(f"{p}: is a directory, not a PLY file")
+    check_ply_header(p)  # element counts vs file size, before plyfile allocates them
     try:
         with open(p, "rb") as f:
             ply = PlyData.read(f, mmap=False)
@@ -364,6 +368,7 @@ def read_gaussian_ply(path: PathLike) -> GaussianPly:
         return torch.from_numpy(np.ascontiguousarray(table[:, idx]))
 
     means = cols(["x", "y", "z"])
+    check_finite_array(means, f"{p}: vertex positions (x, y, z)", max_abs=MAX_ABS_COORDINATE)
     sh0 = cols(["f_dc_0", "f_dc_1", "f_dc_2"]).reshape(n, 1, 3)
     # channel-major [N, 3K] -> [N, 3, K] -> [N, K, 3]
     shN = cols(f_rest).reshape(n, 3, k).transpose(1, 2).contiguous()

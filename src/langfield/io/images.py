@@ -21,7 +21,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from langfield._checks import InputError
 from langfield.io.atomic import atomic_write
+from langfield.io.text import check_regular_file
 
 PathLike = Union[str, os.PathLike]
 ImageLike = Union[Tensor, np.ndarray]
@@ -132,8 +134,7 @@ _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 def _open_image(path: Path, what: str) -> Image.Image:
     """Open and fully decode ``path`` with Pillow; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    check_regular_file(path, what)
     image = None
     try:
         image = Image.open(path)
@@ -141,7 +142,7 @@ def _open_image(path: Path, what: str) -> Image.Image:
     except Exception as e:  # noqa: BLE001 - Pillow raises a zoo of decoder errors; name the file
         if image is not None:
             image.close()
-        raise ValueError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
     return image
 
 
@@ -149,7 +150,7 @@ def _sixteen_bit_to_uint8(values: np.ndarray, path: Path, mode: str) -> np.ndarr
     """Integer values in ``[0, 65535]`` to uint8 by rounding ``x / 257`` (65535 -> 255)."""
     lo, hi = int(values.min()), int(values.max())
     if lo < 0 or hi > 65535:
-        raise ValueError(
+        raise InputError(
             f"{path}: integer image (mode {mode!r}) has values in [{lo}, {hi}]; only 8- or 16-bit "
             f"data ([0, 65535]) is read as an image"
         )
@@ -170,7 +171,8 @@ def read_image(path: PathLike) -> np.ndarray:
     * 16-bit grey (``I;16*``) and 32-bit integer ``I`` data are read as 16-bit values and scaled
       to 8 bits by ``round(x / 257)``; values outside ``[0, 65535]`` are an error. 16-bit colour
       PNGs reach us through Pillow as 8-bit (the high byte, within 1 of ``round(x / 257)``).
-    * float ``F`` is taken as ``[0, 1]``: ``round(255 x)``, clipped; then replicated to RGB.
+    * float ``F`` is taken as ``[0, 1]``: ``round(255 x)``, clipped; then replicated to RGB. NaN or
+      infinite pixels are an error.
 
     Args:
         path: the image file.
@@ -186,7 +188,11 @@ def read_image(path: PathLike) -> np.ndarray:
     with _open_image(path, "image") as image:
         mode = image.mode
         if mode == "F":
-            grey = np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+            values = np.asarray(image, dtype=np.float32)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise InputError(f"{path}: float image (mode 'F') has {int(bad.sum())} NaN/inf pixel(s)")
+            grey = np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
             return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=-1))
         if mode == "I" or mode.startswith("I;16"):
             grey = _sixteen_bit_to_uint8(np.asarray(image), path, mode)
@@ -199,10 +205,10 @@ def read_image(path: PathLike) -> np.ndarray:
             try:
                 image = image.convert(target)
             except ValueError as e:
-                raise ValueError(f"{path}: cannot convert image mode {mode!r} to {target} ({e})") from None
+                raise InputError(f"{path}: cannot convert image mode {mode!r} to {target} ({e})") from None
         arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != len(target):
-        raise ValueError(f"{path}: mode {mode!r} decoded to {arr.dtype} {arr.shape}, expected uint8 [H, W, {len(target)}]")
+        raise InputError(f"{path}: mode {mode!r} decoded to {arr.dtype} {arr.shape}, expected uint8 [H, W, {len(target)}]")
     return np.ascontiguousarray(arr)
 
 
@@ -211,9 +217,7 @@ def read_image_size(path: PathLike) -> Tuple[int, int]:
 
     Raises ``FileNotFoundError`` / ``ValueError`` naming the file, like :func:`read_image`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    path = check_regular_file(path, "image")
     with open(path, "rb") as f:
         head = f.read(24)
     if len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
@@ -223,7 +227,7 @@ def read_image_size(path: PathLike) -> Tuple[int, int]:
         with Image.open(path) as image:  # lazy: reads the header only
             return int(image.size[0]), int(image.size[1])
     except Exception as e:  # noqa: BLE001 - any decoder failure, reported with the file name
-        raise ValueError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from None
 
 
 def read_label_map(path: PathLike) -> np.ndarray:
@@ -238,7 +242,7 @@ def read_label_map(path: PathLike) -> np.ndarray:
     with _open_image(path, "label map") as image:
         mode = image.mode
         if not (mode in ("1", "L", "P", "I") or mode.startswith("I;16")):
-            raise ValueError(
+            raise InputError(
                 f"{path}: a label map must be a single-channel image of integer ids "
                 f"(mode L, I;16, I, P or 1), got mode {mode!r}"
             )

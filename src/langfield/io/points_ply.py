@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from langfield._checks import MAX_ABS_COORDINATE, InputError, check_finite_array
 from langfield.io.atomic import atomic_write
+from langfield.io.ply_header import check_ply_header
 
 __all__ = ["write_points_ply", "read_points_ply"]
 
@@ -46,11 +48,31 @@ def write_points_ply(path: Union[str, os.PathLike], points: Tensor, colors: Opti
 
 
 def read_points_ply(path: Union[str, os.PathLike]) -> Tensor:
-    """``[P, 3]`` float32 positions of a point PLY."""
+    """``[P, 3]`` float32 positions of a point PLY.
+
+    The header's vertex count is checked against the file size before anything is allocated
+    (:func:`~langfield.io.ply_header.check_ply_header`); positions must be finite and within
+    :data:`~langfield._checks.MAX_ABS_COORDINATE`. Errors name the file.
+    """
     from plyfile import PlyData
 
-    data = PlyData.read(str(path))
+    path = Path(path)
+    check_ply_header(path)
+    try:
+        with open(path, "rb") as f:
+            data = PlyData.read(f, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - plyfile raises several types on malformed files
+        raise InputError(f"{path}: not a readable PLY file ({type(exc).__name__}: {exc})") from None
     if "vertex" not in data:
-        raise ValueError(f"{path}: no 'vertex' element")
+        raise InputError(f"{path}: no 'vertex' element")
     v = data["vertex"]
-    return torch.from_numpy(np.stack([np.asarray(v[a], dtype=np.float32) for a in "xyz"], -1))
+    names = [p.name for p in v.properties]
+    missing = [a for a in "xyz" if a not in names]
+    if missing:
+        raise InputError(f"{path}: vertex properties {missing} missing (has {names[:10]})")
+    try:
+        xyz = np.stack([np.asarray(v[a], dtype=np.float64) for a in "xyz"], -1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: vertex x, y, z must be numeric scalars ({exc})") from None
+    check_finite_array(xyz, f"{path}: vertex positions (x, y, z)", max_abs=MAX_ABS_COORDINATE)
+    return torch.from_numpy(xyz.astype(np.float32))

@@ -55,7 +55,9 @@ def load_data(cfg: DataConfig) -> SceneDataset:
             PROCEDURAL, format=PROCEDURAL, downscale=cfg.downscale, background=cfg.background,
             size=cfg.procedural_size, num_train=cfg.procedural_views,
         )  # fmt: skip
-    return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background)
+    # passed only when set, so third-party readers without the option keep working by default
+    options = {"allow_outside_paths": True} if cfg.allow_outside_paths else {}
+    return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background, **options)
 
 
 def load_run(run_dir: PathLike, device: Optional[str] = None, checkpoint: Optional[PathLike] = None) -> Run:

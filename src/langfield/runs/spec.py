@@ -45,6 +45,8 @@ class DataConfig:
             of RGBA images during training (evaluation uses white for "random").
         procedural_size: image size of the procedural scene (ignored otherwise).
         procedural_views: training views of the procedural scene (8 held-out test views besides).
+        allow_outside_paths: let the dataset's image paths point outside its folder (``../``,
+            absolute paths, symlinks out of it); refused by default.
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
@@ -59,6 +61,8 @@ class DataConfig:
     """Image size of the procedural scene."""
     procedural_views: int = 100
     """Training views of the procedural scene (8 held-out test views besides)."""
+    allow_outside_paths: bool = False
+    """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,20 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from langfield._checks import InputError, check_image_size
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
     capture_bounds,
     check_downscale,
+    check_unique,
+    confine_path,
     load_holdout_splits,
     resolve_background,
     resolve_image_folder,
 )
-from langfield.geometry.normalize import apply_transform_to_points, normalize_poses
+from langfield.geometry.normalize import NORMALIZE_METHODS, apply_transform_to_points, normalize_poses
 from langfield.io.colmap import camera_intrinsics, find_model_dir, model_file, read_model
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
@@ -58,6 +61,7 @@ def load_colmap(
     normalize: str = "cameras",
     align_up: bool = True,
     progress: Optional[bool] = None,
+    allow_outside_paths: bool = False,
 ) -> SceneDataset:
     """Load a COLMAP scene folder.
 
@@ -72,10 +76,14 @@ def load_colmap(
             (``"cameras"``, ``"focus"``, ``"points"``, ``"none"``).
         align_up: rotate the mean camera up vector onto world ``+z``.
         progress: force the progress bar on/off.
+        allow_outside_paths: read images whose name (``../x.png``, an absolute path, a symlink)
+            resolves outside the scene folder; refused by default.
     """
     root = Path(path)
     downscale = check_downscale(downscale)
     background = resolve_background(background)
+    if normalize is not None and normalize not in NORMALIZE_METHODS:
+        raise InputError(f"normalize: must be one of {NORMALIZE_METHODS} (or None), got {normalize!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"COLMAP scene folder not found: {root}")
     model_dir = find_model_dir(root)
@@ -86,7 +94,8 @@ def load_colmap(
     img_file = model_file(model_dir, "images")
     images = sorted(model.images.values(), key=lambda im: im.name)
     if not images:
-        raise ValueError(f"{img_file}: the model has no registered images")
+        raise InputError(f"{img_file}: the model has no registered images")
+    check_unique([im.name for im in images], f"{img_file}: images", "image name")
     folder, residual = resolve_image_folder(root, downscale)
 
     c2ws: List[np.ndarray] = []
@@ -94,8 +103,11 @@ def load_colmap(
     paths: List[Path] = []
     for im in images:
         p = folder / im.name
+        if p.is_dir():
+            raise InputError(f"{img_file}: image {im.id} {im.name!r}: {p} is a directory, expected an image file")
         if not p.is_file():
             raise FileNotFoundError(f"{img_file}: image {im.id} {im.name!r} not found in {folder}")
+        confine_path(p, root, f"{img_file}: image {im.id} name", allow_outside=allow_outside_paths)
         cam = model.cameras[im.camera_id]
         K, dist = camera_intrinsics(cam, source=str(cam_file))
         full = Cameras.create(
@@ -105,7 +117,7 @@ def load_colmap(
             cam.height,
             torch.from_numpy(dist).float(),
         )
-        w, h = read_image_size(p)
+        w, h = check_image_size(*read_image_size(p), str(p))
         cams = cameras_for_image_size(full, w, h, source=f"{p} vs camera {cam.id} in {cam_file}")
         cam_list.append(cams)
         c2ws.append(im.c2w())

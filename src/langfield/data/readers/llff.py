@@ -39,13 +39,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from langfield._checks import MAX_ABS_COORDINATE, MAX_FOCAL_PIXELS, InputError, check_image_size
 from langfield.data.dataset import SceneDataset
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
     check_downscale,
+    confine_path,
     list_image_files,
     load_holdout_splits,
+    read_npy,
     resolve_background,
     resolve_image_folder,
 )
@@ -92,37 +95,48 @@ def read_poses_bounds(path: PathLike) -> Tuple[Tensor, Tensor, Tensor]:
         file's (COLMAP) world frame, ``(H, W, focal)`` at full resolution, ``(near, far)`` z-depths.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LLFF poses file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any numpy load failure, reported with the file name
-        raise ValueError(f"{path}: cannot read as a .npy array ({e})") from None
+    arr = read_npy(path, "LLFF poses file")
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{path}: expected a real-valued (float or integer) array, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] == 0:
-        raise ValueError(f"{path}: expected an [N, 17] array (3x5 pose + near, far per view), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        raise InputError(f"{path}: expected an [N, 17] array (3x5 pose + near, far per view), got shape {arr.shape}")
     t = torch.from_numpy(arr.astype(np.float64))
     mats = t[:, :15].reshape(-1, 3, 5)
     hwf = mats[:, :, 4].clone()
     bounds = t[:, 15:17].clone()
     c2w = llff_to_opencv(mats[:, :, :4])
     for i in range(t.shape[0]):
-        if not bool(torch.isfinite(t[i]).all()):
-            raise ValueError(f"{path}: row {i} has non-finite values")
-        if not bool(check_rigid(c2w[i])):
-            raise ValueError(f"{path}: row {i}: pose rotation is not rigid (orthonormal with det +1)")
-        if not bool((hwf[i] > 0).all()):
-            raise ValueError(f"{path}: row {i}: hwf (H, W, focal) must be > 0, got {hwf[i].tolist()}")
-        if not (0 < float(bounds[i, 0]) < float(bounds[i, 1])):
-            raise ValueError(f"{path}: row {i}: bounds must satisfy 0 < near < far, got {bounds[i].tolist()}")
+        _check_row(path, i, t[i], c2w[i], hwf[i], bounds[i])
     return c2w, hwf, bounds
+
+
+def _check_row(path: Path, i: int, row: Tensor, c2w: Tensor, hwf: Tensor, bounds: Tensor) -> None:
+    """Refuse a ``poses_bounds.npy`` row with non-finite or implausible values (the message names the row)."""
+    where = f"{path}: row {i}"
+    if not bool(torch.isfinite(row).all()):
+        raise InputError(f"{where} has non-finite values (NaN/inf)")
+    if float(c2w.abs().max()) > MAX_ABS_COORDINATE:
+        raise InputError(
+            f"{where}: pose entries up to {float(c2w.abs().max()):g} are implausibly large (limit +-{MAX_ABS_COORDINATE:g})"
+        )
+    if not bool(check_rigid(c2w)):
+        raise InputError(f"{where}: pose rotation is not rigid (orthonormal with det +1)")
+    h, w, f = (float(v) for v in hwf)
+    for name, v in (("H", h), ("W", w)):
+        if not v.is_integer():
+            raise InputError(f"{where}: hwf {name} must be a whole number of pixels, got {v:g}")
+    check_image_size(int(w), int(h), f"{where}: hwf (H, W)")
+    if not 0 < f <= MAX_FOCAL_PIXELS:
+        raise InputError(f"{where}: hwf focal must be in (0, {MAX_FOCAL_PIXELS:g}] pixels, got {f:g}")
+    near, far = float(bounds[0]), float(bounds[1])
+    if not (0 < near < far <= MAX_ABS_COORDINATE):
+        raise InputError(f"{where}: bounds must satisfy 0 < near < far <= {MAX_ABS_COORDINATE:g}, got {[near, far]}")
 
 
 def llff_transform(c2w: Tensor, bounds: Tensor, bd_factor: float = BD_FACTOR, recenter: bool = True) -> Tensor:
     """``[4, 4]`` float64 normalising similarity of an LLFF capture (see the module docstring)."""
     if not bd_factor > 0:
-        raise ValueError(f"bd_factor must be > 0, got {bd_factor}")
+        raise InputError(f"bd_factor must be > 0, got {bd_factor}")
     S = make_similarity(1.0 / (float(bounds[:, 0].min()) * bd_factor))
     if not recenter:
         return S
@@ -166,6 +180,7 @@ def load_llff(
     bd_factor: float = BD_FACTOR,
     recenter: bool = True,
     progress: Optional[bool] = None,
+    allow_outside_paths: bool = False,
 ) -> SceneDataset:
     """Load an LLFF scene folder (``poses_bounds.npy``, ``images[_K]/``, optional ``sparse/0``).
 
@@ -178,6 +193,7 @@ def load_llff(
         max_images: keep the first ``max_images`` views of each split.
         bd_factor, recenter: NeRF's normalisation options (see the module docstring).
         progress: force the progress bar on/off.
+        allow_outside_paths: read image files (symlinks) that resolve outside the scene folder.
     """
     root = Path(path)
     if root.is_file() and root.name == POSES_FILE:
@@ -189,9 +205,11 @@ def load_llff(
     num = c2w.shape[0]
     folder, residual = resolve_image_folder(root, downscale)
     files = list_image_files(folder)
+    for f in files:
+        confine_path(f, root, f"{folder}: image", allow_outside=allow_outside_paths)
     if len(files) != num:
-        raise ValueError(f"{pb_path}: {num} poses but {len(files)} images in {folder}")
-    w_img, h_img = read_image_size(files[0])
+        raise InputError(f"{pb_path}: {num} poses but {len(files)} images in {folder}")
+    w_img, h_img = check_image_size(*read_image_size(files[0]), str(files[0]))
 
     Ks = torch.zeros(num, 3, 3, dtype=torch.float64)
     Ks[:, 0, 0] = Ks[:, 1, 1] = hwf[:, 2]

@@ -38,7 +38,7 @@ def load_procedural(
 
     Args:
         path: ignored (the registry passes the ``"procedural"`` it detected).
-        downscale: the images are ``round(size / downscale)`` pixels square.
+        downscale: ``>= 1``; the images are ``round(size / downscale)`` pixels square.
         background: ``"white"`` (default), ``"black"`` or ``"random"`` (``SceneDataset.background``).
         size: image side before ``downscale``.
         num_train: training views.

@@ -146,10 +146,12 @@ def load_dataset(
     Args:
         path: a dataset folder or file, or ``"procedural"``.
         format: a registered format name (:data:`READERS`); ``None`` detects it with :func:`detect_format`.
-        downscale: image downscale factor (``> 0``, integer or float).
+        downscale: image downscale factor (``>= 1``, integer or float; there is no upsampling).
         background: ``"white"`` (default), ``"black"`` or ``"random"``; see ``SceneDataset.background``.
         **options: the format's own options, e.g. ``splits``, ``max_images``, ``progress``,
-            ``normalize`` (transforms, COLMAP), ``size`` / ``num_train`` (procedural).
+            ``normalize`` (transforms, COLMAP), ``allow_outside_paths`` (transforms, LLFF, COLMAP:
+            read image files that resolve outside the dataset folder, refused by default),
+            ``size`` / ``num_train`` (procedural).
 
     Returns:
         A :class:`~langfield.data.dataset.SceneDataset` with OpenCV poses in the normalised frame.

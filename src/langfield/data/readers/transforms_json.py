@@ -29,7 +29,13 @@ Fields (frame-level values override top-level ones):
 * ``transform_matrix``: ``4x4`` (or ``3x4``) **OpenGL** camera-to-world (x right, y up, z back),
   converted with :func:`~langfield.geometry.conventions.opengl_to_opencv`.
 * ``file_path``: relative to the json's folder, with or without extension (Blender omits ``.png``).
+  It must stay inside that folder (no ``..`` escape, absolute path or symlink out of it) unless
+  the caller passes ``allow_outside_paths=True``; the same ``file_path`` twice in one file is refused.
 * ``semantic_path`` (optional, per frame): label-id PNG; top-level ``labels``: their names.
+
+Validation: every number is finite and plausible (:data:`~langfield._checks.MAX_ABS_COORDINATE`
+for pose entries and distortion, :func:`~langfield._checks.check_pinhole` for intrinsics); errors
+are :class:`~langfield._checks.InputError` naming the json file, the frame and the field.
 """
 
 from __future__ import annotations
@@ -44,12 +50,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from langfield._checks import (
+    MAX_ABS_COORDINATE,
+    MAX_FOCAL_PIXELS,
+    InputError,
+    check_finite_array,
+    check_image_size,
+    check_pinhole,
+)
 from langfield.data.dataset import ImageSet, SceneDataset
 from langfield.data.loading import (
     PathLike,
     capture_bounds,
     check_downscale,
     check_splits_arg,
+    check_unique,
+    confine_path,
     every_nth_split,
     limit_indices,
     load_images,
@@ -58,7 +74,7 @@ from langfield.data.loading import (
     resolve_background,
 )
 from langfield.geometry.conventions import check_rigid, opengl_to_opencv
-from langfield.geometry.normalize import focus_point, make_similarity, normalize_poses, transform_poses
+from langfield.geometry.normalize import NORMALIZE_METHODS, focus_point, make_similarity, normalize_poses, transform_poses
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
@@ -133,22 +149,46 @@ def _where(json_path: Path, index: Optional[int], file_path: Optional[str] = Non
 
 
 def _number(value: Any, where: str, name: str) -> float:
+    """A finite JSON number of plausible magnitude (strings and bools refused).
+
+    The limit is :data:`MAX_FOCAL_PIXELS` for focal lengths, :data:`MAX_ABS_COORDINATE` otherwise.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+        raise InputError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+    limit = MAX_FOCAL_PIXELS if name in ("fl_x", "fl_y") else MAX_ABS_COORDINATE
+    if abs(float(value)) > limit:
+        raise InputError(f"{where}: field {name!r} = {float(value):g} is implausibly large (limit +-{limit:g})")
     return float(value)
 
 
-def _resolve_image(json_path: Path, file_path: str, where: str, what: str = "image") -> Path:
+def _resolve_image(
+    json_path: Path,
+    file_path: str,
+    where: str,
+    what: str = "image",
+    *,
+    field: str = "file_path",
+    allow_outside: bool = False,
+) -> Path:
     base = json_path.parent
+    if not file_path.strip():
+        raise InputError(f"{where}: field {field!r} is empty")
+    if "\x00" in file_path:
+        raise InputError(f"{where}: field {field!r} contains a NUL character")
     cand = base / file_path
-    if cand.is_file():
-        return cand
     tried = [cand]
+    found = cand if cand.is_file() else None
     for ext in _EXTENSIONS:
+        if found is not None:
+            break
         p = Path(str(cand) + ext)
         if p.is_file():
-            return p
+            found = p
         tried.append(p)
+    if found is not None:
+        return confine_path(found, base, f"{where}: field {field!r}", allow_outside=allow_outside)
+    if cand.is_dir():
+        raise InputError(f"{where}: field {field!r} = {file_path!r} is a directory ({cand}), expected an {what} file")
     raise FileNotFoundError(
         f"{where}: {what} for file_path {file_path!r} not found (tried {tried[0]} and with extensions "
         f"{', '.join(_EXTENSIONS)})"
@@ -158,17 +198,19 @@ def _resolve_image(json_path: Path, file_path: str, where: str, what: str = "ima
 def _pose(frame: Dict[str, Any], where: str) -> np.ndarray:
     """The frame's OpenGL ``transform_matrix`` as a validated float64 ``[3, 4]`` array."""
     if "transform_matrix" not in frame:
-        raise ValueError(f"{where}: missing field 'transform_matrix'")
-    try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: field 'transform_matrix' must be a 4x4 list of numbers") from None
-    if m.shape not in ((4, 4), (3, 4)):
-        raise ValueError(f"{where}: field 'transform_matrix' must be 4x4 (or 3x4), got shape {m.shape}")
-    if not np.isfinite(m).all():
-        raise ValueError(f"{where}: field 'transform_matrix' has non-finite values")
+        raise InputError(f"{where}: missing field 'transform_matrix'")
+    rows = frame["transform_matrix"]
+    shape_ok = isinstance(rows, list) and len(rows) in (3, 4) and all(isinstance(r, list) and len(r) == 4 for r in rows)
+    if not shape_ok:
+        raise InputError(f"{where}: field 'transform_matrix' must be 4x4 (or 3x4) nested lists of numbers, got {rows!r:.80}")
+    for r, row in enumerate(rows):
+        for c, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"{where}: field 'transform_matrix' [{r}][{c}] must be a number, got {v!r}")
+    m = np.asarray(rows, dtype=np.float64)
+    check_finite_array(m, f"{where}: field 'transform_matrix'", max_abs=MAX_ABS_COORDINATE)
     if m.shape[0] == 4 and not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
-        raise ValueError(f"{where}: field 'transform_matrix' last row must be (0, 0, 0, 1), got {m[3].tolist()}")
+        raise InputError(f"{where}: field 'transform_matrix' last row must be (0, 0, 0, 1), got {m[3].tolist()}")
     return m[:3, :4]
 
 
@@ -178,7 +220,7 @@ def _opencv_poses(mats: List[np.ndarray], wheres: List[str]) -> torch.Tensor:
     rigid = check_rigid(c2w)
     if not bool(rigid.all()):
         k = int((~rigid).nonzero()[0, 0])
-        raise ValueError(
+        raise InputError(
             f"{wheres[k]}: field 'transform_matrix' is not a rigid transform (rotation block must be "
             f"orthonormal with determinant +1; scale or shear is not supported)"
         )
@@ -198,16 +240,20 @@ def _intrinsics(
         return None
 
     model = frame.get("camera_model", top.get("camera_model"))
+    if model is not None and not isinstance(model, str):
+        raise InputError(f"{where}: field 'camera_model' must be a string, got {model!r}")
     if model is not None and model not in _PINHOLE_MODELS:
-        raise ValueError(
+        raise InputError(
             f"{where}: field 'camera_model' is {model!r}; supported: {', '.join(_PINHOLE_MODELS)} "
             f"(fisheye / equirectangular cameras are not supported)"
         )
     iw, ih = image_wh
     W, H = get("w"), get("h")
     for name, given, actual in (("w", W, iw), ("h", H, ih)):
+        if given is not None and (given < 1 or not float(given).is_integer()):
+            raise InputError(f"{where}: field {name!r} must be a whole number of pixels >= 1, got {given:g}")
         if given is not None and int(round(given)) != actual:
-            raise ValueError(
+            raise InputError(
                 f"{where}: field {name!r} is {int(round(given))} but image {image} is {iw}x{ih} (width x height)"
             )
     W, H = iw, ih
@@ -215,7 +261,7 @@ def _intrinsics(
     ax, ay = get("camera_angle_x"), get("camera_angle_y")
     for name, a in (("camera_angle_x", ax), ("camera_angle_y", ay)):
         if a is not None and not 0.0 < a < math.pi:
-            raise ValueError(f"{where}: field {name!r} must be in (0, pi) radians, got {a}")
+            raise InputError(f"{where}: field {name!r} must be in (0, pi) radians, got {a}")
     if fx is None and ax is not None:
         fx = 0.5 * W / math.tan(0.5 * ax)
     if fy is None and ay is not None:
@@ -223,63 +269,71 @@ def _intrinsics(
     if fx is None and fy is not None:
         fx = fy
     if fx is None:
-        raise ValueError(
+        raise InputError(
             f"{where}: no intrinsics: need 'fl_x' (and optionally 'fl_y', 'cx', 'cy') or 'camera_angle_x', "
             f"per frame or at the top level"
         )
     if fy is None:
         fy = fx
     if fx <= 0 or fy <= 0:
-        raise ValueError(f"{where}: focal lengths must be > 0, got fl_x={fx}, fl_y={fy}")
+        raise InputError(f"{where}: focal lengths must be > 0, got fl_x={fx}, fl_y={fy}")
     cx, cy = get("cx"), get("cy")
     cx = 0.5 * W if cx is None else cx
     cy = 0.5 * H if cy is None else cy
+    check_pinhole(fx, fy, cx, cy, W, H, f"{where}: intrinsics (fl_x, fl_y, cx, cy)")
     k1, k2, k3, k4 = (get(k) or 0.0 for k in ("k1", "k2", "k3", "k4"))
     p1, p2 = (get(k) or 0.0 for k in ("p1", "p2"))
     if k4 != 0.0:
-        raise ValueError(f"{where}: field 'k4' = {k4} is not supported (only k1 k2 k3 p1 p2 distortion)")
+        raise InputError(f"{where}: field 'k4' = {k4} is not supported (only k1 k2 k3 p1 p2 distortion)")
     K = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
     return K, int(W), int(H), [k1, k2, p1, p2, k3]
 
 
 def _frames(data: Dict[str, Any], json_path: Path) -> List[Dict[str, Any]]:
     if "frames" not in data:
-        raise ValueError(f"{json_path}: missing field 'frames'")
+        raise InputError(f"{json_path}: missing field 'frames'")
     frames = data["frames"]
     if not isinstance(frames, list):
-        raise ValueError(f"{json_path}: field 'frames' must be a list, got {type(frames).__name__}")
+        raise InputError(f"{json_path}: field 'frames' must be a list, got {type(frames).__name__}")
     if not frames:
-        raise ValueError(f"{json_path}: field 'frames' is empty (the split has no views)")
+        raise InputError(f"{json_path}: field 'frames' is empty (the split has no views)")
     for i, fr in enumerate(frames):
         if not isinstance(fr, dict):
-            raise ValueError(f"{json_path}: frame {i} must be an object, got {type(fr).__name__}")
+            raise InputError(f"{json_path}: frame {i} must be an object, got {type(fr).__name__}")
         if "file_path" not in fr:
-            raise ValueError(f"{json_path}: frame {i}: missing field 'file_path'")
+            raise InputError(f"{json_path}: frame {i}: missing field 'file_path'")
         if not isinstance(fr["file_path"], str):
-            raise ValueError(f"{json_path}: frame {i}: field 'file_path' must be a string")
+            raise InputError(f"{json_path}: frame {i}: field 'file_path' must be a string, got {fr['file_path']!r}")
+    check_unique([_norm_name(fr["file_path"]) for fr in frames], f"{json_path}: frames", "file_path")
     return frames
 
 
-def _parse_split(data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: Path, indices: List[int]) -> TransformsSplit:
+def _parse_split(
+    data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: Path, indices: List[int], allow_outside: bool = False
+) -> TransformsSplit:
     """Parse frames (``frames[i]`` for ``i`` in ``indices``; messages use ``i``) into a split."""
     c2ws, Ks, Ws, Hs, dists, images, file_paths, sems, wheres = [], [], [], [], [], [], [], [], []
     has_sem = ["semantic_path" in frames[i] for i in indices]
     if any(has_sem) and not all(has_sem):
         i = indices[has_sem.index(False)]
-        raise ValueError(
+        raise InputError(
             f"{_where(json_path, i, frames[i]['file_path'])}: missing field 'semantic_path' (other frames have one)"
         )
     first: Optional[Tuple[Path, Tuple[int, int]]] = None
+    used: Dict[Path, int] = {}
     for i in indices:
         fr = frames[i]
         fp = fr["file_path"]
         where = _where(json_path, i, fp)
-        img = _resolve_image(json_path, fp, where)
-        wh = read_image_size(img)
+        img = _resolve_image(json_path, fp, where, allow_outside=allow_outside)
+        if img.resolve() in used:
+            raise InputError(f"{where}: field 'file_path' names the same image file as frame {used[img.resolve()]} ({img})")
+        used[img.resolve()] = i
+        wh = check_image_size(*read_image_size(img), str(img))
         if first is None:
             first = (img, wh)
         elif wh != first[1]:
-            raise ValueError(
+            raise InputError(
                 f"{json_path}: images of one split must share a size, but {first[0]} is {first[1][0]}x{first[1][1]} "
                 f"and {img} (frame {i}) is {wh[0]}x{wh[1]} (width x height)"
             )
@@ -295,8 +349,12 @@ def _parse_split(data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: 
         if has_sem and has_sem[0]:
             sp = fr["semantic_path"]
             if not isinstance(sp, str):
-                raise ValueError(f"{where}: field 'semantic_path' must be a string")
-            sems.append(_resolve_image(json_path, sp, where, what="label map ('semantic_path')"))
+                raise InputError(f"{where}: field 'semantic_path' must be a string")
+            sems.append(
+                _resolve_image(
+                    json_path, sp, where, what="label map", field="semantic_path", allow_outside=allow_outside
+                )
+            )
     cameras = Cameras.create(
         c2w=_opencv_poses(c2ws, wheres).float(),
         Ks=torch.tensor(Ks, dtype=torch.float32),
@@ -318,7 +376,7 @@ def _labels(data: Dict[str, Any], json_path: Path) -> Optional[List[str]]:
         return None
     labels = data["labels"]
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"{json_path}: field 'labels' must be a list of strings")
+        raise InputError(f"{json_path}: field 'labels' must be a list of strings")
     return list(labels)
 
 
@@ -350,13 +408,13 @@ def _split_by_lists(data: Dict[str, Any], frames: List[Dict[str, Any]], order: L
             continue
         names = data[key]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{json_path}: field {key!r} must be a list of strings")
+            raise InputError(f"{json_path}: field {key!r} must be a list of strings")
         idx = []
         for n in names:
             nn = _norm_name(n)
             i = exact.get(nn, loose.get(_strip_ext(nn)))
             if i is None:
-                raise ValueError(f"{json_path}: field {key!r}: {n!r} matches no frame's 'file_path'")
+                raise InputError(f"{json_path}: field {key!r}: {n!r} matches no frame's 'file_path'")
             idx.append(i)
         rank = {i: r for r, i in enumerate(order)}
         out[split] = sorted(set(idx), key=rank.__getitem__)
@@ -374,12 +432,13 @@ def is_transforms_scene(path: PathLike) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in ("transforms.json", *(f"transforms_{s}.json" for s in SPLITS)))
 
 
-def read_transforms(path: PathLike) -> TransformsScene:
+def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> TransformsScene:
     """Parse a transforms scene (folder or json file) without decoding images.
 
     ``path`` is a folder holding ``transforms_{train,val,test}.json`` (Blender layout; preferred) or
     ``transforms.json``, or a json file: ``transforms_{split}.json`` means its folder's Blender
-    layout, any other name a single-file scene.
+    layout, any other name a single-file scene. ``allow_outside_paths`` lets ``file_path`` /
+    ``semantic_path`` point outside the json's folder.
     """
     path = Path(path)
     if not path.exists():
@@ -400,11 +459,13 @@ def read_transforms(path: PathLike) -> TransformsScene:
         labels: Optional[List[str]] = None
         for s in SPLITS:
             jp = folder / f"transforms_{s}.json"
+            if jp.is_dir():
+                raise InputError(f"{jp}: is a directory, expected a JSON file")
             if not jp.is_file():
                 continue
             data = read_json(jp)
             frames = _frames(data, jp)
-            splits[s] = _parse_split(data, frames, jp, list(range(len(frames))))
+            splits[s] = _parse_split(data, frames, jp, list(range(len(frames))), allow_outside_paths)
             labels = labels if labels is not None else _labels(data, jp)
         if "train" not in splits:
             raise FileNotFoundError(f"{folder}: Blender layout without transforms_train.json")
@@ -419,8 +480,8 @@ def read_transforms(path: PathLike) -> TransformsScene:
         if s not in groups:
             continue
         if not groups[s]:
-            raise ValueError(f"{single}: split {s!r} is empty ({len(frames)} frames in the file)")
-        splits[s] = _parse_split(data, frames, single, groups[s])
+            raise InputError(f"{single}: split {s!r} is empty ({len(frames)} frames in the file)")
+        splits[s] = _parse_split(data, frames, single, groups[s], allow_outside_paths)
     return TransformsScene(name=name, layout="single", splits=splits, labels=_labels(data, single))
 
 
@@ -464,12 +525,13 @@ def load_transforms(
     max_images: Optional[int] = None,
     normalize: Optional[str] = None,
     progress: Optional[bool] = None,
+    allow_outside_paths: bool = False,
 ) -> SceneDataset:
     """Load a transforms scene (see the module docstring for layouts and fields).
 
     Args:
         path: folder or json file (see :func:`read_transforms`).
-        downscale: image downscale factor ``> 0``; intrinsics follow via ``Cameras.rescaled``.
+        downscale: image downscale factor ``>= 1``; intrinsics follow via ``Cameras.rescaled``.
         background: ``"white"`` (default), ``"black"`` or ``"random"`` (``SceneDataset.background``).
         splits: splits to load (default: all present; ``"train"`` is always loaded).
         max_images: keep only the first ``max_images`` views of each split (quick looks, tests);
@@ -477,13 +539,16 @@ def load_transforms(
         normalize: override the framing: a :func:`~langfield.geometry.normalize.normalize_poses`
             method (``"cameras"``, ``"focus"``, ``"none"``); ``None`` is the layout's default.
         progress: force the loading progress bar on/off.
+        allow_outside_paths: read ``file_path`` s that lie outside the json's folder (refused by default).
 
     Returns:
         A :class:`SceneDataset` with poses in OpenCV convention in the normalised frame.
     """
     downscale = check_downscale(downscale)
     background = resolve_background(background)
-    scene = read_transforms(path)
+    if normalize is not None and normalize not in NORMALIZE_METHODS:
+        raise InputError(f"normalize: must be one of {NORMALIZE_METHODS} (or None), got {normalize!r}")
+    scene = read_transforms(path, allow_outside_paths=allow_outside_paths)
     wanted = check_splits_arg(splits, list(scene.splits), str(path))
     T, box, near, far, unbounded = _scene_framing(scene, normalize)
     image_sets: Dict[str, ImageSet] = {}
