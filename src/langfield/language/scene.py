@@ -51,12 +51,12 @@ __all__ = ["LanguageFieldMissingError", "LanguageRender", "LanguageScene", "quer
 
 
 def query_stem(text: str) -> str:
-    """A file-name stem unique per query string: the text itself when it is at most 40 letters and
-    digits ("sphere"), else its readable part (``_`` for every other character, 40 characters at
-    most) plus 8 hex digits of the exact text's hash, so "red chair" and "red-chair" never
-    overwrite each other's outputs."""
-    readable = "".join(c if c.isalnum() else "_" for c in text)[:40]
-    if readable == text:
+    """A file-name stem unique per query string: the text itself when it is at most 40 lower-case
+    letters and digits ("sphere"), else its readable part (``_`` for every other character, 40
+    characters at most) plus 8 hex digits of the exact text's hash, so "red chair" and "red-chair"
+    never overwrite each other's outputs (nor "Sphere" and "sphere" on a case-insensitive disk)."""
+    readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in text)[:40]
+    if readable == text and text == text.lower():
         return text
     return f"{readable or 'query'}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
 
