@@ -73,6 +73,12 @@ def _file(tmp: Path, name: str = "afile", text: str = "not a folder") -> Path:
     return path
 
 
+def _bytes(tmp: Path, name: str, data: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(data)
+    return path
+
+
 def _memory(num_bytes: int, case: Case) -> Case:
     """``case`` run as if the machine had only ``num_bytes`` free."""
 
@@ -300,6 +306,15 @@ CASES += [
     plain("query", "view-negative", lambda tmp: ["query", str(tmp), "--text", "box", "--view", "-1"], r"--view"),
     plain("query", "duplicate-labels", lambda tmp: ["query", str(tmp), "--labels", "box", "Box"], r"labels\[1\].*duplicates"),
     plain("query", "blank-label", lambda tmp: ["query", str(tmp), "--labels", "box", " "], r"labels\[1\]"),
+    plain("query", "labels-file-missing", lambda tmp: ["query", str(tmp), "--labels", f"@{tmp / 'labels.txt'}"],
+          r"--labels @.*labels\.txt.*not found"),  # fmt: skip
+    plain("query", "labels-file-is-a-folder", lambda tmp: ["query", str(tmp), "--labels", f"@{tmp}"], r"--labels @.*folder"),
+    plain("query", "labels-file-empty", lambda tmp: ["query", str(tmp), "--labels", f"@{_file(tmp, 'l.txt', '# none')}"],
+          r"--labels @.*l\.txt.*no labels"),  # fmt: skip
+    plain("query", "labels-file-not-utf8",
+          lambda tmp: ["query", str(tmp), "--labels", "@" + str(_bytes(tmp, "l.txt", b"chair\n\xff\xfe"))], r"--labels @.*UTF-8"),
+    plain("query", "labels-file-duplicates", lambda tmp: ["query", str(tmp), "--labels", "box", f"@{_file(tmp, 'l.txt', 'box')}"],
+          r"labels\[1\].*duplicates"),  # fmt: skip
     plain("query", "device-banana", lambda tmp: ["query", str(tmp), "--text", "box", "--device", "banana"], r"device.*banana"),
     on_run("query", "no-language-field", "ngp", lambda tmp, run: ["--text", "sphere"], r"no language field.*field\.pt"),
     on_run("query", "out-dir-is-a-file", _Q, lambda tmp, run: ["--text", "box", "--out-dir", str(_file(tmp))], r"out.dir.*afile"),

@@ -74,3 +74,13 @@ def test_undamaged_language_files_resume_without_work(tmp_path):
     before = field.stat().st_mtime_ns
     train_language(run, "simulated", fx.language_config(), device="cpu", progress=False)
     assert field.stat().st_mtime_ns == before
+
+
+def test_labels_from_a_file(tmp_path):
+    run = fx.copy_run("ngp+language", tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("# scene labels\nground\n\nsphere\n", encoding="utf-8")
+    out = tmp_path / "q"
+    assert main(["query", str(run), "--labels", "box", f"@{labels}", "--out-dir", str(out), "--device", "cpu"]) == 0
+    legend = sorted(p.name for p in out.glob("segmentation_test0*"))
+    assert legend, "segmentation written"

@@ -168,7 +168,8 @@ class Query:
     text: Optional[str] = None
     """Text query, e.g. 'red chair': writes its relevancy heat-map over the render."""
     labels: List[str] = field(default_factory=list)
-    """Label list for segmentation (argmax with an 'unknown' threshold), e.g. --labels chair table floor."""
+    """Label list for segmentation (argmax with an 'unknown' threshold), e.g. --labels chair table floor;
+    @FILE reads labels from a UTF-8 text file, one per line (blank lines and # comments skipped)."""
     unknown_threshold: Optional[float] = None
     """Pixels whose best label probability is below this are 'unknown' (id 255 in the ID image)."""
     split: str = "test"
@@ -256,9 +257,31 @@ def run_language(args: Language) -> Dict[str, Any]:
     return summary
 
 
+def expand_label_files(labels: List[str]) -> List[str]:
+    """``--labels`` with every ``@FILE`` replaced by the labels in that file (one per line)."""
+    out: List[str] = []
+    for item in labels:
+        if not item.startswith("@"):
+            out.append(item)
+            continue
+        path = Path(item[1:])
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "not found"
+            raise FileNotFoundError(f"--labels {item}: label file {path} {what}")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"--labels {item}: label file {path} is not UTF-8 text") from None
+        found = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        if not found:
+            raise ValueError(f"--labels {item}: label file {path} holds no labels (one per line)")
+        out.extend(found)
+    return out
+
+
 def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
-        args.run_dir, text=args.text, labels=args.labels, unknown_threshold=args.unknown_threshold, split=args.split,
+        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold, split=args.split,
         view=args.view, localize=args.localize, extract=args.extract, threshold=args.threshold,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip

@@ -55,6 +55,8 @@ def train_language(
     Returns:
         A summary with the field path, the variant and the per-phase losses (also ``summary.json``).
     """
+    if device is not None:
+        resolve_device(device, "device (--device)")
     if not isinstance(teacher, str) or not teacher.strip():
         raise InputError(f"teacher (--teacher): give 'simulated' or a CLIP model id / folder, got {teacher!r}")
     check_choice(dense, "dense (--dense)", DENSE_METHODS)
@@ -113,6 +115,8 @@ def run_queries(
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
     under ``out_dir`` (default ``run_dir/queries``); returns what was written and found."""
+    if device is not None:
+        resolve_device(device, "device (--device)")
     if text is None and not labels:
         raise InputError("nothing to ask: give a text query (--text) and/or --labels for segmentation")
     if text is not None:
