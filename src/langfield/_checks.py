@@ -35,6 +35,12 @@ __all__ = [
     "check_image_size",
     "check_memory",
     "check_pinhole",
+    "DEVICE_TYPES",
+    "check_choice",
+    "check_fields",
+    "check_device",
+    "check_output_dir",
+    "check_output_file",
     "format_bytes",
     "product",
 ]
@@ -199,3 +205,117 @@ def product(values: Iterable[int]) -> int:
     for v in values:
         out *= int(v)
     return out
+
+
+def check_choice(value: Any, where: str, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``; else an :class:`InputError` listing them."""
+    options = list(choices)
+    if value not in options:
+        raise InputError(f"{where}: {value!r} is not one of {', '.join(repr(c) for c in options)}")
+    return value
+
+
+#: Device types langfield runs on; every other string torch knows (``"xla"``, ``"meta"``...) is refused.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: Any, where: str = "device") -> Any:
+    """Parse a device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) and check it exists here.
+
+    Returns the ``torch.device``. Refuses unknown strings (``"banana"``), CUDA on a machine without
+    it, a CUDA index beyond the device count, and MPS where it is unavailable, before anything is
+    loaded onto it.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        parsed = device
+    elif isinstance(device, str) and device.strip():
+        try:
+            parsed = torch.device(device.strip())
+        except (RuntimeError, ValueError):
+            parsed = None
+        if parsed is None or parsed.type not in DEVICE_TYPES:
+            raise InputError(f"{where}: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    else:
+        raise InputError(f"{where}: expected a device string such as 'cpu' or 'cuda', got {device!r}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{where}: {str(device)!r} requested but CUDA is not available on this machine; use 'cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"{where}: {str(device)!r} requested but this machine has {count} CUDA device(s)")
+    if parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"{where}: 'mps' requested but MPS is not available on this machine; use 'cpu'")
+    return parsed
+
+
+def _first_existing(path: "os.PathLike[str]") -> Any:
+    """The path itself or its nearest ancestor that exists (``Path``)."""
+    from pathlib import Path
+
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: Any, where: str) -> Any:
+    """Refuse an output folder that cannot be created: it (or an ancestor) is an existing file, or
+    the nearest existing ancestor is not writable. Creates nothing; returns ``Path(path)``."""
+    from pathlib import Path
+
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise InputError(f"{where}: an output folder is required, got {path!r}")
+    out = Path(path)
+    found = _first_existing(out)
+    if not found.is_dir():
+        what = "exists and is not a folder" if found == out.absolute() else f"cannot be created: {found} is a file"
+        raise InputError(f"{where} {out}: {what}")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise InputError(f"{where} {out}: {found} is not writable")
+    return out
+
+
+def check_output_file(path: Any, where: str) -> Any:
+    """Refuse an output file path that is an existing folder or whose folder cannot be created."""
+    from pathlib import Path
+
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise InputError(f"{where}: an output file is required, got {path!r}")
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{where} {out}: is an existing folder, expected a file path")
+    found = _first_existing(out.parent)
+    if not found.is_dir():
+        raise InputError(f"{where} {out}: cannot be created: {found} is a file")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise InputError(f"{where} {out}: {found} is not writable")
+    return out
+
+
+def check_fields(
+    cfg: Any,
+    where: Optional[str] = None,
+    *,
+    int_min_1: Iterable[str] = (),
+    int_min_0: Iterable[str] = (),
+    positive: Iterable[str] = (),
+    non_negative: Iterable[str] = (),
+    fraction: Iterable[str] = (),
+) -> None:
+    """Range checks of ``cfg``'s fields by name (for ``__post_init__``): integers ``>= 1`` / ``>= 0``,
+    finite numbers ``> 0`` / ``>= 0`` / in ``[0, 1]``. ``where`` prefixes the field names (default:
+    the class name), e.g. ``"NGPConfig.grid"``; errors are :class:`InputError`.
+    """
+    prefix = where or type(cfg).__name__
+    for name in int_min_1:
+        check_int_range(getattr(cfg, name), f"{prefix}.{name}", lo=1)
+    for name in int_min_0:
+        check_int_range(getattr(cfg, name), f"{prefix}.{name}", lo=0)
+    for name in positive:
+        check_finite_number(getattr(cfg, name), f"{prefix}.{name}", lo=0, lo_inclusive=False)
+    for name in non_negative:
+        check_finite_number(getattr(cfg, name), f"{prefix}.{name}", lo=0)
+    for name in fraction:
+        check_finite_number(getattr(cfg, name), f"{prefix}.{name}", lo=0, hi=1)

@@ -37,6 +37,15 @@ Example (``{"strategy": {"type": "mcmc", "cap_max": 150000, ...}, ...}`` for the
     >>> apply_overrides(Config(), {"optim": "sgd", "optim.momentum": 0.5, "steps": 3})
     Config(optim=SGD(lr=0.01, momentum=0.5), steps=3)
 
+**Types.** :func:`config_from_dict` (hence :func:`apply_overrides` and every ``run.json`` read)
+checks each value against its field's annotation before building the dataclass
+(:func:`check_value`): ``int`` fields take integers (an integral float such as ``1e9`` from JSON
+becomes an int), ``float`` fields finite real numbers, ``bool``/``str``/``Literal``/``Optional``/
+``Tuple`` fields what they say; annotations it does not understand are not checked. Config classes
+call :func:`check_field_types` in ``__post_init__`` so a directly constructed config is checked the
+same way. Errors are :class:`ConfigError` (a ``ValueError``) naming the field path
+(``"override.grid.resolution: expected an integer, got 'abc'"``).
+
 **Older stored layouts.** A config class may define a classmethod ``migrate_dict(data) -> data``
 that turns a layout written by an older version into the current one (returning a new dict, or
 ``data`` unchanged when it is already current). :func:`config_from_dict` calls it before reading
@@ -47,11 +56,29 @@ that turns a layout written by an older version into the current one (returning 
 # flags, and its dataclasses need real (not string) annotations for get_type_hints.
 import copy
 import dataclasses
+import math
+import numbers
+import os
 import types
 import typing
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 
-__all__ = ["VARIANT_KEY", "apply_overrides", "config_from_dict", "config_to_dict", "variants_of"]
+
+
+class ConfigError(ValueError):
+    """A stored or overridden config value is invalid; the message names the field path."""
+
+
+__all__ = [
+    "VARIANT_KEY",
+    "apply_overrides",
+    "ConfigError",
+    "check_field_types",
+    "check_value",
+    "config_from_dict",
+    "config_to_dict",
+    "variants_of",
+]
 
 T = TypeVar("T")
 
@@ -91,6 +118,110 @@ def variants_of(hint: Any) -> Optional[Dict[str, type]]:
 
 def _field_hints(cls: type) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+# --------------------------------------------------------------------------- type checks
+
+
+class _Unchecked(Exception):
+    """The annotation is beyond :func:`check_value`; the value is taken as is."""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_value(hint: Any, value: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``hint`` (coerced where lossless); see the module doc.
+
+    Raises :class:`ConfigError` naming ``where``.
+    """
+    try:
+        return _check(hint, value, where)
+    except _Unchecked:
+        return value
+
+
+def _check(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is None:
+        raise _Unchecked
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {_describe(value)}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            return _check(members[0], value, where)
+        if any(isinstance(m, type) and isinstance(value, m) for m in members):
+            return value
+        raise _Unchecked  # variants and mixed unions: their own readers check them
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value in choices and not (isinstance(value, bool) and not any(isinstance(c, bool) for c in choices)):
+            return value
+        raise ConfigError(f"{where}: {_describe(value)} is not one of {', '.join(repr(c) for c in choices)}")
+    if origin is tuple:
+        return _check_tuple(typing.get_args(hint), value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{where}: must be a finite number, got {_describe(value)}")
+            return value
+        raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise ConfigError(f"{where}: expected a string, got {_describe(value)}")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        raise ConfigError(f"{where}: expected a {hint.__name__} (an object of its fields), got {_describe(value)}")
+    raise _Unchecked
+
+
+def _check_tuple(args: tuple, value: Any, where: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(check_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if not args:
+        return tuple(value)
+    if len(value) != len(args):
+        raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+    return tuple(check_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+def check_field_types(cfg: Any) -> None:
+    """Check every field of the dataclass instance ``cfg`` against its annotation (for ``__post_init__``).
+
+    Only checks: a frozen dataclass cannot take the coerced values; :func:`config_from_dict` coerces
+    (``1e9`` -> ``1000000000``) before it constructs. Messages read ``"<Class>.<field>: ..."``.
+    """
+    hints = _field_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if f.name in hints:
+            value = getattr(cfg, f.name)
+            checked = check_value(hints[f.name], value, f"{type(cfg).__name__}.{f.name}")
+            if isinstance(value, float) and isinstance(checked, int):  # 3.0 for an int: not here
+                raise ConfigError(f"{type(cfg).__name__}.{f.name}: expected an integer, got {_describe(value)}")
 
 
 # --------------------------------------------------------------------------- to dict
@@ -140,18 +271,18 @@ def _variant_from_dict(variants: Dict[str, type], value: Dict[str, Any], where: 
     name = value.get(VARIANT_KEY)
     if name not in variants:
         got = f"missing {VARIANT_KEY!r}" if name is None else f"unknown {VARIANT_KEY} {name!r}"
-        raise ValueError(f"{where}: {got}; expected {VARIANT_KEY!r} to be one of {sorted(variants)}")
+        raise ConfigError(f"{where}: {got}; expected {VARIANT_KEY!r} to be one of {sorted(variants)}")
     fields = {k: v for k, v in value.items() if k != VARIANT_KEY}
     return config_from_dict(variants[name], fields, f"{where}[{name}]")
 
 
 def config_from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") -> T:
-    """Rebuild dataclass ``cls`` from ``data``; unknown keys raise a ValueError naming them.
+    """Rebuild dataclass ``cls`` from ``data``; unknown keys and mistyped values raise a ConfigError (a ValueError) naming them.
 
     ``cls.migrate_dict(data)`` runs first when ``cls`` defines it (see the module docstring).
     """
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
     migrate = getattr(cls, MIGRATE_HOOK, None)
     if migrate is not None:
         data = migrate(data)
@@ -159,7 +290,7 @@ def config_from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -171,10 +302,14 @@ def config_from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") 
             value = _variant_from_dict(variants, value, f"{where}.{f.name}")
         elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = config_from_dict(hint, value, f"{where}.{f.name}")
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
+        elif hint is not None:
+            value = check_value(hint, value, f"{where}.{f.name}")
         kwargs[f.name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # __post_init__ validation: say where the values came from
+        message = str(err)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 # --------------------------------------------------------------------------- overrides
@@ -202,13 +337,13 @@ def _set_dotted(cls: type, data: Dict[str, Any], key: str, value: Any) -> None:
     for i, part in enumerate(parts):
         fields = sorted(f.name for f in dataclasses.fields(node_cls))
         if part not in fields:
-            raise ValueError(f"override {key}: unknown field {part!r} of {context}; known: {fields}")
+            raise ConfigError(f"override {key}: unknown field {part!r} of {context}; known: {fields}")
         hint = _field_hints(node_cls)[part]
         variants = variants_of(hint)
         if i == len(parts) - 1:
             if variants is not None and isinstance(value, str):
                 if value not in variants:
-                    raise ValueError(f"override {key}={value}: unknown {part} {value!r}; choose one of {sorted(variants)}")
+                    raise ConfigError(f"override {key}={value}: unknown {part} {value!r}; choose one of {sorted(variants)}")
                 current = node[part].get(VARIANT_KEY) if isinstance(node[part], dict) else None
                 if value != current:
                     node[part] = {VARIANT_KEY: value}
@@ -226,5 +361,5 @@ def _set_dotted(cls: type, data: Dict[str, Any], key: str, value: Any) -> None:
         elif dataclasses.is_dataclass(hint) and isinstance(child, dict):
             node_cls, context = hint, hint.__name__
         else:
-            raise ValueError(f"override {key}: {part!r} is not a nested config of {node_cls.__name__}")
+            raise ConfigError(f"override {key}: {part!r} is not a nested config of {node_cls.__name__}")
         node = child

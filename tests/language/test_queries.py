@@ -204,6 +204,25 @@ def test_localize_recovers_region(plane_scene):
     assert bool((loc.aabb[0] <= loc.point).all() & (loc.point <= loc.aabb[1]).all())
 
 
+def test_localize_min_relevancy_drops_views_without_the_object(plane_scene):
+    """LERF-style maps (0.5 = no evidence): a view that does not see the object keeps its relative
+    best pixels without an absolute floor; ``min_relevancy=0.5`` drops them, and a map that never
+    reaches the floor is "not found" (QueryNotFoundError), not a box."""
+    from langfield.language.queries import QueryNotFoundError
+
+    cameras, depth, points = plane_scene
+    rel = 0.45 + 0.5 * box_relevancy(points)  # inside the box 0.95, elsewhere 0.45
+    rel[1] = 0.3 + 0.1 * points[1, ..., 0].float().clamp(-1, 1)  # view 1 does not see it: <= 0.4 everywhere
+    relative_only = localize_3d(rel, depth.float(), cameras)
+    floored = localize_3d(rel, depth.float(), cameras, min_relevancy=0.5)
+    assert floored.num_points == int(box_relevancy(points)[0].sum())
+    assert relative_only.num_points > floored.num_points  # view 1's best pixels leaked in
+    with pytest.raises(QueryNotFoundError, match=r"not found.*0\.400.*min_relevancy=0\.5"):
+        localize_3d(rel[1:], depth[1:].float(), cameras[1:], min_relevancy=0.5)
+    with pytest.raises(ValueError, match="min_relevancy"):
+        localize_3d(rel, depth.float(), cameras, min_relevancy=1.5)
+
+
 def test_localize_matches_independent_backprojection(plane_scene):
     """Weighted mean and percentile box equal the ones of independently cast hit points."""
     cameras, depth, points = plane_scene

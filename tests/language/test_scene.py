@@ -84,3 +84,6 @@ def test_query_stems_are_unique_per_text():
     assert query_stem("sphere") == "sphere"
     assert query_stem("red chair") != query_stem("red-chair") and query_stem("red chair").startswith("red_chair-")
     assert len({query_stem("x" * 41), query_stem("x" * 42)}) == 2
+    # case-insensitive file systems: "Sphere" must not overwrite "sphere"; non-ASCII letters are replaced
+    assert query_stem("Sphere") != "sphere" and query_stem("Sphere").startswith("Sphere-")
+    assert query_stem("café").startswith("caf_-")

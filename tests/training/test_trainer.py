@@ -191,5 +191,5 @@ def test_bad_input(tmp_path):
     # a checkpoint of a different architecture is refused with a clear message
     Trainer(method, config(tmp_path / "a", max_steps=1), dataset=dataset).train()
     other, _ = build(hidden=8)
-    with pytest.raises(RuntimeError, match="does not fit ToyMethod"):
+    with pytest.raises(ValueError, match="does not fit ToyMethod"):
         Trainer(other, config(tmp_path / "a"), dataset=make_toy_dataset(), resume=True)

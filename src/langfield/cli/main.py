@@ -26,11 +26,11 @@ from rich.console import Console
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
 from langfield.runs.demo import run_demo
-from langfield.runs.evaluate import evaluate_run
+from langfield.runs.evaluate import check_evaluate_request, evaluate_run
 from langfield.runs.export import export_run
 from langfield.runs.language import run_queries, train_language
 from langfield.runs.loading import load_run
-from langfield.runs.render import CAMERA_PATHS, render_path, render_views
+from langfield.runs.render import CAMERA_PATHS, check_render_request, render_path, render_views
 from langfield.runs.spec import DataConfig
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
@@ -52,9 +52,10 @@ def parse_overrides(items: List[str]) -> Dict[str, Any]:
     """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values parsed as JSON when they parse)."""
     out = {}
     for item in items:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
+        key = key.strip()
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -167,7 +168,8 @@ class Query:
     text: Optional[str] = None
     """Text query, e.g. 'red chair': writes its relevancy heat-map over the render."""
     labels: List[str] = field(default_factory=list)
-    """Label list for segmentation (argmax with an 'unknown' threshold), e.g. --labels chair table floor."""
+    """Label list for segmentation (argmax with an 'unknown' threshold), e.g. --labels chair table floor;
+    @FILE reads labels from a UTF-8 text file, one per line (blank lines and # comments skipped)."""
     unknown_threshold: Optional[float] = None
     """Pixels whose best label probability is below this are 'unknown' (id 255 in the ID image)."""
     split: str = "test"
@@ -204,14 +206,13 @@ class Demo:
 
 def run_train(args: Train) -> Dict[str, Any]:
     run = prepare_run(
-        args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set)
+        args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set),
+        require_splits=() if args.skip_eval else (args.eval_split,),
     )
     console.print(f"training [bold]{args.method}[/] on {run.dataset.name} ({len(run.dataset.split('train'))} views) -> {run.output_dir}")
     run.trainer.train()
     if args.skip_eval:
         return {}
-    if args.eval_split not in run.dataset.splits:
-        raise ValueError(f"--eval-split {args.eval_split!r}: the dataset has {sorted(run.dataset.splits)} (or pass --skip-eval)")
     result = run.trainer.evaluate(args.eval_split, write_renders=True)
     if run.trainer.is_main:
         console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
@@ -219,8 +220,11 @@ def run_train(args: Train) -> Dict[str, Any]:
 
 
 def run_render(args: Render) -> None:
-    run = load_run(args.run_dir, args.device)
     out_dir = args.out_dir or args.run_dir / "renders" / args.path
+    camera_path = args.path in CAMERA_PATHS
+    check_render_request(args.outputs, args.chunk, out_dir if args.out_dir else None,
+                         args.num_frames if camera_path else None, args.fps if camera_path else None)  # fmt: skip
+    run = load_run(args.run_dir, args.device)
     if args.path in CAMERA_PATHS:
         paths = render_path(run, args.path, out_dir, args.num_frames, args.fps, args.outputs, args.chunk)
     else:
@@ -229,6 +233,7 @@ def run_render(args: Render) -> None:
 
 
 def run_eval(args: Eval) -> Dict[str, Any]:
+    check_evaluate_request(args.chunk, args.lpips_weights)
     run = load_run(args.run_dir, args.device)
     result = evaluate_run(run, args.split, args.write_renders, args.lpips_weights, args.chunk)
     msg = f"{args.split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}"
@@ -252,9 +257,31 @@ def run_language(args: Language) -> Dict[str, Any]:
     return summary
 
 
+def expand_label_files(labels: List[str]) -> List[str]:
+    """``--labels`` with every ``@FILE`` replaced by the labels in that file (one per line)."""
+    out: List[str] = []
+    for item in labels:
+        if not item.startswith("@"):
+            out.append(item)
+            continue
+        path = Path(item[1:])
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "not found"
+            raise FileNotFoundError(f"--labels {item}: label file {path} {what}")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"--labels {item}: label file {path} is not UTF-8 text") from None
+        found = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        if not found:
+            raise ValueError(f"--labels {item}: label file {path} holds no labels (one per line)")
+        out.extend(found)
+    return out
+
+
 def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
-        args.run_dir, text=args.text, labels=args.labels, unknown_threshold=args.unknown_threshold, split=args.split,
+        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold, split=args.split,
         view=args.view, localize=args.localize, extract=args.extract, threshold=args.threshold,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip
@@ -276,22 +303,35 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "demo": (Demo, run_demo_command),
 }
 
-#: Errors caused by what the user asked for: one line, exit status 2 (not a traceback).
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError)
+#: Errors caused by what the user asked for: one line, exit status 2 (not a traceback). The OS
+#: errors are about the paths the user named (a folder where a file is expected, no permission).
+USER_ERRORS = (
+    ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError,
+    NonFiniteLossError,
+)  # fmt: skip
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="langfield")
-    handler = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
+        # Config objects validate themselves while the options are parsed (tyro reports most of
+        # their errors itself; those of some nested configs escape it and are reported here).
+        args = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="langfield")
+        handler = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
         handler(args)
     except USER_ERRORS as exc:
         if os.environ.get("LANGFIELD_DEBUG", "").strip() not in ("", "0"):
             raise
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {_escape(exc)}")
         return 2
     return 0
+
+
+def _escape(exc: BaseException) -> str:
+    """The message on one line, with rich markup characters escaped (a path may contain ``[``)."""
+    from rich.markup import escape
+
+    return escape(" ".join(str(exc).split()))
 
 
 if __name__ == "__main__":

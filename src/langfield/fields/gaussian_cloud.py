@@ -203,7 +203,20 @@ class GaussianCloud(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # Densification changes N: resize every parameter to the checkpoint's shape first, keeping
-        # the same Parameter objects so optimisers built on them stay valid.
+        # the same Parameter objects so optimisers built on them stay valid. Only the row count may
+        # differ, and it must be the same for every parameter.
+        means = state_dict.get(f"{prefix}params.means")
+        rows = means.shape[0] if isinstance(means, Tensor) and means.ndim >= 1 else None
+        bad = [
+            f"{prefix}params.{name}: {tuple(state_dict[key].shape)}, expected [{rows}, {', '.join(map(str, param.shape[1:]))}]"
+            for name, param in self.params.items()
+            for key in [f"{prefix}params.{name}"]
+            if key in state_dict and (state_dict[key].ndim != param.ndim or state_dict[key].shape[1:] != param.shape[1:]
+                                      or state_dict[key].shape[0] != rows)
+        ]  # fmt: skip
+        if bad:
+            error_msgs.append("Gaussian parameters of inconsistent shapes: " + "; ".join(bad[:3]))
+            return
         for name, param in self.params.items():
             key = f"{prefix}params.{name}"
             if key in state_dict and state_dict[key].shape != param.shape:

@@ -38,7 +38,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from langfield.configs import config_from_dict, config_to_dict
+from langfield._checks import InputError, check_finite_number, check_memory
+from langfield.configs import check_field_types, config_from_dict, config_to_dict
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import IndexSampler
 from langfield.fields.language_fields import GaussianLanguageField, LanguageField, NGPLanguageField, RayWeights
@@ -63,6 +64,8 @@ __all__ = [
     "LanguageFieldConfig",
     "build_language_field",
     "language_config_from_dict",
+    "load_language_field",
+    "read_language_field",
 ]
 
 LANGUAGE_DIR = "language"
@@ -124,6 +127,9 @@ class LanguageFieldConfig:
     autoencoder_lr: float = 1e-3
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        check_finite_number(self.depth_edge_threshold, "LanguageFieldConfig.depth_edge_threshold", lo=0)
+        check_finite_number(self.footprint_jitter, "LanguageFieldConfig.footprint_jitter", lo=0)
         for name in ("steps", "rays_per_step", "top_k", "latent_dim", "autoencoder_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LanguageFieldConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -198,8 +204,26 @@ class LanguageDistillation:
         self.phase_done = -1
         self.history: List[Dict[str, Any]] = []
         self._geometry: Optional[List[ViewGeometry]] = None
+        self._check_memory()
         seed_everything(config.seed)  # before any parameter exists
         self.field = new_language_field(self.kind, method, self.embedding_dim, config).to(self.device)
+
+    def _check_memory(self) -> None:
+        """Refuse a job whose teacher targets (float16 ``[V, H, W, E]``, kept about three times: raw,
+        corrected, encoded) or NGP hash table (with gradients and Adam moments) cannot fit."""
+        cams = self.split.cameras
+        pixels = sum(int(h) * int(w) for h, w in zip(cams.heights.tolist(), cams.widths.tolist()))
+        check_memory(
+            3 * 2 * pixels * self.embedding_dim, f"language targets of {len(cams)} views x {self.embedding_dim} channels",
+            hint="downscale the run's images or use a teacher with fewer channels",
+        )  # fmt: skip
+        if self.kind == "ngp":
+            grid = self.config.field.hash_grid
+            check_memory(
+                4 * 4 * grid.num_rows * grid.features_per_level,
+                f"LanguageFieldConfig.field.hash_grid (log2_hashmap_size={grid.log2_hashmap_size}, num_levels="
+                f"{grid.num_levels}, features_per_level={grid.features_per_level})", hint="use a smaller hash table",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ inputs (computed once)
     @property
@@ -383,13 +407,15 @@ class LanguageDistillation:
             logger.warning("%s was trained with another config or teacher; starting over", path)
             shutil.rmtree(self.output_dir / PHASES_DIR, ignore_errors=True)
             return False
+        _check_field_state(state, str(path))
         tpath = self.output_dir / TARGETS_FILE
-        targets = _load_field_state(tpath) if tpath.is_file() else None
+        targets = _load_field_state(tpath, "targets file") if tpath.is_file() else None
         if targets is None or targets.get("phase") != state["phase"]:
             logger.warning("%s does not match the field checkpoint; starting over", tpath)
             shutil.rmtree(self.output_dir / PHASES_DIR, ignore_errors=True)
             return False
-        self.field.load_state_dict(state["field"])
+        _check_targets(targets.get("targets"), len(self.split), self.embedding_dim, str(tpath))
+        _load_field_weights(self.field, state["field"], str(path))
         self.targets = targets["targets"]
         self.phase_done = int(state["phase"])
         self.history = list(state.get("history", []))
@@ -398,53 +424,105 @@ class LanguageDistillation:
         return True
 
 
-def _load_field_state(path: Path) -> Dict[str, Any]:
+def _load_field_state(path: Path, what: str = "language field") -> Dict[str, Any]:
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a folder, expected a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, foreign pickle, not a torch file
-        raise ValueError(f"could not read the language-field file {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- truncated, foreign pickle, not a torch file
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise InputError(f"{what} {path}: not a readable torch file (truncated or corrupt?): {reason}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a langfield language-field file")
+        raise InputError(f"{what} {path}: not a langfield {what} (a {type(state).__name__}, expected a dict)")
+    return state
+
+
+#: Entries of ``field.pt`` and their types (see :meth:`LanguageDistillation.state`).
+_FIELD_KEYS = {"format": int, "kind": str, "phase": int, "config": dict, "teacher": dict, "embedding_dim": int,
+               "num_gaussians": int, "field": dict}  # fmt: skip
+
+
+def _check_field_state(state: Dict[str, Any], where: str) -> None:
+    """The entries of a ``field.pt`` state: present, of the right types, and finite weights."""
+    if state.get("format") != FORMAT:
+        raise InputError(f"language field {where}: not a langfield language-field file (format {state.get('format')!r}, expected {FORMAT})")
+    for key, kind in _FIELD_KEYS.items():
+        value = state.get(key)
+        if key not in state:
+            raise InputError(f"language field {where}: missing {key!r} (damaged or foreign file; rerun 'langfield language')")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InputError(f"language field {where}: {key!r} is a {type(value).__name__}, expected {kind.__name__}")
+    if state["kind"] not in ("ngp", "gaussians"):
+        raise InputError(f"language field {where}: unknown kind {state['kind']!r} (expected 'ngp' or 'gaussians')")
+    if state["embedding_dim"] < 1 or state["num_gaussians"] < 0:
+        raise InputError(f"language field {where}: embedding_dim {state['embedding_dim']} / num_gaussians {state['num_gaussians']} out of range")
+    latent = state.get("latent_dim")
+    if latent is not None and (isinstance(latent, bool) or not isinstance(latent, int) or latent < 1):
+        raise InputError(f"language field {where}: 'latent_dim' must be a positive integer or null, got {latent!r}")
+    for key, value in state["field"].items():
+        if not isinstance(value, Tensor):
+            raise InputError(f"language field {where}: field entry {key!r} is a {type(value).__name__}, expected a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(f"language field {where}: field tensor {key!r} has non-finite values (NaN/inf); retrain it (langfield language)")
+
+
+def _check_targets(targets: Any, views: int, dim: int, where: str) -> None:
+    if not isinstance(targets, Tensor) or targets.ndim != 4 or targets.shape[0] != views or targets.shape[-1] != dim:
+        got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+        raise InputError(f"targets file {where}: 'targets' must be a [{views}, H, W, {dim}] tensor, got {got}; delete it to recompute")
+    if not targets.is_floating_point() or not bool(torch.isfinite(targets).all()):
+        raise InputError(f"targets file {where}: 'targets' must be finite floating-point features; delete it to recompute")
+
+
+def _load_field_weights(field_: LanguageField, stored: Dict[str, Tensor], where: str) -> None:
+    own = field_.state_dict()
+    wrong = [k for k, v in own.items() if k in stored and stored[k].dtype != v.dtype]
+    if wrong:
+        raise InputError(f"language field {where}: field tensor {wrong[0]!r} is {stored[wrong[0]].dtype}, expected {own[wrong[0]].dtype}")
+    try:
+        field_.load_state_dict(stored)
+    except RuntimeError as err:
+        raise InputError(f"language field {where}: the stored field does not fit ({' '.join(str(err).split())[:300]})") from None
+
+
+def read_language_field(path: Union[str, Path]) -> Dict[str, Any]:
+    """The checked state of a ``field.pt`` (entries, types, finite weights); errors name the file."""
+    path = Path(path)
+    state = _load_field_state(path)
+    _check_field_state(state, str(path))
     return state
 
 
 def build_language_field(state: Dict[str, Any], method: SceneMethod, where: str = FIELD_FILE) -> Tuple[LanguageField, LanguageFieldConfig]:
     """Rebuild the field saved by :meth:`LanguageDistillation.state` for ``method`` (eval mode)."""
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{where} is not a langfield language-field checkpoint (format {FORMAT})")
-    cfg = language_config_from_dict(state["config"], f"{where}: config")
-    kind, e = state["kind"], int(state["embedding_dim"])
-    if kind not in ("ngp", "gaussians"):
-        raise ValueError(f"{where}: unknown language field kind {kind!r}")
+    if not isinstance(state, dict):
+        raise InputError(f"language field {where}: not a langfield language-field state")
+    _check_field_state(state, where)
+    cfg = language_config_from_dict(state["config"], f"language field {where}: config")
+    kind, e = state["kind"], state["embedding_dim"]
     if check_language_method(method) != kind:
-        raise ValueError(f"{where} holds a {kind} language field, but the run's method is {type(method).__name__}")
+        raise InputError(f"language field {where}: holds a {kind} language field, but the run's method is {type(method).__name__}")
     if kind == "ngp":
         latent = state.get("latent_dim")
-        field_ = NGPLanguageField(method.field_bounds().detach().cpu(), e, cfg.field, None if latent is None else int(latent))
+        field_ = NGPLanguageField(method.field_bounds().detach().cpu(), e, cfg.field, latent)
     else:
-        n = int(state["num_gaussians"])
+        n = state["num_gaussians"]
         if method.gaussian_cloud().num_gaussians != n:
-            raise ValueError(f"{where} was trained on {n} Gaussians; this run's cloud differs (retrain the language field)")
+            raise InputError(f"language field {where}: trained on {n} Gaussians; this run's cloud differs (retrain the language field)")
+        if state.get("latent_dim") is None:
+            raise InputError(f"language field {where}: a Gaussian language field needs 'latent_dim'")
         settings = method.splat_settings()
-        field_ = GaussianLanguageField(n, e, int(state["latent_dim"]), tile_size=settings.tile_size, backend=settings.backend)
-    stored = state["field"]
-    if not isinstance(stored, dict):
-        raise ValueError(f"{where}: 'field' is not a state dict")
-    bad = [k for k, v in stored.items() if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"{where}: the stored field has non-finite values in {bad[:5]}; retrain it (langfield language)")
-    try:
-        field_.load_state_dict(stored)
-    except RuntimeError as err:
-        raise ValueError(f"{where}: the stored field does not fit ({err})") from None
+        field_ = GaussianLanguageField(n, e, state["latent_dim"], tile_size=settings.tile_size, backend=settings.backend)
+    _load_field_weights(field_, state["field"], where)
     return field_.to(next(method.parameters()).device).eval(), cfg
 
 
-def load_language_field(path: Union[str, Path], method: SceneMethod) -> Tuple[LanguageField, LanguageFieldConfig, Dict[str, Any]]:
-    """``(field, config, teacher spec)`` of the ``field.pt`` at ``path`` for ``method``."""
+def load_language_field(
+    path: Union[str, Path], method: SceneMethod, *, state: Optional[Dict[str, Any]] = None
+) -> Tuple[LanguageField, LanguageFieldConfig, Dict[str, Any]]:
+    """``(field, config, teacher spec)`` of the ``field.pt`` at ``path`` for ``method``
+    (``state``: its contents when already read with :func:`read_language_field`)."""
     path = Path(path)
-    state = _load_field_state(path)
+    state = read_language_field(path) if state is None else state
     field_, cfg = build_language_field(state, method, str(path))
-    if not isinstance(state.get("teacher"), dict):
-        raise ValueError(f"{path}: no teacher spec stored with the field")
     return field_, cfg, state["teacher"]

@@ -38,6 +38,7 @@ __all__ = [
     "CANONICAL_NEGATIVES",
     "UNKNOWN",
     "Localization",
+    "QueryNotFoundError",
     "Segmentation",
     "check_label_list",
     "colorize_labels",
@@ -231,6 +232,11 @@ def segment(
 # ----------------------------------------------------------------------------- 3D localization
 
 
+class QueryNotFoundError(ValueError):
+    """A query matched nothing in the scene: no pixel is relevant enough (a "not found" answer,
+    never a made-up box)."""
+
+
 @dataclass(frozen=True)
 class Localization:
     """Where a query is in 3D.
@@ -300,6 +306,7 @@ def localize_3d(
     world_transform: Optional[Tensor] = None,
     per_view: bool = True,
     percentiles: Tuple[float, float] = (2.0, 98.0),
+    min_relevancy: Optional[float] = None,
 ) -> Localization:
     """Locate a query in 3D from relevancy maps rendered with depth from known cameras.
 
@@ -338,13 +345,17 @@ def localize_3d(
             through the inverse before the mean and box are taken).
         per_view: normalise the threshold per view (default) or over all views.
         percentiles: lower and upper percentile (``0 <= lo <= hi <= 100``) for the box.
+        min_relevancy: absolute floor in ``[0, 1]``: pixels below it never qualify, whatever the
+            relative threshold. The relative threshold alone always picks each view's best pixels,
+            so it "finds" queries that are not in the scene; for LERF relevancy ``0.5`` ("closer to
+            the query than to any negative") is the natural floor (:meth:`LanguageScene.localize`).
 
     Returns:
         :class:`Localization` (float32 tensors on ``relevancy``'s device).
 
     Raises:
-        ValueError: on bad shapes/arguments, or if fewer than ``min_pixels`` pixels qualify
-            ("query matched nothing").
+        ValueError: on bad shapes/arguments.
+        QueryNotFoundError: fewer than ``min_pixels`` pixels qualify (the query is not found).
     """
     if not isinstance(relevancy, Tensor):
         raise ValueError(f"relevancy must be a torch.Tensor, got {type(relevancy).__name__}")
@@ -371,6 +382,8 @@ def localize_3d(
     lo_p, hi_p = percentiles
     if not 0.0 <= lo_p <= hi_p <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= lo <= hi <= 100, got {percentiles}")
+    if min_relevancy is not None and not 0.0 <= float(min_relevancy) <= 1.0:
+        raise ValueError(f"min_relevancy must be in [0, 1], got {min_relevancy}")
     T = None if world_transform is None else _check_world_transform(world_transform)
 
     device = relevancy.device
@@ -395,12 +408,20 @@ def localize_3d(
     safe_span = torch.where(has_range, span, torch.ones_like(span))
     norm = torch.where(has_range, (rel - lo) / safe_span, torch.zeros_like(rel))
     chosen = valid & (norm >= float(threshold))
+    if min_relevancy is not None:
+        chosen &= rel >= float(min_relevancy)
+        if bool(valid.any()) and not bool((valid & (rel >= float(min_relevancy))).any()):
+            peak = float(rel[valid].max())
+            raise QueryNotFoundError(
+                f"query not found: the highest relevancy over {views} view(s) is {peak:.3f}, below min_relevancy="
+                f"{float(min_relevancy):g} (no pixel is closer to the query than to the negatives)"
+            )
 
     count = int(chosen.sum())
     if count < min_pixels:
         what = "nothing" if count == 0 else f"only {count} pixel(s) (min_pixels={min_pixels})"
         cond = "finite depth > 0" + (" and accumulation >= 0.5" if accumulation is not None else "")
-        raise ValueError(
+        raise QueryNotFoundError(
             f"query matched {what}: {int(valid.sum())} of {views * height * width} pixels ({views} view(s) of "
             f"{width}x{height}) have {cond}, and {count} of them reach threshold={threshold} of the relevancy "
             "range. Check that depth and cameras belong to the same renders and that the object is in view, "

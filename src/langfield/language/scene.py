@@ -35,6 +35,7 @@ from langfield.io.points_ply import write_points_ply
 from langfield.language.queries import (
     CANONICAL_NEGATIVES,
     Localization,
+    QueryNotFoundError,
     Segmentation,
     check_label_list,
     localize_3d,
@@ -50,12 +51,12 @@ __all__ = ["LanguageFieldMissingError", "LanguageRender", "LanguageScene", "quer
 
 
 def query_stem(text: str) -> str:
-    """A file-name stem unique per query string: the text itself when it is at most 40 letters and
-    digits ("sphere"), else its readable part (``_`` for every other character, 40 characters at
-    most) plus 8 hex digits of the exact text's hash, so "red chair" and "red-chair" never
-    overwrite each other's outputs."""
-    readable = "".join(c if c.isalnum() else "_" for c in text)[:40]
-    if readable == text:
+    """A file-name stem unique per query string: the text itself when it is at most 40 lower-case
+    letters and digits ("sphere"), else its readable part (``_`` for every other character, 40
+    characters at most) plus 8 hex digits of the exact text's hash, so "red chair" and "red-chair"
+    never overwrite each other's outputs (nor "Sphere" and "sphere" on a case-insensitive disk)."""
+    readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in text)[:40]
+    if readable == text and text == text.lower():
         return text
     return f"{readable or 'query'}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
 
@@ -136,12 +137,20 @@ class LanguageScene:
 
     def localize(
         self, query: str, split: str = "train", max_views: int = 12, threshold: float = 0.5,
-        negatives: Sequence[str] = CANONICAL_NEGATIVES,
+        negatives: Sequence[str] = CANONICAL_NEGATIVES, min_relevancy: float = 0.5,
     ) -> Localization:  # fmt: skip
         """3D point and axis-aligned box of the most relevant region, in the dataset's world frame.
 
         Relevancy maps of up to ``max_views`` evenly spaced views of ``split`` are back-projected
-        with the rendered depth (see :func:`langfield.language.queries.localize_3d`)."""
+        with the rendered depth (see :func:`langfield.language.queries.localize_3d`). Only pixels
+        whose relevancy reaches ``min_relevancy`` (0.5: closer to the query than to every
+        negative) count, so a query that is not in the scene raises
+        :class:`~langfield.language.queries.QueryNotFoundError` instead of returning a box."""
+        (query,) = check_text_queries([query], "query")
+        if split not in self.dataset.splits:
+            raise ValueError(f"split {split!r}: the dataset has {sorted(self.dataset.splits)}")
+        if isinstance(max_views, bool) or not isinstance(max_views, int) or max_views < 1:
+            raise ValueError(f"max_views must be an integer >= 1, got {max_views!r}")
         cams = self.dataset.split(split).cameras
         picks = torch.linspace(0, len(cams) - 1, min(max_views, len(cams))).round().long().unique().tolist()
         rels, depths, accs = [], [], []
@@ -150,10 +159,14 @@ class LanguageScene:
             rels.append(rel)
             depths.append(view.render.depth)
             accs.append(view.render.accumulation)
-        return localize_3d(
-            torch.stack(rels), torch.stack(depths), cams[picks], threshold=threshold,
-            accumulation=torch.stack(accs), world_transform=self.dataset.world_transform,
-        )  # fmt: skip
+        try:
+            return localize_3d(
+                torch.stack(rels), torch.stack(depths), cams[picks], threshold=threshold,
+                accumulation=torch.stack(accs), world_transform=self.dataset.world_transform,
+                min_relevancy=min_relevancy,
+            )  # fmt: skip
+        except QueryNotFoundError as err:
+            raise QueryNotFoundError(str(err).replace("query", f"query {query!r}", 1)) from None
 
     # ------------------------------------------------------------------ extraction
     @torch.no_grad()

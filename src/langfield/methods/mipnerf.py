@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from langfield._checks import InputError, check_fields, check_finite_number
+from langfield.configs import check_field_types
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
 from langfield.methods.base import RayMethod, SceneInfo
 from langfield.methods.schedules import ProgressLR, log_linear
@@ -47,6 +49,17 @@ class MipNeRFConfig:
     lr_final: float = 5e-6
     warmup_fraction: float = 0.01
     warmup_mult: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(self, int_min_1=("num_samples",), int_min_0=("min_deg", "max_deg", "direction_freqs"),
+                     non_negative=("coarse_loss_mult", "resample_padding", "rgb_padding"), positive=("lr", "lr_final"),
+                     fraction=("warmup_fraction", "warmup_mult"))  # fmt: skip
+        check_finite_number(self.density_bias, "MipNeRFConfig.density_bias")
+        if self.min_deg > self.max_deg:
+            raise InputError(f"MipNeRFConfig.min_deg ({self.min_deg}) must be <= max_deg ({self.max_deg})")
+        check_field_types(self.field)
+        check_fields(self.field, "MipNeRFConfig.field", int_min_1=("depth", "width", "view_width"), int_min_0=("skip_layer",))
 
 
 @dataclass

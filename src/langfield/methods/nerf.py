@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from langfield._checks import check_fields
+from langfield.configs import check_field_types
 from langfield.fields.nerf_field import NeRFField, NeRFFieldConfig
 from langfield.methods.base import RayMethod, SceneInfo
 from langfield.methods.schedules import ProgressLR, exponential_decay
@@ -36,6 +38,13 @@ class NeRFConfig:
     density_noise_std: float = 0.0
     lr: float = 5e-4
     lr_final: float = 5e-5
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(self, int_min_1=("num_coarse",), int_min_0=("num_fine", "position_freqs", "direction_freqs"),
+                     non_negative=("density_noise_std",), positive=("lr", "lr_final"))  # fmt: skip
+        check_field_types(self.field)
+        check_fields(self.field, "NeRFConfig.field", int_min_1=("depth", "width", "view_width"), int_min_0=("skip_layer",))
 
 
 @dataclass

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from langfield._checks import InputError, check_fields, check_finite_number, check_int_range, check_memory
+from langfield.configs import check_field_types
 from langfield.fields.ngp_field import NGPField, NGPFieldConfig
 from langfield.methods.base import RayMethod, SampleFilter, SceneInfo
 from langfield.methods.capabilities import SharesRayWeights
@@ -59,6 +61,33 @@ class NGPConfig:
     min_rays: int = 256
     max_rays: int = 1 << 14
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(
+            self, int_min_1=("steps_per_diagonal", "max_samples_per_ray", "target_samples_per_step", "min_rays", "max_rays"),
+            non_negative=("cone_angle", "weight_decay"), positive=("lr",), fraction=("early_stop_eps", "alpha_threshold"),
+        )  # fmt: skip
+        if self.min_rays > self.max_rays:
+            raise InputError(f"NGPConfig.min_rays ({self.min_rays}) must be <= max_rays ({self.max_rays})")
+        check_field_types(self.field)
+        check_fields(self.field, "NGPConfig.field", int_min_1=("hidden_dim", "geo_feat_dim"), int_min_0=("color_hidden_layers",))
+        check_int_range(self.field.sh_degree, "NGPConfig.field.sh_degree", lo=0, hi=4)
+        check_finite_number(self.field.density_bias, "NGPConfig.field.density_bias")
+        check_field_types(self.grid)
+        check_fields(
+            self.grid, "NGPConfig.grid", int_min_1=("resolution", "update_every"), int_min_0=("warmup_steps",),
+            non_negative=("threshold",), fraction=("ema_decay", "update_fraction"),
+        )  # fmt: skip
+
+    def estimated_bytes(self) -> int:
+        """Memory the parameters need while training (float32 hash table + MLPs with gradients and
+        Adam's two moments, i.e. 16 bytes a value) plus the occupancy grid (5 bytes a cell)."""
+        grid = self.field.hash_grid
+        table = grid.num_rows * grid.features_per_level
+        hidden = self.field.hidden_dim
+        mlps = hidden * (grid.output_dim + hidden * (self.field.color_hidden_layers + 2) + 64)
+        return 16 * (table + mlps) + 5 * self.grid.resolution**3
+
 
 @dataclass
 class NGPOutputs:
@@ -82,6 +111,13 @@ class NGP(RayMethod, SharesRayWeights):
 
     def __init__(self, scene: SceneInfo, config: NGPConfig = NGPConfig()) -> None:
         super().__init__()
+        grid = config.field.hash_grid
+        check_memory(
+            config.estimated_bytes(),
+            f"NGPConfig: field.hash_grid (log2_hashmap_size={grid.log2_hashmap_size}, num_levels={grid.num_levels}, "
+            f"features_per_level={grid.features_per_level}) and grid.resolution={config.grid.resolution}",
+            hint="lower field.hash_grid.log2_hashmap_size, num_levels or features_per_level",
+        )  # fmt: skip
         self.config = config
         aabb = scene.scene_box.float().reshape(2, 3)
         self.field = NGPField(aabb, config.field)

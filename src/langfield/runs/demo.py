@@ -6,13 +6,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
+from langfield._checks import check_finite_number, check_int_range, check_output_dir
 from langfield.fields.ngp_field import NGPFieldConfig
 from langfield.io.atomic import atomic_write_json
 from langfield.methods.ngp import NGPConfig
 from langfield.ops.hash_encoding import HashGridConfig
 from langfield.ops.occupancy import OccupancyGridConfig
+from langfield.runs.loading import resolve_device
 from langfield.runs.render import render_path
-from langfield.runs.spec import PROCEDURAL, DataConfig
+from langfield.runs.spec import MAX_PROCEDURAL_SIZE, PROCEDURAL, DataConfig
 from langfield.runs.train import train
 from langfield.training.evaluation import evaluate_views
 from langfield.training.trainer import TrainerConfig
@@ -44,8 +46,15 @@ def run_demo(
     Writes into ``output_dir``: ``renders/test/*_compare.png`` (render | ground truth | depth),
     ``renders/test/*_depth.png``, ``orbit_rgb.mp4`` + ``orbit_depth.mp4``, ``metrics.json``
     (test PSNR/SSIM and depth error against the analytic ground truth).
+
+    The options are checked (and the scene's size against memory) before anything is written.
     """
-    out = Path(output_dir)
+    check_finite_number(budget_s, "budget_s (--budget-s)", lo=0, lo_inclusive=False)
+    check_int_range(size, "size (--size)", lo=8, hi=MAX_PROCEDURAL_SIZE)
+    check_int_range(seed, "seed (--seed)", lo=0)
+    if device is not None:
+        resolve_device(device, "device (--device)")
+    out = check_output_dir(output_dir, "output_dir (--output-dir)")
     data = DataConfig(PROCEDURAL, 1.0, None, size, procedural_views=100)
     trainer_cfg = TrainerConfig(
         max_steps=20_000,

@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from langfield._checks import InputError, check_int_range
 from langfield.eval.lpips import try_load_lpips
 from langfield.io.atomic import atomic_write_json
 from langfield.runs.loading import Run
 from langfield.training.evaluation import evaluate_views
 
-__all__ = ["evaluate_run"]
+__all__ = ["check_evaluate_request", "evaluate_run"]
+
+
+def check_evaluate_request(chunk: int, lpips_weights: Optional[Union[str, Path]] = None) -> None:
+    """Refuse bad evaluation options before a run is loaded: ``chunk >= 1``, and LPIPS weights the
+    user named explicitly must exist (silently skipping LPIPS would hide the typo)."""
+    check_int_range(chunk, "chunk (--chunk)", lo=1)
+    if lpips_weights is not None and not Path(lpips_weights).exists():
+        raise FileNotFoundError(f"lpips_weights (--lpips-weights) {lpips_weights}: not found")
 
 
 def evaluate_run(
@@ -25,8 +34,9 @@ def evaluate_run(
     LPIPS is computed when weights are found locally (``lpips_weights`` or
     ``$LANGFIELD_LPIPS_WEIGHTS``); otherwise the result's ``lpips`` is None and ``lpips_note`` says why.
     """
+    check_evaluate_request(chunk, lpips_weights)
     if split not in run.dataset.splits:
-        raise ValueError(f"dataset {run.dataset.name!r} has no split {split!r}; it has {sorted(run.dataset.splits)}")
+        raise InputError(f"split {split!r} (--split): dataset {run.dataset.name!r} has {sorted(run.dataset.splits)}")
     device = next(run.method.parameters()).device
     lpips_model, note = try_load_lpips(lpips_weights, device=device)
     result = evaluate_views(

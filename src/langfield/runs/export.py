@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from langfield._checks import InputError, check_choice, check_output_file
 from langfield.io.gaussian_ply import write_gaussian_ply
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.registry import METHODS, method_names
-from langfield.runs.spec import checkpoint_path, read_run_file
+from langfield.runs.spec import check_run_dir, checkpoint_path, read_run_file
 from langfield.training.checkpoint import load_checkpoint
 
 __all__ = ["EXPORT_FORMATS", "export_run"]
@@ -25,18 +26,26 @@ def export_run(
     ``fmt="ply"`` writes the reference 3DGS layout (:func:`langfield.io.gaussian_ply.write_gaussian_ply`),
     by default to ``run_dir/export/point_cloud.ply`` (atomically). Only ``run.json`` and the
     checkpoint are read: the run's dataset is not needed."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; supported: {', '.join(EXPORT_FORMATS)}")
-    run_dir = Path(run_dir)
+    check_choice(fmt, "format (--format)", EXPORT_FORMATS)
+    run_dir = check_run_dir(run_dir)
+    out = Path(output) if output is not None else run_dir / "export" / "point_cloud.ply"
+    check_output_file(out, "output (--output)")
     name = read_run_file(run_dir).get("method")  # refuse before loading any data
     splatting = [m for m in method_names() if issubclass(METHODS[m].method_cls, SplatsGaussians)]
     if name not in splatting:
-        raise ValueError(
+        raise InputError(
             f"{run_dir} was trained with method {name!r}, which has no Gaussian cloud; "
             f"only {', '.join(repr(m) for m in splatting)} runs export to PLY"
         )
-    state = load_checkpoint(checkpoint_path(run_dir, checkpoint))
-    cloud = METHODS[name].method_cls.cloud_from_state_dict(state["model"])
-    cloud.check_finite()
-    out = Path(output) if output is not None else run_dir / "export" / "point_cloud.ply"
+    path = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(path, required=("model",))
+    cls = METHODS[name].method_cls
+    written_by = state.get("method_class")
+    if isinstance(written_by, str) and written_by.rsplit(".", 1)[-1] != cls.__name__:
+        raise InputError(f"checkpoint {path}: written by {written_by}, but {run_dir} is a {name!r} run ({cls.__name__})")
+    try:
+        cloud = cls.cloud_from_state_dict(state["model"])
+        cloud.check_finite()
+    except (ValueError, KeyError, IndexError, RuntimeError) as err:
+        raise InputError(f"checkpoint {path}: not a Gaussian cloud of a {name!r} run: {err}") from None
     return write_gaussian_ply(out, cloud.raw())

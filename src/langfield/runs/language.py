@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
+from langfield._checks import InputError, check_choice, check_finite_number, check_int_range, check_output_dir
 from langfield.io.atomic import atomic_write_json
 from langfield.language.distillation import (
     FIELD_FILE,
@@ -14,16 +15,21 @@ from langfield.language.distillation import (
     LanguageDistillation,
     LanguageFieldConfig,
     load_language_field,
+    read_language_field,
 )
 from langfield.language.queries import check_label_list, write_relevancy_image, write_segmentation
 from langfield.language.scene import LanguageFieldMissingError, LanguageScene, query_stem
 from langfield.language.teachers.base import check_text_queries
 from langfield.language.teachers import load_teacher
-from langfield.runs.loading import load_run
+from langfield.pretrained.errors import PretrainedUnavailableError
+from langfield.runs.loading import load_run, resolve_device
+from langfield.runs.spec import check_run_dir
 
 __all__ = ["load_language_scene", "run_queries", "train_language"]
 
 PathLike = Union[str, Path]
+#: Dense-feature methods of a CLIP teacher (``--dense``).
+DENSE_METHODS = ("pyramid", "regions", "both")
 
 
 def train_language(
@@ -49,9 +55,21 @@ def train_language(
     Returns:
         A summary with the field path, the variant and the per-phase losses (also ``summary.json``).
     """
-    run_dir = Path(run_dir)
-    run = load_run(run_dir, device)
+    if device is not None:
+        resolve_device(device, "device (--device)")
+    if not isinstance(teacher, str) or not teacher.strip():
+        raise InputError(f"teacher (--teacher): give 'simulated' or a CLIP model id / folder, got {teacher!r}")
+    check_choice(dense, "dense (--dense)", DENSE_METHODS)
+    if strength is not None:
+        check_finite_number(strength, "strength (--strength)", lo=0)
+    if not isinstance(config, LanguageFieldConfig):
+        raise InputError(f"config: expected a LanguageFieldConfig, got {type(config).__name__}")
+    run_dir = check_run_dir(run_dir)
     out = run_dir / LANGUAGE_DIR
+    check_output_dir(out, "language output folder")
+    if cache_dir is not None:
+        check_output_dir(cache_dir, "cache_dir (--cache-dir)")
+    run = load_run(run_dir, device)
     cache = str(cache_dir) if cache_dir is not None else str(out / "cache")
     t = load_teacher(teacher, run.dataset.labels, device=device, cache_dir=cache, method=dense, strength=strength)
     job = LanguageDistillation(run.method, run.dataset, t, config, output_dir=out, progress=progress)
@@ -65,17 +83,27 @@ def load_language_scene(
     run_dir: PathLike, device: Optional[str] = None, language_dir: Optional[PathLike] = None
 ) -> LanguageScene:
     """``run_dir`` and its language field (``run_dir/language/field.pt`` by default) as a :class:`LanguageScene`."""
-    run_dir = Path(run_dir)
+    if device is not None:
+        resolve_device(device, "device (--device)")
+    run_dir = check_run_dir(run_dir)
     path = Path(language_dir or run_dir / LANGUAGE_DIR) / FIELD_FILE
+    if path.is_dir():
+        raise InputError(f"language field {path}: is a folder, expected the file written by 'langfield language'")
     if not path.is_file():
         raise LanguageFieldMissingError(
             f"{run_dir} has no language field ({path} not found): the scene was trained without one. "
             f"Train it with `langfield language {run_dir}` (add `--teacher simulated` on a labelled scene "
             "without CLIP weights)"
         )
+    state = read_language_field(path)  # a corrupt field.pt is refused before the run is loaded
     run = load_run(run_dir, device)
-    field, cfg, teacher_spec = load_language_field(path, run.method)
-    teacher = load_teacher(teacher_spec, labels=run.dataset.labels)
+    field, cfg, teacher_spec = load_language_field(path, run.method, state=state)
+    try:
+        teacher = load_teacher(teacher_spec, labels=run.dataset.labels)
+    except PretrainedUnavailableError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:
+        raise InputError(f"language field {path}: teacher: {err}") from None
     return LanguageScene(run.method, run.dataset, field, teacher, top_k=cfg.top_k)
 
 
@@ -87,21 +115,31 @@ def run_queries(
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
     under ``out_dir`` (default ``run_dir/queries``); returns what was written and found."""
+    if device is not None:
+        resolve_device(device, "device (--device)")
     if text is None and not labels:
-        raise ValueError("nothing to ask: give a text query and/or --labels for segmentation")
+        raise InputError("nothing to ask: give a text query (--text) and/or --labels for segmentation")
     if text is not None:
-        (text,) = check_text_queries([text], "query")
+        (text,) = check_text_queries([text], "query (--text)")
     if labels:
         labels = check_label_list(labels)
     if (localize or extract) and text is None:
-        raise ValueError("--localize/--extract need a text query")
+        raise InputError("--localize/--extract need a text query (--text)")
+    if unknown_threshold is not None:
+        check_finite_number(unknown_threshold, "unknown_threshold (--unknown-threshold)", lo=0, hi=1)
+    check_finite_number(threshold, "threshold (--threshold)", lo=0, hi=1)
+    check_int_range(view, "view (--view)", lo=0)
+    run_dir = check_run_dir(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "queries"
+    check_output_dir(out, "out_dir (--out-dir)")
     scene = load_language_scene(run_dir, device)
     if split not in scene.dataset.splits:
-        raise ValueError(f"--split {split!r}: the dataset has {sorted(scene.dataset.splits)}")
+        raise InputError(f"split {split!r} (--split): the dataset has {sorted(scene.dataset.splits)}")
     cams = scene.dataset.split(split).cameras
     if not 0 <= view < len(cams):
-        raise ValueError(f"--view {view} is out of range: split {split!r} has {len(cams)} cameras")
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "queries"
+        raise InputError(f"view {view} (--view) is out of range: split {split!r} has {len(cams)} cameras")
+    # Localize first: a query that is not in the scene is refused before any file is written.
+    loc = scene.localize(text) if localize else None
     out.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"teacher": scene.teacher.name, "simulated_teacher": bool(scene.teacher.simulated)}
     if text is not None:
@@ -117,10 +155,9 @@ def run_queries(
             "files": {k: str(v) for k, v in paths.items()},
             "pixels": {"unknown": int(counts[0]), **{lab: int(c) for lab, c in zip(labels, counts[1:])}},
         }
-    if localize:
-        loc = scene.localize(text)
+    if loc is not None:
         result["localization"] = {"point": loc.point.tolist(), "aabb": loc.aabb.tolist(), "num_points": loc.num_points,
-                                  "frame": "dataset world"}  # fmt: skip
+                                  "score": loc.score, "frame": "dataset world"}  # fmt: skip
         atomic_write_json(result["localization"], out / f"{query_stem(text)}_localization.json")
     if extract:
         result["extraction"] = {k: str(v) for k, v in scene.extract(text, out, threshold, view, split).items()}

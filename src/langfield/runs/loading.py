@@ -8,12 +8,13 @@ from typing import Optional, Union
 
 import torch
 
+from langfield._checks import InputError, check_device, check_memory
 from langfield.data import load_dataset
 from langfield.data.dataset import SceneDataset
 from langfield.methods.base import SceneInfo, SceneMethod
 from langfield.methods.registry import make_method
-from langfield.runs.spec import PROCEDURAL, RUN_FILE, DataConfig, RunSpec, checkpoint_path, read_run_file
-from langfield.training.checkpoint import load_checkpoint
+from langfield.runs.spec import PROCEDURAL, RUN_FILE, DataConfig, RunSpec, check_run_dir, checkpoint_path, read_run_file
+from langfield.training.checkpoint import load_checkpoint, load_method_state
 from langfield.training.trainer import Trainer
 
 __all__ = ["Run", "load_data", "load_run", "resolve_device"]
@@ -43,14 +44,29 @@ class Run:
         return Path(self.spec.trainer.output_dir)
 
 
-def resolve_device(device: Optional[str]) -> torch.device:
-    """``device`` or CUDA when available, else CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def resolve_device(device: Optional[str], where: str = "device") -> torch.device:
+    """``device`` (checked: known and present on this machine) or CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return check_device(device, where)
+
+
+#: Bytes per pixel of the procedural scene as built and kept (RGBA, depth, the renderer's subpixel
+#: rays while one view is drawn): a lower bound used to refuse absurd sizes up front.
+_PROCEDURAL_BYTES_PER_PIXEL = 64
+_PROCEDURAL_TEST_VIEWS = 8
 
 
 def load_data(cfg: DataConfig) -> SceneDataset:
     """Load the scene described by ``cfg`` (through the reader registry, procedural scene included)."""
     if cfg.path == PROCEDURAL:
+        side = max(1, int(round(cfg.procedural_size / cfg.downscale)))
+        views = cfg.procedural_views + _PROCEDURAL_TEST_VIEWS
+        check_memory(
+            views * side * side * _PROCEDURAL_BYTES_PER_PIXEL,
+            f"procedural scene of {views} views at {side}x{side} (--procedural-size/--procedural-views)",
+            hint="ask for a smaller size or fewer views",
+        )  # fmt: skip
         return load_dataset(
             PROCEDURAL, format=PROCEDURAL, downscale=cfg.downscale, background=cfg.background,
             size=cfg.procedural_size, num_train=cfg.procedural_views,
@@ -61,20 +77,24 @@ def load_data(cfg: DataConfig) -> SceneDataset:
 
 
 def load_run(run_dir: PathLike, device: Optional[str] = None, checkpoint: Optional[PathLike] = None) -> Run:
-    """Rebuild a trained run from its directory (``run.json`` + ``checkpoints/latest.ckpt``), in eval mode."""
-    run_dir = Path(run_dir)
+    """Rebuild a trained run from its directory (``run.json`` + ``checkpoints/latest.ckpt``), in eval mode.
+
+    Everything cheap is checked before the dataset is loaded: the device, the folder, ``run.json``
+    and the checkpoint's presence. The checkpoint's weights are checked (names, dtypes, NaN/inf)
+    before they reach the method (:func:`langfield.training.checkpoint.load_method_state`).
+    """
+    target = resolve_device(device)
+    run_dir = check_run_dir(run_dir)
     spec_path = run_dir / RUN_FILE
     spec = RunSpec.from_dict(read_run_file(run_dir), str(spec_path))
     if spec.data.path.startswith("<in-memory"):
-        raise ValueError(f"{spec_path}: the run was trained on an in-memory dataset and cannot be reloaded from disk")
-    dataset = load_data(spec.data)
-    method = make_method(spec.method, SceneInfo.from_dataset(dataset), spec.build_method_config())
+        raise InputError(f"{spec_path}: the run was trained on an in-memory dataset and cannot be reloaded from disk")
+    method_config = spec.build_method_config()
     path = checkpoint_path(run_dir, checkpoint)
-    state = load_checkpoint(path)
-    try:
-        method.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} does not fit the {spec.method} method described in {spec_path}: {err}") from None
-    method.to(resolve_device(device)).eval()
+    state = load_checkpoint(path, required=("model",))
+    dataset = load_data(spec.data)
+    method = make_method(spec.method, SceneInfo.from_dataset(dataset), method_config)
+    load_method_state(method, state["model"], f"checkpoint {path} (for the {spec.method} run in {spec_path})")
+    method.to(target).eval()
     method.prepare_for_render()
     return Run(method, dataset, spec, directory=run_dir)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from langfield._checks import InputError, check_choice, check_finite_number, check_int_range, check_memory, check_output_dir
 from langfield.data.dataset import SceneDataset
 from langfield.geometry.camera_paths import interpolate_path, orbit_path, path_cameras, spiral_path
 from langfield.io.colormaps import colorize_depth, colorize_normals
@@ -17,11 +18,47 @@ from langfield.io.video import write_video
 from langfield.runs.loading import Run
 from langfield.types import Cameras, RenderOutput
 
-__all__ = ["CAMERA_PATHS", "RENDER_OUTPUTS", "frame_images", "make_path", "render_path", "render_views"]
+__all__ = [
+    "CAMERA_PATHS",
+    "RENDER_OUTPUTS",
+    "check_render_request",
+    "frame_images",
+    "make_path",
+    "render_path",
+    "render_views",
+]
 
 RENDER_OUTPUTS = ("rgb", "depth", "accumulation", "normals")
 CAMERA_PATHS = ("orbit", "spiral", "interpolate")
 PathLike = Union[str, Path]
+#: Longest camera path (over 9 hours at 30 fps); the frames' memory is checked against the machine too.
+MAX_FRAMES = 1_000_000
+MAX_FPS = 1000
+
+
+def check_render_request(
+    what: Sequence[str],
+    chunk: int,
+    out_dir: Optional[PathLike] = None,
+    num_frames: Optional[int] = None,
+    fps: Optional[float] = None,
+) -> None:
+    """Refuse bad render options before a run is loaded (the CLI calls it first).
+
+    ``what``: non-empty, each in :data:`RENDER_OUTPUTS`; ``chunk >= 1``; ``out_dir`` creatable;
+    for camera paths ``1 <= num_frames <= MAX_FRAMES`` and ``0 < fps <= MAX_FPS``.
+    """
+    if isinstance(what, str) or not what:
+        raise InputError(f"outputs (--outputs): give one or more of {', '.join(RENDER_OUTPUTS)}, got {what!r}")
+    for name in what:
+        check_choice(name, "outputs (--outputs)", RENDER_OUTPUTS)
+    check_int_range(chunk, "chunk (--chunk)", lo=1)
+    if out_dir is not None:
+        check_output_dir(out_dir, "out_dir (--out-dir)")
+    if num_frames is not None:
+        check_int_range(num_frames, "num_frames (--num-frames)", lo=1, hi=MAX_FRAMES)
+    if fps is not None:
+        check_finite_number(fps, "fps (--fps)", lo=0, lo_inclusive=False, hi=MAX_FPS)
 
 
 def frame_images(out: RenderOutput, what: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -79,7 +116,18 @@ def render_path(
     chunk: int = 8192,
     progress: bool = True,
 ) -> List[Path]:
-    """Render a camera path to one mp4 per output in ``what``; returns the video paths."""
+    """Render a camera path to one mp4 per output in ``what``; returns the video paths.
+
+    Every frame is kept until the videos are written, so ``num_frames`` frames of every output
+    are checked against the available memory first."""
+    check_choice(kind, "camera path (--path)", CAMERA_PATHS)
+    check_render_request(what, chunk, out_dir, num_frames, fps)
+    train = run.dataset.split("train")
+    height, width = int(train.cameras.heights[0]), int(train.cameras.widths[0])
+    check_memory(
+        num_frames * height * width * 3 * len(what), f"num_frames={num_frames} (--num-frames) of {width}x{height} "
+        f"for {len(what)} output(s)", hint="render fewer frames or fewer outputs",
+    )  # fmt: skip
     cams = make_path(run.dataset, kind, num_frames)
     bg = run.dataset.eval_background()
     out_dir = Path(out_dir)
@@ -110,6 +158,9 @@ def render_views(
 ) -> List[Path]:
     """Render the cameras of ``split``: per view ``<name>_<output>.png`` plus ``<name>_compare.png``
     (render | ground truth | depth). Returns the written paths."""
+    check_render_request(what, chunk, out_dir)
+    if split not in run.dataset.splits:
+        raise InputError(f"split {split!r} (--path): the dataset has {sorted(run.dataset.splits)}")
     image_set = run.dataset.split(split)
     bg = run.dataset.eval_background()
     out_dir = Path(out_dir)

@@ -23,15 +23,19 @@ from typing import Annotated, Any, Dict, Literal, Optional, Union
 
 import tyro
 
-from langfield.configs import config_from_dict, config_to_dict
+from langfield._checks import InputError, check_finite_number, check_int_range
+from langfield.configs import check_field_types, config_from_dict, config_to_dict
 from langfield.data.readers.procedural import PROCEDURAL
-from langfield.methods.registry import method_config_from_dict
+from langfield.methods.registry import method_config_from_dict, method_names
 from langfield.training.trainer import TrainerConfig
 
-__all__ = ["DataConfig", "PROCEDURAL", "RUN_FILE", "RunSpec", "checkpoint_path", "read_run_file"]
+__all__ = ["DataConfig", "PROCEDURAL", "RUN_FILE", "RunSpec", "check_run_dir", "checkpoint_path", "read_run_file"]
 
 RUN_FILE = "run.json"
 PathLike = Union[str, Path]
+#: Bounds of the procedural scene's options (far beyond any use; memory is checked on load too).
+MAX_PROCEDURAL_SIZE = 1 << 14
+MAX_PROCEDURAL_VIEWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,14 @@ class DataConfig:
     allow_outside_paths: bool = False
     """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if not self.path.strip():
+            raise InputError("DataConfig.path (--data): empty path")
+        check_finite_number(self.downscale, "DataConfig.downscale (--downscale)", lo=0, lo_inclusive=False)
+        check_int_range(self.procedural_size, "DataConfig.procedural_size (--procedural-size)", lo=1, hi=MAX_PROCEDURAL_SIZE)
+        check_int_range(self.procedural_views, "DataConfig.procedural_views (--procedural-views)", lo=1, hi=MAX_PROCEDURAL_VIEWS)
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -85,12 +97,17 @@ class RunSpec:
     @staticmethod
     def from_dict(d: Dict[str, Any], where: str = RUN_FILE) -> "RunSpec":
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+            raise InputError(f"{where}: expected a JSON object, got {type(d).__name__}")
         for key in ("method", "method_config", "data", "trainer"):
             if key not in d:
-                raise ValueError(f"{where}: missing field {key!r}")
+                raise InputError(f"{where}: missing field {key!r}")
+        method = d["method"]
+        if not isinstance(method, str) or method not in method_names():
+            raise InputError(f"{where}: method: {method!r} is not a registered method ({', '.join(method_names())})")
+        if not isinstance(d["method_config"], dict):
+            raise InputError(f"{where}: method_config: expected an object, got {type(d['method_config']).__name__}")
         return RunSpec(
-            method=d["method"],
+            method=method,
             method_config=d["method_config"],
             data=config_from_dict(DataConfig, d["data"], f"{where}:data"),
             trainer=config_from_dict(TrainerConfig, d["trainer"], f"{where}:trainer"),
@@ -101,23 +118,45 @@ class RunSpec:
         return method_config_from_dict(self.method, self.method_config, f"{RUN_FILE}:method_config")
 
 
-def read_run_file(run_dir: PathLike) -> Dict[str, Any]:
-    """The raw ``run.json`` of ``run_dir`` (clear errors when missing or malformed)."""
+def check_run_dir(run_dir: PathLike) -> Path:
+    """``run_dir`` as a ``Path`` after checking it is an existing folder (clear errors otherwise)."""
+    if run_dir is None or not str(run_dir).strip():
+        raise InputError("run_dir: empty path; pass a run directory written by 'langfield train'")
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run directory {run_dir} not found (train one with 'langfield train --output-dir {run_dir}')")
+    if not run_dir.is_dir():
+        raise NotADirectoryError(f"run directory {run_dir}: is a file, not a run directory")
+    return run_dir
+
+
+def read_run_file(run_dir: PathLike) -> Dict[str, Any]:
+    """The raw ``run.json`` of ``run_dir`` as a dict (clear errors when missing or malformed)."""
+    run_dir = check_run_dir(run_dir)
     spec_path = run_dir / RUN_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory (langfield train --output-dir)?")
     try:
-        return json.loads(spec_path.read_text(encoding="utf-8"))
+        data = json.loads(spec_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{spec_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+        raise InputError(f"{spec_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{spec_path}: not a UTF-8 text file") from None
+        raise InputError(f"{spec_path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise InputError(f"{spec_path}: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{spec_path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def checkpoint_path(run_dir: PathLike, checkpoint: Optional[PathLike] = None) -> Path:
-    """``checkpoint`` or ``run_dir/checkpoints/latest.ckpt``; it must exist."""
+    """``checkpoint`` or ``run_dir/checkpoints/latest.ckpt``; it must be an existing file."""
+    if checkpoint is not None and not str(checkpoint).strip():
+        raise InputError("checkpoint: empty path")
     path = Path(checkpoint) if checkpoint else Path(run_dir) / "checkpoints" / "latest.ckpt"
+    if path.is_dir():
+        raise InputError(f"checkpoint {path}: is a folder, expected a .ckpt file")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found (train first, or pass --checkpoint)")
+        hint = "check --checkpoint" if checkpoint else "the run has no checkpoint yet: train it first, or pass --checkpoint"
+        raise FileNotFoundError(f"checkpoint {path} not found ({hint})")
     return path

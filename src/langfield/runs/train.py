@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from langfield._checks import InputError, check_output_dir
 from langfield.configs import apply_overrides, config_to_dict
 from langfield.data.dataset import SceneDataset
 from langfield.io.atomic import atomic_write_json
@@ -24,7 +25,7 @@ from langfield.methods.registry import get_preset, make_method
 from langfield.runs.loading import Run, load_data, resolve_device
 from langfield.runs.spec import RUN_FILE, DataConfig, RunSpec
 from langfield.training.callbacks import TrainerCallback
-from langfield.training.trainer import Trainer, TrainerConfig, seed_everything
+from langfield.training.trainer import Trainer, TrainerConfig, check_batch_memory, seed_everything
 
 __all__ = ["prepare_run", "train"]
 
@@ -39,6 +40,7 @@ def prepare_run(
     preset: Optional[str] = None,
     overrides: Optional[Dict[str, Any]] = None,
     callbacks: Sequence[TrainerCallback] = (),
+    require_splits: Sequence[str] = (),
 ) -> Run:
     """Build dataset, method and trainer; write ``run.json``. Call ``run.trainer.train()`` next.
 
@@ -51,11 +53,18 @@ def prepare_run(
         preset: ``"paper"`` or ``"cpu"`` (default: ``"cpu"`` on a CPU, see :mod:`langfield.methods.presets`).
         overrides: dotted ``--set`` overrides applied on top (``{"field.hash_grid.log2_hashmap_size": 17}``).
         callbacks: trainer callbacks (e.g. a live viewer).
+        require_splits: splits the caller will use afterwards (e.g. the final evaluation's); a
+            dataset without one of them is refused before anything is built or written.
+
+    Bad options (device, output folder, batch size, overrides, missing splits) are refused before
+    the output folder is created; the method's own config checks its sizes against memory.
 
     The global RNGs are seeded from ``trainer.seed`` *before* the method is built, so two runs
     with the same settings start from the same parameters.
     """
-    device = resolve_device(trainer.device)
+    device = resolve_device(trainer.device, "TrainerConfig.device (--device)")
+    if trainer.output_dir is not None:
+        check_output_dir(trainer.output_dir, "TrainerConfig.output_dir (--output-dir)")
     chosen = get_preset(method, preset or default_preset_name(device))
     if method_config is None:
         method_config = chosen.method_config
@@ -63,10 +72,14 @@ def prepare_run(
         method_config = apply_overrides(method_config, overrides)
     if trainer.num_rays is None:
         trainer = dataclasses.replace(trainer, num_rays=chosen.num_rays)
+    check_batch_memory(trainer.resolved_num_rays, device)
     if isinstance(data, SceneDataset):
         dataset, data_cfg = data, DataConfig(path=f"<in-memory:{data.name}>")
     else:
         dataset, data_cfg = load_data(data), data
+    for split in require_splits:
+        if split not in dataset.splits:
+            raise InputError(f"split {split!r} (--eval-split): the dataset has {sorted(dataset.splits)}")
     seed_everything(trainer.seed)
     model = make_method(method, SceneInfo.from_dataset(dataset), method_config)
     spec = RunSpec(method, config_to_dict(method_config), data_cfg, trainer)

@@ -20,11 +20,12 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from langfield._checks import InputError
 from langfield.io.atomic import atomic_path, atomic_save_torch
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "CheckpointManager",
     "save_checkpoint",
     "load_checkpoint",
+    "check_model_state",
+    "load_method_state",
     "capture_rng_state",
     "restore_rng_state",
 ]
@@ -52,25 +55,84 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+def load_checkpoint(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu", *, required: Sequence[str] = ()
+) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``) and check it.
+
+    Checks: a dict with the current ``format``, every key of ``required``, a ``model`` state dict
+    of named tensors, and no NaN/inf in its floating-point tensors (a diverged run's weights would
+    otherwise render as background and "evaluate" without a word).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a langfield checkpoint or has an unknown format version.
+        InputError (a ValueError): unreadable, not a langfield checkpoint, unknown format, a
+            missing key, or non-finite weights; the message names the file and the first bad entry.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path}: is a folder, expected a .ckpt file")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupted file, foreign pickle, non-allowlisted types
-        raise ValueError(f"could not load checkpoint {path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 -- truncated file, zip garbage, foreign pickle, non-allowlisted types
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise InputError(f"checkpoint {path}: could not load it (truncated, corrupt or not a torch file): {reason}") from None
     if not isinstance(state, dict) or "format" not in state:
-        raise ValueError(f"{path} is not a langfield checkpoint (no 'format' key)")
+        raise InputError(f"checkpoint {path}: not a langfield checkpoint (no 'format' key)")
     if state["format"] != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {state['format']}, this version reads {CHECKPOINT_FORMAT}")
+        raise InputError(f"checkpoint {path}: format {state['format']!r}, this version reads {CHECKPOINT_FORMAT}")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise InputError(f"checkpoint {path}: missing {', '.join(repr(k) for k in missing)} (an incomplete or foreign checkpoint)")
+    if "model" in state:
+        check_model_state(state["model"], f"checkpoint {path}")
     return state
+
+
+def check_model_state(model: Any, where: str) -> None:
+    """A state dict: string keys, tensor values, floating-point tensors all finite. Names the first bad entry."""
+    if not isinstance(model, dict):
+        raise InputError(f"{where}: 'model' must be a state dict (names -> tensors), got {type(model).__name__}")
+    for key, value in model.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise InputError(f"{where}: model entry {key!r} is a {type(value).__name__}, expected a tensor")
+        if value.is_floating_point() or value.is_complex():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                raise InputError(
+                    f"{where}: model tensor {key!r} {tuple(value.shape)} has {int(bad.sum())} non-finite value(s) "
+                    "(NaN/inf): the run diverged or the file is damaged; resume from an earlier checkpoint or retrain"
+                )
+
+
+def load_method_state(method: torch.nn.Module, model: Dict[str, Any], where: str) -> None:
+    """``method.load_state_dict(model)`` after checking names and dtypes against the method's own state.
+
+    Missing or unexpected entries and a dtype that differs from the method's (integer weights for
+    float parameters, say) are refused with the first few names; shape mismatches are reported by
+    ``load_state_dict`` and re-raised naming ``where`` (methods that resize on load, like the
+    Gaussians, accept other row counts).
+    """
+    check_model_state(model, where)
+    own = method.state_dict()
+    missing = [k for k in own if k not in model]
+    unexpected = [k for k in model if k not in own]
+    name = type(method).__name__
+    if missing or unexpected:
+        parts = ([f"missing {missing[:3]}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")] if missing else []) + (
+            [f"unexpected {unexpected[:3]}" + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else "")] if unexpected else []
+        )  # fmt: skip
+        raise InputError(f"{where}: does not hold {name} weights ({'; '.join(parts)})")
+    for key, ref in own.items():
+        if model[key].dtype != ref.dtype:
+            raise InputError(f"{where}: model tensor {key!r} is {model[key].dtype}, {name} stores {ref.dtype}")
+    try:
+        method.load_state_dict(model)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise InputError(f"{where}: does not fit {name}: {detail}") from None
 
 
 def capture_rng_state() -> Dict[str, Any]:

@@ -55,17 +55,33 @@ from torch import Tensor
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from langfield._checks import (
+    DEVICE_TYPES,
+    InputError,
+    check_choice,
+    check_device,
+    check_finite_number,
+    check_int_range,
+    check_memory,
+)
+from langfield.configs import check_field_types
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import DEFAULT_NUM_RAYS, Sampler, SamplerOptions
 from langfield.io.atomic import atomic_write, atomic_write_json, to_jsonable
 from langfield.methods.base import Method, SceneMethod, evaluation_mode
 from langfield.methods.schedules import ProgressLR
 from langfield.training.callbacks import CallbackList, TrainerCallback
-from langfield.training.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
+from langfield.training.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    load_checkpoint,
+    load_method_state,
+    restore_rng_state,
+)
 from langfield.training.distributed import DistributedInfo, all_gather_object, env_distributed_info, init_distributed, wrap_ddp
 from langfield.training.evaluation import evaluate_views
 
-__all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "seed_everything", "set_deterministic"]
+__all__ = ["TrainerConfig", "Trainer", "NonFiniteLossError", "check_batch_memory", "seed_everything", "set_deterministic"]
 
 logger = logging.getLogger("langfield.training")
 
@@ -75,6 +91,10 @@ _RESUME_FREE_FIELDS = {
     "max_steps", "max_seconds", "output_dir", "device", "progress", "log_every", "eval_every",
     "eval_num_images", "eval_chunk", "checkpoint_every", "keep_last_checkpoints", "name",
 }
+
+
+# What resume() reads from a checkpoint (refused up front when missing: a clear error, not a KeyError).
+_RESUME_KEYS = ("model", "optimizers", "schedulers", "sampler", "step", "elapsed_seconds", "rng")
 
 
 @dataclass(frozen=True)
@@ -129,25 +149,26 @@ class TrainerConfig:
     name: str = "train"
 
     def __post_init__(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-                raise ValueError(f"TrainerConfig.{name} must be an int >= {0 if allow_zero else 1}, got {value!r}")
-
+        check_field_types(self)
         for name in ("max_steps", "eval_num_images", "eval_chunk", "keep_last_checkpoints", "log_every"):
-            positive(name)
+            check_int_range(getattr(self, name), f"TrainerConfig.{name}", lo=1)
         if self.num_rays is not None:
-            positive("num_rays")
+            check_int_range(self.num_rays, "TrainerConfig.num_rays", lo=1)
         for name in ("eval_every", "checkpoint_every", "seed"):
-            positive(name, allow_zero=True)
-        if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
-            raise ValueError(f"TrainerConfig.max_seconds must be None or > 0, got {self.max_seconds!r}")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"TrainerConfig.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {self.amp_dtype!r}")
+            check_int_range(getattr(self, name), f"TrainerConfig.{name}", lo=0)
+        if self.max_seconds is not None:
+            check_finite_number(self.max_seconds, "TrainerConfig.max_seconds", lo=0, lo_inclusive=False)
+        check_choice(self.amp_dtype, "TrainerConfig.amp_dtype", AMP_DTYPES)
+        if self.device is not None:
+            _check_device_syntax(self.device)
+        if self.output_dir is not None and not str(self.output_dir).strip():
+            raise InputError("TrainerConfig.output_dir: empty path (use None to write nothing)")
         if self.sampler_streams is not None:
-            positive("sampler_streams")
+            check_int_range(self.sampler_streams, "TrainerConfig.sampler_streams", lo=1)
             if self.resolved_num_rays % self.sampler_streams:
-                raise ValueError(f"num_rays ({self.resolved_num_rays}) must be divisible by sampler_streams ({self.sampler_streams})")
+                raise InputError(
+                    f"TrainerConfig.num_rays ({self.resolved_num_rays}) must be divisible by sampler_streams ({self.sampler_streams})"
+                )
 
     @property
     def resolved_num_rays(self) -> int:
@@ -201,11 +222,35 @@ def set_deterministic(enabled: bool = True) -> None:
     torch.backends.cudnn.benchmark = not enabled and torch.backends.cudnn.benchmark
 
 
+def _check_device_syntax(device: str) -> None:
+    """``TrainerConfig.device`` names a device type langfield runs on (availability is checked when a
+    Trainer is built: a stored config may come from a machine with other devices)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        kind = None
+    if kind not in DEVICE_TYPES:
+        raise InputError(f"TrainerConfig.device: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+#: Lower bound of the memory one training ray costs (the ray, its pixel, a few samples' activations
+#: and gradients); ``num_rays`` beyond what fits is refused before anything is allocated.
+BYTES_PER_RAY = 512
+
+
+def check_batch_memory(num_rays: int, device: Any = "cpu") -> None:
+    """Refuse a batch of ``num_rays`` rays that cannot fit (:data:`BYTES_PER_RAY` each, a lower bound)."""
+    check_memory(
+        int(num_rays) * BYTES_PER_RAY, f"TrainerConfig.num_rays={num_rays} (--num-rays)", device=device,
+        hint=f"at least {BYTES_PER_RAY} bytes per ray; ask for fewer rays",
+    )  # fmt: skip
+
+
 def _resolve_device(requested: Optional[str], info: DistributedInfo) -> torch.device:
-    device = torch.device(requested if requested is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(requested, "TrainerConfig.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"TrainerConfig.device={requested!r} but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
     return device
@@ -313,6 +358,8 @@ class Trainer:
             set_deterministic(True)
         self.dist = init_distributed(backend="nccl" if self.device.type == "cuda" else "gloo")
         num_rays = config.resolved_num_rays
+        if sampler is None:
+            check_batch_memory(num_rays, self.device)
         if num_rays % self.dist.world_size:
             raise ValueError(f"num_rays ({num_rays}) must be divisible by the number of processes ({self.dist.world_size})")
         if self.dist.world_size > 1 and not method.supports_ddp:
@@ -464,14 +511,9 @@ class Trainer:
             if path is None:
                 return False
         path = Path(path)
-        state = load_checkpoint(path, map_location="cpu")
+        state = load_checkpoint(path, map_location="cpu", required=_RESUME_KEYS)
         name = type(self.method).__name__
-        try:
-            self.method.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"checkpoint {path} (written by {state.get('method_class')}) does not fit {name}: {err}"
-            ) from err
+        load_method_state(self.method, state["model"], f"checkpoint {path} (written by {state.get('method_class')})")
         self.method.load_extra_state(state.get("method_extra") or {})
         for kind, objs in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             saved = state[kind]

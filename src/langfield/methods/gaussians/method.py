@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from langfield.configs import VARIANT_KEY
+from langfield._checks import check_fields, check_finite_number, check_memory
+from langfield.configs import VARIANT_KEY, check_field_types
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import ImageSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import ssim
@@ -99,6 +100,14 @@ class GaussiansConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(
+            self, int_min_1=("sh_degree_interval", "init_num_random"), int_min_0=("num_features", "seed"),
+            positive=("init_extent", "init_scale"),
+            non_negative=("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
+                          "lr_features"),
+        )  # fmt: skip
+        check_finite_number(self.init_opacity, "GaussiansConfig.init_opacity", lo=0, hi=1, lo_inclusive=False, hi_inclusive=False)
         if self.init not in INITS:
             raise ValueError(f"GaussiansConfig.init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.strategy, STRATEGIES):
@@ -106,12 +115,15 @@ class GaussiansConfig:
             raise ValueError(f"GaussiansConfig.strategy must be a {names} instance, got {self.strategy!r}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError(f"GaussiansConfig.sh_degree must be in 0..3 (the PLY layout), got {self.sh_degree}")
-        if self.sh_degree_interval < 1 or self.init_num_random < 1:
-            raise ValueError("GaussiansConfig.sh_degree_interval and init_num_random must be >= 1")
         if not 0 <= self.ssim_lambda <= 1:
             raise ValueError(f"GaussiansConfig.ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
-        if self.num_features < 0:
-            raise ValueError(f"GaussiansConfig.num_features must be >= 0, got {self.num_features}")
+
+    def bytes_per_gaussian(self) -> int:
+        """Training memory of one Gaussian: its float32 parameters (means 3, scales 3, quats 4,
+        opacity 1, SH ``3 (sh_degree + 1)^2``, features) with gradient and Adam's two moments, plus
+        the strategy's per-Gaussian accumulators."""
+        values = 3 + 3 + 4 + 1 + 3 * (self.sh_degree + 1) ** 2 + self.num_features
+        return 16 * values + 16
 
     @classmethod
     def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:
@@ -169,6 +181,16 @@ class Gaussians(SceneMethod, SplatsGaussians):
         self.config = config
         self.extent = max(scene_extent(scene), 1e-6)
         use_points = config.init == "points" or (config.init == "auto" and scene.points3d is not None and len(scene.points3d) > 0)
+        count, what = (
+            (len(scene.points3d), f"{len(scene.points3d)} sparse points") if use_points and scene.points3d is not None
+            else (config.init_num_random, f"GaussiansConfig.init_num_random={config.init_num_random}")
+        )  # fmt: skip
+        check_memory(count * config.bytes_per_gaussian(), f"{what} initial Gaussians",
+                     hint=f"about {config.bytes_per_gaussian()} bytes per Gaussian while training; start from fewer")
+        cap = getattr(config.strategy, "cap_max", None)
+        if cap is not None:
+            check_memory(cap * config.bytes_per_gaussian(), f"GaussiansConfig.strategy.cap_max={cap} Gaussians",
+                         hint="lower strategy.cap_max")
         kwargs = dict(sh_degree=config.sh_degree, init_opacity=config.init_opacity, init_scale=config.init_scale,
                       num_features=config.num_features)
         if use_points:

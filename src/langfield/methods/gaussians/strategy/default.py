@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Mapping, Tuple
 import torch
 from torch import Tensor
 
+from langfield._checks import check_fields
+from langfield.configs import check_field_types
 from langfield.methods.gaussians.strategy.base import Strategy
 from langfield.methods.gaussians.strategy.ops import (
     Optimizers,
@@ -88,6 +90,15 @@ class DefaultStrategy(Strategy):
     split_factor: float = 1.6
     absgrad: bool = False
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(
+            self, "DefaultStrategy", int_min_1=("refine_every", "reset_every"),
+            int_min_0=("refine_scale2d_stop_iter", "refine_start_iter", "refine_stop_iter"),
+            non_negative=("grow_grad2d", "grow_scale3d", "grow_scale2d", "prune_scale3d", "prune_scale2d"),
+            positive=("split_factor",), fraction=("prune_opa",),
+        )  # fmt: skip
 
     def initialize_state(self, scene_scale: float = 1.0) -> State:
         """Fresh state; per-Gaussian accumulators are sized lazily on first use."""

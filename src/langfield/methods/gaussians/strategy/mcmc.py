@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor
 
+from langfield._checks import check_fields
+from langfield.configs import check_field_types
 from langfield.methods.gaussians.strategy.base import Strategy, check_params_and_optimizers
 from langfield.methods.gaussians.strategy.ops import (
     Optimizers,
@@ -77,6 +79,14 @@ class MCMCStrategy(Strategy):
     opacity_reg: float = 0.01
     scale_reg: float = 0.01
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(
+            self, "MCMCStrategy", int_min_1=("cap_max", "refine_every"), int_min_0=("refine_start_iter", "refine_stop_iter"),
+            non_negative=("noise_lr", "grow_rate", "noise_k", "noise_t", "opacity_reg", "scale_reg"),
+            fraction=("min_opacity",),
+        )  # fmt: skip
 
     def initialize_state(self, scene_scale: float = 1.0) -> State:
         """State for logging only (``scene_scale`` is accepted for a uniform signature)."""
