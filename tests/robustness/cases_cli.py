@@ -301,6 +301,8 @@ CASES += [
     plain("query", "threshold-above-one", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "1.5"], r"--threshold"),
     plain("query", "threshold-negative", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "-0.1"], r"--threshold"),
     plain("query", "threshold-nan", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "nan"], r"--threshold"),
+    plain("query", "min-relevancy-above-one", lambda tmp: ["query", str(tmp), "--text", "box", "--min-relevancy", "1.2"],
+          r"--min-relevancy"),  # fmt: skip
     plain("query", "unknown-threshold-above-one",
           lambda tmp: ["query", str(tmp), "--labels", "box", "sphere", "--unknown-threshold", "2"], r"--unknown-threshold"),
     plain("query", "view-negative", lambda tmp: ["query", str(tmp), "--text", "box", "--view", "-1"], r"--view"),
