@@ -284,8 +284,9 @@ def expand_label_files(labels: List[str]) -> List[str]:
 
 def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
-        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold, split=args.split,
-        view=args.view, localize=args.localize, min_relevancy=args.min_relevancy, extract=args.extract, threshold=args.threshold,
+        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold,
+        split=args.split, view=args.view, localize=args.localize, min_relevancy=args.min_relevancy, extract=args.extract,
+        threshold=args.threshold,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip
     console.print(json.dumps(result, indent=1, default=str))
