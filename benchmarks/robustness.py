@@ -43,7 +43,7 @@ from rich.table import Table  # noqa: E402
 
 from tests.robustness.framework import OUTCOMES, CaseResult, all_cases, run_case  # noqa: E402
 
-console = Console()
+console = Console(width=max(Console().width, 110))  # the table stays readable when piped to a file
 
 
 def machine_info() -> Dict[str, Any]:

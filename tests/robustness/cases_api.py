@@ -181,6 +181,11 @@ def prepare(name: str, match: str, error: type = ValueError, method: str = "ngp"
     return api(f"prepare-run/{name}", run, match, error)
 
 
+def _huge(case: Case) -> Case:
+    """A case about an absurd size, run as if 4 GiB were free (the same verdict on any machine)."""
+    return fx.under_memory_limit(fx.LIMIT_4GIB, case)
+
+
 def _file(tmp: Path) -> Path:
     path = tmp / "afile"
     path.write_text("x")
@@ -190,13 +195,13 @@ def _file(tmp: Path) -> Path:
 CASES += [
     prepare("missing-split", r"split 'val'", require_splits=("val",)),
     prepare("override-unknown", r"override.*warp", overrides={"warp": 9}),
-    prepare("override-huge-table", r"log2_hashmap_size=27.*needs about",
-            overrides={"field.hash_grid.log2_hashmap_size": 27, "field.hash_grid.num_levels": 16,
-                       "field.hash_grid.features_per_level": 8, "field.hash_grid.max_resolution": 8192}),  # fmt: skip
-    prepare("gaussians-init-huge", r"init_num_random=2000000000.*needs about", method="gaussians",
-            overrides={"init_num_random": 2_000_000_000}),  # fmt: skip
+    _huge(prepare("override-huge-table", r"log2_hashmap_size=27.*needs about",
+                  overrides={"field.hash_grid.log2_hashmap_size": 27, "field.hash_grid.num_levels": 16,
+                             "field.hash_grid.features_per_level": 8, "field.hash_grid.max_resolution": 8192})),
+    _huge(prepare("gaussians-init-huge", r"init_num_random=2000000000.*needs about", method="gaussians",
+                  overrides={"init_num_random": 2_000_000_000})),
     prepare("device-cuda-99", r"device.*cuda:99", trainer={"device": "cuda:99"}),
-    prepare("num-rays-huge", r"num_rays=100000000000.*needs about", trainer={"num_rays": 10**11}),
+    _huge(prepare("num-rays-huge", r"num_rays=100000000000.*needs about", trainer={"num_rays": 10**11})),
     api("prepare-run/output-dir-is-a-file", lambda tmp: _prepare(tmp, trainer={"output_dir": str(_file(tmp))}),
         r"output_dir.*afile.*not a folder"),  # fmt: skip
     api("prepare-run/preset-unknown", lambda tmp: _preset(tmp), r"preset 'turbo'"),

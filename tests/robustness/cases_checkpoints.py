@@ -152,6 +152,11 @@ CASES: List[Case] = [
           lambda run: _load_run(run, checkpoint=run / "run.json"), r"run\.json.*could not load"),  # fmt: skip
 ]
 
+def _huge_table(path: Path) -> None:
+    grid = dict(log2_hashmap_size=28, num_levels=16, features_per_level=8, max_resolution=8192)
+    fx.edit_json(path, lambda d: d["method_config"]["field"]["hash_grid"].update(grid))
+
+
 # --------------------------------------------------------------------------- run.json through load_run
 CASES += [
     spec("malformed", lambda p: p.write_text('{"method": "ngp", '), r"run\.json.*malformed JSON"),
@@ -172,8 +177,7 @@ CASES += [
          r"method_config\.grid\.resolution.*integer"),  # fmt: skip
     spec("method-config-nan-lr", lambda p: p.write_text(p.read_text().replace('"lr": 0.01', '"lr": NaN')),
          r"method_config\.lr.*finite"),  # fmt: skip
-    spec("method-config-huge-table", lambda p: fx.edit_json(p, lambda d: d["method_config"]["field"]["hash_grid"].update(
-        log2_hashmap_size=28, num_levels=16, features_per_level=8, max_resolution=8192)), r"log2_hashmap_size=28.*needs about"),
+    fx.under_memory_limit(fx.LIMIT_4GIB, spec("method-config-huge-table", _huge_table, r"log2_hashmap_size=28.*needs about")),
     spec("data-missing", lambda p: fx.edit_json(p, lambda d: d.pop("data")), r"run\.json.*missing field 'data'"),
     spec("data-path-a-number", lambda p: fx.edit_json(p, lambda d: d["data"].update(path=7)), r"run\.json:data\.path.*string"),
     spec("data-downscale-zero", lambda p: fx.edit_json(p, lambda d: d["data"].update(downscale=0)), r"downscale"),

@@ -17,6 +17,8 @@ from tests.robustness import fixtures as fx
 from tests.robustness.framework import Case, CliRefused, cli
 
 TIMEOUT = fx.BUILD_TIMEOUT_S
+GIB4 = fx.LIMIT_4GIB
+_memory = fx.under_memory_limit
 
 # A tiny NGP job: what runs if a bad option slipped through.
 TINY = ["--data", "procedural", "--procedural-size", "16", "--procedural-views", "4", "--max-steps", "2",
@@ -79,22 +81,12 @@ def _bytes(tmp: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _memory(num_bytes: int, case: Case) -> Case:
-    """``case`` run as if the machine had only ``num_bytes`` free."""
-
-    def run(tmp: Path) -> None:
-        with fx.memory_limit(num_bytes):
-            case.run(tmp)
-
-    return Case(case.name, run, case.error, case.match, case.timeout_s)
-
-
 CASES: List[Case] = [
     # ------------------------------------------------------------------ train: trainer options
     train("num-rays-zero", ["--num-rays", "0"], r"num_rays"),
     train("num-rays-negative", ["--num-rays", "-64"], r"num_rays"),
     train("num-rays-float", ["--num-rays", "1e9"], r"--num-rays"),
-    train("num-rays-huge", ["--num-rays", str(10**12)], r"num_rays.*needs about"),
+    _memory(GIB4, train("num-rays-huge", ["--num-rays", str(10**12)], r"num_rays.*needs about")),
     train("max-steps-zero", ["--max-steps", "0"], r"max_steps"),
     train("max-steps-negative", ["--max-steps", "-1"], r"max_steps"),
     train("max-seconds-negative", ["--max-seconds", "-5"], r"max_seconds"),
@@ -147,15 +139,18 @@ CASES: List[Case] = [
     train("set-early-stop-above-one", ["--set", "early_stop_eps=2"], r"early_stop_eps"),
     train("set-min-rays-above-max", ["--set", "min_rays=4096", "--set", "max_rays=16"], r"min_rays"),
     train("set-hash-levels-zero", ["--set", "field.hash_grid.num_levels=0"], r"num_levels"),
-    train("set-hash-table-huge", ["--set", "field.hash_grid.log2_hashmap_size=26", "--set", "field.hash_grid.num_levels=16",
-                                  "--set", "field.hash_grid.features_per_level=8", "--set", "field.hash_grid.max_resolution=4096"],
-          r"log2_hashmap_size=26.*needs about"),  # fmt: skip
+    _memory(GIB4, train("set-hash-table-huge", ["--set", "field.hash_grid.log2_hashmap_size=26",
+                                                "--set", "field.hash_grid.num_levels=16",
+                                                "--set", "field.hash_grid.features_per_level=8",
+                                                "--set", "field.hash_grid.max_resolution=4096"],
+                        r"log2_hashmap_size=26.*needs about")),  # fmt: skip
     train("set-hash-table-over-limit", ["--set", "field.hash_grid.log2_hashmap_size=40"], r"log2_hashmap_size"),
-    train("set-occupancy-grid-huge", ["--set", "grid.resolution=8192"], r"grid\.resolution=8192.*needs about"),
+    _memory(GIB4, train("set-occupancy-grid-huge", ["--set", "grid.resolution=8192"], r"grid\.resolution=8192.*needs about")),
     train("set-grid-ema-above-one", ["--set", "grid.ema_decay=1.5"], r"ema_decay"),
     train("set-sh-degree-ngp", ["--set", "field.sh_degree=9"], r"sh_degree"),
     # ------------------------------------------------------------------ train: --set overrides (Gaussians, NeRF)
-    train("gs-init-num-random-huge", ["--set", "init_num_random=1e9"], r"init_num_random=1000000000.*needs about", base=TINY_GS),
+    _memory(GIB4, train("gs-init-num-random-huge", ["--set", "init_num_random=1e9"], r"init_num_random=1000000000.*needs about",
+                        base=TINY_GS)),  # fmt: skip
     train("gs-init-num-random-zero", ["--set", "init_num_random=0"], r"init_num_random", base=TINY_GS),
     train("gs-init-num-random-fraction", ["--set", "init_num_random=10.5"], r"init_num_random.*integer", base=TINY_GS),
     train("gs-sh-degree", ["--set", "sh_degree=7"], r"sh_degree", base=TINY_GS),
@@ -165,7 +160,8 @@ CASES: List[Case] = [
     train("gs-ssim-lambda", ["--set", "ssim_lambda=2"], r"ssim_lambda", base=TINY_GS),
     train("gs-strategy-unknown", ["--set", "strategy=adc"], r"strategy.*adc", base=TINY_GS),
     train("gs-strategy-refine-every-zero", ["--set", "strategy.refine_every=0"], r"refine_every", base=TINY_GS),
-    train("gs-mcmc-cap-huge", ["--set", "strategy=mcmc", "--set", "strategy.cap_max=1e12"], r"cap_max.*needs about", base=TINY_GS),
+    _memory(GIB4, train("gs-mcmc-cap-huge", ["--set", "strategy=mcmc", "--set", "strategy.cap_max=1e12"], r"cap_max.*needs about",
+                        base=TINY_GS)),  # fmt: skip
     train("gs-mcmc-min-opacity", ["--set", "strategy=mcmc", "--set", "strategy.min_opacity=3"], r"min_opacity", base=TINY_GS),
     train("gs-splat-tile-zero", ["--set", "splat.tile_size=0"], r"tile_size", base=TINY_GS),
     train("nerf-num-coarse-zero", ["--set", "num_coarse=0"], r"num_coarse", base=["--method", "nerf"]),
@@ -290,6 +286,21 @@ CASES += [
            r"field\.pt.*could not|field\.pt.*not a readable", damage=lambda run: fx.truncate(run / "language" / "field.pt")),
 ]
 
+def _no_leftover_outputs(case: Case, *names: str) -> Case:
+    """``case``, also requiring that the refused query wrote none of ``names`` under ``run/queries``."""
+
+    def run(tmp: Path) -> None:
+        try:
+            case.run(tmp)
+        except CliRefused:
+            written = [n for n in names if (tmp / "run" / "queries" / n).exists()]
+            if written:
+                raise AssertionError(f"refused query wrote {written}") from None
+            raise
+
+    return Case(case.name, run, case.error, case.match, case.timeout_s)
+
+
 # ---------------------------------------------------------------------- query
 _Q = "ngp+language"
 CASES += [
@@ -301,6 +312,8 @@ CASES += [
     plain("query", "threshold-above-one", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "1.5"], r"--threshold"),
     plain("query", "threshold-negative", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "-0.1"], r"--threshold"),
     plain("query", "threshold-nan", lambda tmp: ["query", str(tmp), "--text", "box", "--threshold", "nan"], r"--threshold"),
+    plain("query", "min-relevancy-above-one", lambda tmp: ["query", str(tmp), "--text", "box", "--min-relevancy", "1.2"],
+          r"--min-relevancy"),  # fmt: skip
     plain("query", "unknown-threshold-above-one",
           lambda tmp: ["query", str(tmp), "--labels", "box", "sphere", "--unknown-threshold", "2"], r"--unknown-threshold"),
     plain("query", "view-negative", lambda tmp: ["query", str(tmp), "--text", "box", "--view", "-1"], r"--view"),
@@ -320,8 +333,8 @@ CASES += [
     on_run("query", "out-dir-is-a-file", _Q, lambda tmp, run: ["--text", "box", "--out-dir", str(_file(tmp))], r"out.dir.*afile"),
     on_run("query", "view-out-of-range", _Q, lambda tmp, run: ["--text", "box", "--view", "99"], r"view 99"),
     on_run("query", "split-unknown", _Q, lambda tmp, run: ["--text", "box", "--split", "val"], r"split 'val'"),
-    on_run("query", "localize-absent-object", _Q, lambda tmp, run: ["--text", "giraffe", "--localize"],
-           r"giraffe.*not found"),  # fmt: skip
+    _no_leftover_outputs(on_run("query", "localize-absent-object", _Q, lambda tmp, run: ["--text", "giraffe", "--localize"],
+                                r"giraffe.*not found"), "giraffe_test0_relevancy.png", "giraffe_localization.json"),
     on_run("query", "field-truncated", _Q, lambda tmp, run: ["--text", "box"], r"field\.pt.*could not|field\.pt.*not a readable",
            damage=lambda run: fx.truncate(run / "language" / "field.pt")),  # fmt: skip
     on_run("query", "field-random-bytes", _Q, lambda tmp, run: ["--text", "box"], r"field\.pt",
@@ -335,27 +348,6 @@ CASES += [
            damage=lambda run: fx.fill_model(fx.latest(run), float("nan"))),  # fmt: skip
 ]
 
-
-def _no_leftover_outputs(case: Case, *names: str) -> Case:
-    """``case``, also requiring that the refused query wrote none of ``names`` under ``run/queries``."""
-
-    def run(tmp: Path) -> None:
-        try:
-            case.run(tmp)
-        except CliRefused:
-            written = [n for n in names if (tmp / "run" / "queries" / n).exists()]
-            if written:
-                raise AssertionError(f"refused query wrote {written}") from None
-            raise
-
-    return Case(case.name, run, case.error, case.match, case.timeout_s)
-
-
-CASES = [
-    _no_leftover_outputs(c, "giraffe_test0_relevancy.png", "giraffe_localization.json")
-    if c.name == "cli/query/localize-absent-object" else c
-    for c in CASES
-]  # fmt: skip
 
 # ---------------------------------------------------------------------- demo
 CASES += [

@@ -200,3 +200,19 @@ def memory_limit(num_bytes: int) -> Iterator[None]:
             os.environ.pop("LANGFIELD_MEMORY_LIMIT_BYTES", None)
         else:
             os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = old
+
+
+#: Cases about absurd sizes run as if the machine had this much free memory, so that they mean the
+#: same on a laptop and on a server with a terabyte of RAM.
+LIMIT_4GIB = 4 << 30
+
+
+def under_memory_limit(num_bytes: int, case: Any) -> Any:
+    """The table ``Case`` ``case``, run under :func:`memory_limit` ``(num_bytes)``."""
+    from tests.robustness.framework import Case
+
+    def run(tmp: Path) -> Any:
+        with memory_limit(num_bytes):
+            return case.run(tmp)
+
+    return Case(case.name, run, case.error, case.match, case.timeout_s)

@@ -88,7 +88,10 @@ def cli(argv: Sequence[str]) -> str:
 
     err = io.StringIO()
     console = cli_main.console
-    old_file = console.file
+    # rich's Console(stderr=True) has no file of its own (``_file`` is None) and writes to whatever
+    # ``sys.stderr`` is at the time; restoring ``console.file`` would pin it to today's stream (and
+    # hide later output from pytest's capsys), so the private slot is saved and restored.
+    old_file = console._file
     console.file = err
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -97,7 +100,7 @@ def cli(argv: Sequence[str]) -> str:
             except SystemExit as exc:  # the argument parser (tyro) refusing an option
                 code = exc.code if isinstance(exc.code, int) else 2
     finally:
-        console.file = old_file
+        console._file = old_file
     text = err.getvalue().strip()
     if code == 0:
         return text

@@ -178,6 +178,9 @@ class Query:
     """Camera index in the split."""
     localize: bool = False
     """Also compute the 3D point and axis-aligned box of TEXT (dataset world frame)."""
+    min_relevancy: float = 0.5
+    """Localization: pixels below this relevancy never count (0.5: no closer to TEXT than to the
+    negatives); a TEXT that reaches it nowhere is reported as not found."""
     extract: bool = False
     """Also export what TEXT selects (Gaussians: own PLY; NGP: point PLY) and render the scene without it."""
     threshold: float = 0.55
@@ -281,8 +284,9 @@ def expand_label_files(labels: List[str]) -> List[str]:
 
 def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
-        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold, split=args.split,
-        view=args.view, localize=args.localize, extract=args.extract, threshold=args.threshold,
+        args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold,
+        split=args.split, view=args.view, localize=args.localize, min_relevancy=args.min_relevancy, extract=args.extract,
+        threshold=args.threshold,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip
     console.print(json.dumps(result, indent=1, default=str))

@@ -445,7 +445,9 @@ _FIELD_KEYS = {"format": int, "kind": str, "phase": int, "config": dict, "teache
 def _check_field_state(state: Dict[str, Any], where: str) -> None:
     """The entries of a ``field.pt`` state: present, of the right types, and finite weights."""
     if state.get("format") != FORMAT:
-        raise InputError(f"language field {where}: not a langfield language-field file (format {state.get('format')!r}, expected {FORMAT})")
+        raise InputError(
+            f"language field {where}: not a langfield language-field file (format {state.get('format')!r}, expected {FORMAT})"
+        )
     for key, kind in _FIELD_KEYS.items():
         value = state.get(key)
         if key not in state:
@@ -455,7 +457,10 @@ def _check_field_state(state: Dict[str, Any], where: str) -> None:
     if state["kind"] not in ("ngp", "gaussians"):
         raise InputError(f"language field {where}: unknown kind {state['kind']!r} (expected 'ngp' or 'gaussians')")
     if state["embedding_dim"] < 1 or state["num_gaussians"] < 0:
-        raise InputError(f"language field {where}: embedding_dim {state['embedding_dim']} / num_gaussians {state['num_gaussians']} out of range")
+        raise InputError(
+            f"language field {where}: embedding_dim {state['embedding_dim']} must be >= 1 and num_gaussians "
+            f"{state['num_gaussians']} >= 0"
+        )
     latent = state.get("latent_dim")
     if latent is not None and (isinstance(latent, bool) or not isinstance(latent, int) or latent < 1):
         raise InputError(f"language field {where}: 'latent_dim' must be a positive integer or null, got {latent!r}")
@@ -463,7 +468,9 @@ def _check_field_state(state: Dict[str, Any], where: str) -> None:
         if not isinstance(value, Tensor):
             raise InputError(f"language field {where}: field entry {key!r} is a {type(value).__name__}, expected a tensor")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise InputError(f"language field {where}: field tensor {key!r} has non-finite values (NaN/inf); retrain it (langfield language)")
+            raise InputError(
+                f"language field {where}: field tensor {key!r} has non-finite values (NaN/inf); retrain it (langfield language)"
+            )
 
 
 def _check_targets(targets: Any, views: int, dim: int, where: str) -> None:
@@ -478,7 +485,8 @@ def _load_field_weights(field_: LanguageField, stored: Dict[str, Tensor], where:
     own = field_.state_dict()
     wrong = [k for k, v in own.items() if k in stored and stored[k].dtype != v.dtype]
     if wrong:
-        raise InputError(f"language field {where}: field tensor {wrong[0]!r} is {stored[wrong[0]].dtype}, expected {own[wrong[0]].dtype}")
+        key = wrong[0]
+        raise InputError(f"language field {where}: field tensor {key!r} is {stored[key].dtype}, expected {own[key].dtype}")
     try:
         field_.load_state_dict(stored)
     except RuntimeError as err:
@@ -508,7 +516,9 @@ def build_language_field(state: Dict[str, Any], method: SceneMethod, where: str 
     else:
         n = state["num_gaussians"]
         if method.gaussian_cloud().num_gaussians != n:
-            raise InputError(f"language field {where}: trained on {n} Gaussians; this run's cloud differs (retrain the language field)")
+            raise InputError(
+                f"language field {where}: trained on {n} Gaussians; this run's cloud differs (retrain the language field)"
+            )
         if state.get("latent_dim") is None:
             raise InputError(f"language field {where}: a Gaussian language field needs 'latent_dim'")
         settings = method.splat_settings()

@@ -111,10 +111,14 @@ def run_queries(
     run_dir: PathLike, *, text: Optional[str] = None, labels: Sequence[str] = (),
     unknown_threshold: Optional[float] = None, split: str = "test", view: int = 0, localize: bool = False,
     extract: bool = False, threshold: float = 0.55, out_dir: Optional[PathLike] = None,
-    device: Optional[str] = None,
+    device: Optional[str] = None, min_relevancy: float = 0.5,
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
-    under ``out_dir`` (default ``run_dir/queries``); returns what was written and found."""
+    under ``out_dir`` (default ``run_dir/queries``); returns what was written and found.
+
+    Every option is checked before the run is loaded. ``localize`` runs first: a text that is not
+    in the scene (relevancy below ``min_relevancy`` everywhere) raises
+    :class:`~langfield.language.queries.QueryNotFoundError` before any file is written."""
     if device is not None:
         resolve_device(device, "device (--device)")
     if text is None and not labels:
@@ -128,6 +132,7 @@ def run_queries(
     if unknown_threshold is not None:
         check_finite_number(unknown_threshold, "unknown_threshold (--unknown-threshold)", lo=0, hi=1)
     check_finite_number(threshold, "threshold (--threshold)", lo=0, hi=1)
+    check_finite_number(min_relevancy, "min_relevancy (--min-relevancy)", lo=0, hi=1)
     check_int_range(view, "view (--view)", lo=0)
     run_dir = check_run_dir(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "queries"
@@ -139,7 +144,7 @@ def run_queries(
     if not 0 <= view < len(cams):
         raise InputError(f"view {view} (--view) is out of range: split {split!r} has {len(cams)} cameras")
     # Localize first: a query that is not in the scene is refused before any file is written.
-    loc = scene.localize(text) if localize else None
+    loc = scene.localize(text, min_relevancy=min_relevancy) if localize else None
     out.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"teacher": scene.teacher.name, "simulated_teacher": bool(scene.teacher.simulated)}
     if text is not None:

@@ -107,6 +107,10 @@ def check_model_state(model: Any, where: str) -> None:
                 )
 
 
+def _first_names(keys: List[str], n: int = 3) -> str:
+    return f"{keys[:n]}" + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
 def load_method_state(method: torch.nn.Module, model: Dict[str, Any], where: str) -> None:
     """``method.load_state_dict(model)`` after checking names and dtypes against the method's own state.
 
@@ -121,9 +125,7 @@ def load_method_state(method: torch.nn.Module, model: Dict[str, Any], where: str
     unexpected = [k for k in model if k not in own]
     name = type(method).__name__
     if missing or unexpected:
-        parts = ([f"missing {missing[:3]}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")] if missing else []) + (
-            [f"unexpected {unexpected[:3]}" + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else "")] if unexpected else []
-        )  # fmt: skip
+        parts = [f"{what} {_first_names(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         raise InputError(f"{where}: does not hold {name} weights ({'; '.join(parts)})")
     for key, ref in own.items():
         if model[key].dtype != ref.dtype:
