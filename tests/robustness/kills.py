@@ -171,9 +171,47 @@ def kill_resume_trial(work: Path, method: str, delay_s: float) -> Dict[str, Any]
     return record
 
 
+def language_kill_trial(work: Path, delay_s: float) -> Dict[str, Any]:
+    """Kill ``langfield language`` ``delay_s`` after its first fitting checkpoint, rerun it, compare field.pt."""
+    base = straight_run(work, "gaussians")
+    straight = work / "language_straight"
+    if not (straight / "language" / "field.pt").exists():
+        shutil.rmtree(straight, ignore_errors=True)
+        shutil.copytree(base, straight)
+        language(straight)
+    killed = work / "language_killed"
+    shutil.rmtree(killed, ignore_errors=True)
+    shutil.copytree(base, killed)
+    phases = killed / "language" / "phases"
+    record: Dict[str, Any] = {"job": "language", "kill_after_first_checkpoint_s": delay_s}
+    try:
+        kill_after(cli(["language", str(killed), *LANGUAGE]), lambda: any(phases.glob("0_fit/checkpoints/step_*.ckpt")),
+                   delay_s=delay_s)  # fmt: skip
+    except FinishedBeforeKill:
+        return {**record, "killed": False}
+    done = sorted(str(p.relative_to(phases)) for p in phases.glob("*/checkpoints/step_*.ckpt"))
+    record.update(killed=True, checkpoints_at_kill=done, temp_files_after_kill=temp_files(killed))
+    try:
+        language(killed)
+    except AssertionError as exc:
+        return {**record, "resumed": False, "error": str(exc)[-500:]}
+    record["resumed"] = True
+    try:
+        assert_bitwise_equal(language_field(straight), language_field(killed))
+        record["exact"] = True
+    except AssertionError as exc:
+        record["exact"], record["difference"] = False, str(exc)[:300]
+    record["temp_files_after_resume"] = temp_files(killed)
+    shutil.rmtree(killed, ignore_errors=True)
+    return record
+
+
 def run_kill_checks(work_dir: Path, trials_per_method: int = 4, seed: int = 0,
                     progress: Callable[[str], None] = print) -> Dict[str, Any]:  # fmt: skip
-    """Random-moment kills of NGP and Gaussians runs, each resumed and compared; counts for the benchmark JSON."""
+    """Random-moment kills of NGP and Gaussians runs and of the language job, each resumed and compared.
+
+    Returns counts for the benchmark JSON (``ok``: at least one kill landed and every resume was exact).
+    """
     rng = random.Random(seed)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -184,14 +222,21 @@ def run_kill_checks(work_dir: Path, trials_per_method: int = 4, seed: int = 0,
             trials.append(kill_resume_trial(work, method, delay))
             progress(f"kill/resume {method} +{delay:.3f} s: killed={trials[-1].get('killed')} "
                      f"exact={trials[-1].get('exact')}")  # fmt: skip
+    for _ in range(max(1, trials_per_method // 2)):
+        delay = round(rng.uniform(0.0, 1.0), 3)
+        trials.append(language_kill_trial(work, delay))
+        progress(f"kill/resume language +{delay:.3f} s: killed={trials[-1].get('killed')} exact={trials[-1].get('exact')}")
     killed = [t for t in trials if t.get("killed")]
+    exact = sum(bool(t.get("exact")) for t in killed)
     return {
+        "ok": bool(killed) and exact == len(killed),
         "kills": len(killed),
         "kills_survived": sum(bool(t.get("resumed")) for t in killed),
-        "resumes_exact": sum(bool(t.get("exact")) for t in killed),
+        "resumes_exact": exact,
         "temp_files_left_after_resume": sum(len(t.get("temp_files_after_resume", [])) for t in killed),
         "trials": trials,
         "note": f"kill -9 at a random moment 0-1 s after the first checkpoint (step 8) of a {MAX_STEPS}-step run "
-                "(24x24 procedural scene, CPU, OMP_NUM_THREADS=1), then --resume; exact = final parameters "
-                "bitwise equal to an uninterrupted run",
+                "(24x24 procedural scene, CPU, OMP_NUM_THREADS=1), then --resume; language: 0-1 s after the first "
+                "checkpoint of its first fitting phase, then rerun; exact = final parameters (field.pt) bitwise "
+                "equal to an uninterrupted run",
     }  # fmt: skip

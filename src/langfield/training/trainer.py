@@ -304,6 +304,14 @@ class _NonFiniteWatch:
         return step, ({k: float(v) for k, v in self.terms.items()} if step >= 0 else {})
 
 
+def _load_part(obj: Any, state: Any, where: str) -> None:
+    """``obj.load_state_dict(state)`` with an error naming the checkpoint entry instead of torch's bare one."""
+    try:
+        obj.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:
+        raise ValueError(f"{where} does not fit this run ({type(err).__name__}: {err})") from err
+
+
 class Trainer:
     """Generic training loop, evaluation and checkpointing for any :class:`Method`.
 
@@ -519,11 +527,11 @@ class Trainer:
             saved = state[kind]
             if len(saved) != len(objs):
                 raise ValueError(f"checkpoint {path} has {len(saved)} {kind}, {name} builds {len(objs)}")
-            for obj, sd in zip(objs, saved):
-                obj.load_state_dict(sd)
+            for i, (obj, sd) in enumerate(zip(objs, saved)):
+                _load_part(obj, sd, f"checkpoint {path}: {kind}[{i}]")
         if state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+            _load_part(self.scaler, state["grad_scaler"], f"checkpoint {path}: grad_scaler")
+        _load_part(self.sampler, state["sampler"], f"checkpoint {path}: sampler")
         self.step = int(state["step"])
         self.elapsed_seconds = float(state["elapsed_seconds"])
         self.total_rays = int(state.get("total_rays", 0))
