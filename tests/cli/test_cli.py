@@ -115,3 +115,13 @@ def test_debug_env_shows_the_traceback_of_input_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGFIELD_DEBUG", "1")
     with pytest.raises(FileNotFoundError, match="run.json"):
         main(["render", str(tmp_path)])
+
+
+def test_error_message_keeps_long_paths_whole(tmp_path):
+    """rich wraps at the terminal width (80 without a TTY); an error naming a file must not break its path."""
+    from tests.robustness.framework import CliRefused, cli
+
+    deep = tmp_path.joinpath(*(["a_rather_long_folder_name"] * 6)) / "run_that_does_not_exist"
+    with pytest.raises(CliRefused) as info:
+        cli(["eval", str(deep)])
+    assert str(deep) in str(info.value)

@@ -35,7 +35,7 @@ from langfield.runs.spec import DataConfig
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: a long path in a message is never broken
 
 Output = Literal["rgb", "depth", "accumulation", "normals"]
 #: Every registered method (built-in, ``register_method`` or ``langfield.methods`` entry points).
