@@ -4,7 +4,6 @@ Gaussian PLYs, and image batches too large for memory. Each must be refused nami
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -21,7 +20,7 @@ from langfield.io.gaussian_ply import read_gaussian_ply, write_gaussian_ply
 from langfield.io.images import read_image, read_image_size, read_label_map
 from langfield.io.points_ply import read_points_ply
 from tests.robustness import reader_scenes as rs
-from tests.robustness.framework import Case
+from tests.robustness.framework import Case, with_memory_limit
 
 CASES: List[Case] = []
 
@@ -141,21 +140,6 @@ _add(
 # ----------------------------------------------------------------------------- load_images (a batch)
 
 
-def _with_memory_limit(limit: int, fn: Callable[[Path], Any]):
-    def run(tmp: Path) -> None:
-        old = os.environ.get("LANGFIELD_MEMORY_LIMIT_BYTES")
-        os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = str(limit)
-        try:
-            fn(tmp)
-        finally:
-            if old is None:
-                os.environ.pop("LANGFIELD_MEMORY_LIMIT_BYTES", None)
-            else:
-                os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = old
-
-    return run
-
-
 def _batch(tmp: Path, n: int = 4, size=(32, 24)) -> list:
     return [rs.png(tmp / f"im_{i}.png", size=size, seed=i) for i in range(n)]
 
@@ -163,7 +147,7 @@ def _batch(tmp: Path, n: int = 4, size=(32, 24)) -> list:
 _add(
     "load-images",
     "exceeds-memory",
-    _with_memory_limit(10_000, lambda tmp: load_images(_batch(tmp), 1.0, source="batch")),
+    with_memory_limit(10_000, lambda tmp: load_images(_batch(tmp), 1.0, source="batch")),
     error=TooLargeError,
     match=r"batch: 4 images of 32x24 \(stored at 32x24\): needs about .* KiB, more than the .* of RAM available",
 )

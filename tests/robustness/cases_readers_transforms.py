@@ -17,7 +17,7 @@ from typing import Any, Callable, List
 from langfield._checks import InputError, TooLargeError
 from langfield.data import load_dataset
 from tests.robustness import reader_scenes as rs
-from tests.robustness.framework import Case
+from tests.robustness.framework import Case, with_memory_limit
 
 NAN, INF = float("nan"), float("inf")
 TRAIN = "transforms_train.json"
@@ -303,27 +303,6 @@ _add(
 )
 
 
-class _MemoryLimit:
-    """Run ``fn`` with ``LANGFIELD_MEMORY_LIMIT_BYTES`` set (restored afterwards)."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-
-    def __call__(self, fn):
-        def run(tmp: Path) -> None:
-            old = os.environ.get("LANGFIELD_MEMORY_LIMIT_BYTES")
-            os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = str(self.limit)
-            try:
-                fn(tmp)
-            finally:
-                if old is None:
-                    os.environ.pop("LANGFIELD_MEMORY_LIMIT_BYTES", None)
-                else:
-                    os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = old
-
-        return run
-
-
 def _big_images(tmp: Path) -> Path:
     root = rs.blender_scene(tmp / "scene")
     for i in range(2):
@@ -334,7 +313,7 @@ def _big_images(tmp: Path) -> Path:
 CASES.append(
     Case(
         "readers/transforms/images-exceed-memory",
-        _MemoryLimit(20_000)(lambda tmp: load_dataset(_big_images(tmp))),
+        with_memory_limit(20_000, lambda tmp: load_dataset(_big_images(tmp))),
         TooLargeError,
         TJ + r" \[train\]: 2 images of 64x48 \(stored at 64x48\): needs about .* of RAM available; load fewer or smaller",
     )

@@ -13,15 +13,16 @@ module damages files the same way.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
+
+from tests.robustness.framework import Case, memory_limit, with_memory_limit
 
 KINDS = ("ngp", "gaussians", "ngp+language", "gaussians+language")
 #: Seconds a case that may build the shared runs is allowed (the build is the first case's cost).
@@ -188,31 +189,11 @@ def edit_field(path: Path, edit: Callable[[Dict[str, Any]], Any]) -> None:
     edit_checkpoint(path, edit)
 
 
-@contextlib.contextmanager
-def memory_limit(num_bytes: int) -> Iterator[None]:
-    """Pretend the machine has ``num_bytes`` of free memory (``LANGFIELD_MEMORY_LIMIT_BYTES``)."""
-    old = os.environ.get("LANGFIELD_MEMORY_LIMIT_BYTES")
-    os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = str(int(num_bytes))
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("LANGFIELD_MEMORY_LIMIT_BYTES", None)
-        else:
-            os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = old
-
-
 #: Cases about absurd sizes run as if the machine had this much free memory, so that they mean the
 #: same on a laptop and on a server with a terabyte of RAM.
 LIMIT_4GIB = 4 << 30
 
 
 def under_memory_limit(num_bytes: int, case: Any) -> Any:
-    """The table ``Case`` ``case``, run under :func:`memory_limit` ``(num_bytes)``."""
-    from tests.robustness.framework import Case
-
-    def run(tmp: Path) -> Any:
-        with memory_limit(num_bytes):
-            return case.run(tmp)
-
-    return Case(case.name, run, case.error, case.match, case.timeout_s)
+    """The table ``Case`` ``case``, run under :func:`~tests.robustness.framework.memory_limit` ``(num_bytes)``."""
+    return Case(case.name, with_memory_limit(num_bytes, case.run), case.error, case.match, case.timeout_s)

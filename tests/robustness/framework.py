@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import pkgutil
 import re
 import shutil
@@ -33,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 OUTCOMES = ("clean", "unclear", "leftover", "traceback", "silent", "hang")
 
@@ -107,6 +108,30 @@ def cli(argv: Sequence[str]) -> str:
     if "Traceback (most recent call last)" in text:
         raise RuntimeError(f"exit {code} with a traceback:\n{text}")
     raise CliRefused(f"exit {code}: {_last_lines(text)}")
+
+
+@contextlib.contextmanager
+def memory_limit(num_bytes: int) -> Iterator[None]:
+    """Pretend the machine has ``num_bytes`` of free memory (``LANGFIELD_MEMORY_LIMIT_BYTES``, restored after)."""
+    old = os.environ.get("LANGFIELD_MEMORY_LIMIT_BYTES")
+    os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = str(int(num_bytes))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LANGFIELD_MEMORY_LIMIT_BYTES", None)
+        else:
+            os.environ["LANGFIELD_MEMORY_LIMIT_BYTES"] = old
+
+
+def with_memory_limit(num_bytes: int, fn: Callable[[Path], Any]) -> Callable[[Path], None]:
+    """A case's ``run(tmp)`` that calls ``fn(tmp)`` under :func:`memory_limit`."""
+
+    def run(tmp: Path) -> None:
+        with memory_limit(num_bytes):
+            fn(tmp)
+
+    return run
 
 
 def _last_lines(text: str, n: int = 12) -> str:

@@ -155,14 +155,21 @@ def kill_resume_trial(work: Path, method: str, delay_s: float) -> Dict[str, Any]
     except FinishedBeforeKill:
         return {**record, "killed": False}
     done = sorted(p.name for p in (killed / "checkpoints").glob("step_*.ckpt"))
-    record.update(killed=True, checkpoints_at_kill=done, temp_files_after_kill=temp_files(killed))
+    return _resume_and_compare(record, done, killed, lambda: train(killed, method, "--resume"),
+                               lambda: assert_bitwise_equal(final_model(straight), final_model(killed)))  # fmt: skip
+
+
+def _resume_and_compare(record: Dict[str, Any], checkpoints_at_kill: List[str], killed: Path,
+                        resume: Callable[[], None], compare: Callable[[], None]) -> Dict[str, Any]:  # fmt: skip
+    """After a kill that landed: ``resume()`` the job, ``compare()`` it with the straight run, fill ``record``."""
+    record.update(killed=True, checkpoints_at_kill=checkpoints_at_kill, temp_files_after_kill=temp_files(killed))
     try:
-        train(killed, method, "--resume")
+        resume()
     except AssertionError as exc:
         return {**record, "resumed": False, "error": str(exc)[-500:]}
     record["resumed"] = True
     try:
-        assert_bitwise_equal(final_model(straight), final_model(killed))
+        compare()
         record["exact"] = True
     except AssertionError as exc:
         record["exact"], record["difference"] = False, str(exc)[:300]
@@ -190,20 +197,8 @@ def language_kill_trial(work: Path, delay_s: float) -> Dict[str, Any]:
     except FinishedBeforeKill:
         return {**record, "killed": False}
     done = sorted(str(p.relative_to(phases)) for p in phases.glob("*/checkpoints/step_*.ckpt"))
-    record.update(killed=True, checkpoints_at_kill=done, temp_files_after_kill=temp_files(killed))
-    try:
-        language(killed)
-    except AssertionError as exc:
-        return {**record, "resumed": False, "error": str(exc)[-500:]}
-    record["resumed"] = True
-    try:
-        assert_bitwise_equal(language_field(straight), language_field(killed))
-        record["exact"] = True
-    except AssertionError as exc:
-        record["exact"], record["difference"] = False, str(exc)[:300]
-    record["temp_files_after_resume"] = temp_files(killed)
-    shutil.rmtree(killed, ignore_errors=True)
-    return record
+    return _resume_and_compare(record, done, killed, lambda: language(killed),
+                               lambda: assert_bitwise_equal(language_field(straight), language_field(killed)))  # fmt: skip
 
 
 def run_kill_checks(work_dir: Path, trials_per_method: int = 4, seed: int = 0,

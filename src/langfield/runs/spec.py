@@ -16,7 +16,6 @@ registry's own reader (:func:`langfield.methods.registry.method_config_from_dict
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Dict, Literal, Optional, Union
@@ -25,6 +24,7 @@ import tyro
 
 from langfield._checks import InputError, check_finite_number, check_int_range
 from langfield.configs import check_field_types, config_from_dict, config_to_dict
+from langfield.data.loading import read_json
 from langfield.data.readers.procedural import PROCEDURAL
 from langfield.methods.registry import method_config_from_dict, method_names
 from langfield.training.trainer import TrainerConfig
@@ -136,17 +136,7 @@ def read_run_file(run_dir: PathLike) -> Dict[str, Any]:
     spec_path = run_dir / RUN_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path} not found: is {run_dir} a langfield run directory (langfield train --output-dir)?")
-    try:
-        data = json.loads(spec_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{spec_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{spec_path}: not a UTF-8 text file") from None
-    except RecursionError:
-        raise InputError(f"{spec_path}: JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{spec_path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json(spec_path)
 
 
 def checkpoint_path(run_dir: PathLike, checkpoint: Optional[PathLike] = None) -> Path:
