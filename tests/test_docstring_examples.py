@@ -31,6 +31,8 @@ MODULES = [
     "langfield.geometry.distortion",
     "langfield.geometry.normalize",
     "langfield.eval.metrics",
+    "langfield.generation.models",
+    "langfield.generation.text_conditioning",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
