@@ -187,6 +187,22 @@ def test_ema_update_follows_its_formula():
     assert not e.requires_grad
 
 
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_padding_tokens_matter_only_without_the_attention_mask(use_mask):
+    """Default (no mask, as the diffusers pipelines call the UNet): padded tokens condition the model."""
+    method = make_method(tiny_unet(), "epsilon", use_attention_mask=use_mask)
+    emb = torch.randn(2, T, D, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[:, 4:] = 0
+    changed = emb.clone()
+    changed[:, 4:] += 1.0  # only the padded positions differ
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    with torch.no_grad():
+        a = method.predict(x, t, PromptEmbeds(emb, mask))
+        b = method.predict(x, t, PromptEmbeds(changed, mask))
+    assert torch.allclose(a, b, atol=1e-6) == use_mask
+
+
 def test_sampling_scheduler_matches_training():
     eps = make_method(tiny_unet(), "epsilon")
     sched = eps.sampling_scheduler()

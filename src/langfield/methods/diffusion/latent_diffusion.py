@@ -85,25 +85,28 @@ def default_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
 class PromptEmbeds:
     """Text conditioning of ``U`` prompts (or of the one empty prompt, ``U = 1`` or no leading axis).
 
+    Its fields carry the names of ``langfield.generation.text_conditioning.PromptEmbeddings`` (built
+    on another branch at the time of writing), so that class can replace this one once both exist.
+
     Attributes:
         embeds: ``[U, T, D]`` token embeddings (``D``: the UNet's ``cross_attention_dim`` / the
             transformer's ``joint_attention_dim``; 384 for all-MiniLM-L6-v2). Any float dtype
             (float16 halves the memory); cast to float32 per batch.
-        mask: ``[U, T]`` attention mask (1 = token, 0 = padding) or ``None``; used only with
+        attention_mask: ``[U, T]`` (1 = token, 0 = padding) or ``None``; used only with
             ``LatentDiffusionConfig.use_attention_mask`` (UNet).
         pooled: ``[U, P]`` pooled embedding (required by the SD3 transformer, ``P =
             pooled_projection_dim``) or ``None``.
     """
 
     embeds: Tensor
-    mask: Optional[Tensor] = None
+    attention_mask: Optional[Tensor] = None
     pooled: Optional[Tensor] = None
 
     def batched(self) -> "PromptEmbeds":
         """The same prompt(s) with a leading ``U`` axis (``[T, D]`` -> ``[1, T, D]`` etc.)."""
         if self.embeds.ndim != 2:
             return self
-        return PromptEmbeds(self.embeds[None], None if self.mask is None else self.mask[None],
+        return PromptEmbeds(self.embeds[None], None if self.attention_mask is None else self.attention_mask[None],
                             None if self.pooled is None else self.pooled[None])  # fmt: skip
 
 
@@ -231,8 +234,9 @@ def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optiona
         raise InputError(f"LatentDiffusionMethod: {where}.embeds have width {emb.shape[2]}, the {name} expects {width}")
     if num is not None and emb.shape[0] != num:
         raise InputError(f"LatentDiffusionMethod: {where}.embeds hold {emb.shape[0]} prompts, expected {num}")
-    if prompts.mask is not None and tuple(prompts.mask.shape) != tuple(emb.shape[:2]):
-        raise InputError(f"LatentDiffusionMethod: {where}.mask must be {list(emb.shape[:2])}, got {list(prompts.mask.shape)}")
+    mask = prompts.attention_mask
+    if mask is not None and tuple(mask.shape) != tuple(emb.shape[:2]):
+        raise InputError(f"LatentDiffusionMethod: {where}.attention_mask must be {list(emb.shape[:2])}, got {list(mask.shape)}")
     if isinstance(backbone, SD3Transformer2DModel):
         pooled, dim = prompts.pooled, int(backbone.config.pooled_projection_dim)
         if pooled is None or pooled.ndim != 2 or tuple(pooled.shape) != (emb.shape[0], dim):
@@ -308,11 +312,11 @@ class LatentDiffusionMethod(Method):
                     f"LatentDiffusionMethod: the empty prompt has {empty.embeds.shape[1]} tokens, the prompts "
                     f"{prompts.embeds.shape[1]}; pad both to the same length"
                 )
-            for part in ("mask", "pooled"):
+            for part in ("attention_mask", "pooled"):
                 if (getattr(empty, part) is None) != (getattr(prompts, part) is None):
                     raise InputError(f"LatentDiffusionMethod: give {part} for both the prompts and the empty prompt, or neither")
-        if config.use_attention_mask and (prompts.mask is None or isinstance(backbone, SD3Transformer2DModel)):
-            raise InputError("LatentDiffusionConfig.use_attention_mask needs a UNet backbone and PromptEmbeds.mask")
+        if config.use_attention_mask and (prompts.attention_mask is None or isinstance(backbone, SD3Transformer2DModel)):
+            raise InputError("LatentDiffusionConfig.use_attention_mask needs a UNet backbone and PromptEmbeds.attention_mask")
         if noise_scheduler is None:
             noise_scheduler = default_noise_scheduler()
         elif not isinstance(noise_scheduler, DDPMScheduler) or noise_scheduler.config.prediction_type != "epsilon":
@@ -337,7 +341,7 @@ class LatentDiffusionMethod(Method):
         if self.is_transformer:
             return net(hidden_states=noisy, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,
                        timestep=timesteps).sample  # fmt: skip
-        mask = cond.mask if self.config.use_attention_mask else None
+        mask = cond.attention_mask if self.config.use_attention_mask else None
         return net(noisy, timesteps, encoder_hidden_states=cond.embeds, encoder_attention_mask=mask).sample
 
     def sampling_scheduler(self) -> Union[DDPMScheduler, FlowMatchEulerDiscreteScheduler]:
@@ -356,13 +360,13 @@ class LatentDiffusionMethod(Method):
         def take(x: Optional[Tensor]) -> Optional[Tensor]:
             return None if x is None else x[rows].to(device)
 
-        emb, mask, pooled = take(self.prompts.embeds).float(), take(self.prompts.mask), take(self.prompts.pooled)
+        emb, mask, pooled = take(self.prompts.embeds).float(), take(self.prompts.attention_mask), take(self.prompts.pooled)
         pooled = None if pooled is None else pooled.float()
         if self.config.cfg_dropout > 0:
             e = self.empty
             out = classifier_free_dropout(
                 emb, e.embeds[0].float(), self.config.cfg_dropout, generator=generator,
-                mask=mask, empty_mask=None if mask is None else e.mask[0],
+                mask=mask, empty_mask=None if mask is None else e.attention_mask[0],
                 pooled=pooled, empty_pooled=None if pooled is None else e.pooled[0].float(),
             )  # fmt: skip
             emb, mask, pooled = out.embeds, out.mask, out.pooled
