@@ -31,6 +31,8 @@ MODULES = [
     "langfield.geometry.distortion",
     "langfield.geometry.normalize",
     "langfield.eval.metrics",
+    "langfield.eval.distribution",
+    "langfield.generation.prompts",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
