@@ -33,6 +33,7 @@ MODULES = [
     "langfield.eval.metrics",
     "langfield.eval.distribution",
     "langfield.generation.prompts",
+    "langfield.generation.instruments",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

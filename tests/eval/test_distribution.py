@@ -228,6 +228,11 @@ def test_swd_identical_sets_are_exactly_zero_and_levels_default():
     result = sliced_wasserstein_distance(x, x.clone(), patches_per_image=8, num_projections=16)
     assert result.per_level == (0.0, 0.0)  # 32 px: 32 and 16 (coarsest >= 16, ProGAN)
     assert result.mean == 0.0
+    # real-vs-real floor of SWD: two halves of one set are different images, so it is above 0
+    floor = split_half_floor(
+        lambda a, b: sliced_wasserstein_distance(a, b, patches_per_image=8, num_projections=16), x, seeds=[0, 1]
+    )
+    assert len(floor.values) == 2 and min(floor.values) > 0.0
 
 
 def test_swd_exact_value_on_constant_images():

@@ -95,6 +95,8 @@ def test_attribute_accuracy_exact_on_hand_made_predictions():
     # left/right: img1 (differ in shape: swapped -> wrong), img2 (differ in colour: in order -> right);
     # img3 holds two identical objects: no order, excluded
     assert acc.left_right == pytest.approx(1 / 2)
+    # order given presence: img1 shows both objects, reversed; img2 in order
+    assert acc.order == pytest.approx(1 / 2)
     assert acc.whole == pytest.approx(1 / 5)  # only img0 (extra slots of a 1-object target are not scored)
     assert acc.attribute == pytest.approx((4 / 5 + 6 / 10 + 8 / 10 + 1 / 2) / 4)
     d = acc.as_dict()
@@ -104,7 +106,7 @@ def test_attribute_accuracy_exact_on_hand_made_predictions():
 def test_attribute_accuracy_without_two_object_targets_has_nan_left_right():
     t = L([1, 3], [[0, -1, -1], [0, 1, 2]], [[0, -1, -1], [0, 1, 2]])
     acc = attribute_accuracy(t, t)
-    assert math.isnan(acc.left_right) and acc.as_dict()["left_right"] is None
+    assert math.isnan(acc.left_right) and acc.as_dict()["left_right"] is None and math.isnan(acc.order)
     assert acc.whole == acc.count == acc.shape == acc.colour == acc.attribute == 1.0
 
 
@@ -132,6 +134,7 @@ def test_chance_majority_is_exact():
     assert acc.shape == pytest.approx(5 / 6)  # only image 3's slot 0 (shape 1) is missed
     assert acc.colour == pytest.approx(4 / 6)  # images 1 and 3 have colour 1 in slot 0
     assert acc.left_right == pytest.approx(0.5)  # image 2 (by shape) in order, image 3 (by colour) not
+    assert acc.order == 1.0  # image 3 shows neither order; image 2 the right one
     assert acc.whole == pytest.approx(0.25)  # image 0 only
     assert acc.attribute == pytest.approx((0.5 + 5 / 6 + 4 / 6 + 0.5) / 4)
 
@@ -158,7 +161,7 @@ def test_chance_prior_is_the_exact_expectation():
         torch.stack([draw([0.5, 0.5]), draw([1.0, 0.0])], 1),
     )
     mc = attribute_accuracy(pred, target)
-    for name in ("count", "shape", "colour", "left_right", "whole"):
+    for name in ("count", "shape", "colour", "left_right", "order", "whole"):
         assert getattr(mc, name) == pytest.approx(getattr(acc, name), abs=0.01), name
 
 
@@ -181,5 +184,9 @@ def test_chance_on_separate_eval_labels_and_uniform_levels():
     assert prior.count == pytest.approx(1 / 3)
     majority = chance_accuracy(labels)
     assert majority.count == pytest.approx(1 / 3) and majority.count >= prior.count
+    # two objects of distinct colours from 8: telling them apart in order is far below 1/2 ...
+    assert prior.left_right < 0.1 and majority.left_right < 0.1
+    # ... while the order given both are found is about a coin flip
+    assert 0.3 < prior.order < 0.7
     with pytest.raises(InputError, match="rule"):
         chance_accuracy(labels, rule="uniform")

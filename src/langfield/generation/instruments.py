@@ -30,12 +30,17 @@ asks for); here the instrument is the classifier and :func:`attribute_accuracy` 
   target objects differ, predicted slot 0 holds object 0's value and slot 1 holds object 1's.
   (It tests the order only: "a red sphere left of a blue sphere" read as "a red box left of a blue
   cone" is in order; the shapes count against ``shape``.) Targets with two identical objects have
-  no order and are left out; ``nan`` when no target qualifies.
+  no order and are left out; ``nan`` when no target qualifies. Its chance level is low (both
+  objects must be told apart: about 1/56 for two distinct colours of 8), not 1/2.
+* ``order``: the same 2-object targets, counting only the images where the two objects are found
+  in *either* order (by the same distinguishing attributes): the share in the prompt's order.
+  Position given presence, chance 1/2 (``nan`` when no image qualifies).
 * ``whole``: share of images where everything is right: count, and shape and colour of every
   present slot (which implies the left-to-right order).
 * ``attribute``: the unweighted mean of ``count``, ``shape``, ``colour`` and ``left_right``
-  (the last left out when it is ``nan``): one "attribute accuracy" whose chance level is
-  roughly ``(1/3 + 1/4 + 1/8 + 1/2) / 4`` for uniform labels.
+  (the last left out when it is ``nan``): one "attribute accuracy"; for uniform labels of 1-3
+  objects, 4 shapes and 8 distinct colours its chance level is about
+  ``(1/3 + 1/4 + 1/8 + 1/56) / 4 = 0.18``.
 
 :func:`chance_accuracy` gives the same numbers for an image-blind predictor built from the
 training labels' marginals, the level every accuracy must be printed beside.
@@ -124,7 +129,7 @@ class AttributeLabels:
         ``< count`` are filled); :class:`InputError` naming ``where`` and the first bad row."""
         for name in ("count", "shapes", "colours"):
             t = getattr(self, name)
-            if not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 got = t.dtype if isinstance(t, Tensor) else type(t).__name__
                 raise InputError(f"{where}.{name}: expected an integer tensor, got {got}")
         n = self.count.shape[0] if self.count.ndim == 1 else -1
@@ -350,6 +355,8 @@ class AttributeAccuracy:
     Attributes:
         count, shape, colour, left_right, whole: accuracies in ``[0, 1]`` (``left_right`` is
             ``nan`` without 2-object targets whose objects differ).
+        order: ``left_right`` among the images that show both objects in either order (``nan``
+            when none does).
         attribute: mean of ``count, shape, colour, left_right`` (``left_right`` skipped if ``nan``).
         num_images, num_slots, num_left_right: the denominators (images; present target slots;
             qualifying 2-object targets).
@@ -359,6 +366,7 @@ class AttributeAccuracy:
     shape: float
     colour: float
     left_right: float
+    order: float
     whole: float
     attribute: float
     num_images: int
@@ -380,11 +388,20 @@ def _mean_of(parts: Sequence[float]) -> float:
 
 
 def _accuracy_from_scores(
-    count: Tensor, shape: Tensor, colour: Tensor, left_right: Tensor, whole: Tensor, target: AttributeLabels
+    count: Tensor,
+    shape: Tensor,
+    colour: Tensor,
+    in_order: Tensor,
+    swapped: Tensor,
+    whole: Tensor,
+    target: AttributeLabels,
 ) -> AttributeAccuracy:
     """Assemble :class:`AttributeAccuracy` from per-item scores in ``[0, 1]`` (indicators or
-    probabilities): ``count [N]``, ``shape [N, S]``, ``colour [N, S]``, ``left_right [N]``,
-    ``whole [N]``; the masks (present slots, qualifying 2-object targets) come from ``target``."""
+    probabilities): ``count [N]``, ``shape [N, S]``, ``colour [N, S]``, ``in_order [N]`` and
+    ``swapped [N]`` (the two objects found in the prompt's / the reversed order), ``whole [N]``;
+    the masks (present slots, qualifying 2-object targets) come from ``target``. ``order`` is
+    ``sum(in_order) / sum(in_order + swapped)`` over the qualifying targets (the two events are
+    disjoint): the conditional share for indicators, the ratio of expectations for probabilities."""
     present = _present(target)
     lr_mask = _left_right_mask(target)
     n, n_slots, n_lr = len(target), int(present.sum()), int(lr_mask.sum())
@@ -398,9 +415,11 @@ def _accuracy_from_scores(
         count=avg(count),
         shape=avg(shape, present),
         colour=avg(colour, present),
-        left_right=avg(left_right, lr_mask),
+        left_right=avg(in_order, lr_mask),
         whole=avg(whole),
     )
+    found = float((in_order[lr_mask].double() + swapped[lr_mask].double()).sum())
+    acc["order"] = float(in_order[lr_mask].double().sum()) / found if found > 0 else float("nan")
     acc["attribute"] = _mean_of([acc["count"], acc["shape"], acc["colour"], acc["left_right"]])
     return AttributeAccuracy(**acc, num_images=n, num_slots=n_slots, num_left_right=n_lr)
 
@@ -423,7 +442,7 @@ def attribute_accuracy(pred: AttributeLabels, target: AttributeLabels) -> Attrib
 
     ``target`` must be consistent (see :meth:`AttributeLabels.check`); ``pred`` need not be (raw
     per-head predictions). Both need the same number of rows and slots. The definitions of
-    ``count``, ``shape``, ``colour``, ``left_right``, ``whole`` and ``attribute`` are in the module
+    ``count``, ``shape``, ``colour``, ``left_right``, ``order``, ``whole`` and ``attribute`` are in the module
     docstring.
 
     >>> t = AttributeLabels.from_arrays([2, 1], [[0, 1, -1], [2, -1, -1]], [[3, 3, -1], [5, -1, -1]])
@@ -446,15 +465,14 @@ def attribute_accuracy(pred: AttributeLabels, target: AttributeLabels) -> Attrib
     colour_ok = pred.colours == target.colours
     present = _present(target)
     whole = count_ok & ((shape_ok & colour_ok) | ~present).all(-1)
+    in_order = torch.ones(len(target), dtype=torch.bool)
+    swapped = torch.ones(len(target), dtype=torch.bool)
     if target.num_slots >= 2:
-        lr_ok = torch.ones(len(target), dtype=torch.bool)
         for p_att, t_att in ((pred.shapes, target.shapes), (pred.colours, target.colours)):
             distinguishes = t_att[:, 0] != t_att[:, 1]
-            in_order = (p_att[:, 0] == t_att[:, 0]) & (p_att[:, 1] == t_att[:, 1])
-            lr_ok &= in_order | ~distinguishes
-    else:
-        lr_ok = torch.zeros(len(target), dtype=torch.bool)
-    return _accuracy_from_scores(count_ok, shape_ok, colour_ok, lr_ok, whole, target)
+            in_order &= ((p_att[:, 0] == t_att[:, 0]) & (p_att[:, 1] == t_att[:, 1])) | ~distinguishes
+            swapped &= ((p_att[:, 0] == t_att[:, 1]) & (p_att[:, 1] == t_att[:, 0])) | ~distinguishes
+    return _accuracy_from_scores(count_ok, shape_ok, colour_ok, in_order, swapped, whole, target)
 
 
 def _marginals(values: Tensor, mask: Tensor, num_classes: int) -> Tensor:
@@ -496,7 +514,9 @@ def chance_accuracy(
     """
     check_choice(rule, "rule", ("majority", "prior"))
     train = train_labels.check("train_labels", num_shapes=num_shapes, num_colours=num_colours).to("cpu")
-    target = (train if eval_labels is None else eval_labels.check("eval_labels", num_shapes=num_shapes, num_colours=num_colours)).to("cpu")
+    target = train
+    if eval_labels is not None:
+        target = eval_labels.check("eval_labels", num_shapes=num_shapes, num_colours=num_colours).to("cpu")
     if len(train) == 0:
         raise InputError("train_labels: needs at least one labelled image")
     if target.num_slots != train.num_slots:
@@ -523,14 +543,16 @@ def chance_accuracy(
     colour_p = torch.stack([p_colour[k][target.colours[:, k].clamp_min(0)] for k in range(s)], 1)
     slot_p = torch.where(present, shape_p * colour_p, torch.ones_like(shape_p))
     whole = count_p * slot_p.prod(-1)
+    in_order = torch.ones(len(target), dtype=torch.float64)
+    swapped = torch.ones(len(target), dtype=torch.float64)
     if s >= 2:
-        lr = torch.ones(len(target), dtype=torch.float64)
-        for probs, att in ((shape_p, target.shapes), (colour_p, target.colours)):
+        for probs, att in ((p_shape, target.shapes), (p_colour, target.colours)):
+            a0, a1 = att[:, 0].clamp_min(0), att[:, 1].clamp_min(0)
             distinguishes = att[:, 0] != att[:, 1]
-            lr = lr * torch.where(distinguishes, probs[:, 0] * probs[:, 1], torch.ones_like(lr))
-    else:
-        lr = torch.zeros(len(target), dtype=torch.float64)
-    return _accuracy_from_scores(count_p, shape_p, colour_p, lr, whole, target)
+            ones = torch.ones_like(in_order)
+            in_order = in_order * torch.where(distinguishes, probs[0][a0] * probs[1][a1], ones)
+            swapped = swapped * torch.where(distinguishes, probs[0][a1] * probs[1][a0], ones)
+    return _accuracy_from_scores(count_p, shape_p, colour_p, in_order, swapped, whole, target)
 
 
 def evaluate_classifier(
