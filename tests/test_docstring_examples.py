@@ -33,6 +33,9 @@ MODULES = [
     "langfield.eval.metrics",
     "langfield.generation.models",
     "langfield.generation.text_conditioning",
+    "langfield.eval.distribution",
+    "langfield.generation.prompts",
+    "langfield.generation.instruments",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

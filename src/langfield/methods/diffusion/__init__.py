@@ -1,8 +1,17 @@
-"""Diffusion training objectives as :class:`~langfield.methods.base.Method` subclasses for the one Trainer
-(not registered as scene methods): the first-stage autoencoder (:class:`VAEMethod`) and text-to-image
-latent diffusion with a UNet or an SD3 transformer (:class:`LatentDiffusionMethod`)."""
+"""Trainer objectives of the generation stack (:class:`~langfield.methods.base.Method` subclasses,
+not registered as scene methods): the first-stage autoencoder (:class:`VAEMethod`), text-to-image
+latent diffusion with a UNet or an SD3 transformer (:class:`LatentDiffusionMethod`) and the
+measurement instruments (:class:`AttributeClassifierObjective`)."""
 
 from langfield.methods.diffusion.autoencoder import VAEConfig, VAEMethod
+from langfield.methods.diffusion.instrument import AttributeClassifierObjective
 from langfield.methods.diffusion.latent_diffusion import LatentDiffusionConfig, LatentDiffusionMethod, PromptEmbeds
 
-__all__ = ["LatentDiffusionConfig", "LatentDiffusionMethod", "PromptEmbeds", "VAEConfig", "VAEMethod"]
+__all__ = [
+    "AttributeClassifierObjective",
+    "LatentDiffusionConfig",
+    "LatentDiffusionMethod",
+    "PromptEmbeds",
+    "VAEConfig",
+    "VAEMethod",
+]
