@@ -5,13 +5,12 @@ measurement instruments (:class:`AttributeClassifierObjective`)."""
 
 from langfield.methods.diffusion.autoencoder import VAEConfig, VAEMethod
 from langfield.methods.diffusion.instrument import AttributeClassifierObjective
-from langfield.methods.diffusion.latent_diffusion import LatentDiffusionConfig, LatentDiffusionMethod, PromptEmbeds
+from langfield.methods.diffusion.latent_diffusion import LatentDiffusionConfig, LatentDiffusionMethod
 
 __all__ = [
     "AttributeClassifierObjective",
     "LatentDiffusionConfig",
     "LatentDiffusionMethod",
-    "PromptEmbeds",
     "VAEConfig",
     "VAEMethod",
 ]

@@ -26,7 +26,7 @@ the EMA copy, AdamW moments, the schedule — is in the Trainer's checkpoint).
 
 Conditioning conventions (what sampling must reproduce)
 -------------------------------------------------------
-* Prompts are given as embeddings (:class:`PromptEmbeds`), ``[U, T, D]`` for ``U`` distinct prompts,
+* Prompts are given as embeddings (:class:`PromptEmbeddings`), ``[U, T, D]`` for ``U`` distinct prompts,
   and ``caption_ids`` ``[N]`` says which prompt each latent has (default: row ``i`` for latent ``i``),
   so 50k images with a few thousand distinct captions store each caption once.
 * ``StableDiffusionPipeline`` and ``StableDiffusion3Pipeline`` never pass an attention mask to the
@@ -61,12 +61,13 @@ from torch import Tensor, nn
 
 from langfield._checks import InputError, check_choice, check_fields
 from langfield.configs import check_field_types
+from langfield.generation.text_conditioning import PromptEmbeddings
 from langfield.generation.objectives import DiffusionLoss, classifier_free_dropout, epsilon_loss, rectified_flow_loss
 from langfield.methods.base import Method
 from langfield.methods.diffusion.optim import LR_SCHEDULES, GradClip, adamw_with_schedule
 from langfield.types import IndexBatch
 
-__all__ = ["OBJECTIVES", "LatentDiffusionConfig", "LatentDiffusionMethod", "PromptEmbeds", "default_noise_scheduler"]
+__all__ = ["OBJECTIVES", "LatentDiffusionConfig", "LatentDiffusionMethod", "default_noise_scheduler"]
 
 OBJECTIVES = ("epsilon", "rectified_flow")
 Backbone = Union[UNet2DConditionModel, SD3Transformer2DModel]
@@ -79,35 +80,6 @@ def default_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
         num_train_timesteps=num_train_timesteps, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         prediction_type="epsilon", clip_sample=False,
     )  # fmt: skip
-
-
-@dataclass
-class PromptEmbeds:
-    """Text conditioning of ``U`` prompts (or of the one empty prompt, ``U = 1`` or no leading axis).
-
-    Its fields carry the names of ``langfield.generation.text_conditioning.PromptEmbeddings`` (built
-    on another branch at the time of writing), so that class can replace this one once both exist.
-
-    Attributes:
-        embeds: ``[U, T, D]`` token embeddings (``D``: the UNet's ``cross_attention_dim`` / the
-            transformer's ``joint_attention_dim``; 384 for all-MiniLM-L6-v2). Any float dtype
-            (float16 halves the memory); cast to float32 per batch.
-        attention_mask: ``[U, T]`` (1 = token, 0 = padding) or ``None``; used only with
-            ``LatentDiffusionConfig.use_attention_mask`` (UNet).
-        pooled: ``[U, P]`` pooled embedding (required by the SD3 transformer, ``P =
-            pooled_projection_dim``) or ``None``.
-    """
-
-    embeds: Tensor
-    attention_mask: Optional[Tensor] = None
-    pooled: Optional[Tensor] = None
-
-    def batched(self) -> "PromptEmbeds":
-        """The same prompt(s) with a leading ``U`` axis (``[T, D]`` -> ``[1, T, D]`` etc.)."""
-        if self.embeds.ndim != 2:
-            return self
-        return PromptEmbeds(self.embeds[None], None if self.attention_mask is None else self.attention_mask[None],
-                            None if self.pooled is None else self.pooled[None])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -220,10 +192,9 @@ def _check_backbone(backbone: Any, latents: Tensor) -> None:
             )
 
 
-def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optional[int]) -> PromptEmbeds:
-    if not isinstance(prompts, PromptEmbeds):
-        raise InputError(f"LatentDiffusionMethod: {where} must be a PromptEmbeds, got {type(prompts).__name__}")
-    prompts = prompts.batched()
+def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optional[int]) -> PromptEmbeddings:
+    if not isinstance(prompts, PromptEmbeddings):
+        raise InputError(f"LatentDiffusionMethod: {where} must be a PromptEmbeddings, got {type(prompts).__name__}")
     emb = prompts.embeds
     if not isinstance(emb, Tensor) or emb.ndim != 3 or not emb.is_floating_point():
         got = getattr(emb, "shape", emb)
@@ -234,13 +205,10 @@ def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optiona
         raise InputError(f"LatentDiffusionMethod: {where}.embeds have width {emb.shape[2]}, the {name} expects {width}")
     if num is not None and emb.shape[0] != num:
         raise InputError(f"LatentDiffusionMethod: {where}.embeds hold {emb.shape[0]} prompts, expected {num}")
-    mask = prompts.attention_mask
-    if mask is not None and tuple(mask.shape) != tuple(emb.shape[:2]):
-        raise InputError(f"LatentDiffusionMethod: {where}.attention_mask must be {list(emb.shape[:2])}, got {list(mask.shape)}")
     if isinstance(backbone, SD3Transformer2DModel):
         pooled, dim = prompts.pooled, int(backbone.config.pooled_projection_dim)
-        if pooled is None or pooled.ndim != 2 or tuple(pooled.shape) != (emb.shape[0], dim):
-            got = None if pooled is None else list(pooled.shape)
+        if tuple(pooled.shape) != (emb.shape[0], dim):
+            got = list(pooled.shape)
             raise InputError(f"LatentDiffusionMethod: {where}.pooled must be [{emb.shape[0]}, {dim}] for SD3, got {got}")
     _check_finite(emb, f"LatentDiffusionMethod: {where}.embeds")
     return prompts
@@ -254,8 +222,8 @@ class LatentDiffusionMethod(Method):
             parameters are the ones optimised.
         latents: ``[N, C, h, w]`` pre-encoded, scaled latents
             (:func:`~langfield.generation.objectives.encode_latents`); kept where they are (CPU).
-        prompts: :class:`PromptEmbeds` of ``U`` prompts.
-        empty: :class:`PromptEmbeds` of the empty prompt ``""`` (``[T, D]`` or ``[1, T, D]``, padded
+        prompts: :class:`~langfield.generation.text_conditioning.PromptEmbeddings` of ``U`` prompts.
+        empty: :class:`PromptEmbeddings` of the empty prompt ``""`` (``[1, T, D]``, padded
             like the prompts); may be ``None`` only when ``cfg_dropout == 0``.
         caption_ids: ``[N]`` int64, the prompt row of each latent (default ``arange(N)``, ``U == N``).
         config: :class:`LatentDiffusionConfig`.
@@ -272,8 +240,8 @@ class LatentDiffusionMethod(Method):
         self,
         backbone: Backbone,
         latents: Tensor,
-        prompts: PromptEmbeds,
-        empty: Optional[PromptEmbeds],
+        prompts: PromptEmbeddings,
+        empty: Optional[PromptEmbeddings],
         *,
         caption_ids: Optional[Tensor] = None,
         config: LatentDiffusionConfig = LatentDiffusionConfig(),
@@ -312,11 +280,8 @@ class LatentDiffusionMethod(Method):
                     f"LatentDiffusionMethod: the empty prompt has {empty.embeds.shape[1]} tokens, the prompts "
                     f"{prompts.embeds.shape[1]}; pad both to the same length"
                 )
-            for part in ("attention_mask", "pooled"):
-                if (getattr(empty, part) is None) != (getattr(prompts, part) is None):
-                    raise InputError(f"LatentDiffusionMethod: give {part} for both the prompts and the empty prompt, or neither")
-        if config.use_attention_mask and (prompts.attention_mask is None or isinstance(backbone, SD3Transformer2DModel)):
-            raise InputError("LatentDiffusionConfig.use_attention_mask needs a UNet backbone and PromptEmbeds.attention_mask")
+        if config.use_attention_mask and isinstance(backbone, SD3Transformer2DModel):
+            raise InputError("LatentDiffusionConfig.use_attention_mask needs a UNet backbone")
         if noise_scheduler is None:
             noise_scheduler = default_noise_scheduler()
         elif not isinstance(noise_scheduler, DDPMScheduler) or noise_scheduler.config.prediction_type != "epsilon":
@@ -335,7 +300,7 @@ class LatentDiffusionMethod(Method):
 
     # ------------------------------------------------------------------ the network
 
-    def predict(self, noisy: Tensor, timesteps: Tensor, cond: PromptEmbeds, *, backbone: Optional[nn.Module] = None) -> Tensor:
+    def predict(self, noisy: Tensor, timesteps: Tensor, cond: PromptEmbeddings, *, backbone: Optional[nn.Module] = None) -> Tensor:
         """The backbone's output for ``noisy`` ``[B, C, h, w]`` at ``timesteps`` ``[B]`` under ``cond`` (batched)."""
         net = self.backbone if backbone is None else backbone
         if self.is_transformer:
@@ -353,24 +318,22 @@ class LatentDiffusionMethod(Method):
 
     # ------------------------------------------------------------------ Method
 
-    def _conditioning(self, batch: IndexBatch, generator: torch.Generator) -> PromptEmbeds:
+    def _conditioning(self, batch: IndexBatch, generator: torch.Generator) -> PromptEmbeddings:
         rows = self.caption_ids[batch.indices.cpu()]
         device = batch.indices.device
 
-        def take(x: Optional[Tensor]) -> Optional[Tensor]:
-            return None if x is None else x[rows].to(device)
+        def take(x: Tensor) -> Tensor:
+            return x[rows].to(device)
 
-        emb, mask, pooled = take(self.prompts.embeds).float(), take(self.prompts.attention_mask), take(self.prompts.pooled)
-        pooled = None if pooled is None else pooled.float()
+        emb, mask, pooled = take(self.prompts.embeds).float(), take(self.prompts.attention_mask), take(self.prompts.pooled).float()
         if self.config.cfg_dropout > 0:
             e = self.empty
             out = classifier_free_dropout(
                 emb, e.embeds[0].float(), self.config.cfg_dropout, generator=generator,
-                mask=mask, empty_mask=None if mask is None else e.attention_mask[0],
-                pooled=pooled, empty_pooled=None if pooled is None else e.pooled[0].float(),
+                mask=mask, empty_mask=e.attention_mask[0], pooled=pooled, empty_pooled=e.pooled[0].float(),
             )  # fmt: skip
             emb, mask, pooled = out.embeds, out.mask, out.pooled
-        return PromptEmbeds(emb, mask, pooled)
+        return PromptEmbeddings(emb, mask, pooled)
 
     def outputs(self, batch: IndexBatch) -> DiffusionLoss:
         generator = torch.Generator().manual_seed(batch.seed)

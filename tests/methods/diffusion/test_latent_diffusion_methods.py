@@ -18,10 +18,10 @@ from diffusers import (  # noqa: E402
 from langfield._checks import InputError  # noqa: E402
 from langfield.data.samplers import IndexSampler  # noqa: E402
 from langfield.generation.objectives import latent_scaling_factor  # noqa: E402
+from langfield.generation.text_conditioning import PromptEmbeddings  # noqa: E402
 from langfield.methods.diffusion import (  # noqa: E402
     LatentDiffusionConfig,
     LatentDiffusionMethod,
-    PromptEmbeds,
     VAEConfig,
     VAEMethod,
 )
@@ -64,8 +64,8 @@ def toy_data():
     patterns = torch.randn(4, 4, 8, 8, generator=g)
     caption_ids = torch.arange(N) % 4
     latents = patterns[caption_ids] + 0.1 * torch.randn(N, 4, 8, 8, generator=g)
-    prompts = PromptEmbeds(torch.randn(4, T, D, generator=g), torch.ones(4, T, dtype=torch.long), torch.randn(4, D, generator=g))
-    empty = PromptEmbeds(torch.zeros(T, D), torch.ones(T, dtype=torch.long), torch.zeros(D))
+    prompts = PromptEmbeddings(torch.randn(4, T, D, generator=g), torch.ones(4, T, dtype=torch.long), torch.randn(4, D, generator=g))
+    empty = PromptEmbeddings(torch.zeros(1, T, D), torch.ones(1, T, dtype=torch.long), torch.zeros(1, D))
     return latents, prompts, empty, caption_ids
 
 
@@ -198,8 +198,8 @@ def test_padding_tokens_matter_only_without_the_attention_mask(use_mask):
     changed[:, 4:] += 1.0  # only the padded positions differ
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
     with torch.no_grad():
-        a = method.predict(x, t, PromptEmbeds(emb, mask))
-        b = method.predict(x, t, PromptEmbeds(changed, mask))
+        a = method.predict(x, t, PromptEmbeddings(emb, mask, torch.zeros(2, D)))
+        b = method.predict(x, t, PromptEmbeddings(changed, mask, torch.zeros(2, D)))
     assert torch.allclose(a, b, atol=1e-6) == use_mask
 
 
@@ -252,10 +252,10 @@ def test_bad_inputs_are_refused_with_the_argument_named():
     with pytest.raises(InputError, match="channels"):
         LatentDiffusionMethod(tiny_unet(), latents[:, :3], prompts, empty, caption_ids=ids)
     with pytest.raises(InputError, match="width"):
-        LatentDiffusionMethod(tiny_unet(), latents, PromptEmbeds(torch.zeros(4, T, D + 1)), None, caption_ids=ids,
+        LatentDiffusionMethod(tiny_unet(), latents, PromptEmbeddings(torch.zeros(4, T, D + 1), prompts.attention_mask, prompts.pooled), None, caption_ids=ids,
                               config=LatentDiffusionConfig(cfg_dropout=0.0))  # fmt: skip
     with pytest.raises(InputError, match="pooled"):
-        LatentDiffusionMethod(tiny_sd3(), latents, PromptEmbeds(prompts.embeds), PromptEmbeds(empty.embeds), caption_ids=ids)
+        LatentDiffusionMethod(tiny_sd3(), latents, PromptEmbeddings(prompts.embeds, prompts.attention_mask, torch.zeros(4, D + 1)), empty, caption_ids=ids)
     with pytest.raises(InputError, match="caption_ids"):
         LatentDiffusionMethod(tiny_unet(), latents, prompts, empty, caption_ids=ids + 1)
     with pytest.raises(InputError, match="caption_ids"):
@@ -263,7 +263,7 @@ def test_bad_inputs_are_refused_with_the_argument_named():
     with pytest.raises(InputError, match="empty prompt"):
         LatentDiffusionMethod(tiny_unet(), latents, prompts, None, caption_ids=ids)
     with pytest.raises(InputError, match="tokens"):
-        longer = PromptEmbeds(torch.zeros(T + 1, D), torch.ones(T + 1), torch.zeros(D))
+        longer = PromptEmbeddings(torch.zeros(1, T + 1, D), torch.ones(1, T + 1, dtype=torch.long), torch.zeros(1, D))
         LatentDiffusionMethod(tiny_unet(), latents, prompts, longer, caption_ids=ids)
     with pytest.raises(InputError, match="patch_size"):
         LatentDiffusionMethod(tiny_sd3(), torch.zeros(N, 4, 7, 7), prompts, empty, caption_ids=ids)
