@@ -39,6 +39,8 @@ from torch import Tensor
 from langfield._checks import InputError
 from langfield.data.toyworld.cameras import camera_intrinsics
 from langfield.data.toyworld.scene import ToyObject, ToyScene
+from langfield.generation.prompts import descriptive_caption as descriptive_caption_of
+from langfield.generation.prompts import short_caption as short_caption_of
 from langfield.geometry.conventions import invert_rigid
 from langfield.types import Cameras
 
@@ -52,8 +54,7 @@ __all__ = [
     "short_caption",
 ]
 
-_NUMBERS = {1: "a", 2: "two", 3: "three", 4: "four"}
-_PLURAL = {"sphere": "spheres", "box": "boxes", "cylinder": "cylinders", "cone": "cones"}
+# The caption grammar is generation.prompts' (one grammar for training captions and prompt rewrites).
 
 
 def _one_camera(camera: Cameras) -> Cameras:
@@ -99,18 +100,8 @@ def left_to_right(scene: ToyScene, camera: Cameras) -> List[int]:
     return left_to_right_batch([scene], _one_camera(camera))[0]
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
 def _short(objects: Sequence[ToyObject]) -> str:
-    groups: Dict[str, int] = {}
-    for o in objects:
-        groups[o.shape] = groups.get(o.shape, 0) + 1
-    words = [f"a {shape}" if n == 1 else f"{_NUMBERS[n]} {_PLURAL[shape]}" for shape, n in groups.items()]
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " and " + words[-1]
+    return short_caption_of([o.shape for o in objects])
 
 
 def describe_objects(objects: Sequence[ToyObject], floor: Optional[str] = None) -> str:
@@ -124,8 +115,7 @@ def describe_objects(objects: Sequence[ToyObject], floor: Optional[str] = None) 
     """
     if not objects:
         raise InputError("objects: expected at least one object")
-    text = " left of ".join(f"{_article(o.color)} {o.color} {o.shape}" for o in objects)
-    return text if floor is None else f"{text} on a {floor} floor"
+    return descriptive_caption_of([(o.color, o.shape) for o in objects], floor)
 
 
 def _order(scene: ToyScene, camera: Optional[Cameras], order: Optional[Sequence[int]], need_camera: bool) -> List[int]:
