@@ -31,12 +31,7 @@ from langfield.types import Cameras
 FLAT = ToyWorldConfig(supersample=1, shadows=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _camera(eye, target, size=32, f=None, c=None) -> Cameras:

@@ -32,12 +32,7 @@ from langfield.geometry.rotations import look_at
 from langfield.types import Cameras
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 CFG = ToyWorldConfig()
