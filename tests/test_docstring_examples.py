@@ -31,6 +31,11 @@ MODULES = [
     "langfield.geometry.distortion",
     "langfield.geometry.normalize",
     "langfield.eval.metrics",
+    "langfield.generation.models",
+    "langfield.generation.text_conditioning",
+    "langfield.eval.distribution",
+    "langfield.generation.prompts",
+    "langfield.generation.instruments",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

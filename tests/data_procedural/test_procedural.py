@@ -27,13 +27,7 @@ from langfield.data.readers.transforms_json import load_transforms
 from langfield.geometry.conventions import invert_rigid
 from langfield.geometry.rays import rays_from_camera, rays_from_pixels
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP spin contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 SMALL = ProceduralSceneConfig(width=24, height=20, num_train=5, num_test=3, num_val=2, seed=3)

@@ -14,6 +14,8 @@ Conventions:
 * Depth is the metric **ray distance** along the unit ray direction (not z-depth).
 * Label id 0 is the background (no hit); object ``k`` of :func:`procedural_scene_objects` has
   label id ``k + 1`` and ``procedural_labels()[id]`` is its name.
+* The ray–primitive intersections and normals live in :mod:`langfield.data.raycast`, shared with
+  the toy world's batched renderer (:mod:`langfield.data.toyworld`).
 * Colours are view-independent: Lambertian albedo x (ambient + diffuse from one fixed directional
   light), with hard shadows. ``rgb`` outputs are *straight* (un-premultiplied) colours, the way an
   RGBA PNG stores them; composite with ``rgb * alpha + background * (1 - alpha)``.
@@ -33,6 +35,16 @@ import torch
 from torch import Tensor
 
 from langfield.data.dataset import ImageSet, SceneDataset
+from langfield.data.raycast import (
+    Components,
+    hit_box,
+    hit_cylinder,
+    hit_ellipsoid,
+    normal_box,
+    normal_cylinder,
+    normal_ellipsoid,
+    subpixel_offsets,
+)
 from langfield.geometry.conventions import opencv_to_opengl, to_homogeneous
 from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.geometry.rotations import look_at
@@ -46,7 +58,6 @@ GROUND_TOP = -0.5
 # visible shadows onto the ground.
 LIGHT_DIRECTION: Vec3 = (-0.45, -0.35, 0.82)
 AMBIENT = 0.3
-_EPS_T = 1e-4  # smallest accepted hit distance
 _SHADOW_OFFSET = 1e-3  # shadow-ray origins are pushed this far along the normal
 _SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
@@ -137,9 +148,6 @@ def procedural_labels() -> List[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-Components = Tuple[Tensor, Tensor, Tensor]  # (x, y, z) of R points or directions, each [R]
-
-
 def _to_local(obj: ProceduralObject, o: Components, d: Components) -> Tuple[Components, Components]:
     """World points/directions -> object-local frame ``x_l = R(yaw)^T (x - center)``.
 
@@ -163,119 +171,24 @@ def _rotate_to_world(obj: ProceduralObject, v: Tensor) -> Tensor:
     return torch.stack([c * x - s * y, s * x + c * y, z], -1)
 
 
-def _quadratic_roots(a: Tensor, half_b: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
-    """Roots ``t_lo <= t_hi`` of ``a t^2 + 2 half_b t + c = 0`` (``[R]`` each), ``inf`` where none.
+def _normal_from(fn: Callable[[Components, Vec3], Components]) -> Callable[[Tensor, Vec3], Tensor]:
+    """Adapt a component-wise normal of :mod:`langfield.data.raycast` to ``p [M, 3] -> n [M, 3]``."""
 
-    Uses the cancellation-free form ``q = -(half_b + sign(half_b) sqrt(disc))``,
-    roots ``q / a`` and ``c / q``.
-    """
-    inf = torch.full_like(a, math.inf)
-    disc = half_b * half_b - a * c
-    ok = (disc >= 0) & (a > 1e-12)
-    sq = torch.sqrt(disc.clamp_min(0.0))
-    q = -(half_b + torch.where(half_b >= 0, sq, -sq))
-    q_safe = torch.where(q == 0, torch.ones_like(q), q)
-    a_safe = torch.where(ok, a, torch.ones_like(a))
-    r0 = q / a_safe
-    r1 = torch.where(q == 0, r0, c / q_safe)
-    lo = torch.where(ok, torch.minimum(r0, r1), inf)
-    hi = torch.where(ok, torch.maximum(r0, r1), inf)
-    return lo, hi
+    def normal(p: Tensor, size: Vec3) -> Tensor:
+        return torch.stack(fn(p.unbind(-1), size), -1)
 
-
-def _first_positive(candidates: Sequence[Tensor]) -> Tensor:
-    """Elementwise smallest candidate distance ``> _EPS_T`` (``inf`` where none)."""
-    best = None
-    for t in candidates:
-        t = torch.where(t > _EPS_T, t, torch.full_like(t, math.inf))
-        best = t if best is None else torch.minimum(best, t)
-    return best
-
-
-def _safe(d: Tensor) -> Tensor:
-    """``d`` with exact/near zeros replaced by ``1e-12`` so divisions stay finite."""
-    return torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
-
-
-def _hit_box(o: Components, d: Components, half: Vec3) -> Tensor:
-    """Slab test against the box ``|x_i| <= half_i``; ``[R]`` distance or ``inf``."""
-    t_enter, t_exit = None, None
-    for oi, di, hi in zip(o, d, half):
-        inv = 1.0 / _safe(di)
-        t1, t2 = (-hi - oi) * inv, (hi - oi) * inv
-        lo, up = torch.minimum(t1, t2), torch.maximum(t1, t2)
-        t_enter = lo if t_enter is None else torch.maximum(t_enter, lo)
-        t_exit = up if t_exit is None else torch.minimum(t_exit, up)
-    valid = t_exit >= t_enter
-    inf = torch.full_like(t_enter, math.inf)
-    return _first_positive([torch.where(valid, t_enter, inf), torch.where(valid, t_exit, inf)])
-
-
-def _normal_box(p: Tensor, half: Vec3) -> Tensor:
-    """Outward local normal ``[M, 3]`` at surface points ``p [M, 3]`` of the box: the dominant face axis."""
-    h = torch.tensor(half, device=p.device, dtype=p.dtype)
-    q = p / h
-    axis = q.abs().argmax(-1, keepdim=True)
-    n = torch.zeros_like(p)
-    n.scatter_(-1, axis, torch.sign(q.gather(-1, axis)))
-    return n
-
-
-def _hit_ellipsoid(o: Components, d: Components, semi: Vec3) -> Tensor:
-    """Ray-ellipsoid ``sum (x_i / s_i)^2 = 1``; ``[R]`` distance (same ``t`` as the input ray) or ``inf``."""
-    o2 = [oi / si for oi, si in zip(o, semi)]
-    d2 = [di / si for di, si in zip(d, semi)]
-    a = d2[0] * d2[0] + d2[1] * d2[1] + d2[2] * d2[2]
-    half_b = o2[0] * d2[0] + o2[1] * d2[1] + o2[2] * d2[2]
-    c = o2[0] * o2[0] + o2[1] * o2[1] + o2[2] * o2[2] - 1.0
-    lo, hi = _quadratic_roots(a, half_b, c)
-    return _first_positive([lo, hi])
-
-
-def _normal_ellipsoid(p: Tensor, semi: Vec3) -> Tensor:
-    s = torch.tensor(semi, device=p.device, dtype=p.dtype)
-    return torch.nn.functional.normalize(p / (s * s), dim=-1)
-
-
-def _hit_cylinder(o: Components, d: Components, size: Vec3) -> Tensor:
-    """Capped cylinder ``x^2 + y^2 <= r^2, |z| <= h`` (axis local z); ``[R]`` distance or ``inf``."""
-    r, hh = size[0], size[2]
-    ox, oy, oz = o
-    dx, dy, dz = d
-    inf = torch.full_like(ox, math.inf)
-    lo, hi = _quadratic_roots(dx * dx + dy * dy, ox * dx + oy * dy, ox * ox + oy * oy - r * r)
-    cands = []
-    for t in (lo, hi):
-        z = oz + t.clamp_max(1e6) * dz
-        cands.append(torch.where(z.abs() <= hh, t, inf))
-    inv_dz = 1.0 / _safe(dz)
-    for zc in (-hh, hh):
-        t = (zc - oz) * inv_dz
-        x, y = ox + t * dx, oy + t * dy
-        cands.append(torch.where(x * x + y * y <= r * r, t, inf))
-    return _first_positive(cands)
-
-
-def _normal_cylinder(p: Tensor, size: Vec3) -> Tensor:
-    r, hh = size[0], size[2]
-    radial = torch.sqrt(p[:, 0] * p[:, 0] + p[:, 1] * p[:, 1])
-    cap = (p[:, 2].abs() / hh) > (radial / r)
-    side = torch.stack([p[:, 0], p[:, 1], torch.zeros_like(p[:, 0])], -1)
-    side = torch.nn.functional.normalize(side, dim=-1)
-    top = torch.zeros_like(p)
-    top[:, 2] = torch.sign(p[:, 2])
-    return torch.where(cap[:, None], top, side)
+    return normal
 
 
 _HIT: Dict[str, Callable[[Components, Components, Vec3], Tensor]] = {
-    "box": _hit_box,
-    "ellipsoid": _hit_ellipsoid,
-    "cylinder": _hit_cylinder,
+    "box": hit_box,
+    "ellipsoid": hit_ellipsoid,
+    "cylinder": hit_cylinder,
 }
 _NORMAL: Dict[str, Callable[[Tensor, Vec3], Tensor]] = {
-    "box": _normal_box,
-    "ellipsoid": _normal_ellipsoid,
-    "cylinder": _normal_cylinder,
+    "box": _normal_from(normal_box),
+    "ellipsoid": _normal_from(normal_ellipsoid),
+    "cylinder": _normal_from(normal_cylinder),
 }
 
 
@@ -393,7 +306,7 @@ def _nearest(
     o_w, d_w = tuple(origins.T.contiguous()), tuple(dirs.T.contiguous())
     t_all = torch.full_like(o_w[0], math.inf)
     idx_all = torch.full(t_all.shape, -1, dtype=torch.int64, device=t_all.device)
-    inside = _hit_box(tuple(oi - m for oi, m in zip(o_w, mid)), d_w, half) < math.inf
+    inside = hit_box(tuple(oi - m for oi, m in zip(o_w, mid)), d_w, half) < math.inf
     inside |= (o_w[0] - mid[0]).abs().le(half[0]) & (o_w[1] - mid[1]).abs().le(half[1]) & (o_w[2] - mid[2]).abs().le(half[2])
     keep = inside.nonzero(as_tuple=True)[0]
     if keep.numel() == 0:
@@ -597,13 +510,6 @@ def procedural_cameras(config: ProceduralSceneConfig, split: str = "train") -> C
     return Cameras.create(c2w, K, config.width, config.height)
 
 
-def _subpixel_offsets(supersample: int) -> Tensor:
-    """``[ss*ss, 2]`` stratified-grid offsets from the pixel centre, in pixels."""
-    k = (torch.arange(supersample, dtype=torch.float32) + 0.5) / supersample - 0.5
-    oy, ox = torch.meshgrid(k, k, indexing="ij")
-    return torch.stack([ox.reshape(-1), oy.reshape(-1)], -1)
-
-
 # Rays traced per batch (subpixel rays; a batch holds whole pixels of possibly several views).
 # Large enough to amortise per-op overhead (8k: ~2.5x slower), small enough to stay cache-friendly.
 _RAYS_PER_BATCH = 65536
@@ -655,7 +561,7 @@ def _render_views(cameras: Cameras, indices: Sequence[int], supersample: int) ->
     num = len(indices)
     w, h = int(cameras.widths[indices[0]]), int(cameras.heights[indices[0]])
     device = cameras.device
-    offsets = _subpixel_offsets(supersample).to(device)
+    offsets = subpixel_offsets(supersample).to(device)
     centres_all = pixel_centers(w, h, device=device).reshape(-1, 2)
     idx = torch.as_tensor(list(indices), dtype=torch.int64, device=device)
     # All (view, pixel) pairs, view-major like the output, traced in batches of whole pixels.

@@ -1,0 +1,67 @@
+"""Diffusion models driven by what langfield knows about a scene, on top of ``diffusers``.
+
+Layer 5 (docs/design.md): imports types/configs/_checks, geometry/io/kernels, ops/eval and
+pretrained; never data, methods, training, language or runs.
+
+- :mod:`~langfield.generation.models`: tiny ``AutoencoderKL`` / ``UNet2DConditionModel`` /
+  ``SD3Transformer2DModel`` configs (``ToyVAEConfig``, ``ToyUNetConfig``, ``ToyDiTConfig``, each
+  with a stable ``config_hash()``) and seeded builders.
+- :mod:`~langfield.generation.text_conditioning`: MiniLM token embeddings ``[B, T, 384]`` +
+  pooled sentence embedding for the toy models (``PromptEncoder``, ``PromptEmbeddings``).
+- :mod:`~langfield.generation.loading`: ``load_pipeline`` (SD 1.x/2.x, SDXL, SD3 and the saved
+  toy models, by hub id or directory through the ``pretrained`` resolver), ``build_pipeline``.
+- :mod:`~langfield.generation.sampling`: ``generate`` (DDIM, DPM-Solver++, flow-matching Euler;
+  classifier-free guidance; per-image seeds) -> images ``[N, H, W, 3]`` in ``[0, 1]`` + a record.
+
+The names below are imported on first use (PEP 562), so ``import langfield.generation`` imports
+neither ``diffusers`` nor ``transformers``; the submodules import them inside the functions
+that need them::
+
+    from langfield.generation import build_pipeline, generate, tiny_autoencoder_kl, tiny_unet
+    pipe = build_pipeline(vae=tiny_autoencoder_kl(32), unet=tiny_unet(8))
+    out = generate(pipe, "a red sphere", steps=10, guidance=3.0, seed=0)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # models
+    "ToyVAEConfig": "langfield.generation.models",
+    "ToyUNetConfig": "langfield.generation.models",
+    "ToyDiTConfig": "langfield.generation.models",
+    "build_autoencoder_kl": "langfield.generation.models",
+    "build_unet": "langfield.generation.models",
+    "build_sd3_transformer": "langfield.generation.models",
+    "tiny_autoencoder_kl": "langfield.generation.models",
+    "tiny_unet": "langfield.generation.models",
+    "tiny_sd3_transformer": "langfield.generation.models",
+    # text conditioning
+    "PromptEmbeddings": "langfield.generation.text_conditioning",
+    "PromptEncoder": "langfield.generation.text_conditioning",
+    "load_prompt_encoder": "langfield.generation.text_conditioning",
+    # loading
+    "GenerationPipeline": "langfield.generation.loading",
+    "TextConditioningSpec": "langfield.generation.loading",
+    "build_pipeline": "langfield.generation.loading",
+    "load_pipeline": "langfield.generation.loading",
+    # sampling
+    "GenerationRecord": "langfield.generation.sampling",
+    "GenerationResult": "langfield.generation.sampling",
+    "generate": "langfield.generation.sampling",
+    "make_scheduler": "langfield.generation.sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'langfield.generation' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
