@@ -40,14 +40,14 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
 from langfield.generation.loading import load_pipeline
 from langfield.io.atomic import atomic_write_json
 from langfield.io.images import image_grid, write_image
-from langfield.runs.toyworld import ToyWorldExperimentConfig, ToyWorldModels, toyworld_preset, train_toyworld
+from langfield.runs.toyworld import ToyWorldExperimentConfig, ToyWorldModels, toyworld_preset, train_toyworld, vae_reconstruct
 from langfield.runs.toyworld_measure import Instruments, PromptSet, heldout_prompts, mean_std, sample_images
 
 E1_GUIDANCES = (1.0, 2.0, 3.0, 5.0)
@@ -144,8 +144,13 @@ def _summary(per_seed: List[Dict[str, Any]], keys: Sequence[str]) -> Dict[str, A
     return out
 
 
-def run_e1(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log) -> (list, torch.Tensor):
-    pipe = load_pipeline(models.pipelines["unet"], device="cpu")
+def _load(path, device: str):
+    """A saved toy pipeline on ``device`` in float32 (the dtype it was trained in, on every device)."""
+    return load_pipeline(path, device=device, dtype=torch.float32)
+
+
+def run_e1(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log, device: str) -> Tuple[list, torch.Tensor]:
+    pipe = _load(models.pipelines["unet"], device)
     prompts = heldout_prompts(models.split("heldout"), num, "descriptive")
     chance = instruments.chance(prompts.targets)
     rows, grid = [], []
@@ -162,13 +167,13 @@ def run_e1(models: ToyWorldModels, instruments: Instruments, seeds, num: int, re
     return rows, _grid_rows(real_top, grid)
 
 
-def run_e2(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log):
+def run_e2(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log, device: str) -> Tuple[list, torch.Tensor]:
     cfg = models.config
     prompts = heldout_prompts(models.split("heldout"), num, "descriptive")
     chance = instruments.chance(prompts.targets)
     rows, grid = [], []
     for objective in cfg.dit_objectives:
-        pipes = {s: load_pipeline(models.pipelines[models.pipeline_name(objective, s)], device="cpu") for s in cfg.dit_seeds}
+        pipes = {s: _load(models.pipelines[models.pipeline_name(objective, s)], device) for s in cfg.dit_seeds}
         for steps in E2_STEPS:
             per_seed = []
             for tseed, pipe in pipes.items():
@@ -191,8 +196,8 @@ def run_e2(models: ToyWorldModels, instruments: Instruments, seeds, num: int, re
     return rows, _grid_rows(real_top, grid)
 
 
-def run_e9(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log):
-    pipe = load_pipeline(models.pipelines["unet"], device="cpu")
+def run_e9(models: ToyWorldModels, instruments: Instruments, seeds, num: int, real_top, log, device: str) -> Tuple[list, torch.Tensor]:
+    pipe = _load(models.pipelines["unet"], device)
     split = models.split("heldout")
     rows, grid = [], []
     descriptive = heldout_prompts(split, num, "descriptive")
@@ -262,6 +267,7 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 by default: on a shared 2-core VM two threads ran conv nets 10-30x slower)")
     parser.add_argument("--experiments", default="E1,E2,E9", help="which experiments to run")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available); models stay float32")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -272,12 +278,13 @@ def main(argv=None) -> Dict[str, Any]:
     if unknown:
         raise SystemExit(f"--experiments: unknown {unknown}")
     plan = make_plan(args.smoke, args.budget_minutes, train_seeds)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     wall = time.perf_counter()
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    models = train_toyworld(plan.config, cache_dir=args.cache_dir, device="cpu", progress=not args.quiet, log=log)
+    models = train_toyworld(plan.config, cache_dir=args.cache_dir, device=device, progress=not args.quiet, log=log)
     train_wall = time.perf_counter() - wall
     heldout = models.split("heldout")
     classifier = models.classifier()
@@ -285,8 +292,6 @@ def main(argv=None) -> Dict[str, Any]:
     instruments = Instruments(classifier, heldout, models.split("train").labels, plan.num_images)
     held = instruments.heldout_accuracy()
     vae = models.vae()
-    from langfield.runs.toyworld import vae_reconstruct
-
     recon = vae_reconstruct(vae, heldout.float_images(slice(0, plan.num_images)))
     recon_acc = instruments.accuracy(recon.permute(0, 2, 3, 1), heldout.labels.index(torch.arange(plan.num_images)))
     instrument_seconds = time.perf_counter() - start
@@ -301,7 +306,7 @@ def main(argv=None) -> Dict[str, Any]:
     runners = {"E1": run_e1, "E2": run_e2, "E9": run_e9}
     for name in experiments:
         t = time.perf_counter()
-        rows, grid = runners[name](models, instruments, seeds, plan.num_images, real_top, log)
+        rows, grid = runners[name](models, instruments, seeds, plan.num_images, real_top, log, device)
         timings[name] = time.perf_counter() - t
         results += rows
         path = args.out.with_name(f"{args.out.stem}_{name}.png")
@@ -337,6 +342,7 @@ def main(argv=None) -> Dict[str, Any]:
         "cache_root": str(models.root),
         "pipelines": {k: str(v) for k, v in models.pipelines.items()},
         "config": models.to_dict()["config"],
+        "device": device,
         "machine": machine_info(load_before),
     }
     atomic_write_json(report, args.out)

@@ -118,3 +118,17 @@ def test_toyworld_render_writes_a_data_set(tmp_path, capsys):
 def test_toyworld_train_refuses_unknown_overrides(tmp_path, capsys):
     rc = main(["toyworld", "train", "--preset", "smoke", "--cache-dir", str(tmp_path), "--set", "unet_training.nope=1"])
     assert rc == 2 and "nope" in _error_line(capsys)
+
+
+def test_cli_preset_names_match_the_library_and_importing_it_needs_no_diffusers():
+    import subprocess
+    import sys
+    import typing
+
+    from langfield.cli.main import ToyworldPreset
+    from langfield.runs.toyworld import PRESETS
+
+    assert set(typing.get_args(ToyworldPreset)) == set(PRESETS)
+    code = "import sys, langfield.cli.main; print([m for m in ('diffusers', 'transformers') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr  # diffusers is an optional extra

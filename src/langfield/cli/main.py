@@ -25,6 +25,7 @@ from rich.console import Console
 
 from langfield.configs import apply_overrides
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
+from langfield import runs as runs_api
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
 from langfield.runs.demo import run_demo
@@ -35,7 +36,6 @@ from langfield.runs.language import run_queries, train_language
 from langfield.runs.loading import load_run
 from langfield.runs.render import CAMERA_PATHS, check_render_request, render_path, render_views
 from langfield.runs.spec import DataConfig
-from langfield.runs.toyworld import PRESETS, toyworld_preset, train_toyworld
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 
@@ -250,12 +250,17 @@ class ToyworldRender:
     world: Annotated[ToyWorldConfig, Flat] = ToyWorldConfig()
 
 
+#: The names of ``langfield.runs.toyworld.PRESETS`` (spelled out so that importing the CLI does not
+#: import diffusers, an optional dependency; tests/cli checks that they agree).
+ToyworldPreset = Literal["default", "smoke"]
+
+
 @dataclass
 class ToyworldTrain:
     """Train (or find in the cache) the toy-world models: attribute-classifier instrument, VAE, UNet
     (eps) and SD3 transformers (rectified flow and DDPM); prints where the pipelines are."""
 
-    preset: Literal[tuple(PRESETS)] = "default"  # type: ignore[valid-type]
+    preset: ToyworldPreset = "default"
     """'default' (the benchmark's models, about an hour on 2 cores) or 'smoke' (a minute; tiny models)."""
     set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
     """Overrides KEY=VALUE of ToyWorldExperimentConfig (repeatable), e.g. unet_training.steps=4000."""
@@ -385,8 +390,8 @@ def run_toyworld(args: Toyworld) -> Any:
         out = write_toyworld(cmd.output, cmd.world, cmd.scenes, cmd.views, cmd.seed, num_workers=cmd.workers)
         console.print(f"wrote {cmd.scenes * cmd.views} toy-world images to {out}", markup=False)
         return out
-    config = apply_overrides(toyworld_preset(cmd.preset), parse_overrides(cmd.set))
-    models = train_toyworld(config, cache_dir=cmd.cache_dir, device=cmd.device,
+    config = apply_overrides(runs_api.toyworld_preset(cmd.preset), parse_overrides(cmd.set))
+    models = runs_api.train_toyworld(config, cache_dir=cmd.cache_dir, device=cmd.device,
                             log=lambda msg: console.print(msg, markup=False))  # fmt: skip
     acc = models.records["instrument"]["heldout_accuracy"]["attribute"]
     chance = models.records["instrument"]["chance"]["attribute"]

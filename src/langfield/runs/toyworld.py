@@ -56,7 +56,7 @@ Options that do not change results (device, progress bars) are not part of any k
   :class:`~langfield.training.trainer.Trainer` with ``output_dir`` inside the ``.partial`` folder,
   checkpoint every ``checkpoint_every`` steps and ``resume=True``; a rerun continues from the
   last checkpoint (bitwise: every random draw of a step is a function of its index). The
-  checkpoints are deleted when the phase is done.
+  checkpoints are deleted once the phase's outputs and ``phase.json`` are written.
 * **Two processes never share a phase**: the ``.partial`` folder is only touched under
   ``<phase>-<key>.lock`` (:class:`~langfield.kernels.build_lock.BuildLock`: ``O_EXCL``, a
   heartbeat, takeover of a lock whose holder died). A second process waits (at most
@@ -79,9 +79,10 @@ import resource
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -279,7 +280,7 @@ class ToyWorldExperimentConfig:
                 )
         if self.unet.cross_attention_dim != 384 or self.dit.joint_attention_dim != 384 or self.dit.pooled_projection_dim != 384:
             raise InputError(f"{where}: the text conditioning (all-MiniLM-L6-v2) is 384-d; build the UNet and the transformer for 384-d text")
-        if self.world.max_objects > 3 or self.world.image_size & (self.world.image_size - 1):
+        if self.world.image_size & (self.world.image_size - 1):
             raise InputError(f"{where}.world: the attribute classifier needs a power-of-two image size, got {self.world.image_size}")
         if not self.dit_objectives:
             raise InputError(f"{where}.dit_objectives: need at least one of {DIT_OBJECTIVES}")
@@ -472,6 +473,8 @@ class _Phase:
             self.partial.mkdir(parents=True, exist_ok=True)
             log(f"toy world: phase {self.name} -> {self.final}")
             exact = _peak_reset()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             extra = build(self.partial)
             peak, how = _peak_rss_bytes()
@@ -488,6 +491,8 @@ class _Phase:
             if torch.cuda.is_available():
                 record["cuda_peak_bytes"] = int(torch.cuda.max_memory_allocated())
             atomic_write_json(record, self.partial / PHASE_FILE)
+            # the Trainer's checkpoints served resumption only; the phase's outputs are written now
+            shutil.rmtree(self.partial / "train" / "checkpoints", ignore_errors=True)
             os.replace(self.partial, self.final)
             _fsync_dir(self.final.parent)
             log(f"toy world: phase {self.name} done in {record['seconds']:.1f} s (peak RSS {peak / 2**20:.0f} MiB)")
@@ -512,7 +517,6 @@ def _train(method, sampler, *, steps: int, work: Path, name: str, seed: int, dev
             f"toy world: phase {name} stopped at step {trainer.step} of {steps}; its checkpoint is kept in {out}, "
             f"run again to resume"
         )
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     kept = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {"steps": trainer.step, "resumed_from_step": resumed_from, "train_seconds": trainer.elapsed_seconds,
             "last_log": kept}  # fmt: skip
@@ -591,7 +595,30 @@ def _caption_choice(num: int, fraction: float, seed: int) -> Tensor:
     return torch.rand(num, generator=gen, dtype=torch.float64) < fraction
 
 
-def _text_phase(config: ToyWorldExperimentConfig, data_dir: Path) -> Callable[[Path], Dict[str, Any]]:
+@contextmanager
+def _progress_bar(show: bool, name: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (count, rate, ETA) yielding ``advance(n)``; a no-op when ``show`` is false."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold blue]{name}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    task = bar.add_task(name, total=total, rate="")
+    start = time.perf_counter()
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        rate = done[0] / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, advance=n, rate=f"{rate:,.0f} {unit}/s")
+
+    with bar:
+        yield advance
+
+
+def _text_phase(config: ToyWorldExperimentConfig, data_dir: Path, progress: bool) -> Callable[[Path], Dict[str, Any]]:
     def build(work: Path) -> Dict[str, Any]:
         train = load_split(data_dir, "train")
         descriptive = _caption_choice(len(train), config.descriptive_fraction, config.seed)
@@ -601,11 +628,13 @@ def _text_phase(config: ToyWorldExperimentConfig, data_dir: Path) -> Callable[[P
         caption_ids = torch.tensor([index[c] for c in captions], dtype=torch.int64)
         encoder = load_prompt_encoder(max_length=config.max_length)
         embeds, masks, pooled = [], [], []
-        for start in range(0, len(unique), 512):
-            emb = encoder.encode(unique[start : start + 512], where="training captions")
-            embeds.append(emb.embeds.half())
-            masks.append(emb.attention_mask.to(torch.int8))
-            pooled.append(emb.pooled.half())
+        with _progress_bar(progress, "text", len(unique), "captions") as advance:
+            for start in range(0, len(unique), 256):
+                emb = encoder.encode(unique[start : start + 256], where="training captions")
+                embeds.append(emb.embeds.half())
+                masks.append(emb.attention_mask.to(torch.int8))
+                pooled.append(emb.pooled.half())
+                advance(len(emb))
         empty = encoder.empty(1)
         atomic_save_torch(
             {
@@ -913,7 +942,7 @@ def train_toyworld(
         return tuple(callbacks.get(name, ()))
 
     data = run("data", _data_phase(config, progress))
-    text = run("text", _text_phase(config, data))
+    text = run("text", _text_phase(config, data, progress))
     run("instrument", _instrument_phase(config, data, device, progress, cbs("instrument")))
     vae = run("vae", _vae_phase(config, data, device, progress, cbs("vae")))
     pipelines = {"unet": run("unet", _diffusion_phase(config, "unet", "epsilon", config.seed, vae, text, device, progress, cbs("unet"))) / "pipeline"}
