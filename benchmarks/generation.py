@@ -18,7 +18,10 @@ DDPM ε-prediction (same network, steps, data order and seeds), then measures:
 
 Every prompt describes a held-out scene (never trained on); every accuracy is printed beside
 chance and the instrument's own held-out accuracy, every distance beside its floor at the same
-set size. The guidance of E2 and E9 is fixed here, before any result.
+set size (E1 and E9: 256 images per set and seed; E2: 128, as it samples 85 steps per set). The
+guidance of E2 and E9 is fixed here, before any result. The instrument section also reports the
+classifier on the VAE's reconstructions of real renders: the most any generated image decoded by
+that VAE can score.
 
     python benchmarks/generation.py --out bench_out/generation.json            # default budget
     python benchmarks/generation.py --out /tmp/gen_smoke.json --smoke          # a minute or two
@@ -58,6 +61,9 @@ E9_GUIDANCE = 3.0
 E9_STEPS = 20
 DEFAULT_MINUTES = 90.0
 DEFAULT_NUM_IMAGES = 256
+#: E2 samples 85 steps per seed and objective (5 + 10 + 20 + 50): half the set size keeps it in budget;
+#: its floors are computed at its own size.
+DEFAULT_NUM_IMAGES_E2 = 128
 GRID_COLUMNS = 8
 SCHEDULER = {"rectified_flow": "flow_euler", "epsilon": "ddim"}
 OBJECTIVE_NAME = {"rectified_flow": "rectified_flow", "epsilon": "ddpm"}
@@ -69,6 +75,7 @@ class Plan:
 
     config: ToyWorldExperimentConfig
     num_images: int
+    num_images_e2: int
     mode: str
     scale: float
 
@@ -76,7 +83,7 @@ class Plan:
 def make_plan(smoke: bool, budget_minutes: float, train_seeds: Sequence[int]) -> Plan:
     if smoke:
         config = dataclasses.replace(toyworld_preset("smoke"), dit_seeds=tuple(train_seeds))
-        return Plan(config, 16, "smoke", 0.0)
+        return Plan(config, 16, 16, "smoke", 0.0)
     base = toyworld_preset("default")
     scale = budget_minutes / DEFAULT_MINUTES
     if scale <= 0:
@@ -94,7 +101,8 @@ def make_plan(smoke: bool, budget_minutes: float, train_seeds: Sequence[int]) ->
         dit_seeds=tuple(train_seeds),
     )
     num = int(min(DEFAULT_NUM_IMAGES, max(128, 32 * round(DEFAULT_NUM_IMAGES * scale / 32))))
-    return Plan(config, num, "default" if scale == 1.0 else "budget", scale)
+    num_e2 = int(min(DEFAULT_NUM_IMAGES_E2, max(96, 32 * round(DEFAULT_NUM_IMAGES_E2 * scale / 32))))
+    return Plan(config, num, num_e2, "default" if scale == 1.0 else "budget", scale)
 
 
 def machine_info(load_before) -> Dict[str, Any]:
@@ -290,6 +298,9 @@ def main(argv=None) -> Dict[str, Any]:
     classifier = models.classifier()
     start = time.perf_counter()
     instruments = Instruments(classifier, heldout, models.split("train").labels, plan.num_images)
+    instruments_e2 = instruments
+    if plan.num_images_e2 != plan.num_images:
+        instruments_e2 = Instruments(classifier, heldout, models.split("train").labels, plan.num_images_e2)
     held = instruments.heldout_accuracy()
     vae = models.vae()
     recon = vae_reconstruct(vae, heldout.float_images(slice(0, plan.num_images)))
@@ -306,7 +317,8 @@ def main(argv=None) -> Dict[str, Any]:
     runners = {"E1": run_e1, "E2": run_e2, "E9": run_e9}
     for name in experiments:
         t = time.perf_counter()
-        rows, grid = runners[name](models, instruments, seeds, plan.num_images, real_top, log, device)
+        ins, num = (instruments_e2, plan.num_images_e2) if name == "E2" else (instruments, plan.num_images)
+        rows, grid = runners[name](models, ins, seeds, num, real_top, log, device)
         timings[name] = time.perf_counter() - t
         results += rows
         path = args.out.with_name(f"{args.out.stem}_{name}.png")
@@ -320,7 +332,7 @@ def main(argv=None) -> Dict[str, Any]:
         "scale": plan.scale,
         "sampling_seeds": seeds,
         "training_seeds": {"sd3_transformer": list(plan.config.dit_seeds), "other_models": [plan.config.seed]},
-        "num_images_per_set": plan.num_images,
+        "num_images_per_set": {"E1": plan.num_images, "E2": plan.num_images_e2, "E9": plan.num_images},
         "instruments": {
             "attribute_classifier": {
                 "heldout_attribute_accuracy": held["accuracy"]["attribute"],
@@ -331,7 +343,7 @@ def main(argv=None) -> Dict[str, Any]:
                 "on_vae_reconstructions": recon_acc,
                 "trained_on": "real renders of the training split only",
             },
-            "floors": instruments.floors(),
+            "floors": {"E1_E9": instruments.floors(), "E2": instruments_e2.floors()},
         },
         "results": results,
         "bars": bars(results, held["accuracy"]["attribute"]),

@@ -42,7 +42,7 @@ def test_smoke_benchmark_writes_every_row_with_floors_and_seeds(tmp_path):
     assert [r["guidance"] for r in e1] == [1.0, 2.0, 3.0, 5.0]
     assert {(r["objective"], r["steps"]) for r in e2} == {(o, s) for o in ("rectified_flow", "ddpm") for s in (5, 10, 20, 50)}
     assert [r["prompts"] for r in e9] == ["short", "rewritten"]
-    floor = report["instruments"]["floors"]["toy_fid_floor"]["mean"]
+    floor = report["instruments"]["floors"]["E1_E9"]["toy_fid_floor"]["mean"]
     for row in e1:
         assert {"attribute_accuracy", "chance", "toy_fid", "toy_fid_floor"} <= row.keys() and row["toy_fid_floor"] == floor
         assert 0.0 < row["chance"] < 1.0 and len(row["per_seed"]) == 3

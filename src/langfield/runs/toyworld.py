@@ -165,13 +165,22 @@ class InstrumentConfig:
         check_fields(self, "InstrumentConfig", int_min_1=("width", "feature_dim", "steps", "batch_size"), positive=("lr",))
 
 
+#: The autoencoder's optimisation for the toy world. Measured on the default data (600 steps of 32
+#: images, the (32, 32, 32) VAE with 8 GroupNorm groups): MSE at lr 2e-3 with KL weight 1e-6 and no
+#: clipping reached 23.7 dB held-out PSNR, and the attribute classifier read 0.54 of the attributes
+#: right on its reconstructions (0.94 on the real renders); VAEConfig's defaults (L1, lr 1e-3, KL
+#: 1e-5, clip 1) with 32 groups reached 22.0 dB / 0.37 after 1200 steps (colours washed out).
+#: Not separated: which of the changes matters most.
+TOY_VAE_OPTIM = VAEConfig(lr=2e-3, kl_weight=1e-6, reconstruction="mse", grad_clip=0.0)
+
+
 @dataclass(frozen=True)
 class VAETrainingConfig:
     """How the autoencoder is trained: ``steps`` of ``batch_size`` images with :class:`VAEConfig`."""
 
-    steps: int = 1200
+    steps: int = 2000
     batch_size: int = 32
-    optim: VAEConfig = VAEConfig()
+    optim: VAEConfig = TOY_VAE_OPTIM
     scale_images: int = 2048
     """Training images the latent scaling factor (1 / std) is measured on."""
 
@@ -232,7 +241,10 @@ class ToyWorldExperimentConfig:
             included); recorded in the saved pipelines, so sampling pads prompts the same way.
 
     Models: ``instrument`` (:class:`InstrumentConfig`), ``vae`` + ``vae_training``, ``unet`` +
-    ``unet_training``, ``dit`` + ``dit_training`` (shared by every objective and seed).
+    ``unet_training``, ``dit`` + ``dit_training`` (shared by every objective and seed). The VAE
+    and the UNet set ``norm_num_groups=8``: the configs' default (32 groups for 32-channel stages)
+    normalises every channel on its own (instance normalisation, which removes each channel's
+    mean); 8 groups keep at least 4 channels per group (Stable Diffusion: 32 groups of >= 4).
 
     Seeds:
         seed: initial weights and batch order of the instrument, VAE and UNet, and the caption
@@ -249,12 +261,12 @@ class ToyWorldExperimentConfig:
     descriptive_fraction: float = 0.9
     max_length: int = 32
     instrument: InstrumentConfig = InstrumentConfig()
-    vae: ToyVAEConfig = ToyVAEConfig(image_size=32, factor=4, block_out_channels=(32, 32, 32))
+    vae: ToyVAEConfig = ToyVAEConfig(image_size=32, factor=4, block_out_channels=(32, 32, 32), norm_num_groups=8)
     vae_training: VAETrainingConfig = VAETrainingConfig()
-    unet: ToyUNetConfig = ToyUNetConfig(latent_size=8, block_out_channels=(32, 64, 128))
+    unet: ToyUNetConfig = ToyUNetConfig(latent_size=8, block_out_channels=(32, 64, 128), norm_num_groups=8)
     unet_training: DiffusionTrainingConfig = DiffusionTrainingConfig()
     dit: ToyDiTConfig = ToyDiTConfig(latent_size=8)
-    dit_training: DiffusionTrainingConfig = DiffusionTrainingConfig(steps=1500)
+    dit_training: DiffusionTrainingConfig = DiffusionTrainingConfig(steps=1200)
     dit_objectives: Tuple[str, ...] = DIT_OBJECTIVES
     dit_seeds: Tuple[int, ...] = (0,)
     seed: int = 0
@@ -306,9 +318,9 @@ def _smoke_config() -> ToyWorldExperimentConfig:
         num_heldout_scenes=48,
         max_length=32,
         instrument=InstrumentConfig(width=8, feature_dim=16, steps=20, batch_size=32),
-        vae=ToyVAEConfig(image_size=32, factor=4, block_out_channels=(8, 16, 16)),
+        vae=ToyVAEConfig(image_size=32, factor=4, block_out_channels=(8, 16, 16), norm_num_groups=4),
         vae_training=VAETrainingConfig(steps=10, batch_size=16, scale_images=64),
-        unet=ToyUNetConfig(latent_size=8, block_out_channels=(16, 32), attention_heads=2),
+        unet=ToyUNetConfig(latent_size=8, block_out_channels=(16, 32), attention_heads=2, norm_num_groups=4),
         unet_training=tiny_diffusion,
         dit=ToyDiTConfig(latent_size=8, num_layers=1, attention_head_dim=16, num_attention_heads=2),
         dit_training=tiny_diffusion,
