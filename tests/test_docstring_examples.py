@@ -36,6 +36,7 @@ MODULES = [
     "langfield.eval.distribution",
     "langfield.generation.prompts",
     "langfield.generation.instruments",
+    "langfield.io.images",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

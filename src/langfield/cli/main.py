@@ -1,4 +1,4 @@
-"""``langfield`` command line: ``train | render | eval | export | language | query | demo``.
+"""``langfield`` command line: ``train | render | eval | export | language | query | demo | generate | toyworld``.
 
 This is the only module that parses arguments. Each command is a dataclass whose options are the
 library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``), so
@@ -18,16 +18,20 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import tyro
 from rich.console import Console
 
+from langfield.configs import apply_overrides
+from langfield.data.toyworld import ToyWorldConfig, write_toyworld
+from langfield import runs as runs_api
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
 from langfield.runs.demo import run_demo
 from langfield.runs.evaluate import check_evaluate_request, evaluate_run
 from langfield.runs.export import export_run
+from langfield.runs.generate import GenerateOptions, RewriteScene, generate_to_folder
 from langfield.runs.language import run_queries, train_language
 from langfield.runs.loading import load_run
 from langfield.runs.render import CAMERA_PATHS, check_render_request, render_path, render_views
@@ -207,6 +211,74 @@ class Demo:
     """Random seed."""
 
 
+@dataclass
+class Generate:
+    """Generate images from text with a diffusion pipeline (Stable Diffusion 1.x/2.x/XL, SD3, or a
+    toy model from 'langfield toyworld train'): writes grid.png, images/ and generation.json."""
+
+    model: str
+    """Hub id (from the local Hugging Face cache; downloaded unless HF_HUB_OFFLINE=1) or a diffusers
+    pipeline folder (model_index.json inside)."""
+    prompt: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
+    """Prompt (repeat --prompt for several; one grid row each)."""
+    output: Path = Path("outputs/generate")
+    """Output folder."""
+    options: Annotated[GenerateOptions, Flat] = GenerateOptions()
+    rewrite_scene: Optional[Path] = None
+    """Rewrite each prompt into a descriptive caption of this scene before sampling: a scene .json
+    ({"objects": [{"name", "color", "position"}], "floor", "c2w"}) or a toy-world folder (image --rewrite-view)."""
+    rewrite_view: int = 0
+    """Toy-world image whose scene and camera --rewrite-scene uses."""
+    rewrite_llm: Optional[Path] = None
+    """Local causal-LM folder: rewrite with it instead of the caption template."""
+
+
+@dataclass
+class ToyworldRender:
+    """Render a toy-world data set (sharded .npz + .jsonl, resumable; docs/toyworld.md)."""
+
+    output: Path
+    """Output folder (an interrupted render resumes into it)."""
+    scenes: int = 1000
+    """Number of scenes."""
+    views: int = 1
+    """Views (cameras) per scene."""
+    seed: int = 0
+    """Data-set seed (scene i has seed scene_seed(seed, i)); another seed gives a disjoint held-out set."""
+    workers: int = 1
+    """Processes rendering shards in parallel."""
+    world: Annotated[ToyWorldConfig, Flat] = ToyWorldConfig()
+
+
+#: The names of ``langfield.runs.toyworld.PRESETS`` (spelled out so that importing the CLI does not
+#: import diffusers, an optional dependency; tests/cli checks that they agree).
+ToyworldPreset = Literal["default", "smoke"]
+
+
+@dataclass
+class ToyworldTrain:
+    """Train (or find in the cache) the toy-world models: attribute-classifier instrument, VAE, UNet
+    (eps) and SD3 transformers (rectified flow and DDPM); prints where the pipelines are."""
+
+    preset: ToyworldPreset = "default"
+    """'default' (the benchmark's models, about an hour on 2 cores) or 'smoke' (a minute; tiny models)."""
+    set: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
+    """Overrides KEY=VALUE of ToyWorldExperimentConfig (repeatable), e.g. unet_training.steps=4000."""
+    cache_dir: Optional[Path] = None
+    """Cache root (default $LANGFIELD_CACHE_DIR/toyworld or ~/.cache/langfield/toyworld)."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
+class Toyworld:
+    """The toy world: render data sets, train the small generation models."""
+
+    command: tyro.conf.OmitSubcommandPrefixes[
+        Union[Annotated[ToyworldRender, tyro.conf.subcommand("render")], Annotated[ToyworldTrain, tyro.conf.subcommand("train")]]
+    ]
+
+
 def run_train(args: Train) -> Dict[str, Any]:
     run = prepare_run(
         args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set),
@@ -297,6 +369,39 @@ def run_demo_command(args: Demo) -> Dict[str, Any]:
     return run_demo(args.output_dir, args.budget_s, args.size, args.device, args.seed, console.print)
 
 
+def run_generate(args: Generate) -> Dict[str, Any]:
+    rewrite = None
+    if args.rewrite_scene is not None:
+        rewrite = RewriteScene(args.rewrite_scene, args.rewrite_view, args.rewrite_llm)
+    elif args.rewrite_llm is not None:
+        raise ValueError("--rewrite-llm needs --rewrite-scene (the scene the prompts are rewritten with)")
+    record = generate_to_folder(args.model, args.prompt, args.output, args.options, rewrite=rewrite)
+    if rewrite is not None:
+        for given, used in zip(record["prompts"], record["sampled_prompts"]):
+            console.print(f"rewrote {given!r} -> {used!r}", markup=False)
+    n = len(record["images"])
+    console.print(f"wrote {n} image(s), {args.output / 'grid.png'} and {args.output / 'generation.json'}", markup=False)
+    return record
+
+
+def run_toyworld(args: Toyworld) -> Any:
+    cmd = args.command
+    if isinstance(cmd, ToyworldRender):
+        out = write_toyworld(cmd.output, cmd.world, cmd.scenes, cmd.views, cmd.seed, num_workers=cmd.workers)
+        console.print(f"wrote {cmd.scenes * cmd.views} toy-world images to {out}", markup=False)
+        return out
+    config = apply_overrides(runs_api.toyworld_preset(cmd.preset), parse_overrides(cmd.set))
+    models = runs_api.train_toyworld(config, cache_dir=cmd.cache_dir, device=cmd.device,
+                            log=lambda msg: console.print(msg, markup=False))  # fmt: skip
+    acc = models.records["instrument"]["heldout_accuracy"]["attribute"]
+    chance = models.records["instrument"]["chance"]["attribute"]
+    console.print(f"attribute classifier: held-out accuracy {acc:.3f} (chance {chance:.3f}) -> {models.phases['instrument']}",
+                  markup=False)  # fmt: skip
+    for name, path in models.pipelines.items():
+        console.print(f"{name}: {path}", markup=False)
+    return models
+
+
 COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "train": (Train, run_train),
     "render": (Render, run_render),
@@ -305,6 +410,8 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "language": (Language, run_language),
     "query": (Query, run_query),
     "demo": (Demo, run_demo_command),
+    "generate": (Generate, run_generate),
+    "toyworld": (Toyworld, run_toyworld),
 }
 
 #: Errors caused by what the user asked for: one line, exit status 2 (not a traceback). The OS

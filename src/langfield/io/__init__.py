@@ -6,7 +6,7 @@ interrupted run never leaves a truncated file behind.
 
 from langfield.io.atomic import atomic_path, atomic_save_torch, atomic_write, atomic_write_json
 from langfield.io.colormaps import apply_colormap, colorize_depth, colorize_normals, heatmap_overlay
-from langfield.io.images import read_image, side_by_side, to_float, to_uint8, write_image
+from langfield.io.images import image_grid, read_image, side_by_side, to_float, to_uint8, write_image
 from langfield.io.video import write_video
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "colorize_depth",
     "colorize_normals",
     "heatmap_overlay",
+    "image_grid",
     "read_image",
     "side_by_side",
     "to_float",

@@ -30,6 +30,7 @@ ImageLike = Union[Tensor, np.ndarray]
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "image_grid",
     "read_image",
     "read_image_size",
     "read_label_map",
@@ -317,4 +318,64 @@ def side_by_side(
     if labels is not None:
         drawn = _draw_labels(to_uint8(out), labels, [p.shape[1] for p in panels], separator)
         out = torch.from_numpy(drawn.copy()).to(device).float() / 255.0
+    return out
+
+
+def image_grid(
+    images: ImageLike,
+    *,
+    columns: int | None = None,
+    padding: int = 2,
+    pad_value: float = 1.0,
+) -> Tensor:
+    """Tile ``N`` images into one picture, row-major (image ``i`` at row ``i // columns``).
+
+    Args:
+        images: ``[N, H, W, C]`` (``C`` in 1, 3, 4; float in ``[0, 1]``, clamped, or ``uint8``),
+            a tensor or a numpy array. Grey images are repeated to RGB, alpha is dropped.
+        columns: images per row; ``None``: ``ceil(sqrt(N))``. Missing cells of the last row are
+            left at ``pad_value``.
+        padding: pixels between cells and around the border.
+        pad_value: grey level of the padding in ``[0, 1]``.
+
+    Returns:
+        Float tensor ``[rows * (H + p) + p, columns * (W + p) + p, 3]`` in ``[0, 1]`` on the CPU
+        (``p = padding``), ready for :func:`write_image`.
+
+    >>> import torch
+    >>> grid = image_grid(torch.zeros(5, 4, 6, 3), columns=3, padding=1)
+    >>> tuple(grid.shape), float(grid[1, 1, 0]), float(grid[0, 0, 0])
+    ((11, 22, 3), 0.0, 1.0)
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, Tensor):
+        raise InputError(f"images: expected a [N, H, W, C] tensor or array, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or min(images.shape[:3]) == 0:
+        raise InputError(f"images: expected a non-empty [N, H, W, C] batch with C in (1, 3, 4), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        x = images.float() / 255.0
+    elif images.is_floating_point():
+        x = torch.nan_to_num(images.detach().float(), nan=0.0).clamp(0.0, 1.0)
+    else:
+        raise InputError(f"images: expected float images in [0, 1] or uint8, got {images.dtype}")
+    x = x.cpu()
+    if x.shape[-1] == 1:
+        x = x.expand(-1, -1, -1, 3)
+    x = x[..., :3]
+    n, h, w, _ = x.shape
+    if columns is None:
+        columns = max(1, int(np.ceil(np.sqrt(n))))
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise InputError(f"columns: expected a positive integer or None, got {columns!r}")
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise InputError(f"padding: expected an integer >= 0, got {padding!r}")
+    columns = int(min(columns, n))
+    rows = (n + columns - 1) // columns
+    p = int(padding)
+    out = torch.full((rows * (h + p) + p, columns * (w + p) + p, 3), float(pad_value))
+    for i in range(n):
+        r, c = divmod(i, columns)
+        y, xo = p + r * (h + p), p + c * (w + p)
+        out[y : y + h, xo : xo + w] = x[i]
     return out

@@ -1,4 +1,5 @@
-"""The Python API over run directories: train, load, render, evaluate, export, demo, language.
+"""The Python API over run directories: train, load, render, evaluate, export, demo, language,
+and the toy-world generation models (train_toyworld, generate_to_folder).
 
 Everything the CLI does is one call here::
 
@@ -33,6 +34,12 @@ _EXPORTS = {
     "train_language": "language",
     "load_language_scene": "language",
     "run_queries": "language",
+    "ToyWorldExperimentConfig": "toyworld",
+    "ToyWorldModels": "toyworld",
+    "toyworld_preset": "toyworld",
+    "train_toyworld": "toyworld",
+    "GenerateOptions": "generate",
+    "generate_to_folder": "generate",
 }
 
 __all__ = sorted(_EXPORTS)
