@@ -1,9 +1,9 @@
 """``langfield`` command line: ``train | render | eval | export | language | query | demo | generate | toyworld``.
 
 This is the only module that parses arguments. Each command is a dataclass whose options are the
-library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``), so
-every option is declared once, with its help text, beside the code that reads it; each command
-is one call into :mod:`langfield.runs`.
+library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``,
+``GenerateOptions``, ``ToyWorldConfig``), so every option is declared once, with its help text,
+beside the code that reads it; each command is one call into :mod:`langfield.runs`.
 
 Errors: bad input (``ValueError``, ``FileNotFoundError``, a non-finite loss) prints one line and
 exits with status 2; anything else is a bug and shows its traceback. ``LANGFIELD_DEBUG=1`` shows
@@ -23,9 +23,9 @@ from typing import Annotated, Any, Callable, Dict, List, Literal, Optional, Tupl
 import tyro
 from rich.console import Console
 
+from langfield import runs as runs_api
 from langfield.configs import apply_overrides
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
-from langfield import runs as runs_api
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
 from langfield.runs.demo import run_demo

@@ -170,7 +170,9 @@ class InstrumentConfig:
 #: clipping reached 23.7 dB held-out PSNR, and the attribute classifier read 0.54 of the attributes
 #: right on its reconstructions (0.94 on the real renders); VAEConfig's defaults (L1, lr 1e-3, KL
 #: 1e-5, clip 1) with 32 groups reached 22.0 dB / 0.37 after 1200 steps (colours washed out).
-#: Not separated: which of the changes matters most.
+#: Not separated: which of the changes matters most. The default (these settings, 2000 steps, 785 s
+#: on the shared 2-core VM): 28.7 dB, and 0.874 read right on the reconstructions of 512 held-out
+#: renders (0.936 on the renders themselves): the most an image decoded by it can score.
 TOY_VAE_OPTIM = VAEConfig(lr=2e-3, kl_weight=1e-6, reconstruction="mse", grad_clip=0.0)
 
 
