@@ -42,3 +42,9 @@ def sd_dir(tmp_path_factory, sd_pipe):
 def sd3_dir(tmp_path_factory, sd3_pipe):
     return sd3_pipe.save(tmp_path_factory.mktemp("toy") / "sd3")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(single_thread):
+    """Tiny conv nets and transformers: one intra-op thread (two spin against each other on a busy
+    2-core machine and ran these tests 10x slower)."""
+    yield

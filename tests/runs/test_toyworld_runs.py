@@ -40,10 +40,12 @@ def tiny_config(**changes) -> tw.ToyWorldExperimentConfig:
     return dataclasses.replace(config, **changes)
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """The tiny configuration trained once into a fresh cache (module-wide)."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("toycache")
     return tw.train_toyworld(tiny_config(), cache_dir=root, device="cpu", progress=False)
 
