@@ -60,6 +60,7 @@ __all__ = [
     "atomic_write",
     "atomic_save_torch",
     "atomic_write_json",
+    "fsync_dir",
     "remove_stale_temp_files",
     "to_jsonable",
 ]
@@ -185,7 +186,7 @@ def _create_temp_file(target: Path, suffix: str) -> Path:
     raise FileExistsError(f"could not create a unique temporary file beside {target}")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Best-effort fsync of a directory so the rename itself is durable (POSIX only)."""
     if os.name != "posix":
         return
@@ -237,7 +238,7 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 @contextlib.contextmanager

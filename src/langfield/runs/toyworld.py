@@ -97,7 +97,7 @@ from langfield.generation.loading import TextConditioningSpec, build_pipeline
 from langfield.generation.models import ToyDiTConfig, ToyUNetConfig, ToyVAEConfig
 from langfield.generation.objectives import encode_latents, latent_scaling_factor
 from langfield.generation.text_conditioning import PromptEmbeddings, load_prompt_encoder
-from langfield.io.atomic import atomic_save_torch, atomic_write_json
+from langfield.io.atomic import atomic_save_torch, atomic_write_json, fsync_dir
 from langfield.kernels.build_lock import BuildLock, BuildLockTimeout
 from langfield.methods.diffusion import (
     AttributeClassifierObjective,
@@ -425,19 +425,6 @@ def _peak_rss_bytes() -> Tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "ru_maxrss"
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _phase_done(directory: Path) -> bool:
     return (directory / PHASE_FILE).is_file()
 
@@ -508,7 +495,7 @@ class _Phase:
             # the Trainer's checkpoints served resumption only; the phase's outputs are written now
             shutil.rmtree(self.partial / "train" / "checkpoints", ignore_errors=True)
             os.replace(self.partial, self.final)
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
             log(f"toy world: phase {self.name} done in {record['seconds']:.1f} s (peak RSS {peak / 2**20:.0f} MiB)")
             return self.final, True
         finally:
