@@ -28,7 +28,12 @@ def test_vae_defaults_follow_the_factor():
     assert ToyVAEConfig(factor=4).block_out_channels == (32, 64, 64)
     assert ToyVAEConfig(factor=8).block_out_channels == (32, 64, 64, 64)
     assert ToyVAEConfig(image_size=64, factor=8).latent_size == 8
-    assert ToyVAEConfig(block_out_channels=(4, 8, 12)).norm_num_groups == 4  # largest of 32/16/8/4 dividing all
+    # groups: the largest of 32/16/8/4/2 dividing every stage with >= 4 channels per group in the narrowest
+    assert ToyVAEConfig(block_out_channels=(16, 32, 48)).norm_num_groups == 4
+    assert ToyVAEConfig(block_out_channels=(32, 32, 32)).norm_num_groups == 8  # not 32: that is instance norm
+    assert ToyUNetConfig(latent_size=8, block_out_channels=(32, 64, 128)).norm_num_groups == 8
+    assert ToyUNetConfig(latent_size=8, block_out_channels=(128, 256)).norm_num_groups == 32
+    assert ToyVAEConfig(block_out_channels=(4, 8, 12)).norm_num_groups == 1  # no split leaves 4 per group
 
 
 def test_config_hash_is_sha256_of_the_sorted_json():
@@ -45,7 +50,7 @@ def test_config_hash_is_sha256_of_the_sorted_json():
 
 def test_config_hash_is_canonical_and_tells_configs_apart():
     # Filled-in defaults hash like the explicit values; any field change, or another class, changes it.
-    explicit = ToyVAEConfig(block_out_channels=(32, 64, 64), norm_num_groups=32)
+    explicit = ToyVAEConfig(block_out_channels=(32, 64, 64), norm_num_groups=8)
     assert ToyVAEConfig().config_hash() == explicit.config_hash()
     hashes = {
         ToyVAEConfig().config_hash(),

@@ -121,6 +121,32 @@ def test_epsilon_refuses_bad_inputs():
         epsilon_loss(zero_model, x0, None, scheduler=sd_scheduler(), generator=gen(), timesteps=torch.tensor([0, 1000]))
 
 
+def test_min_snr_weights_each_sample_by_min_snr_gamma_over_snr():
+    """Hang et al. 2023 for epsilon prediction: w_t = min(SNR_t, gamma) / SNR_t, SNR_t = abar / (1 - abar)."""
+    sched = sd_scheduler()
+    x0 = torch.randn(3, 4, 8, 8, generator=gen(1))
+    t = torch.tensor([5, 400, 990])  # high SNR (weight << 1), middle, low SNR (weight 1)
+    plain = epsilon_loss(zero_model, x0, None, scheduler=sched, generator=gen(2), timesteps=t)
+    weighted = epsilon_loss(zero_model, x0, None, scheduler=sched, generator=gen(2), timesteps=t, snr_gamma=5.0)
+    abar = sched.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    w = torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr
+    per_sample = plain.noise.double().pow(2).flatten(1).mean(1)  # zero model: error = eps
+    assert torch.isclose(weighted.loss.double(), (w * per_sample).mean(), rtol=1e-5)
+    assert torch.isclose(plain.loss.double(), per_sample.mean(), rtol=1e-5)
+    assert w[0] < 0.05 and w[2] == 1.0  # the weighting really changes the loss
+    assert torch.equal(plain.noisy, weighted.noisy)  # same draws
+    # gradients flow through the weighting: d loss / d prediction = 2 w_i (pred - eps) / numel_i / B
+    pred = torch.zeros(3, 4, 8, 8, requires_grad=True)
+    out = epsilon_loss(lambda x, tt, c: pred, x0, None, scheduler=sched, generator=gen(2), timesteps=t, snr_gamma=5.0)
+    out.loss.backward()
+    expected = (2 * w.view(-1, 1, 1, 1) * (0 - plain.noise.double()) / (4 * 8 * 8) / 3).float()
+    assert torch.allclose(pred.grad, expected, atol=1e-7)
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(InputError, match="snr_gamma"):
+            epsilon_loss(zero_model, x0, None, scheduler=sched, generator=gen(), snr_gamma=bad)
+
+
 # --------------------------------------------------------------------------- rectified flow
 
 

@@ -39,6 +39,7 @@ machine.) :func:`build_pipeline` assembles such a pipeline from in-memory module
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -484,6 +485,9 @@ def load_pipeline(
 
     pipeline_class = getattr(diffusers, _CLASS_OF_KIND[kind])
     kwargs[_dtype_keyword()] = run_dtype
+    if importlib.util.find_spec("accelerate") is None:
+        # diffusers would fall back to this anyway, after a warning on every load.
+        kwargs["low_cpu_mem_usage"] = False
     with explain_load_errors(resolved):
         pipeline = pipeline_class.from_pretrained(resolved.name_or_path, **resolved.from_pretrained_kwargs, **kwargs)
     pipeline.set_progress_bar_config(disable=True)

@@ -87,12 +87,20 @@ def _check_channels(channels: Tuple[int, ...], where: str) -> None:
         check_int_range(c, f"{where}[{i}]", lo=1)
 
 
+#: Fewest channels per GroupNorm group a default leaves (Stable Diffusion: 32 groups of >= 4).
+MIN_CHANNELS_PER_GROUP = 4
+
+
 def _default_groups(channels: Tuple[int, ...]) -> int:
-    """The largest of 32, 16, 8, 4, 2, 1 that divides every channel count (GroupNorm groups)."""
-    for groups in (32, 16, 8, 4, 2, 1):
-        if all(c % groups == 0 for c in channels):
+    """GroupNorm groups: the largest of 32, 16, 8, 4, 2, 1 that divides every channel count and
+    leaves at least :data:`MIN_CHANNELS_PER_GROUP` channels per group in the narrowest stage (32
+    groups on a 32-channel stage would normalise every channel alone, i.e. instance norm, which
+    removes each channel's mean); 1 when nothing else fits."""
+    narrowest = min(channels)
+    for groups in (32, 16, 8, 4, 2):
+        if all(c % groups == 0 for c in channels) and narrowest // groups >= MIN_CHANNELS_PER_GROUP:
             return groups
-    return 1  # unreachable: 1 divides everything
+    return 1
 
 
 def _check_groups(groups: int, channels: Tuple[int, ...], where: str) -> None:
@@ -124,8 +132,8 @@ class ToyVAEConfig:
         block_out_channels: channels per block, ``log2(f) + 1`` entries; ``None``:
             ``(32, 64, 64)`` for ``f=4``, ``(32, 64, 64, 64)`` for ``f=8``.
         layers_per_block: ResNet layers per block.
-        norm_num_groups: GroupNorm groups; ``None``: the largest of 32/16/8/4/2/1 that divides
-            every block's channels.
+        norm_num_groups: GroupNorm groups; ``None``: the largest of 32/16/8/4/2 that divides
+            every block's channels with >= 4 channels per group (else 1).
         scaling_factor: latents are multiplied by it before diffusion (SD 1.x: 0.18215). A
             trainer measures it on data after the autoencoder is trained (1 / latent std).
         shift_factor: subtracted from latents before scaling (SD3 convention; 0 here).
@@ -209,8 +217,8 @@ class ToyUNetConfig:
         cross_attention_dim: width of the text tokens (384: all-MiniLM-L6-v2).
         attention_heads: heads of every attention layer; divides every block's channels. (Passed
             to diffusers as ``attention_head_dim``, which the UNet reads as the head count.)
-        norm_num_groups: GroupNorm groups; ``None``: the largest of 32/16/8/4/2/1 that divides
-            every block's channels.
+        norm_num_groups: GroupNorm groups; ``None``: the largest of 32/16/8/4/2 that divides
+            every block's channels with >= 4 channels per group (else 1).
     """
 
     latent_size: int = 8

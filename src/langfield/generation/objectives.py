@@ -183,8 +183,17 @@ def epsilon_loss(
     generator: torch.Generator,
     noise: Optional[Tensor] = None,
     timesteps: Optional[Tensor] = None,
+    snr_gamma: float = 0.0,
 ) -> DiffusionLoss:
     """DDPM epsilon-prediction loss (Ho et al. 2020, Eq. 14, the "simple" objective).
+
+    With ``snr_gamma > 0`` each sample's squared error is weighted by Min-SNR-gamma (Hang et al.,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023, Sec. 3.4: for
+    epsilon prediction the weight is ``min(SNR(t), gamma) / SNR(t)`` with
+    ``SNR(t) = abar_t / (1 - abar_t)``; the paper's default ``gamma = 5``): the loss is
+    ``mean_i w_i * mean(|eps_hat_i - eps_i|^2)``. It stops the many low-noise steps, where
+    predicting ``eps`` is easy and its gradient large, from dominating; the paper reports about
+    3.4x faster convergence. ``0`` (default) is the plain objective.
 
     Args:
         model_fn: ``(x_t [B, C, h, w], t [B] int64, cond) -> eps_hat [B, C, h, w]``.
@@ -196,6 +205,7 @@ def epsilon_loss(
         generator: the source of every random draw (first ``eps``, then ``t``).
         noise, timesteps: fix ``eps`` ``[B, C, h, w]`` and/or ``t`` ``[B]`` instead of drawing them
             (tests; the remaining draws still come from ``generator`` in the same order).
+        snr_gamma: Min-SNR-gamma weighting (``0`` = none, see above).
 
     Returns:
         :class:`DiffusionLoss` with ``target = eps`` and ``noisy = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
@@ -218,6 +228,8 @@ def epsilon_loss(
     config = getattr(scheduler, "config", None)
     if config is None or not callable(getattr(scheduler, "add_noise", None)):
         raise InputError(f"epsilon_loss: scheduler must be a diffusers DDPMScheduler, got {type(scheduler).__name__}")
+    if not isinstance(snr_gamma, (int, float)) or isinstance(snr_gamma, bool) or not math.isfinite(snr_gamma) or snr_gamma < 0:
+        raise InputError(f"epsilon_loss: snr_gamma must be a finite number >= 0 (0 = no Min-SNR weighting), got {snr_gamma!r}")
     prediction_type = getattr(config, "prediction_type", "epsilon")
     if prediction_type != "epsilon":
         raise InputError(
@@ -238,7 +250,15 @@ def epsilon_loss(
     t = t.to(device=latents.device, dtype=torch.int64)
     noisy = scheduler.add_noise(latents, eps, t)
     prediction = model_fn(noisy, t, cond)
-    loss = _mse(prediction, eps, "epsilon_loss")
+    if snr_gamma > 0:
+        _mse(prediction, eps, "epsilon_loss")  # the shape check and its error
+        abar = scheduler.alphas_cumprod.to(device=latents.device, dtype=torch.float32)[t]
+        snr = abar / (1.0 - abar)
+        weight = torch.clamp(snr, max=float(snr_gamma)) / snr
+        per_sample = (prediction.float() - eps.float()).pow(2).flatten(1).mean(dim=1)
+        loss = (weight * per_sample).mean()
+    else:
+        loss = _mse(prediction, eps, "epsilon_loss")
     return DiffusionLoss(loss=loss, prediction=prediction, target=eps, noisy=noisy, noise=eps, timesteps=t)
 
 

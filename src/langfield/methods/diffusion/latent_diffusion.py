@@ -102,6 +102,9 @@ class LatentDiffusionConfig:
         use_attention_mask: pass the prompts' mask to a UNet as ``encoder_attention_mask``. Off by
             default because the diffusers pipelines do not pass one when sampling.
         ema_decay: keep an exponential moving average of the backbone with this decay (0 = none).
+        snr_gamma: Min-SNR-gamma loss weighting of the epsilon objective (Hang et al. 2023; see
+            :func:`~langfield.generation.objectives.epsilon_loss`; 0 = none, the paper's choice 5).
+            Rectified flow refuses it (its logit-normal timesteps already reweight the levels).
     """
 
     objective: str = "epsilon"
@@ -118,6 +121,7 @@ class LatentDiffusionConfig:
     num_train_timesteps: int = 1000
     use_attention_mask: bool = False
     ema_decay: float = 0.0
+    snr_gamma: float = 0.0
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -125,7 +129,9 @@ class LatentDiffusionConfig:
         check_choice(self.lr_schedule, "LatentDiffusionConfig.lr_schedule", LR_SCHEDULES)
         check_fields(self, positive=("lr", "logit_std", "flow_shift"), non_negative=("weight_decay", "grad_clip"),
                      fraction=("warmup", "cfg_dropout"), int_min_1=("num_train_timesteps",))  # fmt: skip
-        check_fields(self, non_negative=("ema_decay",))
+        check_fields(self, non_negative=("ema_decay", "snr_gamma"))
+        if self.snr_gamma > 0 and self.objective != "epsilon":
+            raise InputError(f"LatentDiffusionConfig.snr_gamma: Min-SNR weighting is for the epsilon objective, not {self.objective!r}; set it to 0")
         if self.ema_decay >= 1.0:
             raise InputError(f"LatentDiffusionConfig.ema_decay: must be in [0, 1) (0 = no EMA), got {self.ema_decay}")
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
@@ -341,7 +347,7 @@ class LatentDiffusionMethod(Method):
         x0 = self.latents[batch.indices.cpu()].to(device=batch.indices.device, dtype=torch.float32)
         cfg = self.config
         if cfg.objective == "epsilon":
-            return epsilon_loss(self.predict, x0, cond, scheduler=self.noise_scheduler, generator=generator)
+            return epsilon_loss(self.predict, x0, cond, scheduler=self.noise_scheduler, generator=generator, snr_gamma=cfg.snr_gamma)
         return rectified_flow_loss(self.predict, x0, cond, generator=generator, logit_normal=(cfg.logit_mean, cfg.logit_std),
                                    shift=cfg.flow_shift, num_train_timesteps=cfg.num_train_timesteps)  # fmt: skip
 
