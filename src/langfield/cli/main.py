@@ -226,9 +226,14 @@ class Generate:
     options: Annotated[GenerateOptions, Flat] = GenerateOptions()
     rewrite_scene: Optional[Path] = None
     """Rewrite each prompt into a descriptive caption of this scene before sampling: a scene .json
-    ({"objects": [{"name", "color", "position"}], "floor", "c2w"}) or a toy-world folder (image --rewrite-view)."""
+    ({"objects": [{"name", "color", "position"}], "floor", "c2w"}), a toy-world folder (image --rewrite-view)
+    or a run directory with a language field (its objects, colours and positions, seen from camera --rewrite-view)."""
     rewrite_view: int = 0
-    """Toy-world image whose scene and camera --rewrite-scene uses."""
+    """Toy-world image, or camera of --rewrite-split of a run, whose scene and camera --rewrite-scene uses."""
+    rewrite_split: str = "test"
+    """Split of a run's cameras --rewrite-view counts in."""
+    rewrite_objects: Optional[str] = None
+    """Comma-separated object names a run's language field describes (default: the dataset's labels)."""
     rewrite_llm: Optional[Path] = None
     """Local causal-LM folder: rewrite with it instead of the caption template."""
 
@@ -372,7 +377,8 @@ def run_demo_command(args: Demo) -> Dict[str, Any]:
 def run_generate(args: Generate) -> Dict[str, Any]:
     rewrite = None
     if args.rewrite_scene is not None:
-        rewrite = RewriteScene(args.rewrite_scene, args.rewrite_view, args.rewrite_llm)
+        objects = None if args.rewrite_objects is None else tuple(n.strip() for n in args.rewrite_objects.split(",") if n.strip())
+        rewrite = RewriteScene(args.rewrite_scene, args.rewrite_view, args.rewrite_llm, objects=objects, split=args.rewrite_split)
     elif args.rewrite_llm is not None:
         raise ValueError("--rewrite-llm needs --rewrite-scene (the scene the prompts are rewritten with)")
     record = generate_to_folder(args.model, args.prompt, args.output, args.options, rewrite=rewrite)

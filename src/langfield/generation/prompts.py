@@ -68,6 +68,7 @@ from langfield._checks import InputError, check_choice, check_int_range
 from langfield.pretrained.resolver import explain_load_errors, resolve_pretrained
 
 __all__ = [
+    "BASIC_COLORS",
     "COLOR_WORDS",
     "FUNCTION_WORDS",
     "GENERIC_WORDS",
@@ -75,6 +76,8 @@ __all__ = [
     "SYNONYMS",
     "SceneDescription",
     "SceneObject",
+    "color_name",
+    "color_name_of_pixels",
     "descriptive_caption",
     "objects_left_to_right",
     "pluralize",
@@ -90,6 +93,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 COLOR_WORDS = frozenset(
     "red orange yellow green cyan blue purple white black gray grey pink brown magenta violet teal".split()
 )
+#: Named reference colours (sRGB in [0, 1]) that :func:`color_name` chooses from: Berlin and Kay's
+#: eleven basic colour terms plus cyan (the toy world's palette names are a subset).
+BASIC_COLORS: Dict[str, Tuple[float, float, float]] = {
+    "red": (0.85, 0.12, 0.10), "orange": (0.98, 0.55, 0.05), "yellow": (0.95, 0.88, 0.12),
+    "green": (0.15, 0.65, 0.20), "cyan": (0.05, 0.75, 0.85), "blue": (0.12, 0.28, 0.85),
+    "purple": (0.50, 0.20, 0.70), "pink": (0.98, 0.62, 0.75), "brown": (0.50, 0.30, 0.12),
+    "white": (0.95, 0.95, 0.95), "gray": (0.50, 0.50, 0.50), "black": (0.05, 0.05, 0.05),
+}  # fmt: skip
+#: Weight of CIELAB lightness against the two chroma axes in :func:`color_name` (shading changes
+#: an object's lightness far more than its hue).
+LIGHTNESS_WEIGHT = 0.5
 #: Words that ask for the whole scene.
 GENERIC_WORDS = frozenset(
     "scene scenes object objects thing things shape shapes item items everything something stuff "
@@ -182,6 +196,58 @@ class SceneDescription:
             if not isinstance(self.floor, str) or not _words(self.floor):
                 raise InputError(f"SceneDescription.floor: expected a texture word or None, got {self.floor!r}")
             object.__setattr__(self, "floor", " ".join(_words(self.floor)))
+
+
+# ----------------------------------------------------------------------------- colour names
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.clip(rgb, 0.0, 1.0).reshape(-1, 1, 3)).reshape(-1, 3)
+
+
+def color_name(rgb: Any, names: Optional[Sequence[str]] = None) -> str:
+    """The reference colour (:data:`BASIC_COLORS`, or the subset ``names``) nearest to ``rgb``.
+
+    ``rgb``: three sRGB values in ``[0, 1]``. Distance: CIELAB (D65) with lightness weighted by
+    :data:`LIGHTNESS_WEIGHT`, so a shaded red stays "red" while white, gray and black (which
+    differ in lightness only) stay apart.
+
+    >>> color_name((0.9, 0.1, 0.1)), color_name((0.1, 0.2, 0.6)), color_name((0.9, 0.9, 0.92))
+    ('red', 'blue', 'white')
+    >>> color_name((0.5, 0.1, 0.08))  # a dark red is a brown: read objects on their lit side
+    'brown'
+    """
+    value = np.asarray(rgb, dtype=np.float64).reshape(-1)
+    if value.shape != (3,) or not np.all(np.isfinite(value)):
+        raise InputError(f"color_name: expected three finite sRGB values in [0, 1], got {rgb!r}")
+    table = BASIC_COLORS if names is None else {n: BASIC_COLORS[check_choice(n, "color_name: names", BASIC_COLORS)] for n in names}
+    if not table:
+        raise InputError("color_name: names is empty")
+    keys = list(table)
+    ref = _lab(np.asarray([table[k] for k in keys], dtype=np.float64))
+    lab = _lab(value[None])
+    w = np.array([LIGHTNESS_WEIGHT, 1.0, 1.0])
+    return keys[int(np.argmin((((ref - lab) * w) ** 2).sum(axis=1)))]
+
+
+def color_name_of_pixels(pixels: Any, names: Optional[Sequence[str]] = None) -> str:
+    """The colour name of an object seen in ``pixels`` ``[K, 3]`` (sRGB in ``[0, 1]``, K >= 1).
+
+    Shading darkens the side turned away from the light, so the object's own colour is read on
+    its lit side: the per-channel median of the pixels whose luminance (Rec. 709 weights) lies
+    between its 75th and 95th percentiles (the brightest quarter, without the top 5 %, where
+    highlights and bleeding from a bright background sit), then :func:`color_name`.
+    """
+    px = torch.as_tensor(pixels, dtype=torch.float64).detach().cpu().reshape(-1, 3) if not isinstance(pixels, np.ndarray) else torch.from_numpy(np.asarray(pixels, dtype=np.float64).reshape(-1, 3))
+    if px.shape[0] == 0 or not bool(torch.isfinite(px).all()):
+        raise InputError(f"color_name_of_pixels: expected [K, 3] finite pixels with K >= 1, got {tuple(px.shape)}")
+    luma = px @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64)
+    lo, hi = torch.quantile(luma, torch.tensor([0.75, 0.95], dtype=torch.float64))
+    band = (luma >= lo) & (luma <= hi)
+    lit = px[band] if bool(band.any()) else px[luma >= lo]  # few pixels: the band can fall between them
+    return color_name(lit.median(dim=0).values.numpy(), names)
 
 
 # ----------------------------------------------------------------------------- the grammar

@@ -25,9 +25,11 @@ Written into the output folder (each file atomically):
 :func:`~langfield.generation.prompts.rewrite_prompt` with what a scene holds, seen from a camera.
 The scene is read from a JSON file ``{"objects": [{"name", "color", "position": [x, y, z],
 "size"?}], "floor"?: "checkered", "c2w": [[...], [...], [...]]}`` (OpenCV camera-to-world, 3x4 or
-4x4) or from a toy-world folder (:func:`~langfield.data.toyworld.write_toyworld`; image ``view``:
-its scene graph and its camera). Scenes of trained language fields (a run directory) are not
-read here yet.
+4x4), from a toy-world folder (:func:`~langfield.data.toyworld.write_toyworld`; image ``view``:
+its scene graph and its camera) or from a run directory with a trained language field (``langfield
+language RUN``; camera ``view`` of ``split``): its objects, colours and positions are read from the
+field and its renders (:func:`~langfield.runs.scene_description.describe_language_run`; the object
+names are ``objects``, or the dataset's labels).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from langfield.generation.prompts import SceneDescription, SceneObject, rewrite_
 from langfield.generation.sampling import MAX_GUIDANCE, MAX_STEPS, SCHEDULERS, generate
 from langfield.io.atomic import atomic_write_json
 from langfield.io.images import image_grid, write_image
+from langfield.runs.scene_description import describe_language_run
+from langfield.runs.spec import RUN_FILE
 
 __all__ = ["GenerateOptions", "RewriteScene", "check_generate_options", "generate_to_folder", "load_rewrite_scene"]
 
@@ -102,14 +106,19 @@ class RewriteScene:
     """A scene to rewrite prompts with (see the module docstring).
 
     Attributes:
-        source: a scene JSON file or a toy-world folder.
-        view: the toy-world image whose scene and camera are used (ignored for a JSON file).
+        source: a scene JSON file, a toy-world folder or a run directory with a language field.
+        view: the toy-world image, or the run's camera (of ``split``), whose scene and camera are
+            used (ignored for a JSON file).
         llm_dir: a local causal-LM directory for ``style="llm"`` rewriting; ``None``: the template.
+        objects: a run's object names to describe (``None``: the dataset's labels); only for runs.
+        split: the run's split ``view`` counts in.
     """
 
     source: PathLike
     view: int = 0
     llm_dir: Optional[PathLike] = None
+    objects: Optional[Tuple[str, ...]] = None
+    split: str = "test"
 
 
 def _scene_from_json(path: Path) -> Tuple[SceneDescription, np.ndarray]:
@@ -138,15 +147,25 @@ def _scene_from_json(path: Path) -> Tuple[SceneDescription, np.ndarray]:
     return scene, c2w
 
 
-def load_rewrite_scene(source: PathLike, view: int = 0) -> Tuple[SceneDescription, np.ndarray]:
-    """``(SceneDescription, c2w [3, 4])`` from a scene JSON file or image ``view`` of a toy-world folder."""
+def load_rewrite_scene(
+    source: PathLike, view: int = 0, *, objects: Optional[Sequence[str]] = None, split: str = "test", device: Optional[str] = None
+) -> Tuple[SceneDescription, np.ndarray]:
+    """``(SceneDescription, c2w [3, 4])`` from a scene JSON file, image ``view`` of a toy-world
+    folder, or camera ``view`` of ``split`` of a run with a language field (``objects``: the
+    names to describe; see :func:`~langfield.runs.scene_description.describe_language_run`)."""
     path = Path(os.path.expanduser(os.fspath(source)))
     if path.is_file():
         return _scene_from_json(path)
     if not path.is_dir():
-        raise InputError(f"rewrite scene {path}: not found (a scene .json file or a toy-world folder)")
+        raise InputError(f"rewrite scene {path}: not found (a scene .json file, a toy-world folder or a run directory)")
+    if (path / RUN_FILE).is_file():
+        return describe_language_run(path, objects, split=split, view=view, device=device)
+    if objects is not None:
+        raise InputError(f"rewrite objects: only a run directory's objects can be chosen; {path} is not a run (no {RUN_FILE})")
     if not (path / "meta.json").is_file():
-        raise InputError(f"rewrite scene {path}: a folder but not a toy world (no meta.json); language-field runs are not read yet")
+        raise InputError(
+            f"rewrite scene {path}: a folder but neither a toy world (no meta.json) nor a run directory (no {RUN_FILE})"
+        )
     data = read_toyworld(path)
     view = check_int_range(view, "rewrite view", lo=0, hi=len(data) - 1)
     toy = data.scene(view)
@@ -181,7 +200,7 @@ def generate_to_folder(
     out = check_output_dir(output, "output")
     given = list(prompts)
     if rewrite is not None:
-        scene, c2w = load_rewrite_scene(rewrite.source, rewrite.view)
+        scene, c2w = load_rewrite_scene(rewrite.source, rewrite.view, objects=rewrite.objects, split=rewrite.split, device=options.device)
         style = "template" if rewrite.llm_dir is None else "llm"
         prompts = [rewrite_prompt(p, scene, c2w, style=style, llm_dir=rewrite.llm_dir) for p in prompts]
     start = time.perf_counter()
@@ -204,8 +223,11 @@ def generate_to_folder(
         "model": str(model),
         "prompts": given,
         "sampled_prompts": prompts,
-        "rewrite": None if rewrite is None else {"source": str(rewrite.source), "view": rewrite.view,
-                                                  "style": "template" if rewrite.llm_dir is None else "llm"},  # fmt: skip
+        "rewrite": None if rewrite is None else {
+            "source": str(rewrite.source), "view": rewrite.view, "split": rewrite.split,
+            "style": "template" if rewrite.llm_dir is None else "llm",
+            "objects": [{"name": o.name, "color": o.color, "position": list(o.position)} for o in scene.objects],
+        },  # fmt: skip
         "generation": result.record.to_dict(),
         "grid": GRID_FILE,
         "grid_layout": f"{len(prompts)} row(s) (one per prompt) x {k} column(s) (seeds)",
