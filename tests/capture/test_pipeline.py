@@ -1,0 +1,194 @@
+"""The capture pipeline (langfield.capture.pipeline / sfm): the registration threshold, the matcher
+choice, errors (pycolmap missing, a crashing worker, no images), the whole pipeline with a fake
+pycolmap worker, and one real pycolmap run on 6 fern photos (skipped without pycolmap or the data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langfield._checks import InputError
+from langfield.capture import CaptureConfig, CaptureError, capture, check_registration, choose_matcher
+from langfield.capture import sfm as sfm_module
+from langfield.capture.sfm import run_worker
+from langfield.cli.main import main
+from langfield.data.readers.llff import read_poses_bounds
+from langfield.geometry.alignment import align_camera_poses
+from langfield.io.colmap import qvec_to_rotmat, read_model, rotmat_to_qvec, write_model
+from langfield.io.images import write_image
+
+FERN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "llff" / "fern"
+
+
+def test_registration_threshold():
+    given = [f"im{i}" for i in range(10)]
+    assert check_registration(given, given[:8], 0.8) == ["im8", "im9"]
+    with pytest.raises(CaptureError, match=r"only 7 of 10 images registered \(70 % < 80 %\); not registered: im0, im8, im9"):
+        check_registration(given, given[1:8], 0.8)
+    with pytest.raises(CaptureError, match="only 7 of 10"):
+        check_registration(given, given[:8], 0.8, dropped=["im3"])  # a dropped camera is not registered
+    with pytest.raises(CaptureError, match="only 0 of 3"):
+        check_registration(["a", "b", "c"], [], 0.0)  # nothing registered always fails
+    many = [f"p{i:03d}" for i in range(100)]
+    with pytest.raises(CaptureError, match=r"\.\.\. and 60 more"):
+        check_registration(many, many[:20], 0.8)
+
+
+def test_matcher_choice(tmp_path):
+    assert choose_matcher("auto", 500, is_video=True) == "sequential"
+    assert choose_matcher("auto", 100, is_video=False) == "exhaustive"
+    assert choose_matcher("auto", 101, is_video=False) == "sequential"  # no vocabulary: never downloaded
+    vocab = tmp_path / "vocab.bin"
+    vocab.write_bytes(b"x")
+    assert choose_matcher("auto", 101, is_video=False, vocab_tree=vocab) == "vocab_tree"
+    assert choose_matcher("auto", 100, is_video=False, vocab_tree=vocab) == "exhaustive"
+    assert choose_matcher("sequential", 10, is_video=False) == "sequential"
+    with pytest.raises(InputError, match="--vocab-tree FILE"):
+        choose_matcher("vocab_tree", 10, is_video=False)
+    with pytest.raises(InputError, match="missing.bin: no such file"):
+        choose_matcher("auto", 10, is_video=False, vocab_tree=tmp_path / "missing.bin")
+    with pytest.raises(InputError, match="--matcher"):
+        choose_matcher("flann", 10, is_video=False)
+    with pytest.raises(InputError, match="min_registered"):
+        CaptureConfig(min_registered=1.5)
+    with pytest.raises(InputError, match="num_threads"):
+        CaptureConfig(num_threads=0)
+
+
+def _photos(folder: Path, names, size=(150, 200)):
+    for n in names:
+        write_image(folder / n, np.full(size + (3,), 90, np.uint8))
+    return folder
+
+
+def test_missing_pycolmap_and_missing_images_give_clear_errors(tmp_path, monkeypatch, capsys):
+    photos = _photos(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    real_find_spec = sfm_module.importlib.util.find_spec
+    monkeypatch.setattr(sfm_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pycolmap" else real_find_spec(name, *a))  # fmt: skip
+    with pytest.raises(CaptureError, match=r"needs pycolmap.*pip install -e '\.\[capture\]'"):
+        capture(photos, tmp_path / "out")
+    assert main(["capture", str(photos), "--output", str(tmp_path / "out")]) == 2
+    assert "pip install -e '.[capture]'" in capsys.readouterr().err
+    monkeypatch.undo()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fake = [sys.executable, "-c", "pass"]
+    with pytest.raises(InputError, match="no images"):
+        capture(empty, tmp_path / "out2", worker_command=fake)
+    with pytest.raises(InputError, match="no such folder or video"):
+        capture(tmp_path / "nowhere", tmp_path / "out3", worker_command=fake)
+    with pytest.raises(InputError, match="a single photo"):
+        capture(photos / "a.png", tmp_path / "out5", worker_command=fake)
+    (tmp_path / "clip.mov").write_bytes(b"\x00" * 64)
+    with pytest.raises(InputError, match="clip.mov: ffmpeg cannot read"):
+        capture(tmp_path / "clip.mov", tmp_path / "out4", worker_command=fake)
+
+
+def test_a_crashing_worker_becomes_a_clear_error(tmp_path):
+    script = ("import os, sys; print('@@stage matching', flush=True); "
+              "sys.stderr.write('F20261202 12:00:00.0 1 matching.cc:12] Check failed: boom\\n'); sys.stderr.flush(); os.abort()")  # fmt: skip
+    events = []
+    with pytest.raises(CaptureError) as exc:
+        run_worker({"task": "sfm"}, tmp_path / "work", tmp_path / "log.txt", command=[sys.executable, "-c", script],
+                   on_event=lambda *e: events.append(e))  # fmt: skip
+    msg = str(exc.value)
+    assert "killed by SIGABRT" in msg and "stage 'matching'" in msg and "Check failed: boom" in msg
+    assert str(tmp_path / "log.txt") in msg and "Check failed: boom" in (tmp_path / "log.txt").read_text()
+    assert events == [("stage", "matching", None)]
+    with pytest.raises(CaptureError, match="time limit of 1 s"):
+        run_worker({"task": "sfm"}, tmp_path / "work", tmp_path / "log.txt",
+                   command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1)  # fmt: skip
+    with pytest.raises(CaptureError, match="exit status 3"):
+        run_worker({"task": "sfm"}, tmp_path / "work", tmp_path / "log.txt", command=[sys.executable, "-c", "raise SystemExit(3)"])
+
+
+FAKE_WORKER = """
+import json, shutil, sys
+from pathlib import Path
+req = json.loads(Path(sys.argv[1]).read_text())
+print("@@stage features", flush=True)
+sys.stderr.write("Processed file [1/2]\\n")
+if req["task"] == "sfm":
+    shutil.copytree({staging!r}, Path(req["work_dir"]) / "sparse")
+    Path(req["result_path"]).write_text(json.dumps({{"seconds": {{}}, "pairs": [], "pycolmap_version": "fake"}}))
+print("@@done features 0.25", flush=True)
+"""
+
+
+def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
+    names = [f"img_{k:03d}.png" for k in range(10)]
+    photos = _photos(tmp_path / "photos", names)
+    real = make_model(num_images=10, names=names)
+    bad = real.images[5]  # repetitive structure: registered turned 180 degrees about its optical axis
+    R = qvec_to_rotmat(bad.qvec)
+    flipped = np.diag([-1.0, -1.0, 1.0]) @ R
+    real.images[5] = replace(bad, qvec=rotmat_to_qvec(flipped), tvec=-flipped @ (-R.T @ bad.tvec))
+    staging = tmp_path / "staging"
+    write_model(make_model(num_images=2, names=names[:2], seed=3), staging / "0")  # a stray 2-image model
+    write_model(real, staging / "1")
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER.format(staging=str(staging)))
+    out = tmp_path / "scene"
+    (tmp_path / "other" / "sparse").mkdir(parents=True)  # someone else's scene is never overwritten
+    with pytest.raises(InputError, match="already holds sparse that langfield capture did not write"):
+        capture(photos, tmp_path / "other", worker_command=[sys.executable, str(worker)], progress=False)
+    result = capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(worker)],
+                     progress=False)  # fmt: skip
+    report = json.loads((out / "capture_report.json").read_text())
+    assert report == json.loads(json.dumps(result.report))
+    assert report["status"] == "ok" and report["kind"] == "photos" and report["matcher"] == "exhaustive"
+    assert report["models_found"] == {"0": {"images": 2, "points": 80}, "1": {"images": 10, "points": 80}}
+    assert report["model_chosen"] == "1"
+    assert [d["name"] for d in report["dropped"]] == ["img_004.png"]
+    assert "reprojection" in report["dropped"][0]["reasons"][0]
+    assert report["images_given"] == 10 and report["registered"] == 9 and report["unregistered"] == ["img_004.png"]
+    assert report["registered_fraction"] == pytest.approx(0.9) and report["points"] == 80
+    assert report["mean_reprojection_error_px"] < 1e-9 and report["mean_track_length"] == pytest.approx(9.0)
+    assert report["seconds"]["features"] == 0.25 and report["seconds"]["total"] > 0
+    assert sorted(p.name for p in (out / "sparse").iterdir()) == ["0"]
+    final = read_model(out / "sparse" / "0")
+    assert sorted(im.name for im in final.images.values()) == [n for n in names if n != "img_004.png"]
+    frames = json.loads((out / "transforms.json").read_text())["frames"]
+    assert len(frames) == 9 and frames[0]["file_path"] == "images/img_000.png"
+    assert (out / "images" / "img_009.png").is_file() and (out / "sparse_points.ply").is_file()
+
+    with pytest.raises(CaptureError, match=r"only 9 of 10 images registered .* not registered: img_004.png"):
+        capture(photos, out, CaptureConfig(undistort=False, min_registered=0.95),
+                worker_command=[sys.executable, str(worker)], progress=False)  # fmt: skip
+    assert json.loads((out / "capture_report.json").read_text())["status"] == "failed"
+
+    (tmp_path / "empty_staging").mkdir()
+    nothing = tmp_path / "nothing_worker.py"
+    nothing.write_text(FAKE_WORKER.format(staging=str(tmp_path / "empty_staging")))
+    with pytest.raises(CaptureError, match=r"reconstructed no model from the 10 images .*matcher exhaustive"):
+        capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(nothing)], progress=False)
+    report = json.loads((out / "capture_report.json").read_text())
+    assert report["status"] == "failed" and len(report["unregistered"]) == 10
+
+
+@pytest.mark.skipif(not (FERN / "images_8").is_dir(), reason=f"LLFF fern not found at {FERN}")
+def test_real_pycolmap_run_on_six_fern_photos(tmp_path):
+    pytest.importorskip("pycolmap")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    picked = [f"image{i:03d}.png" for i in range(0, 12, 2)]
+    for n in picked:
+        os.symlink(FERN / "images_8" / n, photos / n)
+    result = capture(photos, tmp_path / "scene", CaptureConfig(num_threads=1, undistort=True, max_num_features=2048),
+                     progress=False)  # fmt: skip
+    assert result.report["registered"] == 6 and result.report["dropped"] == []
+    model = read_model(result.model_dir)
+    ims = sorted(model.images.values(), key=lambda im: im.name)
+    ref, _, _ = read_poses_bounds(FERN / "poses_bounds.npy")
+    a = align_camera_poses(np.stack([im.c2w() for im in ims]), ref.numpy()[[int(im.name[5:8]) for im in ims]])
+    assert a.centre_errors.max() < 0.05 and a.rotation_errors_deg.max() < 2.0
+    assert (tmp_path / "scene" / "undistorted" / "sparse").is_dir()
+    und = read_model(tmp_path / "scene" / "undistorted" / "sparse")
+    assert {c.model for c in und.cameras.values()} == {"PINHOLE"}
