@@ -4,6 +4,7 @@ pycolmap worker, and one real pycolmap run on 6 fern photos (skipped without pyc
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from langfield._checks import InputError
 from langfield.capture import CaptureConfig, CaptureError, capture, check_registration, choose_matcher
@@ -139,8 +141,10 @@ def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
     (tmp_path / "other" / "sparse").mkdir(parents=True)  # someone else's scene is never overwritten
     with pytest.raises(InputError, match="already holds sparse that langfield capture did not write"):
         capture(photos, tmp_path / "other", worker_command=[sys.executable, str(worker)], progress=False)
+    shown = io.StringIO()
     result = capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(worker)],
-                     progress=False)  # fmt: skip
+                     progress=False, console=Console(file=shown, width=300))  # fmt: skip
+    assert "1 suspicious camera(s) dropped: img_004.png: mean reprojection error" in shown.getvalue()
     report = json.loads((out / "capture_report.json").read_text())
     assert report == json.loads(json.dumps(result.report))
     assert report["status"] == "ok" and report["kind"] == "photos" and report["matcher"] == "exhaustive"

@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from langfield._checks import InputError, check_fields, check_output_dir
@@ -56,6 +57,7 @@ from langfield.capture.quality import (
     find_suspicious_cameras,
     image_statistics,
     model_statistics,
+    pair_disagreements,
 )
 from langfield.capture.sfm import CaptureError, choose_matcher, require_pycolmap, run_worker
 from langfield.io.atomic import atomic_write_json
@@ -224,7 +226,9 @@ def capture(
 
     Returns a :class:`CaptureResult`. ``capture_report.json`` holds: ``status``, input kind,
     ``images_given``, ``registered`` (after dropping), ``registered_fraction``, ``unregistered``,
-    ``dropped`` (name and reasons), ``points``, ``mean_reprojection_error_px``,
+    ``dropped`` (name and reasons), ``suspicious`` (also when kept), ``pairs_checked`` and
+    ``pair_rotation_disagreement_deg`` (median / p95 / max over the checked image pairs),
+    ``points``, ``mean_reprojection_error_px``,
     ``mean_track_length``, ``models_found`` (images/points of every model mapping left),
     ``seconds`` per stage, the matcher and the options.
 
@@ -306,23 +310,27 @@ def capture(
         report["model_chosen"] = best.name
         model = read_model(best)
         pairs = [PairRotation(p["name_a"], p["name_b"], p["num_inliers"], np.asarray(p["rotation"])) for p in result["pairs"]]
-        report["pairs_checked"] = len(pairs)
-        suspicious = find_suspicious_cameras(image_statistics(model), pairs, ordered=images["kind"] == "video",
-                                             config=config.checks)  # fmt: skip
+        stats = image_statistics(model)
+        angles = [a for _, _, a in pair_disagreements(stats, pairs)]
+        report["pairs_checked"] = len(angles)
+        if angles:
+            report["pair_rotation_disagreement_deg"] = {"median": float(np.median(angles)),
+                                                        "p95": float(np.percentile(angles, 95)), "max": float(max(angles))}  # fmt: skip
+        suspicious = find_suspicious_cameras(stats, pairs, ordered=images["kind"] == "video", config=config.checks)
         report["suspicious"] = [{"name": s.name, "reasons": list(s.reasons)} for s in suspicious]
         dropped = suspicious if config.drop_suspicious else []
         report["dropped"] = [{"name": s.name, "reasons": list(s.reasons)} for s in dropped]
         if suspicious:
             verb = "dropped" if config.drop_suspicious else "kept (--no-drop-suspicious)"
             lines = "; ".join(f"{s.name}: {', '.join(s.reasons)}" for s in suspicious)
-            console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s) {verb}: {lines}", markup=True,
+            console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s) {verb}: {escape(lines)}",
                           highlight=False)  # fmt: skip
             log.warning("suspicious cameras %s: %s", verb, lines)
         model = remove_images(model, [s.image_id for s in dropped])
-        stats = model_statistics(model)
-        report.update(registered=stats["registered_images"], points=stats["points"],
-                      mean_reprojection_error_px=stats["mean_reprojection_error_px"],
-                      mean_track_length=stats["mean_track_length"])  # fmt: skip
+        figures = model_statistics(model)
+        report.update(registered=figures["registered_images"], points=figures["points"],
+                      mean_reprojection_error_px=figures["mean_reprojection_error_px"],
+                      mean_track_length=figures["mean_track_length"])  # fmt: skip
         registered = sorted(im.name for im in model.images.values())
         report["registered_fraction"] = len(registered) / max(1, len(names))
         report["unregistered"] = [n for n in names if n not in set(registered)]

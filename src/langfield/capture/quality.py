@@ -40,6 +40,7 @@ __all__ = [
     "find_suspicious_cameras",
     "image_statistics",
     "model_statistics",
+    "pair_disagreements",
 ]
 
 
@@ -178,17 +179,26 @@ def model_statistics(model: ColmapModel) -> Dict[str, float]:
     }
 
 
-def _pair_reasons(stats: Sequence[ImageStats], pairs: Sequence[PairRotation], cfg: CameraCheckConfig) -> Dict[str, str]:
+def pair_disagreements(stats: Sequence[ImageStats], pairs: Sequence[PairRotation]) -> List[Tuple[str, str, float]]:
+    """``(name_a, name_b, degrees)``: for each pair of registered images, the angle between its two-view
+    rotation and the one the model implies (``R_b R_a^T``); pairs with an unregistered image are skipped."""
     by_name = {s.name: s for s in stats}
-    checked: Dict[str, List[float]] = {}
+    out = []
     for p in pairs:
         a, b = by_name.get(p.name_a), by_name.get(p.name_b)
         if a is None or b is None:
             continue
         implied = b.rotation @ a.rotation.T  # cam_b_from_cam_a of the model
         angle = float(rotation_angles_deg(implied[None], np.asarray(p.rotation, np.float64)[None])[0])
-        checked.setdefault(p.name_a, []).append(angle)
-        checked.setdefault(p.name_b, []).append(angle)
+        out.append((p.name_a, p.name_b, angle))
+    return out
+
+
+def _pair_reasons(stats: Sequence[ImageStats], pairs: Sequence[PairRotation], cfg: CameraCheckConfig) -> Dict[str, str]:
+    checked: Dict[str, List[float]] = {}
+    for name_a, name_b, angle in pair_disagreements(stats, pairs):
+        checked.setdefault(name_a, []).append(angle)
+        checked.setdefault(name_b, []).append(angle)
     reasons = {}
     for name, angles in checked.items():
         bad = [a for a in angles if a > cfg.max_pair_rotation_deg]
