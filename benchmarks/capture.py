@@ -15,7 +15,8 @@
   box-blurred copies, 3 frames per photo), captured with ``--num-frames 20``: the video path
   (frame selection, sequential matching). Bar: the 20 sharp frames are the ones kept, and the pose
   bar above for the photos they show.
-* every scene: ``fault_injection`` -- wrongly registered cameras injected into the real capture
+* every scene: ``relocalize_check`` -- every 4th camera taken out and re-localised by the capture's
+  worker, compared with its SfM pose; ``fault_injection`` -- wrongly registered cameras injected into the real capture
   (see :func:`fault_injection`), and how many the suspicious-camera checks flag.
 * ``bonsai``: Mip-NeRF 360 bonsai ``images`` (292 photos). Bar: >= 95 % registered within 30 minutes
   (``--timeout-s``), and the same pose check when ``poses_bounds.npy`` is present.
@@ -38,12 +39,14 @@ import numpy as np
 import torch
 
 from langfield.capture import CaptureConfig, CaptureError, capture
+from langfield.capture.model import remove_images
+from langfield.capture.quality import PairRotation, find_suspicious_cameras, image_statistics
+from langfield.capture.sfm import run_worker
 from langfield.data.loading import list_image_files
 from langfield.data.readers.llff import llff_to_opencv, read_poses_bounds
-from langfield.geometry.alignment import align_camera_poses
+from langfield.geometry.alignment import align_camera_poses, rotation_angles_deg
 from langfield.io.atomic import atomic_write_json
-from langfield.capture.quality import PairRotation, find_suspicious_cameras, image_statistics
-from langfield.io.colmap import qvec_to_rotmat, read_model, rotmat_to_qvec
+from langfield.io.colmap import qvec_to_rotmat, read_model, rotmat_to_qvec, write_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCENES = {
@@ -110,6 +113,40 @@ def fault_injection(model_dir: Path, result_path: Path) -> dict:
         out["rolled"][s.name] = [f.name for f in find_suspicious_cameras(image_statistics(rolled), pairs)]
     for kind in kinds:
         out[f"{kind}_detected"] = f"{sum(v == [k] for k, v in out[kind].items())}/{len(out[kind])}"
+    return out
+
+
+def relocalize_check(capture_dir: Path, every: int = 4) -> dict:
+    """Re-localisation on real data: each of every ``every``-th camera is taken out of the captured
+    model and re-estimated by the capture's re-localisation worker (its verified matches to the other
+    images, RANSAC at 4 px); the new pose is compared with the one SfM gave it (degrees, and centre
+    distance relative to the spread of the camera centres)."""
+    model = read_model(capture_dir / "sparse" / "0")
+    ims = sorted(model.images.values(), key=lambda im: im.name)
+    centres = np.stack([im.c2w()[:, 3] for im in ims])
+    spread = float(np.sqrt(((centres - centres.mean(0)) ** 2).sum(1).mean()))
+    config = CaptureConfig()
+    out = {}
+    work = capture_dir / "work"
+    for im in ims[::every]:
+        base = work / "relocalize_check" / "model"
+        write_model(remove_images(model, [im.id]), base)
+        request = {"task": "relocalize", "database": str(work / "database.db"), "model_dir": str(base),
+                   "names": [im.name], "camera_id": im.camera_id, "result_path": str(work / "relocalize_check.json"),
+                   "max_error_px": config.relocalize_max_error_px, "min_inliers": config.relocalize_min_inliers,
+                   "min_inlier_ratio": 0.25}  # fmt: skip
+        run_worker(request, work, capture_dir / "logs" / "colmap.log")
+        r = json.loads((work / "relocalize_check.json").read_text())["images"][0]
+        if not r["ok"]:
+            out[im.name] = {"ok": False, "correspondences": r["num_correspondences"]}
+            continue
+        R_new, t_new = np.asarray(r["rotation"]), np.asarray(r["translation"])
+        R_old = qvec_to_rotmat(im.qvec)
+        out[im.name] = {
+            "ok": True, "inliers": r["num_inliers"], "correspondences": r["num_correspondences"],
+            "rotation_deg": float(rotation_angles_deg(R_old[None], R_new[None])[0]),
+            "centre_rel": float(np.linalg.norm(-R_new.T @ t_new - im.c2w()[:, 3]) / spread),
+        }  # fmt: skip
     return out
 
 
@@ -202,6 +239,7 @@ def main() -> None:
         passes &= aligned.summary()["centre_error_rel_max"] <= BAR_CENTRE_REL
         passes &= aligned.summary()["rotation_error_deg_max"] <= BAR_ROTATION_DEG
     out["fault_injection"] = fault_injection(result.model_dir, work / "work" / "sfm_result.json")
+    out["relocalize_check"] = relocalize_check(work)
     out["passes_bar"] = bool(passes)
     atomic_write_json(out, args.out)
     print(json.dumps({k: out[k] for k in ("scene", "wall_s", "passes_bar", "video_sharp_frames_kept") if k in out} | {
@@ -211,6 +249,7 @@ def main() -> None:
         "suspicious_cameras_clean": report["suspicious"],
         "pair_rotation_disagreement_deg": report.get("pair_rotation_disagreement_deg"),
         "fault_injection": {k: v for k, v in out["fault_injection"].items() if k.endswith("detected")},
+        "relocalize_check": out["relocalize_check"],
     }, indent=1))  # fmt: skip
 
 

@@ -7,9 +7,13 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
+from langfield._checks import InputError
+
 from langfield.capture.model import (
+    add_image,
     choose_largest_model,
     model_sizes,
     remove_images,
@@ -55,6 +59,24 @@ def test_removing_an_image_updates_tracks_and_points(make_model):
     assert 2 not in out.points.track_image_ids
     assert out.images[1].point3d_ids[0] == -1 and out.images[1].point3d_ids[1] == 20
     assert int(out.points.track_lengths.sum()) == len(out.points.track_image_ids)
+
+
+def test_adding_an_image_back_restores_its_tracks(make_model):
+    model = make_model(num_images=5)
+    removed = remove_images(model, [3])
+    assert removed.points.track_lengths.tolist() == [4] * 80
+    back = add_image(removed, model.images[3])
+    assert back.images[3] == model.images[3]
+    assert back.points.track_lengths.tolist() == [5] * 80
+    offsets = np.concatenate([[0], np.cumsum(back.points.track_lengths)])
+    for k in (0, 41, 79):  # every point observed by each image, its own keypoint k
+        a, b = offsets[k], offsets[k + 1]
+        assert sorted(zip(back.points.track_image_ids[a:b], back.points.track_point2d_idx[a:b])) == [(i, k) for i in range(1, 6)]
+    with pytest.raises(InputError, match="already in the model"):
+        add_image(back, model.images[3])
+    stray = replace(model.images[3], point3d_ids=np.full(80, 999, np.int64))
+    with pytest.raises(InputError, match=r"observes points \[999"):
+        add_image(removed, stray)
 
 
 def test_transforms_json_conventions(make_model):

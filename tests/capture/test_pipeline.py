@@ -118,8 +118,11 @@ req = json.loads(Path(sys.argv[1]).read_text())
 print("@@stage features", flush=True)
 sys.stderr.write("Processed file [1/2]\\n")
 if req["task"] == "sfm":
-    shutil.copytree({staging!r}, Path(req["work_dir"]) / "sparse")
+    shutil.copytree({staging!r}, Path(req["work_dir"]) / "sparse", ignore=shutil.ignore_patterns("*.json"))
     Path(req["result_path"]).write_text(json.dumps({{"seconds": {{}}, "pairs": [], "pycolmap_version": "fake"}}))
+if req["task"] == "relocalize":
+    staged = Path({staging!r}) / "relocalize.json"
+    Path(req["result_path"]).write_text(staged.read_text() if staged.is_file() else '{{"images": []}}')
 print("@@done features 0.25", flush=True)
 """
 
@@ -144,7 +147,7 @@ def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
     shown = io.StringIO()
     result = capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(worker)],
                      progress=False, console=Console(file=shown, width=300))  # fmt: skip
-    assert "1 suspicious camera(s) dropped: img_004.png: mean reprojection error" in shown.getvalue()
+    assert "1 suspicious camera(s), 0 re-localised and kept, 1 dropped: img_004.png: mean reprojection error" in shown.getvalue()
     report = json.loads((out / "capture_report.json").read_text())
     assert report == json.loads(json.dumps(result.report))
     assert report["status"] == "ok" and report["kind"] == "photos" and report["matcher"] == "exhaustive"
@@ -168,6 +171,28 @@ def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
                 worker_command=[sys.executable, str(worker)], progress=False)  # fmt: skip
     assert json.loads((out / "capture_report.json").read_text())["status"] == "failed"
 
+    # re-localisation: a pose that passes every check keeps the camera, a still-wrong one is dropped
+    def relocalized(image):
+        return {"images": [{"name": image.name, "ok": True, "num_inliers": 80, "num_correspondences": 80,
+                            "rotation": qvec_to_rotmat(image.qvec).tolist(), "translation": image.tvec.tolist(),
+                            "xys": image.xys.tolist(), "point3d_ids": image.point3d_ids.tolist()}]}  # fmt: skip
+
+    (staging / "relocalize.json").write_text(json.dumps(relocalized(bad)))  # the true pose
+    report = capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(worker)],
+                     progress=False).report  # fmt: skip
+    assert report["registered"] == 10 and report["dropped"] == [] and report["suspicious"][0]["name"] == "img_004.png"
+    assert report["relocalized"][0]["name"] == "img_004.png"
+    assert report["relocalized"][0]["rotation_change_deg"] == pytest.approx(180.0, abs=1e-6)
+    final = read_model(out / "sparse" / "0")
+    back = next(im for im in final.images.values() if im.name == "img_004.png")
+    np.testing.assert_allclose(qvec_to_rotmat(back.qvec), qvec_to_rotmat(bad.qvec), atol=1e-9)
+    assert final.points.track_lengths.tolist() == [10] * 80
+    (staging / "relocalize.json").write_text(json.dumps(relocalized(real.images[5])))  # still flipped
+    report = capture(photos, out, CaptureConfig(undistort=False), worker_command=[sys.executable, str(worker)],
+                     progress=False).report  # fmt: skip
+    assert report["relocalized"] == [] and [d["name"] for d in report["dropped"]] == ["img_004.png"]
+    assert report["registered"] == 9
+
     (tmp_path / "empty_staging").mkdir()
     nothing = tmp_path / "nothing_worker.py"
     nothing.write_text(FAKE_WORKER.format(staging=str(tmp_path / "empty_staging")))
@@ -177,22 +202,51 @@ def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
     assert report["status"] == "failed" and len(report["unregistered"]) == 10
 
 
+INJECTING_WORKER = """
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+from langfield.capture import _worker
+from langfield.io.colmap import qvec_to_rotmat, read_model, rotmat_to_qvec, write_model
+req = json.loads(Path(sys.argv[1]).read_text())
+code = _worker.main(sys.argv[1:])
+if req["task"] == "sfm":  # SfM registered image004 turned 180 degrees about its down axis
+    d = Path(req["work_dir"]) / "sparse" / "0"
+    m = read_model(d)
+    im = next(i for i in m.images.values() if i.name == "image004.png")
+    R = qvec_to_rotmat(im.qvec)
+    F = np.diag([-1.0, 1.0, -1.0]) @ R
+    m.images[im.id] = replace(im, qvec=rotmat_to_qvec(F), tvec=-F @ (-R.T @ im.tvec))
+    write_model(m, d)
+sys.exit(code)
+"""
+
+
 @pytest.mark.skipif(not (FERN / "images_8").is_dir(), reason=f"LLFF fern not found at {FERN}")
-def test_real_pycolmap_run_on_six_fern_photos(tmp_path):
+def test_real_pycolmap_run_on_six_fern_photos_repairs_a_flipped_camera(tmp_path):
+    """pycolmap on 6 fern photos, with the model tampered after mapping (one camera turned 180 degrees):
+    the checks flag it, the re-localisation worker repairs it, and every camera then matches
+    poses_bounds.npy; the undistorted folder has PINHOLE cameras."""
     pytest.importorskip("pycolmap")
     photos = tmp_path / "photos"
     photos.mkdir()
     picked = [f"image{i:03d}.png" for i in range(0, 12, 2)]
     for n in picked:
         os.symlink(FERN / "images_8" / n, photos / n)
-    result = capture(photos, tmp_path / "scene", CaptureConfig(num_threads=1, undistort=True, max_num_features=2048),
-                     progress=False)  # fmt: skip
-    assert result.report["registered"] == 6 and result.report["dropped"] == []
+    worker = tmp_path / "injecting_worker.py"
+    worker.write_text(INJECTING_WORKER)
+    result = capture(photos, tmp_path / "scene", CaptureConfig(num_threads=1, max_num_features=2048), progress=False,
+                     worker_command=[sys.executable, str(worker)])  # fmt: skip
+    report = result.report
+    assert [s["name"] for s in report["suspicious"]] == ["image004.png"]
+    assert report["relocalized"][0]["name"] == "image004.png" and report["dropped"] == []
+    assert report["relocalized"][0]["rotation_change_deg"] == pytest.approx(180.0, abs=2.0)
+    assert report["registered"] == 6 and report["pairs_checked"] >= 6
     model = read_model(result.model_dir)
     ims = sorted(model.images.values(), key=lambda im: im.name)
     ref, _, _ = read_poses_bounds(FERN / "poses_bounds.npy")
     a = align_camera_poses(np.stack([im.c2w() for im in ims]), ref.numpy()[[int(im.name[5:8]) for im in ims]])
     assert a.centre_errors.max() < 0.05 and a.rotation_errors_deg.max() < 2.0
-    assert (tmp_path / "scene" / "undistorted" / "sparse").is_dir()
     und = read_model(tmp_path / "scene" / "undistorted" / "sparse")
-    assert {c.model for c in und.cameras.values()} == {"PINHOLE"}
+    assert {c.model for c in und.cameras.values()} == {"PINHOLE"} and len(und.images) == 6

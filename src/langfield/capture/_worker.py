@@ -1,11 +1,13 @@
-"""The pycolmap side of a capture: ``python -m langfield.capture._worker REQUEST.json``.
+"""The pycolmap side of a capture: ``python langfield/capture/_worker.py REQUEST.json``.
 
 It runs in its own process because pycolmap (COLMAP's C++) can abort the whole process (a failed
 check, an attempted download of a vocabulary tree while offline); :mod:`langfield.capture.sfm`
-starts it, reads its progress and turns a crash into a clear error. It is not imported by ``langfield.capture`` (pycolmap is imported only here).
+starts it, reads its progress and turns a crash into a clear error. It is run as a script (not
+imported by ``langfield.capture``) and imports only the standard library, numpy and pycolmap, so a
+worker starts in well under a second.
 
-Protocol: the request is a JSON object (written by :func:`langfield.capture.sfm.run_sfm`):
-``{"task": "sfm" | "undistort", ...}``. Each stage prints ``@@stage NAME`` and ``@@done NAME
+Protocol: the request is a JSON object (written by :func:`langfield.capture.sfm.run_worker`):
+``{"task": "sfm" | "relocalize" | "undistort", ...}``. Each stage prints ``@@stage NAME`` and ``@@done NAME
 SECONDS`` on stdout; COLMAP's own log goes to stderr. The SfM task writes ``result_path``:
 seconds per stage, the models found and the two-view rotations of the best-matched image pairs.
 """
@@ -16,8 +18,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-from langfield.capture.model import choose_largest_model
 
 
 def _stage(name: str) -> float:
@@ -30,9 +30,17 @@ def _done(name: str, t0: float, seconds: dict) -> None:
     print(f"@@done {name} {seconds[name]:.3f}", flush=True)
 
 
-def _pair_rotations(pycolmap, database: Path, model_dir: Path, per_image: int, min_inliers: int) -> list:
+def _largest(models: dict):
+    """The reconstruction with the most registered images (ties: more points, then the lower index):
+    the rule of :func:`langfield.capture.model.choose_largest_model` on the written folders."""
+    if not models:
+        return None
+    key = max(models, key=lambda k: (models[k].num_reg_images(), models[k].num_points3D(), -int(k)))
+    return models[key]
+
+
+def _pair_rotations(pycolmap, database: Path, rec, per_image: int, min_inliers: int) -> list:
     """Two-view rotations (``cam_b_from_cam_a``) of each registered image's ``per_image`` best pairs."""
-    rec = pycolmap.Reconstruction(str(model_dir))
     registered = {im.image_id: im for im in rec.images.values()}
     db = pycolmap.Database.open(str(database))
     try:
@@ -127,7 +135,7 @@ def run_sfm(req: dict) -> None:
     _done("mapping", t0, seconds)
 
     t0 = _stage("pairs")
-    best = choose_largest_model(sparse)
+    best = _largest(models)
     pairs = []
     if best is not None and req["pairs_per_image"] > 0:
         pairs = _pair_rotations(pycolmap, database, best, int(req["pairs_per_image"]), int(req["pair_min_inliers"]))
@@ -139,6 +147,60 @@ def run_sfm(req: dict) -> None:
         "pycolmap_version": getattr(pycolmap, "__version__", "unknown"),
     }
     Path(req["result_path"]).write_text(json.dumps(result), encoding="utf-8")
+
+
+def run_relocalize(req: dict) -> None:
+    """Re-estimate the poses of ``req["names"]`` against ``req["model_dir"]`` (which lacks them).
+
+    2D-3D correspondences come only from the verified matches between the image and the model's
+    registered images (each keypoint takes the 3D point its match observes); the pose is estimated
+    with LO-RANSAC at ``max_error_px`` (COLMAP registers at 12 px) and refined; it is accepted with at
+    least ``min_inliers`` inliers and an inlier ratio of ``min_inlier_ratio``."""
+    import numpy as np
+    import pycolmap
+
+    t0 = _stage("relocalize")
+    rec = pycolmap.Reconstruction(req["model_dir"])
+    db = pycolmap.Database.open(req["database"])
+    out = []
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        options = pycolmap.AbsolutePoseEstimationOptions()
+        options.ransac.max_error = float(req["max_error_px"])
+        options.ransac.random_seed = 0
+        for name in req["names"]:
+            qid = ids[name]
+            keypoints = db.read_keypoints(qid)[:, :2].astype("float64")
+            corr = {}
+            for nid, nim in rec.images.items():
+                if nid == qid or not db.exists_two_view_geometry(qid, nid):
+                    continue
+                matches = db.read_two_view_geometry(qid, nid).inlier_matches
+                for a, b in matches:
+                    p2d = nim.points2D[int(b)]
+                    if p2d.has_point3D():
+                        corr.setdefault(int(a), int(p2d.point3D_id))
+            record = {"name": name, "num_correspondences": len(corr), "ok": False}
+            if len(corr) >= int(req["min_inliers"]):
+                kp_idx = sorted(corr)
+                pts2d = keypoints[kp_idx]
+                pts3d = np.array([rec.points3D[corr[k]].xyz for k in kp_idx])
+                est = pycolmap.estimate_and_refine_absolute_pose(pts2d, pts3d, rec.cameras[int(req["camera_id"])], options)
+                if est is not None:
+                    mask = np.asarray(est["inlier_mask"], bool)
+                    n = int(mask.sum())
+                    record["num_inliers"] = n
+                    pose = est["cam_from_world"]
+                    ok = n >= int(req["min_inliers"]) and n >= float(req["min_inlier_ratio"]) * len(corr)
+                    record.update(
+                        ok=ok, rotation=pose.rotation.matrix().tolist(), translation=np.asarray(pose.translation).tolist(),
+                        xys=pts2d[mask].tolist(), point3d_ids=[corr[k] for k, m in zip(kp_idx, mask) if m],
+                    )  # fmt: skip
+            out.append(record)
+    finally:
+        db.close()
+    Path(req["result_path"]).write_text(json.dumps({"images": out}), encoding="utf-8")
+    _done("relocalize", t0, {})
 
 
 def run_undistort(req: dict) -> None:
@@ -153,10 +215,10 @@ def run_undistort(req: dict) -> None:
 
 def main(argv: list) -> int:
     if len(argv) != 1:
-        print("usage: python -m langfield.capture._worker REQUEST.json", file=sys.stderr)
+        print("usage: python _worker.py REQUEST.json", file=sys.stderr)
         return 2
     req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    {"sfm": run_sfm, "undistort": run_undistort}[req["task"]](req)
+    {"sfm": run_sfm, "relocalize": run_relocalize, "undistort": run_undistort}[req["task"]](req)
     return 0
 
 

@@ -20,11 +20,20 @@ import torch
 from langfield._checks import InputError
 from langfield.geometry.conventions import opencv_to_opengl
 from langfield.io.atomic import atomic_write_json
-from langfield.io.colmap import ColmapModel, ColmapPoints, camera_intrinsics, find_model_dir, read_model, write_model
+from langfield.io.colmap import (
+    ColmapImage,
+    ColmapModel,
+    ColmapPoints,
+    camera_intrinsics,
+    find_model_dir,
+    read_model,
+    write_model,
+)
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = [
+    "add_image",
     "choose_largest_model",
     "model_sizes",
     "remove_images",
@@ -91,6 +100,43 @@ def remove_images(model: ColmapModel, image_ids: Iterable[int]) -> ColmapModel:
         gone = (ids >= 0) & ~np.isin(ids, list(kept_ids))
         cleaned[k] = replace(im, point3d_ids=np.where(gone, -1, ids)) if gone.any() else im
     return ColmapModel(model.cameras, cleaned, points)
+
+
+def add_image(model: ColmapModel, image: ColmapImage) -> ColmapModel:
+    """``model`` with ``image`` registered: its observations (``point3d_ids >= 0``, which must be points
+    of the model) join the point tracks. Refuses an image id or name already in the model."""
+    if image.id in model.images or any(im.name == image.name for im in model.images.values()):
+        raise InputError(f"add_image: image {image.id} ({image.name}) is already in the model")
+    pts = model.points
+    images = dict(model.images)
+    images[image.id] = image
+    if pts is None:
+        return ColmapModel(model.cameras, images, None)
+    obs = np.flatnonzero(np.asarray(image.point3d_ids) >= 0)
+    row = {int(pid): k for k, pid in enumerate(pts.ids)}
+    missing = [int(image.point3d_ids[i]) for i in obs if int(image.point3d_ids[i]) not in row]
+    if missing:
+        raise InputError(f"add_image: image {image.name} observes points {missing[:5]} that are not in the model")
+    extra = np.zeros(len(pts), np.int64)
+    rows = np.array([row[int(image.point3d_ids[i])] for i in obs], np.int64)
+    np.add.at(extra, rows, 1)
+    starts = np.concatenate([[0], np.cumsum(pts.track_lengths)])
+    new_lengths = pts.track_lengths + extra
+    new_starts = np.concatenate([[0], np.cumsum(new_lengths)])
+    total = int(new_starts[-1])
+    img_ids = np.empty(total, np.int64)
+    p2d = np.empty(total, np.int64)
+    # an old observation keeps its place in its track; its track starts later by the added ones before it
+    old_pos = np.arange(len(pts.track_image_ids)) + np.repeat(new_starts[:-1] - starts[:-1], pts.track_lengths)
+    img_ids[old_pos] = pts.track_image_ids
+    p2d[old_pos] = pts.track_point2d_idx
+    fill = new_starts[:-1] + pts.track_lengths  # next free slot of each point's track
+    for i, r in zip(obs, rows):
+        img_ids[fill[r]] = image.id
+        p2d[fill[r]] = int(i)
+        fill[r] += 1
+    points = replace(pts, track_lengths=new_lengths.astype(np.int64), track_image_ids=img_ids, track_point2d_idx=p2d)
+    return ColmapModel(model.cameras, images, points)
 
 
 def write_final_model(model: ColmapModel, sparse_dir: PathLike) -> Path:

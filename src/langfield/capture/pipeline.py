@@ -8,7 +8,10 @@ The steps, in order (each timed in ``capture_report.json`` and shown as a progre
    SIFT with one shared camera (``camera_model``, default ``SIMPLE_RADIAL``), matching chosen by
    :func:`~langfield.capture.sfm.choose_matcher`, incremental mapping.
 3. **checks** -- the largest model is kept (:func:`~langfield.capture.model.choose_largest_model`),
-   suspicious cameras are found (:mod:`langfield.capture.quality`) and dropped with a warning.
+   suspicious cameras are found (:mod:`langfield.capture.quality`) and taken out; each is
+   re-localised in the worker from its verified matches to the other registered images (RANSAC at
+   4 px instead of COLMAP's 12) and kept only if it then passes every check, else dropped; the
+   warning lists them all.
 4. **registration** -- fewer than ``min_registered`` of the images registered fails loudly, naming
    the unregistered images (the report is still written, with ``"status": "failed"``).
 5. **write** -- ``OUTPUT/sparse/0`` (binary, strays removed), ``OUTPUT/transforms.json`` (OpenGL
@@ -50,10 +53,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from langfield._checks import InputError, check_fields, check_output_dir
 from langfield.capture.frames import PHOTO_SUFFIXES, extract_video_frames, list_photos
-from langfield.capture.model import choose_largest_model, model_sizes, remove_images, write_final_model, write_transforms_json
+from langfield.capture.model import (
+    add_image,
+    choose_largest_model,
+    model_sizes,
+    remove_images,
+    write_final_model,
+    write_transforms_json,
+)
 from langfield.capture.quality import (
     CameraCheckConfig,
     PairRotation,
+    SuspiciousCamera,
     find_suspicious_cameras,
     image_statistics,
     model_statistics,
@@ -61,7 +72,8 @@ from langfield.capture.quality import (
 )
 from langfield.capture.sfm import CaptureError, choose_matcher, require_pycolmap, run_worker
 from langfield.io.atomic import atomic_write_json
-from langfield.io.colmap import read_model
+from langfield.geometry.alignment import rotation_angles_deg
+from langfield.io.colmap import ColmapImage, ColmapModel, qvec_to_rotmat, read_model, rotmat_to_qvec, write_model
 from langfield.io.points_ply import write_points_ply
 
 PathLike = Union[str, os.PathLike]
@@ -99,7 +111,15 @@ class CaptureConfig:
     min_registered: float = 0.8
     """Fail when fewer than this fraction of the images is registered (after dropping suspicious cameras)."""
     drop_suspicious: bool = True
-    """Drop cameras flagged by the checks (residuals, track support, neighbour consistency), with a warning."""
+    """Take cameras flagged by the checks (residuals, track support, neighbour consistency) out of the
+    model, with a warning: re-localised when that passes every check again (--relocalize), else dropped."""
+    relocalize: bool = True
+    """Re-estimate each flagged camera from its verified matches to the other registered images (tighter
+    RANSAC than COLMAP's registration) and keep it if it then passes every check."""
+    relocalize_max_error_px: float = 4.0
+    """Re-localisation RANSAC threshold in pixels (COLMAP registers images at 12 px)."""
+    relocalize_min_inliers: int = 30
+    """Re-localisation needs at least this many 2D-3D inliers (and 25 % of the correspondences)."""
     checks: CameraCheckConfig = CameraCheckConfig()
     pairs_per_image: int = 6
     """Neighbour consistency: best-matched pairs per image whose two-view rotation is checked (0: off)."""
@@ -111,8 +131,10 @@ class CaptureConfig:
     """Stop SfM after this many seconds (None: no limit)."""
 
     def __post_init__(self):
-        check_fields(self, int_min_1=("num_frames", "sequential_overlap", "max_image_size", "max_num_features"),
-                     int_min_0=("pairs_per_image",), fraction=("min_registered",))  # fmt: skip
+        check_fields(self, int_min_1=("num_frames", "sequential_overlap", "max_image_size", "max_num_features",
+                                      "relocalize_min_inliers"),
+                     int_min_0=("pairs_per_image",), fraction=("min_registered",),
+                     positive=("relocalize_max_error_px",))  # fmt: skip
         if self.num_threads == 0 or self.num_threads < -1:
             raise InputError(f"CaptureConfig.num_threads: must be -1 (all cores) or >= 1, got {self.num_threads}")
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -226,7 +248,8 @@ def capture(
 
     Returns a :class:`CaptureResult`. ``capture_report.json`` holds: ``status``, input kind,
     ``images_given``, ``registered`` (after dropping), ``registered_fraction``, ``unregistered``,
-    ``dropped`` (name and reasons), ``suspicious`` (also when kept), ``pairs_checked`` and
+    ``dropped`` (name and reasons), ``relocalized`` (name, inliers, rotation change),
+    ``suspicious`` (all flagged cameras), ``pairs_checked`` and
     ``pair_rotation_disagreement_deg`` (median / p95 / max over the checked image pairs),
     ``points``, ``mean_reprojection_error_px``,
     ``mean_track_length``, ``models_found`` (images/points of every model mapping left),
@@ -316,17 +339,28 @@ def capture(
         if angles:
             report["pair_rotation_disagreement_deg"] = {"median": float(np.median(angles)),
                                                         "p95": float(np.percentile(angles, 95)), "max": float(max(angles))}  # fmt: skip
-        suspicious = find_suspicious_cameras(stats, pairs, ordered=images["kind"] == "video", config=config.checks)
+        ordered = images["kind"] == "video"
+        suspicious = find_suspicious_cameras(stats, pairs, ordered=ordered, config=config.checks)
         report["suspicious"] = [{"name": s.name, "reasons": list(s.reasons)} for s in suspicious]
-        dropped = suspicious if config.drop_suspicious else []
+        repaired: List[Dict[str, Any]] = []
+        if suspicious and config.drop_suspicious:
+            model = remove_images(model, [s.image_id for s in suspicious])
+            if config.relocalize:  # its own "relocalize" stage runs inside "checks"
+                model, repaired = _relocalize(model, read_model(best), suspicious, pairs, ordered, config, work, log_path,
+                                              on_event, worker_command)  # fmt: skip
+        fixed = {r["name"] for r in repaired}
+        dropped = [s for s in suspicious if s.name not in fixed] if config.drop_suspicious else []
+        report["relocalized"] = repaired
         report["dropped"] = [{"name": s.name, "reasons": list(s.reasons)} for s in dropped]
         if suspicious:
-            verb = "dropped" if config.drop_suspicious else "kept (--no-drop-suspicious)"
+            if not config.drop_suspicious:
+                verb = "kept (--no-drop-suspicious)"
+            else:
+                verb = f"{len(fixed)} re-localised and kept, {len(dropped)} dropped"
             lines = "; ".join(f"{s.name}: {', '.join(s.reasons)}" for s in suspicious)
-            console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s) {verb}: {escape(lines)}",
+            console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s), {verb}: {escape(lines)}",
                           highlight=False)  # fmt: skip
-            log.warning("suspicious cameras %s: %s", verb, lines)
-        model = remove_images(model, [s.image_id for s in dropped])
+            log.warning("suspicious cameras, %s: %s", verb, lines)
         figures = model_statistics(model)
         report.update(registered=figures["registered_images"], points=figures["points"],
                       mean_reprojection_error_px=figures["mean_reprojection_error_px"],
@@ -360,6 +394,48 @@ def capture(
         report["status"] = "ok"
         _write_report(out, report, stages, t_all, config)
     return CaptureResult(out, model_dir, report)
+
+
+def _relocalize(
+    model: ColmapModel, original: ColmapModel, suspicious: Sequence[SuspiciousCamera], pairs: Sequence[PairRotation],
+    ordered: bool, config: CaptureConfig, work: Path, log_path: Path, on_event: Any, worker_command: Optional[List[str]],
+) -> tuple:
+    """Re-estimate the flagged cameras against ``model`` (which lacks them) in the worker and keep those
+    that then pass every check; returns ``(model with the kept ones, [record per kept camera])``."""
+    base_dir = work / "relocalize" / "model"
+    shutil.rmtree(base_dir, ignore_errors=True)
+    write_model(model, base_dir)
+    flagged = {s.name: s for s in suspicious}
+    camera_id = original.images[suspicious[0].image_id].camera_id
+    request = {"task": "relocalize", "database": str(work / "database.db"), "model_dir": str(base_dir),
+               "names": sorted(flagged), "camera_id": camera_id, "result_path": str(work / "relocalize_result.json"),
+               "max_error_px": config.relocalize_max_error_px, "min_inliers": config.relocalize_min_inliers,
+               "min_inlier_ratio": 0.25}  # fmt: skip
+    run_worker(request, work, log_path, on_event=on_event, timeout_s=config.timeout_s, command=worker_command)
+    results = json.loads((work / "relocalize_result.json").read_text(encoding="utf-8"))["images"]
+    candidate = model
+    tried = {}
+    for r in results:
+        if not r.get("ok"):
+            continue
+        old = original.images[flagged[r["name"]].image_id]
+        R = np.asarray(r["rotation"], np.float64)
+        image = ColmapImage(old.id, rotmat_to_qvec(R), np.asarray(r["translation"], np.float64), old.camera_id, old.name,
+                            np.asarray(r["xys"], np.float64).reshape(-1, 2), np.asarray(r["point3d_ids"], np.int64))  # fmt: skip
+        candidate = add_image(candidate, image)
+        tried[r["name"]] = (r, old, image)
+    if not tried:
+        return model, []
+    still = {s.name for s in find_suspicious_cameras(image_statistics(candidate), pairs, ordered=ordered, config=config.checks)}
+    kept = []
+    for name, (r, old, image) in sorted(tried.items()):
+        if name in still:
+            continue
+        R_old, R_new = qvec_to_rotmat(old.qvec), qvec_to_rotmat(image.qvec)
+        kept.append({"name": name, "inliers": r["num_inliers"], "correspondences": r["num_correspondences"],
+                     "rotation_change_deg": float(rotation_angles_deg(R_old[None], R_new[None])[0])})  # fmt: skip
+    bad = [original.images[flagged[n].image_id].id for n in tried if n in still]
+    return remove_images(candidate, bad), kept
 
 
 def _write_report(out: Path, report: Dict[str, Any], stages: _Stages, t_all: float, config: CaptureConfig) -> None:

@@ -3,7 +3,7 @@
 pycolmap is an optional dependency (``pip install -e '.[capture]'``); langfield imports without
 it and :func:`require_pycolmap` says how to get it. COLMAP's C++ may abort the process it runs in
 (a failed internal check, a vocabulary-tree download attempted offline), so the work runs in
-``python -m langfield.capture._worker`` and :func:`run_worker` turns a non-zero exit or a signal
+the script ``langfield/capture/_worker.py`` and :func:`run_worker` turns a non-zero exit or a signal
 into a :class:`CaptureError` naming the stage, the log file and COLMAP's last error lines.
 """
 
@@ -113,14 +113,14 @@ def run_worker(
     COLMAP's log is appended to ``log_path``. Raises :class:`CaptureError` when the child exits
     non-zero, is killed by a signal (e.g. ``SIGABRT``) or runs past ``timeout_s``; the message names
     the task, the stage it was in, the log file and the last error lines. ``command`` replaces
-    ``[python, -m, langfield.capture._worker]`` (tests).
+    ``[python, .../langfield/capture/_worker.py]`` (tests).
     """
     work_dir, log_path = Path(work_dir), Path(log_path)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     req_path = work_dir / f"request_{request['task']}.json"
     req_path.write_text(json.dumps(request), encoding="utf-8")
-    cmd = (command or [sys.executable, "-m", "langfield.capture._worker"]) + [str(req_path)]
+    cmd = (command or [sys.executable, str(Path(__file__).with_name("_worker.py"))]) + [str(req_path)]
     tail: List[str] = []
     stage = {"name": "start"}
     timed_out = threading.Event()
