@@ -107,6 +107,11 @@ def test_a_crashing_worker_becomes_a_clear_error(tmp_path):
     with pytest.raises(CaptureError, match="time limit of 1 s"):
         run_worker({"task": "sfm"}, tmp_path / "work", tmp_path / "log.txt",
                    command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1)  # fmt: skip
+    photos = _photos(tmp_path / "photos", ["a.png", "b.png", "c.png"])
+    with pytest.raises(CaptureError, match="killed by SIGABRT"):
+        capture(photos, tmp_path / "scene", worker_command=[sys.executable, "-c", script], progress=False)
+    report = json.loads((tmp_path / "scene" / "capture_report.json").read_text())
+    assert report["status"] == "failed" and "SIGABRT" in report["error"] and report["images_given"] == 3
     with pytest.raises(CaptureError, match="exit status 3"):
         run_worker({"task": "sfm"}, tmp_path / "work", tmp_path / "log.txt", command=[sys.executable, "-c", "raise SystemExit(3)"])
 
@@ -169,7 +174,8 @@ def test_whole_pipeline_with_a_fake_worker(tmp_path, make_model):
     with pytest.raises(CaptureError, match=r"only 9 of 10 images registered .* not registered: img_004.png"):
         capture(photos, out, CaptureConfig(undistort=False, min_registered=0.95),
                 worker_command=[sys.executable, str(worker)], progress=False)  # fmt: skip
-    assert json.loads((out / "capture_report.json").read_text())["status"] == "failed"
+    failed = json.loads((out / "capture_report.json").read_text())
+    assert failed["status"] == "failed" and "only 9 of 10" in failed["error"] and failed["unregistered"] == ["img_004.png"]
 
     # re-localisation: a pose that passes every check keeps the camera, a still-wrong one is dropped
     def relocalized(image):

@@ -13,7 +13,8 @@ The steps, in order (each timed in ``capture_report.json`` and shown as a progre
    4 px instead of COLMAP's 12) and kept only if it then passes every check, else dropped; the
    warning lists them all.
 4. **registration** -- fewer than ``min_registered`` of the images registered fails loudly, naming
-   the unregistered images (the report is still written, with ``"status": "failed"``).
+   the unregistered images (the report is still written, with ``"status": "failed"`` and the
+   ``"error"``, as for every failure after the output folder was created).
 5. **write** -- ``OUTPUT/sparse/0`` (binary, strays removed), ``OUTPUT/transforms.json`` (OpenGL
    camera-to-world, nerfstudio fields, referencing ``images/``), ``OUTPUT/sparse_points.ply``.
 6. **undistort** -- ``OUTPUT/undistorted/{images,sparse}`` with PINHOLE cameras (for Gaussians,
@@ -288,112 +289,119 @@ def capture(
                    TimeElapsedColumn(), console=console, disable=not show)  # fmt: skip
     report: Dict[str, Any] = {"input": str(source), "output": str(out), "status": "running"}
     atomic_write_json(report, out / "capture_report.json")  # marks the folder as a capture's (rerun replaces it)
-    with bar:
-        stages = _Stages(bar)
-        t_all = time.perf_counter()
-        images = _prepare_images(source, out / "images", config, stages)
-        names = images.pop("names")
-        report.update(images)
-        report["images_given"] = len(names)
-        matcher = choose_matcher(config.matcher, len(names), is_video=images["kind"] == "video", vocab_tree=config.vocab_tree)
-        report["matcher"] = matcher
-
-        def on_event(kind: str, stage: str, value: Optional[float]) -> None:
-            if kind == "stage":
-                stages.start(stage, total=len(names) if stage in ("features", "mapping") else None)
-            elif kind == "done":
-                stages.done(stage, value)
-            else:
-                stages.advance_to(stage, value or 0)
-
-        request = {
-            "task": "sfm", "work_dir": str(work), "image_dir": str(out / "images"), "image_names": names,
-            "result_path": str(work / "sfm_result.json"), "camera_model": config.camera_model,
-            "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
-            "num_threads": config.num_threads, "device": config.device, "seed": config.seed, "matcher": matcher,
-            "vocab_tree": None if config.vocab_tree is None else str(config.vocab_tree),
-            "sequential_overlap": config.sequential_overlap, "pairs_per_image": config.pairs_per_image,
-            "pair_min_inliers": 30,
-        }  # fmt: skip
-        run_worker(request, work, log_path, on_event=on_event, timeout_s=config.timeout_s, command=worker_command)
-        result = json.loads((work / "sfm_result.json").read_text(encoding="utf-8"))
-        report["pycolmap_version"] = result.get("pycolmap_version")
-
-        stages.start("checks")
-        sizes = model_sizes(work / "sparse")
-        report["models_found"] = {k: {"images": v[0], "points": v[1]} for k, v in sizes.items()}
-        best = choose_largest_model(work / "sparse")
-        if best is None:
-            report["status"] = "failed"
-            report["unregistered"] = names
-            _write_report(out, report, stages, t_all, config)
-            hint = "more overlap between views" + ("" if matcher == "exhaustive" else ", or --matcher exhaustive")
-            raise CaptureError(f"pycolmap reconstructed no model from the {len(names)} images of {source} "
-                               f"(matcher {matcher}; see {log_path}); try {hint}")  # fmt: skip
-        report["model_chosen"] = best.name
-        model = read_model(best)
-        pairs = [PairRotation(p["name_a"], p["name_b"], p["num_inliers"], np.asarray(p["rotation"])) for p in result["pairs"]]
-        stats = image_statistics(model)
-        angles = [a for _, _, a in pair_disagreements(stats, pairs)]
-        report["pairs_checked"] = len(angles)
-        if angles:
-            report["pair_rotation_disagreement_deg"] = {"median": float(np.median(angles)),
-                                                        "p95": float(np.percentile(angles, 95)), "max": float(max(angles))}  # fmt: skip
-        ordered = images["kind"] == "video"
-        suspicious = find_suspicious_cameras(stats, pairs, ordered=ordered, config=config.checks)
-        report["suspicious"] = [{"name": s.name, "reasons": list(s.reasons)} for s in suspicious]
-        repaired: List[Dict[str, Any]] = []
-        if suspicious and config.drop_suspicious:
-            model = remove_images(model, [s.image_id for s in suspicious])
-            if config.relocalize:  # its own "relocalize" stage runs inside "checks"
-                model, repaired = _relocalize(model, read_model(best), suspicious, pairs, ordered, config, work, log_path,
-                                              on_event, worker_command)  # fmt: skip
-        fixed = {r["name"] for r in repaired}
-        dropped = [s for s in suspicious if s.name not in fixed] if config.drop_suspicious else []
-        report["relocalized"] = repaired
-        report["dropped"] = [{"name": s.name, "reasons": list(s.reasons)} for s in dropped]
-        if suspicious:
-            if not config.drop_suspicious:
-                verb = "kept (--no-drop-suspicious)"
-            else:
-                verb = f"{len(fixed)} re-localised and kept, {len(dropped)} dropped"
-            lines = "; ".join(f"{s.name}: {', '.join(s.reasons)}" for s in suspicious)
-            console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s), {verb}: {escape(lines)}",
-                          highlight=False)  # fmt: skip
-            log.warning("suspicious cameras, %s: %s", verb, lines)
-        figures = model_statistics(model)
-        report.update(registered=figures["registered_images"], points=figures["points"],
-                      mean_reprojection_error_px=figures["mean_reprojection_error_px"],
-                      mean_track_length=figures["mean_track_length"])  # fmt: skip
-        registered = sorted(im.name for im in model.images.values())
-        report["registered_fraction"] = len(registered) / max(1, len(names))
-        report["unregistered"] = [n for n in names if n not in set(registered)]
-        stages.done("checks")
-        try:
-            check_registration(names, registered, config.min_registered)
-        except CaptureError:
-            report["status"] = "failed"
-            _write_report(out, report, stages, t_all, config)
-            raise
-
-        stages.start("write")
-        model_dir = write_final_model(model, out / "sparse")
-        write_transforms_json(model, out / "transforms.json")
-        if model.points is not None and len(model.points):
-            write_points_ply(out / "sparse_points.ply", torch.from_numpy(model.points.xyz).float(),
-                             torch.from_numpy(model.points.rgb.copy()))  # fmt: skip
-        stages.done("write")
-
-        if config.undistort:
-            und = {"task": "undistort", "output_dir": str(out / "undistorted"), "model_dir": str(model_dir),
-                   "image_dir": str(out / "images"), "num_threads": config.num_threads}  # fmt: skip
-            run_worker(und, work, log_path, on_event=on_event, timeout_s=config.timeout_s, command=worker_command)
-            for extra in ("stereo", "run-colmap-geometric.sh", "run-colmap-photometric.sh"):
-                p = out / "undistorted" / extra
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        report["status"] = "ok"
+    stages = _Stages(bar)
+    t_all = time.perf_counter()
+    try:
+        with bar:
+            model_dir = _run(source, out, config, report, stages, console, log_path, worker_command)
+    except InputError as err:  # CaptureError included: the report says what happened, then the error
+        report["status"] = "failed"
+        report["error"] = " ".join(str(err).split())
         _write_report(out, report, stages, t_all, config)
+        raise
+    report["status"] = "ok"
+    _write_report(out, report, stages, t_all, config)
     return CaptureResult(out, model_dir, report)
+
+
+def _run(source: Path, out: Path, config: CaptureConfig, report: Dict[str, Any], stages: "_Stages",
+         console: Console, log_path: Path, worker_command: Optional[List[str]]) -> Path:
+    """Steps 1-6 of the module docstring; fills ``report`` and returns the model folder."""
+    work = out / "work"
+    images = _prepare_images(source, out / "images", config, stages)
+    names = images.pop("names")
+    report.update(images)
+    report["images_given"] = len(names)
+    matcher = choose_matcher(config.matcher, len(names), is_video=images["kind"] == "video", vocab_tree=config.vocab_tree)
+    report["matcher"] = matcher
+
+    def on_event(kind: str, stage: str, value: Optional[float]) -> None:
+        if kind == "stage":
+            stages.start(stage, total=len(names) if stage in ("features", "mapping") else None)
+        elif kind == "done":
+            stages.done(stage, value)
+        else:
+            stages.advance_to(stage, value or 0)
+
+    request = {
+        "task": "sfm", "work_dir": str(work), "image_dir": str(out / "images"), "image_names": names,
+        "result_path": str(work / "sfm_result.json"), "camera_model": config.camera_model,
+        "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
+        "num_threads": config.num_threads, "device": config.device, "seed": config.seed, "matcher": matcher,
+        "vocab_tree": None if config.vocab_tree is None else str(config.vocab_tree),
+        "sequential_overlap": config.sequential_overlap, "pairs_per_image": config.pairs_per_image,
+        "pair_min_inliers": 30,
+    }  # fmt: skip
+    run_worker(request, work, log_path, on_event=on_event, timeout_s=config.timeout_s, command=worker_command)
+    result = json.loads((work / "sfm_result.json").read_text(encoding="utf-8"))
+    report["pycolmap_version"] = result.get("pycolmap_version")
+
+    stages.start("checks")
+    sizes = model_sizes(work / "sparse")
+    report["models_found"] = {k: {"images": v[0], "points": v[1]} for k, v in sizes.items()}
+    best = choose_largest_model(work / "sparse")
+    if best is None:
+        report["unregistered"] = names
+        hint = "more overlap between views" + ("" if matcher == "exhaustive" else ", or --matcher exhaustive")
+        raise CaptureError(f"pycolmap reconstructed no model from the {len(names)} images of {source} "
+                           f"(matcher {matcher}; see {log_path}); try {hint}")  # fmt: skip
+    report["model_chosen"] = best.name
+    model = read_model(best)
+    pairs = [PairRotation(p["name_a"], p["name_b"], p["num_inliers"], np.asarray(p["rotation"])) for p in result["pairs"]]
+    stats = image_statistics(model)
+    angles = [a for _, _, a in pair_disagreements(stats, pairs)]
+    report["pairs_checked"] = len(angles)
+    if angles:
+        report["pair_rotation_disagreement_deg"] = {"median": float(np.median(angles)),
+                                                    "p95": float(np.percentile(angles, 95)), "max": float(max(angles))}  # fmt: skip
+    ordered = images["kind"] == "video"
+    suspicious = find_suspicious_cameras(stats, pairs, ordered=ordered, config=config.checks)
+    report["suspicious"] = [{"name": s.name, "reasons": list(s.reasons)} for s in suspicious]
+    repaired: List[Dict[str, Any]] = []
+    if suspicious and config.drop_suspicious:
+        model = remove_images(model, [s.image_id for s in suspicious])
+        if config.relocalize:  # its own "relocalize" stage runs inside "checks"
+            model, repaired = _relocalize(model, read_model(best), suspicious, pairs, ordered, config, work, log_path,
+                                          on_event, worker_command)  # fmt: skip
+    fixed = {r["name"] for r in repaired}
+    dropped = [s for s in suspicious if s.name not in fixed] if config.drop_suspicious else []
+    report["relocalized"] = repaired
+    report["dropped"] = [{"name": s.name, "reasons": list(s.reasons)} for s in dropped]
+    if suspicious:
+        if not config.drop_suspicious:
+            verb = "kept (--no-drop-suspicious)"
+        else:
+            verb = f"{len(fixed)} re-localised and kept, {len(dropped)} dropped"
+        lines = "; ".join(f"{s.name}: {', '.join(s.reasons)}" for s in suspicious)
+        console.print(f"[yellow]warning:[/] {len(suspicious)} suspicious camera(s), {verb}: {escape(lines)}",
+                      highlight=False)  # fmt: skip
+        log.warning("suspicious cameras, %s: %s", verb, lines)
+    figures = model_statistics(model)
+    report.update(registered=figures["registered_images"], points=figures["points"],
+                  mean_reprojection_error_px=figures["mean_reprojection_error_px"],
+                  mean_track_length=figures["mean_track_length"])  # fmt: skip
+    registered = sorted(im.name for im in model.images.values())
+    report["registered_fraction"] = len(registered) / max(1, len(names))
+    report["unregistered"] = [n for n in names if n not in set(registered)]
+    stages.done("checks")
+    check_registration(names, registered, config.min_registered)
+
+    stages.start("write")
+    model_dir = write_final_model(model, out / "sparse")
+    write_transforms_json(model, out / "transforms.json")
+    if model.points is not None and len(model.points):
+        write_points_ply(out / "sparse_points.ply", torch.from_numpy(model.points.xyz).float(),
+                         torch.from_numpy(model.points.rgb.copy()))  # fmt: skip
+    stages.done("write")
+
+    if config.undistort:
+        und = {"task": "undistort", "output_dir": str(out / "undistorted"), "model_dir": str(model_dir),
+               "image_dir": str(out / "images"), "num_threads": config.num_threads}  # fmt: skip
+        run_worker(und, work, log_path, on_event=on_event, timeout_s=config.timeout_s, command=worker_command)
+        for extra in ("stereo", "run-colmap-geometric.sh", "run-colmap-photometric.sh"):
+            p = out / "undistorted" / extra
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return model_dir
 
 
 def _relocalize(
