@@ -228,7 +228,7 @@ def main() -> None:
         ref = reference_poses(scene_dir, names)
         model = read_model(result.model_dir)
         ims = sorted(model.images.values(), key=lambda im: im.name)
-        shown = [im.name if video_names is None else video_names[int(im.name[6:11]) // 3] for im in ims]
+        shown = [im.name if video_names is None else video_names[int(Path(im.name).stem.split('_')[1]) // 3] for im in ims]
         ref = {im.name: ref[n] for im, n in zip(ims, shown)}
         est = np.stack([im.c2w() for im in ims])
         out["convention_check_max_rotation_error_deg"] = convention_check(scene_dir, folder, est, shown)

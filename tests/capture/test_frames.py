@@ -58,7 +58,7 @@ def test_video_frames_skip_the_blurred_ones(tmp_path):
     vf = extract_video_frames(path, tmp_path / "images", 4, on_frame=lambda phase, i: seen.append(phase))
     assert vf.num_decoded == 12
     assert vf.frame_indices == sharp_at
-    assert [p.name for p in vf.paths] == [f"frame_{i:05d}.png" for i in sharp_at]
+    assert [p.name for p in vf.paths] == [f"frame_{i:06d}.png" for i in sharp_at]
     assert read_image(vf.paths[0]).shape == (96, 128, 3)
     assert seen.count("score") == 12 and seen.count("write") == 4
 

@@ -9,7 +9,7 @@ layer table and may not import ``data``: it writes files the readers load.
 """
 
 from langfield.capture.frames import extract_video_frames, laplacian_variance, list_photos, select_sharpest
-from langfield.capture.model import choose_largest_model, remove_images, transforms_dict, write_transforms_json
+from langfield.capture.model import add_image, choose_largest_model, remove_images, transforms_dict, write_transforms_json
 from langfield.capture.pipeline import CaptureConfig, CaptureResult, capture, check_registration
 from langfield.capture.quality import (
     CameraCheckConfig,
@@ -19,10 +19,12 @@ from langfield.capture.quality import (
     find_suspicious_cameras,
     image_statistics,
     model_statistics,
+    pair_disagreements,
 )
 from langfield.capture.sfm import CaptureError, choose_matcher, require_pycolmap
 
 __all__ = [
+    "add_image",
     "CameraCheckConfig",
     "CaptureConfig",
     "CaptureError",
@@ -40,6 +42,7 @@ __all__ = [
     "laplacian_variance",
     "list_photos",
     "model_statistics",
+    "pair_disagreements",
     "remove_images",
     "require_pycolmap",
     "select_sharpest",

@@ -165,7 +165,8 @@ def extract_video_frames(
 ) -> VideoFrames:
     """Write the sharpest frame of each of ``num_frames`` windows of ``video`` to ``out_dir``.
 
-    Frames are named ``frame_00042.png`` after their index in the video (atomic writes).
+    Frames are named ``frame_000042.png`` after their index in the video (6 digits, so names sort in
+    time order; atomic writes).
     ``on_frame(phase, i)`` is called after each decoded frame (phase ``"score"`` then ``"write"``)
     for progress. Raises :class:`InputError` naming the file when ffmpeg cannot read it or when it
     has fewer than 3 frames.
@@ -189,7 +190,7 @@ def extract_video_frames(
     written: List[int] = []
     for i, frame in enumerate(frames):
         if i in wanted:
-            paths.append(write_image(out_dir / f"frame_{i:05d}{suffix}", frame))
+            paths.append(write_image(out_dir / f"frame_{i:06d}{suffix}", frame))
             written.append(i)
             if on_frame is not None:
                 on_frame("write", len(written))
