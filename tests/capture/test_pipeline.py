@@ -256,3 +256,17 @@ def test_real_pycolmap_run_on_six_fern_photos_repairs_a_flipped_camera(tmp_path)
     assert a.centre_errors.max() < 0.05 and a.rotation_errors_deg.max() < 2.0
     und = read_model(tmp_path / "scene" / "undistorted" / "sparse")
     assert {c.model for c in und.cameras.values()} == {"PINHOLE"} and len(und.images) == 6
+
+
+def test_cli_help_and_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--output", "--num-frames", "--matcher", "--vocab-tree", "--num-threads", "--max-image-size",
+                "--min-registered", "--camera-model", "--relocalize", "--max-pair-rotation-deg"):  # fmt: skip
+        assert opt in text
+    (tmp_path / "empty").mkdir()
+    assert main(["capture", str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2
+    assert "no images (.jpg, .jpeg, .png) found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written for an input that cannot work

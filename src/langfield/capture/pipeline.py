@@ -265,6 +265,8 @@ def capture(
         raise InputError(f"INPUT {source}: no such folder or video file")
     if source.is_file() and source.suffix.lower() in PHOTO_SUFFIXES:
         raise InputError(f"INPUT {source}: a single photo; give the folder that holds the photos (or a video file)")
+    if source.is_dir():
+        list_photos(source)  # refuse a folder without usable photos before anything is written
     check_output_dir(out, "--output")
     if worker_command is None:
         require_pycolmap()
