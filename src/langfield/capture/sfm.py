@@ -124,6 +124,7 @@ def run_worker(
     tail: List[str] = []
     stage = {"name": "start"}
     timed_out = threading.Event()
+    lock = threading.Lock()  # the log is written from two threads (stdout here, stderr in the reader)
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=_worker_env(), bufsize=1
@@ -132,7 +133,8 @@ def run_worker(
         def read_stderr() -> None:
             registered = 0
             for line in proc.stderr:
-                log.write(line)
+                with lock:
+                    log.write(line)
                 tail.append(line.rstrip("\n"))
                 del tail[:-200]
                 if on_event is None:
@@ -162,7 +164,8 @@ def run_worker(
                         kind = "stage" if parts[0] == "@@stage" else "done"
                         on_event(kind, parts[1], float(parts[2]) if kind == "done" else None)
                 else:
-                    log.write(line)
+                    with lock:
+                        log.write(line)
             code = proc.wait()
         finally:
             if timer:
@@ -181,7 +184,8 @@ def run_worker(
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        why = f"was killed by {name} (COLMAP aborted the process)"
+        cause = {"SIGABRT": " (COLMAP aborted the process)", "SIGKILL": " (out of memory?)"}.get(name, "")
+        why = f"was killed by {name}{cause}"
     else:
         why = f"failed with exit status {code}"
     raise CaptureError(
