@@ -188,6 +188,5 @@ def run_worker(
         why = f"was killed by {name}{cause}"
     else:
         why = f"failed with exit status {code}"
-    raise CaptureError(
-        f"pycolmap {task} {why} during stage '{stage['name']}'; full log: {log_path}; last lines: {_error_lines(tail)}"
-    )
+    detail = "" if timed_out.is_set() else f"; last lines: {_error_lines(tail)}"  # a timeout's log tail is noise
+    raise CaptureError(f"pycolmap {task} {why} during stage '{stage['name']}'; full log: {log_path}{detail}")
