@@ -1,9 +1,10 @@
-"""``langfield`` command line: ``train | render | eval | export | language | query | demo | generate | toyworld``.
+"""``langfield`` command line: ``capture | train | render | eval | export | language | query | demo | generate | toyworld``.
 
 This is the only module that parses arguments. Each command is a dataclass whose options are the
 library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``,
-``GenerateOptions``, ``ToyWorldConfig``), so every option is declared once, with its help text,
-beside the code that reads it; each command is one call into :mod:`langfield.runs`.
+``GenerateOptions``, ``ToyWorldConfig``, ``CaptureConfig``), so every option is declared once, with
+its help text, beside the code that reads it; each command is one call into :mod:`langfield.runs`
+(``capture``: into :mod:`langfield.capture`, which makes a scene folder, not a run).
 
 Errors: bad input (``ValueError``, ``FileNotFoundError``, a non-finite loss) prints one line and
 exits with status 2; anything else is a bug and shows its traceback. ``LANGFIELD_DEBUG=1`` shows
@@ -24,6 +25,7 @@ import tyro
 from rich.console import Console
 
 from langfield import runs as runs_api
+from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.language.distillation import LanguageFieldConfig
@@ -65,6 +67,18 @@ def parse_overrides(items: List[str]) -> Dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+@dataclass
+class Capture:
+    """Photos or a video -> camera poses and sparse points (pycolmap): a COLMAP scene folder that
+    'langfield train --data OUTPUT' loads, plus transforms.json and capture_report.json."""
+
+    input: tyro.conf.Positional[Path]
+    """A folder of .jpg/.png photos (one size) or a video file."""
+    output: Path
+    """Scene folder to write (images/, sparse/0/, undistorted/, transforms.json, capture_report.json)."""
+    config: Annotated[CaptureConfig, Flat] = CaptureConfig()
 
 
 @dataclass
@@ -284,6 +298,17 @@ class Toyworld:
     ]
 
 
+def run_capture(args: Capture) -> Dict[str, Any]:
+    result = capture(args.input, args.output, args.config, console=console)
+    r = result.report
+    console.print(
+        f"registered {r['registered']}/{r['images_given']} images, {r['points']} points, mean reprojection error "
+        f"{r['mean_reprojection_error_px']:.2f} px, {len(r['dropped'])} dropped -> {result.output} "
+        f"(train with: langfield train --data {result.output})", markup=False,
+    )  # fmt: skip
+    return r
+
+
 def run_train(args: Train) -> Dict[str, Any]:
     run = prepare_run(
         args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set),
@@ -409,6 +434,7 @@ def run_toyworld(args: Toyworld) -> Any:
 
 
 COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
+    "capture": (Capture, run_capture),
     "train": (Train, run_train),
     "render": (Render, run_render),
     "eval": (Eval, run_eval),
