@@ -269,6 +269,7 @@ def test_asking_a_scene_maps_original_frame_localisations_into_the_cameras_frame
     # Lengths are reported in original units (normalised / 2).
     assert ans.evidence["objects"]["mug"]["depth"] == pytest.approx(2.5, abs=1e-5)
     assert ans.evidence["objects"]["laptop"]["size"] == pytest.approx(math.sqrt(3) * 0.5, abs=1e-5)
+    assert ans.evidence["objects"]["laptop"]["volume"] == pytest.approx(0.5**3, abs=1e-5)  # 1x1x1 normalised
     assert ans.evidence["objects"]["mug"]["relevancy"] == pytest.approx(0.8)
     assert ask_scene(scene, "which is closer, the laptop or the mug?", cams, 0).answer == "mug"
     # "up" defaults to the training cameras' mean up: -y of the normalised frame here.

@@ -279,8 +279,8 @@ class SpatialObject:
         cam = _to_camera(self.point[None], c2w)[0]
         x, y, z = cam.tolist()
         image = [float(K[0, 0] * x / z + K[0, 2]), float(K[1, 1] * y / z + K[1, 2])] if z > 0 else None
-        side = (self.corners[7] - self.corners[0]).abs() / self.scale
         inv = 1.0 / self.scale
+        edges = self.corners[[1, 2, 4]] - self.corners[0]  # the box's three edges (corner bits)
         return {
             "point_normalised": [round(v, 6) for v in self.point.tolist()],
             "box_corners_normalised": [self.corners[0].tolist(), self.corners[7].tolist()],
@@ -289,7 +289,7 @@ class SpatialObject:
             "depth": z * inv,
             "distance": float(cam.norm()) * inv,
             "size": self.diagonal * inv,
-            "volume": float(side.prod()),
+            "volume": float(edges.norm(dim=1).prod()) * inv**3,
             "height_range": [v * inv for v in _heights(self.corners, up)],
             "relevancy": self.score,
         }
