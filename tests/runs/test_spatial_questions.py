@@ -4,7 +4,10 @@ and ``langfield query --ask`` on the shared tiny NGP language run; the boundary 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +24,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 # an exact scene in tests/language/test_spatial.py); min_relevancy=0 keeps these tests about the path.
 
 
-def test_relation_answers_from_the_fields_localisations(tiny_ngp_language_run):
-    scene = load_language_scene(tiny_ngp_language_run, "cpu")
+@pytest.fixture(scope="module")
+def scene(tiny_ngp_language_run):
+    return load_language_scene(tiny_ngp_language_run, "cpu")
+
+
+def test_relation_answers_from_the_fields_localisations(scene):
     left = scene.relation("is the sphere left of the box?", "test", 0, min_relevancy=0.0, max_views=4)
     assert left.answer in ("yes", "no") and 0.5 <= left.confidence <= 1.0
     for name in ("sphere", "box"):
@@ -67,3 +74,20 @@ def test_evaluate_semantics_reports_boundary_f(tiny_scene):
     assert exact["miou"] == 1.0 and exact["boundary_f"] == 1.0 and exact["boundary_tolerance_px"] == 1
     shifted = evaluate_semantics(lambda i: emb[test.semantics[i].long().roll(3, dims=1)], test, emb, emb[:1])
     assert shifted["boundary_f"] < 0.9 and len(shifted["per_class_boundary_f"]) == num
+
+
+def test_semantics_benchmark_scores_spatial_questions_on_a_run(scene):
+    """The benchmark's ``spatial_accuracy`` path (questions from the true procedural objects and the
+    test cameras, answered by the run) without running the benchmark."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "semantics.py"
+    spec = importlib.util.spec_from_file_location("semantics_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        res = module._spatial(scene, scene.dataset.split("test"), "field+rsr+cse")
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert res["num_questions"] > 20 and set(res["by_kind"]) >= {"left_of", "right_of", "closer", "larger"}
+    assert res["num_correct"] == round(res["accuracy"] * res["num_questions"])
+    assert sum(k["num"] for k in res["by_kind"].values()) == res["num_questions"]
