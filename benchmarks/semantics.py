@@ -205,13 +205,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _spatial(scene: LanguageScene, test, variant: str) -> dict:
+def _spatial(scene: LanguageScene, test, variant: str, max_views: int = 12) -> dict:
     """Spatial-question accuracy of ``scene`` on questions generated from the true procedural
-    objects and the test cameras (:func:`langfield.language.spatial.spatial_questions`)."""
+    objects and the test cameras (:func:`langfield.language.spatial.spatial_questions`); every
+    name is localised from ``max_views`` training views (relevancy >= 0.5, else "not found")."""
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # the procedural scene's world up (identity world_transform)
     questions = spatial_questions(procedural_objects(scene.dataset.world_transform), test.cameras, up)
-    scores = score_spatial(questions, lambda q, view: scene.relation(q, "test", view))
-    return {**scores, "variant": variant, "answer_up": "mean training-camera up"}
+    scores = score_spatial(questions, lambda q, view: scene.relation(q, "test", view, max_views=max_views))
+    return {**scores, "variant": variant, "answer_up": "mean training-camera up", "localization_views": max_views}
 
 
 def _row(scores):

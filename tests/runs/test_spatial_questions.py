@@ -85,7 +85,7 @@ def test_semantics_benchmark_scores_spatial_questions_on_a_run(scene):
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-        res = module._spatial(scene, scene.dataset.split("test"), "field+rsr+cse")
+        res = module._spatial(scene, scene.dataset.split("test"), "field+rsr+cse", max_views=4)
     finally:
         sys.modules.pop(spec.name, None)
     assert res["num_questions"] > 20 and set(res["by_kind"]) >= {"left_of", "right_of", "closer", "larger"}
