@@ -10,7 +10,9 @@ Steps per representation: train the reconstruction for ``--recon-seconds``; comp
 dense features and mask proposals of the training views once; distil the variants
 ``field`` (no RSR, no CSE) and ``field+rsr+cse`` (its first phase is scored as ``field+rsr``), and
 optionally ``field+cse`` (``--ablations full``); score every variant and the teacher alone on the
-test views (mIoU, mAcc, localization accuracy); time relevancy queries at 200x200.
+test views (mIoU, mAcc, boundary F, localization accuracy); time relevancy queries at 200x200;
+on the procedural scene, score spatial questions (left/right, closer, larger, above) answered by
+the last variant from the test cameras against the true objects (``spatial_accuracy``).
 
 Usage::
 
@@ -34,6 +36,8 @@ import torch
 from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
+from langfield.language.scene import LanguageScene
+from langfield.language.spatial import procedural_objects, score_spatial, spatial_questions
 from langfield.language.teachers import load_teacher
 from langfield.language.distillation import LanguageDistillation, LanguageFieldConfig
 from langfield.language.targets import teacher_features, view_image_uint8, view_masks
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
     )
     teacher_seconds = time.perf_counter() - t0
 
-    results, query_ms, recon, timings = [], {}, {}, {}
+    results, query_ms, recon, timings, spatial = [], {}, {}, {}, {}
     for rep in [r.strip() for r in args.representations.split(",") if r.strip()]:
         results.append({"representation": rep, "variant": "teacher", **_row(teacher_row)})
         tr_cfg = TrainerConfig(
@@ -166,7 +170,12 @@ def main(argv=None) -> int:
             row["phases"] = summary["phases"]
             results.append(row)
             timings[f"{rep}/{name}"] = time.perf_counter() - t1
-            print(json.dumps({k: row[k] for k in ("representation", "variant", "miou", "macc", "loc_acc")}), flush=True)
+            print(json.dumps({k: row[k] for k in ("representation", "variant", "miou", "macc", "boundary_f", "loc_acc")}), flush=True)
+        if args.data == "procedural":
+            t1 = time.perf_counter()
+            spatial[rep] = _spatial(LanguageScene(method, dataset, lt.field, teacher, top_k=lt.config.top_k), test, variants[-1][0])
+            timings[f"{rep}/spatial"] = time.perf_counter() - t1
+            print(json.dumps({"representation": rep, "spatial_accuracy": spatial[rep]["accuracy"]}), flush=True)
         query_ms[rep] = _query_ms(lt, test.cameras, torch.cat([label_emb[1:2], neg_emb]).to(lt.device), args.query_size, 5)
 
     out = {
@@ -183,6 +192,8 @@ def main(argv=None) -> int:
         "recon": recon,
         "language_steps": args.steps,
         "results": results,
+        "spatial_accuracy": {rep: s["accuracy"] for rep, s in spatial.items()} or None,
+        "spatial": spatial or "not scored: ground-truth objects are known for the procedural scene only",
         "query_ms": query_ms,
         "query_resolution": args.query_size,
         "timings_s": {"teacher_and_masks": teacher_seconds, **timings},
@@ -190,12 +201,22 @@ def main(argv=None) -> int:
                     "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }  # fmt: skip
     atomic_write_json(out, args.out)
-    print(json.dumps({"results": [{k: r[k] for k in ("representation", "variant", "miou", "macc", "loc_acc")} for r in results], "query_ms": query_ms}, indent=1))
+    print(json.dumps({"results": [{k: r[k] for k in ("representation", "variant", "miou", "macc", "boundary_f", "loc_acc")} for r in results], "query_ms": query_ms}, indent=1))
     return 0
 
 
+def _spatial(scene: LanguageScene, test, variant: str, max_views: int = 12) -> dict:
+    """Spatial-question accuracy of ``scene`` on questions generated from the true procedural
+    objects and the test cameras (:func:`langfield.language.spatial.spatial_questions`); every
+    name is localised from ``max_views`` training views (relevancy >= 0.5, else "not found")."""
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # the procedural scene's world up (identity world_transform)
+    questions = spatial_questions(procedural_objects(scene.dataset.world_transform), test.cameras, up)
+    scores = score_spatial(questions, lambda q, view: scene.relation(q, "test", view, max_views=max_views))
+    return {**scores, "variant": variant, "answer_up": "mean training-camera up", "localization_views": max_views}
+
+
 def _row(scores):
-    return {k: scores[k] for k in ("miou", "macc", "loc_acc", "pixel_acc", "per_class_iou")}
+    return {k: scores[k] for k in ("miou", "macc", "boundary_f", "loc_acc", "pixel_acc", "per_class_iou", "per_class_boundary_f")}
 
 
 if __name__ == "__main__":

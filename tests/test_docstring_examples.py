@@ -42,6 +42,8 @@ MODULES = [
     "langfield.generation.prompts",
     "langfield.generation.instruments",
     "langfield.io.images",
+    "langfield.eval.semantic_metrics",
+    "langfield.language.spatial",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

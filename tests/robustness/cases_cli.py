@@ -335,6 +335,10 @@ CASES += [
     on_run("query", "split-unknown", _Q, lambda tmp, run: ["--text", "box", "--split", "val"], r"split 'val'"),
     _no_leftover_outputs(on_run("query", "localize-absent-object", _Q, lambda tmp, run: ["--text", "giraffe", "--localize"],
                                 r"giraffe.*not found"), "giraffe_test0_relevancy.png", "giraffe_localization.json"),
+    plain("query", "ask-unparsable", lambda tmp: ["query", str(tmp), "--ask", "how big is the box?"], r"--ask|not understood"),
+    plain("query", "ask-same-object", lambda tmp: ["query", str(tmp), "--ask", "is the box left of the Box?"], r"itself"),
+    _no_leftover_outputs(on_run("query", "ask-absent-object", _Q, lambda tmp, run: ["--ask", "is the giraffe left of the box?"],
+                                r"giraffe.*not found"), "is_the_giraffe_left_of_the_box_-8a9263e4_answer.json"),  # fmt: skip
     on_run("query", "field-truncated", _Q, lambda tmp, run: ["--text", "box"], r"field\.pt.*could not|field\.pt.*not a readable",
            damage=lambda run: fx.truncate(run / "language" / "field.pt")),  # fmt: skip
     on_run("query", "field-random-bytes", _Q, lambda tmp, run: ["--text", "box"], r"field\.pt",

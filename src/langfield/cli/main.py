@@ -199,6 +199,11 @@ class Query:
     min_relevancy: float = 0.5
     """Localization: pixels below this relevancy never count (0.5: no closer to TEXT than to the
     negatives); a TEXT that reaches it nowhere is reported as not found."""
+    ask: Optional[str] = None
+    """A spatial question answered from camera VIEW of SPLIT, e.g. "is the sphere left of the box?",
+    "which is closer, the sphere or the box?", "which is larger, A or B?", "what is on top of the
+    table?" (grammar: langfield.language.spatial); prints the answer, confidence and evidence and
+    writes them to OUT_DIR/<question>_answer.json."""
     extract: bool = False
     """Also export what TEXT selects (Gaussians: own PLY; NGP: point PLY) and render the scene without it."""
     threshold: float = 0.55
@@ -388,10 +393,13 @@ def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
         args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold,
         split=args.split, view=args.view, localize=args.localize, min_relevancy=args.min_relevancy, extract=args.extract,
-        threshold=args.threshold,
+        threshold=args.threshold, ask=args.ask,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip
     console.print(json.dumps(result, indent=1, default=str))
+    if "answer" in result:
+        ans = result["answer"]
+        console.print(f"{ans['question']} -> {ans['answer']} (confidence {ans['confidence']:.2f}; evidence in {result['answer_file']})", markup=False)
     return result
 
 

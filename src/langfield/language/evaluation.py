@@ -1,4 +1,4 @@
-"""Score dense language features against ground-truth label maps (mIoU, mAcc, localization).
+"""Score dense language features against ground-truth label maps (mIoU, mAcc, boundary F, localization).
 
 The same function scores the 2D teacher on a view (its own dense features) and a 3D field
 (its render at the view's camera), so the benchmark rows are directly comparable:
@@ -6,6 +6,9 @@ The same function scores the 2D teacher on a view (its own dense features) and a
 - segmentation: per pixel, the argmax over the scene's label texts (no unknown threshold);
   confusion matrices are accumulated over all views, then mIoU / mAcc (classes absent from both
   prediction and ground truth are left out of the means).
+- boundary accuracy: DAVIS's boundary F-score of the same argmax map
+  (:func:`~langfield.eval.semantic_metrics.boundary_f_score`; tolerance ``ceil(0.008 x
+  diagonal)`` px by default, 1 px at 64x64), its per-class counts pooled over the views.
 - localization (LERF / LangSplat protocol): for every non-background label present in a view
   (at least ``min_object_pixels`` pixels), the LERF relevancy map of its text against the
   canonical negatives; a hit when the most relevant pixel lies inside that label's mask.
@@ -19,7 +22,16 @@ import torch
 from torch import Tensor
 
 from langfield.data.dataset import ImageSet
-from langfield.eval.semantic_metrics import SemanticScores, confusion_matrix, localization_accuracy, localization_hit
+from langfield.eval.semantic_metrics import (
+    DAVIS_BOUNDARY_TOLERANCE,
+    BoundaryScores,
+    SemanticScores,
+    boundary_counts,
+    boundary_tolerance_pixels,
+    confusion_matrix,
+    localization_accuracy,
+    localization_hit,
+)
 from langfield.language.queries import relevancy, segment
 
 __all__ = ["evaluate_semantics"]
@@ -33,6 +45,7 @@ def evaluate_semantics(
     background_label: Optional[int] = 0,
     min_object_pixels: int = 16,
     views: Optional[Sequence[int]] = None,
+    boundary_tolerance: float = DAVIS_BOUNDARY_TOLERANCE,
 ) -> Dict[str, float]:
     """Score ``features_of_view(i) -> [H, W, E]`` on the views of ``split``.
 
@@ -44,15 +57,19 @@ def evaluate_semantics(
         background_label: label id never used as a localization query (``None``: all labels).
         min_object_pixels: labels with fewer pixels in a view are not queried there.
         views: which views (default: all).
+        boundary_tolerance: boundary-F match radius (``>= 1``: pixels; ``< 1``: fraction of the
+            diagonal, DAVIS's 0.008 by default).
 
     Returns:
-        ``{"miou", "macc", "pixel_acc", "loc_acc", "num_queries", "per_class_iou"}``.
+        ``{"miou", "macc", "pixel_acc", "boundary_f", "boundary_tolerance_px", "loc_acc",
+        "num_queries", "per_class_iou", "per_class_boundary_f"}``.
     """
     if split.semantics is None:
         raise ValueError("this split has no ground-truth label maps ('semantic_path' in transforms.json)")
     num_labels = int(label_embeddings.shape[0])
     views = list(range(len(split))) if views is None else list(views)
     cm = torch.zeros(num_labels, num_labels, dtype=torch.int64)
+    bcounts = torch.zeros(num_labels, 5, dtype=torch.int64)
     hits = []
     for v in views:
         feats = features_of_view(v).float()
@@ -61,17 +78,22 @@ def evaluate_semantics(
             raise ValueError(f"view {v}: features are {tuple(feats.shape[:2])} but the label map is {tuple(gt.shape)}")
         seg = segment(feats, label_embeddings)
         cm += confusion_matrix(seg.labels, gt, num_labels)
+        bcounts += boundary_counts(seg.labels, gt, num_labels, tolerance=boundary_tolerance)
         for lab in gt.unique().tolist():
             if lab == background_label or int((gt == lab).sum()) < min_object_pixels:
                 continue
             rel = relevancy(feats, label_embeddings[lab], negative_embeddings)
             hits.append(localization_hit(rel, gt == lab))
     scores = SemanticScores.from_confusion(cm)
+    boundary = BoundaryScores.from_counts(bcounts)
     return {
         "miou": float(scores.miou),
         "macc": float(scores.macc),
         "pixel_acc": float(scores.pixel_acc),
+        "boundary_f": float(boundary.boundary_f),
+        "boundary_tolerance_px": boundary_tolerance_pixels(boundary_tolerance, split.height, split.width),
         "loc_acc": localization_accuracy(hits) if hits else float("nan"),
         "num_queries": len(hits),
         "per_class_iou": [None if x is None else float(x) for x in scores.per_class_iou],
+        "per_class_boundary_f": list(boundary.per_class_f),
     }

@@ -9,6 +9,7 @@ Example::
     seg = scene.segment(["ground", "sphere", "box"], cams, 0, unknown_threshold=0.5)
     loc = scene.localize("sphere")                          # point + AABB, dataset world frame
     paths = scene.extract("sphere", "outputs/demo/extract") # Gaussians: own PLY + render without
+    ans = scene.relation("is the sphere left of the box?", "test", 0)  # "yes"/"no" + evidence
 
 Relevancy follows LERF (Kerr et al. 2023, Sec. 3.4): the pairwise softmax of the query against
 each canonical negative ("object", "things", "stuff", "texture"), minimum over negatives.
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from langfield._checks import InputError
 from langfield.data.dataset import SceneDataset
 from langfield.fields.language_fields import LanguageField
 from langfield.io.gaussian_ply import write_gaussian_ply
@@ -42,6 +44,7 @@ from langfield.language.queries import (
     relevancy,
     segment,
 )
+from langfield.language.spatial import SpatialAnswer, SpatialQuestion, ask_scene
 from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.language.view_geometry import check_language_method, render_view_features, view_geometry
 from langfield.methods.base import SceneMethod
@@ -96,6 +99,7 @@ class LanguageScene:
         self.method, self.dataset, self.field, self.teacher = method, dataset, field, teacher
         self.top_k = top_k
         self._text_cache: Dict[str, Tensor] = {}
+        self._localizations: Dict[tuple, Union[Localization, QueryNotFoundError]] = {}
 
     # ------------------------------------------------------------------ text
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
@@ -167,6 +171,43 @@ class LanguageScene:
             )  # fmt: skip
         except QueryNotFoundError as err:
             raise QueryNotFoundError(str(err).replace("query", f"query {query!r}", 1)) from None
+
+    def relation(
+        self, question: Union[str, SpatialQuestion], split: str = "test", view: int = 0, *,
+        candidates: Optional[Sequence[str]] = None, up: Optional[Tensor] = None, min_relevancy: float = 0.5,
+        max_views: int = 12,
+    ) -> SpatialAnswer:  # fmt: skip
+        """Answer a spatial question ("is the sphere left of the box?", "which is closer, A or B?",
+        "which is larger, A or B?", "what is on top of X?") from camera ``view`` of ``split``.
+
+        The grammar, frames and the meaning of each relation: :mod:`langfield.language.spatial`.
+        Every name is placed by :meth:`localize` (``max_views`` training views, ``min_relevancy``;
+        cached per name on this scene), mapped into the cameras' normalised frame; "up" is the mean
+        up direction of the training cameras unless ``up`` (normalised frame) is given.
+
+        Raises:
+            InputError: an unparsable question, a bad split or view.
+            QueryNotFoundError: a name of the question is not found in the scene.
+        """
+        if split not in self.dataset.splits:
+            raise InputError(f"split {split!r}: the dataset has {sorted(self.dataset.splits)}")
+        cams = self.dataset.split(split).cameras
+        if isinstance(view, bool) or not isinstance(view, int) or not 0 <= view < len(cams):
+            raise InputError(f"view {view!r} is out of range: split {split!r} has {len(cams)} cameras")
+
+        def locate(name: str) -> Localization:
+            key = (" ".join(name.split()).casefold(), max_views, float(min_relevancy))
+            if key not in self._localizations:
+                try:
+                    self._localizations[key] = self.localize(name, max_views=max_views, min_relevancy=min_relevancy)
+                except QueryNotFoundError as err:
+                    self._localizations[key] = err
+            found = self._localizations[key]
+            if isinstance(found, QueryNotFoundError):
+                raise QueryNotFoundError(str(found))
+            return found
+
+        return ask_scene(self, question, cams, view, candidates=candidates, up=up, locate=locate)
 
     # ------------------------------------------------------------------ extraction
     @torch.no_grad()

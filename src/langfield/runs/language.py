@@ -19,6 +19,7 @@ from langfield.language.distillation import (
 )
 from langfield.language.queries import check_label_list, write_relevancy_image, write_segmentation
 from langfield.language.scene import LanguageFieldMissingError, LanguageScene, query_stem
+from langfield.language.spatial import parse_question
 from langfield.language.teachers.base import check_text_queries
 from langfield.language.teachers import load_teacher
 from langfield.pretrained.errors import PretrainedUnavailableError
@@ -111,18 +112,25 @@ def run_queries(
     run_dir: PathLike, *, text: Optional[str] = None, labels: Sequence[str] = (),
     unknown_threshold: Optional[float] = None, split: str = "test", view: int = 0, localize: bool = False,
     extract: bool = False, threshold: float = 0.55, out_dir: Optional[PathLike] = None,
-    device: Optional[str] = None, min_relevancy: float = 0.5,
+    device: Optional[str] = None, min_relevancy: float = 0.5, ask: Optional[str] = None,
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
     under ``out_dir`` (default ``run_dir/queries``); returns what was written and found.
 
     Every option is checked before the run is loaded. ``localize`` runs first: a text that is not
     in the scene (relevancy below ``min_relevancy`` everywhere) raises
-    :class:`~langfield.language.queries.QueryNotFoundError` before any file is written."""
+    :class:`~langfield.language.queries.QueryNotFoundError` before any file is written.
+
+    ``ask`` is a spatial question (grammar: :mod:`langfield.language.spatial`), answered from
+    camera ``view`` of ``split`` by :meth:`LanguageScene.relation`; the answer, its confidence and
+    evidence go to ``result["answer"]`` and ``out_dir/<question stem>_answer.json``. It is parsed
+    before the run is loaded and answered before any file is written (an object that is not
+    found raises ``QueryNotFoundError``)."""
     if device is not None:
         resolve_device(device, "device (--device)")
-    if text is None and not labels:
-        raise InputError("nothing to ask: give a text query (--text) and/or --labels for segmentation")
+    if text is None and not labels and ask is None:
+        raise InputError("nothing to ask: give a text query (--text), --labels for segmentation and/or a question (--ask)")
+    question = parse_question(ask) if ask is not None else None
     if text is not None:
         (text,) = check_text_queries([text], "query (--text)")
     if labels:
@@ -145,6 +153,7 @@ def run_queries(
         raise InputError(f"view {view} (--view) is out of range: split {split!r} has {len(cams)} cameras")
     # Localize first: a query that is not in the scene is refused before any file is written.
     loc = scene.localize(text, min_relevancy=min_relevancy) if localize else None
+    answer = scene.relation(question, split, view, min_relevancy=min_relevancy) if question is not None else None
     out.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"teacher": scene.teacher.name, "simulated_teacher": bool(scene.teacher.simulated)}
     if text is not None:
@@ -164,6 +173,10 @@ def run_queries(
         result["localization"] = {"point": loc.point.tolist(), "aabb": loc.aabb.tolist(), "num_points": loc.num_points,
                                   "score": loc.score, "frame": "dataset world"}  # fmt: skip
         atomic_write_json(result["localization"], out / f"{query_stem(text)}_localization.json")
+    if answer is not None:
+        result["answer"] = {**answer.as_dict(), "split": split, "view": view}
+        atomic_write_json(result["answer"], out / f"{query_stem(ask)}_answer.json")
+        result["answer_file"] = str(out / f"{query_stem(ask)}_answer.json")
     if extract:
         result["extraction"] = {k: str(v) for k, v in scene.extract(text, out, threshold, view, split).items()}
     return result

@@ -1,0 +1,93 @@
+"""Spatial questions on a trained language run: ``LanguageScene.relation``, ``run_queries(ask=...)``
+and ``langfield query --ask`` on the shared tiny NGP language run; the boundary F-score through
+``evaluate_semantics``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from langfield.cli.main import main
+from langfield.language.evaluation import evaluate_semantics
+from langfield.language.queries import QueryNotFoundError
+from langfield.runs.language import load_language_scene, run_queries
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+# A 15-step field rarely clears LERF's 0.5 relevancy floor of localisation ("not found" is tested on
+# an exact scene in tests/language/test_spatial.py); min_relevancy=0 keeps these tests about the path.
+
+
+@pytest.fixture(scope="module")
+def scene(tiny_ngp_language_run):
+    return load_language_scene(tiny_ngp_language_run, "cpu")
+
+
+def test_relation_answers_from_the_fields_localisations(scene):
+    left = scene.relation("is the sphere left of the box?", "test", 0, min_relevancy=0.0, max_views=4)
+    assert left.answer in ("yes", "no") and 0.5 <= left.confidence <= 1.0
+    for name in ("sphere", "box"):
+        ev = left.evidence["objects"][name]
+        assert len(ev["point_normalised"]) == 3 and ev["depth"] > 0 and ev["image_xy"] is not None
+    # The same localisations answer the mirrored question the same way (cached per name).
+    right = scene.relation("is the box right of the sphere?", "test", 0, min_relevancy=0.0, max_views=4)
+    assert right.answer == left.answer
+    assert right.evidence["objects"]["sphere"] == left.evidence["objects"]["sphere"]
+    closer = scene.relation("which is closer, the sphere or the box?", "test", 0, min_relevancy=0.0, max_views=4)
+    depths = closer.evidence["compared"]["depth"]
+    assert closer.answer == min(depths, key=depths.get)
+    with pytest.raises(ValueError, match="out of range"):
+        scene.relation("is the sphere left of the box?", "test", 99)
+
+
+def test_query_ask_writes_the_answer_and_refuses_bad_questions(tiny_ngp_language_run, tmp_path, capsys):
+    out = tmp_path / "q"
+    rc = main(["query", str(tiny_ngp_language_run), "--ask", "Which is larger, the sphere or the box?", "--view", "1",
+               "--min-relevancy", "0", "--out-dir", str(out), "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().err  # the CLI's console writes to stderr
+    assert "Which is larger, the sphere or the box? -> " in printed and "confidence" in printed
+    files = list(out.glob("*_answer.json"))
+    assert len(files) == 1
+    ans = json.loads(files[0].read_text())
+    assert ans["kind"] == "larger" and ans["answer"] in ("sphere", "box") and (ans["split"], ans["view"]) == ("test", 1)
+    sizes = ans["evidence"]["compared"]["size"]
+    assert ans["answer"] == max(sizes, key=sizes.get) and ans["objects"] == [ans["answer"]]
+    # A question outside the grammar is refused before the run is loaded.
+    assert main(["query", str(tiny_ngp_language_run), "--ask", "how big is the sphere?", "--device", "cpu"]) == 2
+    assert "not understood" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nothing to ask"):
+        run_queries(tiny_ngp_language_run)
+
+
+def test_evaluate_semantics_reports_boundary_f(tiny_scene):
+    test = tiny_scene.split("test")
+    num = len(tiny_scene.labels)
+    emb = torch.eye(num)
+    exact = evaluate_semantics(lambda i: emb[test.semantics[i].long()], test, emb, emb[:1])
+    assert exact["miou"] == 1.0 and exact["boundary_f"] == 1.0 and exact["boundary_tolerance_px"] == 1
+    shifted = evaluate_semantics(lambda i: emb[test.semantics[i].long().roll(3, dims=1)], test, emb, emb[:1])
+    assert shifted["boundary_f"] < 0.9 and len(shifted["per_class_boundary_f"]) == num
+
+
+def test_semantics_benchmark_scores_spatial_questions_on_a_run(scene):
+    """The benchmark's ``spatial_accuracy`` path (questions from the true procedural objects and the
+    test cameras, answered by the run) without running the benchmark."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "semantics.py"
+    spec = importlib.util.spec_from_file_location("semantics_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        res = module._spatial(scene, scene.dataset.split("test"), "field+rsr+cse", max_views=4)
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert res["num_questions"] > 20 and set(res["by_kind"]) >= {"left_of", "right_of", "closer", "larger"}
+    assert res["num_correct"] == round(res["accuracy"] * res["num_questions"])
+    assert sum(k["num"] for k in res["by_kind"].values()) == res["num_questions"]
