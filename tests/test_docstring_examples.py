@@ -44,6 +44,10 @@ MODULES = [
     "langfield.io.images",
     "langfield.eval.semantic_metrics",
     "langfield.language.spatial",
+    "langfield.data.camera_path_json",
+    "langfield.viewer.cameras",
+    "langfield.viewer.scene_view",
+    "langfield.viewer.callback",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

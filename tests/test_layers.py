@@ -32,7 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("language",),  # above training: language distillation runs through the one Trainer
     ("runs",),
-    ("viewer", "cli"),
+    ("viewer",),
+    ("cli",),  # above the viewer: `langfield view` and `langfield train --viewer` start it
 )
 ROW = {package: row for row, packages in enumerate(LAYERS, start=1) for package in packages}
 

@@ -226,6 +226,20 @@ CASES += [
                             lambda tmp, run: ["--path", "orbit", "--num-frames", "900000"], r"num_frames=900000.*needs about")),
 ]
 
+# ---------------------------------------------------------------------- render --camera-path, view
+CASES += [
+    plain("render", "camera-path-missing", lambda tmp: ["render", str(tmp), "--camera-path", str(tmp / "none.json")],
+          r"camera path .*none\.json: file not found"),  # fmt: skip
+    plain("render", "camera-path-not-json", lambda tmp: ["render", str(tmp), "--camera-path", str(_file(tmp, "p.json", "{"))],
+          r"p\.json: not valid JSON"),  # fmt: skip
+    plain("render", "camera-path-no-height", lambda tmp: ["render", str(tmp), "--camera-path",
+          str(_file(tmp, "p.json", '{"render_width": 8, "camera_path": []}'))], r"p\.json: missing field 'render_height'"),  # fmt: skip
+    plain("view", "run-dir-missing", lambda tmp: ["view", str(tmp / "nope")], r"run directory.*nope.*not found"),
+    plain("view", "run-dir-without-run-json", lambda tmp: ["view", str(tmp)], r"run\.json.*not found"),
+    plain("view", "port-out-of-range", lambda tmp: ["view", str(tmp), "--port", "70000"], r"--port"),
+    plain("view", "resolution-zero", lambda tmp: ["view", str(tmp), "--max-resolution", "0"], r"--max-resolution"),
+]
+
 # ---------------------------------------------------------------------- eval
 CASES += [
     plain("eval", "run-dir-missing", lambda tmp: ["eval", str(tmp / "nope")], r"run directory.*nope"),

@@ -1,4 +1,4 @@
-"""``langfield`` command line: ``capture | train | render | eval | export | language | query | demo | generate | toyworld``.
+"""``langfield`` command line: ``capture | train | render | eval | export | language | query | view | demo | generate | toyworld``.
 
 This is the only module that parses arguments. Each command is a dataclass whose options are the
 library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``,
@@ -25,8 +25,10 @@ import tyro
 from rich.console import Console
 
 from langfield import runs as runs_api
+from langfield._checks import check_int_range
 from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
+from langfield.data.camera_path_json import read_camera_path
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
@@ -36,10 +38,14 @@ from langfield.runs.export import export_run
 from langfield.runs.generate import GenerateOptions, RewriteScene, generate_to_folder
 from langfield.runs.language import run_queries, train_language
 from langfield.runs.loading import load_run
-from langfield.runs.render import CAMERA_PATHS, check_render_request, render_path, render_views
-from langfield.runs.spec import DataConfig
+from langfield.runs.render import CAMERA_PATHS, check_render_request, render_camera_path, render_path, render_views
+from langfield.runs.spec import DataConfig, check_run_dir
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
+from langfield.viewer.callback import ViewerCallback
+from langfield.viewer.cameras import ResolutionPolicy
+from langfield.viewer.scene_view import SceneView
+from langfield.viewer.server import LOCALHOST, Viewer, import_viser, host_warning, open_scene_view
 
 console = Console(stderr=True, soft_wrap=True)  # soft wrap: a long path in a message is never broken
 
@@ -100,6 +106,13 @@ class Train:
     """Split evaluated (all views) at the end; renders are written under OUTPUT_DIR/renders."""
     skip_eval: bool = False
     """Do not evaluate after training."""
+    viewer: bool = False
+    """Watch training in the live web viewer (needs viser: pip install -e ".[viewer]"); it stays open
+    after training until Ctrl+C."""
+    viewer_host: str = LOCALHOST
+    """Address the viewer binds (127.0.0.1: this machine only)."""
+    viewer_port: int = 0
+    """Viewer port (0: a free one; the URL is printed)."""
 
 
 @dataclass
@@ -116,10 +129,35 @@ class Render:
     """Where to write (default RUN_DIR/renders/PATH)."""
     num_frames: int = 120
     """Frames of a camera path."""
-    fps: int = 30
-    """Video frame rate."""
+    fps: Optional[int] = None
+    """Video frame rate (default 30; with --camera-path, the file's)."""
+    camera_path: Optional[Path] = None
+    """A nerfstudio camera_path.json (e.g. saved by 'langfield view') to render to mp4 instead of
+    --path; its size, fields of view and frame rate are used (--fps overrides the frame rate when given)."""
     chunk: int = 8192
     """Rays per render call (lower it to bound memory)."""
+    device: Optional[str] = None
+    """'cpu' or 'cuda' (default CUDA when available)."""
+
+
+@dataclass
+class View:
+    """Open the live web viewer on a trained run (viser; pip install -e ".[viewer]"): renders of your
+    camera, render modes, language queries when the run has a language field, camera paths."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run directory written by 'langfield train'."""
+    host: str = LOCALHOST
+    """Address to bind; the default serves this machine only (use an SSH tunnel). Anything else
+    exposes the viewer to the network and prints a warning."""
+    port: int = 0
+    """Port (0: a free one; the URL is printed)."""
+    max_resolution: int = 512
+    """Longest side of the image rendered when the camera rests (the browser window's when smaller)."""
+    moving_resolution: int = 96
+    """Longest side of the image rendered while the camera moves."""
+    chunk: int = 8192
+    """Rays per render call."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
 
@@ -314,32 +352,83 @@ def run_capture(args: Capture) -> Dict[str, Any]:
     return r
 
 
+def start_viewer(view: SceneView, host: str, port: int, **kwargs: Any) -> Viewer:
+    """Start a viewer, saying where it is (and warning when ``host`` exposes it)."""
+    warning = host_warning(host)
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {_escape(warning)}")
+    viewer = Viewer(view, host=host, port=port, **kwargs).start()
+    console.print(f"viewer: [bold]{viewer.url}[/]", markup=True)
+    return viewer
+
+
 def run_train(args: Train) -> Dict[str, Any]:
+    if args.viewer:  # refused before anything is built: no viser, a bad port
+        import_viser()
+        check_int_range(args.viewer_port, "viewer_port (--viewer-port)", lo=0, hi=65535)
+    callback = ViewerCallback() if args.viewer else None
     run = prepare_run(
         args.data, args.method, args.trainer, resume=args.resume, preset=args.preset, overrides=parse_overrides(args.set),
-        require_splits=() if args.skip_eval else (args.eval_split,),
+        require_splits=() if args.skip_eval else (args.eval_split,), callbacks=[callback] if callback else (),
     )
+    viewer = None
+    if callback is not None and run.trainer.is_main:
+        viewer = start_viewer(SceneView(run.method, run.dataset), args.viewer_host, args.viewer_port, callback=callback,
+                              camera_path_file=run.output_dir / "camera_path.json")  # fmt: skip
     console.print(f"training [bold]{args.method}[/] on {run.dataset.name} ({len(run.dataset.split('train'))} views) -> {run.output_dir}")
-    run.trainer.train()
-    if args.skip_eval:
-        return {}
-    result = run.trainer.evaluate(args.eval_split, write_renders=True)
-    if run.trainer.is_main:
-        console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
-    return result
+    try:
+        run.trainer.train()
+        result: Dict[str, Any] = {}
+        if not args.skip_eval:
+            result = run.trainer.evaluate(args.eval_split, write_renders=True)
+            if run.trainer.is_main:
+                console.print(f"{args.eval_split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} -> {run.output_dir}")
+        if viewer is not None:
+            console.print(f"training finished; the viewer stays open at {viewer.url} (Ctrl+C to exit)")
+            viewer.wait()
+        return result
+    finally:
+        if viewer is not None:
+            viewer.stop()
 
 
 def run_render(args: Render) -> None:
+    if args.camera_path is not None:
+        out_dir = args.out_dir or args.run_dir / "renders" / "camera_path"
+        check_render_request(args.outputs, args.chunk, out_dir if args.out_dir else None, None, args.fps)
+        read_camera_path(args.camera_path)  # a bad file is refused before the run is loaded
+        run = load_run(args.run_dir, args.device)
+        paths = render_camera_path(run, args.camera_path, out_dir, args.outputs, args.chunk,
+                                   fps=args.fps)  # fmt: skip
+        console.print(f"wrote {len(paths)} files to {out_dir}")
+        return
     out_dir = args.out_dir or args.run_dir / "renders" / args.path
+    fps = args.fps if args.fps is not None else 30
     camera_path = args.path in CAMERA_PATHS
     check_render_request(args.outputs, args.chunk, out_dir if args.out_dir else None,
-                         args.num_frames if camera_path else None, args.fps if camera_path else None)  # fmt: skip
+                         args.num_frames if camera_path else None, fps if camera_path else None)  # fmt: skip
     run = load_run(args.run_dir, args.device)
     if args.path in CAMERA_PATHS:
-        paths = render_path(run, args.path, out_dir, args.num_frames, args.fps, args.outputs, args.chunk)
+        paths = render_path(run, args.path, out_dir, args.num_frames, fps, args.outputs, args.chunk)
     else:
         paths = render_views(run, args.path, out_dir, args.outputs, args.chunk)
     console.print(f"wrote {len(paths)} files to {out_dir}")
+
+
+def run_view(args: View) -> None:
+    check_int_range(args.max_resolution, "max_resolution (--max-resolution)", lo=1)
+    check_int_range(args.moving_resolution, "moving_resolution (--moving-resolution)", lo=1)
+    policy = ResolutionPolicy(moving_max_side=args.moving_resolution, max_side=args.max_resolution)
+    check_int_range(args.port, "port (--port)", lo=0, hi=65535)
+    check_run_dir(args.run_dir)
+    import_viser()  # a missing viser is said before the run is loaded
+    view = open_scene_view(args.run_dir, args.device, chunk=args.chunk)
+    if view.language is not None:
+        console.print(f"language field found: relevancy and segmentation modes (teacher {view.language.teacher.name})",
+                      markup=False)  # fmt: skip
+    viewer = start_viewer(view, args.host, args.port, policy=policy, camera_path_file=args.run_dir / "camera_path.json")
+    console.print("Ctrl+C to exit")
+    viewer.wait()
 
 
 def run_eval(args: Eval) -> Dict[str, Any]:
@@ -449,6 +538,7 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "export": (Export, run_export),
     "language": (Language, run_language),
     "query": (Query, run_query),
+    "view": (View, run_view),
     "demo": (Demo, run_demo_command),
     "generate": (Generate, run_generate),
     "toyworld": (Toyworld, run_toyworld),

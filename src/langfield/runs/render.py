@@ -10,6 +10,7 @@ import torch
 from rich.progress import Progress
 
 from langfield._checks import InputError, check_choice, check_finite_number, check_int_range, check_memory, check_output_dir
+from langfield.data.camera_path_json import read_camera_path
 from langfield.data.dataset import SceneDataset
 from langfield.geometry.camera_paths import interpolate_path, orbit_path, path_cameras, spiral_path
 from langfield.io.colormaps import colorize_depth, colorize_normals
@@ -24,6 +25,7 @@ __all__ = [
     "check_render_request",
     "frame_images",
     "make_path",
+    "render_camera_path",
     "render_path",
     "render_views",
 ]
@@ -144,6 +146,44 @@ def render_path(
         path = out_dir / f"{kind}_{name}.mp4"
         write_video(path, seq, fps=fps)
         paths.append(path)
+    return paths
+
+
+def render_camera_path(
+    run: Run,
+    camera_path: PathLike,
+    out_dir: PathLike,
+    what: Sequence[str] = ("rgb",),
+    chunk: int = 8192,
+    fps: Optional[float] = None,
+    progress: bool = True,
+) -> List[Path]:
+    """Render a nerfstudio ``camera_path.json`` (:mod:`langfield.data.camera_path_json`) to one mp4
+    per output in ``what`` (``<file stem>_<output>.mp4``); returns the video paths.
+
+    The poses are in the run's world frame (the frame of its dataset cameras, where ``langfield
+    view`` saves them); the size and field of view are the file's; ``fps`` overrides the file's."""
+    check_render_request(what, chunk, out_dir, None, fps)
+    path = read_camera_path(camera_path)
+    check_memory(
+        len(path) * path.width * path.height * 3 * len(what), f"{len(path)} frames of {path.width}x{path.height} "
+        f"from {camera_path} for {len(what)} output(s)", hint="render fewer frames, a smaller size or fewer outputs",
+    )  # fmt: skip
+    cams = path.cameras()
+    bg = run.dataset.eval_background()
+    frames: Dict[str, List[np.ndarray]] = {w: [] for w in what}
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task(f"render {Path(camera_path).name}", total=len(cams))
+        for i in range(len(cams)):
+            out = run.method.render_camera(cams[i], bg, chunk=chunk, output_device="cpu", with_normals="normals" in what)
+            for name, img in frame_images(out, what).items():
+                frames[name].append(to_uint8(img))
+            bar.advance(task)
+    paths = []
+    for name, seq in frames.items():
+        video = Path(out_dir) / f"{Path(camera_path).stem}_{name}.mp4"
+        write_video(video, seq, fps=fps or path.fps)
+        paths.append(video)
     return paths
 
 
