@@ -49,14 +49,18 @@ class FakeRender:
 def test_small_while_moving_then_full_at_rest():
     shown = []
     render = FakeRender()
-    policy = ResolutionPolicy(moving_max_side=40, max_side=200, rest_seconds=0.15)
-    loop = ClientRenderLoop(render, shown.append, policy).start()
+    now = [100.0]  # a fake clock: the camera rests only when the test says so, however loaded the machine
+    policy = ResolutionPolicy(moving_max_side=40, max_side=200, rest_seconds=0.2)
+    loop = ClientRenderLoop(render, shown.append, policy, clock=lambda: now[0]).start()
     try:
         loop.update(camera(1.0))
         assert loop.wait_for_renders(1, 5.0)
-        assert render.calls[0] == (1.0, 40, 30)  # moving: the small size first
+        assert render.calls == [(1.0, 40, 30)]  # moving: the small size first
+        time.sleep(0.3)
+        assert len(render.calls) == 1 and not loop.up_to_date  # still "moving": nothing more
+        now[0] += 0.25  # the camera has rested
         assert loop.wait_for_renders(2, 5.0)
-        assert render.calls[1] == (1.0, 200, 150) and loop.stats.full_renders == 1
+        assert render.calls[1] == (1.0, 200, 150) and loop.stats.full_renders == 1 and loop.up_to_date
         time.sleep(0.3)
         assert len(render.calls) == 2  # at rest and drawn: nothing more to do
         loop.refresh()  # settings changed: straight to full size, no small frame
@@ -83,6 +87,22 @@ def test_a_newer_camera_supersedes_the_render_in_flight():
         loop.stop()
     assert loop.stats.cancelled == 1 and render.calls[0][0] == 1.0 and render.calls[1][0] == 2.0
     assert len(shown) == 1 and shown[0][0, 0, 0] == 20  # only the newest camera's image was shown
+
+
+def test_a_soft_refresh_lets_the_render_in_flight_finish_then_redraws():
+    render = FakeRender(block=True)
+    loop = ClientRenderLoop(render, lambda img: None, ResolutionPolicy(rest_seconds=0.0)).start()
+    try:
+        loop.update(camera(1.0))
+        assert render.started.wait(5.0)
+        for _ in range(5):  # a training run refreshing faster than a render takes
+            loop.refresh(supersede=False)
+        render.release.set()
+        assert loop.wait_for_renders(2, 5.0)
+        time.sleep(0.1)
+    finally:
+        loop.stop()
+    assert loop.stats.cancelled == 0 and loop.stats.renders == 2  # shown, then redrawn once
 
 
 def test_a_failing_render_is_reported_and_the_loop_goes_on():

@@ -89,6 +89,8 @@ class ClientRenderLoop:
         self._updated_at = -float("inf")
         self._done: Tuple[int, bool] = (-1, False)  # (version, at full resolution) last shown
         self._stopped = False
+        self._drawing = False  # a render is in flight
+        self._dirty = False  # redraw once the render in flight is shown (refresh(supersede=False))
         self.stats = RenderStats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -105,9 +107,17 @@ class ClientRenderLoop:
             self._updated_at = self._clock()
             self._cond.notify_all()
 
-    def refresh(self) -> None:
-        """Redraw the current camera (settings changed) at full resolution, superseding any render."""
+    def refresh(self, supersede: bool = True) -> None:
+        """Redraw the current camera at full resolution.
+
+        ``supersede=True`` (settings changed) cancels the render in flight; ``supersede=False`` (the
+        scene changed as it trains) lets it finish and redraws after it, so frequent refreshes
+        never starve a slow render.
+        """
         with self._cond:
+            if not supersede and self._drawing:
+                self._dirty = True
+                return
             self._version += 1
             self._updated_at = -float("inf")  # not a camera motion: go straight to full resolution
             self._cond.notify_all()
@@ -121,7 +131,14 @@ class ClientRenderLoop:
 
     @property
     def version(self) -> int:
+        """Bumped by every camera update and refresh."""
         return self._version
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the newest camera and settings are shown at full resolution."""
+        with self._cond:
+            return self._done == (self._version, True)
 
     def wait_for_renders(self, count: int, timeout: float) -> bool:
         """Block until ``stats.renders >= count`` (tests); returns whether it happened."""
@@ -158,8 +175,17 @@ class ClientRenderLoop:
                     if job is not None:
                         break
                     self._cond.wait(wait)
+                self._drawing = True
             version, camera, full = job
-            self._draw(version, camera, full)
+            try:
+                self._draw(version, camera, full)
+            finally:
+                with self._cond:
+                    self._drawing = False
+                    if self._dirty:
+                        self._dirty = False
+                        self._version += 1
+                        self._updated_at = -float("inf")
 
     def _draw(self, version: int, camera: CameraState, full: bool) -> None:
         width, height = self.policy.size(camera.width, camera.height, moving=not full)

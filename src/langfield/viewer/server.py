@@ -207,12 +207,12 @@ class Viewer:
         if loop is not None:
             loop.stop(timeout=0.0)
 
-    def refresh(self) -> None:
-        """Redraw every client's current camera (settings changed)."""
+    def refresh(self, supersede: bool = True) -> None:
+        """Redraw every client's current camera (see :meth:`ClientRenderLoop.refresh`)."""
         with self._lock:
             loops = list(self.loops.values())
         for loop in loops:
-            loop.refresh()
+            loop.refresh(supersede)
 
     def set_settings(self, **changes: Any) -> None:
         """Change what is drawn (``mode``, ``query``, ``labels``) and redraw."""
@@ -301,7 +301,7 @@ class Viewer:
             self._gui["loss_plot"].data = (steps, np.asarray(status.losses, dtype=np.float64))
             self._gui["psnr_plot"].data = (steps, np.asarray(status.psnrs, dtype=np.float64))
         if status.state in ("training", "done"):
-            self.refresh()  # show the scene as it trains
+            self.refresh(supersede=False)  # show the scene as it trains, without cancelling a slow render
 
     # ------------------------------------------------------------------ camera paths
     def _build_camera_path_gui(self) -> None:

