@@ -53,3 +53,27 @@ def test_language_modes_draw_band_by_band_like_one_band(viewer_run):
     assert np.abs(one["rel"].astype(int) - rgb).mean() > 5 and np.abs(one["seg"].astype(int) - rgb).mean() > 5
     assert view.legend(["ground", "sphere"]) == [("ground", "#800000"), ("sphere", "#008000")]
     assert math.isclose(float(view.initial_camera().c2w[0, 0, 0]), float(view.dataset.split("train").cameras.c2w[0, 0, 0]))
+
+
+def test_splat_arrays_of_a_gaussian_run(viewer_run):
+    from langfield.geometry.rotations import quaternion_to_matrix
+    from langfield.viewer.scene_view import splat_arrays
+
+    view = open_scene_view(viewer_run, "cpu")
+    assert view.has_splats
+    centers, cov, rgbs, opacities = view.splats()
+    cloud = view.method.gaussian_cloud()
+    n = cloud.num_gaussians
+    assert centers.shape == (n, 3) and cov.shape == (n, 3, 3) and rgbs.shape == (n, 3) and opacities.shape == (n, 1)
+    assert np.allclose(cov, cov.transpose(0, 2, 1), atol=1e-7)
+    # the covariance's eigenvalues are the squared scales, its eigenvectors the rotation's columns
+    i = int(torch.argmax(cloud.scales.max(-1).values / cloud.scales.min(-1).values))  # the most anisotropic one
+    R = quaternion_to_matrix(cloud.quats[i].detach().float()).numpy()
+    s2 = (cloud.scales[i].detach().float() ** 2).numpy()
+    assert np.allclose(cov[i] @ R, R * s2, rtol=1e-3, atol=1e-9)
+    assert rgbs.min() >= 0 and rgbs.max() <= 1 and 0 < opacities.min() and opacities.max() < 1
+    assert np.allclose(opacities[:, 0], torch.sigmoid(cloud.params["opacities"].detach()).reshape(-1).numpy(), atol=1e-6)
+    _, toy = build()
+    with pytest.raises(InputError, match="not a Gaussian cloud"):
+        SceneView(build()[0], toy).splats()
+    assert splat_arrays(view.method)[0].dtype == np.float32

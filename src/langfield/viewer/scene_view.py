@@ -24,15 +24,18 @@ import torch
 
 from langfield._checks import InputError
 from langfield.data.dataset import SceneDataset
+from langfield.geometry.rotations import quaternion_to_matrix
+from langfield.geometry.spherical_harmonics import sh_dc_to_rgb
 from langfield.io.colormaps import colorize_depth, colorize_normals, heatmap_overlay
 from langfield.io.images import to_uint8
 from langfield.language.queries import check_label_list, colorize_labels, label_colors
 from langfield.language.scene import LanguageScene
 from langfield.methods.base import SceneMethod
+from langfield.methods.capabilities import SplatsGaussians
 from langfield.types import Cameras
 from langfield.viewer.cameras import band_camera
 
-__all__ = ["BASE_MODES", "LANGUAGE_MODES", "ModeUnavailable", "SceneView", "ViewSettings", "parse_labels"]
+__all__ = ["BASE_MODES", "LANGUAGE_MODES", "ModeUnavailable", "SceneView", "ViewSettings", "parse_labels", "splat_arrays"]
 
 BASE_MODES = ("rgb", "depth", "accumulation", "normals")
 LANGUAGE_MODES = ("relevancy", "segmentation")
@@ -66,6 +69,24 @@ def parse_labels(text: str) -> Tuple[str, ...]:
         raise InputError(str(err)) from None
 
 
+def splat_arrays(method: SplatsGaussians) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A Gaussian cloud for a browser-side splat renderer (viser's ``add_gaussian_splats``).
+
+    Returns ``(centers [N, 3], covariances [N, 3, 3], rgbs [N, 3], opacities [N, 1])`` as float32
+    numpy arrays in the normalised world frame: ``Sigma = R diag(s)^2 R^T`` from each Gaussian's
+    unit quaternion ``(w, x, y, z)`` and scales, colour from the degree-0 SH term only (the
+    browser renderer has no view-dependent colour), opacity after the sigmoid.
+    """
+    with torch.no_grad():
+        cloud = method.gaussian_cloud()
+        R = quaternion_to_matrix(cloud.quats.float())
+        s = cloud.scales.float()
+        cov = R @ torch.diag_embed(s * s) @ R.transpose(-1, -2)
+        rgb = sh_dc_to_rgb(cloud.sh[:, 0, :].float()).clamp(0, 1)
+        arrays = (cloud.means.float(), cov, rgb, cloud.opacities.float().reshape(-1, 1))
+        return tuple(a.detach().cpu().numpy().astype(np.float32) for a in arrays)  # type: ignore[return-value]
+
+
 class SceneView:
     """Render a scene method for the viewer (see the module docstring).
 
@@ -94,6 +115,18 @@ class SceneView:
         lock = threading.Lock()
         self.gate = gate if gate is not None else (lambda: lock)
         self._no_normals = False
+
+    @property
+    def has_splats(self) -> bool:
+        """Whether the method is a Gaussian cloud the browser can also splat itself (:func:`splat_arrays`)."""
+        return isinstance(self.method, SplatsGaussians)
+
+    def splats(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`splat_arrays` of the method, read inside the gate (never during a training step)."""
+        if not self.has_splats:
+            raise ModeUnavailable(f"{type(self.method).__name__} is not a Gaussian cloud")
+        with self.gate():
+            return splat_arrays(self.method)
 
     @property
     def modes(self) -> Tuple[str, ...]:

@@ -127,6 +127,7 @@ class Viewer:
         self._all_loops: List[ClientRenderLoop] = []  # joined on stop (a disconnected client's too)
         self.keyframes: List[Tuple[torch.Tensor, float]] = []  # (OpenCV c2w [3, 4], vertical fov degrees)
         self.server: Any = None
+        self._splats: Any = None  # viser's splat node while "Splat in the browser" is on
         self._lock = threading.Lock()
         self._gui: Dict[str, Any] = {}
         self._last_panel_update = 0.0
@@ -184,6 +185,8 @@ class Viewer:
 
     def _on_connect(self, client: Any) -> None:
         def show(image: np.ndarray) -> None:
+            if self._splats is not None:  # the browser splats the cloud itself: no server renders over it
+                return
             client.scene.set_background_image(image, format="jpeg", jpeg_quality=90)
             self.last_images[client.client_id] = image
 
@@ -237,10 +240,27 @@ class Viewer:
                 teacher = self.view.language.teacher
                 if teacher.simulated:
                     gui.add_markdown(f"language field distilled from a **simulated** teacher ({teacher.name})")
+            if self.view.has_splats:
+                splat = gui.add_checkbox("Splat in the browser", initial_value=False,
+                                         hint="viser's own Gaussian splat renderer (degree-0 colour) instead of langfield's renders")  # fmt: skip
+                splat.on_update(lambda _: self.show_splats(splat.value))
             self._gui["message"] = gui.add_markdown("")
         if self.callback is not None:
             self._build_training_gui()
         self._build_camera_path_gui()
+
+    def show_splats(self, on: bool) -> None:
+        """Show the Gaussian cloud through viser's splat renderer (``on``) or langfield's renders."""
+        if on and self._splats is None:
+            centers, covariances, rgbs, opacities = self.view.splats()
+            self._splats = self.server.scene.add_gaussian_splats("/splats", centers=centers, covariances=covariances,
+                                                                 rgbs=rgbs, opacities=opacities)  # fmt: skip
+            for client in self.server.get_clients().values():
+                client.scene.set_background_image(None)
+        elif not on and self._splats is not None:
+            self._splats.remove()
+            self._splats = None
+            self.refresh()
 
     def _show_error(self, message: str) -> None:
         handle = self._gui.get("message")
