@@ -26,6 +26,7 @@ _EXPORTS = {
     "prepare_run": "train",
     "train": "train",
     "render_path": "render",
+    "render_camera_path": "render",
     "render_views": "render",
     "make_path": "render",
     "evaluate_run": "evaluate",

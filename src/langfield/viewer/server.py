@@ -199,10 +199,15 @@ class Viewer:
             self._all_loops.append(loop)
         loop.start()
 
-        @client.camera.on_update
-        def _(camera: Any) -> None:
-            loop.update(CameraState(tuple(camera.wxyz), tuple(camera.position), float(camera.fov),
-                                    int(camera.image_width), int(camera.image_height)))  # fmt: skip
+        def state(camera: Any) -> CameraState:
+            return CameraState(tuple(camera.wxyz), tuple(camera.position), float(camera.fov),
+                               int(camera.image_width), int(camera.image_height))  # fmt: skip
+
+        client.camera.on_update(lambda camera: loop.update(state(camera)))
+        try:  # the camera may have arrived before the callback was attached: draw it now
+            loop.update(state(client.camera))
+        except AssertionError:  # viser asserts until the client sent its first camera
+            pass
 
     def _on_disconnect(self, client: Any) -> None:
         with self._lock:
