@@ -120,8 +120,13 @@ def test_a_failing_render_is_reported_and_the_loop_goes_on():
         while not errors and time.monotonic() < deadline:
             time.sleep(0.01)
         assert errors == ["relevancy: type a query first"] and loop.stats.errors == 1
+        loop.update(camera(1.0, width=0))  # a canvas without a size yet (bad input, not a crash)
+        deadline = time.monotonic() + 5.0
+        while len(errors) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "canvas size" in errors[1]
         loop.update(camera(1.0))
-        assert loop.wait_for_renders(1, 5.0)
+        assert loop.wait_for_renders(1, 5.0)  # the thread survived both
     finally:
         loop.stop()
 

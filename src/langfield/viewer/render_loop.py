@@ -188,10 +188,10 @@ class ClientRenderLoop:
                         self._updated_at = -float("inf")
 
     def _draw(self, version: int, camera: CameraState, full: bool) -> None:
-        width, height = self.policy.size(camera.width, camera.height, moving=not full)
         start = self._clock()
         cancelled = lambda: self._version != version or self._stopped  # noqa: E731
         try:
+            width, height = self.policy.size(camera.width, camera.height, moving=not full)
             image = self._render(camera.cameras(width, height), cancelled)
         except (ValueError, TimeoutError) as err:  # bad input (InputError is one; the CLI's policy too): say it, draw nothing
             with self._cond:
