@@ -64,8 +64,11 @@ def test_viewer_in_chromium(tiny_ngp_language_run):
                 wait_until(lambda: viewer.loops and next(iter(viewer.loops.values())).stats.full_renders >= 1, 40, "a render")
                 loop = next(iter(viewer.loops.values()))
                 client_id = next(iter(viewer.loops))
+                # The browser may report a camera or two while its page settles (a render of the first
+                # can be stale): wait for a full render of the camera it reports now.
+                wait_until(lambda: loop.up_to_date and loop.stats.full_renders >= 1, 30, "a full render of the settled camera")
                 first = viewer.last_images[client_id].copy()
-                assert first.shape[1] == 64 and first.std() > 5  # the scene, not a blank frame
+                assert first.shape[1] == 64 and first.std() > 5, f"blank frame (std {first.std():.2f})"  # the scene
                 time.sleep(0.3)  # the browser draws the image it received
                 shown = canvas_pixels(page)
                 corner = shown[shown.shape[0] // 2 :, : shown.shape[1] // 3]  # below-left: no GUI panel there
