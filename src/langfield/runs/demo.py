@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -207,6 +208,9 @@ def run_demo(
     if teacher is not None:
         say("3/4 distilling a language field from the SIMULATED teacher (ground-truth labels made CLIP-like)")
         run.method.eval()
+        # A field left by an earlier demo in this folder belongs to the old reconstruction: the
+        # distillation would resume from it, so it goes.
+        shutil.rmtree(out / LANGUAGE_DIR, ignore_errors=True)
         job = LanguageDistillation(run.method, run.dataset, teacher, language, output_dir=out / LANGUAGE_DIR,
                                    progress=progress)  # fmt: skip
         lang_summary = job.run()
