@@ -260,7 +260,7 @@ class Demo:
 
     output_dir: Path = Path("outputs/demo")
     """Where the demo writes its outputs (a run directory: 'langfield query/view/render' work on it)."""
-    budget_s: float = 120.0
+    budget_s: float = 100.0
     """Reconstruction time budget in seconds (the language field and the renders come on top)."""
     size: int = 128
     """Image size of the procedural scene."""
