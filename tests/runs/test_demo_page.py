@@ -14,7 +14,6 @@ import html.parser
 import importlib.util
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
