@@ -48,6 +48,7 @@ MODULES = [
     "langfield.viewer.cameras",
     "langfield.viewer.scene_view",
     "langfield.viewer.callback",
+    "langfield.runs.demo_page",
 ]
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -3,7 +3,7 @@
 The bar (see README) is deliberately below what the run reaches on an idle 2-core machine so
 that CI noise does not flake it, and far above what an untrained or broken model gives
 (an untrained field renders ~8.5 dB; 300 steps reach ~20.0 dB at 32x32 with 100 training views;
-the demo at 64x64 reaches ~28.9 dB in 170 s).
+the demo's NGP settings at 64x64 reached ~28.9 dB in 170 s).
 """
 
 from __future__ import annotations

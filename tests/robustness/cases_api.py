@@ -303,6 +303,10 @@ CASES += [
     api("demo/budget-zero", lambda tmp: _demo(tmp, budget_s=0.0), r"budget_s"),
     api("demo/budget-string", lambda tmp: _demo(tmp, budget_s="10"), r"budget_s"),
     api("demo/device-banana", lambda tmp: _demo(tmp, device="banana"), r"device.*banana"),
+    api("demo/method-banana", lambda tmp: _demo(tmp, method="banana"), r"method.*banana"),
+    api("demo/views-one", lambda tmp: _demo(tmp, views=1), r"views"),
+    api("demo/orbit-frames-zero", lambda tmp: _demo(tmp, orbit_frames=0), r"orbit_frames"),
+    api("demo/language-not-a-config", lambda tmp: _demo(tmp, language={"steps": 5}), r"LanguageFieldConfig"),
 ]
 
 

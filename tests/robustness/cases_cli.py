@@ -376,6 +376,7 @@ CASES += [
     plain("demo", "budget-inf", lambda tmp: ["demo", "--output-dir", str(tmp / "out"), "--budget-s", "inf"], r"--budget-s"),
     plain("demo", "seed-negative", lambda tmp: ["demo", "--output-dir", str(tmp / "out"), "--seed", "-1"], r"--seed"),
     plain("demo", "device-banana", lambda tmp: ["demo", "--output-dir", str(tmp / "out"), "--device", "banana"], r"device.*banana"),
+    plain("demo", "method-banana", lambda tmp: ["demo", "--output-dir", str(tmp / "out"), "--method", "banana"], r"--method"),
     plain("demo", "output-dir-is-a-file", lambda tmp: ["demo", "--output-dir", str(_file(tmp))], r"output.dir.*afile"),
     _memory(1 << 20, plain("demo", "size-too-big-for-memory", lambda tmp: ["demo", "--output-dir", str(tmp / "out"),
                                                                           "--size", "2048"], r"procedural.*needs about")),
