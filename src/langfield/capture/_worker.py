@@ -175,6 +175,10 @@ def run_relocalize(req: dict) -> None:
             for nid, nim in rec.images.items():
                 if nid == qid or not db.exists_two_view_geometry(qid, nid):
                     continue
+                # Match indices are database keypoint indices: only images whose 2D points are the
+                # database's keypoints (not one re-added with its inliers only) can be looked up.
+                if len(nim.points2D) != db.read_keypoints(nid).shape[0]:
+                    continue
                 matches = db.read_two_view_geometry(qid, nid).inlier_matches
                 for a, b in matches:
                     p2d = nim.points2D[int(b)]
