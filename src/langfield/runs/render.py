@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -131,11 +131,17 @@ def render_path(
         f"for {len(what)} output(s)", hint="render fewer frames or fewer outputs",
     )  # fmt: skip
     cams = make_path(run.dataset, kind, num_frames)
+    return _render_videos(run, cams, what, chunk, progress, f"render {kind}", Path(out_dir), kind, fps)
+
+
+def _render_videos(
+    run: Run, cams: Any, what: Sequence[str], chunk: int, progress: bool, label: str, out_dir: Path, stem: str, fps: float
+) -> List[Path]:
+    """Render every camera of ``cams`` and write one ``<stem>_<output>.mp4`` per output in ``what``."""
     bg = run.dataset.eval_background()
-    out_dir = Path(out_dir)
     frames: Dict[str, List[np.ndarray]] = {w: [] for w in what}
     with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"render {kind}", total=len(cams))
+        task = bar.add_task(label, total=len(cams))
         for i in range(len(cams)):
             out = run.method.render_camera(cams[i], bg, chunk=chunk, output_device="cpu", with_normals="normals" in what)
             for name, img in frame_images(out, what).items():
@@ -143,7 +149,7 @@ def render_path(
             bar.advance(task)
     paths = []
     for name, seq in frames.items():
-        path = out_dir / f"{kind}_{name}.mp4"
+        path = out_dir / f"{stem}_{name}.mp4"
         write_video(path, seq, fps=fps)
         paths.append(path)
     return paths
@@ -169,22 +175,8 @@ def render_camera_path(
         len(path) * path.width * path.height * 3 * len(what), f"{len(path)} frames of {path.width}x{path.height} "
         f"from {camera_path} for {len(what)} output(s)", hint="render fewer frames, a smaller size or fewer outputs",
     )  # fmt: skip
-    cams = path.cameras()
-    bg = run.dataset.eval_background()
-    frames: Dict[str, List[np.ndarray]] = {w: [] for w in what}
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"render {Path(camera_path).name}", total=len(cams))
-        for i in range(len(cams)):
-            out = run.method.render_camera(cams[i], bg, chunk=chunk, output_device="cpu", with_normals="normals" in what)
-            for name, img in frame_images(out, what).items():
-                frames[name].append(to_uint8(img))
-            bar.advance(task)
-    paths = []
-    for name, seq in frames.items():
-        video = Path(out_dir) / f"{Path(camera_path).stem}_{name}.mp4"
-        write_video(video, seq, fps=fps or path.fps)
-        paths.append(video)
-    return paths
+    name = Path(camera_path)
+    return _render_videos(run, path.cameras(), what, chunk, progress, f"render {name.name}", Path(out_dir), name.stem, fps or path.fps)
 
 
 def render_views(
