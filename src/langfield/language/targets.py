@@ -43,7 +43,9 @@ def teacher_features(
         task = bar.add_task("teacher", total=len(split))
         for i in range(len(split)):
             sem = split.semantics[i] if split.semantics is not None else None
-            f = teacher.dense_features(view_image_uint8(split, i, background), view_key=f"{split_name}/{i}", semantics=sem)
+            f = teacher.dense_features(
+                view_image_uint8(split, i, background), view_key=f"{split_name}/{i}", semantics=sem, camera=split.cameras.c2w[i]
+            )
             if f.shape[:2] != (split.height, split.width):
                 raise ValueError(f"teacher {teacher.name} returned {tuple(f.shape)} for a {split.height}x{split.width} image")
             if out is None:

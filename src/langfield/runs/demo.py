@@ -347,7 +347,7 @@ def _semantic_metrics(scene: LanguageScene, test) -> Dict[str, Any]:
         return scene.render(test.cameras, i).features
 
     def teacher(i: int) -> torch.Tensor:
-        return scene.teacher.dense_features(view_image_uint8(test, i, bg), view_key=f"test/{i}", semantics=test.semantics[i])
+        return scene.teacher.dense_features(view_image_uint8(test, i, bg), view_key=f"test/{i}", semantics=test.semantics[i], camera=test.cameras.c2w[i])
 
     keys = ("miou", "macc", "loc_acc")
     rows = {name: evaluate_semantics(fn, test, label_emb, neg_emb) for name, fn in (("field", field), ("teacher", teacher))}

@@ -61,7 +61,7 @@ def load_data(cfg: DataConfig) -> SceneDataset:
     """Load the scene described by ``cfg`` (through the reader registry, procedural scene included)."""
     if cfg.path == PROCEDURAL:
         side = max(1, int(round(cfg.procedural_size / cfg.downscale)))
-        views = cfg.procedural_views + _PROCEDURAL_TEST_VIEWS
+        views = cfg.procedural_views + _PROCEDURAL_TEST_VIEWS + cfg.procedural_val_views
         check_memory(
             views * side * side * _PROCEDURAL_BYTES_PER_PIXEL,
             f"procedural scene of {views} views at {side}x{side} (--procedural-size/--procedural-views)",
@@ -69,7 +69,7 @@ def load_data(cfg: DataConfig) -> SceneDataset:
         )  # fmt: skip
         return load_dataset(
             PROCEDURAL, format=PROCEDURAL, downscale=cfg.downscale, background=cfg.background,
-            size=cfg.procedural_size, num_train=cfg.procedural_views,
+            size=cfg.procedural_size, num_train=cfg.procedural_views, num_val=cfg.procedural_val_views,
         )  # fmt: skip
     # passed only when set, so third-party readers without the option keep working by default
     options = {"allow_outside_paths": True} if cfg.allow_outside_paths else {}

@@ -49,6 +49,8 @@ class DataConfig:
             of RGBA images during training (evaluation uses white for "random").
         procedural_size: image size of the procedural scene (ignored otherwise).
         procedural_views: training views of the procedural scene (8 held-out test views besides).
+        procedural_val_views: validation views of the procedural scene (0: no "val" split), for
+            choosing settings without looking at the test views.
         allow_outside_paths: let the dataset's image paths point outside its folder (``../``,
             absolute paths, symlinks out of it); refused by default.
     """
@@ -65,6 +67,8 @@ class DataConfig:
     """Image size of the procedural scene."""
     procedural_views: int = 100
     """Training views of the procedural scene (8 held-out test views besides)."""
+    procedural_val_views: int = 0
+    """Validation views of the procedural scene (0: no val split)."""
     allow_outside_paths: bool = False
     """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
 
@@ -75,6 +79,7 @@ class DataConfig:
         check_finite_number(self.downscale, "DataConfig.downscale (--downscale)", lo=0, lo_inclusive=False)
         check_int_range(self.procedural_size, "DataConfig.procedural_size (--procedural-size)", lo=1, hi=MAX_PROCEDURAL_SIZE)
         check_int_range(self.procedural_views, "DataConfig.procedural_views (--procedural-views)", lo=1, hi=MAX_PROCEDURAL_VIEWS)
+        check_int_range(self.procedural_val_views, "DataConfig.procedural_val_views (--procedural-val-views)", lo=0, hi=MAX_PROCEDURAL_VIEWS)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ def load_procedural(
     *,
     size: int = DEFAULT_SIZE,
     num_train: int = DEFAULT_NUM_TRAIN,
+    num_val: int = 0,
 ) -> SceneDataset:
-    """Render the procedural scene (8 held-out test views besides ``num_train`` training views).
+    """Render the procedural scene (8 held-out test views besides ``num_train`` training views and
+    ``num_val`` validation views).
 
     Args:
         path: ignored (the registry passes the ``"procedural"`` it detected).
@@ -42,8 +44,9 @@ def load_procedural(
         background: ``"white"`` (default), ``"black"`` or ``"random"`` (``SceneDataset.background``).
         size: image side before ``downscale``.
         num_train: training views.
+        num_val: validation views (a ``"val"`` split; 0: none).
     """
     downscale = check_downscale(downscale)
     side = int(round(size / downscale))
-    dataset = make_procedural_dataset(ProceduralSceneConfig(width=side, height=side, num_train=num_train))
+    dataset = make_procedural_dataset(ProceduralSceneConfig(width=side, height=side, num_train=num_train, num_val=num_val))
     return replace(dataset, background=resolve_background(background))

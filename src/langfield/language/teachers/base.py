@@ -54,7 +54,9 @@ class DenseTeacher(ABC):
         """``T`` strings -> ``[T, E]`` float32 CPU, unit norm. Empty list/strings raise ``ValueError``."""
 
     @abstractmethod
-    def dense_features(self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None) -> Tensor:
+    def dense_features(
+        self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None, camera: Optional[Tensor] = None
+    ) -> Tensor:
         """Dense features of one image.
 
         Args:
@@ -63,6 +65,8 @@ class DenseTeacher(ABC):
                 their per-view corruption with it, real teachers may use it for caching.
             semantics: ``[H, W]`` int64 ground-truth label ids; only simulated teachers read it
                 (a real teacher ignores it).
+            camera: ``[3, 4]`` camera-to-world (OpenCV) of the view; simulated teachers whose
+                mistakes depend on the viewing direction read it (a real teacher ignores it).
 
         Returns:
             ``[H, W, E]`` float32 CPU, unit norm per pixel.

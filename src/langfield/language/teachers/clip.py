@@ -707,8 +707,10 @@ class CLIPDenseTeacher(DenseTeacher):
             labels=labels,
         )
 
-    def dense_features(self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None) -> Tensor:
-        """``[H, W, E]`` float32 CPU, unit norm. ``semantics`` is ignored (a real teacher);
+    def dense_features(
+        self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None, camera: Optional[Tensor] = None
+    ) -> Tensor:
+        """``[H, W, E]`` float32 CPU, unit norm. ``semantics`` and ``camera`` are ignored (a real teacher);
         ``view_key`` is not used (the cache is keyed by the image's content)."""
         image = _check_image(image)
         method = self.config.method

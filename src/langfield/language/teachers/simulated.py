@@ -356,7 +356,42 @@ class SimulatedTeacher(DenseTeacher):
             )
         return ids
 
-    def dense_features(self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None) -> Tensor:
+    def _check_draw(self, draw: Any) -> int:
+        if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+            raise ValueError(f"draw must be an int >= 0 (the re-draw index of the per-view corruptions), got {draw!r}")
+        return draw
+
+    def _draw_seed(self, view_key: str, draw: int) -> int:
+        """Seed of the per-view random stream; draw 0 is the teacher's own answer."""
+        return _view_seed(self.config.seed, view_key if draw == 0 else f"{view_key}\x00draw{draw}")
+
+    def _noise_and_mix(self, feats: Tensor, k: int, gen: torch.Generator) -> Tensor:
+        """Steps 3-5 on ``[H, W, E]`` features (modified in place where possible): patch-grid and
+        per-pixel noise (``k``: patch size), global mix, normalisation (skipped when ``k <= 1`` and
+        there is no noise and no mix: the features are then exact label embeddings already)."""
+        height, width = feats.shape[:2]
+        eff = self.config.effective()
+        sigma = eff["noise"]
+        if sigma > 0:
+            dim = feats.shape[-1]
+            std = sigma / math.sqrt(2 * dim)
+            offset = torch.randint(0, k, (2,), generator=gen).tolist()
+            rows = (torch.arange(height) + offset[0]) // k
+            cols = (torch.arange(width) + offset[1]) // k
+            grid = torch.randn(int(rows[-1]) + 1, int(cols[-1]) + 1, dim, generator=gen).mul_(std)
+            feats.add_(grid[rows[:, None], cols[None, :]])
+            feats.add_(torch.randn(height, width, dim, generator=gen).mul_(std))
+            feats = F.normalize(feats, dim=-1)
+        m = eff["global_mix"]
+        if m > 0:
+            g = F.normalize(feats.mean(dim=(0, 1)), dim=0)
+            feats = feats.mul(1 - m).add_(g, alpha=m)
+        return F.normalize(feats, dim=-1) if (k > 1 or sigma > 0 or m > 0) else feats
+
+    def dense_features(
+        self, image: Tensor, *, view_key: str, semantics: Optional[Tensor] = None, camera: Optional[Tensor] = None,
+        draw: int = 0,
+    ) -> Tensor:  # fmt: skip
         """Simulated dense CLIP features of one view.
 
         Args:
@@ -364,6 +399,10 @@ class SimulatedTeacher(DenseTeacher):
             view_key: stable view identifier; with ``config.seed`` it seeds all of this view's
                 corruptions, so the same view always gets the same features.
             semantics: ``[H, W]`` integer ground-truth label ids in ``[0, len(labels))`` (required).
+            camera: the view's camera-to-world; not used by this teacher (its corruptions do not
+                depend on the viewpoint).
+            draw: re-draw index (0 = the teacher's answer); ``draw > 0`` draws the view's
+                corruptions afresh (the K-draw baseline averages draws ``0..K-1``).
 
         Returns:
             ``[H, W, E]`` float32 CPU, unit norm per pixel. With ``strength = 0``: exactly
@@ -374,12 +413,12 @@ class SimulatedTeacher(DenseTeacher):
                 outside ``[0, len(labels))``; a bad ``image`` or ``view_key``.
         """
         ids = self._check_inputs(image, view_key, semantics)
+        draw = self._check_draw(draw)
         height, width = ids.shape
         emb = self.label_embeddings
         if self.config.strength == 0:
             return emb[ids]
-        eff = self.config.effective()
-        gen = torch.Generator().manual_seed(_view_seed(self.config.seed, view_key))
+        gen = torch.Generator().manual_seed(self._draw_seed(view_key, draw))
 
         # 1. Confusion: relabel whole regions (a lookup table on label ids).
         lut = self._confusion_lut(gen)
@@ -394,32 +433,11 @@ class SimulatedTeacher(DenseTeacher):
             soft = _box_blur(soft, k)
             feats = (soft.reshape(len(present), -1).T @ emb[present]).reshape(height, width, -1)
         else:
-            feats = emb[ids]  # [H, W, E]
-        changed = k > 1
+            feats = emb[ids].clone()  # [H, W, E]
 
-        # 3. Noise: a kernel-sized patch grid (random phase) plus per-pixel, half the variance each.
-        sigma = eff["noise"]
-        if sigma > 0:
-            dim = feats.shape[-1]
-            std = sigma / math.sqrt(2 * dim)
-            offset = torch.randint(0, k, (2,), generator=gen).tolist()
-            rows = (torch.arange(height) + offset[0]) // k
-            cols = (torch.arange(width) + offset[1]) // k
-            grid = torch.randn(int(rows[-1]) + 1, int(cols[-1]) + 1, dim, generator=gen).mul_(std)
-            feats.add_(grid[rows[:, None], cols[None, :]])  # feats is a fresh tensor here
-            feats.add_(torch.randn(height, width, dim, generator=gen).mul_(std))
-            feats = F.normalize(feats, dim=-1)
-            changed = True
-
-        # 4. Global mix toward the image's normalised mean embedding.
-        m = eff["global_mix"]
-        if m > 0:
-            g = F.normalize(feats.mean(dim=(0, 1)), dim=0)
-            feats = feats.mul(1 - m).add_(g, alpha=m)
-            changed = True
-
-        # 5. Normalise.
-        return F.normalize(feats, dim=-1) if changed else feats
+        # 3-5. Noise (a kernel-sized patch grid with a random phase plus per-pixel, half the
+        # variance each), global mix toward the image's normalised mean embedding, normalise.
+        return self._noise_and_mix(feats, k, gen)
 
     def __repr__(self) -> str:
         return (
