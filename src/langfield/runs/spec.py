@@ -51,6 +51,10 @@ class DataConfig:
         procedural_views: training views of the procedural scene (8 held-out test views besides).
         allow_outside_paths: let the dataset's image paths point outside its folder (``../``,
             absolute paths, symlinks out of it); refused by default.
+        ray_space: ``"auto" | "world" | "ndc"``: the space ray-marched methods work in
+            (:mod:`langfield.data.ray_space`; auto = NDC for forward-facing scenes such as LLFF).
+            ``run.json`` files written before this option existed load as ``"world"``, the space
+            they were trained in.
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
@@ -67,6 +71,15 @@ class DataConfig:
     """Training views of the procedural scene (8 held-out test views besides)."""
     allow_outside_paths: bool = False
     """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
+    ray_space: Literal["auto", "world", "ndc"] = "auto"
+    """Ray space of NeRF/Mip-NeRF/NGP: auto (NDC for forward-facing scenes such as LLFF), world or ndc."""
+
+    @classmethod
+    def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+        """Runs stored before ``ray_space`` existed were trained on world rays: keep them so."""
+        if isinstance(data, dict) and "ray_space" not in data:
+            data = {**data, "ray_space": "world"}
+        return data
 
     def __post_init__(self) -> None:
         check_field_types(self)
