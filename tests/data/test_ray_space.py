@@ -196,3 +196,52 @@ def test_nerf_trains_in_ndc_and_renders_world_depth():
     assert psnr > 14.0, psnr
     depth = float(out.depth.median())
     assert 2.8 < depth < 5.5, depth  # NDC distances are below 2.3; the plane is ~4.2 away
+
+
+def test_cli_ray_space_round_trip(tmp_path):
+    """``langfield train --ray-space`` reaches the run: auto trains an LLFF folder in NDC, the reloaded
+    run renders through the same NDC space with world depth, and ``world`` turns it off."""
+    import json
+
+    from langfield.cli.main import main
+    from langfield.runs.loading import load_run
+
+    write_llff(tmp_path / "s", n=10, factor=2)
+    tiny = ["--method", "ngp", "--max-steps", "2", "--num-rays", "64", "--eval-every", "0", "--checkpoint-every", "0",
+            "--device", "cpu", "--set", "field.hash_grid.num_levels=2", "--set", "field.hash_grid.log2_hashmap_size=10",
+            "--set", "grid.resolution=16", "--set", "steps_per_diagonal=64"]  # fmt: skip
+    for space in ("auto", "world"):
+        run_dir = tmp_path / space
+        rc = main(["train", "--data", str(tmp_path / "s"), "--downscale", "2", "--ray-space", space,
+                   "--output-dir", str(run_dir), *tiny])  # fmt: skip
+        assert rc == 0
+        assert json.loads((run_dir / "run.json").read_text())["data"]["ray_space"] == space
+        run = load_run(run_dir, device="cpu")
+        assert (run.method.ndc is not None) == (space == "auto")
+        if space == "auto":
+            assert run.method.ndc.matches(run.dataset.ndc)
+            torch.testing.assert_close(run.method.aabb, run.dataset.ndc.box)
+    assert main(["render", str(tmp_path / "auto"), "--path", "spiral", "--num-frames", "2", "--device", "cpu",
+                 "--outputs", "rgb", "depth"]) == 0  # fmt: skip
+
+
+def test_capture_heuristic_needs_forward_views_and_points(tiny_scene):
+    from langfield.data.ray_space import capture_looks_forward_facing
+
+    ff = plane_scene().split("train").cameras.c2w
+    g = torch.Generator().manual_seed(0)
+    plane_pts = torch.cat([(torch.rand(50, 2, generator=g) - 0.5) * 4, torch.full((50, 1), PLANE_Z)], -1)
+    assert capture_looks_forward_facing(ff, plane_pts)
+    assert not capture_looks_forward_facing(ff, None)  # nothing to judge the depth by
+    assert not capture_looks_forward_facing(ff, plane_pts * 0.05)  # content as near as the camera spread
+    orbit = tiny_scene.split("train").cameras.c2w
+    assert not capture_looks_forward_facing(orbit, (torch.rand(50, 3, generator=g) - 0.5))
+
+
+def test_old_run_files_load_in_world_space():
+    from langfield.configs import config_from_dict
+    from langfield.runs.spec import DataConfig
+
+    assert config_from_dict(DataConfig, {"path": "procedural"}).ray_space == "world"  # written before ray_space
+    assert DataConfig().ray_space == "auto"
+    assert config_from_dict(DataConfig, {"path": "x", "ray_space": "ndc"}).ray_space == "ndc"

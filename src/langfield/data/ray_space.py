@@ -13,7 +13,8 @@ rendered depth back to world ray distances.
 
 * ``"auto"`` (default): NDC when the dataset is ``forward_facing`` and the method marches rays
   (NeRF, Mip-NeRF, Instant-NGP); world otherwise (e.g. Gaussian splatting, which rasterises
-  perspective cameras and has no NDC form).
+  perspective cameras and has no NDC form), and, with a warning, when the flagged dataset turns
+  out to have no NDC space (a camera looking more than 80 degrees off the mean direction).
 * ``"world"``: never NDC.
 * ``"ndc"``: NDC whatever the flag says; refused for methods that cannot use it and for datasets
   whose cameras do not all look forward of the reference camera.
@@ -24,10 +25,12 @@ The NDC space of a dataset (:func:`ndc_space_for`):
   every loaded split (for a recentred LLFF scene with all its views this is the identity, NeRF's
   choice), with the intrinsics and image size of the first training camera (NeRF uses the first
   camera's ``hwf``);
-* near plane ``z = n`` (reference frame): ``min_c z_c + near * min d_z``, the smallest z any
-  camera can see at ray distance ``dataset.near`` (``z_c`` camera centres, ``d_z`` unit corner-ray
-  directions in the reference frame) -- no content in front of ``near`` is cut off. For the NeRF
-  normalisation of fern this is about ``0.96`` (NeRF uses 1.0);
+* near plane ``z = n`` (reference frame): with at least 20 sparse points in front of the reference,
+  ``0.75`` times the 0.5 % quantile of their z (LLFF's ``bd_factor`` on a low depth percentile, which
+  is how LLFF's own near bounds are made; NeRF's near plane 1.0 is ``0.75`` times the closest bound).
+  Without points, ``min_c z_c + near * min d_z``: the smallest z any camera can see at ray distance
+  ``dataset.near`` (``z_c`` camera centres, ``d_z`` unit corner-ray directions in the reference
+  frame), so no content beyond ``near`` is cut off;
 * box: the NDC bounds of every camera's frustum (image corners, near plane to infinity) and of
   the reference image ``[-1, 1]^2``, padded by :data:`NDC_BOX_MARGIN` of their extent in x and y;
   ``z`` spans ``[-1, 1]`` exactly.
@@ -35,13 +38,15 @@ The NDC space of a dataset (:func:`ndc_space_for`):
 Forward-facing detection for other captures (:func:`looks_forward_facing`): every camera's
 viewing direction lies within ``max_angle_deg`` (60) of their mean, and the camera centres lie
 within ``max_spread`` (0.5) scene depths of their mean (scene depth: the median z of the sparse
-points in the mean camera's frame, else the dataset's ``near``) -- a handheld capture of a facade
-or a table top, not an orbit around an object.
+points in front of the mean camera; without sparse points a capture is never flagged) -- a
+handheld capture of a facade or a table top, not an orbit around an object. The COLMAP reader sets
+``forward_facing`` with it (:func:`capture_looks_forward_facing`); LLFF folders are always forward-facing.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from typing import Optional
 
@@ -62,6 +67,7 @@ __all__ = [
     "NDC_BOX_MARGIN",
     "RAY_SPACES",
     "apply_ray_space",
+    "capture_looks_forward_facing",
     "check_cameras_in_ndc",
     "check_ray_space",
     "looks_forward_facing",
@@ -73,6 +79,12 @@ RAY_SPACES = ("auto", "world", "ndc")
 NDC_BOX_MARGIN = 0.05
 #: Smallest cosine between a corner ray of any camera and the reference axis accepted for NDC (80 degrees).
 MIN_FORWARD_COSINE = math.cos(math.radians(80.0))
+#: Near plane from sparse points: ``NEAR_POINTS_FACTOR`` times the ``NEAR_POINTS_QUANTILE`` quantile of
+#: their reference-frame z (LLFF's ``bd_factor`` 0.75 applied to a low percentile of the point depths),
+#: used when at least ``MIN_NEAR_POINTS`` points lie in front of the reference camera.
+NEAR_POINTS_FACTOR = 0.75
+NEAR_POINTS_QUANTILE = 0.005
+MIN_NEAR_POINTS = 20
 FORWARD_FACING_MAX_ANGLE_DEG = 60.0
 FORWARD_FACING_MAX_SPREAD = 0.5
 
@@ -168,6 +180,18 @@ def check_cameras_in_ndc(ndc: NDCSpace, cameras: Cameras, where: str) -> None:
         )
 
 
+def _near_plane(dataset: SceneDataset, cams: Cameras, ref: Tensor, min_dz: float) -> float:
+    """The NDC near plane (reference-frame z): from the sparse points when there are enough, else the bounds."""
+    R, c = ref[:, :3], ref[:, 3]
+    if dataset.points3d is not None and len(dataset.points3d) > 0:
+        z = (dataset.points3d.double() - c) @ R[:, 2]
+        z = z[z > 0]
+        if len(z) >= MIN_NEAR_POINTS:
+            return NEAR_POINTS_FACTOR * float(torch.quantile(z, NEAR_POINTS_QUANTILE))
+    z_centres = (cams.c2w[:, :, 3].double() - c) @ R[:, 2]
+    return float(z_centres.min()) + float(dataset.near) * min_dz
+
+
 def ndc_space_for(dataset: SceneDataset, *, near_plane: Optional[float] = None, where: str = "ray_space") -> NDCSpace:
     """The :class:`NDCSpace` of ``dataset`` (reference camera, near plane and box: see the module docstring).
 
@@ -176,7 +200,10 @@ def ndc_space_for(dataset: SceneDataset, *, near_plane: Optional[float] = None, 
     the reference axis or when no positive near plane exists: such scenes are not forward-facing.
     """
     cams = _all_cameras(dataset)
-    ref = average_pose(cams.c2w)  # float64 [3, 4]
+    try:
+        ref = average_pose(cams.c2w)  # float64 [3, 4]
+    except ValueError as err:
+        raise InputError(f"{where}: NDC needs a forward-facing scene, but {dataset.name!r} has no mean camera ({err})") from None
     first = dataset.split("train").cameras[0]
     K = first.Ks[0].double()
     corners = _corner_rays(cams)
@@ -191,8 +218,7 @@ def ndc_space_for(dataset: SceneDataset, *, near_plane: Optional[float] = None, 
             f"(limit 80); use ray_space='world' (--ray-space world)"
         )
     if near_plane is None:
-        z_centres = (cams.c2w[:, :, 3].double() - c) @ R[:, 2]
-        near_plane = float(z_centres.min()) + float(dataset.near) * min_dz
+        near_plane = _near_plane(dataset, cams, ref, min_dz)
     if not (math.isfinite(near_plane) and near_plane > 0):
         raise InputError(
             f"{where}: no NDC near plane in front of the reference camera of {dataset.name!r} (got z = {near_plane:g}): "
@@ -239,4 +265,28 @@ def apply_ray_space(
         )
     if not use_ndc:
         return replace(dataset, ndc=None)
-    return replace(dataset, ndc=ndc_space_for(dataset, where=where))
+    try:
+        space = ndc_space_for(dataset, where=where)
+    except InputError as err:
+        if ray_space == "ndc":
+            raise
+        warnings.warn(f"{err}; 'auto' falls back to world rays", stacklevel=2)
+        return replace(dataset, ndc=None)
+    return replace(dataset, ndc=space)
+
+
+def capture_looks_forward_facing(c2w: Tensor, points: Optional[Tensor]) -> bool:
+    """:func:`looks_forward_facing` for a capture with sparse ``points [P, 3]``: the scene depth is the
+    median z of the points in front of the :func:`~langfield.geometry.normalize.average_pose` camera.
+    Without at least :data:`MIN_NEAR_POINTS` such points nothing can be judged: False."""
+    if points is None or len(points) == 0:
+        return False
+    try:
+        ref = average_pose(c2w)
+    except ValueError:  # forward axes cancel out: cameras all around the scene
+        return False
+    z = (points.double() - ref[:, 3]) @ ref[:, 2]
+    z = z[z > 0]
+    if len(z) < MIN_NEAR_POINTS:
+        return False
+    return looks_forward_facing(c2w, float(z.median()))

@@ -51,10 +51,9 @@ class DataConfig:
         procedural_views: training views of the procedural scene (8 held-out test views besides).
         allow_outside_paths: let the dataset's image paths point outside its folder (``../``,
             absolute paths, symlinks out of it); refused by default.
-        ray_space: ``"auto" | "world" | "ndc"``: the space ray-marched methods work in
-            (:mod:`langfield.data.ray_space`; auto = NDC for forward-facing scenes such as LLFF).
-            ``run.json`` files written before this option existed load as ``"world"``, the space
-            they were trained in.
+        ray_space: where NeRF / Mip-NeRF / Instant-NGP rays live: auto (NDC for forward-facing
+            scenes such as LLFF, else world), world, or ndc (langfield.data.ray_space). A run.json
+            written before this option existed loads as world, the space it was trained in.
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
