@@ -157,6 +157,15 @@ def test_make_method_sets_and_guards_the_ray_space():
     torch.testing.assert_close(ngp.aabb, ds.ndc.box)
     with pytest.raises(ValueError, match="cannot work in NDC"):
         make_method("gaussians", info)
+    # NGP marches inside the NDC box and Mip-NeRF takes the mapped cone radii
+    batch = PixelSampler(ds.split("train"), num_rays=32, near=ds.near, far=ds.far, ndc=ds.ndc).sample(0)
+    out = ngp.eval().outputs(batch.rays, batch.background)
+    assert out.num_samples > 32 and bool(torch.isfinite(out.render.rgb).all())
+    mip = make_method("mipnerf", info).eval()
+    assert mip.ndc is ds.ndc
+    a = mip.render_rays(batch.rays, batch.background).rgb
+    b = mip.render_rays(dataclasses.replace(batch.rays, radii=batch.rays.radii * 50), batch.background).rgb
+    assert bool(torch.isfinite(a).all()) and not torch.allclose(a, b)
     world_nerf = make_method("nerf", SceneInfo.from_dataset(plane_scene()))
     with pytest.raises(ValueError, match="built for world rays but dataset 'plane' is in ray space 'ndc'"):
         world_nerf.make_sampler(ds, SamplerOptions())
