@@ -127,7 +127,8 @@ class PlaneOracle(RayMethod):
         z = PLANE_Z if self.ndc is None else 1.0 - 2.0 * self.ndc.near / PLANE_Z  # the plane in NDC (reference = identity)
         t = (z - rays.origins[:, 2:3]) / rays.directions[:, 2:3]
         n = len(rays)
-        return RenderOutput(rgb=torch.zeros(n, 3), depth=t, accumulation=torch.ones(n, 1))
+        normals = torch.tensor([[0.0, 0.0, -1.0]]).expand(n, 3) if with_normals else None  # facing the cameras
+        return RenderOutput(rgb=torch.zeros(n, 3), depth=t, accumulation=torch.ones(n, 1), normals=normals)
 
 
 def test_render_camera_reports_world_depth_in_ndc():
@@ -139,8 +140,10 @@ def test_render_camera_reports_world_depth_in_ndc():
     world_depth = PlaneOracle(SceneInfo.from_dataset(ds)).render_camera(cams, torch.ones(3)).depth
     oracle = PlaneOracle(SceneInfo.from_dataset(dataclasses.replace(ndc_ds, ndc=space)))
     assert oracle.ndc is space
-    ndc_depth = oracle.render_camera(cams, torch.ones(3)).depth
+    ndc_out = oracle.render_camera(cams, torch.ones(3), with_normals=True)
+    ndc_depth = ndc_out.depth
     torch.testing.assert_close(ndc_depth, world_depth, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ndc_out.normals, torch.tensor([0.0, 0.0, -1.0]).expand_as(ndc_out.normals), atol=1e-5, rtol=0)
     assert 3.9 < float(world_depth.min()) and float(world_depth.max()) < 5.0  # metres to the plane, not NDC units
     # training rays and rendering rays agree: the camera's rays equal the sampler's conversion
     rays = oracle.camera_rays(cams, 0).flatten()

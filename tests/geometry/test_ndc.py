@@ -184,3 +184,24 @@ def test_space_refuses_backward_rays():
     world = _world_rays(space)
     with pytest.raises(InputError, match="point forward"):
         space.rays(Rays(world.origins, -world.directions, world.radii, world.near, world.far, world.camera_indices))
+
+
+def test_space_world_normals_match_the_projection_jacobian():
+    """A world normal m maps into NDC as J^-T m (J the Jacobian of pi, here by autograd);
+    world_normals must map it back."""
+    space = _space()
+    world = _world_rays(space, n=4)
+    o_ref, d_ref = space.to_reference(world.origins.double(), world.directions.double())
+    t = ((NEAR - o_ref[:, 2]) / d_ref[:, 2] + torch.tensor([0.5, 1.0, 3.0, 8.0], dtype=torch.float64))[:, None]
+    g = torch.Generator().manual_seed(2)
+    m_world = torch.nn.functional.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=-1)
+    m_ref = m_world @ space.c2w[:, :3].double()
+    n_ndc = []
+    for i in range(4):
+        p = o_ref[i] + t[i] * d_ref[i]
+        J = torch.autograd.functional.jacobian(lambda q: ndc_points(q[None], FOCAL, W, H, NEAR, principal_point=PP)[0], p)
+        n_ndc.append(torch.linalg.solve(J.T, m_ref[i]))
+    n_ndc = torch.nn.functional.normalize(torch.stack(n_ndc), dim=-1)
+    got = space.world_normals(n_ndc.float(), world, t.float())
+    torch.testing.assert_close(got, m_world.float(), atol=1e-4, rtol=0)
+    assert space.world_normals(torch.zeros(4, 3), world, t.float()).abs().max() == 0

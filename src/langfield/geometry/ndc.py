@@ -373,3 +373,25 @@ class NDCSpace:
         s = (ndc_distance / d_ndc.norm(dim=-1, keepdim=True)).clamp(0.0, max_fraction)
         unit = d / d.norm(dim=-1, keepdim=True)
         return ndc_fraction_to_world_distance(s[..., 0], o, unit, self.near)[..., None]
+
+    def world_normals(self, normals_ndc: Tensor, world_rays: Rays, world_distance: Tensor) -> Tensor:
+        """World unit normals ``[*B, 3]`` of NDC normals ``[*B, 3]`` at the points ``world_distance [*B, 1]``
+        along ``world_rays``.
+
+        A normal is a density gradient, so it maps with the transposed Jacobian of the projection
+        ``pi`` at the point (reference frame ``(x, y, z)``)::
+
+            g_x = a_x n_x / z,   g_y = a_y n_y / z,   g_z = -(a_x x n_x + a_y y n_y) / z^2 + 2 near n_z / z^2
+
+        then normalised and rotated to the world. Zero normals (rays that hit nothing) stay zero.
+        """
+        o, d = self.to_reference(world_rays.origins, world_rays.directions)
+        p = o + world_distance * d
+        x, y, z = p.unbind(-1)
+        ax, ay, _, _ = _affine(self.focal, self.width, self.height, self.principal_point, p)
+        nx, ny, nz = normals_ndc.to(p).unbind(-1)
+        g = torch.stack([ax * nx / z, ay * ny / z, (-(ax * x * nx + ay * y * ny) + 2.0 * self.near * nz) / (z * z)], -1)
+        norm = g.norm(dim=-1, keepdim=True)
+        g = torch.where(norm > 0, g / norm.clamp_min(1e-30), torch.zeros_like(g))
+        return g @ self.c2w[:, :3].to(p).T
+

@@ -327,7 +327,8 @@ class RayMethod(SceneMethod):
         Rays are generated where the cameras live and moved to the method's device chunk by chunk.
         In NDC (:attr:`ndc`) the rays are converted like the training rays and the rendered depth,
         an NDC distance, is converted back to the world ray distance of the expected NDC point
-        (:meth:`langfield.geometry.ndc.NDCSpace.world_distance`), so depth is always in world units.
+        (:meth:`langfield.geometry.ndc.NDCSpace.world_distance`), so depth is always in world units;
+        normals are mapped to world normals at that point (:meth:`~langfield.geometry.ndc.NDCSpace.world_normals`).
         """
         _check_single_camera(cameras, type(self).__name__)
         if chunk < 1:
@@ -348,7 +349,11 @@ class RayMethod(SceneMethod):
                 if not isinstance(out, RenderOutput):
                     raise TypeError(f"{type(self).__name__}.render_rays must return a RenderOutput, got {type(out).__name__}")
                 if self.ndc is not None:
-                    depth = self.ndc.world_distance(out.depth, world[start : start + chunk].to(device))
-                    out = dataclasses.replace(out, depth=depth.to(out.depth.dtype))
+                    sub_world = world[start : start + chunk].to(device)
+                    depth = self.ndc.world_distance(out.depth, sub_world)
+                    normals = out.normals
+                    if normals is not None:
+                        normals = self.ndc.world_normals(normals, sub_world, depth).to(normals.dtype)
+                    out = dataclasses.replace(out, depth=depth.to(out.depth.dtype), normals=normals)
                 parts.append(out if output_device is None else out.to(output_device))
         return RenderOutput.cat(parts).reshape(height, width)
