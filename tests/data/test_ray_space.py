@@ -20,6 +20,7 @@ from langfield.geometry.rotations import look_at
 from langfield.methods.base import RayMethod, SceneInfo
 from langfield.methods.registry import make_method, uses_rays
 from langfield.types import Cameras, RenderOutput
+from tests.conftest import SHARED_DATA
 from tests.data.readers.test_llff import write_llff
 
 PLANE_Z = 4.0  # the synthetic scene: a textured plane z = PLANE_Z in front of the cameras
@@ -257,3 +258,17 @@ def test_old_run_files_load_in_world_space():
     assert config_from_dict(DataConfig, {"path": "procedural"}).ray_space == "world"  # written before ray_space
     assert DataConfig().ray_space == "auto"
     assert config_from_dict(DataConfig, {"path": "x", "ray_space": "ndc"}).ray_space == "ndc"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "llff" / "fern" / "poses_bounds.npy").is_file(), reason="shared fern data not available")
+def test_fern_ndc_space():
+    """Real LLFF: the reference is NeRF's (identity), the near plane close to NeRF's 1.0, the box tight."""
+    ds = apply_ray_space(load_dataset(SHARED_DATA / "llff" / "fern", downscale=32, progress=False), "auto")
+    torch.testing.assert_close(ds.ndc.c2w, torch.eye(4)[:3], atol=1e-5, rtol=0)
+    assert 0.9 < ds.ndc.near < 1.2  # from the sparse points: 0.75 x their 0.5 % depth quantile
+    box = ds.ndc.box
+    assert bool((box[0, :2] < -1.2).all()) and bool((box[1, :2] > 1.2).all()) and bool((box.abs() < 1.7).all())
+    rays = PixelSampler(ds.split("train"), num_rays=512, near=ds.near, far=ds.far, ndc=ds.ndc).sample(0).rays
+    for s in (0.0, 1.0):
+        p = rays.origins + s * rays.far * rays.directions
+        assert bool(((p >= box[0] - 1e-5) & (p <= box[1] + 1e-5)).all())
