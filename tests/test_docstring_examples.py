@@ -24,6 +24,8 @@ MODULES = [
     "langfield.ops.splatting.rasterize",
     "langfield.ops.splatting.render",
     "langfield.geometry.rays",
+    "langfield.geometry.ndc",
+    "langfield.data.ray_space",
     "langfield.geometry.conventions",
     "langfield.geometry.rotations",
     "langfield.geometry.camera_paths",

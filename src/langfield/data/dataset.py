@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from langfield.geometry.ndc import NDCSpace
 from langfield.types import Cameras
 
 BACKGROUNDS = ("white", "black", "random")
@@ -89,6 +90,12 @@ class SceneDataset:
         points3d_rgb: ``[P, 3]`` uint8 colours of ``points3d``, or ``None``.
         labels: label names for ``ImageSet.semantics`` ids, or ``None``.
         unbounded: True for scenes whose background is at infinity (real captures).
+        forward_facing: True for captures whose cameras all look roughly the same way at content
+            in front of them (LLFF); the ``"auto"`` ray space reconstructs them in NDC.
+        ndc: the :class:`~langfield.geometry.ndc.NDCSpace` the NeRF-family methods receive their
+            rays in, or ``None`` for world rays (set by
+            :func:`langfield.data.ray_space.apply_ray_space`, never by readers). Everything else
+            here (cameras, ``scene_box``, ``near``/``far``) stays in world units either way.
     """
 
     name: str
@@ -102,6 +109,8 @@ class SceneDataset:
     points3d_rgb: Optional[Tensor] = None
     labels: Optional[List[str]] = None
     unbounded: bool = False
+    forward_facing: bool = False
+    ndc: Optional[NDCSpace] = None
 
     def __post_init__(self) -> None:
         if self.background not in BACKGROUNDS:
@@ -120,6 +129,11 @@ class SceneDataset:
     def eval_background(self) -> Tensor:
         """``[3]`` background colour used when evaluating/rendering."""
         return torch.zeros(3) if self.background == "black" else torch.ones(3)
+
+    @property
+    def ray_space(self) -> str:
+        """``"ndc"`` when :attr:`ndc` is set, else ``"world"``."""
+        return "world" if self.ndc is None else "ndc"
 
     def with_splits(self, splits: Dict[str, ImageSet]) -> "SceneDataset":
         return replace(self, splits=splits)

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
+from langfield.data.ray_space import check_cameras_in_ndc
+from langfield.geometry.ndc import NDCSpace
 from langfield.geometry.rays import rays_from_pixels
 from langfield.geometry.rotations import look_at
 from langfield.types import Batch, CameraBatch, Cameras, ImageBatch, IndexBatch
@@ -151,6 +153,9 @@ class PixelSampler(Sampler):
         num_streams: number of independent streams the global batch is split into; defaults to
             ``world_size`` and must be a multiple of it. Keep it fixed to make batches independent
             of the number of processes (e.g. ``num_streams=2`` in one process == 2 ranks).
+        ndc: hand out NDC rays of this space (``dataset.ndc``, see :mod:`langfield.data.ray_space`)
+            instead of world rays; ``near``/``far`` then only describe the world rays they come from
+            (NDC rays always span ``0`` to ``|d'|``). The cameras are checked against it once here.
 
     The local batch of each call has ``num_rays // world_size`` rays.
     """
@@ -168,6 +173,7 @@ class PixelSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         num_streams: Optional[int] = None,
+        ndc: Optional[NDCSpace] = None,
     ) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
@@ -215,6 +221,9 @@ class PixelSampler(Sampler):
 
         self._shape = (num_cams, height, width)
         self._num_pixels = num_cams * height * width
+        if ndc is not None:
+            check_cameras_in_ndc(ndc, cams, "PixelSampler: training cameras")
+        self.ndc = ndc
         self._cameras = cams.to(self.device)
         self._rgb = images.to(self.device).reshape(-1, 3)  # uint8 [C*H*W, 3]
         self._alpha = None if alphas is None else alphas.to(self.device).reshape(-1)  # uint8 [C*H*W]
@@ -264,6 +273,8 @@ class PixelSampler(Sampler):
             a = self._alpha[flat].float()[:, None] / 255.0
             rgb = rgb * a + bg * (1.0 - a)
         rays = rays_from_pixels(self._cameras, cam, pixels, self.near, self.far)
+        if self.ndc is not None:  # cameras checked in __init__: no per-batch sync
+            rays = self.ndc.rays(rays, check=False)
         return Batch(rays=rays, rgb=rgb, background=bg)
 
     def state_dict(self) -> Dict[str, Any]:

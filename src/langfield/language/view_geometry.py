@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from langfield.fields.language_fields import LanguageField, RayWeights, SplatView, top_k_ray_weights
 from langfield.geometry.rays import rays_from_camera
-from langfield.methods.base import Method
+from langfield.methods.base import Method, RayMethod
 from langfield.methods.capabilities import SharesRayWeights, SplatsGaussians
 from langfield.types import Cameras
 
@@ -41,8 +42,13 @@ def check_language_method(method: Method) -> str:
 def ngp_view_weights(method: SharesRayWeights, cameras: Cameras, index: int, k: int = 8, chunk: int = 16384) -> RayWeights:
     """Frozen-geometry :class:`RayWeights` of every pixel of camera ``index`` (row-major ``H*W``)."""
     device = method.field_bounds().device
-    rays = rays_from_camera(cameras, index, method.near, method.far).flatten()
-    # Pixel angle: one pixel over the focal length (radius of the pixel cone per unit distance).
+    ndc = method.ndc if isinstance(method, RayMethod) else None
+    if ndc is None:
+        rays = rays_from_camera(cameras, index, method.near, method.far).flatten()
+    else:  # the method's samples live in NDC: march the same NDC rays it renders with
+        rays = method.camera_rays(cameras, index).flatten()
+    # Pixel angle: one pixel over the focal length (radius of the pixel cone per unit distance);
+    # in NDC, the NDC cone radius per unit distance (Mip-NeRF radii are pixel * 2 / sqrt(12)).
     pixel_angle = 1.0 / float(torch.sqrt(cameras.Ks[index, 0, 0] * cameras.Ks[index, 1, 1]))
     parts = []
     for start in range(0, len(rays), chunk):
@@ -50,7 +56,8 @@ def ngp_view_weights(method: SharesRayWeights, cameras: Cameras, index: int, k: 
         pos, w, ridx = method.sample_weights(sub)
         rw = top_k_ray_weights(pos, w, ridx, len(sub), k)
         dist = (rw.positions - sub.origins[:, None, :]).norm(dim=-1)
-        parts.append(RayWeights(rw.positions, rw.weights, rw.accumulation, dist * pixel_angle))
+        angle = pixel_angle if ndc is None else sub.radii * (math.sqrt(12.0) / 2.0)
+        parts.append(RayWeights(rw.positions, rw.weights, rw.accumulation, dist * angle))
     return RayWeights.cat(parts)
 
 

@@ -19,6 +19,7 @@ What a method can do beyond that is *declared* by inheriting a capability from
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import PixelSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import psnr
+from langfield.geometry.ndc import NDCSpace
 from langfield.geometry.rays import rays_from_camera
 from langfield.types import Cameras, Rays, RenderOutput
 
@@ -59,6 +61,10 @@ class SceneInfo:
         points3d, points3d_rgb: optional sparse points ``[P, 3]`` for initialisation.
         camera_centers: optional ``[C, 3]`` training camera positions (Gaussian splatting
             scales its learning rates and densification thresholds by their spread).
+        ndc: the NDC space the rays live in (forward-facing scenes, :mod:`langfield.data.ray_space`),
+            or ``None`` for world rays. With NDC, ``scene_box`` is the NDC box, ``near = 0``,
+            ``far`` the box diagonal (an upper bound of every NDC ray's length) and ``unbounded``
+            is False: NDC space is bounded. ``camera_centers`` and ``points3d`` stay in the world.
     """
 
     scene_box: Tensor
@@ -69,11 +75,27 @@ class SceneInfo:
     points3d: Optional[Tensor] = None
     points3d_rgb: Optional[Tensor] = None
     camera_centers: Optional[Tensor] = None
+    ndc: Optional[NDCSpace] = None
 
     @staticmethod
     def from_dataset(dataset: SceneDataset) -> "SceneInfo":
         """What a method needs to know about ``dataset`` (its training split) to be built."""
         train = dataset.split("train")
+        if dataset.ndc is not None:
+            box = dataset.ndc.box
+            if box is None:
+                raise ValueError(f"dataset {dataset.name!r}: its NDC space has no box (build it with ndc_space_for)")
+            return SceneInfo(
+                scene_box=box.clone(),
+                near=0.0,
+                far=float((box[1] - box[0]).norm()),
+                num_train_images=len(train),
+                unbounded=False,
+                points3d=dataset.points3d,
+                points3d_rgb=dataset.points3d_rgb,
+                camera_centers=train.cameras.c2w[:, :3, 3].clone(),
+                ndc=dataset.ndc,
+            )
         return SceneInfo(
             scene_box=dataset.scene_box,
             near=dataset.near,
@@ -229,12 +251,38 @@ class RayMethod(SceneMethod):
     """The NeRF family: trained on random pixels, rendered in ray chunks by :meth:`render_rays`.
 
     Subclasses set ``self.near`` / ``self.far`` (the ray bounds of whole-camera renders).
+
+    Ray space: :attr:`ndc` is ``None`` (world rays) or the NDC space of a forward-facing scene
+    (set from ``SceneInfo.ndc`` by :meth:`set_ray_space`, which ``make_method`` calls). Training
+    rays (:meth:`make_sampler`) and rendering rays (:meth:`camera_rays`, :meth:`render_camera`)
+    then go through the same conversion, :meth:`langfield.geometry.ndc.NDCSpace.rays`, and
+    :meth:`render_camera` reports depth as *world* ray distance. :meth:`render_rays` and
+    :meth:`outputs` take rays of the method's own space as they are.
     """
 
     near: float
     far: float
+    ndc: Optional[NDCSpace] = None
+
+    def set_ray_space(self, ndc: Optional[NDCSpace]) -> None:
+        """Receive rays in ``ndc`` (``None``: world rays); the space's bounds are set at build time
+        through ``SceneInfo``, so call this with the ``SceneInfo.ndc`` the method was built from."""
+        if ndc is not None and not isinstance(ndc, NDCSpace):
+            raise TypeError(f"{type(self).__name__}.set_ray_space takes an NDCSpace or None, got {type(ndc).__name__}")
+        self.ndc = ndc
+
+    def camera_rays(self, cameras: Cameras, index: int = 0) -> Rays:
+        """``[H, W]`` rays of camera ``index`` in the method's ray space (world, or NDC when :attr:`ndc` is set)."""
+        rays = rays_from_camera(cameras, index, self.near, self.far)
+        return rays if self.ndc is None else self.ndc.rays(rays)
 
     def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
+        if not (dataset.ndc is None and self.ndc is None) and not (dataset.ndc is not None and dataset.ndc.matches(self.ndc)):
+            raise ValueError(
+                f"{type(self).__name__} was built for {'world' if self.ndc is None else 'NDC'} rays but dataset "
+                f"{dataset.name!r} is in ray space {dataset.ray_space!r}: build the method from "
+                "SceneInfo.from_dataset(dataset) with make_method (or call set_ray_space(dataset.ndc))"
+            )
         return PixelSampler(
             dataset.split("train"),
             num_rays=options.num_rays,
@@ -246,6 +294,7 @@ class RayMethod(SceneMethod):
             rank=options.rank,
             world_size=options.world_size,
             num_streams=options.num_streams,
+            ndc=dataset.ndc,
         )
 
     @torch.no_grad()
@@ -276,6 +325,10 @@ class RayMethod(SceneMethod):
         """Every pixel (pixel centres, row-major) through :meth:`render_rays` in chunks of ``chunk`` rays.
 
         Rays are generated where the cameras live and moved to the method's device chunk by chunk.
+        In NDC (:attr:`ndc`) the rays are converted like the training rays and the rendered depth,
+        an NDC distance, is converted back to the world ray distance of the expected NDC point
+        (:meth:`langfield.geometry.ndc.NDCSpace.world_distance`), so depth is always in world units;
+        normals are mapped to world normals at that point (:meth:`~langfield.geometry.ndc.NDCSpace.world_normals`).
         """
         _check_single_camera(cameras, type(self).__name__)
         if chunk < 1:
@@ -284,9 +337,10 @@ class RayMethod(SceneMethod):
             raise TypeError(f"{type(self).__name__}: keep must be a sample filter (positions -> bool), not a mask")
         device = _device_of(self)
         bg = check_background(background).to(device)
-        rays = rays_from_camera(cameras, 0, self.near, self.far)
-        height, width = (int(s) for s in rays.shape)
-        rays = rays.flatten()
+        world = rays_from_camera(cameras, 0, self.near, self.far)
+        height, width = (int(s) for s in world.shape)
+        world = world.flatten()
+        rays = world if self.ndc is None else self.ndc.rays(world)
         parts = []
         with evaluation_mode(self):
             for start in range(0, len(rays), chunk):
@@ -294,5 +348,12 @@ class RayMethod(SceneMethod):
                 out = self.render_rays(sub, bg.expand(len(sub), 3), with_normals=with_normals, keep=keep)
                 if not isinstance(out, RenderOutput):
                     raise TypeError(f"{type(self).__name__}.render_rays must return a RenderOutput, got {type(out).__name__}")
+                if self.ndc is not None:
+                    sub_world = world[start : start + chunk].to(device)
+                    depth = self.ndc.world_distance(out.depth, sub_world)
+                    normals = out.normals
+                    if normals is not None:
+                        normals = self.ndc.world_normals(normals, sub_world, depth).to(normals.dtype)
+                    out = dataclasses.replace(out, depth=depth.to(out.depth.dtype), normals=normals)
                 parts.append(out if output_device is None else out.to(output_device))
         return RenderOutput.cat(parts).reshape(height, width)

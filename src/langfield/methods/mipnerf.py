@@ -79,6 +79,7 @@ class MipNeRF(RayMethod):
         super().__init__()
         self.config = config
         self.near, self.far = scene.near, scene.far
+        self.set_ray_space(scene.ndc)
         pos_dim = integrated_positional_encoding_dim(config.min_deg, config.max_deg, 3)
         dir_dim = positional_encoding_dim(3, config.direction_freqs)
         self.mlp = NeRFField(pos_dim, dir_dim, config.field)

@@ -70,6 +70,7 @@ class NeRF(RayMethod):
         super().__init__()
         self.config = config
         self.near, self.far = scene.near, scene.far
+        self.set_ray_space(scene.ndc)
         self.scale = 1.0
         pos_dim = positional_encoding_dim(3, config.position_freqs)
         dir_dim = positional_encoding_dim(3, config.direction_freqs)

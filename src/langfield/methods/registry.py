@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, Mapping, Tuple
 
 from langfield.configs import config_from_dict
-from langfield.methods.base import SceneInfo, SceneMethod
+from langfield.methods.base import RayMethod, SceneInfo, SceneMethod
 from langfield.methods.gaussians import Gaussians, GaussiansConfig
 from langfield.methods.mipnerf import MipNeRF, MipNeRFConfig
 from langfield.methods.nerf import NeRF, NeRFConfig
@@ -29,6 +29,7 @@ __all__ = [
     "method_config_from_dict",
     "method_names",
     "register_method",
+    "uses_rays",
 ]
 
 
@@ -118,4 +119,18 @@ def make_method(name: str, scene: SceneInfo, config: Any = None) -> SceneMethod:
     spec = _spec(name)
     if config is not None and not isinstance(config, spec.config_cls):
         raise TypeError(f"method {name!r} takes a {spec.config_cls.__name__}, got {type(config).__name__}")
-    return spec.method_cls(scene, config if config is not None else spec.config_cls())
+    if scene.ndc is not None and not uses_rays(name):
+        raise ValueError(
+            f"method {name!r} renders cameras directly and cannot work in NDC ray space; "
+            "load the dataset with ray_space='world' (--ray-space world)"
+        )
+    method = spec.method_cls(scene, config if config is not None else spec.config_cls())
+    if isinstance(method, RayMethod):
+        method.set_ray_space(scene.ndc)
+    return method
+
+
+def uses_rays(name: str) -> bool:
+    """Whether method ``name`` is ray-marched (a :class:`RayMethod`), so it can work in NDC ray space."""
+    cls = _spec(name).method_cls
+    return isinstance(cls, type) and issubclass(cls, RayMethod)

@@ -11,8 +11,9 @@ import torch
 from langfield._checks import InputError, check_device, check_memory
 from langfield.data import load_dataset
 from langfield.data.dataset import SceneDataset
+from langfield.data.ray_space import apply_ray_space
 from langfield.methods.base import SceneInfo, SceneMethod
-from langfield.methods.registry import make_method
+from langfield.methods.registry import make_method, uses_rays
 from langfield.runs.spec import PROCEDURAL, RUN_FILE, DataConfig, RunSpec, check_run_dir, checkpoint_path, read_run_file
 from langfield.training.checkpoint import load_checkpoint, load_method_state
 from langfield.training.trainer import Trainer
@@ -57,8 +58,15 @@ _PROCEDURAL_BYTES_PER_PIXEL = 64
 _PROCEDURAL_TEST_VIEWS = 8
 
 
-def load_data(cfg: DataConfig) -> SceneDataset:
-    """Load the scene described by ``cfg`` (through the reader registry, procedural scene included)."""
+def load_data(cfg: DataConfig, *, allow_ndc: bool = True) -> SceneDataset:
+    """Load the scene described by ``cfg`` (through the reader registry, procedural scene included)
+    and attach the ray space ``cfg.ray_space`` asks for (:func:`langfield.data.ray_space.apply_ray_space`;
+    ``allow_ndc``: whether the run's method marches rays, see ``methods.registry.uses_rays``)."""
+    dataset = _read_data(cfg)
+    return apply_ray_space(dataset, cfg.ray_space, allow_ndc=allow_ndc, where="DataConfig.ray_space (--ray-space)")
+
+
+def _read_data(cfg: DataConfig) -> SceneDataset:
     if cfg.path == PROCEDURAL:
         side = max(1, int(round(cfg.procedural_size / cfg.downscale)))
         views = cfg.procedural_views + _PROCEDURAL_TEST_VIEWS + cfg.procedural_val_views
@@ -92,7 +100,7 @@ def load_run(run_dir: PathLike, device: Optional[str] = None, checkpoint: Option
     method_config = spec.build_method_config()
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path, required=("model",))
-    dataset = load_data(spec.data)
+    dataset = load_data(spec.data, allow_ndc=uses_rays(spec.method))
     method = make_method(spec.method, SceneInfo.from_dataset(dataset), method_config)
     load_method_state(method, state["model"], f"checkpoint {path} (for the {spec.method} run in {spec_path})")
     method.to(target).eval()

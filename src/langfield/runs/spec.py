@@ -53,6 +53,9 @@ class DataConfig:
             choosing settings without looking at the test views.
         allow_outside_paths: let the dataset's image paths point outside its folder (``../``,
             absolute paths, symlinks out of it); refused by default.
+        ray_space: where NeRF / Mip-NeRF / Instant-NGP rays live: auto (NDC for forward-facing
+            scenes such as LLFF, else world), world, or ndc (langfield.data.ray_space). A run.json
+            written before this option existed loads as world, the space it was trained in.
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
@@ -71,6 +74,15 @@ class DataConfig:
     """Validation views of the procedural scene (0: no val split)."""
     allow_outside_paths: bool = False
     """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
+    ray_space: Literal["auto", "world", "ndc"] = "auto"
+    """Ray space of NeRF/Mip-NeRF/NGP: auto (NDC for forward-facing scenes such as LLFF), world or ndc."""
+
+    @classmethod
+    def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+        """Runs stored before ``ray_space`` existed were trained on world rays: keep them so."""
+        if isinstance(data, dict) and "ray_space" not in data:
+            data = {**data, "ray_space": "world"}
+        return data
 
     def __post_init__(self) -> None:
         check_field_types(self)

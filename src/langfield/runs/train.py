@@ -21,7 +21,7 @@ from langfield.data.dataset import SceneDataset
 from langfield.io.atomic import atomic_write_json
 from langfield.methods.base import SceneInfo
 from langfield.methods.presets import default_preset_name
-from langfield.methods.registry import get_preset, make_method
+from langfield.methods.registry import get_preset, make_method, uses_rays
 from langfield.runs.loading import Run, load_data, resolve_device
 from langfield.runs.spec import RUN_FILE, DataConfig, RunSpec
 from langfield.training.callbacks import TrainerCallback
@@ -74,9 +74,9 @@ def prepare_run(
         trainer = dataclasses.replace(trainer, num_rays=chosen.num_rays)
     check_batch_memory(trainer.resolved_num_rays, device)
     if isinstance(data, SceneDataset):
-        dataset, data_cfg = data, DataConfig(path=f"<in-memory:{data.name}>")
+        dataset, data_cfg = data, DataConfig(path=f"<in-memory:{data.name}>", ray_space=data.ray_space)
     else:
-        dataset, data_cfg = load_data(data), data
+        dataset, data_cfg = load_data(data, allow_ndc=uses_rays(method)), data
     for split in require_splits:
         if split not in dataset.splits:
             raise InputError(f"split {split!r} (--eval-split): the dataset has {sorted(dataset.splits)}")

@@ -13,6 +13,9 @@ recognises it, :func:`load_colmap` loads it. The model files are parsed by :mod:
   (``"cameras"`` and ``align_up=True`` by default: camera centres inside the unit ball, mean camera
   up direction along world ``+z``), ``unbounded=True``, bounds from
   :func:`~langfield.data.loading.capture_bounds`, sparse points moved into the same frame.
+* ``forward_facing`` from :func:`langfield.data.ray_space.capture_looks_forward_facing` (viewing
+  directions within 60 degrees of their mean, camera spread under half the median point depth);
+  the ``"auto"`` ray space then trains NeRF-family methods in NDC.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 
 from langfield._checks import InputError, check_image_size
 from langfield.data.dataset import SceneDataset
+from langfield.data.ray_space import capture_looks_forward_facing
 from langfield.data.loading import (
     PathLike,
     cameras_for_image_size,
@@ -152,4 +156,5 @@ def load_colmap(
         points3d=points,
         points3d_rgb=rgb,
         unbounded=True,
+        forward_facing=capture_looks_forward_facing(c2w_n, points),
     )

@@ -23,7 +23,8 @@ as one similarity ``T``): scale by ``s = 1 / (0.75 * min(near))`` so the closest
 ``1 / 0.75``, then move the :func:`~langfield.geometry.normalize.average_pose` to the identity
 (origin at the mean camera centre, mean camera looking along ``+z`` with ``+y`` down).
 
-Scene values: ``unbounded=True``; ``near = 0.9 s min(near)`` (a z-depth lower bound is also a
+Scene values: ``unbounded=True``, ``forward_facing=True`` (the ``"auto"`` ray space of
+:mod:`langfield.data.ray_space` reconstructs it in NDC, as NeRF does); ``near = 0.9 s min(near)`` (a z-depth lower bound is also a
 ray-distance lower bound); ``far = s max(far) * c`` with ``c`` the largest corner-ray length for
 ``z = 1`` (turns the z-depth bound into a ray distance); ``scene_box`` the bounding box of all
 camera frusta between the depth bounds. Test views: ``i % 8 == 0``.
@@ -250,4 +251,5 @@ def load_llff(
         points3d=points,
         points3d_rgb=rgb,
         unbounded=True,
+        forward_facing=True,
     )
