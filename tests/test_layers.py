@@ -22,7 +22,7 @@ ROOT = SRC / "langfield"
 
 # The layer order (docs/design.md). Row i may import rows < i only.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("types", "configs", "_checks"),
+    ("types", "configs", "_checks", "_lazy"),
     ("geometry", "io", "kernels"),
     ("ops", "eval"),
     ("pretrained",),

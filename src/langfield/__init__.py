@@ -10,8 +10,7 @@ The main entry points are available from the top level and imported on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from langfield._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -36,11 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'langfield' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

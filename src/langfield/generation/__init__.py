@@ -24,8 +24,7 @@ that need them::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from langfield._lazy import lazy_exports
 
 _EXPORTS = {
     # models
@@ -57,11 +56,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'langfield.generation' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

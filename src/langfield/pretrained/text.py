@@ -27,12 +27,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,21 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+@contextlib.contextmanager
+def _quiet_weight_loading() -> Iterator[None]:
+    """transformers' own "Loading weights" progress bar off while a small local model loads (it
+    would print one bar per load, e.g. in the demo), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 class SentenceTextEncoder:
     """Sentence embeddings by mean pooling a transformer's last hidden state, L2-normalised.
 
@@ -162,7 +178,7 @@ class SentenceTextEncoder:
             self.name = path.name if resolved.source == "local" else resolved.name.split("/")[-1]
         self.device = torch.device(device)
         self.batch_size = batch_size
-        with explain_load_errors(resolved):  # missing weights / tokenizer files, unknown model_type
+        with explain_load_errors(resolved), _quiet_weight_loading():  # missing weights / tokenizer files, unknown model_type
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self.model = model.to(self.device).eval()

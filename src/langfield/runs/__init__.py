@@ -14,8 +14,7 @@ Submodules are imported on first use (PEP 562), so ``import langfield.runs`` sta
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from langfield._lazy import lazy_exports
 
 _EXPORTS = {
     "DataConfig": "spec",
@@ -46,11 +45,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"langfield.runs.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'langfield.runs' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
