@@ -56,7 +56,11 @@ class NGPConfig:
         cone_angle: exponential stepping, ``dt = clamp(cone_angle * t, min_step, max_step)``;
             ``None``: NGP's 1/256 with a contraction, 0 (constant steps) without.
         max_step: the largest step with a cone angle (world units; NGP caps its steps too).
-        unbounded_far: with a contraction, rays march to at least this distance (world units).
+        unbounded_far: with a contraction, rays march to at least this distance (world units),
+            within ``max_samples_per_ray`` cone steps: with the defaults a ray's 1024 steps end
+            near 18 box half-widths (contracted radius ~1.95 of 2), as NGP's own step cap does;
+            raise ``max_samples_per_ray`` or ``cone_angle`` to reach farther (docs/performance.md).
+        max_samples_per_ray: candidate steps per ray before the occupancy test.
         early_stop_eps: drop samples once transmittance falls below this (NGP: 1e-4).
         alpha_threshold: drop samples whose opacity is below this after warm-up (skips near-empty space).
         lr, weight_decay: Adam settings (weight decay on MLP weights only).
