@@ -100,3 +100,21 @@ def test_config_checks_and_old_runs():
     del old["background_shell_points"]
     assert config_from_dict(GaussiansConfig, old).background_shell_points == 0
     assert config_from_dict(GaussiansConfig, config_to_dict(GaussiansConfig())).background_shell_points is None
+
+
+def test_the_shell_covers_what_a_camera_sees_beyond_the_box():
+    """A camera beside the box looking outward sees only background: the shell fills its image
+    (in the shell's grey), the box-only cloud leaves it empty."""
+    from langfield.geometry.rotations import look_at
+    from langfield.types import Cameras
+
+    cfg = GaussiansConfig(sh_degree=0, init="random", init_num_random=200, init_opacity=0.5, background_shell_points=2000)
+    eye = torch.tensor([[1.5, 0.0, 0.0]])  # just outside the box, looking away from it
+    c2w = look_at(eye, torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
+    camera = Cameras.create(c2w, torch.tensor([[16.0, 0.0, 16.0], [0.0, 16.0, 16.0], [0.0, 0.0, 1.0]]), 32, 32)
+    black = torch.zeros(3)
+    with_shell = Gaussians(_scene(True, with_points=False), cfg).render_camera(camera, black)
+    without = Gaussians(_scene(False, with_points=False), cfg).render_camera(camera, black)
+    assert float(with_shell.accumulation.mean()) > 0.9
+    assert float(without.accumulation.mean()) < 0.05
+    assert torch.allclose(with_shell.rgb.reshape(-1, 3).mean(0), torch.full((3,), 0.5), atol=0.06)
