@@ -124,3 +124,24 @@ def test_cone_marching_with_a_box_matches_the_constant_path_when_the_cone_is_tin
     b = march_rays(o, d, near, far, None, AABB, step_size=0.05, cone_angle=1e-4)  # c * t < step everywhere
     assert torch.equal(a.ray_indices, b.ray_indices)
     assert torch.allclose(a.t_starts, b.t_starts, atol=1e-5) and torch.allclose(a.t_ends, b.t_ends, atol=1e-5)
+
+
+def test_cpu_cone_marching_in_ray_groups_matches_one_pass(monkeypatch):
+    import langfield.ops.occupancy as occupancy
+
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(37, 3, generator=g) * 0.3
+    d = torch.nn.functional.normalize(torch.randn(37, 3, generator=g), dim=-1)
+    near, far = torch.full((37, 1), 0.05), torch.full((37, 1), 50.0)
+    near[5] = 60.0  # a ray with nothing to march
+    grid = OccupancyGrid(torch.tensor([[-2.0] * 3, [2.0] * 3]), OccupancyGridConfig(resolution=16))
+    grid.binary.copy_(torch.rand(grid.binary.shape, generator=g) < 0.3)
+    args = (o, d, near, far, grid, AABB, 0.02)
+    kw = dict(cone_angle=1 / 64, contraction="linf", max_samples_per_ray=512)
+    one = march_rays(*args, **kw)
+    monkeypatch.setattr(occupancy, "_CPU_CANDIDATES_PER_GROUP", 512 * 4)  # groups of 4 rays
+    grouped = march_rays(*args, **kw)
+    assert len(one) > 100
+    for a, b in ((one.t_starts, grouped.t_starts), (one.t_ends, grouped.t_ends), (one.ray_indices, grouped.ray_indices)):
+        assert torch.equal(a, b)
+    assert 5 not in one.ray_indices.tolist()

@@ -211,6 +211,10 @@ class PackedSamples:
         return PackedSamples(self.t_starts[mask], self.t_ends[mask], self.ray_indices[mask], self.num_rays)
 
 
+#: Candidate samples built at once by the CPU cone-step marcher (larger groups fall out of cache).
+_CPU_CANDIDATES_PER_GROUP = 1 << 20
+
+
 def _cone_step_index(t: Tensor, step_size: float, cone_angle: float, max_step_size: float) -> Tensor:
     """Continuous step index ``u(t)`` (float64) of exponential stepping: ``du/dt = 1 / dt(t)`` with
     ``dt(t) = clamp(cone_angle * t, step_size, max_step_size)``.
@@ -348,31 +352,46 @@ def march_rays(
         t_ends = t0 + (k + offset[ray_idx]) * step_size
         t_starts = (t_ends - step_size).clamp_min(t0)
         t_ends = torch.minimum(t_ends, t_max[ray_idx])
-    else:
-        # Exponential steps: the same ragged layout, uniform in the step index u(t) instead of t.
-        steps = (step_size, cone_angle, max_step_size)
-        u_min = _cone_step_index(t_min.clamp_min(0), *steps)
-        u_max = _cone_step_index(t_max.clamp_min(0), *steps)
-        length = torch.where(hit, u_max - u_min, torch.zeros_like(u_min))
-        counts = torch.ceil(length + (1.0 - offset.double())).clamp_(min=0, max=max_samples_per_ray).long()
-        counts = torch.where(hit, counts, torch.zeros_like(counts))
-        total = int(counts.sum())
-        if total == 0:
+        keep = t_ends > t_starts
+        if grid is not None:
+            t_mid = 0.5 * (t_starts + t_ends)
+            pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
+            keep &= _occupied_samples(grid, pts, aabb, contraction)
+        ray_idx = ray_idx[keep]
+        if ray_idx.numel() == 0:
             return empty
-        ray_idx = torch.repeat_interleave(torch.arange(num_rays, device=device), counts)
-        first = torch.cumsum(counts, 0) - counts
-        k = (torch.arange(total, device=device) - first[ray_idx]).double()
+        return PackedSamples(t_starts[keep], t_ends[keep], ray_idx, num_rays)
+    # Exponential steps: the same ragged layout, uniform in the step index u(t) instead of t. A ray
+    # of an unbounded scene has up to max_samples_per_ray candidates; on CPU they are built and
+    # tested a group of rays at a time (~1M candidates) so the temporaries stay in cache.
+    steps = (step_size, cone_angle, max_step_size)
+    u_min = _cone_step_index(t_min.clamp_min(0), *steps)
+    u_max = _cone_step_index(t_max.clamp_min(0), *steps)
+    length = torch.where(hit, u_max - u_min, torch.zeros_like(u_min))
+    counts = torch.ceil(length + (1.0 - offset.double())).clamp_(min=0, max=max_samples_per_ray).long()
+    counts = torch.where(hit, counts, torch.zeros_like(counts))
+    group = num_rays if device.type != "cpu" else max(1, _CPU_CANDIDATES_PER_GROUP // max_samples_per_ray)
+    parts = []
+    for lo in range(0, num_rays, group):
+        rays = slice(lo, min(lo + group, num_rays))
+        total = int(counts[rays].sum())
+        if total == 0:
+            continue
+        local = torch.repeat_interleave(torch.arange(counts[rays].numel(), device=device), counts[rays])
+        first = torch.cumsum(counts[rays], 0) - counts[rays]
+        k = (torch.arange(total, device=device) - first[local]).double()
+        ray_idx = local + lo
         u_lo, u_hi = u_min[ray_idx], u_max[ray_idx]
         u_end = u_lo + k + offset[ray_idx].double()
         u_start = u_end - 1.0
         t_starts = torch.where(u_start <= u_lo, t_min[ray_idx], _cone_step_distance(u_start, *steps).to(t_min.dtype))
         t_ends = torch.where(u_end >= u_hi, t_max[ray_idx], _cone_step_distance(u_end, *steps).to(t_min.dtype))
-    keep = t_ends > t_starts
-    if grid is not None:
-        t_mid = 0.5 * (t_starts + t_ends)
-        pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
-        keep &= _occupied_samples(grid, pts, aabb, contraction)
-    ray_idx = ray_idx[keep]
-    if ray_idx.numel() == 0:
+        keep = t_ends > t_starts
+        if grid is not None:
+            t_mid = 0.5 * (t_starts + t_ends)
+            pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
+            keep &= _occupied_samples(grid, pts, aabb, contraction)
+        parts.append((t_starts[keep], t_ends[keep], ray_idx[keep]))
+    if not parts or sum(len(p[2]) for p in parts) == 0:
         return empty
-    return PackedSamples(t_starts[keep], t_ends[keep], ray_idx, num_rays)
+    return PackedSamples(*(torch.cat(list(x)) for x in zip(*parts)), num_rays)
