@@ -19,6 +19,7 @@ MODULES = [
     "langfield.ops.encoding",
     "langfield.ops.hash_encoding",
     "langfield.ops.occupancy",
+    "langfield.ops.contraction",
     "langfield.ops.splatting.projection",
     "langfield.ops.splatting.binning",
     "langfield.ops.splatting.rasterize",

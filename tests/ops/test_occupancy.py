@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -72,3 +74,74 @@ def test_bad_inputs():
         march_rays(torch.zeros(1, 3), torch.ones(1, 3), torch.zeros(1, 1), torch.ones(1, 1), None, AABB, step_size=0.0)
     with pytest.raises(ValueError, match="origins"):
         march_rays(torch.zeros(3), torch.ones(3), torch.zeros(1, 1), torch.ones(1, 1), None, AABB, step_size=0.1)
+
+
+# ---------------------------------------------------------------- exponential steps, contraction
+
+
+def test_cone_steps_grow_with_distance_and_tile_the_ray():
+    o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    step, cone, max_step = 0.01, 1.0 / 64, 0.5
+    s = march_rays(o, d, torch.full((1, 1), 0.05), torch.full((1, 1), 100.0), None, AABB, step_size=step,
+                   cone_angle=cone, max_step_size=max_step, max_samples_per_ray=10_000, contraction="linf")
+    assert float(s.t_starts[0]) == pytest.approx(0.05) and float(s.t_ends[-1]) == pytest.approx(100.0)
+    assert torch.allclose(s.t_starts[1:], s.t_ends[:-1])  # no gaps, no overlaps
+    dt = (s.t_ends - s.t_starts)[1:-1]  # the first (jittered) and the last (clipped) are partial
+    expected = (cone * s.t_starts[1:-1]).clamp(step, max_step)
+    # Every step is NGP's clamp(cone * t, min, max) except at the two kinks, where u(t) blends.
+    close = (dt - expected).abs() <= 1e-3 * expected
+    assert int((~close).sum()) <= 2
+    # (at the first kink u(t) has a slope jump of c / 2: one step there is up to 1% short)
+    assert float(dt.min()) == pytest.approx(step, rel=1e-2) and float(dt.max()) == pytest.approx(max_step, rel=1e-3)
+    # Count: 0.05 -> 0.64 at 0.01, x(1 + 1/64) from 0.64 to 32, then 0.5 steps to 100.
+    count = (0.64 - 0.05) / step + math.log(32 / 0.64) / math.log1p(cone) + (100 - 32) / max_step
+    assert abs(len(s) - count) <= 2
+
+
+def test_contracted_marching_is_not_clipped_to_the_box_and_uses_the_contracted_grid():
+    o, d = torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]])
+    near, far = torch.full((1, 1), 0.05), torch.full((1, 1), 1000.0)
+    bounded = march_rays(o, d, near, far, None, AABB, step_size=0.01, cone_angle=1 / 256)
+    assert float(bounded.t_ends.max()) == pytest.approx(1.0)  # stops at the box
+    unbounded = march_rays(o, d, near, far, None, AABB, step_size=0.01, cone_angle=1 / 256, max_samples_per_ray=4096,
+                           contraction="l2")
+    assert float(unbounded.t_ends.max()) == pytest.approx(1000.0)
+    # A grid over contracted space [-2, 2]^3 with only the shell 1.75 <= y < 2 marked (world radius >= 4) along +y.
+    grid = OccupancyGrid(torch.tensor([[-2.0] * 3, [2.0] * 3]), OccupancyGridConfig(resolution=16))
+    grid.binary.view(16, 16, 16)[:] = False
+    grid.binary.view(16, 16, 16)[7:9, 15, 7:9] = True  # y index 15: contracted y in [1.75, 2)
+    s = march_rays(o, d, near, far, grid, AABB, step_size=0.01, cone_angle=1 / 256, max_samples_per_ray=4096,
+                   contraction="l2")
+    mids = 0.5 * (s.t_starts + s.t_ends)
+    assert len(s) > 100 and float(mids.min()) > 3.9 and float(mids.max()) <= 1000.0
+
+
+def test_cone_marching_with_a_box_matches_the_constant_path_when_the_cone_is_tiny():
+    o = torch.tensor([[-3.0, 0.1, 0.2], [-3.0, 0.3, -0.2]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    near, far = torch.zeros(2, 1), torch.full((2, 1), 10.0)
+    a = march_rays(o, d, near, far, None, AABB, step_size=0.05)
+    b = march_rays(o, d, near, far, None, AABB, step_size=0.05, cone_angle=1e-4)  # c * t < step everywhere
+    assert torch.equal(a.ray_indices, b.ray_indices)
+    assert torch.allclose(a.t_starts, b.t_starts, atol=1e-5) and torch.allclose(a.t_ends, b.t_ends, atol=1e-5)
+
+
+def test_cpu_cone_marching_in_ray_groups_matches_one_pass(monkeypatch):
+    import langfield.ops.occupancy as occupancy
+
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(37, 3, generator=g) * 0.3
+    d = torch.nn.functional.normalize(torch.randn(37, 3, generator=g), dim=-1)
+    near, far = torch.full((37, 1), 0.05), torch.full((37, 1), 50.0)
+    near[5] = 60.0  # a ray with nothing to march
+    grid = OccupancyGrid(torch.tensor([[-2.0] * 3, [2.0] * 3]), OccupancyGridConfig(resolution=16))
+    grid.binary.copy_(torch.rand(grid.binary.shape, generator=g) < 0.3)
+    args = (o, d, near, far, grid, AABB, 0.02)
+    kw = dict(cone_angle=1 / 64, contraction="linf", max_samples_per_ray=512)
+    one = march_rays(*args, **kw)
+    monkeypatch.setattr(occupancy, "_CPU_CANDIDATES_PER_GROUP", 512 * 4)  # groups of 4 rays
+    grouped = march_rays(*args, **kw)
+    assert len(one) > 100
+    for a, b in ((one.t_starts, grouped.t_starts), (one.t_ends, grouped.t_ends), (one.ray_indices, grouped.ray_indices)):
+        assert torch.equal(a, b)
+    assert 5 not in one.ray_indices.tolist()

@@ -4,12 +4,18 @@ Density network: hash features ``[L*F]`` -> one hidden layer (64) -> ``1 + geo_f
 first is the log-density (exponential activation, truncated gradient). Colour network: the geometry
 features concatenated with the spherical-harmonics encoding of the view direction (16 coefficients,
 "degree 4" in the paper's band count) -> two hidden layers (64) -> RGB with a sigmoid.
+
+Object scenes encode points of the box ``aabb`` mapped to ``[0, 1]^3`` (zero density outside it).
+Unbounded scenes (``contraction="l2"`` or ``"linf"``) encode the Mip-NeRF 360 contracted point
+(Barron et al. 2022, eq. 10; :mod:`langfield.ops.contraction`): the box becomes ``[-1, 1]^3``,
+all of space is squeezed into ``[-2, 2]^3``, and ``(y + 2) / 4`` is hashed, so the grid covers
+the whole scene and every point has a density.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +23,7 @@ from torch import Tensor, nn
 from langfield.fields.activations import trunc_exp
 from langfield.fields.mlp import MLP
 from langfield.geometry.spherical_harmonics import sh_basis
+from langfield.ops.contraction import CONTRACTED_BOX, CONTRACTIONS, contract_from_box
 from langfield.ops.hash_encoding import HashGridConfig, HashGridEncoding
 
 
@@ -33,11 +40,22 @@ class NGPFieldConfig:
 
 
 class NGPField(nn.Module):
-    """Maps world points inside ``aabb [2, 3]`` and unit view directions to density and colour."""
+    """Maps world points inside ``aabb [2, 3]`` (anywhere, with a ``contraction``) and unit view
+    directions to density and colour.
 
-    def __init__(self, aabb: Tensor, config: NGPFieldConfig = NGPFieldConfig()) -> None:
+    Args:
+        aabb: ``[2, 3]`` scene box (min, max): the encoded region, or the foreground that the
+            contraction keeps undistorted.
+        config: sizes.
+        contraction: ``None`` (bounded), ``"l2"`` or ``"linf"`` (see the module docstring).
+    """
+
+    def __init__(self, aabb: Tensor, config: NGPFieldConfig = NGPFieldConfig(), contraction: Optional[str] = None) -> None:
         super().__init__()
+        if contraction is not None and contraction not in CONTRACTIONS:
+            raise ValueError(f"NGPField: contraction must be None or one of {CONTRACTIONS}, got {contraction!r}")
         self.config = config
+        self.contraction = contraction
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3))
         self.encoding = HashGridEncoding(config.hash_grid)
         self.density_net = MLP(
@@ -53,12 +71,23 @@ class NGPField(nn.Module):
         )
 
     def normalize(self, points: Tensor) -> Tensor:
-        """World points ``[N, 3]`` -> ``[0, 1]^3`` box coordinates."""
+        """World points ``[N, 3]`` -> ``[0, 1]^3`` encoder coordinates (box, or contracted space)."""
+        if self.contraction is not None:
+            return self.normalize_contracted(contract_from_box(points, self.aabb, norm=self.contraction))
         return (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
 
+    @staticmethod
+    def normalize_contracted(contracted: Tensor) -> Tensor:
+        """Contracted points ``[N, 3]`` in ``[-2, 2]^3`` -> ``[0, 1]^3`` encoder coordinates."""
+        return (contracted + CONTRACTED_BOX) / (2.0 * CONTRACTED_BOX)
+
     def density_and_features(self, points: Tensor) -> Tuple[Tensor, Tensor]:
-        """``points [N, 3]`` -> ``(sigmas [N], geo_features [N, geo_feat_dim])``; zero density outside the box."""
-        x = self.normalize(points)
+        """World ``points [N, 3]`` -> ``(sigmas [N], geo_features [N, geo_feat_dim])``; zero density
+        outside the box unless the field is contracted."""
+        return self.density_and_features_normalized(self.normalize(points))
+
+    def density_and_features_normalized(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """The same from encoder coordinates ``x [N, 3]`` (zero density outside ``[0, 1]^3``)."""
         inside = ((x >= 0) & (x <= 1)).all(-1)
         h = self.density_net(self.encoding(x.clamp(0.0, 1.0)))
         sigmas = trunc_exp(h[:, 0] + self.config.density_bias) * inside

@@ -3,13 +3,22 @@
 Training recipe (paper Sec. 4-5 and the nerfacc re-implementation): Adam (beta 0.9/0.99, eps 1e-15,
 lr 1e-2, L2 1e-6 on the MLP weights only), a short linear warm-up and x0.33 drops at 50/75/90 % of
 training; random background colours for RGBA data; occupancy grid refreshed every 16 steps.
+
+Unbounded scenes (real 360 captures: ``SceneInfo.unbounded``) use the Mip-NeRF 360 scene
+contraction (Barron et al. 2022, Sec. 2, eq. 10; :mod:`langfield.ops.contraction`) with the
+L-infinity norm by default (nerfstudio's choice for hash grids: the contracted cube ``[-2, 2]^3``
+is filled by the grid). The scene box is the undistorted foreground ``[-1, 1]^3``; the hash grid
+encodes contracted points; the occupancy grid covers ``[-2, 2]^3`` in contracted space; rays march
+from the dataset's near bound to ``unbounded_far`` with NGP's exponential (cone-angle) steps,
+``dt = clamp(t / 256, min_step, max_step)`` (NGP Sec. 5.1 / App. E.2). Object scenes are
+unchanged: no contraction, constant steps.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +30,7 @@ from langfield.fields.ngp_field import NGPField, NGPFieldConfig
 from langfield.methods.base import RayMethod, SampleFilter, SceneInfo
 from langfield.methods.capabilities import SharesRayWeights
 from langfield.methods.schedules import ProgressLR, warmup_multistep
+from langfield.ops.contraction import CONTRACTED_BOX, uncontract_to_box
 from langfield.ops.occupancy import OccupancyGrid, OccupancyGridConfig, PackedSamples, march_rays
 from langfield.ops.volume_rendering import (
     normals_from_density,
@@ -40,7 +50,17 @@ class NGPConfig:
         grid: occupancy grid settings.
         steps_per_diagonal: marching step = (aabb diagonal) / this (NGP: sqrt(3)/1024 of a unit cube
             -> 1024 steps across the diagonal).
-        cone_angle: exponential stepping for unbounded scenes (NGP: 1/256); 0 for object scenes.
+        contraction: ``"auto"`` (contract when the scene is unbounded, with the ``"linf"`` norm),
+            ``"none"``, ``"linf"`` or ``"l2"`` (Mip-NeRF 360 eq. 10 with that norm; see the module
+            docstring).
+        cone_angle: exponential stepping, ``dt = clamp(cone_angle * t, min_step, max_step)``;
+            ``None``: NGP's 1/256 with a contraction, 0 (constant steps) without.
+        max_step: the largest step with a cone angle (world units; NGP caps its steps too).
+        unbounded_far: with a contraction, rays march to at least this distance (world units),
+            within ``max_samples_per_ray`` cone steps: with the defaults a ray's 1024 steps end
+            near 18 box half-widths (contracted radius ~1.95 of 2), as NGP's own step cap does;
+            raise ``max_samples_per_ray`` or ``cone_angle`` to reach farther (docs/performance.md).
+        max_samples_per_ray: candidate steps per ray before the occupancy test.
         early_stop_eps: drop samples once transmittance falls below this (NGP: 1e-4).
         alpha_threshold: drop samples whose opacity is below this after warm-up (skips near-empty space).
         lr, weight_decay: Adam settings (weight decay on MLP weights only).
@@ -51,7 +71,10 @@ class NGPConfig:
     field: NGPFieldConfig = dc_field(default_factory=NGPFieldConfig)
     grid: OccupancyGridConfig = dc_field(default_factory=OccupancyGridConfig)
     steps_per_diagonal: int = 1024
-    cone_angle: float = 0.0
+    contraction: Literal["auto", "none", "linf", "l2"] = "auto"
+    cone_angle: Optional[float] = None
+    max_step: float = 1e10
+    unbounded_far: float = 1e3
     early_stop_eps: float = 1e-4
     alpha_threshold: float = 1e-3
     lr: float = 1e-2
@@ -65,8 +88,11 @@ class NGPConfig:
         check_field_types(self)
         check_fields(
             self, int_min_1=("steps_per_diagonal", "max_samples_per_ray", "target_samples_per_step", "min_rays", "max_rays"),
-            non_negative=("cone_angle", "weight_decay"), positive=("lr",), fraction=("early_stop_eps", "alpha_threshold"),
+            non_negative=("weight_decay",), positive=("lr", "max_step", "unbounded_far"),
+            fraction=("early_stop_eps", "alpha_threshold"),
         )  # fmt: skip
+        if self.cone_angle is not None:
+            check_finite_number(self.cone_angle, "NGPConfig.cone_angle", lo=0)
         if self.min_rays > self.max_rays:
             raise InputError(f"NGPConfig.min_rays ({self.min_rays}) must be <= max_rays ({self.max_rays})")
         check_field_types(self.field)
@@ -87,6 +113,29 @@ class NGPConfig:
         hidden = self.field.hidden_dim
         mlps = hidden * (grid.output_dim + hidden * (self.field.color_hidden_layers + 2) + 64)
         return 16 * (table + mlps) + 5 * self.grid.resolution**3
+
+    def resolved_contraction(self, unbounded: bool) -> Optional[str]:
+        """The contraction norm used for a scene (``None``: bounded box)."""
+        if self.contraction == "auto":
+            return "linf" if unbounded else None
+        return None if self.contraction == "none" else self.contraction
+
+    def resolved_cone_angle(self, contraction: Optional[str]) -> float:
+        if self.cone_angle is not None:
+            return float(self.cone_angle)
+        return UNBOUNDED_CONE_ANGLE if contraction is not None else 0.0
+
+    @classmethod
+    def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+        """Runs stored before ``contraction`` existed trained without one: keep them that way
+        (``"auto"`` would contract a COLMAP scene and the checkpoint would no longer match)."""
+        if "contraction" in data:
+            return data
+        return {**data, "contraction": "none"}
+
+
+#: Instant-NGP's cone angle for unbounded scenes (App. E.2: steps grow as t / 256).
+UNBOUNDED_CONE_ANGLE = 1.0 / 256
 
 
 @dataclass
@@ -120,29 +169,56 @@ class NGP(RayMethod, SharesRayWeights):
         )  # fmt: skip
         self.config = config
         aabb = scene.scene_box.float().reshape(2, 3)
-        self.field = NGPField(aabb, config.field)
-        self.grid = OccupancyGrid(aabb, config.grid)
+        self.contraction = config.resolved_contraction(scene.unbounded)
+        self.cone_angle = config.resolved_cone_angle(self.contraction)
+        self.field = NGPField(aabb, config.field, contraction=self.contraction)
+        if self.contraction is None:
+            self.grid = OccupancyGrid(aabb, config.grid)
+        else:  # the occupancy grid lives in contracted space
+            self.grid = OccupancyGrid(torch.tensor([[-CONTRACTED_BOX] * 3, [CONTRACTED_BOX] * 3]), config.grid)
         self.register_buffer("aabb", aabb.clone())
         diag = float((aabb[1] - aabb[0]).norm())
         self.step_size = diag / config.steps_per_diagonal
         self.near, self.far = scene.near, scene.far
+        if self.contraction is not None:
+            self.far = max(scene.far, config.unbounded_far)
         self._step = 0
         self._samples_per_ray: Optional[float] = None
 
     # -- sampling -------------------------------------------------------------------------
     def _march(self, rays: Rays, jitter: bool) -> PackedSamples:
+        far = rays.far if self.contraction is None else rays.far.clamp_min(self.config.unbounded_far)
         return march_rays(
             rays.origins,
             rays.directions,
             rays.near,
-            rays.far,
+            far,
             self.grid,
             self.aabb,
             self.step_size,
-            cone_angle=self.config.cone_angle,
+            cone_angle=self.cone_angle,
+            max_step_size=self.config.max_step,
             jitter=jitter,
             max_samples_per_ray=self.config.max_samples_per_ray,
+            contraction=self.contraction,
         )
+
+    def grid_density(self, points: Tensor) -> Tensor:
+        """Density ``[P]`` at occupancy-grid points ``[P, 3]`` (world points, or contracted ones).
+
+        In contracted space the density is scaled by ``dt(r) / min_step``, ``dt`` the marching
+        step at the point's distance ``r`` from the scene centre (capped at the far bound): the
+        grid thresholds the opacity of one marching step, and far away a step spans
+        ``cone_angle * r`` world units, so a thin density there is still visible."""
+        if self.contraction is None:
+            return self.field.density(points)
+        sigmas = self.field.density_and_features_normalized(self.field.normalize_contracted(points))[0]
+        if self.cone_angle > 0:
+            world = uncontract_to_box(points, self.aabb, norm=self.contraction)
+            dist = torch.linalg.vector_norm(world - self.aabb.mean(0), dim=-1).clamp_max(self.far)
+            steps = (self.cone_angle * dist).clamp(min=self.step_size, max=max(self.config.max_step, self.step_size))
+            sigmas = sigmas * (steps / self.step_size)
+        return sigmas
 
     @torch.no_grad()
     def _prune_samples(self, rays: Rays, samples: PackedSamples) -> PackedSamples:
@@ -221,7 +297,7 @@ class NGP(RayMethod, SharesRayWeights):
 
     def before_train_step(self, step: int) -> None:
         self._step = step
-        self.grid.update(step, self.field.density, self.step_size)
+        self.grid.update(step, self.grid_density, self.step_size)
 
     @torch.no_grad()
     def render_rays(
@@ -295,16 +371,20 @@ class NGP(RayMethod, SharesRayWeights):
     def solid_points(self, min_opacity: float = 0.5) -> Tensor:
         """Centres of occupied grid cells whose density gives opacity ``>= min_opacity`` over one cell width."""
         pts = self.grid.occupied_cell_centers()
+        cell = float((self.grid.aabb[1] - self.grid.aabb[0]).max()) / self.grid.resolution
+        if self.contraction is not None:  # the foreground cells, mapped back to the world
+            pts = pts[(pts.abs() <= 1.0).all(-1)]
+            pts = uncontract_to_box(pts, self.aabb, norm=self.contraction)
+            cell = cell * float((self.aabb[1] - self.aabb[0]).max()) / 2.0
         if len(pts) == 0:
             return pts
-        cell = float((self.grid.aabb[1] - self.grid.aabb[0]).max()) / self.grid.resolution
         sigmas = torch.cat([self.field.density(p) for p in pts.split(65536)])
         return pts[1.0 - torch.exp(-sigmas * cell) >= min_opacity]
 
     def prepare_for_render(self) -> None:
         """Make sure the occupancy grid reflects the field (e.g. after loading a checkpoint)."""
         if int(self.grid.num_updates) == 0:
-            self.grid.update(0, self.field.density, self.step_size, force=True)
+            self.grid.update(0, self.grid_density, self.step_size, force=True)
 
     # -- checkpoints ----------------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:

@@ -15,11 +15,15 @@ all functions take tensors/functions, never a field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from langfield._checks import check_choice
+from langfield.ops.contraction import CONTRACTIONS, contract_from_box
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,44 @@ class PackedSamples:
         return PackedSamples(self.t_starts[mask], self.t_ends[mask], self.ray_indices[mask], self.num_rays)
 
 
+#: Candidate samples built at once by the CPU cone-step marcher (larger groups fall out of cache).
+_CPU_CANDIDATES_PER_GROUP = 1 << 20
+
+
+def _cone_step_index(t: Tensor, step_size: float, cone_angle: float, max_step_size: float) -> Tensor:
+    """Continuous step index ``u(t)`` (float64) of exponential stepping: ``du/dt = 1 / dt(t)`` with
+    ``dt(t) = clamp(cone_angle * t, step_size, max_step_size)``.
+
+    Three pieces: constant steps ``s`` up to ``a = s / c``; between ``a`` and ``b = M / c`` every
+    step multiplies ``t`` by ``1 + c`` (so ``t_{k+1} - t_k = c t_k`` exactly, NGP's rule),
+    ``u = a / s + log(t / a) / log(1 + c)``; constant steps ``M`` beyond ``b``.
+    """
+    s, c, m = step_size, cone_angle, max(max_step_size, step_size)
+    a, b, ln = s / c, m / c, math.log1p(c)
+    u_a, u_b = 1.0 / c, 1.0 / c + math.log(b / a) / ln
+    t = t.double()
+    geometric = u_a + torch.log(t.clamp_min(a) / a) / ln
+    return torch.where(t <= a, t / s, torch.where(t <= b, geometric, u_b + (t - b) / m))
+
+
+def _cone_step_distance(u: Tensor, step_size: float, cone_angle: float, max_step_size: float) -> Tensor:
+    """Inverse of :func:`_cone_step_index`: ``t(u)`` (float64)."""
+    s, c, m = step_size, cone_angle, max(max_step_size, step_size)
+    a, b, ln = s / c, m / c, math.log1p(c)
+    u_a, u_b = 1.0 / c, 1.0 / c + math.log(b / a) / ln
+    geometric = a * torch.exp((u.clamp(u_a, u_b) - u_a) * ln)
+    return torch.where(u <= u_a, u * s, torch.where(u <= u_b, geometric, b + (u - u_b) * m))
+
+
+def _occupied_samples(
+    grid: OccupancyGrid, points: Tensor, aabb: Tensor, contraction: Optional[str]
+) -> Tensor:
+    """Occupancy of world ``points [..., 3]``: looked up directly, or at their contracted position."""
+    if contraction is not None:
+        points = contract_from_box(points, aabb, norm=contraction)
+    return grid.occupied(points)
+
+
 @torch.no_grad()
 def march_rays(
     origins: Tensor,
@@ -221,13 +263,24 @@ def march_rays(
     jitter: bool = False,
     generator: Optional[torch.Generator] = None,
     max_samples_per_ray: int = 1024,
+    contraction: Optional[str] = None,
 ) -> PackedSamples:
     """March rays ``[R, 3]`` through ``aabb`` and keep the samples in occupied cells.
 
-    Steps are ``max(step_size, min(cone_angle * t, max_step_size))`` (Instant-NGP's
-    exponential stepping when ``cone_angle > 0``; constant steps otherwise). With ``jitter``
-    the first sample of every ray is offset by a uniform fraction of a step (training).
+    Steps are ``clamp(cone_angle * t, step_size, max_step_size)`` (Instant-NGP's exponential
+    stepping when ``cone_angle > 0``, Sec. 5.1 / App. E.2; constant steps otherwise). With
+    ``jitter`` the first sample of every ray is offset by a uniform fraction of a step (training).
     ``near``/``far`` are ``[R, 1]`` or ``[R]`` and clip the aabb interval. Returns packed intervals.
+
+    Exponential steps are laid out in closed form: uniformly in the continuous step index
+    ``u(t)`` with ``du/dt = 1 / dt(t)``, which gives exactly ``t_{k+1} = (1 + cone_angle) t_k``
+    where the cone term is between the bounds (no per-step Python loop).
+
+    Unbounded scenes (``contraction="l2"`` or ``"linf"``, Mip-NeRF 360 eq. 10): the rays are not
+    clipped to ``aabb`` but march over ``[near, far]``; ``aabb`` is the foreground box that
+    :func:`~langfield.ops.contraction.contract_from_box` maps to ``[-1, 1]^3``, and ``grid`` lives
+    in contracted space (its aabb is ``[-2, 2]^3``) and is asked about the contracted sample
+    positions.
 
     Example:
         A ray along ``+z`` crosses the box ``[-1, 1]^3`` for ``t in [2, 4]``; steps of 0.5 start
@@ -247,16 +300,31 @@ def march_rays(
         >>> samples = march_rays(origins, directions, near, far, grid, aabb, step_size=0.5)
         >>> samples.t_starts.tolist(), samples.t_ends.tolist(), samples.ray_indices.tolist()
         ([2.25, 2.75], [2.75, 3.25], [0, 0])
+
+        Exponential steps (cone angle 0.5, minimum step 0.5) from inside the box of an unbounded
+        scene (``contraction``: not clipped to the box): constant up to ``t = 1``, then each step
+        is half the distance travelled (``1.2247 -> 1.8371 -> 2.7557``):
+
+        >>> samples = march_rays(torch.zeros(1, 3), directions, near, torch.full((1, 1), 3.4), None, aabb,
+        ...                      step_size=0.5, cone_angle=0.5, contraction="linf")
+        >>> [round(t, 4) for t in samples.t_ends.tolist()]
+        [0.25, 0.75, 1.2247, 1.8371, 2.7557, 3.4]
     """
     if origins.ndim != 2 or origins.shape[-1] != 3 or directions.shape != origins.shape:
         raise ValueError(f"origins/directions must be [R, 3], got {tuple(origins.shape)}, {tuple(directions.shape)}")
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
+    if contraction is not None:
+        check_choice(contraction, "contraction", CONTRACTIONS)
     num_rays = origins.shape[0]
     device = origins.device
-    t_min, t_max = ray_aabb_intersect(origins, directions, aabb)
-    t_min = torch.maximum(t_min, near.reshape(-1))
-    t_max = torch.minimum(t_max, far.reshape(-1))
+    if contraction is None:
+        t_min, t_max = ray_aabb_intersect(origins, directions, aabb)
+        t_min = torch.maximum(t_min, near.reshape(-1))
+        t_max = torch.minimum(t_max, far.reshape(-1))
+    else:
+        t_min = near.reshape(-1).to(origins.dtype).expand(num_rays).clone()
+        t_max = far.reshape(-1).to(origins.dtype).expand(num_rays).clone()
     hit = t_max > t_min
     if jitter:
         offset = torch.rand(num_rays, generator=generator, device=device)
@@ -288,34 +356,42 @@ def march_rays(
         if grid is not None:
             t_mid = 0.5 * (t_starts + t_ends)
             pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
-            keep &= grid.occupied(pts)
+            keep &= _occupied_samples(grid, pts, aabb, contraction)
         ray_idx = ray_idx[keep]
         if ray_idx.numel() == 0:
             return empty
         return PackedSamples(t_starts[keep], t_ends[keep], ray_idx, num_rays)
-    # Exponential stepping: t_{k+1} = t_k + clamp(cone_angle * t_k, step_size, max_step_size).
-    t_starts_list = []
-    t = t_min.clone()
-    first_step = True
-    for _ in range(max_samples_per_ray):
-        dt = (t * cone_angle).clamp(min=step_size, max=max_step_size)
-        if first_step:
-            dt = dt * offset
-            first_step = False
-        t_starts_list.append(t)
-        t = t + dt
-        if bool((t >= t_max).all()):
-            t_starts_list.append(t)
-            break
-    edges = torch.stack(t_starts_list, -1)
-    t_starts_all = edges[:, :-1]
-    t_ends_all = torch.minimum(edges[:, 1:], t_max[:, None])
-    valid = (t_ends_all > t_starts_all) & hit[:, None]
-    if grid is not None:
-        t_mid = 0.5 * (t_starts_all + t_ends_all)
-        pts = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
-        valid &= grid.occupied(pts)
-    ray_idx, _ = torch.nonzero(valid, as_tuple=True)
-    if ray_idx.numel() == 0:
+    # Exponential steps: the same ragged layout, uniform in the step index u(t) instead of t. A ray
+    # of an unbounded scene has up to max_samples_per_ray candidates; on CPU they are built and
+    # tested a group of rays at a time (~1M candidates) so the temporaries stay in cache.
+    steps = (step_size, cone_angle, max_step_size)
+    u_min = _cone_step_index(t_min.clamp_min(0), *steps)
+    u_max = _cone_step_index(t_max.clamp_min(0), *steps)
+    length = torch.where(hit, u_max - u_min, torch.zeros_like(u_min))
+    counts = torch.ceil(length + (1.0 - offset.double())).clamp_(min=0, max=max_samples_per_ray).long()
+    counts = torch.where(hit, counts, torch.zeros_like(counts))
+    group = num_rays if device.type != "cpu" else max(1, _CPU_CANDIDATES_PER_GROUP // max_samples_per_ray)
+    parts = []
+    for lo in range(0, num_rays, group):
+        rays = slice(lo, min(lo + group, num_rays))
+        total = int(counts[rays].sum())
+        if total == 0:
+            continue
+        local = torch.repeat_interleave(torch.arange(counts[rays].numel(), device=device), counts[rays])
+        first = torch.cumsum(counts[rays], 0) - counts[rays]
+        k = (torch.arange(total, device=device) - first[local]).double()
+        ray_idx = local + lo
+        u_lo, u_hi = u_min[ray_idx], u_max[ray_idx]
+        u_end = u_lo + k + offset[ray_idx].double()
+        u_start = u_end - 1.0
+        t_starts = torch.where(u_start <= u_lo, t_min[ray_idx], _cone_step_distance(u_start, *steps).to(t_min.dtype))
+        t_ends = torch.where(u_end >= u_hi, t_max[ray_idx], _cone_step_distance(u_end, *steps).to(t_min.dtype))
+        keep = t_ends > t_starts
+        if grid is not None:
+            t_mid = 0.5 * (t_starts + t_ends)
+            pts = torch.addcmul(origins[ray_idx], directions[ray_idx], t_mid[:, None])
+            keep &= _occupied_samples(grid, pts, aabb, contraction)
+        parts.append((t_starts[keep], t_ends[keep], ray_idx[keep]))
+    if not parts or sum(len(p[2]) for p in parts) == 0:
         return empty
-    return PackedSamples(t_starts_all[valid], t_ends_all[valid], ray_idx, num_rays)
+    return PackedSamples(*(torch.cat(list(x)) for x in zip(*parts)), num_rays)

@@ -3,7 +3,9 @@
 Recipe (paper Sec. 5 and the reference code's defaults):
 
 * initialisation from the dataset's sparse points (COLMAP ``points3D``), else ``init_num_random``
-  random points in the scene box (the reference uses 100k for NeRF-synthetic);
+  random points in the scene box (the reference uses 100k for NeRF-synthetic); unbounded scenes
+  (real 360 captures) get a background shell of points on a far sphere as well
+  (:mod:`~langfield.methods.gaussians.background`);
 * one Adam per parameter (eps 1e-15) with the paper's learning rates; the position LR is scaled
   by the scene extent and decays exponentially from 1.6e-4 to 1.6e-6 over training (driven by
   training progress, so wall-clock budgets work);
@@ -28,13 +30,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from langfield._checks import check_fields, check_finite_number, check_memory
+from langfield._checks import check_fields, check_finite_number, check_int_range, check_memory
 from langfield.configs import VARIANT_KEY, check_field_types
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import ImageSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import ssim
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.fields.language_fields import SplatView
+from langfield.methods.gaussians.background import background_shell
 from langfield.methods.base import SampleFilter, SceneInfo, SceneMethod, check_background, evaluation_mode
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy, Strategy
@@ -43,7 +46,7 @@ from langfield.ops.splatting import SplatSettings, render_gaussians
 from langfield.ops.splatting.projection import project_gaussians
 from langfield.types import Cameras, ImageBatch, RenderOutput
 
-__all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "scene_extent"]
+__all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "num_shell_points", "scene_extent", "shell_radius"]
 
 logger = logging.getLogger("langfield.methods.gaussians")
 
@@ -66,6 +69,11 @@ class GaussiansConfig:
         init_num_random: number of random initial Gaussians.
         init_extent: the random points fill the scene box scaled by this about its centre.
         init_opacity, init_scale: initial opacity; scale factor on the 3-NN distance.
+        background_shell_points: for unbounded scenes, this many extra initial Gaussians on a
+            sphere around the scene centre (the far background SfM misses); ``None``: 10% of the
+            initial points, at least 1,000; ``0``: no shell. Bounded scenes never get one.
+        background_shell_radius: the shell's radius in scene extents (the camera spread below),
+            raised if needed to lie beyond 99% of the sparse points.
         num_features: extra per-Gaussian channels rendered alongside colour (0 = none).
         lr_*: Adam learning rates; ``lr_means`` -> ``lr_means_final`` are multiplied by the scene
             extent.
@@ -85,6 +93,8 @@ class GaussiansConfig:
     init_extent: float = 1.0
     init_opacity: float = 0.1
     init_scale: float = 1.0
+    background_shell_points: Optional[int] = None
+    background_shell_radius: float = 10.0
     num_features: int = 0
     lr_means: float = 1.6e-4
     lr_means_final: float = 1.6e-6
@@ -103,11 +113,13 @@ class GaussiansConfig:
         check_field_types(self)
         check_fields(
             self, int_min_1=("sh_degree_interval", "init_num_random"), int_min_0=("num_features", "seed"),
-            positive=("init_extent", "init_scale"),
+            positive=("init_extent", "init_scale", "background_shell_radius"),
             non_negative=("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
                           "lr_features"),
         )  # fmt: skip
         check_finite_number(self.init_opacity, "GaussiansConfig.init_opacity", lo=0, hi=1, lo_inclusive=False, hi_inclusive=False)
+        if self.background_shell_points is not None:
+            check_int_range(self.background_shell_points, "GaussiansConfig.background_shell_points", lo=0)
         if self.init not in INITS:
             raise ValueError(f"GaussiansConfig.init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.strategy, STRATEGIES):
@@ -135,6 +147,8 @@ class GaussiansConfig:
         unused strategy are dropped. :func:`langfield.configs.config_from_dict` calls this hook
         first; a current-layout dict is returned unchanged.
         """
+        if "background_shell_points" not in data:  # stored before the shell existed: none
+            data = {**data, "background_shell_points": 0}
         strategy = data.get("strategy")
         old = isinstance(strategy, str) or (strategy is None and ("default" in data or "mcmc" in data))
         if not old:
@@ -168,6 +182,27 @@ def scene_extent(scene: SceneInfo) -> float:
     return 0.5 * float(torch.linalg.vector_norm(box[1] - box[0]))
 
 
+def num_shell_points(config: GaussiansConfig, scene: SceneInfo, num_initial: int) -> int:
+    """How many background-shell points an initial cloud of ``num_initial`` points gets (0 for
+    bounded scenes; see ``GaussiansConfig.background_shell_points``)."""
+    if not scene.unbounded:
+        return 0
+    if config.background_shell_points is None:
+        return max(1000, num_initial // 10)
+    return int(config.background_shell_points)
+
+
+def shell_radius(config: GaussiansConfig, scene: SceneInfo, extent: float) -> float:
+    """``background_shell_radius`` scene extents, and at least 1.1x the distance from the scene
+    centre within which 99% of the sparse points lie (so the shell is behind the SfM background)."""
+    radius = config.background_shell_radius * extent
+    if scene.points3d is not None and len(scene.points3d) > 0:
+        centre = scene.scene_box.float().mean(0)
+        dist = torch.linalg.vector_norm(scene.points3d.float() - centre, dim=-1)
+        radius = max(radius, 1.1 * float(torch.quantile(dist[:: max(1, len(dist) // 100_000)], 0.99)))
+    return radius
+
+
 class Gaussians(SceneMethod, SplatsGaussians):
     """3D Gaussian Splatting; trains on whole images (one :class:`~langfield.types.ImageBatch` per step).
 
@@ -185,6 +220,9 @@ class Gaussians(SceneMethod, SplatsGaussians):
             (len(scene.points3d), f"{len(scene.points3d)} sparse points") if use_points and scene.points3d is not None
             else (config.init_num_random, f"GaussiansConfig.init_num_random={config.init_num_random}")
         )  # fmt: skip
+        num_shell = num_shell_points(config, scene, count)
+        if num_shell:
+            count, what = count + num_shell, f"{what} + {num_shell} background shell points"
         check_memory(count * config.bytes_per_gaussian(), f"{what} initial Gaussians",
                      hint=f"about {config.bytes_per_gaussian()} bytes per Gaussian while training; start from fewer")
         cap = getattr(config.strategy, "cap_max", None)
@@ -198,13 +236,27 @@ class Gaussians(SceneMethod, SplatsGaussians):
                 raise ValueError("GaussiansConfig.init='points' but the dataset has no sparse points (points3D)")
             colors = scene.points3d_rgb if scene.points3d_rgb is not None else torch.full_like(scene.points3d, 0.5)
             colors = colors.float() / 255.0 if colors.dtype == torch.uint8 or float(colors.max()) > 1.0 else colors
-            self.cloud = GaussianCloud.from_points(scene.points3d, colors, **kwargs)
+            points = scene.points3d.float()
+            if num_shell:
+                shell, shell_colors = background_shell(
+                    num_shell, scene.scene_box.float().mean(0), shell_radius(config, scene, self.extent),
+                    points, colors if scene.points3d_rgb is not None else None,
+                )  # fmt: skip
+                points, colors = torch.cat([points, shell]), torch.cat([colors.float(), shell_colors])
+            self.cloud = GaussianCloud.from_points(points, colors, **kwargs)
         else:
             box = scene.scene_box.float()
             centre, half = box.mean(0), 0.5 * (box[1] - box[0]) * config.init_extent
-            self.cloud = GaussianCloud.random_in_box(
-                config.init_num_random, torch.stack([centre - half, centre + half]), seed=config.seed, **kwargs
-            )
+            random_box = torch.stack([centre - half, centre + half])
+            if num_shell:
+                g = torch.Generator().manual_seed(config.seed)  # the same draws as random_in_box
+                points = random_box[0] + torch.rand(config.init_num_random, 3, generator=g) * (random_box[1] - random_box[0])
+                colors = torch.rand(config.init_num_random, 3, generator=g)
+                shell, shell_colors = background_shell(num_shell, centre, shell_radius(config, scene, self.extent))
+                self.cloud = GaussianCloud.from_points(torch.cat([points, shell]), torch.cat([colors, shell_colors]), **kwargs)
+            else:
+                self.cloud = GaussianCloud.random_in_box(config.init_num_random, random_box, seed=config.seed, **kwargs)
+        self.num_shell_points = num_shell
         self.strategy: Strategy = config.strategy  # settings only; its state is strategy_state
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.extent)
         self.register_buffer("active_sh_degree", torch.zeros((), dtype=torch.int64))
