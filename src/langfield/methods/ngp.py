@@ -168,6 +168,7 @@ class NGP(RayMethod, SharesRayWeights):
             hint="lower field.hash_grid.log2_hashmap_size, num_levels or features_per_level",
         )  # fmt: skip
         self.config = config
+        self.set_ray_space(scene.ndc)  # NDC for forward-facing scenes: the box below is then the NDC box
         aabb = scene.scene_box.float().reshape(2, 3)
         self.contraction = config.resolved_contraction(scene.unbounded)
         self.cone_angle = config.resolved_cone_angle(self.contraction)

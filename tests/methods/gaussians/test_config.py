@@ -51,7 +51,8 @@ def test_both_strategies_round_trip_through_dicts_and_json():
         back = config_from_dict(GaussiansConfig, json.loads(json.dumps(stored)))
         assert back == cfg and type(back.strategy) is type(strategy)
     assert GaussiansConfig().strategy == DefaultStrategy()
-    assert config_from_dict(GaussiansConfig, {}) == GaussiansConfig()
+    # a dict without background_shell_points was stored before the shell existed: no shell
+    assert config_from_dict(GaussiansConfig, {}) == dataclasses.replace(GaussiansConfig(), background_shell_points=0)
 
 
 def test_stored_strategy_errors_name_the_choices():
@@ -87,10 +88,10 @@ def test_overrides_select_and_tune_the_strategy():
 def test_the_old_layout_migrates_to_the_chosen_strategy():
     snapshot = json.loads(json.dumps(OLD_LAYOUT))
     cfg = config_from_dict(GaussiansConfig, OLD_LAYOUT)
-    assert cfg == GaussiansConfig(**SMALL, strategy=MCMCStrategy(cap_max=330))
+    assert cfg == GaussiansConfig(**SMALL, strategy=MCMCStrategy(cap_max=330), background_shell_points=0)
     assert OLD_LAYOUT == snapshot  # the stored dict is not modified
     as_default = config_from_dict(GaussiansConfig, {**OLD_LAYOUT, "strategy": "default"})
-    assert as_default == GaussiansConfig(**SMALL, strategy=OLD_DEFAULT)
+    assert as_default == GaussiansConfig(**SMALL, strategy=OLD_DEFAULT, background_shell_points=0)
     without_name = {k: v for k, v in OLD_LAYOUT.items() if k != "strategy"}  # "default" was the default
     assert config_from_dict(GaussiansConfig, without_name).strategy == OLD_DEFAULT
     current = config_to_dict(cfg)
@@ -111,7 +112,8 @@ def test_a_run_directory_with_the_old_layout_still_loads(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps(spec))
 
     loaded = load_run(tmp_path, device="cpu")
-    assert isinstance(loaded.method, Gaussians) and loaded.method.config == cfg
+    old = dataclasses.replace(cfg, background_shell_points=0)  # the old layout predates the background shell
+    assert isinstance(loaded.method, Gaussians) and loaded.method.config == old
     assert loaded.method.num_gaussians == run.method.num_gaussians
     cams = loaded.dataset.split("test").cameras[0]
     expected = run.method.eval().render_camera(cams, torch.ones(3))
