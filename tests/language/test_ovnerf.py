@@ -271,3 +271,22 @@ def test_ovnerf_modes_need_label_names(tiny_ngp_run):
         LanguageDistillation(method, unlabelled, teacher, _tiny_language_config(rsr_mode="ovnerf"), progress=False)
     with pytest.raises(InputError, match="cse_mode='ovnerf'"):
         LanguageDistillation(method, unlabelled, teacher, _tiny_language_config(cse_mode="ovnerf"), progress=False)
+
+
+def test_field_from_before_the_modes_resumes(tiny_ngp_run, tmp_path):
+    """A field.pt whose stored config predates rsr_mode/cse_mode/ovnerf is the same job: resumed, not redone."""
+    from langfield.language.distillation import LanguageDistillation
+    from langfield.language.teachers import load_teacher
+
+    dataset, method = tiny_ngp_run
+    teacher = load_teacher("simulated", dataset.labels)
+    cfg = _tiny_language_config(use_cse=False)
+    out = tmp_path / "language"
+    first = LanguageDistillation(method, dataset, teacher, cfg, output_dir=out, progress=False).run()
+    state = torch.load(out / "field.pt", weights_only=True)
+    for key in ("rsr_mode", "cse_mode", "ovnerf"):
+        del state["config"][key]
+    torch.save(state, out / "field.pt")
+    again = LanguageDistillation(method, dataset, teacher, cfg, output_dir=out, progress=False)
+    assert again.run()["phases"] == first["phases"]
+    assert again.phase_done == 0 and (out / "phases" / "0_fit").is_dir()
