@@ -47,6 +47,8 @@ MODULES = [
     "langfield.io.images",
     "langfield.eval.semantic_metrics",
     "langfield.language.spatial",
+    "langfield.language.ovnerf_rsr",
+    "langfield.language.ovnerf_cse",
     "langfield.data.camera_path_json",
     "langfield.viewer.cameras",
     "langfield.viewer.scene_view",

@@ -98,6 +98,11 @@ CASES: List[Case] = [
         r"LanguageFieldConfig\.steps"),  # fmt: skip
     api("language-config/jitter-negative", config("langfield.language.distillation", "LanguageFieldConfig", footprint_jitter=-1.0),
         r"LanguageFieldConfig\.footprint_jitter"),  # fmt: skip
+    api("language-config/rsr-mode-unknown", config("langfield.language.distillation", "LanguageFieldConfig", rsr_mode="pool"),
+        r"LanguageFieldConfig\.rsr_mode.*'ovnerf'"),  # fmt: skip
+    api("language-config/cse-mode-contradicts-flag",
+        config("langfield.language.distillation", "LanguageFieldConfig", use_cse=False, cse_mode="ovnerf"),
+        r"use_cse=False contradicts cse_mode='ovnerf'"),  # fmt: skip
 ]
 
 

@@ -1,5 +1,7 @@
-"""Cross-view Self-enhancement (CSE): correct view-inconsistent 2D features with the 3D field.
+"""Render refresh (``cse_mode="render-refresh"``): correct view-inconsistent 2D features with the 3D field.
 
+langfield's own feature-level variant of OV-NeRF's Cross-view Self-enhancement (the paper's CSE,
+on relevancy labels at training and novel views, is :mod:`langfield.language.ovnerf_cse`).
 OV-NeRF (Liao et al. 2024, arXiv:2402.04648, Sec. III-C): CLIP labels the same object differently
 from different viewpoints. Once a semantic field has been fitted to all views, its renders are
 consistent across views by construction (one 3D field), and where most views agreed they carry the

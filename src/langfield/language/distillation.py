@@ -8,12 +8,18 @@ every optimisation goes through the one :class:`~langfield.training.trainer.Trai
    :class:`~langfield.language.teachers.base.DenseTeacher` (real CLIP or the simulated teacher).
 2. **Mask proposals** per training image (SAM when available, else the weight-free fallback),
    split where the run's rendered depth jumps.
-3. **RSR** (optional, :mod:`langfield.language.rsr`): region-level rectified targets.
+3. **RSR** (optional, ``rsr_mode``): ``"mask-pool"`` (:mod:`langfield.language.rsr`, langfield's own):
+   region-level rectified feature targets; ``"ovnerf"`` (:mod:`langfield.language.ovnerf_rsr`,
+   OV-NeRF Sec. III-B): region labels over the dataset's label set, fitted by a relevancy
+   cross-entropy beside the feature loss.
 4. **Autoencoder** (latent fields): the scene autoencoder fitted on the targets, which are then
    encoded to ``d``-dimensional codes (LangSplat Sec. 3.3).
 5. **Fit** the field (:mod:`langfield.language.objectives`).
-6. **CSE rounds** (optional, :mod:`langfield.language.cse`): render the field into every training
-   view, correct the targets, fit further; ``cse.rounds`` times.
+6. **CSE rounds** (optional, ``cse_mode``; ``cse.rounds`` times): ``"render-refresh"``
+   (:mod:`langfield.language.cse`, langfield's own): render the field into every training view,
+   replace disagreeing target regions, fit further; ``"ovnerf"`` (:mod:`langfield.language.ovnerf_cse`,
+   OV-NeRF Sec. III-C): render the field at the training views and at novel views between them,
+   RSR-rectify the rendered labels and fit further on them (the feature targets stay the teacher's).
 
 Files under ``output_dir`` (``RUN/language/``)::
 
@@ -38,16 +44,19 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from langfield._checks import InputError, check_finite_number, check_memory
+from langfield._checks import InputError, check_choice, check_finite_number, check_memory
 from langfield.configs import check_field_types, config_from_dict, config_to_dict
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import IndexSampler
 from langfield.fields.language_fields import GaussianLanguageField, LanguageField, NGPLanguageField, RayWeights
 from langfield.fields.semantic import HashFeatureFieldConfig
+from langfield.geometry.camera_paths import path_cameras
 from langfield.io.atomic import atomic_save_torch
 from langfield.language.cse import CSEConfig, cross_view_correction
-from langfield.language.masks import MaskProposalConfig
-from langfield.language.objectives import AutoencoderObjective, GaussianCodesObjective, NGPFeatureObjective
+from langfield.language.masks import MaskProposalConfig, propose_masks
+from langfield.language.objectives import AutoencoderObjective, GaussianCodesObjective, LabelTerm, NGPFeatureObjective
+from langfield.language.ovnerf_cse import novel_view_poses, self_enhanced_labels
+from langfield.language.ovnerf_rsr import OVNeRFConfig, region_semantic_ranking_labels, relevancy_logits
 from langfield.language.rsr import RSRConfig, region_semantic_ranking
 from langfield.language.targets import depth_split_masks, teacher_features, view_masks
 from langfield.language.teachers.base import DenseTeacher
@@ -73,6 +82,8 @@ FIELD_FILE = "field.pt"
 TARGETS_FILE = "targets.pt"
 PHASES_DIR = "phases"
 FORMAT = 1
+RSR_MODES = ("off", "ovnerf", "mask-pool")
+CSE_MODES = ("off", "ovnerf", "render-refresh")
 
 
 @dataclass(frozen=True)
@@ -80,9 +91,21 @@ class LanguageFieldConfig:
     """How a language field is distilled.
 
     Attributes:
-        use_rsr: apply Region Semantic Ranking to the teacher targets.
-        use_cse: run Cross-view Self-enhancement rounds after the first fit.
-        rsr, cse: their settings; masks: mask proposals (for RSR and region-level CSE); the
+        use_rsr: RSR on/off (kept for older configs and callers; ``False`` means ``rsr_mode = "off"``).
+        use_cse: CSE on/off (likewise for ``cse_mode``).
+        rsr_mode: ``"off"``, ``"ovnerf"`` (OV-NeRF's RSR: region labels over the dataset's labels and
+            a relevancy cross-entropy, :mod:`~langfield.language.ovnerf_rsr`) or ``"mask-pool"``
+            (langfield's own: targets replaced by label-free trimmed region means,
+            :mod:`~langfield.language.rsr`). ``use_rsr=False`` turns ``"mask-pool"`` into ``"off"``
+            (and refuses ``"ovnerf"``); ``rsr_mode="off"`` sets ``use_rsr=False``.
+        cse_mode: ``"off"``, ``"ovnerf"`` (OV-NeRF's CSE: rendered labels at training and novel
+            views, :mod:`~langfield.language.ovnerf_cse`) or ``"render-refresh"`` (langfield's own:
+            disagreeing target regions replaced by the render, :mod:`~langfield.language.cse`);
+            tied to ``use_cse`` the same way.
+        ovnerf: settings of the OV-NeRF modes (loss weight, temperature, novel views). The
+            ``"ovnerf"`` modes need a dataset with label names (``SceneDataset.labels``).
+        rsr, cse: their settings (``cse.rounds``/``cse.steps_fraction`` serve both CSE modes);
+            masks: mask proposals (for RSR and region-level CSE); the
             superpixel fallback defaults are finer than :class:`MaskProposalConfig`'s (small
             segments are fine for RSR, segments that straddle objects are not).
         split_masks_at_depth: cut every proposal where the run's rendered depth jumps
@@ -104,6 +127,9 @@ class LanguageFieldConfig:
 
     use_rsr: bool = True
     use_cse: bool = True
+    rsr_mode: str = "mask-pool"
+    cse_mode: str = "render-refresh"
+    ovnerf: OVNeRFConfig = field(default_factory=OVNeRFConfig)
     rsr: RSRConfig = field(default_factory=RSRConfig)
     cse: CSEConfig = field(default_factory=CSEConfig)
     masks: MaskProposalConfig = field(
@@ -128,6 +154,14 @@ class LanguageFieldConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        for flag, name, modes in (("use_rsr", "rsr_mode", RSR_MODES), ("use_cse", "cse_mode", CSE_MODES)):
+            mode = check_choice(getattr(self, name), f"LanguageFieldConfig.{name}", modes)
+            if mode == "off":
+                object.__setattr__(self, flag, False)
+            elif not getattr(self, flag):
+                if mode == "ovnerf":
+                    raise InputError(f"LanguageFieldConfig: {flag}=False contradicts {name}='ovnerf' (set {name}='off')")
+                object.__setattr__(self, name, "off")
         check_finite_number(self.depth_edge_threshold, "LanguageFieldConfig.depth_edge_threshold", lo=0)
         check_finite_number(self.footprint_jitter, "LanguageFieldConfig.footprint_jitter", lo=0)
         for name in ("steps", "rays_per_step", "top_k", "latent_dim", "autoencoder_batch"):
@@ -141,8 +175,16 @@ class LanguageFieldConfig:
 
     @property
     def variant(self) -> str:
-        """``field`` / ``field+rsr`` / ``field+cse`` / ``field+rsr+cse`` (benchmark naming)."""
-        return "field" + ("+rsr" if self.use_rsr else "") + ("+cse" if self.use_cse else "")
+        """``field`` plus ``+rsr`` / ``+ovnerf-rsr`` and ``+cse`` / ``+ovnerf-cse`` (``+rsr``/``+cse``
+        name langfield's own mask-pool / render-refresh mechanisms, as before the OV-NeRF modes)."""
+        rsr = {"off": "", "mask-pool": "+rsr", "ovnerf": "+ovnerf-rsr"}[self.rsr_mode]
+        cse = {"off": "", "render-refresh": "+cse", "ovnerf": "+ovnerf-cse"}[self.cse_mode]
+        return "field" + rsr + cse
+
+    @property
+    def needs_labels(self) -> bool:
+        """An OV-NeRF mode is on: the dataset's label names are needed."""
+        return "ovnerf" in (self.rsr_mode, self.cse_mode)
 
     @property
     def num_phases(self) -> int:
@@ -201,6 +243,18 @@ class LanguageDistillation:
         self.embedding_dim = int(teacher_cache[0].shape[-1]) if teacher_cache is not None else int(teacher.embedding_dim)
         self.targets: Optional[Tensor] = None
         self.latent_targets: Optional[Tensor] = None
+        # OV-NeRF modes: [V, H, W] int64 region labels of the training views (RSR, then CSE), and
+        # CSE's novel views (geometry + [N, H, W] labels).
+        self._label_text: Optional[Tensor] = None
+        self.labels: Optional[Tensor] = None
+        self.novel_geometry: List[ViewGeometry] = []
+        self.novel_labels: Optional[Tensor] = None
+        if config.needs_labels and not dataset.labels:
+            raise InputError(
+                f"LanguageFieldConfig.rsr_mode={config.rsr_mode!r} / cse_mode={config.cse_mode!r}: the 'ovnerf' modes "
+                f"rank the dataset's label names, but dataset {dataset.name!r} has none (SceneDataset.labels); "
+                "use 'mask-pool' / 'render-refresh' or 'off'"
+            )
         self.phase_done = -1
         self.history: List[Dict[str, Any]] = []
         self._geometry: Optional[List[ViewGeometry]] = None
@@ -261,9 +315,24 @@ class LanguageDistillation:
         """The field stores codes decoded by a scene autoencoder (Gaussians; NGP with ``ngp_latent``)."""
         return self.field.autoencoder is not None
 
+    @property
+    def label_text(self) -> Tensor:
+        """``[C, E]`` teacher text embeddings of the dataset's label names (OV-NeRF modes)."""
+        if self._label_text is None:
+            self._label_text = self.teacher.embed_texts(list(self.dataset.labels)).float().cpu()
+        return self._label_text
+
+    def initial_labels(self) -> Optional[Tensor]:
+        """``[V, H, W]`` int64 OV-NeRF RSR labels of the teacher features (``None`` unless ``rsr_mode="ovnerf"``)."""
+        if self.config.rsr_mode != "ovnerf":
+            return None
+        return torch.stack(
+            [region_semantic_ranking_labels(self.raw[v].float(), self.label_text, self.masks[v]) for v in range(len(self.raw))]
+        )
+
     def initial_targets(self) -> Tensor:
-        """Teacher features, rectified by RSR when enabled: ``[V, H, W, E]`` float16."""
-        if not self.config.use_rsr:
+        """Teacher features, rectified by mask-pool RSR when enabled: ``[V, H, W, E]`` float16."""
+        if self.config.rsr_mode != "mask-pool":
             return self.raw.clone()
         out = torch.empty_like(self.raw)
         for v in range(len(self.raw)):
@@ -306,25 +375,45 @@ class LanguageDistillation:
                 [ae.encode(t.float().to(self.device)).cpu() for t in self.targets.reshape(-1, self.embedding_dim).split(65536)]
             ).reshape(*self.targets.shape[:3], -1)
 
+    def label_term(self) -> Optional[LabelTerm]:
+        """OV-NeRF's relevancy cross-entropy on the current labels (``None`` when there are none)."""
+        if self.labels is None and self.novel_labels is None:
+            return None
+        ov = self.config.ovnerf
+        novel: Any = None
+        if self.novel_labels is not None and len(self.novel_geometry) > 0:
+            novel = RayWeights.cat(self.novel_geometry) if self.kind == "ngp" else self.novel_geometry
+        labels = self.labels
+        if labels is not None and self.kind == "ngp":
+            labels = labels.reshape(-1)
+        novel_labels = self.novel_labels
+        if novel_labels is not None and self.kind == "ngp":
+            novel_labels = novel_labels.reshape(-1)
+        return LabelTerm(self.label_text, labels, ov.label_weight, ov.temperature, novel, novel_labels)
+
     def fit(self, phase: int) -> Dict[str, Any]:
         """Optimise the field on the current targets for the steps of ``phase``; returns loss stats."""
         cfg, steps = self.config, self.config.phase_steps(phase)
         name = "fit" if phase == 0 else f"cse{phase}"
         seed = cfg.seed + 1_000 * (phase + 1)
+        term = self.label_term()
         if self.kind == "ngp":
             rays = RayWeights.cat(self.geometry())
             targets = (self.latent_targets if self._latent else self.targets).reshape(len(rays), -1)
             objective = NGPFeatureObjective(
-                self.field, rays, targets, cfg.lr, cfg.footprint_jitter, cfg.normalize_rendered
+                self.field, rays, targets, cfg.lr, cfg.footprint_jitter, cfg.normalize_rendered, term
             )  # fmt: skip
             sampler = IndexSampler(len(rays), cfg.rays_per_step, seed=seed, device=self.device)
         else:
-            objective = GaussianCodesObjective(self.field, self.geometry(), self.latent_targets, cfg.codes_lr)
+            objective = GaussianCodesObjective(self.field, self.geometry(), self.latent_targets, cfg.codes_lr, term)
             sampler = IndexSampler(len(self.geometry()), 1, seed=seed, device=self.device)
         return self._optimise(objective, sampler, steps, phase, name)
 
     def cse_round(self) -> float:
-        """Render every training view and correct its targets; returns the share of replaced pixels."""
+        """One CSE round of ``cse_mode`` before fitting further; returns the share of training
+        pixels whose target (render-refresh) or label (ovnerf) changed."""
+        if self.config.cse_mode == "ovnerf":
+            return self.ovnerf_cse_round()
         replaced = 0
         total = 0
         for v, geom in enumerate(self.geometry()):
@@ -337,6 +426,42 @@ class LanguageDistillation:
             self._encode_targets()
         return replaced / max(total, 1)
 
+    def novel_cameras(self):
+        """CSE's novel cameras (:func:`~langfield.language.ovnerf_cse.novel_view_poses`), with the
+        intrinsics and size of training camera 0."""
+        cams = self.split.cameras
+        poses = novel_view_poses(cams.c2w.detach().cpu(), self.config.ovnerf.novel_views)
+        return path_cameras(poses, cams, 0)
+
+    @torch.no_grad()
+    def ovnerf_cse_round(self) -> float:
+        """OV-NeRF CSE (:mod:`~langfield.language.ovnerf_cse`): labels of the field's renders at the
+        training views (their masks) and at novel views (masks of the rendered colour)."""
+        text = self.label_text
+        new = torch.stack(
+            [self_enhanced_labels(self.render_view(g), text, self.masks[v]) for v, g in enumerate(self.geometry())]
+        )
+        base = self.labels if self.labels is not None else self._teacher_pixel_labels()
+        share = float((new != base).float().mean())
+        self.labels = new
+        novel = self.novel_cameras()
+        self.novel_geometry, labels = [], []
+        for n in range(len(novel)):
+            geom = view_geometry(self.method, novel, n, self.config.top_k)
+            h, w = int(novel.heights[n]), int(novel.widths[n])
+            rgb = self.method.render_camera(novel[n], self.background, output_device="cpu").rgb
+            image = (rgb.reshape(h, w, 3).float() * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+            masks = propose_masks(image, self.config.masks).masks.cpu()
+            labels.append(self_enhanced_labels(self.render_view(geom, h, w), text, masks))
+            self.novel_geometry.append(geom)
+        self.novel_labels = torch.stack(labels) if labels else None
+        return share
+
+    def _teacher_pixel_labels(self) -> Tensor:
+        """``[V, H, W]`` top category of every teacher pixel (what CSE's labels are compared with
+        when the first fit had no labels)."""
+        return torch.stack([relevancy_logits(self.raw[v].float(), self.label_text).argmax(-1) for v in range(len(self.raw))])
+
     # ------------------------------------------------------------------ the whole job
     def run(self, on_phase_end: Optional[Callable[["LanguageDistillation", int], None]] = None) -> Dict[str, Any]:
         """Every step of the module docstring (resuming after the last finished phase); returns a summary.
@@ -348,6 +473,7 @@ class LanguageDistillation:
             logger.info("language field: resuming after phase %d", self.phase_done)
         if self.phase_done < 0:
             self.targets = self.initial_targets()  # steps 1-3: teacher, masks, RSR
+            self.labels = self.initial_labels()
             if self._latent:  # step 4
                 if cfg.autoencoder_steps > 0:
                     self._fit_autoencoder()
@@ -403,7 +529,13 @@ class LanguageDistillation:
         if not path.is_file():
             return False
         state = _load_field_state(path)
-        if state.get("config") != config_to_dict(self.config) or state.get("teacher") != self.teacher.spec():
+        stored = state.get("config")
+        if isinstance(stored, dict):  # compare in today's layout (older files lack newer fields)
+            try:
+                stored = config_to_dict(language_config_from_dict(stored))
+            except (InputError, ValueError, TypeError):
+                pass
+        if stored != config_to_dict(self.config) or state.get("teacher") != self.teacher.spec():
             logger.warning("%s was trained with another config or teacher; starting over", path)
             shutil.rmtree(self.output_dir / PHASES_DIR, ignore_errors=True)
             return False
@@ -421,6 +553,9 @@ class LanguageDistillation:
         self.history = list(state.get("history", []))
         if self._latent:
             self._encode_targets()
+        # OV-NeRF labels are recomputed, not stored: the RSR labels of the teacher; a following CSE
+        # round derives its labels from the loaded field anyway (as the uninterrupted job did).
+        self.labels = self.initial_labels()
         return True
 
 

@@ -1,6 +1,8 @@
-"""Region Semantic Ranking (RSR): clean one view's dense language features with mask proposals.
+"""Mask pooling (``rsr_mode="mask-pool"``): clean one view's dense language features with mask proposals.
 
-OV-NeRF (Liao et al. 2024, arXiv:2402.04648, Sec. III-B) observes that CLIP's dense features are
+langfield's own, label-free variant of OV-NeRF's Region Semantic Ranking (the paper's RSR, over a
+closed label set, is :mod:`langfield.language.ovnerf_rsr`; the names ``RSRConfig`` and
+``region_semantic_ranking`` here are kept for older code). OV-NeRF (Liao et al. 2024, arXiv:2402.04648, Sec. III-B) observes that CLIP's dense features are
 noisy inside objects and blurred across their borders, while SAM's mask proposals follow object
 boundaries. RSR uses the masks to *rectify* each training view's features before the semantic
 field is fitted:
