@@ -16,9 +16,9 @@ the training views are computed, the variants distilled and every row scored on 
 (``val`` to choose settings, ``test`` for the table; the procedural scene has ``--val-views``
 validation views). Rows: ``teacher`` (the 2D teacher per view), ``teacher-kdraw`` (the normalised
 mean of ``--kdraw`` independent draws of the teacher per view: what averaging without geometry
-buys), ``field``, ``field+mask-pool`` and ``field+mask-pool+render-refresh`` (and
-``field+render-refresh`` with ``--ablations full``): langfield's own region and refresh mechanisms,
-*not* OV-NeRF's RSR and CSE, hence the names. Each row: the mean over seeds of mIoU, mAcc, boundary
+buys), ``field``, OV-NeRF's ``field+rsr`` and ``field+rsr+cse`` (``field+cse`` with ``--ablations
+full``), and langfield's own label-free ``field+mask-pool`` and ``field+mask-pool+render-refresh``
+(``field+render-refresh`` with ``--ablations full``); see :data:`VARIANTS`. Each row: the mean over seeds of mIoU, mAcc, boundary
 F, localization (LERF's argmax protocol ``loc_acc``, and ``loc_balanced_acc`` with a 0.5 relevancy
 threshold and distractor queries: absent labels and objects in no scene), ``miou_open_vocab`` (mIoU
 when every label is queried by a paraphrase that was never a label string,
@@ -98,13 +98,22 @@ def _query_ms(trainer: LanguageDistillation, cameras: Cameras, embeddings: torch
     return times[len(times) // 2]
 
 
-#: Benchmark row names of langfield's own region and refresh mechanisms (``use_rsr`` /
-#: ``use_cse`` of :class:`LanguageFieldConfig`). They are *not* OV-NeRF's RSR and CSE (Liao et al.
-#: 2024, Sec. III): today's "RSR" ranks mask proposals by label-free feature self-consistency and
-#: replaces the targets inside them; today's "CSE" re-renders the training views and refreshes the
-#: targets behind a cosine gate. Until the paper's versions exist, the rows carry these names.
-VARIANT_NAMES = {(False, False): "field", (True, False): "field+mask-pool", (False, True): "field+render-refresh",
-                 (True, True): "field+mask-pool+render-refresh"}  # fmt: skip
+#: Variants: OV-NeRF's RSR and CSE (Liao et al. 2024; ``rsr_mode``/``cse_mode`` "ovnerf") under the
+#: paper's names, and langfield's own label-free mechanisms ("mask-pool" region means, "render-refresh"
+#: of disagreeing regions) under theirs. A variant with both a region and a refresh stage is also
+#: scored after its first phase (region stage only): PHASE0_NAMES.
+VARIANTS = {
+    "field": dict(use_rsr=False, rsr_mode="off", use_cse=False, cse_mode="off"),
+    "field+rsr": dict(use_rsr=True, rsr_mode="ovnerf", use_cse=False, cse_mode="off"),
+    "field+cse": dict(use_rsr=False, rsr_mode="off", use_cse=True, cse_mode="ovnerf"),
+    "field+rsr+cse": dict(use_rsr=True, rsr_mode="ovnerf", use_cse=True, cse_mode="ovnerf"),
+    "field+mask-pool": dict(use_rsr=True, rsr_mode="mask-pool", use_cse=False, cse_mode="off"),
+    "field+render-refresh": dict(use_rsr=False, rsr_mode="off", use_cse=True, cse_mode="render-refresh"),
+    "field+mask-pool+render-refresh": dict(use_rsr=True, rsr_mode="mask-pool", use_cse=True, cse_mode="render-refresh"),
+}
+PHASE0_NAMES = {"field+rsr+cse": "field+rsr", "field+mask-pool+render-refresh": "field+mask-pool"}
+BASIC_VARIANTS = ("field", "field+rsr+cse", "field+mask-pool+render-refresh")
+FULL_VARIANTS = BASIC_VARIANTS + ("field+cse", "field+render-refresh")
 MEAN_KEYS = ("miou", "macc", "pixel_acc", "boundary_f", "loc_acc", "loc_present_acc", "loc_reject_acc",
              "loc_balanced_acc", "miou_open_vocab")  # fmt: skip
 
@@ -183,7 +192,9 @@ def main(argv=None) -> int:
     p.add_argument("--recon-seconds", type=float, default=150.0)
     p.add_argument("--steps", type=int, default=LanguageFieldConfig.steps, help="language-field steps of the first fit")
     p.add_argument("--cse-rounds", type=int, default=None)
-    p.add_argument("--ablations", choices=("basic", "full"), default="basic", help="'full' adds the render-refresh-only variant")
+    p.add_argument("--ablations", choices=("basic", "full"), default="basic",
+                   help="'basic': field, field+rsr(+cse) (OV-NeRF), field+mask-pool(+render-refresh) (langfield's); "
+                        "'full' adds the refresh-only variants field+cse and field+render-refresh")  # fmt: skip
     p.add_argument("--masks", default="auto", choices=("auto", "sam", "superpixels"))
     p.add_argument("--kdraw", type=int, default=8, help="teacher draws averaged per view by the teacher-kdraw baseline (simulated teachers)")
     p.add_argument("--query-size", type=int, default=200)
@@ -225,9 +236,7 @@ def main(argv=None) -> int:
     base = dataclasses.replace(base, masks=dataclasses.replace(base.masks, method=args.masks))
     if args.cse_rounds is not None:
         base = dataclasses.replace(base, cse=dataclasses.replace(base.cse, rounds=args.cse_rounds))
-    flags = [(False, False), (True, True)]
-    if args.ablations == "full":
-        flags.insert(1, (False, True))
+    variants = FULL_VARIANTS if args.ablations == "full" else BASIC_VARIANTS
 
     # Reconstructions: trained once (first seed), shared by every seed's language fields.
     reps = [r.strip() for r in args.representations.split(",") if r.strip()]
@@ -263,16 +272,15 @@ def main(argv=None) -> int:
         cache = (teacher_features(tch, train_split, bg), masks)
         timings[f"teacher/seed{s}"] = time.perf_counter() - t0
         for rep in reps:
-            for use_rsr, use_cse in flags:
-                name = VARIANT_NAMES[(use_rsr, use_cse)]
-                cfg = dataclasses.replace(base, use_rsr=use_rsr, use_cse=use_cse, seed=s)
+            for name in variants:
+                cfg = dataclasses.replace(base, **VARIANTS[name], seed=s)
                 t1 = time.perf_counter()
                 lt = LanguageDistillation(methods[rep], dataset, tch, cfg, output_dir=None, teacher_cache=cache)
                 feats = _field_features(lt, ev.cameras)
 
-                def on_phase(trainer, phase, feats=feats, cfg=cfg, rep=rep):
-                    if cfg.use_cse and cfg.use_rsr and phase == 0:
-                        per_seed.setdefault((rep, VARIANT_NAMES[(True, False)]), []).append((s, score(feats)))
+                def on_phase(trainer, phase, feats=feats, name=name, rep=rep):
+                    if name in PHASE0_NAMES and phase == 0:
+                        per_seed.setdefault((rep, PHASE0_NAMES[name]), []).append((s, score(feats)))
 
                 lt.run(on_phase_end=on_phase)
                 scores = score(feats)
@@ -314,8 +322,9 @@ def main(argv=None) -> int:
         "recon_seconds": args.recon_seconds,
         "recon": recon,
         "language_steps": args.steps,
-        "variant_names": "field+mask-pool / field+render-refresh are langfield's own mechanisms (use_rsr / use_cse), "
-                         "not OV-NeRF's RSR and CSE",
+        "variants": {name: VARIANTS[name] for name in variants},
+        "variant_names": "field+rsr / field+cse: OV-NeRF's RSR and CSE (following the authors' public code); "
+                         "field+mask-pool / field+render-refresh: langfield's own label-free mechanisms",
         "open_vocab_queries": {k: paraphrase_set(labels, k) for k in range(NUM_PARAPHRASES)},
         "distractor_queries": list(DISTRACTOR_QUERIES),
         "results": results,
