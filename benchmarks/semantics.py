@@ -25,7 +25,10 @@ when every label is queried by a paraphrase that was never a label string,
 :mod:`langfield.language.vocabulary`; mean over the paraphrase sets), each with ``*_std`` and the
 per-seed values. On the procedural scene, spatial questions (left/right, closer, larger, above)
 answered by the last variant from the evaluation cameras against the true objects
-(``spatial_accuracy``, mean over seeds). Relevancy query time at 200x200 (``query_ms``).
+(``spatial_accuracy``, mean over seeds). Relevancy query time at 200x200: ``query_ms`` (the
+distillation's own render path), ``query_ms_first`` (a first query on a view through
+:class:`LanguageScene`: colour, geometry, features and relevancy) and ``query_ms_cached`` (a second
+text on the same view: the render is cached, only the relevancy is computed).
 
 Usage::
 
@@ -176,6 +179,26 @@ def _aggregate(representation: str, variant: str, per_seed) -> dict:
     return row
 
 
+def _query_ms_first_and_cached(scene: LanguageScene, cameras: Cameras, size: int, repeats: int) -> dict:
+    """Median ms of a first relevancy query on a view (render + features + relevancy) and of a
+    second query with another text on the same view (the render is cached: relevancy only)."""
+    first, cached = [], []
+    texts = list(scene.dataset.labels[1:3]) if scene.dataset.labels and len(scene.dataset.labels) > 2 else ["object a", "object b"]
+    for r in range(repeats + 1):
+        cam = _scaled_camera(cameras, r % len(cameras), size)
+        scene.clear_render_cache()
+        scene.embed_texts([*texts, *CANONICAL_NEGATIVES])  # text embeddings are cached per string either way
+        t0 = time.perf_counter()
+        scene.relevancy(texts[0], cam, 0)
+        t1 = time.perf_counter()
+        scene.relevancy(texts[1], cam, 0)
+        t2 = time.perf_counter()
+        if r > 0:  # the first round warms up
+            first.append((t1 - t0) * 1000.0)
+            cached.append((t2 - t1) * 1000.0)
+    return {"first": statistics.median(first), "cached": statistics.median(cached)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="procedural", help="labelled scene folder, or 'procedural' (default)")
@@ -261,6 +284,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     masks = view_masks(train_split, bg, base.masks)
     per_seed, spatial, timings, query_ms = {}, {}, {"masks": time.perf_counter() - t0}, {}
+    query_first, query_cached = {}, {}
     for s in seeds:
         tch = teachers[s]
         t0 = time.perf_counter()
@@ -296,6 +320,9 @@ def main(argv=None) -> int:
                 timings[f"{rep}/spatial/seed{s}"] = time.perf_counter() - t1
             if rep not in query_ms:
                 query_ms[rep] = _query_ms(lt, ev.cameras, torch.cat([label_emb[1:2], neg_emb]).to(lt.device), args.query_size, 5)
+                q = _query_ms_first_and_cached(LanguageScene(methods[rep], dataset, lt.field, tch, top_k=lt.config.top_k),
+                                               ev.cameras, args.query_size, 5)  # fmt: skip
+                query_first[rep], query_cached[rep] = q["first"], q["cached"]
         del cache
 
     results = []
@@ -333,6 +360,8 @@ def main(argv=None) -> int:
                                  for rep, v in spatial.items()} or None,  # fmt: skip
         "spatial": spatial or "not scored: ground-truth objects are known for the procedural scene only",
         "query_ms": query_ms,
+        "query_ms_first": query_first,
+        "query_ms_cached": query_cached,
         "query_resolution": args.query_size,
         "timings_s": timings,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),

