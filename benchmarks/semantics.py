@@ -174,7 +174,7 @@ def _aggregate(representation: str, variant: str, per_seed) -> dict:
         if values:
             row[key] = statistics.fmean(values)
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    row["per_class_iou"] = per_seed[0][1].get("per_class_iou")
+    row["per_class_iou_first_seed"] = per_seed[0][1].get("per_class_iou")  # one seed's, not a mean over seeds
     row["per_seed"] = [{"seed": s, **{k: r[k] for k in MEAN_KEYS if k in r}} for s, r in per_seed]
     return row
 
