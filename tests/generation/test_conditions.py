@@ -56,6 +56,8 @@ def test_image_conditions_shapes_types_and_ranges(fn):
     t = fn(torch.from_numpy(img))
     assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.shape == (S, S, 3)
     np.testing.assert_allclose(t.numpy(), one, atol=1e-6)
+    half = fn(torch.from_numpy(img).to(torch.bfloat16)[None])  # half precision in, float32 out
+    assert half.dtype == torch.float32 and half.shape == (1, S, S, 3)
 
 
 def test_canny_finds_the_square_outline_and_nothing_else():

@@ -273,3 +273,15 @@ def test_real_weights_find_silhouette_boundaries(real_hed, shape):
     assert p[ring].mean() > 0.5
     assert p[inside].mean() < 0.2 and p[outside].mean() < 0.2
     assert p[ring].mean() > 4 * max(p[inside].mean(), p[outside].mean())
+
+
+@pytest.mark.requires_cuda
+def test_hed_edges_on_cuda_match_cpu(real_hed):
+    """A CUDA tensor in: the cached model is loaded on its device and the result comes back there."""
+    from langfield.generation.conditions import hed_edges
+
+    img, _, _, _ = _silhouette("disc")
+    cpu = hed_edges(img)
+    gpu = hed_edges(torch.from_numpy(img).cuda())
+    assert gpu.device.type == "cuda"
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu, atol=1e-3)

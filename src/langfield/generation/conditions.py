@@ -85,7 +85,10 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def _as_numpy(x: Any, where: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # float16 / bfloat16 have no (or no exact) numpy twin
+        return x.cpu().numpy()
     try:
         return np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - anything numpy cannot read is a bad input
@@ -118,7 +121,7 @@ def _images(image: Any, where: str) -> Tuple[np.ndarray, bool]:
 def _maps(x: Any, where: str, *, what: str, dtype_kind: str = "f") -> Tuple[np.ndarray, bool]:
     """A per-pixel map ``[H, W]`` / ``[B, H, W]`` (a trailing channel of 1 allowed) as ``[B, H, W]``."""
     arr = _as_numpy(x, where)
-    if arr.ndim in (3, 4) and arr.shape[-1] == 1 and arr.ndim - 1 >= 2:
+    if arr.ndim in (3, 4) and arr.shape[-1] == 1:  # [H, W, 1] / [B, H, W, 1]
         arr = arr[..., 0]
     if arr.ndim not in (2, 3):
         raise InputError(f"{where}: expected {what} [H, W] or [B, H, W], got shape {tuple(arr.shape)}")
