@@ -257,8 +257,8 @@ def lineart(
 
     On the luma ``Y`` (BT.601): ``D = G_sigma * Y - tau G_{k sigma} * Y`` and the line strength
     ``L = max(0, -tanh(phi D))`` (Winnemöller, Kyprianidis & Olsen 2012, "XDoG: an eXtended
-    difference-of-Gaussians compendium", §2: the DoG with ``tau`` < 1 and the soft ``tanh``
-    threshold at ``epsilon = 0``; their output ``1 + tanh(phi D)`` for ``D < 0`` is dark lines on
+    difference-of-Gaussians compendium", Computers & Graphics 36(6): the DoG with ``tau`` < 1 and
+    the soft ``tanh`` threshold at ``epsilon = 0``; their output ``1 + tanh(phi D)`` for ``D < 0`` is dark lines on
     white, ``L`` is its inverse as ControlNet's lineart conditions are drawn). Flat regions give
     ``D = (1 - tau) Y >= 0``, i.e. no line; lines fall on the darker side of an edge.
 

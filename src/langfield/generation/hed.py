@@ -1,10 +1,12 @@
 """HED, Holistically-Nested Edge Detection (Xie & Tu, ICCV 2015), in torch, with real BSDS500 weights.
 
-The network (paper §3, Fig. 2 / "Network architecture" §4): the convolutional part of VGG16,
+The network (Xie & Tu, "Holistically-Nested Edge Detection", ICCV 2015; its formulation section
+defines the side outputs, their class-balanced loss and the weighted fusion, its architecture
+section the VGG16 trunk): the convolutional part of VGG16,
 blocks 1-5 (3x3 convolutions, ``padding = 1``, ReLU), a 2x2 max-pool of stride 2 *between*
 blocks (none after block 5, whose output is at ``H / 16``), one 1x1 *side output* ("deep
 supervision", dsn1..dsn5) per block, each bilinearly resized to ``H x W``, a 1x1 *fusion*
-convolution over the five side maps (paper Eq. 5, "weighted-fusion layer") and a sigmoid::
+convolution over the five side maps (the paper's weighted-fusion layer) and a sigmoid::
 
     block1 (64, 64)            -> dsn1 (1x1) ------------------------------\\
     pool, block2 (128, 128)    -> dsn2 (1x1) -> bilinear to H x W ---------+
@@ -33,7 +35,9 @@ no flip). How the Keras model computes (read in its ``model.py``, matched here):
 padding everywhere (symmetric zero padding of 1 for 3x3 stride 1; for the 2x2/2 max-pool an odd
 side is padded at the end, i.e. ``ceil_mode=True``), side outputs resized with
 ``tf.image.resize(..., 'bilinear')`` (half-pixel centres, no antialias: torch ``bilinear`` with
-``align_corners=False``), side output 1 used as is (already ``H x W``).
+``align_corners=False``), side output 1 used as is (already ``H x W``). (The Caffe original
+upsampled with deconvolutions and crops; what is matched here is the Keras model these weights
+ship with.)
 
 **Input convention** (the package's ``preprocess_image``, Caffe-style): RGB ``[0, 255]`` ->
 BGR, minus the BGR mean ``(104.00699, 116.66877, 122.67892)``. :meth:`HED.forward` takes RGB
@@ -125,7 +129,7 @@ class HED(nn.Module):
 
     def side_logits(self, rgb: Tensor) -> Tuple[Tensor, ...]:
         """The five side-output logits and the fused logit, each ``[B, 1, H, W]`` (what HED's
-        deep-supervision loss, paper Eq. 2-4, is computed on)."""
+        deep-supervision loss, a class-balanced cross-entropy per map, is computed on)."""
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise InputError(f"HED input: expected RGB [B, 3, H, W], got shape {tuple(rgb.shape)}")
         h, w = rgb.shape[-2:]
