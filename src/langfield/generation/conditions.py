@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from langfield._checks import InputError, check_choice, check_finite_number, check_int_range
+from langfield.generation.hed import load_hed
 
 __all__ = [
     "OPENPOSE_COLORS",
@@ -421,8 +422,6 @@ def mlsd_lines(image: Any, *, thickness: int = 1, **kwargs: Any) -> Any:
 
 @functools.lru_cache(maxsize=2)
 def _cached_hed(device: str) -> Any:
-    from langfield.generation.hed import load_hed
-
     return load_hed(device=device)
 
 
