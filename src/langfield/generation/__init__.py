@@ -12,6 +12,9 @@ pretrained; never data, methods, training, language or runs.
   toy models, by hub id or directory through the ``pretrained`` resolver), ``build_pipeline``.
 - :mod:`~langfield.generation.sampling`: ``generate`` (DDIM, DPM-Solver++, flow-matching Euler;
   classifier-free guidance; per-image seeds) -> images ``[N, H, W, 3]`` in ``[0, 1]`` + a record.
+- :mod:`~langfield.generation.control`: the ControlNet family (ControlNet, Multi-ControlNet,
+  ControlNet-XS, ControlNeXt, SD3 ControlNet) behind one ``ControlAdapter`` interface;
+  ``generate_controlled`` samples with them.
 
 The names below are imported on first use (PEP 562), so ``import langfield.generation`` imports
 neither ``diffusers`` nor ``transformers``; the submodules import them inside the functions
@@ -51,6 +54,22 @@ _EXPORTS = {
     "GenerationResult": "langfield.generation.sampling",
     "generate": "langfield.generation.sampling",
     "make_scheduler": "langfield.generation.sampling",
+    # control (the ControlNet family)
+    "ControlAdapter": "langfield.generation.control",
+    "ControlNetAdapter": "langfield.generation.control",
+    "XSControlAdapter": "langfield.generation.control",
+    "ControlNeXtAdapter": "langfield.generation.control",
+    "ControlNeXtConfig": "langfield.generation.control",
+    "SD3ControlNetAdapter": "langfield.generation.control",
+    "ControlRecord": "langfield.generation.control",
+    "ControlledGenerationResult": "langfield.generation.control",
+    "build_controlnet": "langfield.generation.control",
+    "build_controlnet_xs": "langfield.generation.control",
+    "build_controlnext": "langfield.generation.control",
+    "build_sd3_controlnet": "langfield.generation.control",
+    "cross_normalize": "langfield.generation.control",
+    "generate_controlled": "langfield.generation.control",
+    "load_control_adapter": "langfield.generation.control",
 }
 
 __all__ = sorted(_EXPORTS)
