@@ -13,7 +13,6 @@ pytest.importorskip("diffusers")
 from langfield._checks import InputError  # noqa: E402
 from langfield.generation.control import (  # noqa: E402
     ControlNetAdapter,
-    ControlNeXtAdapter,
     ControlNeXtConfig,
     SD3ControlNetAdapter,
     XSControlAdapter,

@@ -63,13 +63,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from langfield._checks import InputError, check_choice, check_finite_number, check_int_range
@@ -833,7 +831,10 @@ class ControlRecord:
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
-        return {k: ([list(x) for x in v] if k == "condition_shapes" else list(v)) if isinstance(v, tuple) else v for k, v in data.items()}
+        for key in ("kinds", "weights", "guidance_start", "guidance_end"):
+            data[key] = list(data[key])
+        data["condition_shapes"] = [list(shape) for shape in data["condition_shapes"]]
+        return data
 
 
 @dataclass(frozen=True)
@@ -859,11 +860,12 @@ def _same_base(adapter: ControlAdapter, denoiser: nn.Module, where: str) -> None
             raise InputError(f"{where}: a ControlNeXt adapter hooks its own UNet; build the pipeline with adapter.unet as its unet")
         return
     base_cfg = adapter.base.config
-    keys = ("block_out_channels", "cross_attention_dim", "in_channels") if adapter.kind != "sd3_controlnet" else (
-        "in_channels", "patch_size", "num_attention_heads", "attention_head_dim", "joint_attention_dim")
+    if adapter.kind == "sd3_controlnet":
+        keys: Tuple[str, ...] = ("in_channels", "patch_size", "num_attention_heads", "attention_head_dim", "joint_attention_dim")
+    else:
+        keys = ("block_out_channels", "cross_attention_dim", "in_channels")
     for key in keys:
-        mine = base_cfg.get(key)
-        theirs = denoiser.config.get(key)
+        mine, theirs = base_cfg.get(key), denoiser.config.get(key)
         if mine is not None and theirs is not None and _as_tuple(mine) != _as_tuple(theirs):
             raise InputError(f"{where}: built for a base with {key}={mine}, the pipeline's has {theirs}")
 
