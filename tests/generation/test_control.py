@@ -269,6 +269,25 @@ def test_one_channel_conditions_sample_and_matter():
     assert a.shape == (2, 16, 16, 3) and (a - b).abs().max() > 1e-4
 
 
+def test_string_prompts_go_through_the_pipelines_own_text_encoder(tmp_path):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    from .tiny import tiny_clip_sd_pipeline
+
+    sd = tiny_clip_sd_pipeline(tmp_path / "tok")
+    cn = ControlNetAdapter(sd.unet, build_controlnet(sd.unet, vae_factor=F, conditioning_embedding_out_channels=HINT), vae_factor=F)
+    wake_zero_convs(cn.controlnet)
+    cond = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ours = generate_controlled(sd, ["red ball"], cond, adapters=cn, steps=2, guidance=2.0, seed=3)
+    theirs = StableDiffusionControlNetPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet, controlnet=cn.controlnet,
+        scheduler=sd.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )(["red ball"], image=cond, num_inference_steps=2, guidance_scale=2.0, generator=[torch.Generator().manual_seed(3)],
+      output_type="pt", height=16, width=16).images  # fmt: skip
+    assert ours.record.prompts == ("red ball",)
+    torch.testing.assert_close(ours.images, theirs.permute(0, 2, 3, 1), rtol=0, atol=1e-6)
+
+
 def test_controlnext_guidance_window_follows_the_diffusers_rule():
     from langfield.generation.control import _controlled_at
 

@@ -890,7 +890,8 @@ def generate_controlled(
     Args:
         model: the base :class:`~langfield.generation.loading.GenerationPipeline` (or what
             :func:`~langfield.generation.sampling.as_generation_pipeline` takes).
-        prompts: ``B`` strings (embedded by the pipeline's MiniLM spec) or embeddings.
+        prompts: ``B`` strings (embedded by the pipeline's own text encoders when it has them, as
+            real SD does, else by its MiniLM spec) or embeddings.
         conditions: ``[B, Cc, H, W]`` in ``[0, 1]`` (one adapter) or one such tensor per adapter;
             ``H, W`` set the image size (multiples of the pipeline's size multiple). For SD3 they
             are images too (the pipeline VAE-encodes them).
@@ -910,6 +911,7 @@ def generate_controlled(
         GenerationRecord,
         _check_size,
         _embedding_inputs,
+        _own_encoder_inputs,
         as_generation_pipeline,
         make_scheduler,
         prediction_type,
@@ -965,59 +967,25 @@ def generate_controlled(
     if adapters[0].vae_factor != pipe.vae_scale_factor:
         raise InputError(f"adapters: built for VAE factor {adapters[0].vae_factor}, the pipeline's VAE has {pipe.vae_scale_factor}")
 
-    # 3. Text: embeddings for B prompts (+ the unconditional ones when guidance > 1).
-    kwargs, record_prompts = _embedding_inputs(pipe, prompts, negative, guidance > 1.0, 1, False)
+    # 3. Text: strings through the pipeline's own text encoders (real SD), else embeddings for B
+    #    prompts (+ the unconditional ones when guidance > 1).
+    own_text = isinstance(prompts, (str, list, tuple)) and pipe.has_text_encoder
+    if own_text:
+        kwargs, record_prompts = _own_encoder_inputs(pipe, prompts, negative, 1, False)
+    else:
+        kwargs, record_prompts = _embedding_inputs(pipe, prompts, negative, guidance > 1.0, 1, False)
     batch = len(record_prompts)
     if conds[0].shape[0] != batch:
         raise InputError(f"conditions: {conds[0].shape[0]} conditions for {batch} prompts")
     device, dtype = pipe.device, pipe.dtype
     conds = [c.to(device=device, dtype=dtype) for c in conds]
 
-    # 4. The pipeline for these adapters. diffusers refuses an empty window (start == end), which is
-    #    the same as weight 0 over the whole run (its rule then keeps no step): pass it that way.
-    run_w, run_s, run_e = list(weights_t), list(start_t), list(end_t)
-    for i in range(n):
-        if start_t[i] == end_t[i]:
-            run_w[i], run_s[i], run_e[i] = 0.0, 0.0, 1.0
-    weights_run, start_run, end_run = tuple(run_w), tuple(run_s), tuple(run_e)
+    # 4. The diffusers pipeline for these adapters, sharing the base pipeline's modules.
     p = pipe.pipeline
     sampler = make_scheduler(scheduler, p.scheduler)
-    common = dict(vae=p.vae, scheduler=sampler)
-    extra: Dict[str, Any] = {}
-    if kinds[0] == "controlnet":
-        from diffusers import StableDiffusionControlNetPipeline
-
-        nets = [a.controlnet for a in adapters]
-        runner = StableDiffusionControlNetPipeline(
-            text_encoder=None, tokenizer=None, unet=p.unet, controlnet=nets if n > 1 else nets[0],
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False, **common)  # fmt: skip
-        extra = dict(image=conds if n > 1 else conds[0], controlnet_conditioning_scale=list(weights_run) if n > 1 else weights_run[0],
-                     control_guidance_start=list(start_run) if n > 1 else start_run[0],
-                     control_guidance_end=list(end_run) if n > 1 else end_run[0])  # fmt: skip
-    elif kinds[0] == "controlnet_xs":
-        from diffusers import StableDiffusionControlNetXSPipeline
-
-        runner = StableDiffusionControlNetXSPipeline(
-            text_encoder=None, tokenizer=None, unet=adapters[0].model, controlnet=None,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False, **common)  # fmt: skip
-        extra = dict(image=conds[0], controlnet_conditioning_scale=weights_run[0], control_guidance_start=start_run[0],
-                     control_guidance_end=end_run[0])  # fmt: skip
-    elif kinds[0] == "sd3_controlnet":
-        from diffusers import StableDiffusion3ControlNetPipeline
-
-        nets = [a.controlnet for a in adapters]
-        runner = StableDiffusion3ControlNetPipeline(
-            transformer=p.transformer, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
-            text_encoder_3=None, tokenizer_3=None, controlnet=nets if n > 1 else nets[0], **common)  # fmt: skip
-        extra = dict(control_image=conds if n > 1 else conds[0], controlnet_conditioning_scale=list(weights_run) if n > 1 else weights_run[0],
-                     control_guidance_start=list(start_run) if n > 1 else start_run[0],
-                     control_guidance_end=list(end_run) if n > 1 else end_run[0])  # fmt: skip
-    else:  # ControlNeXt: the base pipeline with the hook active inside the guidance window
-        from diffusers import StableDiffusionPipeline
-
-        runner = StableDiffusionPipeline(text_encoder=None, tokenizer=None, unet=p.unet, safety_checker=None,
-                                         feature_extractor=None, requires_safety_checker=False, **common)  # fmt: skip
-    runner.set_progress_bar_config(disable=True)
+    text_keys = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
+    text = {k: (getattr(p, k, None) if own_text else None) for k in text_keys}
+    runner, extra = _control_pipeline(p, sampler, text, adapters, conds, weights_t, start_t, end_t)
 
     # 5. Denoise: per-image CPU generators, the networks in eval mode.
     seeds = tuple(seed + i for i in range(batch))
@@ -1047,6 +1015,52 @@ def generate_controlled(
     control = ControlRecord(kinds=kinds, weights=weights_t, guidance_start=start_t, guidance_end=end_t,
                             pipeline=type(runner).__name__, condition_shapes=tuple(tuple(c.shape) for c in conds))  # fmt: skip
     return ControlledGenerationResult(images, record, control)
+
+
+def _control_pipeline(p: Any, sampler: Any, text: Dict[str, Any], adapters: List[ControlAdapter], conds: List[Tensor],
+                      weights: Tuple[float, ...], starts: Tuple[float, ...], ends: Tuple[float, ...]) -> Tuple[Any, Dict[str, Any]]:  # fmt: skip
+    """The diffusers pipeline that runs ``adapters`` on the base pipeline ``p``'s modules, and its control arguments.
+
+    diffusers refuses an empty guidance window (``start == end``); that window keeps no step, which
+    is the same as weight 0 over the whole run, so it is passed that way."""
+    n, kind = len(adapters), adapters[0].kind
+    weights, starts, ends = list(weights), list(starts), list(ends)
+    for i in range(n):
+        if starts[i] == ends[i]:
+            weights[i], starts[i], ends[i] = 0.0, 0.0, 1.0
+
+    def one_or_list(values: List[Any]) -> Any:
+        return values if n > 1 else values[0]
+
+    control = dict(controlnet_conditioning_scale=one_or_list(weights), control_guidance_start=one_or_list(starts),
+                   control_guidance_end=one_or_list(ends))  # fmt: skip
+    common: Dict[str, Any] = dict(vae=p.vae, scheduler=sampler)
+    sd = dict(text_encoder=text["text_encoder"], tokenizer=text["tokenizer"], safety_checker=None, feature_extractor=None,
+              requires_safety_checker=False, **common)  # fmt: skip
+    if kind == "controlnet":
+        from diffusers import StableDiffusionControlNetPipeline
+
+        nets = [a.controlnet for a in adapters]
+        runner = StableDiffusionControlNetPipeline(unet=p.unet, controlnet=one_or_list(nets), **sd)
+        extra = dict(image=one_or_list(conds), **control)
+    elif kind == "controlnet_xs":
+        from diffusers import StableDiffusionControlNetXSPipeline
+
+        runner = StableDiffusionControlNetXSPipeline(unet=adapters[0].model, controlnet=None, **sd)
+        extra = dict(image=conds[0], **control)
+    elif kind == "sd3_controlnet":
+        from diffusers import StableDiffusion3ControlNetPipeline
+
+        nets = [a.controlnet for a in adapters]
+        runner = StableDiffusion3ControlNetPipeline(transformer=p.transformer, controlnet=one_or_list(nets), **text, **common)
+        extra = dict(control_image=one_or_list(conds), **control)
+    else:  # ControlNeXt: the base pipeline; _run_controlnext switches the hook on inside the guidance window
+        from diffusers import StableDiffusionPipeline
+
+        runner = StableDiffusionPipeline(unet=p.unet, **sd)
+        extra = {}
+    runner.set_progress_bar_config(disable=True)
+    return runner, extra
 
 
 def _controlled_at(i: int, n: int, start: float, end: float) -> bool:
