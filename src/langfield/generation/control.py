@@ -616,7 +616,9 @@ class ControlNeXtAdapter(ControlAdapter):
             raise InputError(f"condition: encoded to {tuple(feats.shape[1:])}, the UNet's first block gives {tuple(hidden.shape[1:])}")
         if self._scale == 0.0:
             return None
-        new = hidden + self._scale * cross_normalize(feats.to(hidden.dtype), hidden, mode=self.config.normalization, eps=self.config.eps)
+        # statistics in float32 (a float16 variance over a feature map loses most of its digits)
+        normed = cross_normalize(feats.float(), hidden.float(), mode=self.config.normalization, eps=self.config.eps)
+        new = hidden + self._scale * normed.to(hidden.dtype)
         skips = tuple(skips)
         if skips and skips[-1] is hidden:
             skips = skips[:-1] + (new,)
