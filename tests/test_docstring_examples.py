@@ -44,6 +44,7 @@ MODULES = [
     "langfield.eval.distribution",
     "langfield.generation.prompts",
     "langfield.generation.instruments",
+    "langfield.generation.control",
     "langfield.io.images",
     "langfield.eval.semantic_metrics",
     "langfield.language.spatial",

