@@ -72,6 +72,15 @@ from torch import Tensor, nn
 
 from langfield._checks import InputError, check_choice, check_finite_number, check_int_range
 from langfield.configs import check_field_types
+from langfield.generation.sampling import (
+    GenerationRecord,
+    as_generation_pipeline,
+    check_image_size,
+    embedding_inputs,
+    make_scheduler,
+    own_encoder_inputs,
+    prediction_type,
+)
 from langfield.generation.text_conditioning import PromptEmbeddings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -909,15 +918,6 @@ def generate_controlled(
         InputError: mismatched counts, a condition of the wrong size or channel count, an adapter
             built for another base, mixing kinds that cannot run together; each names the argument.
     """
-    from langfield.generation.sampling import (
-        GenerationRecord,
-        _check_size,
-        _embedding_inputs,
-        _own_encoder_inputs,
-        as_generation_pipeline,
-        make_scheduler,
-        prediction_type,
-    )
 
     # 1. Validate the pipeline, adapters and per-adapter options.
     pipe = as_generation_pipeline(model)
@@ -962,7 +962,7 @@ def generate_controlled(
             raise InputError(f"{where}: shape {tuple(c.shape)} differs from conditions[0] {tuple(conds[0].shape)}")
         if bool((c < 0).any()) or bool((c > 1).any()) or not bool(torch.isfinite(c).all()):
             raise InputError(f"{where}: values must lie in [0, 1]")
-    height, width = _check_size(pipe, int(conds[0].shape[2]), int(conds[0].shape[3]))
+    height, width = check_image_size(pipe, int(conds[0].shape[2]), int(conds[0].shape[3]))
     for i, c in enumerate(conds):
         if pipe.kind == "sd" and c.shape[2] % adapters[i].vae_factor:
             raise InputError(f"conditions: height {c.shape[2]} is not a multiple of the adapter's VAE factor")
@@ -973,9 +973,9 @@ def generate_controlled(
     #    prompts (+ the unconditional ones when guidance > 1).
     own_text = isinstance(prompts, (str, list, tuple)) and pipe.has_text_encoder
     if own_text:
-        kwargs, record_prompts = _own_encoder_inputs(pipe, prompts, negative, 1, False)
+        kwargs, record_prompts = own_encoder_inputs(pipe, prompts, negative, 1, False)
     else:
-        kwargs, record_prompts = _embedding_inputs(pipe, prompts, negative, guidance > 1.0, 1, False)
+        kwargs, record_prompts = embedding_inputs(pipe, prompts, negative, guidance > 1.0, 1, False)
     batch = len(record_prompts)
     if conds[0].shape[0] != batch:
         raise InputError(f"conditions: {conds[0].shape[0]} conditions for {batch} prompts")

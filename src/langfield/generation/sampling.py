@@ -72,6 +72,9 @@ __all__ = [
     "GenerationRecord",
     "GenerationResult",
     "as_generation_pipeline",
+    "check_image_size",
+    "embedding_inputs",
+    "own_encoder_inputs",
     "generate",
     "make_scheduler",
     "prediction_type",
@@ -231,7 +234,7 @@ def size_multiple(pipe: GenerationPipeline) -> int:
     return f * 8 // math.gcd(f, 8)
 
 
-def _check_size(pipe: GenerationPipeline, height: Optional[int], width: Optional[int]) -> Tuple[int, int]:
+def check_image_size(pipe: GenerationPipeline, height: Optional[int], width: Optional[int]) -> Tuple[int, int]:
     native = int(pipe.denoiser.config.sample_size) * pipe.vae_scale_factor
     multiple = size_multiple(pipe)
     sides = []
@@ -325,7 +328,7 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, (str, list, tuple))
 
 
-def _own_encoder_inputs(
+def own_encoder_inputs(
     pipe: GenerationPipeline, prompts: Any, negative: Any, num_images: int, truncate: bool
 ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
     """``prompt`` / ``negative_prompt`` for a pipeline that embeds strings itself (real SD)."""
@@ -348,7 +351,7 @@ def _own_encoder_inputs(
     return kwargs, record
 
 
-def _embedding_inputs(
+def embedding_inputs(
     pipe: GenerationPipeline, prompts: Any, negative: Any, guided: bool, num_images: int, truncate: bool
 ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
     """``prompt_embeds`` / ``negative_prompt_embeds`` (+ pooled for SDXL / SD3), on the pipeline's
@@ -449,7 +452,7 @@ def generate(
     seed = check_int_range(seed, "seed", lo=0, hi=2**63 - 1 - 2**20)
     if not isinstance(truncate, bool):
         raise InputError(f"truncate: expected True or False, got {truncate!r}")
-    height, width = _check_size(pipe, height, width)
+    height, width = check_image_size(pipe, height, width)
     p = pipe.pipeline
     base_scheduler = p.scheduler
     sampler = make_scheduler(scheduler, base_scheduler)
@@ -459,9 +462,9 @@ def generate(
 
     # 2. Text conditioning: the pipeline's own encoders, or embeddings (from MiniLM or given).
     if _is_text(prompts) and pipe.has_text_encoder:
-        kwargs, record_prompts = _own_encoder_inputs(pipe, prompts, negative, num_images, truncate)
+        kwargs, record_prompts = own_encoder_inputs(pipe, prompts, negative, num_images, truncate)
     else:
-        kwargs, record_prompts = _embedding_inputs(pipe, prompts, negative, guidance > 1.0, num_images, truncate)
+        kwargs, record_prompts = embedding_inputs(pipe, prompts, negative, guidance > 1.0, num_images, truncate)
 
     # 3. One CPU generator per image, then the pipeline's own denoising loop and VAE decode.
     seeds = tuple(seed + i for i in range(len(record_prompts)))
