@@ -705,7 +705,7 @@ class SceneGenerateOptions:
         labels: segmentation labels (default: the dataset's).
         shared_noise: start every view from the scene-shared noise field.
         steps, guidance, seed: sampling (view ``i`` seeded ``seed + i`` unless ``shared_noise``).
-        size: rendered/generated side in pixels (default: the pipeline's native size).
+        height, width: rendered/generated size in pixels (default: the pipeline's native size).
         device: ``cpu`` / ``cuda`` (default CUDA when available).
     """
 
@@ -720,7 +720,8 @@ class SceneGenerateOptions:
     steps: int = 20
     guidance: float = 3.0
     seed: int = 0
-    size: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
     device: Optional[str] = None
 
 
@@ -737,8 +738,9 @@ def check_scene_generate_options(options: SceneGenerateOptions, num_adapters: in
         raise InputError(f"adapter (--adapter): {num_adapters} adapter folder(s) for {len(kinds)} control kind(s) {list(kinds)}; give one per kind")
     if options.weights is not None and len(options.weights) != len(kinds):
         raise InputError(f"weights (--weights): {len(options.weights)} weight(s) for {len(kinds)} control kind(s)")
-    if options.size is not None:
-        check_int_range(options.size, "size (--size)", lo=8, hi=16384)
+    for key in ("height", "width"):
+        if getattr(options, key) is not None:
+            check_int_range(getattr(options, key), f"{key} (--{key})", lo=8, hi=16384)
     return kinds
 
 
@@ -767,7 +769,8 @@ def generate_scene_to_folder(
     else:
         cams = path_cameras_for(run, options.path, options.num_frames)
     pipe = load_pipeline(base, device=options.device)
-    height, width = (options.size, options.size) if options.size is not None else _pipeline_size(pipe)
+    native = _pipeline_size(pipe)
+    height, width = options.height or native[0], options.width or native[1]
     cams = resize_cameras(cams, height, width)
     adapters = [load_control_adapter(d, pipe.denoiser) for d in adapter_dirs]
     labels = None if options.labels is None else list(options.labels)
