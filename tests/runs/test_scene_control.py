@@ -15,7 +15,7 @@ pytest.importorskip("diffusers")
 
 from langfield._checks import InputError  # noqa: E402
 from langfield.generation.conditions import depth_condition, segmentation_condition  # noqa: E402
-from langfield.generation.control import ControlNetAdapter, build_controlnet  # noqa: E402
+from langfield.generation.control import ControlNetAdapter, build_controlnet, generate_controlled  # noqa: E402
 from langfield.io.images import read_image  # noqa: E402
 from langfield.runs.loading import load_run  # noqa: E402
 from langfield.runs.scene_control import (  # noqa: E402
@@ -115,11 +115,22 @@ def test_generation_from_the_scene_and_the_e4_rows(run):
     shared = generate_from_scene(run, pipe, cn, cams, emb, shared_noise=True, **kw)
     assert on.images.shape == (2, 16, 16, 3) and on.record["control"]["weights"] == [1.0]
     assert float((on.images - off.images).abs().max()) > 1e-3 and float((shared.images - on.images).abs().max()) > 1e-3
-    rows = measure_e4(run, pipe, cn, cams, emb, [0], kinds=("depth",), steps=2, guidance=1.0,
-                      settings=("uncontrolled", "controlled", "shared_noise"))  # fmt: skip
-    assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise"]
-    assert all(r["experiment"] == "E4" and r["seed"] == 0 and r["fidelity"] is None for r in rows)
+    # explicit initial latents: the seeded noise given by hand reproduces the seeded run; a wrong shape is refused
+    noise = torch.cat([torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3 + i)) for i in range(2)])
+    conds = [on.conditions.stacked("depth", 1)]
+    again = generate_controlled(pipe, emb.expand(2, -1, -1), conds, adapters=cn, steps=2, guidance=1.0, seed=3, latents=noise)
+    torch.testing.assert_close(again.images, on.images, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="latents"):
+        generate_controlled(pipe, emb.expand(2, -1, -1), conds, adapters=cn, steps=2, guidance=1.0, latents=noise[:1])
+    fid = lambda images, c: float((images.mean(-1) - c.images["depth"][..., 0]).abs().mean())  # noqa: E731
+    update = DatasetUpdateConfig(rounds=1, steps_per_round=3, views=(0, 1))
+    rows = measure_e4(run, pipe, cn, cams, emb, [0, 1], kinds=("depth",), steps=2, guidance=1.0, fidelity=fid, update=update)
+    assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"] * 2
+    assert [r["seed"] for r in rows] == [0] * 4 + [1] * 4
+    assert all(r["experiment"] == "E4" and isinstance(r["fidelity"], float) for r in rows)
     assert all(math.isnan(r["warp_psnr"]) or 0 < r["warp_psnr"] < 100 for r in rows)
+    assert rows[3]["rounds"][0]["edited_views"] == [0, 1]
+    assert rows[0]["warp_psnr"] != rows[1]["warp_psnr"]  # control changed the images
 
 
 def test_dataset_update_with_a_deterministic_editor_makes_the_views_agree(run):

@@ -59,11 +59,16 @@ from langfield.data.dataset import ImageSet
 from langfield.eval.metrics import mse_to_psnr
 from langfield.eval.warp import warp_image
 from langfield.generation.conditions import canny, default_palette, depth_condition, normal_condition, segmentation_condition
-from langfield.generation.control import ControlAdapter, generate_controlled
+from langfield.generation.control import ControlAdapter, generate_controlled, load_control_adapter
+from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import as_generation_pipeline, check_image_size
 from langfield.generation.scene_noise import scene_latent_noise
+from langfield.io.atomic import atomic_write_json
 from langfield.io.images import write_image
-from langfield.runs.loading import Run
+from langfield.io.video import write_video
+from langfield.language.scene import LanguageFieldMissingError
+from langfield.runs.language import load_language_scene
+from langfield.runs.loading import Run, load_run
 from langfield.runs.render import CAMERA_PATHS, make_path
 from langfield.training.trainer import Trainer, TrainerConfig
 from langfield.types import Cameras
@@ -235,9 +240,6 @@ def _depth_edges(depth: Tensor) -> Tensor:
 def _segmenter(run: Run, language: Any) -> Any:
     if language is not None:
         return language
-    from langfield.language.scene import LanguageFieldMissingError
-    from langfield.runs.language import load_language_scene
-
     if run.directory is None:
         raise InputError("control 'segmentation': the run has no directory to read a language field from; pass language=")
     try:
@@ -753,12 +755,6 @@ def generate_scene_to_folder(
     ``images/view_<i>.png``, ``conditions/<kind>/view_<i>.png``, for a path also ``generated.mp4``
     and ``conditions_<kind>.mp4``, and ``generation.json`` (with the warp-PSNR among the views).
     """
-    from langfield.generation.control import load_control_adapter
-    from langfield.generation.loading import load_pipeline
-    from langfield.io.atomic import atomic_write_json
-    from langfield.io.video import write_video
-    from langfield.runs.loading import load_run
-
     kinds = check_scene_generate_options(options, len(adapter_dirs))
     out = check_output_dir(output, "output (--output)")
     if not str(prompt).strip():
