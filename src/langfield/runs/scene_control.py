@@ -15,9 +15,10 @@ Pieces (numbered as a reader follows them):
 
    * ``depth``: inverse depth, near bright (:func:`~langfield.generation.conditions.depth_condition`)
      over the dataset's fixed ``[near, far]``, so every view uses one scale;
-   * ``normals``: camera-frame normals as a normal map (:func:`~langfield.generation.conditions.normal_condition`);
-     the method's own rendered normals when it renders them, else normals of the rendered depth
-     (cross product of the back-projected neighbours: :func:`normals_from_depth`; Gaussians);
+   * ``normals``: camera-frame normals as a normal map (:func:`~langfield.generation.conditions.normal_condition`)
+     of the rendered depth (cross product of the back-projected neighbours: :func:`normals_from_depth`),
+     the same for every method (Gaussians render no normals; density-gradient normals of NeRFs are
+     noisier than their depth), so the normal map always agrees with the depth condition;
    * ``segmentation``: the run's language field segmenting the dataset's labels (or ``labels``),
      label ``k`` painted with :func:`~langfield.generation.conditions.default_palette` colour
      ``k + 1``, unknown black; a run without a language field is refused (naming ``segmentation``);
@@ -271,7 +272,7 @@ def render_conditions(
 
     Raises:
         InputError: an unknown kind, cameras of several sizes, ``segmentation`` on a run without a
-            language field or without labels, ``normals`` whose rendering fails.
+            language field or without labels.
     """
     kinds = check_control_kinds(kinds)
     if not isinstance(cameras, Cameras) or len(cameras) == 0:
@@ -286,21 +287,16 @@ def render_conditions(
             raise InputError("control 'segmentation': the dataset has no labels; pass labels (--labels)")
         seg = _segmenter(run, language)
     bg = run.dataset.eval_background()
-    want_normals = "normals" in kinds and bool(getattr(run.method, "renders_normals", False))
     rgbs, depths, accs, normals, seg_ids = [], [], [], [], []
     for i in range(len(cameras)):
-        out = run.method.render_camera(cameras[i], bg, with_normals=want_normals, output_device="cpu")
+        out = run.method.render_camera(cameras[i], bg, output_device="cpu")
         acc = out.accumulation[..., 0].float()
         depth = torch.where(acc >= min_accumulation, out.depth[..., 0].float(), 0.0)
         rgbs.append(out.rgb.float().clamp(0, 1))
         depths.append(depth)
         accs.append(acc)
         if "normals" in kinds:
-            if out.normals is not None:
-                rot = cameras.c2w[i, :, :3].float()
-                normals.append(out.normals.float() @ rot)  # world -> camera (OpenCV): R^T n, row vectors
-            else:
-                normals.append(normals_from_depth(depth, cameras[i]))
+            normals.append(normals_from_depth(depth, cameras[i]))
         if seg is not None:
             result = seg.segment(labels, cameras, i)
             ids = result[0].labels if isinstance(result, tuple) else result.labels
