@@ -417,7 +417,8 @@ def generate_from_scene(
     if missing:
         raise InputError(f"conditions: rendered without {missing}")
     n = len(conditions.cameras)
-    conds = [conditions.stacked(k, a.condition_channels) for k, a in zip(kinds, adapters)]
+    # SD3 ControlNets take RGB images (the pipeline VAE-encodes them); the others their own channel count
+    conds = [conditions.stacked(k, 3 if a.kind == "sd3_controlnet" else a.condition_channels) for k, a in zip(kinds, adapters)]
     if isinstance(prompt, Tensor):
         prompts: Any = prompt.expand(n, *prompt.shape[1:]) if prompt.shape[0] == 1 else prompt
     else:
