@@ -39,6 +39,8 @@ MODULES = [
     "langfield.capture.sfm",
     "langfield.capture.pipeline",
     "langfield.eval.metrics",
+    "langfield.eval.warp",
+    "langfield.generation.scene_noise",
     "langfield.generation.models",
     "langfield.generation.text_conditioning",
     "langfield.eval.distribution",

@@ -39,7 +39,8 @@ from langfield.runs.generate import GenerateOptions, RewriteScene, generate_to_f
 from langfield.runs.language import run_queries, train_language
 from langfield.runs.loading import load_run
 from langfield.runs.render import CAMERA_PATHS, check_render_request, render_camera_path, render_path, render_views
-from langfield.runs.spec import DataConfig, check_run_dir
+from langfield.runs.scene_control import SceneGenerateOptions, check_scene_generate_options, generate_scene_to_folder
+from langfield.runs.spec import RUN_FILE, DataConfig, check_run_dir
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import NonFiniteLossError, TrainerConfig
 from langfield.viewer.callback import ViewerCallback
@@ -279,7 +280,9 @@ class Generate:
 
     model: str
     """Hub id (from the local Hugging Face cache; downloaded unless HF_HUB_OFFLINE=1) or a diffusers
-    pipeline folder (model_index.json inside)."""
+    pipeline folder (model_index.json inside); or a langfield run directory (run.json inside): then
+    the conditions --control are rendered from the scene at --camera or along --path and fed to the
+    ControlNet(s) --adapter on the --base pipeline."""
     prompt: tyro.conf.UseAppendAction[List[str]] = field(default_factory=list)
     """Prompt (repeat --prompt for several; one grid row each)."""
     output: Path = Path("outputs/generate")
@@ -297,6 +300,26 @@ class Generate:
     """Comma-separated object names a run's language field describes (default: the dataset's labels)."""
     rewrite_llm: Optional[Path] = None
     """Local causal-LM folder: rewrite with it instead of the caption template."""
+    camera: Optional[str] = None
+    """(RUN) cameras to generate at: SPLIT, SPLIT:I or SPLIT:I,J,... (e.g. test:3)."""
+    path: Optional[Literal["orbit", "spiral", "interpolate"]] = None
+    """(RUN) a camera path to generate along (writes generated.mp4 too)."""
+    num_frames: int = 24
+    """(RUN) frames of --path."""
+    fps: float = 12.0
+    """(RUN) frame rate of the --path videos."""
+    control: str = "depth"
+    """(RUN) comma-separated conditions rendered from the scene, one per --adapter: depth, normals, segmentation, edges."""
+    adapter: Optional[str] = None
+    """(RUN) comma-separated control adapter folders (ControlAdapter.save), one per --control kind."""
+    base: Optional[str] = None
+    """(RUN) the base pipeline the adapters were trained on (hub id or diffusers folder)."""
+    weights: Optional[str] = None
+    """(RUN) comma-separated conditioning scales, one per adapter (default 1 each)."""
+    labels: Optional[str] = None
+    """(RUN) comma-separated segmentation labels (default: the dataset's)."""
+    shared_noise: bool = False
+    """(RUN) start every view from one noise field attached to the scene (multi-view consistency)."""
 
 
 @dataclass
@@ -501,14 +524,60 @@ def run_demo_command(args: Demo) -> Dict[str, Any]:
                     method=args.method)  # fmt: skip
 
 
+def _csv(value: Optional[str]) -> List[str]:
+    return [] if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def run_generate_scene(args: Generate) -> Dict[str, Any]:
+    """``langfield generate RUN``: controlled generation from conditions rendered from the run's scene."""
+    if args.rewrite_scene is not None:
+        raise ValueError("--rewrite-scene applies to text-to-image models; for a run directory give --control and --adapter")
+    if len(args.prompt) != 1:
+        raise ValueError(f"prompt (--prompt): a run takes exactly one prompt (one image per camera), got {len(args.prompt)}")
+    if args.base is None:
+        raise ValueError("base (--base): a run directory needs the base pipeline the adapters were trained on (hub id or folder)")
+    adapters = _csv(args.adapter)
+    if not adapters:
+        raise ValueError("adapter (--adapter): give the ControlNet folder(s), one per --control kind")
+    try:
+        weights = None if args.weights is None else tuple(float(w) for w in _csv(args.weights))
+    except ValueError:
+        raise ValueError(f"weights (--weights): expected comma-separated numbers, got {args.weights!r}") from None
+    o = args.options
+    labels = _csv(args.labels)
+    options = SceneGenerateOptions(
+        camera=args.camera, path=args.path, num_frames=args.num_frames, fps=args.fps, control=tuple(_csv(args.control)),
+        weights=weights, labels=tuple(labels) if labels else None, shared_noise=args.shared_noise, steps=o.steps,
+        guidance=o.guidance, seed=o.seed, height=o.height, width=o.width, device=o.device,
+    )  # fmt: skip
+    check_scene_generate_options(options, len(adapters))
+    record = generate_scene_to_folder(args.model, args.base, adapters, args.prompt[0], args.output, options)
+    extra = f", {len(record['videos'])} video(s)" if record["videos"] else ""
+    console.print(f"wrote {len(record['images'])} image(s), the conditions{extra} and generation.json to {args.output}", markup=False)
+    return record
+
+
 def run_generate(args: Generate) -> Dict[str, Any]:
+    folder = Path(os.path.expanduser(args.model))
+    if folder.is_dir() and (folder / RUN_FILE).is_file():
+        return run_generate_scene(args)
+    # any other folder is refused by load_pipeline ("no model_index.json"), after the prompts are checked
+    scene_only = {"camera": args.camera, "path": args.path, "adapter": args.adapter, "base": args.base}
+    given = [k for k, v in scene_only.items() if v is not None]
+    if given:
+        raise ValueError(f"--{given[0]} needs a run directory as the model (run.json inside); {args.model} is a text-to-image model")
     rewrite = None
     if args.rewrite_scene is not None:
         objects = None if args.rewrite_objects is None else tuple(n.strip() for n in args.rewrite_objects.split(",") if n.strip())
         rewrite = RewriteScene(args.rewrite_scene, args.rewrite_view, args.rewrite_llm, objects=objects, split=args.rewrite_split)
     elif args.rewrite_llm is not None:
         raise ValueError("--rewrite-llm needs --rewrite-scene (the scene the prompts are rewritten with)")
-    record = generate_to_folder(args.model, args.prompt, args.output, args.options, rewrite=rewrite)
+    try:
+        record = generate_to_folder(args.model, args.prompt, args.output, args.options, rewrite=rewrite)
+    except ValueError as err:
+        if folder.is_dir() and "no model_index.json" in str(err):
+            raise ValueError(f"{err} (nor is it a langfield run directory: no {RUN_FILE})") from None
+        raise
     if rewrite is not None:
         for given, used in zip(record["prompts"], record["sampled_prompts"]):
             console.print(f"rewrote {given!r} -> {used!r}", markup=False)

@@ -16,6 +16,7 @@ from langfield.eval.distribution import (
 )
 from langfield.eval.lpips import LPIPS, load_lpips
 from langfield.eval.metrics import ImageMetrics, evaluate_images, mse_to_psnr, psnr, ssim
+from langfield.eval.warp import WarpResult, warp_psnr
 
 __all__ = [
     "ImageMetrics",
@@ -32,4 +33,6 @@ __all__ = [
     "sliced_wasserstein_distance",
     "split_half_floor",
     "ssim",
+    "warp_psnr",
+    "WarpResult",
 ]

@@ -19,6 +19,8 @@ pretrained; never data, methods, training, language or runs.
 - :mod:`~langfield.generation.control`: the ControlNet family (ControlNet, Multi-ControlNet,
   ControlNet-XS, ControlNeXt, SD3 ControlNet) behind one ``ControlAdapter`` interface;
   ``generate_controlled`` samples with them.
+- :mod:`~langfield.generation.scene_noise`: initial latent noise read from one noise field in 3D
+  through rendered depth (``scene_latent_noise``), so co-visible pixels of several views start alike.
 
 The names below are imported on first use (PEP 562), so ``import langfield.generation`` imports
 neither ``diffusers`` nor ``transformers``; the submodules import them inside the functions
@@ -57,6 +59,9 @@ _EXPORTS = {
     "GenerationRecord": "langfield.generation.sampling",
     "GenerationResult": "langfield.generation.sampling",
     "generate": "langfield.generation.sampling",
+    # scene-shared initial noise
+    "scene_latent_noise": "langfield.generation.scene_noise",
+    "lattice_noise": "langfield.generation.scene_noise",
     "make_scheduler": "langfield.generation.sampling",
     # control conditions (pure functions) and the HED edge network
     "canny": "langfield.generation.conditions",

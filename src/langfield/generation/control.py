@@ -895,6 +895,7 @@ def generate_controlled(
     guidance: float = 5.0,
     seed: int = 0,
     scheduler: Optional[str] = None,
+    latents: Optional[Tensor] = None,
 ) -> ControlledGenerationResult:
     """One image per prompt, steered by one or several adapters (see the module docstring).
 
@@ -913,6 +914,9 @@ def generate_controlled(
             it acts, ``0 <= start < end <= 1`` (``end = 0``: never, the base's own images).
         negative, steps, guidance, seed, scheduler: as in :func:`~langfield.generation.sampling.generate`
             (image ``i`` starts from noise seeded ``seed + i``).
+        latents: the initial noise ``[B, C, h, w]`` (unit variance; the pipeline scales it by its
+            scheduler's ``init_noise_sigma``) instead of the seeded noise, e.g. noise shared
+            through a scene (:func:`~langfield.generation.scene_noise.scene_latent_noise`).
 
     Raises:
         InputError: mismatched counts, a condition of the wrong size or channel count, an adapter
@@ -981,6 +985,14 @@ def generate_controlled(
         raise InputError(f"conditions: {conds[0].shape[0]} conditions for {batch} prompts")
     device, dtype = pipe.device, pipe.dtype
     conds = [c.to(device=device, dtype=dtype) for c in conds]
+    extra_latents: Dict[str, Any] = {}
+    if latents is not None:
+        f = pipe.vae_scale_factor
+        want = (batch, int(getattr(pipe.denoiser.config, "in_channels", 4)), height // f, width // f)
+        if not isinstance(latents, Tensor) or tuple(latents.shape) != want or not bool(torch.isfinite(latents).all()):
+            got = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
+            raise InputError(f"latents: expected finite noise of shape {list(want)}, got {got}")
+        extra_latents["latents"] = latents.to(device=device, dtype=dtype)
 
     # 4. The diffusers pipeline for these adapters, sharing the base pipeline's modules.
     p = pipe.pipeline
@@ -998,7 +1010,7 @@ def generate_controlled(
         for m in modules:
             m.eval()
         call = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width, num_images_per_prompt=1,
-                    generator=generators, output_type="pt", return_dict=True, **kwargs, **extra)  # fmt: skip
+                    generator=generators, output_type="pt", return_dict=True, **kwargs, **extra, **extra_latents)  # fmt: skip
         with torch.no_grad():
             if kinds[0] == "controlnext":
                 out = _run_controlnext(runner, adapters[0], conds[0], weights_t[0], start_t[0], end_t[0], steps, call)

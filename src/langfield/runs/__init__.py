@@ -40,6 +40,11 @@ _EXPORTS = {
     "train_toyworld": "toyworld",
     "GenerateOptions": "generate",
     "generate_to_folder": "generate",
+    "render_conditions": "scene_control",
+    "generate_from_scene": "scene_control",
+    "generate_scene_to_folder": "scene_control",
+    "dataset_update": "scene_control",
+    "measure_e4": "scene_control",
 }
 
 __all__ = sorted(_EXPORTS)
