@@ -5,6 +5,7 @@ LPIPS only needs torch and never downloads weights; see :mod:`langfield.eval.lpi
 sliced Wasserstein distance on Laplacian-pyramid patches) and gives their real-vs-real floor.
 """
 
+from langfield.eval.condition_metrics import EdgeScores, depth_abs_rel, edge_f1
 from langfield.eval.distribution import (
     MeanStd,
     SWDResult,
@@ -18,6 +19,9 @@ from langfield.eval.lpips import LPIPS, load_lpips
 from langfield.eval.metrics import ImageMetrics, evaluate_images, mse_to_psnr, psnr, ssim
 
 __all__ = [
+    "EdgeScores",
+    "depth_abs_rel",
+    "edge_f1",
     "ImageMetrics",
     "LPIPS",
     "MeanStd",
