@@ -62,7 +62,7 @@ from langfield.configs import check_field_types, config_to_dict
 from langfield.data.samplers import IndexSampler
 from langfield.data.toyworld import read_toyworld
 from langfield.data.toyworld.scene import SEMANTIC_LABELS
-from langfield.eval.condition_metrics import edge_f1
+from langfield.eval.condition_metrics import depth_abs_rel, edge_f1
 from langfield.eval.semantic_metrics import semantic_scores
 from langfield.generation.conditions import canny, default_palette, depth_condition, normal_condition, segmentation_condition
 from langfield.generation.control import (
@@ -252,8 +252,6 @@ def _majority_floor(train: ToyTruth, heldout: ToyTruth) -> Dict[str, float]:
     counts = torch.nn.functional.one_hot(train.semantic, NUM_SEMANTIC_CLASSES).sum(0)  # [H, W, K]
     majority = counts.argmax(-1).expand_as(heldout.semantic)
     depth = train.depth.median(dim=0).values.clamp_min(1e-3).expand_as(heldout.depth)
-    from langfield.eval.condition_metrics import depth_abs_rel
-
     return {"segmentation_miou": float(semantic_scores(majority, heldout.semantic, NUM_SEMANTIC_CLASSES).miou),
             "depth_fidelity": 1.0 - depth_abs_rel(depth.contiguous(), heldout.depth)}  # fmt: skip
 
