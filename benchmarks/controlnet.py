@@ -29,9 +29,11 @@ depth and edges ControlNets with the weights of ``MULTI_WEIGHTS`` and report bot
     python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute
     python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
 
-Budget: the adapters' training steps are chosen at run time from a measured probe (3 timed steps of
-each adapter) so that training takes ``TRAIN_SHARE`` of ``--budget-minutes``; the rest is for
-sampling and measuring (``--num-images`` per set, default 128). The toy-world models and the fidelity
+Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
+costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
+no-control sets, scaled to the adapter and Multi-ControlNet sets and the fidelity curves (x 1.3 for
+the adapters' own cost); training gets what ``--budget-minutes`` leaves after that estimate
+(at least 20 % of it; ``MIN_STEPS`` .. ``MAX_STEPS`` steps). ``--num-images`` per set, default 128. The toy-world models and the fidelity
 instruments come from the cache (their first training is not counted in the budget: ~1 h for the
 default toy world, a few minutes for the instruments). Image grids beside the JSON: ``F_E3_<condition>.png``
 (rows: real renders, conditions, no control, controlnet, controlnet_xs, controlnext) and ``F_multi.png``.
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -77,7 +78,6 @@ from langfield.runs.toyworld_measure import SEED_STRIDE, Instruments, mean_std
 from langfield.training.callbacks import TrainerCallback
 
 DEFAULT_MINUTES = 90.0
-TRAIN_SHARE = 0.7
 DEFAULT_NUM_IMAGES = 128
 MAX_STEPS = 4000
 MIN_STEPS = 100
@@ -153,7 +153,9 @@ class FidelityCurve(TrainerCallback):
         self.values: List[Dict[str, Any]] = []
 
     def on_sync(self, trainer) -> None:
-        if trainer.step in self.points:
+        # CPU: every step is a sync point; CUDA: only log steps, so a point is taken at the first sync at or after it
+        pending = [p for p in self.points if p > (self.values[-1]["step"] if self.values else 0)]
+        if pending and trainer.step >= min(pending):
             adapter = trainer.method.adapter
             pipe = controlled_pipeline(self.pipe, adapter)
             images = sample_set(pipe, [adapter], [self.cond], self.truth, 0, self.steps)
@@ -221,6 +223,7 @@ def main(argv=None) -> Dict[str, Any]:
     curve_truth = truth.rows(slice(0, plan.curve_images))
     curve_conds = {c: v[: plan.curve_images] for c, v in conds.items()}
     setup_s = time.perf_counter() - started
+    budget_start = time.perf_counter()  # the cached models' first training is not part of the budget
 
     # 2. Floors: the base without control, per condition and seed; image-blind floors.
     measure_start = time.perf_counter()
@@ -256,8 +259,10 @@ def main(argv=None) -> Dict[str, Any]:
     else:
         probe = probe_steps(source, pipe, plan, say)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
-        measure_est = measure_s * (len(ADAPTERS) * len(MEASURED_CONDITIONS) + len(MULTI_WEIGHTS)) * 1.3
-        train_s = max(plan.budget_s - (time.perf_counter() - started) - measure_est, plan.budget_s * 0.2)
+        per_image = measure_s / (len(seeds) * n)
+        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(MEASURED_CONDITIONS)
+        measure_est = (measure_s * (len(ADAPTERS) * len(MEASURED_CONDITIONS) + len(MULTI_WEIGHTS)) + per_image * curve_images) * 1.3
+        train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est, plan.budget_s * 0.2)
         per_cond = sum(probe.values()) * len(MEASURED_CONDITIONS)
         steps = int(max(MIN_STEPS, min(MAX_STEPS, train_s / per_cond)))
         say(f"budget: {steps} steps per adapter (training ~{steps * per_cond / 60:.1f} min, measuring ~{measure_est / 60:.1f} min)")
@@ -268,10 +273,11 @@ def main(argv=None) -> Dict[str, Any]:
     grids: Dict[str, List[torch.Tensor]] = {c: [] for c in MEASURED_CONDITIONS}
     for c in MEASURED_CONDITIONS:
         none_curve = sum(per_seed_none[c]) / len(seeds)
+        # step 0 of every curve: the base without control on the curve's images (seed 0)
+        start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
         for kind in ADAPTERS:
             cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0)
             curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps)
-            start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
             adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
             trained[(c, kind)] = adapter
             run_pipe = controlled_pipeline(pipe, adapter)

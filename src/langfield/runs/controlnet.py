@@ -487,7 +487,8 @@ def train_control(
         "num_train": n,
         "steps": trainer.step,
         "train_seconds": seconds,
-        "s_per_step": seconds / max(trainer.step, 1),
+        # the Trainer's own clock: training steps only (callbacks such as evaluations excluded)
+        "s_per_step": trainer.elapsed_seconds / max(trainer.step, 1),
         "trainable_params": adapter.num_trainable_parameters(),
         "final_loss": float(last.get("loss", float("nan"))) if isinstance(last, dict) else None,
     }
