@@ -10,7 +10,10 @@ scenes whose exact conditions it is given (prompt: the scene's descriptive capti
 
 * ``fidelity``: segmentation mIoU by the segmenter / ``1 - AbsRel`` by the depth regressor / edge
   F1 (1 px) of Canny of the generated image against the condition; mean and std over the sampling
-  seeds (``--seeds``; one trained adapter per row: training seeds are not varied);
+  seeds (``--seeds``; one trained adapter per row: training seeds are not varied); beside it
+  ``no_control_fidelity``, ``fidelity_real_renders`` (the instrument on the real renders of the
+  same scenes: its ceiling) and ``fidelity_image_blind`` (per-pixel majority class / median depth
+  of the training renders; edges: another scene's edges);
 * ``toy_fid``: Fréchet distance of the attribute classifier's features to real held-out renders,
   beside its real-vs-real split-half floor at the same set size;
 * ``trainable_params``, ``s_per_step`` (training), ``sample_s`` (seconds per generated image) and
@@ -157,9 +160,15 @@ class FidelityCurve(TrainerCallback):
         pending = [p for p in self.points if p > (self.values[-1]["step"] if self.values else 0)]
         if pending and trainer.step >= min(pending):
             adapter = trainer.method.adapter
-            pipe = controlled_pipeline(self.pipe, adapter)
-            images = sample_set(pipe, [adapter], [self.cond], self.truth, 0, self.steps)
-            self.values.append({"step": trainer.step, "fidelity": measure_fidelity(self.instruments, self.condition, images, self.truth)})
+            device = next(adapter.parameters()).device
+            adapter.cpu()  # sampling runs on the CPU beside the pipeline's VAE; .to() keeps the Parameter objects
+            try:
+                pipe = controlled_pipeline(self.pipe, adapter)
+                images = sample_set(pipe, [adapter], [self.cond], self.truth, 0, self.steps)
+                value = measure_fidelity(self.instruments, self.condition, images, self.truth)
+            finally:
+                adapter.to(device)
+            self.values.append({"step": trainer.step, "fidelity": value})
 
 
 def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
@@ -250,6 +259,15 @@ def main(argv=None) -> Dict[str, Any]:
                         "steps_to_half": None, "sample_s": none_sample_s, "sample_overhead": 1.0, "seeds": seeds})  # fmt: skip
     shuffled = torch.roll(torch.arange(n), 1)
     edge_blind = edge_f1(edge_maps(truth.rgb[shuffled]), edge_maps(truth.rgb), tolerance=1).f1
+    # every fidelity beside the instrument on the real renders of the same scenes (its ceiling) and an image-blind floor
+    real = truth.rgb.permute(0, 2, 3, 1).float() / 255.0
+    held = fidelity.heldout_scores()
+    reference = {c: {"real_renders": measure_fidelity(fidelity, c, real, truth),
+                     "image_blind": {"segmentation": held["floor"]["segmentation_miou"], "depth": held["floor"]["depth_fidelity"],
+                                     "edges": edge_blind}[c]} for c in MEASURED_CONDITIONS}  # fmt: skip
+    for row in results:
+        row["fidelity_real_renders"] = reference[row["condition"]]["real_renders"]
+        row["fidelity_image_blind"] = reference[row["condition"]]["image_blind"]
     measure_s = time.perf_counter() - measure_start
     say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(MEASURED_CONDITIONS)))
 
@@ -295,6 +313,7 @@ def main(argv=None) -> Dict[str, Any]:
             results.append({
                 "experiment": "E3", "variant": kind, "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
                 "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
+                "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
                 "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
                 "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
@@ -322,6 +341,8 @@ def main(argv=None) -> Dict[str, Any]:
             stats = mean_std(v)
             results.append({"experiment": "E3", "variant": "multi", "condition": c, "conditions": ["depth", "edges"],
                             "weights": list(w), "fidelity": stats["mean"], "fidelity_std": stats["std"], "fidelity_per_seed": v,
+                            "no_control_fidelity": _row(results, "none", c)["fidelity"],
+                            "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
                             "trainable_params": sum(a.num_trainable_parameters() for a in pair), "s_per_step": None,
                             "steps_to_half": None, "sample_s": sum(times) / len(times),
                             "sample_overhead": sum(times) / len(times) / none_sample_s, "seeds": seeds})  # fmt: skip
@@ -330,7 +351,7 @@ def main(argv=None) -> Dict[str, Any]:
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     k = min(GRID_COLUMNS, n)
-    real = truth.rgb[:k].permute(0, 2, 3, 1).float() / 255.0
+    real = real[:k]
     grid_files = {}
     for c in MEASURED_CONDITIONS:
         rows = [real, conds[c][:k].permute(0, 2, 3, 1).float() / 255.0, base_images["first"][:k]] + [g[:k] for g in grids[c]]
@@ -350,6 +371,7 @@ def main(argv=None) -> Dict[str, Any]:
             "fidelity_phase": str(fidelity.folder),
             "heldout": fidelity.heldout_scores(),
             "edge_f1_image_blind_floor": edge_blind,
+            "measured_set": reference,
             "attribute_classifier_floors": floors,
             "note": "segmenter mIoU / depth 1-AbsRel of the instruments on real held-out renders (their ceiling) beside "
                     "image-blind floors (per-pixel majority class / median depth of the training renders; edges: another scene's edges)",

@@ -157,6 +157,8 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
             row = next(r for r in rows if r["variant"] == v and r["condition"] == c)
             assert {"fidelity", "fidelity_std", "toy_fid", "trainable_params", "s_per_step", "steps_to_half", "sample_s"} <= row.keys()
             assert len(row["fidelity_per_seed"]) == 2
+            assert {"fidelity_real_renders", "fidelity_image_blind"} <= row.keys()
+    assert report["instruments"]["measured_set"]["edges"]["real_renders"] == 1.0
     multi = [r for r in rows if r["variant"] == "multi"]
     assert len(multi) == 2 * len(bench.MULTI_WEIGHTS) and all(len(r["weights"]) == 2 for r in multi)
     inst = report["instruments"]["heldout"]
