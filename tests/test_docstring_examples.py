@@ -49,6 +49,7 @@ MODULES = [
     "langfield.generation.control",
     "langfield.io.images",
     "langfield.eval.semantic_metrics",
+    "langfield.eval.condition_metrics",
     "langfield.language.spatial",
     "langfield.language.ovnerf_rsr",
     "langfield.language.ovnerf_cse",

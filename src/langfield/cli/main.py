@@ -1,4 +1,4 @@
-"""``langfield`` command line: ``capture | train | render | eval | export | language | query | view | demo | generate | toyworld``.
+"""``langfield`` command line: ``capture | train | render | eval | export | language | query | view | demo | generate | toyworld | controlnet-train``.
 
 This is the only module that parses arguments. Each command is a dataclass whose options are the
 library's own config dataclasses (``DataConfig``, ``TrainerConfig``, ``LanguageFieldConfig``,
@@ -32,6 +32,7 @@ from langfield.data.camera_path_json import read_camera_path
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
+from langfield.runs.controlnet import ControlTrainConfig, train_control
 from langfield.runs.demo import run_demo
 from langfield.runs.evaluate import check_evaluate_request, evaluate_run
 from langfield.runs.export import export_run
@@ -368,6 +369,22 @@ class Toyworld:
     ]
 
 
+@dataclass
+class ControlnetTrain:
+    """Train a control adapter (ControlNet, ControlNet-XS, ControlNeXt) for a condition on a frozen toy-world
+    UNet: writes OUT/adapter/, OUT/control_train.json and OUT/preview.png (real renders, conditions, generated)."""
+
+    base: Path
+    """The toy-world UNet phase folder (unet-<key>, or its pipeline/ subfolder) that 'langfield toyworld train' printed."""
+    out: Path = Path("outputs/controlnet")
+    """Output folder."""
+    options: Annotated[ControlTrainConfig, Flat] = ControlTrainConfig()
+    device: str = "cpu"
+    """cpu or cuda."""
+    preview: int = 8
+    """Held-out scenes sampled into preview.png (0 = none)."""
+
+
 def run_capture(args: Capture) -> Dict[str, Any]:
     result = capture(args.input, args.output, args.config, console=console)
     r = result.report
@@ -604,6 +621,15 @@ def run_toyworld(args: Toyworld) -> Any:
     return models
 
 
+def run_controlnet_train(args: ControlnetTrain) -> Dict[str, Any]:
+    _, record = train_control(args.base, args.options, args.out, device=args.device, progress=True, preview=args.preview)
+    console.print(
+        f"trained {record['adapter']} for {record['condition']}: {record['trainable_params']} trainable parameters, "
+        f"{record['steps']} steps at {record['s_per_step']:.3f} s/step -> {args.out / 'adapter'}", markup=False,
+    )  # fmt: skip
+    return record
+
+
 COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "capture": (Capture, run_capture),
     "train": (Train, run_train),
@@ -616,6 +642,7 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "demo": (Demo, run_demo_command),
     "generate": (Generate, run_generate),
     "toyworld": (Toyworld, run_toyworld),
+    "controlnet-train": (ControlnetTrain, run_controlnet_train),
 }
 
 #: Errors caused by what the user asked for: one line, exit status 2 (not a traceback). The OS

@@ -5,6 +5,7 @@ LPIPS only needs torch and never downloads weights; see :mod:`langfield.eval.lpi
 sliced Wasserstein distance on Laplacian-pyramid patches) and gives their real-vs-real floor.
 """
 
+from langfield.eval.condition_metrics import EdgeScores, depth_abs_rel, edge_f1
 from langfield.eval.distribution import (
     MeanStd,
     SWDResult,
@@ -19,6 +20,9 @@ from langfield.eval.metrics import ImageMetrics, evaluate_images, mse_to_psnr, p
 from langfield.eval.warp import WarpResult, warp_psnr
 
 __all__ = [
+    "EdgeScores",
+    "depth_abs_rel",
+    "edge_f1",
     "ImageMetrics",
     "LPIPS",
     "MeanStd",

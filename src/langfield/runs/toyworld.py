@@ -120,7 +120,10 @@ __all__ = [
     "ToyWorldModels",
     "VAETrainingConfig",
     "load_split",
+    "load_text_embeddings",
     "phase_keys",
+    "run_cached_phase",
+    "train_phase",
     "toyworld_cache_dir",
     "toyworld_preset",
     "train_toyworld",
@@ -516,6 +519,25 @@ class _Phase:
             lock.release()
 
 
+def run_cached_phase(root: Union[str, os.PathLike], name: str, payload: Dict[str, Any], build: Callable[[Path], Dict[str, Any]], *,
+                     log: Optional[Callable[[str], None]] = None, lock_timeout_s: float = 4 * 3600.0) -> Tuple[Path, bool]:  # fmt: skip
+    """Run one cached phase outside :func:`train_toyworld` (used by later experiments' own phases).
+
+    ``<root>/<name>-<key>/`` with ``key`` the sha256 of ``payload`` (which must name the keys of
+    the phases it reads, see :func:`phase_keys`); built by ``build(partial_folder)`` in ``.partial``
+    under the phase lock, skipped when finished (module docstring). Returns ``(folder, built_now)``.
+    """
+    return _Phase(Path(root), name, payload, lock_timeout_s).run(build, log or _LOG.info)
+
+
+def train_phase(method, sampler, *, steps: int, work: Path, name: str, seed: int, device: str, progress: bool = False,
+                checkpoint_every: Optional[int] = None, callbacks: Sequence[TrainerCallback] = ()) -> Dict[str, Any]:  # fmt: skip
+    """Train ``method`` for ``steps`` with the one Trainer in ``work/train`` (resumable), as every phase does."""
+    every = checkpoint_every if checkpoint_every is not None else max(1, steps // 4)
+    return _train(method, sampler, steps=steps, work=work, name=name, seed=seed, device=device, progress=progress,
+                  checkpoint_every=every, callbacks=callbacks)  # fmt: skip
+
+
 def _train(method, sampler, *, steps: int, work: Path, name: str, seed: int, device: str, progress: bool,
            checkpoint_every: int, callbacks: Sequence[TrainerCallback]) -> Dict[str, Any]:  # fmt: skip
     """Run the Trainer in ``work/train`` (resumable); returns what the phase record keeps."""
@@ -671,6 +693,12 @@ def _text_phase(config: ToyWorldExperimentConfig, data_dir: Path, progress: bool
         }
 
     return build
+
+
+def load_text_embeddings(text_dir: Union[str, os.PathLike]) -> Tuple[PromptEmbeddings, PromptEmbeddings, Tensor, TextConditioningSpec]:
+    """What a text phase folder holds: ``(caption embeddings [U, T, 384], the empty prompt's [1, T, 384],
+    caption_ids [N] of the training images, the text-conditioning spec)``."""
+    return _load_text(Path(text_dir))
 
 
 def _load_text(text_dir: Path) -> Tuple[PromptEmbeddings, PromptEmbeddings, Tensor, TextConditioningSpec]:

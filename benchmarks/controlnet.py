@@ -1,0 +1,426 @@
+"""E3 (issue 14): ControlNet vs ControlNet-XS vs ControlNeXt on the toy world, on top of the frozen base UNet.
+
+Takes the toy world's models from the cache (:func:`~langfield.runs.toyworld.train_toyworld`, the
+``default`` preset; ``smoke`` with ``--smoke``; trained there when absent), trains the fidelity
+instruments on real renders (:func:`~langfield.runs.controlnet.train_fidelity`, cached), then for
+each condition (depth, edges, segmentation) and adapter (controlnet, controlnet_xs, controlnext)
+trains the adapter on the frozen base (:func:`~langfield.runs.controlnet.train_control`, the same
+steps, batch, learning rate and data order for every adapter) and measures, on ``N`` held-out
+scenes whose exact conditions it is given (prompt: the scene's descriptive caption):
+
+* ``fidelity``: segmentation mIoU by the segmenter / ``1 - AbsRel`` by the depth regressor / edge
+  F1 (1 px) of Canny of the generated image against the condition; mean and std over the sampling
+  seeds (``--seeds``; one trained adapter per row: training seeds are not varied); beside it
+  ``no_control_fidelity``, ``fidelity_real_renders`` (the instrument on the real renders of the
+  same scenes: its ceiling) and ``fidelity_image_blind`` (per-pixel majority class / median depth
+  of the training renders; edges: another scene's edges);
+* ``toy_fid``: Fréchet distance of the attribute classifier's features to real held-out renders,
+  beside its real-vs-real split-half floor at the same set size;
+* ``trainable_params``, ``s_per_step`` (training), ``sample_s`` (seconds per generated image) and
+  ``sample_overhead`` (over the base without control);
+* ``steps_to_half``: the first of ``CURVE_POINTS`` evenly spaced training steps at which fidelity
+  (on ``CURVE_IMAGES`` images, seed 0) has covered half the way from no control (step 0) to its
+  last value; ``None`` when fidelity never rose above no control.
+
+Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
+top-level ``instruments`` section holds the instruments' own held-out scores on real renders
+(their ceiling) and the image-blind floors. Multi-ControlNet rows (``variant: "multi"``) combine the
+depth and edges ControlNets with the weights of ``MULTI_WEIGHTS`` and report both fidelities.
+``bars`` states each of the issue's bars and whether this run met it.
+
+    python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min)
+    python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute
+    python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
+
+Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
+costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
+no-control sets, scaled to the adapter and Multi-ControlNet sets and the fidelity curves (x 1.3 for
+the adapters' own cost); training gets what ``--budget-minutes`` leaves after that estimate
+(at least 20 % of it; ``MIN_STEPS`` .. ``MAX_STEPS`` steps). ``--num-images`` per set, default 128. The toy-world models and the fidelity
+instruments come from the cache (their first training is not counted in the budget: ~1 h for the
+default toy world, a few minutes for the instruments). Image grids beside the JSON: ``F_E3_<condition>.png``
+(rows: real renders, conditions, no control, controlnet, controlnet_xs, controlnext) and ``F_multi.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from langfield.generation.control import generate_controlled
+from langfield.generation.loading import load_pipeline
+from langfield.generation.sampling import generate
+from langfield.io.atomic import atomic_write_json
+from langfield.io.images import image_grid, write_image
+from langfield.runs.controlnet import (
+    ADAPTERS,
+    MEASURED_CONDITIONS,
+    ControlTrainConfig,
+    FidelityConfig,
+    ToyTruth,
+    condition_images,
+    control_source,
+    controlled_pipeline,
+    edge_maps,
+    measure_fidelity,
+    read_truth,
+    train_control,
+    train_fidelity,
+)
+from langfield.eval.condition_metrics import edge_f1
+from langfield.runs.toyworld import load_split, toyworld_preset, train_toyworld
+from langfield.runs.toyworld_measure import SEED_STRIDE, Instruments, mean_std
+from langfield.training.callbacks import TrainerCallback
+
+DEFAULT_MINUTES = 90.0
+DEFAULT_NUM_IMAGES = 128
+MAX_STEPS = 4000
+MIN_STEPS = 100
+SAMPLING_STEPS = 20
+GUIDANCE = 3.0
+CURVE_POINTS = 4
+CURVE_IMAGES = 32
+BATCH_SIZE = 32
+LR = 5e-4
+MULTI_WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
+GRID_COLUMNS = 8
+SAMPLE_BATCH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mode: str
+    preset: str
+    fidelity: FidelityConfig
+    num_images: int
+    sampling_steps: int
+    curve_images: int
+    batch_size: int
+    fixed_steps: Optional[int]  # smoke: fixed; else chosen from the probe
+    budget_s: float
+
+
+def make_plan(smoke: bool, budget_minutes: float, num_images: Optional[int]) -> Plan:
+    if budget_minutes <= 0:
+        raise SystemExit("--budget-minutes must be positive")
+    if smoke:
+        return Plan("smoke", "smoke", FidelityConfig(width=8, steps=20, batch_size=16), num_images or 8, 4, 4, 8, 4, budget_minutes * 60)
+    mode = "default" if budget_minutes == DEFAULT_MINUTES else "budget"
+    return Plan(mode, "default", FidelityConfig(), num_images or DEFAULT_NUM_IMAGES, SAMPLING_STEPS, CURVE_IMAGES, BATCH_SIZE, None,
+                budget_minutes * 60)  # fmt: skip
+
+
+def machine_info(load_before) -> Dict[str, Any]:
+    import diffusers
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0) -> torch.Tensor:
+    """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control)."""
+    out = []
+    for start in range(0, len(truth), SAMPLE_BATCH):
+        prompts = list(truth.captions[start : start + SAMPLE_BATCH])
+        s = seed * SEED_STRIDE + start
+        if adapters is None:
+            out.append(generate(pipe, prompts, steps=steps, guidance=GUIDANCE, seed=s).images)
+        else:
+            chunk = [c[start : start + SAMPLE_BATCH].float() / 255.0 for c in conds]
+            multi = len(adapters) > 1
+            res = generate_controlled(pipe, prompts, chunk if multi else chunk[0], adapters=adapters if multi else adapters[0],
+                                      weights=list(weights) if multi else weights, steps=steps, guidance=GUIDANCE, seed=s)  # fmt: skip
+            out.append(res.images)
+    return torch.cat(out)
+
+
+class FidelityCurve(TrainerCallback):
+    """Fidelity on a small set at ``points`` training steps (for steps_to_half)."""
+
+    def __init__(self, pipe, condition, truth, cond, instruments, points: Sequence[int], steps: int) -> None:
+        self.pipe, self.condition, self.truth, self.cond = pipe, condition, truth, cond
+        self.instruments, self.points, self.steps = instruments, set(points), steps
+        self.values: List[Dict[str, Any]] = []
+
+    def on_sync(self, trainer) -> None:
+        # CPU: every step is a sync point; CUDA: only log steps, so a point is taken at the first sync at or after it
+        pending = [p for p in self.points if p > (self.values[-1]["step"] if self.values else 0)]
+        if pending and trainer.step >= min(pending):
+            adapter = trainer.method.adapter
+            device = next(adapter.parameters()).device
+            adapter.cpu()  # sampling runs on the CPU beside the pipeline's VAE; .to() keeps the Parameter objects
+            try:
+                pipe = controlled_pipeline(self.pipe, adapter)
+                images = sample_set(pipe, [adapter], [self.cond], self.truth, 0, self.steps)
+                value = measure_fidelity(self.instruments, self.condition, images, self.truth)
+            finally:
+                adapter.to(device)
+            self.values.append({"step": trainer.step, "fidelity": value})
+
+
+def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
+    if not curve:
+        return None
+    final = curve[-1]["fidelity"]
+    if final <= start:
+        return None
+    for point in curve:
+        if point["fidelity"] - start >= 0.5 * (final - start):
+            return int(point["step"])
+    return None
+
+
+def probe_steps(source, pipe, plan: Plan, say) -> Dict[str, float]:
+    """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition)."""
+    out = {}
+    for kind in ADAPTERS:
+        cfg = ControlTrainConfig(condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256)
+        train_control(source, cfg, pipeline=pipe)
+        cfg = dataclasses.replace(cfg, steps=3)
+        _, rec = train_control(source, cfg, pipeline=pipe)
+        out[kind] = rec["s_per_step"]
+        say(f"probe: {kind} {rec['s_per_step']:.3f} s/step (batch {plan.batch_size})")
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="the JSON to write (image grids go beside it)")
+    parser.add_argument("--smoke", action="store_true", help="tiny models and sets: checks that everything runs (numbers mean nothing)")
+    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_MINUTES, help="wall-clock budget of adapter training + measuring")
+    parser.add_argument("--seeds", default="0,1,2", help="sampling seeds (comma-separated)")
+    parser.add_argument("--num-images", type=int, default=None, help="held-out scenes per measured set (default 128; smoke 8)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="toy-world cache root (default $LANGFIELD_CACHE_DIR/toyworld or ~/.cache/langfield/toyworld)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (adapter training); sampling and measuring on the CPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    started = time.perf_counter()
+
+    # 1. The base models and the instruments (cached).
+    models = train_toyworld(toyworld_preset(plan.preset), cache_dir=args.cache_dir, device=args.device, progress=not args.quiet, log=say)
+    fidelity = train_fidelity(models, plan.fidelity, device=args.device, progress=not args.quiet, log=say)
+    source = control_source(models)
+    pipe = load_pipeline(source.pipeline_dir, device="cpu", dtype=torch.float32)
+    n = plan.num_images
+    heldout_split = load_split(models.phases["data"], "heldout")
+    n = min(n, len(heldout_split) // 2)
+    truth = read_truth(models.phases["data"], "heldout", limit=n)
+    attr = Instruments(models.classifier(), heldout_split, models.split("train").labels, n)
+    conds = {c: condition_images(truth, c) for c in MEASURED_CONDITIONS}
+    curve_truth = truth.rows(slice(0, plan.curve_images))
+    curve_conds = {c: v[: plan.curve_images] for c, v in conds.items()}
+    setup_s = time.perf_counter() - started
+    budget_start = time.perf_counter()  # the cached models' first training is not part of the budget
+
+    # 2. Floors: the base without control, per condition and seed; image-blind floors.
+    measure_start = time.perf_counter()
+    results: List[Dict[str, Any]] = []
+    base_images = {}
+    base_sample_s = []
+    per_seed_none: Dict[str, List[float]] = {c: [] for c in MEASURED_CONDITIONS}
+    fids_none = []
+    for s in seeds:
+        t0 = time.perf_counter()
+        images = sample_set(pipe, None, None, truth, s, plan.sampling_steps)
+        base_sample_s.append((time.perf_counter() - t0) / n)
+        base_images.setdefault("first", images)
+        fids_none.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
+        for c in MEASURED_CONDITIONS:
+            per_seed_none[c].append(measure_fidelity(fidelity, c, images, truth))
+    none_sample_s = sum(base_sample_s) / len(base_sample_s)
+    floors = attr.floors()
+    for c in MEASURED_CONDITIONS:
+        stats = mean_std(per_seed_none[c])
+        results.append({"experiment": "E3", "variant": "none", "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
+                        "fidelity_per_seed": per_seed_none[c], "toy_fid": mean_std(fids_none)["mean"],
+                        "toy_fid_floor": floors["toy_fid_floor"]["mean"], "trainable_params": 0, "s_per_step": None,
+                        "steps_to_half": None, "sample_s": none_sample_s, "sample_overhead": 1.0, "seeds": seeds})  # fmt: skip
+    shuffled = torch.roll(torch.arange(n), 1)
+    edge_blind = edge_f1(edge_maps(truth.rgb[shuffled]), edge_maps(truth.rgb), tolerance=1).f1
+    # every fidelity beside the instrument on the real renders of the same scenes (its ceiling) and an image-blind floor
+    real = truth.rgb.permute(0, 2, 3, 1).float() / 255.0
+    held = fidelity.heldout_scores()
+    reference = {c: {"real_renders": measure_fidelity(fidelity, c, real, truth),
+                     "image_blind": {"segmentation": held["floor"]["segmentation_miou"], "depth": held["floor"]["depth_fidelity"],
+                                     "edges": edge_blind}[c]} for c in MEASURED_CONDITIONS}  # fmt: skip
+    for row in results:
+        row["fidelity_real_renders"] = reference[row["condition"]]["real_renders"]
+        row["fidelity_image_blind"] = reference[row["condition"]]["image_blind"]
+    measure_s = time.perf_counter() - measure_start
+    say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(MEASURED_CONDITIONS)))
+
+    # 3. Steps from the budget (measured s/step), the same for every adapter.
+    if plan.fixed_steps is not None:
+        steps, probe = plan.fixed_steps, None
+    else:
+        probe = probe_steps(source, pipe, plan, say)
+        # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
+        per_image = measure_s / (len(seeds) * n)
+        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(MEASURED_CONDITIONS)
+        measure_est = (measure_s * (len(ADAPTERS) * len(MEASURED_CONDITIONS) + len(MULTI_WEIGHTS)) + per_image * curve_images) * 1.3
+        train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est, plan.budget_s * 0.2)
+        per_cond = sum(probe.values()) * len(MEASURED_CONDITIONS)
+        steps = int(max(MIN_STEPS, min(MAX_STEPS, train_s / per_cond)))
+        say(f"budget: {steps} steps per adapter (training ~{steps * per_cond / 60:.1f} min, measuring ~{measure_est / 60:.1f} min)")
+    points = sorted({max(1, round(steps * (k + 1) / CURVE_POINTS)) for k in range(CURVE_POINTS)})
+
+    # 4. Train and measure every adapter on every condition.
+    trained: Dict[tuple, Any] = {}
+    grids: Dict[str, List[torch.Tensor]] = {c: [] for c in MEASURED_CONDITIONS}
+    for c in MEASURED_CONDITIONS:
+        none_curve = sum(per_seed_none[c]) / len(seeds)
+        # step 0 of every curve: the base without control on the curve's images (seed 0)
+        start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
+        for kind in ADAPTERS:
+            cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0)
+            curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps)
+            adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
+            trained[(c, kind)] = adapter
+            run_pipe = controlled_pipeline(pipe, adapter)
+            per_seed, fids, times = [], [], []
+            for s in seeds:
+                t0 = time.perf_counter()
+                images = sample_set(run_pipe, [adapter], [conds[c]], truth, s, plan.sampling_steps)
+                times.append((time.perf_counter() - t0) / n)
+                per_seed.append(measure_fidelity(fidelity, c, images, truth))
+                fids.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
+                if s == seeds[0]:
+                    grids[c].append(images[:GRID_COLUMNS])
+            stats = mean_std(per_seed)
+            sample_s = sum(times) / len(times)
+            results.append({
+                "experiment": "E3", "variant": kind, "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
+                "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
+                "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
+                "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
+                "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
+                "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
+                "steps_to_half": steps_to_half(curve_cb.values, start_value), "sample_s": sample_s,
+                "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0],
+            })  # fmt: skip
+            say(f"{kind:>14} {c:<12} fidelity {stats['mean']:.3f} +- {stats['std']:.3f} (no control {none_curve:.3f}); "
+                f"{rec['trainable_params']} params, {rec['s_per_step']:.3f} s/step")  # fmt: skip
+
+    # 5. Multi-ControlNet: the depth and edges ControlNets together, a weight sweep.
+    multi_images = []
+    pair = [trained[("depth", "controlnet")], trained[("edges", "controlnet")]]
+    for w in MULTI_WEIGHTS:
+        vals: Dict[str, List[float]] = {"depth": [], "edges": []}
+        times = []
+        for s in seeds:
+            t0 = time.perf_counter()
+            images = sample_set(pipe, pair, [conds["depth"], conds["edges"]], truth, s, plan.sampling_steps, weights=w)
+            times.append((time.perf_counter() - t0) / n)
+            for c in vals:
+                vals[c].append(measure_fidelity(fidelity, c, images, truth))
+            if s == seeds[0]:
+                multi_images.append(images[:GRID_COLUMNS])
+        for c, v in vals.items():
+            stats = mean_std(v)
+            results.append({"experiment": "E3", "variant": "multi", "condition": c, "conditions": ["depth", "edges"],
+                            "weights": list(w), "fidelity": stats["mean"], "fidelity_std": stats["std"], "fidelity_per_seed": v,
+                            "no_control_fidelity": _row(results, "none", c)["fidelity"],
+                            "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
+                            "trainable_params": sum(a.num_trainable_parameters() for a in pair), "s_per_step": None,
+                            "steps_to_half": None, "sample_s": sum(times) / len(times),
+                            "sample_overhead": sum(times) / len(times) / none_sample_s, "seeds": seeds})  # fmt: skip
+
+    # 6. Grids, bars, JSON.
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    k = min(GRID_COLUMNS, n)
+    real = real[:k]
+    grid_files = {}
+    for c in MEASURED_CONDITIONS:
+        rows = [real, conds[c][:k].permute(0, 2, 3, 1).float() / 255.0, base_images["first"][:k]] + [g[:k] for g in grids[c]]
+        path = out.with_name(f"{out.stem}_E3_{c}.png")
+        write_image(path, image_grid(torch.cat(rows), columns=k))
+        grid_files[c] = str(path)
+    rows = [real, conds["depth"][:k].permute(0, 2, 3, 1).float() / 255.0, conds["edges"][:k].permute(0, 2, 3, 1).float() / 255.0]
+    path = out.with_name(f"{out.stem}_multi.png")
+    write_image(path, image_grid(torch.cat(rows + [m[:k] for m in multi_images]), columns=k))
+    grid_files["multi"] = str(path)
+
+    report = {
+        "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
+        "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
+        "lr": LR, "probe_s_per_step": probe, "curve_points": points,
+        "instruments": {
+            "fidelity_phase": str(fidelity.folder),
+            "heldout": fidelity.heldout_scores(),
+            "edge_f1_image_blind_floor": edge_blind,
+            "measured_set": reference,
+            "attribute_classifier_floors": floors,
+            "note": "segmenter mIoU / depth 1-AbsRel of the instruments on real held-out renders (their ceiling) beside "
+                    "image-blind floors (per-pixel majority class / median depth of the training renders; edges: another scene's edges)",
+        },
+        "results": results,
+        "bars": bars(results, fidelity.heldout_scores()),
+        "grids": grid_files,
+        "phases": models.phase_summary(),
+        "seconds": {"setup": setup_s, "total": time.perf_counter() - started},
+        "machine": machine_info(load_before),
+    }
+    atomic_write_json(report, out)
+    say(f"wrote {out} ({report['seconds']['total']:.0f} s)")
+    return report
+
+
+def _row(results, variant, condition):
+    return next((r for r in results if r["variant"] == variant and r["condition"] == condition), None)
+
+
+def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The issue's bars, each with the numbers it was decided on and whether it was met."""
+    out = []
+    seg_none = _row(results, "none", "segmentation")["fidelity"]
+    for kind in ADAPTERS:
+        r = _row(results, kind, "segmentation")
+        out.append({"bar": f"{kind}: segmentation mIoU >= 0.6 where no control gives <= 0.2", "value": r["fidelity"],
+                    "no_control": seg_none, "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
+    for c in MEASURED_CONDITIONS:
+        none = _row(results, "none", c)["fidelity"]
+        for kind in ADAPTERS:
+            r = _row(results, kind, c)
+            out.append({"bar": f"{kind} {c}: fidelity above no control by more than 2 std", "value": r["fidelity"],
+                        "no_control": none, "met": r["fidelity"] - none > 2 * max(r["fidelity_std"], 1e-9)})  # fmt: skip
+    cn = _row(results, "controlnet", "depth")["trainable_params"]
+    nx = _row(results, "controlnext", "depth")["trainable_params"]
+    out.append({"bar": "ControlNeXt trainable parameters <= 20 % of ControlNet's", "value": nx / cn, "met": nx <= 0.2 * cn})
+    for c in MEASURED_CONDITIONS:
+        a, b = _row(results, "controlnet_xs", c)["fidelity"], _row(results, "controlnet", c)["fidelity"]
+        out.append({"bar": f"ControlNet-XS within 0.05 fidelity of ControlNet ({c})", "value": a - b, "met": abs(a - b) <= 0.05})
+    for c in MEASURED_CONDITIONS:
+        a, b = _row(results, "controlnext", c)["steps_to_half"], _row(results, "controlnet", c)["steps_to_half"]
+        out.append({"claim": f"ControlNeXt trains faster (fewer steps to half its final fidelity) ({c})", "controlnext": a,
+                    "controlnet": b, "confirmed": None if a is None or b is None else a < b})  # fmt: skip
+        a, b = _row(results, "controlnet_xs", c)["sample_s"], _row(results, "controlnet", c)["sample_s"]
+        out.append({"claim": f"ControlNet-XS infers faster ({c})", "controlnet_xs_sample_s": a, "controlnet_sample_s": b,
+                    "confirmed": a < b})  # fmt: skip
+    return out
+
+
+if __name__ == "__main__":
+    main()

