@@ -32,7 +32,7 @@ from langfield.data.camera_path_json import read_camera_path
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
-from langfield.runs.controlnet import ControlTrainConfig, train_control
+from langfield.runs.controlnet_config import ControlTrainConfig
 from langfield.runs.demo import run_demo
 from langfield.runs.evaluate import check_evaluate_request, evaluate_run
 from langfield.runs.export import export_run
@@ -622,7 +622,7 @@ def run_toyworld(args: Toyworld) -> Any:
 
 
 def run_controlnet_train(args: ControlnetTrain) -> Dict[str, Any]:
-    _, record = train_control(args.base, args.options, args.out, device=args.device, progress=True, preview=args.preview)
+    _, record = runs_api.train_control(args.base, args.options, args.out, device=args.device, progress=True, preview=args.preview)
     console.print(
         f"trained {record['adapter']} for {record['condition']}: {record['trainable_params']} trainable parameters, "
         f"{record['steps']} steps at {record['s_per_step']:.3f} s/step -> {args.out / 'adapter'}", markup=False,

@@ -45,6 +45,8 @@ _EXPORTS = {
     "generate_scene_to_folder": "scene_control",
     "dataset_update": "scene_control",
     "measure_e4": "scene_control",
+    "ControlTrainConfig": "controlnet_config",
+    "train_control": "controlnet",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -81,6 +81,7 @@ from langfield.generation.loading import GenerationPipeline, build_pipeline, loa
 from langfield.io.atomic import atomic_save_torch, atomic_write_json
 from langfield.io.images import image_grid, write_image
 from langfield.methods.diffusion import ControlNetMethod, ControlTrainingConfig, PixelInstrumentObjective
+from langfield.runs.controlnet_config import ADAPTERS, CONDITIONS, MEASURED_CONDITIONS, ControlTrainConfig
 from langfield.runs.toyworld import (
     CACHE_VERSION,
     ToyWorldModels,
@@ -117,11 +118,6 @@ __all__ = [
     "train_fidelity",
 ]
 
-#: Conditions computed from the toy world's exact renders (module docstring).
-CONDITIONS = ("depth", "edges", "segmentation", "normals")
-#: Conditions an instrument can read back from a generated image (no normal estimator is trained).
-MEASURED_CONDITIONS = ("depth", "edges", "segmentation")
-ADAPTERS = ("controlnet", "controlnet_xs", "controlnext")
 NUM_SEMANTIC_CLASSES = len(SEMANTIC_LABELS)
 #: Canny settings of the edge condition and of edge fidelity (conditions.canny's defaults, luma).
 EDGE_CANNY = {"low": 0.1, "high": 0.2, "sigma": 1.0}
@@ -332,42 +328,6 @@ def measure_fidelity(instruments: FidelityInstruments, condition: str, images: T
 
 
 # ----------------------------------------------------------------------------- training an adapter
-
-
-@dataclass(frozen=True)
-class ControlTrainConfig:
-    """What ``langfield controlnet-train`` trains.
-
-    Attributes:
-        condition: one of ``CONDITIONS`` (``depth``, ``edges``, ``segmentation``, ``normals``).
-        adapter: ``controlnet``, ``controlnet_xs`` or ``controlnext``.
-        steps, batch_size: training steps and examples per step.
-        lr, warmup: AdamW rate (constant after a linear warm-up over ``warmup`` of the steps).
-        empty_prompt_rate: prompts replaced by the empty prompt (the ControlNet paper: 0.5).
-        xs_size_ratio: ControlNet-XS's control width relative to the base.
-        max_images: training images used (0 = the whole training split).
-        seed: the new layers' initial weights and the batch order.
-    """
-
-    condition: str = "depth"
-    adapter: str = "controlnet"
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup: float = 0.02
-    empty_prompt_rate: float = 0.5
-    xs_size_ratio: float = 0.25
-    max_images: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        check_choice(self.condition, "condition", CONDITIONS)
-        check_choice(self.adapter, "adapter", ADAPTERS)
-        check_fields(self, "ControlTrainConfig", int_min_1=("steps", "batch_size"), positive=("lr", "xs_size_ratio"),
-                     fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
-        check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)
-        check_int_range(self.seed, "ControlTrainConfig.seed", lo=0)
 
 
 @dataclass(frozen=True)
