@@ -42,9 +42,11 @@ fidelity, the bar's reference), ``fidelity_scene_renders`` (the instrument on th
 ceiling there) and ``fidelity_image_blind`` (on a uniform grey image: its floor there). **Domain gap**: the
 ControlNet and the instrument know the toy world (plain-coloured primitives on a floor, per-image
 inverse-depth range); the procedural scene has textured primitives on a checkered ground and its depth
-conditions use the dataset's fixed ``[near, far]`` (one scale for all views). The JSON's ``e4`` section
-says so and whether the instrument beats its floor on the scene (``instrument_valid_on_scene``); when it
-does not, the fidelity bars carry a note that they say nothing.
+conditions use one scale for all views (``depth_range``: the rendered depth's range over the ladder's
+cameras and the edited training views, so nearest is bright and farthest dark as in the toy world).
+The JSON's ``e4`` section says so and whether the instrument beats that floor by ``E4_VALID_MARGIN``
+(0.05) on the scene (``instrument_valid_on_scene``); when it does not, the fidelity bars carry a note
+that they say nothing.
 
     python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min, E3 + E4)
     python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute (E4 included)
@@ -224,14 +226,18 @@ def probe_steps(source, pipe, plan: Plan, say) -> Dict[str, float]:
 # ----------------------------------------------------------------------------- E4: 3D-aware control on a langfield scene
 
 E4_PROMPT = "a red sphere left of a green cylinder on a checkered floor"  # in the toy world's caption vocabulary
+#: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
+E4_VALID_MARGIN = 0.05
 E4_CONDITION = "depth"  # the one E3 condition the scene renders exactly and an instrument reads back
 E4_DOMAIN_NOTE = (
     "domain gap: the ControlNet and the depth regressor were trained on the toy world (plain-coloured primitives on a "
     "floor, 32 px, per-image inverse-depth range); the E4 scene is the procedural scene (or --data): textured primitives "
-    "on a checkered ground, conditions rendered over the dataset's fixed [near, far] (one scale for every view, so the "
-    "conditions agree across views). E4 fidelity is the toy-world instrument applied across that gap: it is only "
+    "on a checkered ground; its depth conditions use one inverse-depth scale for every view (depth_range: what the "
+    "content spans at the ladder's cameras and the edited training views), so they agree across views. E4 fidelity is "
+    "the toy-world instrument applied across that gap: it is only "
     "meaningful when the instrument on the scene's own renders (fidelity_scene_renders) beats its image-blind floor on "
-    "the same cameras (fidelity_image_blind: its depth of a uniform grey image); 'instrument_valid_on_scene' says whether it did."
+    "the same cameras (fidelity_image_blind: its depth of a uniform grey image) by at least E4_VALID_MARGIN (0.05); "
+    "'instrument_valid_on_scene' says whether it did."
 )
 
 
@@ -298,6 +304,20 @@ def e4_fidelity(instruments):
         return depth_fidelity(instruments.depth, images.permute(0, 3, 1, 2).float().clamp(0, 1).contiguous(), conditions.depth)
 
     return fidelity
+
+
+def e4_depth_range(run, cams, edit_views: Sequence[int], height: int, width: int) -> Optional[tuple]:
+    """``(near, far)``: the rendered depth's range over the ladder's cameras and the edited training views
+    (``None`` when it is empty or flat). The depth conditions use it for every view: one scale, so they agree
+    across views, spanning the content as the toy world's per-image ranges did (nearest bright, farthest dark)."""
+    from langfield.runs.scene_control import render_conditions, resize_cameras
+
+    train = resize_cameras(run.dataset.split("train").cameras[list(edit_views)], height, width)
+    depth = torch.cat([render_conditions(run, c, ("depth",)).depth.flatten() for c in (cams, train)])
+    depth = depth[depth > 0]
+    if depth.numel() == 0 or float(depth.max()) <= float(depth.min()):
+        return None
+    return float(depth.min()), float(depth.max())
 
 
 def e4_estimate_s(plan: E4Plan, seeds: int, image_s: float, gs_s_per_step: float) -> float:
@@ -368,14 +388,15 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     # its image-blind floor in this domain: the regressor's depth of a uniform grey image, scored the same way
     blind = fidelity(torch.full_like(scene.rgb, 0.5), scene)
     blind_toy = instruments.heldout_scores()["floor"]["depth_fidelity"]
-    valid = bool(scene_fid > blind)
+    valid = bool(scene_fid - blind >= E4_VALID_MARGIN)
     # the update edits at most plan.views training views, evenly spaced (all of the procedural scene's)
     n_train = len(run.dataset.split("train"))
     edit_views = tuple(sorted({int(round(x)) for x in torch.linspace(0, n_train - 1, min(plan.views, n_train)).tolist()}))
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
+    depth_range = e4_depth_range(run, cams, edit_views, height, width)
     t0 = time.perf_counter()
     raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, E4_PROMPT, seeds, kinds=(E4_CONDITION,),
-                     fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE)  # fmt: skip
+                     fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range)  # fmt: skip
     seconds = time.perf_counter() - t0
     extra = {"condition": E4_CONDITION, "adapter": adapter.kind, "num_views": len(cams), "data": args.data}
     rows = e4_rows(raw, e3_fidelity, scene_fid, blind, E4_SETTINGS, extra)
@@ -384,6 +405,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
             f"fidelity {r['fidelity']:.3f} (E3 {e3_fidelity:.3f}; instrument on the scene's renders {scene_fid:.3f}, "
             f"blind {blind:.3f})")  # fmt: skip
     section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": E4_PROMPT,
+               "depth_range": None if depth_range is None else list(depth_range),
                "condition": E4_CONDITION,
                "cameras": f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}",
                "scene": e4_run_rec, "measure_s": seconds, "instrument_valid_on_scene": valid,
