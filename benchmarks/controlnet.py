@@ -28,15 +28,41 @@ top-level ``instruments`` section holds the instruments' own held-out scores on 
 depth and edges ControlNets with the weights of ``MULTI_WEIGHTS`` and report both fidelities.
 ``bars`` states each of the issue's bars and whether this run met it.
 
-    python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min)
-    python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute
+**E4** (``--e4``, default on; ``--no-e4`` skips it): 3D-aware control on a langfield scene (``--data
+procedural`` or a dataset folder). A Gaussians reconstruction of the scene is trained into ``--work``
+(default ``<out>_e4work``; reused when a finished run with the same settings is there: 1500 steps at
+64 px, 32 views, about a minute), ``E4Plan.num_views`` consecutive frames of a 24-frame orbit (15 degrees
+apart, so they overlap) are rendered at the base's size (32 px: :func:`~langfield.runs.scene_control.resize_cameras`),
+and :func:`~langfield.runs.scene_control.measure_e4` runs the ladder uncontrolled / controlled /
+shared_noise / dataset_update over the sampling seeds with the depth ControlNet E3 just trained (prompt
+``E4_PROMPT``). Rows ``experiment: "E4"`` (one per setting) carry ``warp_psnr`` (mean, std and per seed),
+``fidelity`` (E3's depth instrument, ``1 - AbsRel`` of the regressor's depth of each generated view
+against the scene's rendered depth), ``covisible``, ``seeds``, ``e3_fidelity`` (E3's controlnet/depth
+fidelity, the bar's reference), ``fidelity_scene_renders`` (the instrument on the scene's own renders: its
+ceiling there) and ``fidelity_image_blind`` (on a uniform grey image: its floor there). **Domain gap**: the
+ControlNet and the instrument know the toy world (plain-coloured primitives on a floor, per-image
+inverse-depth range); the procedural scene has textured primitives on a checkered ground and its depth
+conditions use one scale for all views (``depth_range``: the rendered depth's range over the ladder's
+cameras and the edited training views, so nearest is bright and farthest dark as in the toy world).
+The JSON's ``e4`` section says so and whether the instrument beats that floor by ``E4_VALID_MARGIN``
+(0.05) on the scene (``instrument_valid_on_scene``); when it does not, the fidelity bars carry a note
+that they say nothing.
+
+    python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min, E3 + E4)
+    python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute (E4 included)
     python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
+    python benchmarks/controlnet.py --out F.json --data data/my_scene --work runs/e4   # E4 on another scene
 
 Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
 costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
 no-control sets, scaled to the adapter and Multi-ControlNet sets and the fidelity curves (x 1.3 for
 the adapters' own cost); training gets what ``--budget-minutes`` leaves after that estimate
-(at least 20 % of it; ``MIN_STEPS`` .. ``MAX_STEPS`` steps). ``--num-images`` per set, default 128. The toy-world models and the fidelity
+(at least 20 % of it; ``MIN_STEPS`` .. ``MAX_STEPS`` steps). E4 is inside the budget: the scene's training is
+timed before the probe, and E4's ladder is estimated (:func:`e4_estimate_s`, from the measured seconds per
+image and per Gaussians step) and subtracted too; the plan line ``budget: ...`` prints all three before the
+adapters train. Measured for the default (2 cores, loaded): 0.34 s for one 20-step image of the toy UNet
+with guidance, 0.07 s per image in batches of 16; Gaussians 0.03 s/step at 64 px; so E4 takes about
+1 min (scene) + ~1.5 min per seed, ~6 min of the 90. ``--num-images`` per set, default 128. The toy-world models and the fidelity
 instruments come from the cache (their first training is not counted in the budget: ~1 h for the
 default toy world, a few minutes for the instruments). Image grids beside the JSON: ``F_E3_<condition>.png``
 (rows: real renders, conditions, no control, controlnet, controlnet_xs, controlnext) and ``F_multi.png``.
@@ -93,6 +119,7 @@ LR = 5e-4
 MULTI_WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
 GRID_COLUMNS = 8
 SAMPLE_BATCH = 64
+GS_S_PER_STEP_EST = 0.05  # Gaussians on the 64 px procedural scene, 5000 initial: 0.031 s/step measured at start (2 cores, loaded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +223,197 @@ def probe_steps(source, pipe, plan: Plan, say) -> Dict[str, float]:
     return out
 
 
+# ----------------------------------------------------------------------------- E4: 3D-aware control on a langfield scene
+
+E4_PROMPT = "a red sphere left of a green cylinder on a checkered floor"  # in the toy world's caption vocabulary
+#: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
+E4_VALID_MARGIN = 0.05
+E4_CONDITION = "depth"  # the one E3 condition the scene renders exactly and an instrument reads back
+E4_DOMAIN_NOTE = (
+    "domain gap: the ControlNet and the depth regressor were trained on the toy world (plain-coloured primitives on a "
+    "floor, 32 px, per-image inverse-depth range); the E4 scene is the procedural scene (or --data): textured primitives "
+    "on a checkered ground; its depth conditions use one inverse-depth scale for every view (depth_range: what the "
+    "content spans at the ladder's cameras and the edited training views), so they agree across views. E4 fidelity is "
+    "the toy-world instrument applied across that gap: it is only "
+    "meaningful when the instrument on the scene's own renders (fidelity_scene_renders) beats its image-blind floor on "
+    "the same cameras (fidelity_image_blind: its depth of a uniform grey image) by at least E4_VALID_MARGIN (0.05); "
+    "'instrument_valid_on_scene' says whether it did."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class E4Plan:
+    """The E4 scene and ladder: a Gaussians run of ``data`` (``size`` px, ``views`` training views,
+    ``gs_steps`` steps), ``num_views`` consecutive frames of a ``orbit_frames``-frame orbit rendered at
+    the base's size, and the dataset update's ``rounds`` x (every training view edited, then
+    ``steps_per_round`` Gaussians steps)."""
+
+    gs_steps: int
+    size: int
+    views: int
+    init_gaussians: int
+    num_views: int
+    orbit_frames: int
+    rounds: int
+    steps_per_round: int
+
+
+def make_e4_plan(smoke: bool) -> E4Plan:
+    if smoke:
+        return E4Plan(gs_steps=30, size=32, views=6, init_gaussians=1500, num_views=3, orbit_frames=24, rounds=1, steps_per_round=5)
+    return E4Plan(gs_steps=1500, size=64, views=32, init_gaussians=5000, num_views=4, orbit_frames=24, rounds=3, steps_per_round=100)
+
+
+def e4_run(plan: E4Plan, data: str, work: Path, device: str, say) -> tuple:
+    """``(run, record)``: the Gaussians reconstruction of ``data``, reused from ``work`` when a finished run with
+    the same settings is there (its training time is then not spent again)."""
+    from langfield.runs.loading import load_run
+    from langfield.runs.spec import DataConfig
+    from langfield.runs.train import train
+    from langfield.training.trainer import TrainerConfig
+
+    tag = "procedural" if data == "procedural" else Path(data).resolve().name
+    run_dir = work / f"gaussians_{tag}_{plan.size}px_{plan.views}v_{plan.init_gaussians}g_{plan.gs_steps}steps"
+    if (run_dir / "run.json").is_file() and (run_dir / "checkpoints" / "latest.ckpt").is_file():
+        say(f"E4: reusing the Gaussians run {run_dir}")
+        return load_run(run_dir, "cpu"), {"run_dir": str(run_dir), "reused": True, "train_s": 0.0, "s_per_step": None}
+    dc = DataConfig("procedural", procedural_size=plan.size, procedural_views=plan.views) if data == "procedural" else DataConfig(data)
+    cfg = TrainerConfig(max_steps=plan.gs_steps, output_dir=str(run_dir), progress=False, checkpoint_every=0, device=device)
+    t0 = time.perf_counter()
+    run = train(dc, "gaussians", cfg, overrides={"init_num_random": plan.init_gaussians, "sh_degree": 0})
+    seconds = time.perf_counter() - t0
+    run = load_run(run_dir, "cpu")
+    say(f"E4: trained Gaussians on {data} ({plan.gs_steps} steps, {seconds:.0f} s) -> {run_dir}")
+    return run, {"run_dir": str(run_dir), "reused": False, "train_s": seconds, "s_per_step": seconds / plan.gs_steps}
+
+
+def e4_cameras(run, plan: E4Plan, height: int, width: int):
+    """``num_views`` consecutive orbit frames (360 / ``orbit_frames`` degrees apart: they overlap) at the base's size."""
+    from langfield.runs.scene_control import path_cameras_for, resize_cameras
+
+    cams = path_cameras_for(run, "orbit", plan.orbit_frames)
+    return resize_cameras(cams[list(range(plan.num_views))], height, width)
+
+
+def e4_fidelity(instruments):
+    """``fidelity(images [C, H, W, 3], conditions) -> 1 - AbsRel`` of the depth regressor against the
+    rendered depth (E3's depth instrument)."""
+    from langfield.generation.fidelity import depth_fidelity
+
+    def fidelity(images: torch.Tensor, conditions) -> float:
+        return depth_fidelity(instruments.depth, images.permute(0, 3, 1, 2).float().clamp(0, 1).contiguous(), conditions.depth)
+
+    return fidelity
+
+
+def e4_depth_range(run, cams, edit_views: Sequence[int], height: int, width: int) -> Optional[tuple]:
+    """``(near, far)``: the rendered depth's range over the ladder's cameras and the edited training views
+    (``None`` when it is empty or flat). The depth conditions use it for every view: one scale, so they agree
+    across views, spanning the content as the toy world's per-image ranges did (nearest bright, farthest dark)."""
+    from langfield.runs.scene_control import render_conditions, resize_cameras
+
+    train = resize_cameras(run.dataset.split("train").cameras[list(edit_views)], height, width)
+    depth = torch.cat([render_conditions(run, c, ("depth",)).depth.flatten() for c in (cams, train)])
+    depth = depth[depth > 0]
+    if depth.numel() == 0 or float(depth.max()) <= float(depth.min()):
+        return None
+    return float(depth.min()), float(depth.max())
+
+
+def e4_estimate_s(plan: E4Plan, seeds: int, image_s: float, gs_s_per_step: float) -> float:
+    """Seconds E4 takes after the scene is trained: per seed 3 x ``num_views`` generated images (uncontrolled,
+    controlled, shared noise), ``rounds x views`` single edits and ``rounds x steps_per_round`` Gaussians steps;
+    ``image_s``: seconds per image (one-image batches cost ~4x a batched image's), x 1.3 for rendering and warping."""
+    images = 3 * plan.num_views + plan.rounds * plan.views
+    return seeds * (images * image_s * 4 + plan.rounds * plan.steps_per_round * gs_s_per_step) * 1.3
+
+
+def e4_rows(raw: List[Dict[str, Any]], e3_fidelity: float, scene_fidelity: float, blind_floor: float,
+            settings: Sequence[str], extra: Dict[str, Any]) -> List[Dict[str, Any]]:  # fmt: skip
+    """One row per setting from :func:`~langfield.runs.scene_control.measure_e4`'s per-seed rows: mean, std and
+    per-seed values of ``warp_psnr`` and ``fidelity``, beside E3's fidelity, the instrument on the scene's own
+    renders (its ceiling there) and on a uniform grey image (its image-blind floor there)."""
+    out = []
+    for setting in settings:
+        rs = [r for r in raw if r["setting"] == setting]
+        if not rs:
+            continue
+        w = mean_std([r["warp_psnr"] for r in rs])
+        f = mean_std([r["fidelity"] for r in rs]) if all(r["fidelity"] is not None for r in rs) else {"mean": None, "std": None}
+        row = {"experiment": "E4", "setting": setting, "warp_psnr": w["mean"], "warp_psnr_std": w["std"],
+               "warp_psnr_per_seed": [r["warp_psnr"] for r in rs], "fidelity": f["mean"], "fidelity_std": f["std"],
+               "fidelity_per_seed": [r["fidelity"] for r in rs], "covisible": mean_std([r["covisible"] for r in rs])["mean"],
+               "seeds": [r["seed"] for r in rs], "e3_fidelity": e3_fidelity, "fidelity_scene_renders": scene_fidelity,
+               "fidelity_image_blind": blind_floor, **extra}  # fmt: skip
+        if setting == "dataset_update":
+            row["rounds_per_seed"] = [r.get("rounds") for r in rs]
+        out.append(row)
+    return out
+
+
+def e4_bars(rows: List[Dict[str, Any]], e3_fidelity: float, valid: bool) -> List[Dict[str, Any]]:
+    """E4's bar: each step up the ladder improves warp-PSNR (means over seeds, std beside); control fidelity >= E3's."""
+    by = {r["setting"]: r for r in rows}
+    out = []
+    ladder = [s for s in ("uncontrolled", "controlled", "shared_noise", "dataset_update") if s in by]
+    for a, b in zip(ladder, ladder[1:]):
+        ra, rb = by[a], by[b]
+        out.append({"bar": f"E4: warp-PSNR {b} > {a}", "value": rb["warp_psnr"], "value_std": rb["warp_psnr_std"],
+                    "baseline": ra["warp_psnr"], "baseline_std": ra["warp_psnr_std"],
+                    "met": bool(rb["warp_psnr"] > ra["warp_psnr"])})  # fmt: skip
+    for s in ("controlled", "shared_noise", "dataset_update"):
+        if s in by and by[s]["fidelity"] is not None:
+            out.append({"bar": f"E4: {s} depth fidelity >= E3's (controlnet, depth)", "value": by[s]["fidelity"],
+                        "value_std": by[s]["fidelity_std"], "e3": e3_fidelity, "met": bool(by[s]["fidelity"] >= e3_fidelity),
+                        "instrument_valid_on_scene": valid,
+                        **({} if valid else {"note": "the depth instrument fails on this scene's own renders (domain gap): "
+                                                     "this comparison says nothing about control fidelity"})})  # fmt: skip
+    return out
+
+
+def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_fidelity: float, seeds, sampling_steps: int, say):
+    """The E4 ladder on ``run`` with the E3-trained depth ControlNet: ``(rows, bars, section)`` for the JSON.
+
+    ``args`` needs ``data``; ``instruments``: ``.depth`` (a depth :class:`~langfield.generation.fidelity.PixelNet`)
+    and ``heldout_scores()["floor"]["depth_fidelity"]`` (its toy-world image-blind floor)."""
+    from langfield.generation.sampling import check_image_size
+    from langfield.runs.scene_control import DatasetUpdateConfig, E4_SETTINGS, measure_e4, render_conditions
+
+    height, width = check_image_size(pipe, None, None)  # the base's native size (32 px for the toy UNet)
+    cams = e4_cameras(run, plan, height, width)
+    fidelity = e4_fidelity(instruments)
+    # the instrument on the scene's own renders at these cameras: its ceiling in this domain
+    scene = render_conditions(run, cams, (E4_CONDITION,))
+    scene_fid = fidelity(scene.rgb, scene)
+    # its image-blind floor in this domain: the regressor's depth of a uniform grey image, scored the same way
+    blind = fidelity(torch.full_like(scene.rgb, 0.5), scene)
+    blind_toy = instruments.heldout_scores()["floor"]["depth_fidelity"]
+    valid = bool(scene_fid - blind >= E4_VALID_MARGIN)
+    # the update edits at most plan.views training views, evenly spaced (all of the procedural scene's)
+    n_train = len(run.dataset.split("train"))
+    edit_views = tuple(sorted({int(round(x)) for x in torch.linspace(0, n_train - 1, min(plan.views, n_train)).tolist()}))
+    update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
+    depth_range = e4_depth_range(run, cams, edit_views, height, width)
+    t0 = time.perf_counter()
+    raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, E4_PROMPT, seeds, kinds=(E4_CONDITION,),
+                     fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    extra = {"condition": E4_CONDITION, "adapter": adapter.kind, "num_views": len(cams), "data": args.data}
+    rows = e4_rows(raw, e3_fidelity, scene_fid, blind, E4_SETTINGS, extra)
+    for r in rows:
+        say(f"E4 {r['setting']:>14}: warp-PSNR {r['warp_psnr']:.2f} +- {r['warp_psnr_std']:.2f} dB, "
+            f"fidelity {r['fidelity']:.3f} (E3 {e3_fidelity:.3f}; instrument on the scene's renders {scene_fid:.3f}, "
+            f"blind {blind:.3f})")  # fmt: skip
+    section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": E4_PROMPT,
+               "depth_range": None if depth_range is None else list(depth_range),
+               "condition": E4_CONDITION,
+               "cameras": f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}",
+               "scene": e4_run_rec, "measure_s": seconds, "instrument_valid_on_scene": valid,
+               "fidelity_scene_renders": scene_fid, "fidelity_image_blind": blind, "fidelity_image_blind_toyworld": blind_toy,
+               "note": E4_DOMAIN_NOTE}  # fmt: skip
+    return rows, e4_bars(rows, e3_fidelity, valid), section
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -210,6 +428,11 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adapter training); sampling and measuring on the CPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    parser.add_argument("--e4", action=argparse.BooleanOptionalAction, default=True,
+                        help="E4: 3D-aware control on a langfield scene with the E3 depth ControlNet (default on)")
+    parser.add_argument("--data", default="procedural", help="E4 scene: 'procedural' or a dataset folder langfield reads")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -233,6 +456,17 @@ def main(argv=None) -> Dict[str, Any]:
     curve_conds = {c: v[: plan.curve_images] for c, v in conds.items()}
     setup_s = time.perf_counter() - started
     budget_start = time.perf_counter()  # the cached models' first training is not part of the budget
+
+    # 1b. E4's scene: a Gaussians reconstruction (trained here or reused from --work; inside the budget).
+    e4_plan = make_e4_plan(args.smoke) if args.e4 else None
+    scene_run = scene_rec = None
+    if e4_plan is not None:
+        work = args.work if args.work is not None else args.out.with_name(f"{args.out.stem}_e4work")
+        say(f"E4 plan: Gaussians on {args.data}: {e4_plan.gs_steps} steps at {e4_plan.size} px, {e4_plan.views} views "
+            f"(~{e4_plan.gs_steps * GS_S_PER_STEP_EST:.0f} s unless reused from {work}); ladder on {e4_plan.num_views} orbit views, "
+            f"{len(seeds)} seeds, dataset update {e4_plan.rounds} rounds x ({e4_plan.views} edits + "
+            f"{e4_plan.steps_per_round} steps)")  # fmt: skip
+        scene_run, scene_rec = e4_run(e4_plan, args.data, work, args.device, say)
 
     # 2. Floors: the base without control, per condition and seed; image-blind floors.
     measure_start = time.perf_counter()
@@ -274,16 +508,19 @@ def main(argv=None) -> Dict[str, Any]:
     # 3. Steps from the budget (measured s/step), the same for every adapter.
     if plan.fixed_steps is not None:
         steps, probe = plan.fixed_steps, None
+        say(f"plan: {steps} steps per adapter (smoke: fixed), then E4 on the scene")
     else:
         probe = probe_steps(source, pipe, plan, say)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
         per_image = measure_s / (len(seeds) * n)
         curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(MEASURED_CONDITIONS)
         measure_est = (measure_s * (len(ADAPTERS) * len(MEASURED_CONDITIONS) + len(MULTI_WEIGHTS)) + per_image * curve_images) * 1.3
-        train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est, plan.budget_s * 0.2)
+        e4_est = 0.0 if e4_plan is None else e4_estimate_s(e4_plan, len(seeds), none_sample_s, scene_rec["s_per_step"] or GS_S_PER_STEP_EST)
+        train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est - e4_est, plan.budget_s * 0.2)
         per_cond = sum(probe.values()) * len(MEASURED_CONDITIONS)
         steps = int(max(MIN_STEPS, min(MAX_STEPS, train_s / per_cond)))
-        say(f"budget: {steps} steps per adapter (training ~{steps * per_cond / 60:.1f} min, measuring ~{measure_est / 60:.1f} min)")
+        say(f"budget: {steps} steps per adapter (training ~{steps * per_cond / 60:.1f} min, measuring ~{measure_est / 60:.1f} min, "
+            f"E4 ladder ~{e4_est / 60:.1f} min; spent so far {(time.perf_counter() - budget_start) / 60:.1f} min)")
     points = sorted({max(1, round(steps * (k + 1) / CURVE_POINTS)) for k in range(CURVE_POINTS)})
 
     # 4. Train and measure every adapter on every condition.
@@ -347,6 +584,15 @@ def main(argv=None) -> Dict[str, Any]:
                             "steps_to_half": None, "sample_s": sum(times) / len(times),
                             "sample_overhead": sum(times) / len(times) / none_sample_s, "seeds": seeds})  # fmt: skip
 
+    # 5b. E4: the ladder on the scene with the depth ControlNet E3 just trained.
+    e4_bar_list: List[Dict[str, Any]] = []
+    e4_section = None
+    if e4_plan is not None:
+        e3_depth = _row(results, "controlnet", E4_CONDITION)["fidelity"]
+        e4_results, e4_bar_list, e4_section = run_e4(args, e4_plan, scene_rec, scene_run, pipe, trained[(E4_CONDITION, "controlnet")],
+                                                     fidelity, e3_depth, seeds, plan.sampling_steps, say)  # fmt: skip
+        results.extend(e4_results)
+
     # 6. Grids, bars, JSON.
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +623,8 @@ def main(argv=None) -> Dict[str, Any]:
                     "image-blind floors (per-pixel majority class / median depth of the training renders; edges: another scene's edges)",
         },
         "results": results,
-        "bars": bars(results, fidelity.heldout_scores()),
+        "bars": bars(results, fidelity.heldout_scores()) + e4_bar_list,
+        "e4": e4_section,
         "grids": grid_files,
         "phases": models.phase_summary(),
         "seconds": {"setup": setup_s, "total": time.perf_counter() - started},
@@ -389,7 +636,7 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 def _row(results, variant, condition):
-    return next((r for r in results if r["variant"] == variant and r["condition"] == condition), None)
+    return next((r for r in results if r.get("variant") == variant and r.get("condition") == condition), None)
 
 
 def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[str, Any]]:

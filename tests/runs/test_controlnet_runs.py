@@ -1,6 +1,6 @@
 """langfield.runs.controlnet and ``langfield controlnet-train``: exact conditions from the toy world's renders,
 the cached fidelity phase, training an adapter for a new condition (rendered normals) that reloads, clear errors;
-and the E3 benchmark's smoke path (slow) and its pure parts."""
+and the E3/E4 benchmark's smoke path (slow), its pure parts and its E4 wiring on tiny parts."""
 
 from __future__ import annotations
 
@@ -145,6 +145,64 @@ def test_steps_to_half_reads_the_curve():
     assert bench.steps_to_half([], 0.1) is None
 
 
+def _e4_row(setting, psnr, fid, std=0.5):
+    return {"setting": setting, "warp_psnr": psnr, "warp_psnr_std": std, "fidelity": fid, "fidelity_std": 0.01}
+
+
+def test_e4_rows_pool_the_seeds_and_the_bars_climb_the_ladder():
+    bench = _load_benchmark()
+    raw = [{"setting": s, "seed": seed, "warp_psnr": p + seed, "covisible": 0.5, "fidelity": f}
+           for seed in (0, 1) for s, p, f in (("uncontrolled", 10.0, 0.2), ("controlled", 12.0, 0.6))]  # fmt: skip
+    rows = bench.e4_rows(raw, 0.55, 0.7, 0.3, ("uncontrolled", "controlled", "shared_noise"), {"condition": "depth"})
+    assert [r["setting"] for r in rows] == ["uncontrolled", "controlled"]  # a setting without rows is left out
+    assert rows[1]["warp_psnr"] == 12.5 and rows[1]["warp_psnr_per_seed"] == [12.0, 13.0] and rows[1]["seeds"] == [0, 1]
+    assert rows[1]["warp_psnr_std"] > 0 and rows[1]["fidelity"] == pytest.approx(0.6) and rows[1]["condition"] == "depth"
+    assert rows[0]["experiment"] == "E4" and rows[0]["e3_fidelity"] == 0.55 and rows[0]["fidelity_scene_renders"] == 0.7
+    ladder = [_e4_row("uncontrolled", 10, 0.2), _e4_row("controlled", 12, 0.6), _e4_row("shared_noise", 11, 0.61),
+              _e4_row("dataset_update", 20, 0.5)]  # fmt: skip
+    bars = bench.e4_bars(ladder, 0.55, valid=True)
+    psnr = {b["bar"]: b["met"] for b in bars if "warp-PSNR" in b["bar"]}
+    assert psnr == {"E4: warp-PSNR controlled > uncontrolled": True, "E4: warp-PSNR shared_noise > controlled": False,
+                    "E4: warp-PSNR dataset_update > shared_noise": True}  # fmt: skip
+    fid = {b["bar"].split()[1]: b["met"] for b in bars if "fidelity" in b["bar"]}
+    assert fid == {"controlled": True, "shared_noise": True, "dataset_update": False}
+    assert all("note" not in b for b in bars)
+    # an instrument that fails on the scene's own renders: the fidelity bars say so
+    assert all("domain gap" in b["note"] for b in bench.e4_bars(ladder, 0.55, valid=False) if "fidelity" in b["bar"])
+
+
+def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
+    """The benchmark's E4 path on tiny parts (a 16 px Gaussians run, the tiny base, a random awake ControlNet,
+    an untrained depth regressor): every setting gets a pooled row, the bars and the section are filled."""
+    from types import SimpleNamespace
+
+    from langfield.generation.fidelity import PixelNet
+
+    from ..generation.tiny import make_sd
+    from .test_scene_control import awake_controlnet
+
+    bench = _load_benchmark()
+    plan = bench.E4Plan(gs_steps=20, size=16, views=10, init_gaussians=800, num_views=2, orbit_frames=24, rounds=1, steps_per_round=2)
+    run, rec = bench.e4_run(plan, "procedural", tmp_path / "work", "cpu", lambda m: None)
+    assert rec["reused"] is False and rec["s_per_step"] > 0
+    run, again = bench.e4_run(plan, "procedural", tmp_path / "work", "cpu", lambda m: None)
+    assert again["reused"] is True and again["run_dir"] == rec["run_dir"]
+    pipe = make_sd()
+    cn = awake_controlnet(pipe, channels=1)
+    torch.manual_seed(0)
+    instruments = SimpleNamespace(depth=PixelNet(1, width=4).eval(), heldout_scores=lambda: {"floor": {"depth_fidelity": 0.1}})
+    rows, bars, section = bench.run_e4(SimpleNamespace(data="procedural"), plan, rec, run, pipe, cn, instruments, 0.5, [0, 1], 2,
+                                       lambda m: None)  # fmt: skip
+    assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"]
+    for r in rows:
+        assert r["experiment"] == "E4" and len(r["warp_psnr_per_seed"]) == 2 and r["seeds"] == [0, 1]
+        assert isinstance(r["fidelity"], float) and r["num_views"] == 2 and r["condition"] == "depth"
+    assert len(rows[-1]["rounds_per_seed"]) == 2
+    assert len([b for b in bars if "warp-PSNR" in b["bar"]]) == 3 and len(bars) == 6
+    assert section["plan"]["num_views"] == 2 and "domain gap" in section["note"] and section["edited_views"] == list(range(10))
+    assert isinstance(section["instrument_valid_on_scene"], bool)
+
+
 @pytest.mark.slow
 def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     bench = _load_benchmark()
@@ -165,3 +223,12 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     assert {"segmentation_miou", "depth_fidelity", "floor"} <= inst.keys()
     assert all(Path(p).is_file() for p in report["grids"].values())
     assert any("20 %" in b.get("bar", "") for b in report["bars"])
+    # E4: one pooled row per setting of the ladder, with its bars and the domain-gap note
+    e4 = [r for r in report["results"] if r["experiment"] == "E4"]
+    assert [r["setting"] for r in e4] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"]
+    for r in e4:
+        assert {"warp_psnr", "warp_psnr_std", "fidelity", "fidelity_std", "covisible", "seeds"} <= r.keys()
+        assert r["seeds"] == [0, 1] and r["e3_fidelity"] == next(x for x in rows if x["variant"] == "controlnet"
+                                                                  and x["condition"] == "depth")["fidelity"]  # fmt: skip
+    assert sum("E4: warp-PSNR" in b.get("bar", "") for b in report["bars"]) == 3
+    assert "domain gap" in report["e4"]["note"] and Path(report["e4"]["scene"]["run_dir"]).is_dir()

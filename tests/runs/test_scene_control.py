@@ -77,6 +77,15 @@ def test_conditions_have_the_right_shapes_and_match_the_runs_depth(run):
     assert bool((conds.depth[1][~hit] == 0).all())
     want = depth_condition(out.depth[..., 0].where(hit, 0.0).numpy(), hit.numpy(), near=run.dataset.near, far=run.dataset.far)
     np.testing.assert_allclose(conds.images["depth"][1].numpy(), want, atol=1e-6)
+    # a given depth range (e.g. what the content spans) replaces the dataset's near/far; nonsense is refused by name
+    lo, hi = float(conds.depth[conds.depth > 0].min()), float(conds.depth.max())
+    tight = render_conditions(run, cams, ("depth",), depth_range=(lo, hi))
+    want = depth_condition(out.depth[..., 0].where(hit, 0.0).numpy(), hit.numpy(), near=lo, far=hi)
+    np.testing.assert_allclose(tight.images["depth"][1].numpy(), want, atol=1e-6)
+    assert float(tight.images["depth"][1][hit].max()) > float(conds.images["depth"][1][hit].max()) + 0.05
+    for bad in ((2.0, 1.0), (0.0, 1.0), (1.0, float("inf")), "near"):
+        with pytest.raises(InputError, match="depth_range"):
+            render_conditions(run, cams, ("depth",), depth_range=bad)
     # normals from depth are unit vectors where there is a surface (an isolated pixel has none), black elsewhere
     n = conds.images["normals"][1] * 2 - 1
     unit = (n[hit].norm(dim=-1) - 1).abs() < 1e-4

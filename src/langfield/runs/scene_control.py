@@ -249,6 +249,18 @@ def _segmenter(run: Run, language: Any) -> Any:
         raise InputError(f"control 'segmentation' needs a language field: {err}") from None
 
 
+def _check_depth_range(depth_range: Any) -> Optional[Tuple[float, float]]:
+    if depth_range is None:
+        return None
+    try:
+        near, far = (float(v) for v in depth_range)
+    except (TypeError, ValueError):
+        raise InputError(f"depth_range: expected (near, far) numbers, got {depth_range!r}") from None
+    if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+        raise InputError(f"depth_range: need 0 < near < far (finite), got ({near}, {far})")
+    return near, far
+
+
 def render_conditions(
     run: Run,
     cameras: Cameras,
@@ -257,6 +269,7 @@ def render_conditions(
     *,
     language: Any = None,
     min_accumulation: float = 0.5,
+    depth_range: Optional[Tuple[float, float]] = None,
 ) -> SceneConditions:
     """Render ``cameras`` with ``run``'s scene and build the condition images ``kinds`` (module docstring).
 
@@ -269,6 +282,9 @@ def render_conditions(
             ``(Segmentation, render)`` (a :class:`~langfield.language.scene.LanguageScene`); default:
             the run directory's language field.
         min_accumulation: pixels below this opacity have no surface (depth 0, black conditions).
+        depth_range: ``(near, far)`` of the ``depth`` condition's inverse-depth scale (default: the
+            dataset's ``near``/``far``); e.g. the range the scene's content spans at the cameras used,
+            closer to what a ControlNet trained on per-image ranges saw, still one scale for every view.
 
     Raises:
         InputError: an unknown kind, cameras of several sizes, ``segmentation`` on a run without a
@@ -280,6 +296,7 @@ def render_conditions(
     if bool((cameras.heights != cameras.heights[0]).any()) or bool((cameras.widths != cameras.widths[0]).any()):
         raise InputError("cameras: all cameras must have one size")
     check_finite_number(min_accumulation, "min_accumulation", lo=0.0, hi=1.0)
+    depth_range = _check_depth_range(depth_range)
     seg = None
     if "segmentation" in kinds:
         labels = list(labels) if labels is not None else run.dataset.labels
@@ -306,7 +323,7 @@ def render_conditions(
     images: Dict[str, Tensor] = {}
     for kind in kinds:
         if kind == "depth":
-            near, far = float(run.dataset.near), float(run.dataset.far)
+            near, far = depth_range if depth_range is not None else (float(run.dataset.near), float(run.dataset.far))
             arr = depth_condition(depth.numpy(), mask, near=near, far=far) if far > near > 0 else depth_condition(depth.numpy(), mask)
         elif kind == "normals":
             arr = normal_condition(torch.stack(normals).numpy(), mask)
@@ -393,6 +410,7 @@ def generate_from_scene(
     labels: Optional[Sequence[str]] = None,
     language: Any = None,
     conditions: Optional[SceneConditions] = None,
+    depth_range: Optional[Tuple[float, float]] = None,
 ) -> SceneGeneration:
     """One image per camera, steered by conditions rendered from ``run`` (module docstring, step 2).
 
@@ -406,13 +424,14 @@ def generate_from_scene(
         shared_noise: start every view from one noise field attached to the scene
             (:func:`~langfield.generation.scene_noise.scene_latent_noise`; ``cell_size`` its lattice).
         conditions: already rendered conditions for these cameras (skips rendering).
+        depth_range: the depth condition's ``(near, far)`` (:func:`render_conditions`).
     """
     kinds = check_control_kinds(kinds)
     adapters = _as_adapters(adapters)
     if len(adapters) != len(kinds):
         raise InputError(f"adapters: {len(adapters)} adapter(s) for {len(kinds)} control kind(s) {list(kinds)}; give one per kind")
     if conditions is None:
-        conditions = render_conditions(run, cameras, kinds, labels, language=language)
+        conditions = render_conditions(run, cameras, kinds, labels, language=language, depth_range=depth_range)
     missing = [k for k in kinds if k not in conditions.images]
     if missing:
         raise InputError(f"conditions: rendered without {missing}")
@@ -612,6 +631,7 @@ def measure_e4(
     settings: Sequence[str] = E4_SETTINGS,
     fidelity: Optional[Callable[[Tensor, SceneConditions], float]] = None,
     update: DatasetUpdateConfig = DatasetUpdateConfig(rounds=2, steps_per_round=50),
+    depth_range: Optional[Tuple[float, float]] = None,
     negative: Any = None,
     steps: int = 20,
     guidance: float = 3.0,
@@ -631,6 +651,7 @@ def measure_e4(
 
     ``warp_psnr`` uses the run's rendered depth (:func:`multiview_warp_psnr`); ``fidelity`` is
     ``fidelity(images, conditions)`` when given (e.g. the benchmark's instrument), else ``None``.
+    ``depth_range``: the depth condition's ``(near, far)`` for every render (:func:`render_conditions`).
     """
     kinds = check_control_kinds(kinds)
     for s in settings:
@@ -641,7 +662,7 @@ def measure_e4(
         raise InputError("seeds: give at least one seed")
     if len(cameras) < 2:
         raise InputError(f"cameras: warp-PSNR needs at least 2 views, got {len(cameras)}")
-    conds = render_conditions(run, cameras, kinds, language=language)
+    conds = render_conditions(run, cameras, kinds, language=language, depth_range=depth_range)
     off = [0.0] * len(adapters)
     common = dict(kinds=kinds, negative=negative, steps=steps, guidance=guidance, conditions=conds)
     rows: List[Dict[str, Any]] = []
@@ -655,10 +676,10 @@ def measure_e4(
     for seed in seeds:
         for setting in settings:
             if setting == "dataset_update":
-                edit = _controlnet_editor(run, pipeline, adapters, prompt, kinds, seed, negative, steps, guidance, language)
+                edit = _controlnet_editor(run, pipeline, adapters, prompt, kinds, seed, negative, steps, guidance, language, depth_range)
                 result = dataset_update(run, edit, dataclasses.replace(update, seed=seed, in_place=False))
                 updated = Run(result.method, run.dataset, run.spec, directory=run.directory)
-                after = render_conditions(updated, cameras, kinds, language=language)
+                after = render_conditions(updated, cameras, kinds, language=language, depth_range=depth_range)
                 row(setting, seed, after.rgb, after.depth, cameras, after, {"rounds": result.rounds})
                 continue
             weights = off if setting == "uncontrolled" else 1.0
@@ -669,7 +690,8 @@ def measure_e4(
 
 
 def _controlnet_editor(run: Run, pipeline: Any, adapters: List[ControlAdapter], prompt: Any, kinds: Tuple[str, ...], seed: int,
-                       negative: Any, steps: int, guidance: float, language: Any) -> Editor:  # fmt: skip
+                       negative: Any, steps: int, guidance: float, language: Any,
+                       depth_range: Optional[Tuple[float, float]] = None) -> Editor:  # fmt: skip
     """An editor for :func:`dataset_update`: the controlled generator at the training camera, from the
     conditions of the current scene, with the scene-shared noise, at the pipeline's own size."""
     train = run.dataset.split("train").cameras
@@ -678,7 +700,8 @@ def _controlnet_editor(run: Run, pipeline: Any, adapters: List[ControlAdapter], 
     def edit(request: EditRequest) -> Tensor:
         cams = resize_cameras(train[request.view], *size)
         out = generate_from_scene(request.scene, pipeline, adapters, cams, prompt, kinds=kinds, negative=negative, steps=steps,
-                                  guidance=guidance, seed=seed, shared_noise=True, language=language)  # fmt: skip
+                                  guidance=guidance, seed=seed, shared_noise=True, language=language,
+                                  depth_range=depth_range)  # fmt: skip
         return out.images[0]
 
     return edit
