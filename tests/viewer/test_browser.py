@@ -64,9 +64,14 @@ def test_viewer_in_chromium(tiny_ngp_language_run):
                 wait_until(lambda: viewer.loops and next(iter(viewer.loops.values())).stats.full_renders >= 1, 40, "a render")
                 loop = next(iter(viewer.loops.values()))
                 client_id = next(iter(viewer.loops))
-                # The browser may report a camera or two while its page settles (a render of the first
-                # can be stale): wait for a full render of the camera it reports now.
-                wait_until(lambda: loop.up_to_date and loop.stats.full_renders >= 1, 30, "a full render of the settled camera")
+                # The browser may report a camera or two while its page settles (viser's own default
+                # camera, looking at nothing, can come first and its render is plain background): wait
+                # for a full render of the camera it reports now that shows the scene.
+                def settled_scene() -> bool:
+                    image = viewer.last_images.get(client_id)
+                    return loop.up_to_date and loop.stats.full_renders >= 1 and image is not None and image.std() > 5
+
+                wait_until(settled_scene, 30, "a full render of the settled camera showing the scene (not blank)")
                 first = viewer.last_images[client_id].copy()
                 assert first.shape[1] == 64 and first.std() > 5, f"blank frame (std {first.std():.2f})"  # the scene
                 time.sleep(0.3)  # the browser draws the image it received
