@@ -48,7 +48,7 @@ from langfield.generation.control import ControlAdapter
 from langfield.generation.objectives import DiffusionLoss, classifier_free_dropout, epsilon_loss, rectified_flow_loss
 from langfield.generation.text_conditioning import PromptEmbeddings
 from langfield.methods.base import Method
-from langfield.methods.diffusion.latent_diffusion import default_noise_scheduler
+from langfield.methods.diffusion.latent_diffusion import check_caption_ids, default_noise_scheduler
 from langfield.methods.diffusion.optim import LR_SCHEDULES, GradClip, adamw_with_schedule
 from langfield.types import IndexBatch
 
@@ -163,14 +163,7 @@ class ControlNetMethod(Method):
         width = int(cfg.joint_attention_dim if self.is_flow else cfg.cross_attention_dim)
         pooled = int(cfg.pooled_projection_dim) if self.is_flow else None
         prompts = _check_prompts(prompts, width, pooled, "prompts")
-        if caption_ids is None:
-            if prompts.embeds.shape[0] != n:
-                raise InputError(f"ControlNetMethod: {n} latents but {prompts.embeds.shape[0]} prompts; pass caption_ids [N]")
-            caption_ids = torch.arange(n)
-        if not isinstance(caption_ids, Tensor) or caption_ids.shape != (n,) or caption_ids.is_floating_point():
-            raise InputError(f"ControlNetMethod: caption_ids must be [{n}] integers, got {getattr(caption_ids, 'shape', caption_ids)}")
-        if int(caption_ids.min()) < 0 or int(caption_ids.max()) >= prompts.embeds.shape[0]:
-            raise InputError(f"ControlNetMethod: caption_ids must lie in [0, {prompts.embeds.shape[0]})")
+        caption_ids = check_caption_ids(caption_ids, n, prompts.embeds.shape[0], "ControlNetMethod")
         if empty is None:
             if config.empty_prompt_rate > 0:
                 raise InputError("ControlNetMethod: empty_prompt_rate > 0 needs the empty prompt's embeddings (empty=...)")

@@ -220,6 +220,25 @@ def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optiona
     return prompts
 
 
+def check_caption_ids(caption_ids: Optional[Tensor], num_latents: int, num_prompts: int, where: str) -> Tensor:
+    """``[N]`` integer prompt index of every latent: ``caption_ids`` checked, or ``arange(N)`` when
+    ``None`` (then there must be one prompt per latent). ``where`` names the caller in errors."""
+    if caption_ids is None:
+        if num_prompts != num_latents:
+            raise InputError(
+                f"{where}: {num_latents} latents but {num_prompts} prompts; pass caption_ids [N] "
+                "to say which prompt each latent has"
+            )
+        return torch.arange(num_latents)
+    if not isinstance(caption_ids, Tensor) or caption_ids.shape != (num_latents,) or caption_ids.is_floating_point():
+        got = getattr(caption_ids, "shape", caption_ids)
+        raise InputError(f"{where}: caption_ids must be [{num_latents}] integers, got {got}")
+    lo, hi = int(caption_ids.min()), int(caption_ids.max())
+    if lo < 0 or hi >= num_prompts:
+        raise InputError(f"{where}: caption_ids must lie in [0, {num_prompts}), got [{lo}, {hi}]")
+    return caption_ids
+
+
 class LatentDiffusionMethod(Method):
     """Train ``backbone`` to denoise ``latents`` given their prompts (see the module docstring).
 
@@ -262,20 +281,7 @@ class LatentDiffusionMethod(Method):
         _check_backbone(backbone, latents)
         _check_finite(latents, "LatentDiffusionMethod: latents")
         prompts = _check_prompts(prompts, backbone, "prompts", num=None)
-        num_prompts = prompts.embeds.shape[0]
-        if caption_ids is None:
-            if num_prompts != latents.shape[0]:
-                raise InputError(
-                    f"LatentDiffusionMethod: {latents.shape[0]} latents but {num_prompts} prompts; pass caption_ids [N] "
-                    "to say which prompt each latent has"
-                )
-            caption_ids = torch.arange(latents.shape[0])
-        if not isinstance(caption_ids, Tensor) or caption_ids.shape != (latents.shape[0],) or caption_ids.is_floating_point():
-            got = getattr(caption_ids, "shape", caption_ids)
-            raise InputError(f"LatentDiffusionMethod: caption_ids must be [{latents.shape[0]}] integers, got {got}")
-        lo, hi = int(caption_ids.min()), int(caption_ids.max())
-        if lo < 0 or hi >= num_prompts:
-            raise InputError(f"LatentDiffusionMethod: caption_ids must lie in [0, {num_prompts}), got [{lo}, {hi}]")
+        caption_ids = check_caption_ids(caption_ids, latents.shape[0], prompts.embeds.shape[0], "LatentDiffusionMethod")
         if empty is None:
             if config.cfg_dropout > 0:
                 raise InputError("LatentDiffusionMethod: cfg_dropout > 0 needs the empty prompt's embeddings (empty=...)")
