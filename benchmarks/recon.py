@@ -133,6 +133,7 @@ def main(argv=None) -> dict:
         "test_views_total": len(test),
         "budget_s": args.budget_s,
         "downscale": args.downscale,
+        "ray_space": dataset.ray_space,  # resolved ("world" or "ndc"), not the "auto" asked for
         "load_seconds": load_s,
         "hash_backend": hash_backend,
         "num_gaussians": method.gaussian_cloud().num_gaussians if isinstance(method, SplatsGaussians) else None,

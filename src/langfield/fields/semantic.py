@@ -8,6 +8,11 @@
   Sec. 3.3): an MLP encoder ``E -> d`` and decoder ``d -> E`` trained on the scene's own 2D
   features, so each Gaussian stores a ``d``-dimensional code (``d = 3`` in the paper) that the
   any-channel rasteriser renders and the decoder lifts back to the embedding space.
+  Optionally *standardised* (langfield's addition, not in LangSplat): inputs are the features minus
+  the scene's mean feature, divided by their RMS distance to it. Image features that share one large
+  common component (CLIP's modality gap: every image feature is far from every text feature in the
+  same direction) otherwise leave the label-dependent part a small fraction of each vector, which
+  the paper's loss on unit vectors barely sees.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ class FeatureAutoencoder(nn.Module):
         embedding_dim: ``E``.
         latent_dim: ``d`` (LangSplat: 3).
         hidden: encoder widths; the decoder mirrors them.
+
+    Buffers ``center [E]`` (zeros) and ``scale []`` (one) standardise the inputs once
+    :meth:`standardize` has set them from the scene's features: ``encode(f) = enc((f - center) /
+    scale)``, ``decode(z) = normalize(center + scale * dec(z))``. At their defaults both are the
+    paper's plain autoencoder on unit features, bit for bit.
     """
 
     def __init__(self, embedding_dim: int, latent_dim: int = 3, hidden: Sequence[int] = (256, 128, 64, 32)):
@@ -79,6 +89,8 @@ class FeatureAutoencoder(nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.encoder = self._stack([embedding_dim, *self.hidden, latent_dim])
         self.decoder = self._stack([latent_dim, *reversed(self.hidden), embedding_dim])
+        self.register_buffer("center", torch.zeros(self.embedding_dim))
+        self.register_buffer("scale", torch.ones(()))
 
     @staticmethod
     def _stack(widths: Sequence[int]) -> nn.Sequential:
@@ -90,17 +102,53 @@ class FeatureAutoencoder(nn.Module):
                 layers.append(nn.ReLU())
         return nn.Sequential(*layers)
 
+    @property
+    def standardized(self) -> bool:
+        """Whether :meth:`standardize` set non-default statistics."""
+        return bool(self.center.abs().sum() > 0) or float(self.scale) != 1.0
+
+    @torch.no_grad()
+    def standardize(self, features: Tensor, chunk: int = 65536) -> None:
+        """Set ``center`` to the mean of ``features [P, E]`` and ``scale`` to their RMS distance to it.
+
+        Raises:
+            ValueError: ``features`` is not ``[P, E]`` with ``P >= 2``, is not finite, or all rows are equal.
+        """
+        if features.dim() != 2 or features.shape[1] != self.embedding_dim or features.shape[0] < 2:
+            raise ValueError(f"standardize needs features [P >= 2, {self.embedding_dim}], got {tuple(features.shape)}")
+        total = torch.zeros(self.embedding_dim, dtype=torch.float64)
+        for part in features.split(chunk):
+            total += part.double().sum(0).cpu()
+        center = total / features.shape[0]
+        sq = 0.0
+        for part in features.split(chunk):
+            sq += float((part.double().cpu() - center).pow(2).sum())
+        scale = (sq / features.shape[0]) ** 0.5
+        if not (torch.isfinite(center).all() and scale == scale and 0 < scale < float("inf")):
+            raise ValueError(f"standardize: features must be finite and not all equal (RMS spread {scale})")
+        self.center.copy_(center.to(self.center.dtype))
+        self.scale.fill_(scale)
+
     def encode(self, features: Tensor) -> Tensor:
         """``[..., E]`` -> ``[..., d]``."""
-        return self.encoder(features)
+        return self.encoder((features - self.center) / self.scale)
 
     def decode(self, codes: Tensor) -> Tensor:
         """``[..., d]`` -> ``[..., E]`` unit-norm embeddings."""
-        return F.normalize(self.decoder(codes), dim=-1)
+        return F.normalize(self.center + self.scale * self.decoder(codes), dim=-1)
 
     def loss(self, features: Tensor) -> Tuple[Tensor, Tensor]:
-        """Reconstruction loss of unit ``features [B, E]``: ``(L1 + (1 - cos), codes)`` (LangSplat uses L1 + cosine)."""
+        """Reconstruction loss of unit ``features [B, E]``: ``(loss, codes)``.
+
+        LangSplat's L1 + (1 - cos) between the decoded unit vectors and the features. Standardised,
+        the two terms are divided by ``scale`` and ``scale**2``: a decoded vector off by ``scale * e``
+        then costs about what ``e`` costs the plain autoencoder, so the small part of each feature
+        that differs across the scene gets the plain loss's weight (plain: ``scale = 1``, unchanged).
+        """
         codes = self.encode(features)
         rec = self.decode(codes)
-        loss = (rec - features).abs().sum(-1).mean() + (1.0 - (rec * features).sum(-1)).mean()
-        return loss, codes
+        l1 = (rec - features).abs().sum(-1).mean()
+        cos = (1.0 - (rec * features).sum(-1)).mean()
+        if not self.standardized:
+            return l1 + cos, codes
+        return l1 / self.scale + cos / self.scale.square(), codes

@@ -123,6 +123,13 @@ class LanguageFieldConfig:
             (as the Gaussians); ``False``: LERF's full ``E``-dimensional head.
         latent_dim, codes_lr, autoencoder_steps, autoencoder_batch, autoencoder_lr: Gaussian codes
             and the scene autoencoder (LangSplat: ``d = 3``).
+        autoencoder_standardize: fit the autoencoder on standardised targets (the scene's mean
+            feature removed, unit RMS spread; :meth:`~langfield.fields.semantic.FeatureAutoencoder.standardize`).
+            langfield's addition, not LangSplat's: with a CLIP-like modality gap the label-dependent
+            part of each target is ~10 % of its length and the plain autoencoder loses it (SIMULATED
+            persistent teacher, 64 px procedural scene, seed 1, teacher features -> 3-d autoencoder ->
+            mIoU: validation views 0.309 teacher, 0.224 plain, 0.280 standardised; test views 0.365,
+            0.281, 0.329). ``False``: the paper's.
     """
 
     use_rsr: bool = True
@@ -151,6 +158,7 @@ class LanguageFieldConfig:
     autoencoder_steps: int = 800
     autoencoder_batch: int = 4096
     autoencoder_lr: float = 1e-3
+    autoencoder_standardize: bool = True
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -364,6 +372,8 @@ class LanguageDistillation:
     def _fit_autoencoder(self) -> None:
         cfg = self.config
         flat = self.targets.reshape(-1, self.embedding_dim)
+        if cfg.autoencoder_standardize:
+            self.field.autoencoder.standardize(flat)
         objective = AutoencoderObjective(self.field.autoencoder, flat, cfg.autoencoder_lr)
         sampler = IndexSampler(len(flat), cfg.autoencoder_batch, seed=cfg.seed, device=self.device)
         self._optimise(objective, sampler, cfg.autoencoder_steps, 0, "autoencoder")
@@ -618,6 +628,10 @@ def _check_targets(targets: Any, views: int, dim: int, where: str) -> None:
 
 def _load_field_weights(field_: LanguageField, stored: Dict[str, Tensor], where: str) -> None:
     own = field_.state_dict()
+    # Fields saved before the autoencoder had standardisation buffers: their defaults are that autoencoder.
+    defaults = {k: (torch.zeros_like(v) if k.endswith("center") else torch.ones_like(v))
+                for k, v in own.items() if k.endswith(("autoencoder.center", "autoencoder.scale"))}  # fmt: skip
+    stored = {**defaults, **stored}
     wrong = [k for k, v in own.items() if k in stored and stored[k].dtype != v.dtype]
     if wrong:
         key = wrong[0]
