@@ -125,7 +125,6 @@ def test_autoencoder_learns_a_small_set_of_embeddings():
     assert float(loss.detach()) < 0.2 * first
 
 
-
 def _gap_features(n_labels=6, dim=32, n=400, gap_cos=0.1, seed=0):
     """CLIP-like image features: ``normalize(c * m + sqrt(1 - c^2) * u)`` with ``m`` a unit blend of
     two labels (dominant weight 0.55..1) and ``u`` one direction orthogonal to every label, shared by
@@ -265,3 +264,7 @@ def test_fields_saved_before_standardisation_load_as_plain_autoencoders():
     _load_field_weights(new, stored, "old.pt")
     assert not new.autoencoder.standardized
     assert torch.equal(new.gaussian_features(), old.gaussian_features())
+    bare = FeatureAutoencoder(8, 3)  # the autoencoder alone, through torch's own loader
+    bare.standardize(torch.randn(10, 8))
+    bare.load_state_dict({k.removeprefix("autoencoder."): v for k, v in stored.items() if k.startswith("autoencoder.")})
+    assert not bare.standardized

@@ -102,6 +102,12 @@ class FeatureAutoencoder(nn.Module):
                 layers.append(nn.ReLU())
         return nn.Sequential(*layers)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Autoencoders saved before standardisation existed have no center/scale: they are plain ones.
+        state_dict.setdefault(prefix + "center", torch.zeros(self.embedding_dim))
+        state_dict.setdefault(prefix + "scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def standardized(self) -> bool:
         """Whether :meth:`standardize` set non-default statistics."""
@@ -149,6 +155,4 @@ class FeatureAutoencoder(nn.Module):
         rec = self.decode(codes)
         l1 = (rec - features).abs().sum(-1).mean()
         cos = (1.0 - (rec * features).sum(-1)).mean()
-        if not self.standardized:
-            return l1 + cos, codes
-        return l1 / self.scale + cos / self.scale.square(), codes
+        return l1 / self.scale + cos / self.scale.square(), codes  # scale 1: exactly l1 + cos

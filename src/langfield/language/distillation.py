@@ -628,10 +628,6 @@ def _check_targets(targets: Any, views: int, dim: int, where: str) -> None:
 
 def _load_field_weights(field_: LanguageField, stored: Dict[str, Tensor], where: str) -> None:
     own = field_.state_dict()
-    # Fields saved before the autoencoder had standardisation buffers: their defaults are that autoencoder.
-    defaults = {k: (torch.zeros_like(v) if k.endswith("center") else torch.ones_like(v))
-                for k, v in own.items() if k.endswith(("autoencoder.center", "autoencoder.scale"))}  # fmt: skip
-    stored = {**defaults, **stored}
     wrong = [k for k, v in own.items() if k in stored and stored[k].dtype != v.dtype]
     if wrong:
         key = wrong[0]
