@@ -17,8 +17,9 @@ the training views are computed, the variants distilled and every row scored on 
 validation views). Rows: ``teacher`` (the 2D teacher per view), ``teacher-kdraw`` (the normalised
 mean of ``--kdraw`` independent draws of the teacher per view: what averaging without geometry
 buys), ``field``, OV-NeRF's ``field+rsr`` and ``field+rsr+cse`` (``field+cse`` with ``--ablations
-full``), and langfield's own label-free ``field+mask-pool`` and ``field+mask-pool+render-refresh``
-(``field+render-refresh`` with ``--ablations full``); see :data:`VARIANTS`. Each row: the mean over seeds of mIoU, mAcc, boundary
+full`` or ``paper``), and langfield's own label-free ``field+mask-pool`` and ``field+mask-pool+render-refresh``
+(``field+render-refresh`` with ``--ablations full``; ``--ablations paper`` fits OV-NeRF's variants only,
+``--variants a,b`` exactly those); see :data:`VARIANTS`. Each row: the mean over seeds of mIoU, mAcc, boundary
 F, localization (LERF's argmax protocol ``loc_acc``, and ``loc_balanced_acc`` with a 0.5 relevancy
 threshold and distractor queries: absent labels and objects in no scene), ``miou_open_vocab`` (mIoU
 when every label is queried by a paraphrase that was never a label string,
@@ -35,6 +36,9 @@ Usage::
     python benchmarks/semantics.py --out semantics.json
     python benchmarks/semantics.py --teacher simulated-persistent --seeds 0,1,2 --split val --out val.json
     python benchmarks/semantics.py --data path/to/labelled_scene --teacher openai/clip-vit-base-patch16 --out clip.json
+    # one process per seed side by side, then combine them (their query timings were taken on a shared machine):
+    python benchmarks/semantics.py --teacher simulated-persistent --seeds 1 --variants field,field+rsr+cse --out s1.json
+    python benchmarks/semantics.py --merge s0.json s1.json s2.json --out semantics.json
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -117,8 +122,23 @@ VARIANTS = {
 PHASE0_NAMES = {"field+rsr+cse": "field+rsr", "field+mask-pool+render-refresh": "field+mask-pool"}
 BASIC_VARIANTS = ("field", "field+rsr+cse", "field+mask-pool+render-refresh")
 FULL_VARIANTS = BASIC_VARIANTS + ("field+cse", "field+render-refresh")
+PAPER_VARIANTS = ("field", "field+rsr+cse", "field+cse")  # field+rsr is field+rsr+cse's first phase
+ABLATION_SETS = {"basic": BASIC_VARIANTS, "paper": PAPER_VARIANTS, "full": FULL_VARIANTS}
 MEAN_KEYS = ("miou", "macc", "pixel_acc", "boundary_f", "loc_acc", "loc_present_acc", "loc_reject_acc",
              "loc_balanced_acc", "miou_open_vocab")  # fmt: skip
+
+
+def _select_variants(ablations: str, variants: Optional[str]) -> tuple:
+    """The variants to fit: ``--variants a,b`` exactly (in that order, duplicates dropped), else the
+    ``--ablations`` set. Unknown or no names: ``SystemExit`` naming ``--variants``."""
+    if variants is None:
+        return ABLATION_SETS[ablations]
+    names = tuple(dict.fromkeys(v.strip() for v in variants.split(",") if v.strip()))
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise SystemExit(f"--variants: {'unknown ' + ', '.join(unknown) if unknown else 'no variant given'}; "
+                         f"known: {', '.join(VARIANTS)}")  # fmt: skip
+    return names
 
 
 def _parse_seeds(text: str):
@@ -179,6 +199,59 @@ def _aggregate(representation: str, variant: str, per_seed) -> dict:
     return row
 
 
+#: Top-level fields that must agree between the runs ``--merge`` combines.
+MERGE_SAME_KEYS = ("benchmark", "teacher", "data", "labels", "split", "resolution", "train_views", "eval_views",
+                   "recon_seconds", "language_steps", "variants")  # fmt: skip
+
+
+def merge_runs(runs: list) -> dict:
+    """One benchmark JSON from runs of the same setting over disjoint seeds (e.g. one process per
+    seed, run side by side): rows re-aggregated over every seed (:func:`_aggregate`), spatial
+    accuracy averaged over seeds, query timings and reconstruction of the first run (they were
+    measured while the other runs shared the machine: ``timings_contended`` says so).
+
+    Raises:
+        SystemExit: fewer than two runs, a seed in two runs, or a setting that differs.
+    """
+    if len(runs) < 2:
+        raise SystemExit("--merge needs at least two result files")
+    first = runs[0]
+    for key in MERGE_SAME_KEYS:
+        for r in runs[1:]:
+            if r.get(key) != first.get(key):
+                raise SystemExit(f"--merge: the runs differ in '{key}' ({first.get(key)!r} vs {r.get(key)!r})")
+    seeds = [s for r in runs for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: a seed appears in two runs ({seeds})")
+    rows: dict = {}
+    for r in runs:
+        for row in r["results"]:
+            key = (row["representation"], row["variant"])
+            rows.setdefault(key, {"extra": {k: v for k, v in row.items() if k == "draws"}, "per_seed": []})
+            for ps in row["per_seed"]:
+                scores = {k: v for k, v in ps.items() if k != "seed"}
+                if not rows[key]["per_seed"]:
+                    scores["per_class_iou"] = row.get("per_class_iou_first_seed")
+                rows[key]["per_seed"].append((ps["seed"], scores))
+    results = [{**_aggregate(rep, variant, v["per_seed"]), **v["extra"]} for (rep, variant), v in rows.items()]
+    spatial: dict = {}
+    for r in runs:
+        if isinstance(r.get("spatial"), dict):  # a string when the data had no known objects
+            for rep, entries in r["spatial"].items():
+                spatial.setdefault(rep, []).extend(entries)
+    out = dict(first)
+    out.update({
+        "seeds": sorted(seeds), "results": results, "merged_from": len(runs),
+        "spatial": spatial or first.get("spatial"),
+        "spatial_accuracy": {rep: statistics.fmean(x["accuracy"] for x in v) for rep, v in spatial.items()} or None,
+        "spatial_accuracy_std": {rep: statistics.stdev([x["accuracy"] for x in v]) if len(v) > 1 else 0.0
+                                 for rep, v in spatial.items()} or None,
+        "timings_s": {f"run{i}/{k}": v for i, r in enumerate(runs) for k, v in r.get("timings_s", {}).items()},
+        "timings_contended": True,
+    })  # fmt: skip
+    return out
+
+
 def _query_ms_first_and_cached(scene: LanguageScene, cameras: Cameras, size: int, repeats: int) -> dict:
     """Median ms of a first relevancy query on a view (render + features + relevancy) and of a
     second query with another text on the same view (the render is cached: relevancy only)."""
@@ -215,9 +288,12 @@ def main(argv=None) -> int:
     p.add_argument("--recon-seconds", type=float, default=150.0)
     p.add_argument("--steps", type=int, default=LanguageFieldConfig.steps, help="language-field steps of the first fit")
     p.add_argument("--cse-rounds", type=int, default=None)
-    p.add_argument("--ablations", choices=("basic", "full"), default="basic",
+    p.add_argument("--ablations", choices=tuple(ABLATION_SETS), default="basic",
                    help="'basic': field, field+rsr(+cse) (OV-NeRF), field+mask-pool(+render-refresh) (langfield's); "
-                        "'full' adds the refresh-only variants field+cse and field+render-refresh")  # fmt: skip
+                        "'paper': field and OV-NeRF's field+rsr, field+cse, field+rsr+cse only; "
+                        "'full': every variant")  # fmt: skip
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated variants to fit (overrides --ablations): {', '.join(VARIANTS)}")
     p.add_argument("--masks", default="auto", choices=("auto", "sam", "superpixels"))
     p.add_argument("--kdraw", type=int, default=8, help="teacher draws averaged per view by the teacher-kdraw baseline (simulated teachers)")
     p.add_argument("--query-size", type=int, default=200)
@@ -227,7 +303,19 @@ def main(argv=None) -> int:
                    help="comma-separated seeds: each seeds the teacher's draws (per-view and persistent) and the language "
                         "field; the reconstruction is trained once, with the first seed")  # fmt: skip
     p.add_argument("--out", required=True)
+    p.add_argument("--merge", nargs="+", default=None, metavar="RUN_JSON",
+                   help="combine result files of the same setting over disjoint seeds into --out (nothing is trained)")
     args = p.parse_args(argv)
+    if args.merge is not None:
+        runs = []
+        for path in args.merge:
+            try:
+                runs.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as e:
+                print(f"error: --merge: cannot read {path}: {e}", file=sys.stderr)
+                return 2
+        atomic_write_json(merge_runs(runs), args.out)
+        return 0
     seeds = _parse_seeds(args.seeds)
     if args.kdraw < 1:
         raise SystemExit(f"--kdraw must be >= 1, got {args.kdraw}")
@@ -259,7 +347,7 @@ def main(argv=None) -> int:
     base = dataclasses.replace(base, masks=dataclasses.replace(base.masks, method=args.masks))
     if args.cse_rounds is not None:
         base = dataclasses.replace(base, cse=dataclasses.replace(base.cse, rounds=args.cse_rounds))
-    variants = FULL_VARIANTS if args.ablations == "full" else BASIC_VARIANTS
+    variants = _select_variants(args.ablations, args.variants)
 
     # Reconstructions: trained once (first seed), shared by every seed's language fields.
     reps = [r.strip() for r in args.representations.split(",") if r.strip()]
@@ -303,7 +391,7 @@ def main(argv=None) -> int:
                 feats = _field_features(lt, ev.cameras)
 
                 def on_phase(trainer, phase, feats=feats, name=name, rep=rep):
-                    if name in PHASE0_NAMES and phase == 0:
+                    if name in PHASE0_NAMES and PHASE0_NAMES[name] not in variants and phase == 0:
                         per_seed.setdefault((rep, PHASE0_NAMES[name]), []).append((s, score(feats)))
 
                 lt.run(on_phase_end=on_phase)

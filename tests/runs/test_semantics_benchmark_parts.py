@@ -100,3 +100,64 @@ def test_query_timing_runs_first_and_cached_queries(bench, tiny_ngp_language_run
     q = bench._query_ms_first_and_cached(scene, scene.dataset.split("test").cameras, 16, 1)
     assert set(q) == {"first", "cached"} and q["first"] > 0 and q["cached"] > 0
     assert len(scene._renders) == 1  # the second query reused the first one's render
+
+
+def test_variant_selection_by_ablation_set_or_explicit_list(bench):
+    assert bench._select_variants("paper", None) == ("field", "field+rsr+cse", "field+cse")
+    assert "field+mask-pool+render-refresh" in bench._select_variants("basic", None)
+    assert set(bench._select_variants("full", None)) >= set(bench._select_variants("basic", None))
+    assert bench._select_variants("basic", " field+cse, field ,field+cse") == ("field+cse", "field")
+    with pytest.raises(SystemExit, match="--variants: unknown field\\+magic"):
+        bench._select_variants("basic", "field,field+magic")
+    with pytest.raises(SystemExit, match="--variants: no variant given"):
+        bench._select_variants("basic", " , ")
+
+
+def _run(seed: int, miou: float, spatial_acc: float, **changes) -> dict:
+    row = lambda variant, m: {"representation": "ngp", "variant": variant, "per_class_iou_first_seed": [m],
+                              "per_seed": [{"seed": seed, "miou": m, "boundary_f": m / 2}]}  # fmt: skip
+    run = {"benchmark": "semantics", "teacher": "simulated-persistent[x]", "data": "procedural", "labels": ["a", "b"],
+           "split": "test", "resolution": [64, 64], "train_views": 100, "eval_views": 8, "recon_seconds": 150.0,
+           "language_steps": 1000, "variants": {"field": {}}, "seeds": [seed],
+           "results": [{**row("teacher", miou - 0.1)}, {**row("teacher-kdraw", miou - 0.05), "draws": 8}, row("field", miou)],
+           "spatial": {"ngp": [{"accuracy": spatial_acc, "variant": "field"}]}, "timings_s": {"masks": 1.0},
+           "query_ms_first": {"ngp": 900.0}}  # fmt: skip
+    run.update(changes)
+    return run
+
+
+def test_merge_reaggregates_rows_over_the_seeds_of_every_run(bench):
+    merged = bench.merge_runs([_run(0, 0.5, 1.0), _run(1, 0.7, 0.8), _run(2, 0.9, 0.9)])
+    assert merged["seeds"] == [0, 1, 2] and merged["merged_from"] == 3 and merged["timings_contended"]
+    field = next(r for r in merged["results"] if r["variant"] == "field")
+    assert field["miou"] == pytest.approx(0.7) and field["miou_std"] == pytest.approx(0.2)
+    assert field["boundary_f"] == pytest.approx(0.35) and field["num_seeds"] == 3
+    assert [p["seed"] for p in field["per_seed"]] == [0, 1, 2] and field["per_class_iou_first_seed"] == [0.5]
+    kdraw = next(r for r in merged["results"] if r["variant"] == "teacher-kdraw")
+    assert kdraw["draws"] == 8 and kdraw["miou"] == pytest.approx(0.65)
+    assert merged["spatial_accuracy"]["ngp"] == pytest.approx(0.9)
+    assert merged["spatial_accuracy_std"]["ngp"] == pytest.approx(0.1)
+    assert merged["query_ms_first"] == {"ngp": 900.0}  # the first run's (measured while the others ran)
+
+
+def test_merge_refuses_overlapping_seeds_or_different_settings(bench):
+    with pytest.raises(SystemExit, match="at least two"):
+        bench.merge_runs([_run(0, 0.5, 1.0)])
+    with pytest.raises(SystemExit, match="seed appears in two runs"):
+        bench.merge_runs([_run(0, 0.5, 1.0), _run(0, 0.6, 1.0)])
+    with pytest.raises(SystemExit, match="differ in 'split'"):
+        bench.merge_runs([_run(0, 0.5, 1.0), _run(1, 0.6, 1.0, split="val")])
+
+
+def test_merge_cli_writes_the_combined_file_and_names_an_unreadable_one(bench, tmp_path, capsys):
+    import json
+
+    paths = []
+    for s in (0, 1):
+        paths.append(tmp_path / f"s{s}.json")
+        paths[-1].write_text(json.dumps(_run(s, 0.5 + s / 10, 1.0)))
+    out = tmp_path / "merged.json"
+    assert bench.main(["--out", str(out), "--merge", *map(str, paths)]) == 0
+    assert json.loads(out.read_text())["seeds"] == [0, 1]
+    assert bench.main(["--out", str(out), "--merge", str(paths[0]), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
