@@ -235,6 +235,23 @@ def test_gaussian_language_field_renders_codes_with_background():
     assert field.gaussian_features().shape == (3, 8)
 
 
+def test_view_features_decode_in_blocks_exactly_as_one_pass(monkeypatch):
+    import langfield.language.view_geometry as vg
+
+    torch.manual_seed(0)
+    field = GaussianLanguageField(3, 8, latent_dim=2, hidden=(8,), backend="torch")
+    with torch.no_grad():
+        field.codes.copy_(torch.randn(3, 2))
+    view = _tiny_view()
+    monkeypatch.setattr(vg, "DECODE_BLOCK", 7)  # 30 pixels: four full blocks and a partial one
+    with torch.no_grad():
+        blocked = vg.render_view_features(field, view, view.height, view.width)
+        whole = torch.nn.functional.normalize(field.render(view), dim=-1)
+    assert blocked.shape == (5, 6, 8) and blocked.device.type == "cpu"
+    assert torch.allclose(blocked, whole, atol=1e-6)
+    assert torch.allclose(blocked.norm(dim=-1), torch.ones(5, 6), atol=1e-5)
+
+
 def test_gaussian_language_field_size_mismatch():
     field = GaussianLanguageField(4, 8, latent_dim=2, hidden=(8,))
     with pytest.raises(ValueError, match="Gaussians"):
