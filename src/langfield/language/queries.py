@@ -94,9 +94,16 @@ def _check_temperature(temperature: float) -> float:
 
 
 def _chunked_cosines(features: Tensor, texts: Tensor, fn) -> list:
-    """Apply ``fn(cos [n, T])`` to row chunks of ``features [N, E]`` against unit ``texts [T, E]``."""
+    """Apply ``fn(cos [n, T])`` to row chunks of ``features [N, E]`` against unit ``texts [T, E]``.
+
+    The dot products are divided by the feature norms afterwards (``[n, T]``, not ``[n, E]``): the
+    same cosines as normalising the features first, without writing a normalised copy of them."""
     chunk = max(1, _CHUNK_ELEMENTS // features.shape[-1])
-    return [fn(_unit(features[i : i + chunk]) @ texts.T) for i in range(0, features.shape[0], chunk)]
+    out = []
+    for i in range(0, features.shape[0], chunk):
+        part = features[i : i + chunk].float()
+        out.append(fn((part @ texts.T) / part.norm(dim=-1, keepdim=True).clamp_min(_EPS)))
+    return out
 
 
 # ----------------------------------------------------------------------------- relevancy
