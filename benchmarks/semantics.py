@@ -199,6 +199,14 @@ def _aggregate(representation: str, variant: str, per_seed) -> dict:
     return row
 
 
+def _spatial_summary(spatial: dict) -> dict:
+    """``spatial_accuracy`` (mean over seeds) and ``spatial_accuracy_std`` (sample std) per
+    representation from ``{rep: [one spatial score dict per seed]}``; ``None`` when empty."""
+    acc = {rep: [x["accuracy"] for x in v] for rep, v in spatial.items()}
+    return {"spatial_accuracy": {rep: statistics.fmean(a) for rep, a in acc.items()} or None,
+            "spatial_accuracy_std": {rep: statistics.stdev(a) if len(a) > 1 else 0.0 for rep, a in acc.items()} or None}  # fmt: skip
+
+
 #: Top-level fields that must agree between the runs ``--merge`` combines.
 MERGE_SAME_KEYS = ("benchmark", "teacher", "data", "labels", "split", "resolution", "train_views", "eval_views",
                    "recon_seconds", "language_steps", "variants")  # fmt: skip
@@ -227,7 +235,7 @@ def merge_runs(runs: list) -> dict:
     for r in runs:
         for row in r["results"]:
             key = (row["representation"], row["variant"])
-            rows.setdefault(key, {"extra": {k: v for k, v in row.items() if k == "draws"}, "per_seed": []})
+            rows.setdefault(key, {"extra": {"draws": row["draws"]} if "draws" in row else {}, "per_seed": []})
             for ps in row["per_seed"]:
                 scores = {k: v for k, v in ps.items() if k != "seed"}
                 if not rows[key]["per_seed"]:
@@ -243,9 +251,7 @@ def merge_runs(runs: list) -> dict:
     out.update({
         "seeds": sorted(seeds), "results": results, "merged_from": len(runs),
         "spatial": spatial or first.get("spatial"),
-        "spatial_accuracy": {rep: statistics.fmean(x["accuracy"] for x in v) for rep, v in spatial.items()} or None,
-        "spatial_accuracy_std": {rep: statistics.stdev([x["accuracy"] for x in v]) if len(v) > 1 else 0.0
-                                 for rep, v in spatial.items()} or None,
+        **_spatial_summary(spatial),
         "timings_s": {f"run{i}/{k}": v for i, r in enumerate(runs) for k, v in r.get("timings_s", {}).items()},
         "timings_contended": True,
     })  # fmt: skip
@@ -421,7 +427,6 @@ def main(argv=None) -> int:
         for key, rows in per_seed.items():
             if isinstance(key, tuple) and key[0] == rep:
                 results.append(_aggregate(rep, key[1], rows))
-    spatial_acc = {rep: statistics.fmean(x["accuracy"] for x in v) for rep, v in spatial.items()}
     out = {
         "benchmark": "semantics",
         "teacher": teacher.name,
@@ -443,9 +448,7 @@ def main(argv=None) -> int:
         "open_vocab_queries": {k: paraphrase_set(labels, k) for k in range(NUM_PARAPHRASES)},
         "distractor_queries": list(DISTRACTOR_QUERIES),
         "results": results,
-        "spatial_accuracy": spatial_acc or None,
-        "spatial_accuracy_std": {rep: statistics.stdev([x["accuracy"] for x in v]) if len(v) > 1 else 0.0
-                                 for rep, v in spatial.items()} or None,  # fmt: skip
+        **_spatial_summary(spatial),
         "spatial": spatial or "not scored: ground-truth objects are known for the procedural scene only",
         "query_ms": query_ms,
         "query_ms_first": query_first,
@@ -457,7 +460,7 @@ def main(argv=None) -> int:
     }  # fmt: skip
     atomic_write_json(out, args.out)
     keys = ("representation", "variant", "miou", "miou_std", "boundary_f", "loc_balanced_acc", "miou_open_vocab")
-    print(json.dumps({"results": [{k: r.get(k) for k in keys} for r in results], "spatial_accuracy": spatial_acc,
+    print(json.dumps({"results": [{k: r.get(k) for k in keys} for r in results], "spatial_accuracy": out["spatial_accuracy"],
                       "query_ms": query_ms}, indent=1))  # fmt: skip
     return 0
 

