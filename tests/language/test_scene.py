@@ -78,9 +78,11 @@ def test_query_stems_are_unique_per_text():
 def test_renders_are_cached_per_exact_camera(ngp_scene, monkeypatch):
     cams = ngp_scene.dataset.split("test").cameras
     ngp_scene.clear_render_cache()
+    import langfield.language.scene as scene_module
+
     calls = []
-    original = ngp_scene.method.render_camera
-    monkeypatch.setattr(ngp_scene.method, "render_camera", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = scene_module.render_view
+    monkeypatch.setattr(scene_module, "render_view", lambda *a, **k: calls.append(1) or original(*a, **k))
     rel_a, view_a = ngp_scene.relevancy("sphere", cams, 0)
     rel_b, view_b = ngp_scene.relevancy("box", cams, 0)  # same view: only the relevancy is new
     assert len(calls) == 1 and view_b is view_a and not torch.equal(rel_a, rel_b)

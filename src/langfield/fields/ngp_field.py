@@ -102,6 +102,35 @@ class NGPField(nn.Module):
         sh = sh_basis(directions, self.config.sh_degree)
         return self.color_net(torch.cat([geo_features, sh.to(geo_features.dtype)], dim=-1))
 
+    def color_of_rays(self, geo_features: Tensor, ray_directions: Tensor, ray_indices: Tensor) -> Tensor:
+        """:meth:`color` of packed samples, with the view direction taken once per ray.
+
+        The first colour layer is split, ``W [geo; sh] = W_geo geo + W_sh sh``: the direction half
+        (spherical harmonics and their product with ``W_sh``) is computed for the ``R`` rays and
+        gathered, instead of for every sample. Equal to
+        ``color(geo_features, ray_directions[ray_indices])`` up to float rounding.
+
+        Args:
+            geo_features: ``[N, G]``; ray_directions: unit ``[R, 3]``; ray_indices: ``[N]`` int64.
+
+        Returns:
+            ``rgb [N, 3]``.
+        """
+        net = self.color_net
+        if not net.hidden or net.skips:  # no first hidden layer to split: the plain path
+            return self.color(geo_features, ray_directions[ray_indices])
+        first = net.hidden[0]
+        g = geo_features.shape[-1]
+        sh = sh_basis(ray_directions, self.config.sh_degree).to(geo_features.dtype)
+        per_ray = sh @ first.weight[:, g:].T
+        if first.bias is not None:
+            per_ray = per_ray + first.bias
+        h = net.activation(torch.addmm(per_ray[ray_indices], geo_features, first.weight[:, :g].T))
+        for layer in net.hidden[1:]:
+            h = net.activation(layer(h))
+        out = net.output(h)
+        return net.out_activation(out) if net.out_activation is not None else out
+
     def forward(self, points: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
         """``(rgb [N, 3], sigmas [N])``."""
         sigmas, feats = self.density_and_features(points)

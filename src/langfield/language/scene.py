@@ -47,7 +47,7 @@ from langfield.language.queries import (
 )
 from langfield.language.spatial import SpatialAnswer, SpatialQuestion, ask_scene
 from langfield.language.teachers.base import DenseTeacher, check_text_queries
-from langfield.language.view_geometry import check_language_method, render_view_features, view_geometry
+from langfield.language.view_geometry import check_language_method, render_view, render_view_features
 from langfield.methods.base import SceneMethod
 from langfield.types import Cameras, RenderOutput
 
@@ -140,9 +140,8 @@ class LanguageScene:
             self._renders.move_to_end(key)
             return self._renders[key]
         bg = self.dataset.eval_background()
-        out = self.method.render_camera(cameras[index], bg, output_device="cpu")
+        out, geometry = render_view(self.method, cameras, index, bg, self.top_k)
         h, w = int(cameras.heights[index]), int(cameras.widths[index])
-        geometry = view_geometry(self.method, cameras, index, self.top_k)
         view = LanguageRender(out, render_view_features(self.field, geometry, h, w))
         if key is not None:
             self._renders[key] = view

@@ -10,18 +10,21 @@
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from langfield.fields.language_fields import LanguageField, RayWeights, SplatView, top_k_ray_weights
 from langfield.geometry.rays import rays_from_camera
-from langfield.methods.base import Method, RayMethod
+from langfield.methods.base import Method, RayMethod, check_background, evaluation_mode
 from langfield.methods.capabilities import SharesRayWeights, SplatsGaussians
-from langfield.types import Cameras
+from langfield.types import Cameras, Rays, RenderOutput
 
-__all__ = ["ViewGeometry", "check_language_method", "ngp_view_weights", "render_view_features", "view_geometry"]
+__all__ = [
+    "ViewGeometry", "check_language_method", "ngp_view_render", "ngp_view_weights", "render_view", "render_view_features",
+    "view_geometry",
+]  # fmt: skip
 
 ViewGeometry = Union[RayWeights, SplatView]
 
@@ -38,27 +41,72 @@ def check_language_method(method: Method) -> str:
     )
 
 
+def _view_rays(method: SharesRayWeights, cameras: Cameras, index: int) -> tuple[Rays, Rays, Optional[float]]:
+    """``(world rays [H*W], rays in the method's space [H*W], pixel angle or None in NDC)`` of camera ``index``.
+
+    Pixel angle: one pixel over the focal length (radius of the pixel cone per unit distance); in
+    NDC the cone radius comes per ray from the NDC rays' radii (Mip-NeRF radii are pixel * 2 / sqrt(12))."""
+    ndc = method.ndc if isinstance(method, RayMethod) else None
+    world = rays_from_camera(cameras, index, method.near, method.far).flatten()
+    rays = world if ndc is None else ndc.rays(world)
+    pixel_angle = None if ndc is not None else 1.0 / float(torch.sqrt(cameras.Ks[index, 0, 0] * cameras.Ks[index, 1, 1]))
+    return world, rays, pixel_angle
+
+
+def _ray_weights(rays: Rays, pos: Tensor, w: Tensor, ridx: Tensor, k: int, pixel_angle: Optional[float]) -> RayWeights:
+    """Top-``k`` :class:`RayWeights` of ``[R]`` rays from their packed samples, with pixel footprints."""
+    rw = top_k_ray_weights(pos, w, ridx, len(rays), k)
+    dist = (rw.positions - rays.origins[:, None, :]).norm(dim=-1)
+    angle = rays.radii * (math.sqrt(12.0) / 2.0) if pixel_angle is None else pixel_angle
+    return RayWeights(rw.positions, rw.weights, rw.accumulation, dist * angle)
+
+
 @torch.no_grad()
 def ngp_view_weights(method: SharesRayWeights, cameras: Cameras, index: int, k: int = 8, chunk: int = 16384) -> RayWeights:
-    """Frozen-geometry :class:`RayWeights` of every pixel of camera ``index`` (row-major ``H*W``)."""
+    """Frozen-geometry :class:`RayWeights` of every pixel of camera ``index`` (row-major ``H*W``),
+    marched by density alone (no colour head)."""
     device = method.field_bounds().device
-    ndc = method.ndc if isinstance(method, RayMethod) else None
-    if ndc is None:
-        rays = rays_from_camera(cameras, index, method.near, method.far).flatten()
-    else:  # the method's samples live in NDC: march the same NDC rays it renders with
-        rays = method.camera_rays(cameras, index).flatten()
-    # Pixel angle: one pixel over the focal length (radius of the pixel cone per unit distance);
-    # in NDC, the NDC cone radius per unit distance (Mip-NeRF radii are pixel * 2 / sqrt(12)).
-    pixel_angle = 1.0 / float(torch.sqrt(cameras.Ks[index, 0, 0] * cameras.Ks[index, 1, 1]))
+    _, rays, pixel_angle = _view_rays(method, cameras, index)
     parts = []
     for start in range(0, len(rays), chunk):
         sub = rays[start : start + chunk].to(device)
-        pos, w, ridx = method.sample_weights(sub)
-        rw = top_k_ray_weights(pos, w, ridx, len(sub), k)
-        dist = (rw.positions - sub.origins[:, None, :]).norm(dim=-1)
-        angle = pixel_angle if ndc is None else sub.radii * (math.sqrt(12.0) / 2.0)
-        parts.append(RayWeights(rw.positions, rw.weights, rw.accumulation, dist * angle))
+        parts.append(_ray_weights(sub, *method.sample_weights(sub), k, pixel_angle))
     return RayWeights.cat(parts)
+
+
+@torch.no_grad()
+def ngp_view_render(
+    method: SharesRayWeights, cameras: Cameras, index: int, background: Tensor, k: int = 8, chunk: int = 16384
+) -> tuple[RenderOutput, RayWeights]:
+    """Colour/depth render ``[H, W, *]`` (CPU, depth in world units) and :class:`RayWeights` of
+    camera ``index`` from ONE march: the features are composited with the colour's own weights
+    and the field is evaluated once (two separate passes cost twice the marching)."""
+    device = method.field_bounds().device
+    world, rays, pixel_angle = _view_rays(method, cameras, index)
+    h, w = int(cameras.heights[index]), int(cameras.widths[index])
+    bg = check_background(background).to(device)
+    renders, weights = [], []
+    with evaluation_mode(method):
+        for start in range(0, len(rays), chunk):
+            sub = rays[start : start + chunk].to(device)
+            out, pos, wts, ridx = method.render_rays_with_weights(sub, bg.expand(len(sub), 3))
+            if isinstance(method, RayMethod):
+                out = method.to_world_output(out, world[start : start + chunk].to(device))
+            renders.append(out.to("cpu"))
+            weights.append(_ray_weights(sub, pos, wts, ridx, k, pixel_angle))
+    return RenderOutput.cat(renders).reshape(h, w), RayWeights.cat(weights)
+
+
+@torch.no_grad()
+def render_view(
+    method: Method, cameras: Cameras, index: int, background: Tensor, top_k: int = 8
+) -> tuple[RenderOutput, ViewGeometry]:
+    """``(colour/depth/accumulation [H, W, *] on the CPU, frozen geometry)`` of camera ``index``:
+    what a language query needs, with Instant-NGP's colour and weights from one march."""
+    if check_language_method(method) == "gaussians":
+        out = method.render_camera(cameras[index], background, output_device="cpu")
+        return out, method.project_view(cameras[index])
+    return ngp_view_render(method, cameras, index, background, top_k)
 
 
 @torch.no_grad()

@@ -276,6 +276,18 @@ class RayMethod(SceneMethod):
         rays = rays_from_camera(cameras, index, self.near, self.far)
         return rays if self.ndc is None else self.ndc.rays(rays)
 
+    def to_world_output(self, out: RenderOutput, world_rays: Rays) -> RenderOutput:
+        """``out`` rendered along rays of the method's space, with NDC depth and normals brought back
+        to the world frame of ``world_rays`` (the same ``[R]`` rays before the NDC conversion);
+        unchanged for world rays."""
+        if self.ndc is None:
+            return out
+        depth = self.ndc.world_distance(out.depth, world_rays)
+        normals = out.normals
+        if normals is not None:
+            normals = self.ndc.world_normals(normals, world_rays, depth).to(normals.dtype)
+        return dataclasses.replace(out, depth=depth.to(out.depth.dtype), normals=normals)
+
     def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
         if not (dataset.ndc is None and self.ndc is None) and not (dataset.ndc is not None and dataset.ndc.matches(self.ndc)):
             raise ValueError(
@@ -348,12 +360,6 @@ class RayMethod(SceneMethod):
                 out = self.render_rays(sub, bg.expand(len(sub), 3), with_normals=with_normals, keep=keep)
                 if not isinstance(out, RenderOutput):
                     raise TypeError(f"{type(self).__name__}.render_rays must return a RenderOutput, got {type(out).__name__}")
-                if self.ndc is not None:
-                    sub_world = world[start : start + chunk].to(device)
-                    depth = self.ndc.world_distance(out.depth, sub_world)
-                    normals = out.normals
-                    if normals is not None:
-                        normals = self.ndc.world_normals(normals, sub_world, depth).to(normals.dtype)
-                    out = dataclasses.replace(out, depth=depth.to(out.depth.dtype), normals=normals)
+                out = self.to_world_output(out, world[start : start + chunk].to(device))
                 parts.append(out if output_device is None else out.to(output_device))
         return RenderOutput.cat(parts).reshape(height, width)

@@ -21,7 +21,7 @@ from torch import Tensor
 from langfield.fields.gaussian_cloud import GaussianCloud
 from langfield.fields.language_fields import SplatView
 from langfield.ops.splatting import SplatSettings
-from langfield.types import Cameras, Rays
+from langfield.types import Cameras, Rays, RenderOutput
 
 __all__ = ["SharesRayWeights", "SplatsGaussians"]
 
@@ -35,6 +35,15 @@ class SharesRayWeights(abc.ABC):
 
         Returns:
             ``(positions [N, 3], weights [N], ray_indices [N])`` packed samples, sorted by ray.
+        """
+
+    @abc.abstractmethod
+    def render_rays_with_weights(self, rays: Rays, background: Tensor) -> Tuple[RenderOutput, Tensor, Tensor, Tensor]:
+        """The evaluation render of ``[R]`` rays and the weights it composited with, from one pass
+        (a language query shows the colour and renders features with the same weights).
+
+        Returns:
+            ``(render [R, *], positions [N, 3], weights [N], ray_indices [N])``, samples sorted by ray.
         """
 
     @abc.abstractmethod

@@ -248,10 +248,9 @@ class NGP(RayMethod, SharesRayWeights):
 
         def rgb_sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tuple[Tensor, Tensor]:
             t_mid = 0.5 * (t_starts + t_ends)
-            dirs = directions[ray_indices]
-            pts = origins[ray_indices] + dirs * t_mid[:, None]
-            rgb, sigmas = self.field(pts, dirs)
-            return rgb, sigmas
+            pts = origins[ray_indices] + directions[ray_indices] * t_mid[:, None]
+            sigmas, feats = self.field.density_and_features(pts)
+            return self.field.color_of_rays(feats, directions, ray_indices), sigmas
 
         def normals_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
             t_mid = 0.5 * (t_starts + t_ends)
@@ -314,6 +313,22 @@ class NGP(RayMethod, SharesRayWeights):
             if keep is not None:
                 raise ValueError("NGP.render_rays: keep= and with_normals=True cannot be combined")
             return self.outputs(rays, background, with_normals=True).render
+        return self._evaluation_pass(rays, background, keep)[0]
+
+    @torch.no_grad()
+    def render_rays_with_weights(self, rays: Rays, background: Tensor) -> Tuple[RenderOutput, Tensor, Tensor, Tensor]:
+        """:meth:`render_rays` and the compositing weights it used, from one march and one field pass
+        (a language query needs both; :meth:`sample_weights` alone skips the colour head).
+
+        Returns:
+            ``(render [R, *], positions [N, 3], weights [N], ray_indices [N])``, samples sorted by ray.
+        """
+        return self._evaluation_pass(rays, background, None)
+
+    def _evaluation_pass(
+        self, rays: Rays, background: Tensor, keep: Optional[SampleFilter]
+    ) -> Tuple[RenderOutput, Tensor, Tensor, Tensor]:
+        """One march, one density+feature pass, the colour head on the kept samples only."""
         samples = self._march(rays, jitter=False)
         pts = samples.positions(rays.origins, rays.directions)
         sigmas, feats = self.field.density_and_features(pts)
@@ -321,8 +336,8 @@ class NGP(RayMethod, SharesRayWeights):
             sigmas = self._apply_sample_filter(samples, pts, sigmas, keep)
         keep_mask = self._keep_mask(samples, sigmas, skip_transparent=True)
         kept = samples.select(keep_mask)
-        rgb = self.field.color(feats[keep_mask], rays.directions[kept.ray_indices])
-        render, _ = render_rays(
+        rgb = self.field.color_of_rays(feats[keep_mask], rays.directions, kept.ray_indices)
+        render, aux = render_rays(
             kept.t_starts,
             kept.t_ends,
             lambda *_: (rgb, sigmas[keep_mask]),
@@ -330,7 +345,7 @@ class NGP(RayMethod, SharesRayWeights):
             num_rays=kept.num_rays,
             background=background,
         )
-        return render
+        return render, pts[keep_mask], aux.weights, kept.ray_indices
 
     def _apply_sample_filter(self, samples: PackedSamples, pts: Tensor, sigmas: Tensor, keep: SampleFilter) -> Tensor:
         """``sigmas`` with the samples that ``keep`` rejects set to zero (only visible samples are asked)."""
