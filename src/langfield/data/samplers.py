@@ -38,10 +38,11 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.data.ray_space import check_cameras_in_ndc
@@ -312,13 +313,17 @@ class ImageSampler(Sampler):
         background: ``"white" | "black" | "random"``.
         seed: non-negative base seed.
         device: where batches live.
+        downscale: ``None``, or a callable asked at every step for an integer factor ``d >= 1``:
+            the step's image is then area-averaged to ``floor(H / d) x floor(W / d)`` and its
+            camera rescaled to match (:meth:`~langfield.types.Cameras.rescaled`), for coarse-to-fine
+            schedules (:attr:`~langfield.methods.gaussians.GaussiansConfig.num_downscales`).
 
     Attributes:
-        num_rays: pixels per step (``H * W``), reported as rays by the trainer.
+        num_rays: pixels per step (``H * W`` at full resolution), reported as rays by the trainer.
     """
 
     def __init__(self, image_set: ImageSet, *, background: str = "white", seed: int = 0,
-                 device: Union[str, torch.device] = "cpu") -> None:
+                 device: Union[str, torch.device] = "cpu", downscale: Optional[Callable[[], int]] = None) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         if seed < 0:
@@ -340,6 +345,9 @@ class ImageSampler(Sampler):
         self._fixed_bg = None if fixed is None else torch.full((3,), fixed, device=self.device)
         self._perm_epoch = -1
         self._perm = None
+        if downscale is not None and not callable(downscale):
+            raise TypeError(f"downscale must be a callable returning an int factor, got {type(downscale).__name__}")
+        self._downscale = downscale
 
     def index_at(self, step: int) -> int:
         """Training-image index used at ``step``."""
@@ -360,7 +368,15 @@ class ImageSampler(Sampler):
         if self._alphas is not None:
             a = self._alphas[index].float() / 255.0
             rgb = rgb * a + bg * (1.0 - a)
-        return ImageBatch(cameras=self._cameras[index], rgb=rgb, background=bg, index=index)
+        cameras = self._cameras[index]
+        factor = 1 if self._downscale is None else self._downscale()
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"ImageSampler: downscale() must return an int >= 1, got {factor!r}")
+        if factor > 1:
+            cameras = cameras.rescaled(factor)
+            size = (int(cameras.heights[0]), int(cameras.widths[0]))
+            rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
+        return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"seed": self.seed}

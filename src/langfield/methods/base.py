@@ -191,6 +191,12 @@ class Method(nn.Module):
         roughly constant as empty space is skipped (Müller et al. 2022, Sec. 5.1)."""
         return None
 
+    def set_training_progress(self, progress: float) -> None:
+        """Called by the trainer before each step (before :meth:`before_train_step`) with the
+        training progress in ``[0, 1]``: the larger of the step and the time-budget fractions (the
+        step fraction alone under DDP), the same quantity the LR schedules follow. Schedules that
+        must fit a wall-clock budget read it; default does nothing."""
+
     def before_train_step(self, step: int) -> None:
         """Hook called before each training step (no gradients); default does nothing."""
 

@@ -561,6 +561,7 @@ class Trainer:
 
     def _train_step(self, step: int) -> Tuple[Dict[str, Tensor], Any, Any]:
         with torch.no_grad():
+            self.method.set_training_progress(self._progress(step))
             self.method.before_train_step(step)
         batch = self.sampler.sample(step)
         for opt in self.optimizers:
