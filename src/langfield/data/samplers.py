@@ -319,7 +319,7 @@ class ImageSampler(Sampler):
             schedules (:attr:`~langfield.methods.gaussians.GaussiansConfig.num_downscales`).
 
     Attributes:
-        num_rays: pixels per step (``H * W`` at full resolution), reported as rays by the trainer.
+        num_rays: pixels of the last step's image (``H * W``, as downscaled), reported as rays by the trainer.
     """
 
     def __init__(self, image_set: ImageSet, *, background: str = "white", seed: int = 0,
@@ -376,6 +376,7 @@ class ImageSampler(Sampler):
             cameras = cameras.rescaled(factor)
             size = (int(cameras.heights[0]), int(cameras.widths[0]))
             rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
+        self.num_rays = int(rgb.shape[0]) * int(rgb.shape[1])
         return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index)
 
     def state_dict(self) -> Dict[str, Any]:

@@ -34,6 +34,7 @@ def test_sampler_area_averages_the_image_and_rescales_its_camera(tiny_scene):
     factor["d"] = 4
     small = sampler.sample(5)  # same image: the permutation depends on (seed, epoch) only
     assert small.index == full.index and small.rgb.shape == (4, 4, 3)
+    assert sampler.num_rays == 16  # the trainer's rays/s counts the pixels actually rendered
     blocks = full.rgb.reshape(4, 4, 4, 4, 3).mean(dim=(1, 3))  # 4x4 blocks of the 16x16 image
     torch.testing.assert_close(small.rgb, blocks)
     cam, cam_full = small.cameras, full.cameras
