@@ -325,27 +325,34 @@ class NGP(RayMethod, SharesRayWeights):
         """
         return self._evaluation_pass(rays, background, None)
 
-    def _evaluation_pass(
-        self, rays: Rays, background: Tensor, keep: Optional[SampleFilter]
-    ) -> Tuple[RenderOutput, Tensor, Tensor, Tensor]:
-        """One march, one density+feature pass, the colour head on the kept samples only."""
+    def _visible_samples(
+        self, rays: Rays, keep: Optional[SampleFilter] = None
+    ) -> Tuple[PackedSamples, Tensor, Tensor, Tensor]:
+        """The evaluation march of ``[R]`` rays after ``keep``, early termination and empty-sample
+        skipping: ``(samples, positions [N, 3], sigmas [N], geo_features [N, G])`` of the kept ones."""
         samples = self._march(rays, jitter=False)
         pts = samples.positions(rays.origins, rays.directions)
         sigmas, feats = self.field.density_and_features(pts)
         if keep is not None and len(samples) > 0:
             sigmas = self._apply_sample_filter(samples, pts, sigmas, keep)
-        keep_mask = self._keep_mask(samples, sigmas, skip_transparent=True)
-        kept = samples.select(keep_mask)
-        rgb = self.field.color_of_rays(feats[keep_mask], rays.directions, kept.ray_indices)
+        mask = self._keep_mask(samples, sigmas, skip_transparent=True)
+        return samples.select(mask), pts[mask], sigmas[mask], feats[mask]
+
+    def _evaluation_pass(
+        self, rays: Rays, background: Tensor, keep: Optional[SampleFilter]
+    ) -> Tuple[RenderOutput, Tensor, Tensor, Tensor]:
+        """One march, one density+feature pass, the colour head on the kept samples only."""
+        kept, pts, sigmas, feats = self._visible_samples(rays, keep)
+        rgb = self.field.color_of_rays(feats, rays.directions, kept.ray_indices)
         render, aux = render_rays(
             kept.t_starts,
             kept.t_ends,
-            lambda *_: (rgb, sigmas[keep_mask]),
+            lambda *_: (rgb, sigmas),
             ray_indices=kept.ray_indices,
             num_rays=kept.num_rays,
             background=background,
         )
-        return render, pts[keep_mask], aux.weights, kept.ray_indices
+        return render, pts, aux.weights, kept.ray_indices
 
     def _apply_sample_filter(self, samples: PackedSamples, pts: Tensor, sigmas: Tensor, keep: SampleFilter) -> Tensor:
         """``sigmas`` with the samples that ``keep`` rejects set to zero (only visible samples are asked)."""
@@ -370,15 +377,11 @@ class NGP(RayMethod, SharesRayWeights):
         Returns:
             ``(positions [N, 3], weights [N], ray_indices [N])`` packed samples, sorted by ray.
         """
-        samples = self._march(rays, jitter=False)
-        pts = samples.positions(rays.origins, rays.directions)
-        sigmas = self.field.density(pts)
-        keep = self._keep_mask(samples, sigmas, skip_transparent=True)
-        kept = samples.select(keep)
+        kept, pts, sigmas, _ = self._visible_samples(rays)
         weights, _, _ = render_weights_from_density(
-            kept.t_starts, kept.t_ends, sigmas[keep], ray_indices=kept.ray_indices, num_rays=kept.num_rays
+            kept.t_starts, kept.t_ends, sigmas, ray_indices=kept.ray_indices, num_rays=kept.num_rays
         )
-        return pts[keep], weights, kept.ray_indices
+        return pts, weights, kept.ray_indices
 
     def field_bounds(self) -> Tensor:
         return self.aabb
