@@ -106,10 +106,17 @@ def gaussian_kernel1d(window_size: int = 11, sigma: float = 1.5, dtype=torch.flo
 
 
 def _filter_valid(x: Tensor, kernel: Tensor) -> Tensor:
-    """Separable 'valid' Gaussian blur of ``x [N, 1, H, W]`` -> ``[N, 1, H-k+1, W-k+1]``."""
-    k = kernel.numel()
-    x = F.conv2d(x, kernel.view(1, 1, k, 1))
-    return F.conv2d(x, kernel.view(1, 1, 1, k))
+    """Separable 'valid' Gaussian blur of ``x [N, 1, H, W]`` -> ``[N, 1, H-k+1, W-k+1]``.
+
+    The ``N`` maps are filtered as the channels of one depthwise (``groups=N``) convolution: on
+    CPU, oneDNN's kernels for ``N`` single-channel images are ~10x slower forward and ~50x slower
+    backward (a 798x531 3DGS D-SSIM step: 0.35 s + 1.4-1.9 s against 0.03 s + 0.03 s).
+    """
+    n, k = x.shape[0], kernel.numel()
+    x = x.reshape(1, n, x.shape[-2], x.shape[-1])
+    x = F.conv2d(x, kernel.view(1, 1, k, 1).expand(n, 1, k, 1), groups=n)
+    x = F.conv2d(x, kernel.view(1, 1, 1, k).expand(n, 1, 1, k), groups=n)
+    return x.reshape(n, 1, x.shape[-2], x.shape[-1])
 
 
 def ssim(
