@@ -334,3 +334,23 @@ def test_load_lpips_corrupt_file(tmp_path):
     torch.save({"backbone.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="lpips_alex.pth"):
         load_lpips(bad)
+
+
+def test_separable_filter_equals_the_2d_kernel_values_and_gradients():
+    """The depthwise separable filter equals one 2-D cross-correlation with the outer product of
+    two different, asymmetric 1-D kernels (a transposed or flipped kernel would fail)."""
+    from langfield.eval.metrics import separable_filter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    kv = torch.tensor([0.1, 0.5, 0.2], dtype=torch.float64)
+    kh = torch.tensor([0.3, -0.2, 0.6, 0.05, 0.25], dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x, (kv[:, None] * kh[None, :])[None, None])
+    out = separable_filter(x, kv, kh)
+    assert out.shape == (4, 1, 7, 7)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    w = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    (ga,) = torch.autograd.grad((out * w).sum(), x)
+    (gb,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: separable_filter(t, kv, kh), (x[:2, :, :5, :6].detach().requires_grad_(),))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield._checks import InputError, check_int_range
+from langfield.eval.metrics import separable_filter
 
 __all__ = [
     "MeanStd",
@@ -358,9 +359,7 @@ def _blur(x: Tensor, gain: float = 1.0) -> Tensor:
     n, c, h, w = x.shape
     k = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device) / 16.0
     flat = F.pad(x.reshape(n * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
-    flat = F.conv2d(flat, (gain * k).view(1, 1, 5, 1))
-    flat = F.conv2d(flat, k.view(1, 1, 1, 5))
-    return flat.reshape(n, c, h, w)
+    return separable_filter(flat, gain * k, k).reshape(n, c, h, w)
 
 
 def _pyr_down(x: Tensor) -> Tensor:

@@ -105,17 +105,19 @@ def gaussian_kernel1d(window_size: int = 11, sigma: float = 1.5, dtype=torch.flo
     return (k / k.sum()).to(dtype=dtype, device=device)
 
 
-def _filter_valid(x: Tensor, kernel: Tensor) -> Tensor:
-    """Separable 'valid' Gaussian blur of ``x [N, 1, H, W]`` -> ``[N, 1, H-k+1, W-k+1]``.
+def separable_filter(x: Tensor, vertical: Tensor, horizontal: Tensor) -> Tensor:
+    """'Valid' separable filter (cross-correlation) of ``x [N, 1, H, W]`` with the 1-D kernels
+    ``vertical [kv]`` (along ``H``) then ``horizontal [kh]`` (along ``W``) -> ``[N, 1, H-kv+1, W-kh+1]``.
+    Pad ``x`` first for a 'same' result. Differentiable.
 
     The ``N`` maps are filtered as the channels of one depthwise (``groups=N``) convolution: on
     CPU, oneDNN's kernels for ``N`` single-channel images are ~10x slower forward and ~50x slower
     backward (a 798x531 3DGS D-SSIM step: 0.35 s + 1.4-1.9 s against 0.03 s + 0.03 s).
     """
-    n, k = x.shape[0], kernel.numel()
+    n, kv, kh = x.shape[0], vertical.numel(), horizontal.numel()
     x = x.reshape(1, n, x.shape[-2], x.shape[-1])
-    x = F.conv2d(x, kernel.view(1, 1, k, 1).expand(n, 1, k, 1), groups=n)
-    x = F.conv2d(x, kernel.view(1, 1, 1, k).expand(n, 1, 1, k), groups=n)
+    x = F.conv2d(x, vertical.view(1, 1, kv, 1).expand(n, 1, kv, 1), groups=n)
+    x = F.conv2d(x, horizontal.view(1, 1, 1, kh).expand(n, 1, 1, kh), groups=n)
     return x.reshape(n, 1, x.shape[-2], x.shape[-1])
 
 
@@ -198,7 +200,7 @@ def ssim(
         return x.to(dtype).permute(0, 3, 1, 2).reshape(b * c, 1, h, w)
 
     x, y = to_nchw(pred), to_nchw(target)
-    stats = _filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=0), kernel)
+    stats = separable_filter(torch.cat([x, y, x * x, y * y, x * y], dim=0), kernel, kernel)
     mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(b * c, dim=0)
     var_x = (e_xx - mu_x * mu_x).clamp_min(0.0)
     var_y = (e_yy - mu_y * mu_y).clamp_min(0.0)
