@@ -13,7 +13,7 @@ from langfield._checks import InputError
 from langfield.configs import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from langfield.fields.ngp_field import NGPFieldConfig
 from langfield.methods.base import SceneInfo
-from langfield.methods.ngp import NGP, UNBOUNDED_CONE_ANGLE, NGPConfig
+from langfield.methods.ngp import NERFACTO_DISTORTION_LOSS_MULT, NGP, UNBOUNDED_CONE_ANGLE, NGPConfig
 from langfield.ops.contraction import contract_from_box, uncontract_to_box
 from langfield.ops.hash_encoding import HashGridConfig
 from langfield.ops.occupancy import OccupancyGridConfig
@@ -104,6 +104,40 @@ def test_config_overrides_and_stored_runs():
     assert config_from_dict(NGPConfig, old).contraction == "none"
 
 
+def test_distortion_loss_weight_resolves_per_scene_and_stored_runs_keep_it_off():
+    assert NGPConfig().resolved_distortion_loss_mult("linf") == NERFACTO_DISTORTION_LOSS_MULT == 0.002
+    assert NGPConfig().resolved_distortion_loss_mult(None) == 0.0
+    assert NGPConfig(distortion_loss_mult=0.0).resolved_distortion_loss_mult("linf") == 0.0
+    assert NGPConfig(distortion_loss_mult=0.01).resolved_distortion_loss_mult(None) == 0.01
+    with pytest.raises(InputError, match="NGPConfig.distortion_loss_mult"):
+        NGPConfig(distortion_loss_mult=-1.0)
+    old = config_to_dict(NGPConfig())
+    del old["distortion_loss_mult"]
+    assert config_from_dict(NGPConfig, old).distortion_loss_mult == 0.0
+    assert config_from_dict(NGPConfig, config_to_dict(NGPConfig())).distortion_loss_mult is None
+
+
+def test_training_loss_adds_the_distortion_term_on_unbounded_scenes_only():
+    rays = _rays([[0.0, 1.0, 0.0], [0.0, 0.3, 1.0], [1.0, -1.0, 0.5], [-1.0, 0.0, 0.0]])
+    from langfield.types import Batch
+
+    for unbounded in (True, False):
+        torch.manual_seed(0)
+        m = NGP(_scene(unbounded=unbounded), dataclasses.replace(TINY, field=dataclasses.replace(TINY.field, density_bias=1.0)))
+        m.train()
+        out = m.outputs(rays, torch.zeros(4, 3))
+        batch = Batch(rays=rays, rgb=torch.full((4, 3), 0.5), background=torch.zeros(4, 3))
+        losses = m.losses(out, batch)
+        if not unbounded:
+            assert out.distortion is None and "distortion" not in losses
+            continue
+        assert out.distortion is not None and float(out.distortion.detach()) > 0
+        assert torch.allclose(losses["loss"], losses["mse"] + 0.002 * losses["distortion"])
+        losses["loss"].backward()
+        assert m.field.encoding.embeddings.grad is not None
+        assert float(m.field.encoding.embeddings.grad.abs().sum()) > 0
+
+
 def test_object_scenes_keep_the_box_and_constant_steps():
     m = NGP(_scene(unbounded=False), TINY)
     assert m.contraction is None and m.cone_angle == 0.0 and m.far == 14.0
@@ -146,6 +180,36 @@ def test_contracted_rays_reach_the_background_and_box_rays_stop_at_the_box():
     assert float(samples.t_ends.max()) > SHELL[1]
     samples_box = bounded._march(rays, jitter=False)
     assert float(samples_box.t_ends.max()) < 2.0 * 3**0.5
+
+
+def test_front_to_back_evaluation_matches_a_full_pass():
+    """The evaluation march evaluates samples in rounds and stops at early termination: the kept
+    samples, their weights and the render are those of one pass over every marched sample."""
+    from langfield.ops.volume_rendering import render_weights_from_density
+
+    m = _with_hand_made_density(NGP(_scene(unbounded=True), TINY)).eval()
+    g = torch.Generator().manual_seed(1)
+    rays = _rays(torch.nn.functional.normalize(torch.randn(64, 3, generator=g), dim=-1).tolist())
+    samples = m._march(rays, jitter=False)
+    pts = samples.positions(rays.origins, rays.directions)
+    sig_full, _ = m.field.density_and_features(pts)
+    keep_full = m._keep_mask(samples, sig_full, skip_transparent=True)
+    kept = samples.select(keep_full)
+    w_full, _, _ = render_weights_from_density(kept.t_starts, kept.t_ends, sig_full[keep_full], kept.ray_indices, kept.num_rays)
+    pts_new, w_new, ridx_new = m.sample_weights(rays)
+    assert torch.equal(ridx_new, kept.ray_indices) and torch.equal(pts_new, pts[keep_full])
+    assert torch.allclose(w_new, w_full, atol=1e-6)
+    # and the ball hides the shell: far fewer samples were evaluated than marched
+    calls = []
+    original = m.field.density_and_features
+
+    def counting(x):
+        calls.append(len(x))
+        return original(x)
+
+    m.field.density_and_features = counting
+    m.render_rays(rays, torch.zeros(64, 3))
+    assert sum(calls) < len(samples), (sum(calls), len(samples))
 
 
 def test_solid_points_of_a_contracted_grid_are_world_foreground_points():

@@ -10,6 +10,8 @@ from langfield.ops.encoding import (
     positional_encoding,
     positional_encoding_dim,
 )
+from langfield.ops.early_termination import densities_front_to_back
+from langfield.ops.ray_regularizers import distortion_loss, piecewise_lin_disp
 from langfield.ops.sampling import (
     conical_frustum_to_gaussian,
     mipnerf_blur_weights,
@@ -36,11 +38,14 @@ __all__ = [
     "accumulate_along_rays",
     "composite_over_background",
     "conical_frustum_to_gaussian",
+    "densities_front_to_back",
+    "distortion_loss",
     "integrated_positional_encoding",
     "integrated_positional_encoding_dim",
     "mask_after_transmittance",
     "mipnerf_blur_weights",
     "normals_from_density",
+    "piecewise_lin_disp",
     "positional_encoding",
     "positional_encoding_dim",
     "render_expected_depth",
