@@ -10,6 +10,10 @@ them unless ``--test-views`` limits it, which the JSON then states), plus the co
 machine. Test renders beside ground truth go to ``<out stem>_renders/``; the trained run (reloadable
 with ``langfield eval|render``) to ``<out stem>_run/``. Dataset loading and evaluation are not counted
 in ``train_seconds``.
+
+``--validation`` is for choosing settings without looking at the test views: every 8th training
+view is held out and evaluated instead (``val_psnr`` / ``val_ssim``); the test views are neither
+trained on nor rendered.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from langfield.io.atomic import atomic_write_json
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.presets import default_preset_name
 from langfield.methods.registry import method_names
+from langfield.data.dataset import SceneDataset
+from langfield.runs.loading import load_data
 from langfield.runs.spec import DataConfig
 from langfield.runs.train import prepare_run
 from langfield.training.evaluation import evaluate_views
@@ -63,6 +69,21 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def _prefix(split: str) -> str:
+    return "val" if split == "validation" else "test"
+
+
+def validation_dataset(dataset: SceneDataset, every: int = 8) -> SceneDataset:
+    """``dataset`` with every ``every``-th training view moved to a ``validation`` split that
+    replaces the test split (the test views are dropped, so nothing can look at them)."""
+    train = dataset.split("train")
+    held = list(range(every // 2, len(train), every))
+    if not held or len(held) == len(train):
+        raise SystemExit(f"--validation: {len(train)} training views are too few to hold out every {every}th")
+    rest = [i for i in range(len(train)) if i not in set(held)]
+    return dataset.with_splits({"train": train.subset(rest), "validation": train.subset(held)})
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (transforms*.json / LLFF / COLMAP) or 'procedural'")
@@ -77,6 +98,8 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", choices=["paper", "cpu"], default=None,
                    help="hyper-parameter preset (default: cpu on CPU, paper on CUDA; see langfield.methods.presets)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation", action="store_true",
+                   help="hold out every 8th training view and evaluate on it instead of the test views")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -99,20 +122,24 @@ def main(argv=None) -> dict:
         progress=not args.no_progress,
     )
     t0 = time.perf_counter()
-    run = prepare_run(DataConfig(args.data, args.downscale), args.method, trainer_cfg, preset=preset_name,
+    data = DataConfig(args.data, args.downscale)
+    if args.validation:
+        data = validation_dataset(load_data(data))
+    run = prepare_run(data, args.method, trainer_cfg, preset=preset_name,
                       overrides=parse_overrides(args.set))  # preset first, then the overrides in their order
     load_s = time.perf_counter() - t0
     dataset, trainer = run.dataset, run.trainer
     assert trainer is not None
     trainer.train()
 
-    test = dataset.split("test")
+    split = "validation" if args.validation else "test"
+    test = dataset.split(split)
     indices = None
     if args.test_views is not None and args.test_views < len(test):
         indices = sorted({int(round(x)) for x in np.linspace(0, len(test) - 1, args.test_views)})
     # Panels people can look at (render | ground truth | depth) are written for every evaluated view.
     render_dir = out.with_name(out.stem + "_renders")
-    result = evaluate_views(run.method, dataset, "test", indices=indices, chunk=16384, render_dir=render_dir,
+    result = evaluate_views(run.method, dataset, split, indices=indices, chunk=16384, render_dir=render_dir,
                             progress=not args.no_progress)
 
     method = run.method
@@ -126,8 +153,9 @@ def main(argv=None) -> dict:
         "steps": trainer.step,
         "train_seconds": trainer.elapsed_seconds,
         "train_rays_per_s": trainer.total_rays / max(trainer.elapsed_seconds, 1e-9),
-        "test_psnr": result["psnr"],
-        "test_ssim": result["ssim"],
+        "eval_split": split,
+        f"{_prefix(split)}_psnr": result["psnr"],
+        f"{_prefix(split)}_ssim": result["ssim"],
         "render_fps": result["render_fps"],
         "num_test_views": result["num_images"],
         "test_views_total": len(test),
@@ -147,7 +175,7 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(record, out)
     print(json.dumps({k: record[k] for k in ("method", "scene", "width", "height", "device", "steps", "train_seconds",
-                                              "train_rays_per_s", "test_psnr", "test_ssim", "render_fps", "num_test_views",
+                                              "train_rays_per_s", f"{_prefix(split)}_psnr", f"{_prefix(split)}_ssim", "render_fps", "num_test_views",
                                               "num_gaussians", "peak_memory_mb")}, indent=1))
     return record
 

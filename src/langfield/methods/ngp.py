@@ -54,6 +54,16 @@ from langfield.ops.volume_rendering import (
 from langfield.types import Batch, Rays, RenderOutput
 
 
+#: Instant-NGP's cone angle for unbounded scenes (App. E.2: steps grow as t / 256).
+UNBOUNDED_CONE_ANGLE = 1.0 / 256
+
+#: nerfacto's distortion-loss weight (nerfstudio ``NerfactoModelConfig.distortion_loss_mult``).
+NERFACTO_DISTORTION_LOSS_MULT = 0.002
+
+#: Samples per ray in the first front-to-back round (later rounds double it).
+FIRST_ROUND_SAMPLES = 32
+
+
 @dataclass(frozen=True)
 class NGPConfig:
     """Instant-NGP hyper-parameters.
@@ -67,7 +77,8 @@ class NGPConfig:
             ``"none"``, ``"linf"`` or ``"l2"`` (Mip-NeRF 360 eq. 10 with that norm; see the module
             docstring).
         cone_angle: exponential stepping, ``dt = clamp(cone_angle * t, min_step, max_step)``;
-            ``None``: NGP's 1/256 with a contraction, 0 (constant steps) without.
+            ``None``: ``unbounded_cone_angle`` with a contraction, 0 (constant steps) without.
+        unbounded_cone_angle: the cone angle ``None`` resolves to with a contraction (NGP: 1/256).
         max_step: the largest step with a cone angle (world units; NGP caps its steps too).
         unbounded_far: with a contraction, rays march to at least this distance (world units),
             within ``max_samples_per_ray`` cone steps: with the defaults a ray's 1024 steps end
@@ -88,6 +99,7 @@ class NGPConfig:
     steps_per_diagonal: int = 1024
     contraction: Literal["auto", "none", "linf", "l2"] = "auto"
     cone_angle: Optional[float] = None
+    unbounded_cone_angle: float = UNBOUNDED_CONE_ANGLE
     max_step: float = 1e10
     unbounded_far: float = 1e3
     early_stop_eps: float = 1e-4
@@ -109,6 +121,7 @@ class NGPConfig:
         )  # fmt: skip
         if self.cone_angle is not None:
             check_finite_number(self.cone_angle, "NGPConfig.cone_angle", lo=0)
+        check_finite_number(self.unbounded_cone_angle, "NGPConfig.unbounded_cone_angle", lo=0)
         if self.distortion_loss_mult is not None:
             check_finite_number(self.distortion_loss_mult, "NGPConfig.distortion_loss_mult", lo=0)
         if self.min_rays > self.max_rays:
@@ -141,7 +154,7 @@ class NGPConfig:
     def resolved_cone_angle(self, contraction: Optional[str]) -> float:
         if self.cone_angle is not None:
             return float(self.cone_angle)
-        return UNBOUNDED_CONE_ANGLE if contraction is not None else 0.0
+        return float(self.unbounded_cone_angle) if contraction is not None else 0.0
 
     def resolved_distortion_loss_mult(self, contraction: Optional[str]) -> float:
         if self.distortion_loss_mult is not None:
@@ -159,15 +172,6 @@ class NGPConfig:
         data.setdefault("distortion_loss_mult", 0.0)
         return data
 
-
-#: Instant-NGP's cone angle for unbounded scenes (App. E.2: steps grow as t / 256).
-UNBOUNDED_CONE_ANGLE = 1.0 / 256
-
-#: nerfacto's distortion-loss weight (nerfstudio ``NerfactoModelConfig.distortion_loss_mult``).
-NERFACTO_DISTORTION_LOSS_MULT = 0.002
-
-#: Samples per ray in the first front-to-back round (later rounds double it).
-FIRST_ROUND_SAMPLES = 32
 
 
 @dataclass
