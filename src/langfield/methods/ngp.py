@@ -17,9 +17,9 @@ Two additions that are not in the Instant-NGP paper:
 
 * with a contraction, training adds Mip-NeRF 360's distortion loss (Sec. 4, eq. 15;
   :mod:`langfield.ops.ray_regularizers`) with nerfacto's weight 0.002 and its piecewise
-  linear/disparity ray distance (unit: the box half-width). Without it an unbounded capture fills
-  with a faint fog (opacity ~0.02 a step) that no ray terminates in, so every ray pays for
-  hundreds of samples; ``distortion_loss_mult=0`` turns it off.
+  linear/disparity ray distance (unit: the box half-width), meant against the faint fog (opacity
+  ~0.02 a step) that an unbounded capture fills with and that no ray terminates in. Its effect was
+  not isolated on a real capture (README); ``distortion_loss_mult=0`` turns it off.
 * samples are sent through the field front to back in rounds and a ray stops once opaque
   (:func:`langfield.ops.early_termination.densities_front_to_back`; NGP App. E.1 marches this way):
   exact for early termination, and the samples behind surfaces are never evaluated.
