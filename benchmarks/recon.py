@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from langfield.cli.main import parse_overrides
+from langfield.data.dataset import SceneDataset
 from langfield.io.atomic import atomic_write_json
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.presets import default_preset_name
 from langfield.methods.registry import method_names
-from langfield.data.dataset import SceneDataset
 from langfield.runs.loading import load_data
 from langfield.runs.spec import DataConfig
 from langfield.runs.train import prepare_run
@@ -69,10 +69,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _prefix(split: str) -> str:
-    return "val" if split == "validation" else "test"
-
-
 def validation_dataset(dataset: SceneDataset, every: int = 8) -> SceneDataset:
     """``dataset`` with every ``every``-th training view moved to a ``validation`` split that
     replaces the test split (the test views are dropped, so nothing can look at them)."""
@@ -80,7 +76,8 @@ def validation_dataset(dataset: SceneDataset, every: int = 8) -> SceneDataset:
     held = list(range(every // 2, len(train), every))
     if not held or len(held) == len(train):
         raise SystemExit(f"--validation: {len(train)} training views are too few to hold out every {every}th")
-    rest = [i for i in range(len(train)) if i not in set(held)]
+    held_set = set(held)
+    rest = [i for i in range(len(train)) if i not in held_set]
     return dataset.with_splits({"train": train.subset(rest), "validation": train.subset(held)})
 
 
@@ -132,7 +129,7 @@ def main(argv=None) -> dict:
     assert trainer is not None
     trainer.train()
 
-    split = "validation" if args.validation else "test"
+    split, prefix = ("validation", "val") if args.validation else ("test", "test")
     test = dataset.split(split)
     indices = None
     if args.test_views is not None and args.test_views < len(test):
@@ -154,8 +151,8 @@ def main(argv=None) -> dict:
         "train_seconds": trainer.elapsed_seconds,
         "train_rays_per_s": trainer.total_rays / max(trainer.elapsed_seconds, 1e-9),
         "eval_split": split,
-        f"{_prefix(split)}_psnr": result["psnr"],
-        f"{_prefix(split)}_ssim": result["ssim"],
+        f"{prefix}_psnr": result["psnr"],
+        f"{prefix}_ssim": result["ssim"],
         "render_fps": result["render_fps"],
         "num_test_views": result["num_images"],
         "test_views_total": len(test),
@@ -175,7 +172,7 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(record, out)
     print(json.dumps({k: record[k] for k in ("method", "scene", "width", "height", "device", "steps", "train_seconds",
-                                              "train_rays_per_s", f"{_prefix(split)}_psnr", f"{_prefix(split)}_ssim", "render_fps", "num_test_views",
+                                              "train_rays_per_s", f"{prefix}_psnr", f"{prefix}_ssim", "render_fps", "num_test_views",
                                               "num_gaussians", "peak_memory_mb")}, indent=1))
     return record
 

@@ -173,7 +173,6 @@ class NGPConfig:
         return data
 
 
-
 @dataclass
 class NGPOutputs:
     """Outputs of :meth:`NGP.outputs` for ``R`` rays."""
