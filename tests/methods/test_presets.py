@@ -27,7 +27,8 @@ def test_gaussians_cpu_preset_is_a_typed_config():
     assert cfg.init_num_random == 50_000 and cfg.sh_degree_interval == 500
     assert cfg.strategy == DefaultStrategy(refine_stop_iter=2500)
     assert cfg == apply_overrides(GaussiansConfig(), {"init_num_random": 50_000, "sh_degree_interval": 500,
-                                                      "strategy.refine_stop_iter": 2500})  # fmt: skip
+                                                      "strategy.refine_stop_iter": 2500, "num_downscales": 2,
+                                                      "coarse_min_side": 128})  # fmt: skip
 
 
 def test_default_preset_follows_device():

@@ -68,7 +68,21 @@ def test_coarse_to_fine_is_off_for_images_too_small_to_shrink(tiny_scene, tmp_pa
     assert run.trainer.sampler.sample(0).rgb.shape == (16, 16, 3)  # 16 px is the floor already
 
 
+def test_coarse_min_side_keeps_smaller_images_at_full_size(tmp_path):
+    scene = make_procedural_dataset(ProceduralSceneConfig(width=64, height=48, num_train=4, num_test=1))
+    for min_side, expected in ((32, [64] * 8), (24, [32] * 6 + [64] * 2)):  # 48 // 2 = 24: one coarse level at most
+        config = dataclasses.replace(SMALL, num_downscales=3, downscale_interval=0.25, coarse_min_side=min_side)
+        run = prepare_run(scene, "gaussians", trainer_config(tmp_path / str(min_side), 8), config)
+        widths = []
+        original = run.method.outputs
+        run.method.outputs = lambda cams, bg, original=original: widths.append(int(cams.widths[0])) or original(cams, bg)
+        run.trainer.train()
+        assert widths == expected, min_side
+
+
 def test_bad_schedule_settings_are_refused():
+    with pytest.raises(ValueError, match="coarse_min_side"):
+        GaussiansConfig(coarse_min_side=8)  # below D-SSIM's floor
     with pytest.raises(ValueError, match="num_downscales"):
         GaussiansConfig(num_downscales=-1)
     with pytest.raises(ValueError, match="downscale_interval"):

@@ -95,7 +95,9 @@ class GaussiansConfig:
             step-based ``resolution_schedule``; here the schedule follows the trainer's progress
             (steps or wall-clock budget, whichever binds), so it also fits a time budget.
             Densification sees the same normalised screen-space gradients at every resolution.
-            An image is never trained below ``MIN_TRAIN_SIDE`` (16) pixels on its short side.
+        coarse_min_side: coarse-to-fine never shrinks a training image below this many pixels on
+            its short side (at least ``MIN_TRAIN_SIDE``, 16, D-SSIM's window needs it): images
+            with a short side under twice this train at full size throughout.
         downscale_interval: fraction of training progress per resolution level, in ``(0, 1]``.
         seed: seed of the random initialisation.
     """
@@ -123,6 +125,7 @@ class GaussiansConfig:
     splat: SplatSettings = dc_field(default_factory=SplatSettings)
     num_downscales: int = 0
     downscale_interval: float = 0.25
+    coarse_min_side: int = MIN_TRAIN_SIDE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -133,6 +136,7 @@ class GaussiansConfig:
             non_negative=("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
                           "lr_features"),
         )  # fmt: skip
+        check_int_range(self.coarse_min_side, "GaussiansConfig.coarse_min_side", lo=MIN_TRAIN_SIDE)
         check_finite_number(self.init_opacity, "GaussiansConfig.init_opacity", lo=0, hi=1, lo_inclusive=False, hi_inclusive=False)
         if self.background_shell_points is not None:
             check_int_range(self.background_shell_points, "GaussiansConfig.background_shell_points", lo=0)
@@ -297,10 +301,10 @@ class Gaussians(SceneMethod, SplatsGaussians):
         train = dataset.split("train")
         downscale = None
         if self.config.num_downscales:
-            # never below MIN_TRAIN_SIDE pixels on the short side (D-SSIM's 11-pixel window)
+            # never below coarse_min_side (>= MIN_TRAIN_SIDE: D-SSIM's 11-pixel window) on the short side
             side = min(int(train.cameras.widths.min()), int(train.cameras.heights.min()))
             cap = 1
-            while side // (2 * cap) >= MIN_TRAIN_SIDE:
+            while side // (2 * cap) >= self.config.coarse_min_side:
                 cap *= 2
             downscale = lambda: min(self._train_downscale, cap)  # noqa: E731
         return ImageSampler(train, background=dataset.background, seed=options.seed, device=options.device, downscale=downscale)
