@@ -9,8 +9,8 @@ where the paper runs 30k: it starts from 50k instead of 100k random Gaussians, r
 every 500 steps, stops densifying at step 2500 so the rest of the budget refines a fixed cloud, and
 trains large images coarse to fine (splatfacto's two downscales, each level a quarter of the
 budget; never below 128 px on the short side, so images under 256 px train at full size
-throughout). The CLI and the
-benchmark pick ``cpu`` on CPU and ``paper`` on CUDA unless told otherwise.
+throughout). The CLI and the benchmark pick ``cpu`` on CPU and ``paper`` on CUDA unless told
+otherwise.
 
 A preset is a whole typed config (:class:`Preset`), registered with its method
 (:mod:`langfield.methods.registry`); the user's ``--set`` overrides apply on top of it
