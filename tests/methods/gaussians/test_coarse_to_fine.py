@@ -48,14 +48,20 @@ def test_sampler_area_averages_the_image_and_rescales_its_camera(tiny_scene):
         ImageSampler(train, downscale=2)
 
 
-def test_a_run_trains_coarse_to_fine_and_evaluates_at_full_size(tmp_path):
-    scene = make_procedural_dataset(ProceduralSceneConfig(width=64, height=48, num_train=4, num_test=1))
-    config = dataclasses.replace(SMALL, num_downscales=3, downscale_interval=0.25)
-    run = prepare_run(scene, "gaussians", trainer_config(tmp_path, 8), config)
+def _train_recording_widths(scene, config, out_dir, steps=8):
+    """Train ``steps`` steps; ``(run, train record, the width of the image each step rendered)``."""
+    run = prepare_run(scene, "gaussians", trainer_config(out_dir, steps), config)
     widths = []
     original = run.method.outputs
     run.method.outputs = lambda cams, bg: widths.append(int(cams.widths[0])) or original(cams, bg)
     record = run.trainer.train()
+    return run, record, widths
+
+
+def test_a_run_trains_coarse_to_fine_and_evaluates_at_full_size(tmp_path):
+    scene = make_procedural_dataset(ProceduralSceneConfig(width=64, height=48, num_train=4, num_test=1))
+    config = dataclasses.replace(SMALL, num_downscales=3, downscale_interval=0.25)
+    run, record, widths = _train_recording_widths(scene, config, tmp_path)
     # progress = step / 8: 1/8 is capped at 1/2 (48 px // 4 = 12 < MIN_TRAIN_SIDE), then 1/2, full
     assert MIN_TRAIN_SIDE == 16 and widths == [32, 32, 32, 32, 32, 32, 64, 64]
     assert torch.isfinite(torch.tensor(record["loss"]))
@@ -72,11 +78,7 @@ def test_coarse_min_side_keeps_smaller_images_at_full_size(tmp_path):
     scene = make_procedural_dataset(ProceduralSceneConfig(width=64, height=48, num_train=4, num_test=1))
     for min_side, expected in ((32, [64] * 8), (24, [32] * 6 + [64] * 2)):  # 48 // 2 = 24: one coarse level at most
         config = dataclasses.replace(SMALL, num_downscales=3, downscale_interval=0.25, coarse_min_side=min_side)
-        run = prepare_run(scene, "gaussians", trainer_config(tmp_path / str(min_side), 8), config)
-        widths = []
-        original = run.method.outputs
-        run.method.outputs = lambda cams, bg, original=original: widths.append(int(cams.widths[0])) or original(cams, bg)
-        run.trainer.train()
+        widths = _train_recording_widths(scene, config, tmp_path / str(min_side))[2]
         assert widths == expected, min_side
 
 
