@@ -29,6 +29,7 @@ from langfield._checks import check_int_range
 from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
 from langfield.data.camera_path_json import read_camera_path
+from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
@@ -655,6 +656,7 @@ USER_ERRORS = (
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # CPU renders and training reuse freed pages instead of faulting in fresh ones
     try:
         # Config objects validate themselves while the options are parsed (tyro reports most of
         # their errors itself; those of some nested configs escape it and are reported here).
