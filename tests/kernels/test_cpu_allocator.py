@@ -1,5 +1,7 @@
 """keep_freed_memory: after it, the memory of a step's freed temporaries is reused without page faults."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,9 +34,6 @@ _CHILD = textwrap.dedent(
 
 
 def _faults(mode: str, env=None) -> dict:
-    import json
-    import os
-
     out = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **(env or {})}, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -29,8 +29,8 @@ from langfield._checks import check_int_range
 from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
 from langfield.data.camera_path_json import read_camera_path
-from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
+from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
 from langfield.runs.controlnet_config import ControlTrainConfig
