@@ -209,7 +209,7 @@ def _spatial_summary(spatial: dict) -> dict:
 
 #: Top-level fields that must agree between the runs ``--merge`` combines.
 MERGE_SAME_KEYS = ("benchmark", "teacher", "data", "labels", "split", "resolution", "train_views", "eval_views",
-                   "recon_seconds", "language_steps", "variants")  # fmt: skip
+                   "recon_seconds", "language_steps", "variants", "persistent_layout")  # fmt: skip
 
 
 def merge_runs(runs: list) -> dict:
@@ -285,6 +285,9 @@ def main(argv=None) -> int:
                    help="'simulated' (per-view corruptions), 'simulated-persistent' (mistakes that persist across views, "
                         "modality gap) or a CLIP model id / directory")  # fmt: skip
     p.add_argument("--strength", type=float, default=None, help="simulated teacher strength (default: its config's, 1.0)")
+    p.add_argument("--persistent-layout", default=None, choices=("arc", "sectors"),
+                   help="simulated-persistent teacher: the directions an object is mistaken from, one arc per object "
+                        "(default) or independent sectors (the first version)")  # fmt: skip
     p.add_argument("--representations", default="ngp,gaussians")
     p.add_argument("--size", type=int, default=64, help="procedural image size")
     p.add_argument("--views", type=int, default=100, help="procedural training views")
@@ -338,7 +341,13 @@ def main(argv=None) -> int:
     if args.split not in dataset.splits:
         print(f"error: {args.data} has no '{args.split}' split (procedural: --val-views N)", file=sys.stderr)
         return 2
-    teachers = {s: load_teacher(args.teacher, dataset.labels, strength=args.strength, seed=s) for s in seeds}
+    teacher_spec = args.teacher
+    if args.persistent_layout is not None:
+        if args.teacher != "simulated-persistent":
+            print("error: --persistent-layout needs --teacher simulated-persistent", file=sys.stderr)
+            return 2
+        teacher_spec = {"kind": args.teacher, "errors": {"layout": args.persistent_layout}}
+    teachers = {s: load_teacher(teacher_spec, dataset.labels, strength=args.strength, seed=s) for s in seeds}
     teacher = teachers[seeds[0]]
     labels = list(dataset.labels)
     label_emb = teacher.embed_texts(labels)
@@ -432,6 +441,7 @@ def main(argv=None) -> int:
         "teacher": teacher.name,
         "simulated_teacher": bool(teacher.simulated),
         "teacher_spec": teacher.spec(),
+        "persistent_layout": getattr(getattr(teacher, "errors", None), "layout", None),
         "data": args.data,
         "labels": labels,
         "split": args.split,

@@ -147,6 +147,16 @@ def test_merge_refuses_overlapping_seeds_or_different_settings(bench):
         bench.merge_runs([_run(0, 0.5, 1.0), _run(0, 0.6, 1.0)])
     with pytest.raises(SystemExit, match="differ in 'split'"):
         bench.merge_runs([_run(0, 0.5, 1.0), _run(1, 0.6, 1.0, split="val")])
+    with pytest.raises(SystemExit, match="differ in 'persistent_layout'"):
+        bench.merge_runs([_run(0, 0.5, 1.0, persistent_layout="arc"), _run(1, 0.6, 1.0, persistent_layout="sectors")])
+
+
+def test_persistent_layout_needs_the_persistent_teacher(bench, tmp_path, capsys):
+    out = tmp_path / "x.json"
+    code = bench.main(["--teacher", "simulated", "--persistent-layout", "sectors", "--representations", "ngp",
+                       "--size", "16", "--views", "4", "--val-views", "2", "--out", str(out)])  # fmt: skip
+    assert code == 2 and "--persistent-layout needs --teacher simulated-persistent" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_merge_cli_writes_the_combined_file_and_names_an_unreadable_one(bench, tmp_path, capsys):

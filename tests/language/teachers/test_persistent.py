@@ -47,8 +47,9 @@ def _decoded(teacher, feats):
     return (feats @ teacher.label_embeddings.T).argmax(-1)
 
 
-def test_mistakes_depend_on_object_and_sector_not_on_the_view():
-    teacher = _teacher(persistent_prob=0.5, **NO_GAP)
+@pytest.mark.parametrize("layout", ["arc", "sectors"])
+def test_mistakes_depend_on_object_and_sector_not_on_the_view(layout):
+    teacher = _teacher(persistent_prob=0.5, layout=layout, **NO_GAP)
     ids = _label_map()
     image = torch.zeros(32, 32, 3, dtype=torch.uint8)
     seen_mistaken, seen_right = 0, 0
@@ -69,27 +70,65 @@ def test_mistakes_depend_on_object_and_sector_not_on_the_view():
             seen_right += 1
         # whole regions only; background never confused
         assert bool((one[ids == 0] == 0).all())
-    assert seen_mistaken > 0 and seen_right > 0  # p = 0.5 over 8 sectors
+    assert seen_mistaken > 0 and seen_right > 0  # p = 0.5 of the directions
 
 
-def test_prob_zero_and_one():
+@pytest.mark.parametrize("layout", ["arc", "sectors"])
+def test_prob_zero_and_one(layout):
     ids = _label_map()
     image = torch.zeros(32, 32, 3, dtype=torch.uint8)
     cam = _camera(1.0)
-    never = _decoded(t := _teacher(persistent_prob=0.0, **NO_GAP), t.dense_features(image, view_key="v", semantics=ids, camera=cam))
+    never = _decoded(t := _teacher(persistent_prob=0.0, layout=layout, **NO_GAP), t.dense_features(image, view_key="v", semantics=ids, camera=cam))
     assert torch.equal(never, ids)
-    always = _teacher(persistent_prob=1.0, **NO_GAP)
+    always = _teacher(persistent_prob=1.0, layout=layout, **NO_GAP)
     got = _decoded(always, always.dense_features(image, view_key="v", semantics=ids, camera=cam))
     related = torch.tensor([LABELS.index(always.related[n]) if always.related[n] else i for i, n in enumerate(LABELS)])
     assert torch.equal(got, related[ids])
 
 
 def test_sector_fraction_matches_probability():
-    teacher = _teacher(persistent_prob=0.3, azimuth_bins=64, **NO_GAP)
+    teacher = _teacher(persistent_prob=0.3, layout="sectors", azimuth_bins=64, **NO_GAP)
     mistaken = [
         "sphere" in teacher.persistent_confusion(_camera(2 * math.pi * (a + 0.5) / 64, 3.0)) for a in range(64)
     ]
     assert 0.15 <= sum(mistaken) / 64 <= 0.45
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_arc_is_one_contiguous_range_of_the_given_width(seed):
+    """Every object (with a related label) is wrong from exactly ``persistent_prob`` of the
+    directions, in one contiguous arc, wherever the seed puts it."""
+    teacher = _teacher(persistent_prob=0.3, persistent_seed=seed, **NO_GAP)
+    n = 720
+    starts = set()
+    for name in ("ground", "sphere", "box"):
+        mistaken = [name in teacher.persistent_confusion(_camera(2 * math.pi * (a + 0.5) / n)) for a in range(n)]
+        assert abs(sum(mistaken) / n - 0.3) <= 2 / n
+        rising = [a for a in range(n) if mistaken[a] and not mistaken[a - 1]]  # rising edges on the circle
+        assert len(rising) == 1
+        starts.add(rising[0])
+    assert len(starts) > 1  # objects get their own arcs
+
+
+def test_strength_scales_the_arc():
+    teacher = PersistentSimulatedTeacher(
+        LABELS, _designed_encoder(), dataclasses.replace(NO_VIEW_NOISE, strength=0.5),
+        errors=PersistentErrorConfig(persistent_prob=0.4, **NO_GAP),
+    )  # fmt: skip
+    n = 400
+    share = sum("box" in teacher.persistent_confusion(_camera(2 * math.pi * (a + 0.5) / n)) for a in range(n)) / n
+    assert abs(share - 0.2) <= 2 / n
+
+
+def test_stored_specs_without_a_layout_load_as_sectors(monkeypatch):
+    import langfield.language.teachers.loading as loading
+
+    monkeypatch.setattr(loading, "load_text_encoder", lambda model=None: _designed_encoder())
+    assert load_teacher("simulated-persistent", LABELS).errors.layout == "arc"
+    spec = load_teacher("simulated-persistent", LABELS).spec()
+    assert load_teacher(spec).errors.layout == "arc"
+    del spec["errors"]["layout"]  # a field distilled before layouts existed
+    assert load_teacher(spec).errors.layout == "sectors"
 
 
 def test_redraws_change_view_noise_not_persistent_mistakes():
@@ -153,6 +192,8 @@ def test_errors_name_the_problem():
         PersistentErrorConfig(modality_gap_cosine=0.0)
     with pytest.raises(ValueError, match="azimuth_bins"):
         PersistentErrorConfig(azimuth_bins=0)
+    with pytest.raises(ValueError, match="layout"):
+        PersistentErrorConfig(layout="ring")
 
 
 def test_spec_round_trip_and_name(monkeypatch):

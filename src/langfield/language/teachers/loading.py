@@ -67,7 +67,10 @@ def load_teacher(
             cfg = dataclasses.replace(cfg, seed=int(seed))
         text = load_text_encoder(spec.get("text_model"))
         if persistent:
-            errors = config_from_dict(PersistentErrorConfig, spec.get("errors", {}), "teacher.errors")
+            given_errors = spec.get("errors", {})
+            if isinstance(given_errors, dict) and given_errors and "layout" not in given_errors:
+                given_errors = {**given_errors, "layout": "sectors"}  # stored before layouts existed: the sectors teacher
+            errors = config_from_dict(PersistentErrorConfig, given_errors, "teacher.errors")
             if seed is not None:
                 errors = dataclasses.replace(errors, persistent_seed=int(seed))
             return PersistentSimulatedTeacher(list(labels), text, cfg, related=spec.get("related"), errors=errors)

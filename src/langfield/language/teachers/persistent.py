@@ -6,15 +6,25 @@ them. A real CLIP is deterministic: it makes the *same* mistake about an object 
 it from a similar direction. :class:`PersistentSimulatedTeacher` keeps the per-view corruptions
 (at the strengths of its base config) and adds, in this order:
 
-1. **Persistent confusion** (view-dependent but repeatable mistakes). The viewing directions are
-   cut into ``azimuth_bins`` sectors of azimuth around the world up axis (``+z``, the convention of
-   langfield's readers and the procedural scene), each object with its own random sector offset.
-   For every (object, sector) pair a draw seeded by ``(persistent_seed, label id, sector)`` --
-   *never* by the view -- decides with probability ``persistent_prob`` whether the object is taken
-   for its related label (the most text-similar other label, as in the base teacher) in every view
-   from that sector. The azimuth is that of the camera centre seen from the world origin
-   (object-centric captures). Imitates: CLIP calling a white mug "a cup" from the side but not
-   from above, identically on every frame of a video.
+1. **Persistent confusion** (view-dependent but repeatable mistakes). Each object is taken for its
+   related label (the most text-similar other label, as in the base teacher) in every view whose
+   camera lies in a range of viewing directions, decided by draws seeded by ``(persistent_seed,
+   label id)`` -- *never* by the view. The direction is the azimuth around the world up axis
+   (``+z``, the convention of langfield's readers and the procedural scene) of the camera centre
+   seen from the world origin (object-centric captures). Two layouts of that range:
+
+   * ``layout="arc"`` (default): one contiguous arc per object, a fraction ``persistent_prob`` of
+     the circle wide, starting at a seeded azimuth. Every object is wrong from exactly that share of
+     directions and right from the rest, wherever the seed puts the arc.
+   * ``layout="sectors"`` (the first version, kept for comparison): the circle is cut into
+     ``azimuth_bins`` sectors with a seeded offset per object, and each (object, sector) pair is
+     mistaken with probability ``persistent_prob``. The *number* of mistaken sectors then varies
+     with the seed (binomial): at 0.3 over 8 sectors an object is wrong from half the directions or
+     more with probability 0.19, and a large object such as the ground can end up mistaken in most
+     training views, which no fusion of views can undo (the benchmark's seeds 1 and 2, README).
+
+   Imitates: CLIP calling a white mug "a cup" from the side but not from above, identically on
+   every frame of a video, while still naming it correctly from most directions.
 2. **Scale-dependent bleeding** (small objects smear). The base teacher box-blurs every label map
    with one kernel; here the kernel of a label whose region covers a fraction ``a`` of the image
    grows to ``k * (1 + bleed * min(max_growth, sqrt(reference_area / a) - 1))`` when ``a <
@@ -54,11 +64,14 @@ from torch import Tensor
 
 from langfield.language.teachers.simulated import SimulatedTeacher, SimulatedTeacherConfig, _box_blur, _is_number
 
-__all__ = ["PersistentErrorConfig", "PersistentSimulatedTeacher", "PERSISTENT_BASE_CONFIG"]
+__all__ = ["LAYOUTS", "PersistentErrorConfig", "PersistentSimulatedTeacher", "PERSISTENT_BASE_CONFIG"]
 
 #: The per-view corruptions under the persistent errors: the base teacher's, with per-view random
 #: confusion halved (most confusion is now the persistent kind).
 PERSISTENT_BASE_CONFIG = SimulatedTeacherConfig(confusion_view_prob=0.2)
+
+#: Layouts of the directions an object is mistaken from (see the module docstring).
+LAYOUTS = ("arc", "sectors")
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,12 @@ class PersistentErrorConfig:
     """The errors :class:`PersistentSimulatedTeacher` adds to the base teacher's.
 
     Attributes:
-        persistent_prob: probability that an object is mistaken for its related label in a sector
-            of viewing directions (the margin knob: 0 = no persistent mistakes).
-        azimuth_bins: number of azimuth sectors (8: each 45 degrees wide).
+        persistent_prob: the share of viewing directions from which an object is mistaken for its
+            related label (the margin knob: 0 = no persistent mistakes). ``layout="arc"``: the width
+            of each object's arc as a fraction of the circle; ``"sectors"``: the probability that a
+            sector is mistaken.
+        layout: ``"arc"`` (one contiguous arc per object) or ``"sectors"`` (independent sectors).
+        azimuth_bins: number of azimuth sectors of ``layout="sectors"`` (8: each 45 degrees wide).
         bleed: growth of a small object's blur kernel (0 = the base teacher's single kernel).
         reference_area: image fraction below which an object bleeds more.
         max_growth: cap on ``sqrt(reference_area / a) - 1``.
@@ -78,6 +94,7 @@ class PersistentErrorConfig:
     """
 
     persistent_prob: float = 0.3
+    layout: str = "arc"
     azimuth_bins: int = 8
     bleed: float = 1.0
     reference_area: float = 0.05
@@ -88,6 +105,8 @@ class PersistentErrorConfig:
     def __post_init__(self) -> None:
         if not _is_number(self.persistent_prob) or not 0 <= self.persistent_prob <= 1:
             raise ValueError(f"persistent_prob must be a probability in [0, 1], got {self.persistent_prob!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if isinstance(self.azimuth_bins, bool) or not isinstance(self.azimuth_bins, int) or self.azimuth_bins < 1:
             raise ValueError(f"azimuth_bins must be an int >= 1, got {self.azimuth_bins!r}")
         for name in ("bleed", "max_growth"):
@@ -158,9 +177,16 @@ class PersistentSimulatedTeacher(SimulatedTeacher):
         return {**super().spec(), "kind": "simulated-persistent", "errors": dataclasses.asdict(self.errors)}
 
     def sector(self, label: int, azimuth: float) -> int:
-        """The azimuth sector of ``label`` a camera at ``azimuth`` (radians) falls in."""
+        """The azimuth sector of ``label`` a camera at ``azimuth`` (radians) falls in (``layout="sectors"``)."""
         bins = self.errors.azimuth_bins
         return int(math.floor((azimuth / (2 * math.pi) + self._offsets[label]) * bins)) % bins
+
+    def mistaken_from(self, label: int, azimuth: float) -> bool:
+        """Whether ``label`` is persistently mistaken by a camera at ``azimuth`` (radians)."""
+        p = min(1.0, self.errors.persistent_prob * self.config.strength)
+        if self.errors.layout == "arc":  # the arc starts at the object's seeded offset (fraction of a turn)
+            return (azimuth / (2 * math.pi) - self._offsets[label]) % 1.0 < p
+        return _uniform("persist", self.errors.persistent_seed, label, self.sector(label, azimuth)) < p
 
     def persistent_confusion(self, camera: Tensor) -> dict[str, str]:
         """``{label: related label}`` of the objects this camera sees mistaken (every view from
@@ -171,10 +197,9 @@ class PersistentSimulatedTeacher(SimulatedTeacher):
     def _persistent_lut(self, camera: Tensor) -> Tensor:
         azimuth = camera_azimuth(camera)
         lut = torch.arange(len(self.labels))
-        p = min(1.0, self.errors.persistent_prob * self.config.strength)
         for i in range(len(self.labels)):
             j = int(self._related[i])
-            if j >= 0 and _uniform("persist", self.errors.persistent_seed, i, self.sector(i, azimuth)) < p:
+            if j >= 0 and self.mistaken_from(i, azimuth):
                 lut[i] = j
         return lut
 
