@@ -26,7 +26,8 @@ when every label is queried by a paraphrase that was never a label string,
 :mod:`langfield.language.vocabulary`; mean over the paraphrase sets), each with ``*_std`` and the
 per-seed values. On the procedural scene, spatial questions (left/right, closer, larger, above)
 answered by the last variant from the evaluation cameras against the true objects
-(``spatial_accuracy``, mean over seeds). Relevancy query time at 200x200: ``query_ms`` (the
+(``spatial_accuracy``, mean over seeds). ``teacher_train_recall``: per seed and label, the share of
+the label's training pixels the teacher names correctly (:func:`teacher_label_recall`). Relevancy query time at 200x200: ``query_ms`` (the
 distillation's own render path), ``query_ms_first`` (a first query on a view through
 :class:`LanguageScene`: colour, geometry, features and relevancy) and ``query_ms_cached`` (a second
 text on the same view: the render is cached, only the relevancy is computed).
@@ -174,6 +175,30 @@ class _Scorer:
         return out
 
 
+def teacher_label_recall(features: torch.Tensor, semantics, label_emb: torch.Tensor, labels) -> dict:
+    """``{label: recall or None}`` of the teacher on the training views: the share of each label's
+    pixels whose teacher feature is closest (cosine) to that label's text among all label texts.
+    What bounds a fitted field: a label the teacher gets wrong in most of its pixels cannot be recovered.
+
+    Args:
+        features: ``[V, H, W, E]`` teacher features (any float dtype).
+        semantics: ``V`` ground-truth ``[H, W]`` label-id maps (a ``[V, H, W]`` tensor or a list).
+        label_emb: ``[L, E]`` label text embeddings, row ``l`` for label id ``l``.
+        labels: the ``L`` label names.
+    """
+    hits = torch.zeros(len(labels), dtype=torch.float64)
+    totals = torch.zeros(len(labels), dtype=torch.float64)
+    emb = label_emb.float()
+    for v in range(features.shape[0]):
+        pred = (features[v].float() @ emb.T).argmax(-1).reshape(-1)
+        gt = torch.as_tensor(semantics[v]).reshape(-1).long()
+        valid = (gt >= 0) & (gt < len(labels))
+        gt, pred = gt[valid], pred[valid]
+        totals += torch.bincount(gt, minlength=len(labels)).double()
+        hits += torch.bincount(gt[pred == gt], minlength=len(labels)).double()
+    return {name: (float(hits[i] / totals[i]) if totals[i] > 0 else None) for i, name in enumerate(labels)}
+
+
 def _kdraw_features(teacher, split, bg, k: int, split_name: str):
     """``i -> [H, W, E]``: the normalised mean of ``k`` independent teacher draws of view ``i`` (no geometry)."""
 
@@ -250,6 +275,7 @@ def merge_runs(runs: list) -> dict:
     out = dict(first)
     out.update({
         "seeds": sorted(seeds), "results": results, "merged_from": len(runs),
+        "teacher_train_recall": {k: v for r in runs for k, v in (r.get("teacher_train_recall") or {}).items()},
         "spatial": spatial or first.get("spatial"),
         **_spatial_summary(spatial),
         "timings_s": {f"run{i}/{k}": v for i, r in enumerate(runs) for k, v in r.get("timings_s", {}).items()},
@@ -387,7 +413,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     masks = view_masks(train_split, bg, base.masks)
     per_seed, spatial, timings, query_ms = {}, {}, {"masks": time.perf_counter() - t0}, {}
-    query_first, query_cached = {}, {}
+    query_first, query_cached, recall = {}, {}, {}
     for s in seeds:
         tch = teachers[s]
         t0 = time.perf_counter()
@@ -397,6 +423,7 @@ def main(argv=None) -> int:
         if tch.simulated:
             per_seed.setdefault("teacher-kdraw", []).append((s, score(_kdraw_features(tch, ev, bg, args.kdraw, args.split))))
         cache = (teacher_features(tch, train_split, bg), masks)
+        recall[str(s)] = teacher_label_recall(cache[0], train_split.semantics, label_emb, labels)
         timings[f"teacher/seed{s}"] = time.perf_counter() - t0
         for rep in reps:
             for name in variants:
@@ -458,6 +485,7 @@ def main(argv=None) -> int:
         "open_vocab_queries": {k: paraphrase_set(labels, k) for k in range(NUM_PARAPHRASES)},
         "distractor_queries": list(DISTRACTOR_QUERIES),
         "results": results,
+        "teacher_train_recall": recall,
         **_spatial_summary(spatial),
         "spatial": spatial or "not scored: ground-truth objects are known for the procedural scene only",
         "query_ms": query_ms,

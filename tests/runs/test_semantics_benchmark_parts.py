@@ -121,7 +121,7 @@ def _run(seed: int, miou: float, spatial_acc: float, **changes) -> dict:
            "language_steps": 1000, "variants": {"field": {}}, "seeds": [seed],
            "results": [{**row("teacher", miou - 0.1)}, {**row("teacher-kdraw", miou - 0.05), "draws": 8}, row("field", miou)],
            "spatial": {"ngp": [{"accuracy": spatial_acc, "variant": "field"}]}, "timings_s": {"masks": 1.0},
-           "query_ms_first": {"ngp": 900.0}}  # fmt: skip
+           "query_ms_first": {"ngp": 900.0}, "teacher_train_recall": {str(seed): {"a": 1.0, "b": 0.5}}}  # fmt: skip
     run.update(changes)
     return run
 
@@ -138,6 +138,17 @@ def test_merge_reaggregates_rows_over_the_seeds_of_every_run(bench):
     assert merged["spatial_accuracy"]["ngp"] == pytest.approx(0.9)
     assert merged["spatial_accuracy_std"]["ngp"] == pytest.approx(0.1)
     assert merged["query_ms_first"] == {"ngp": 900.0}  # the first run's (measured while the others ran)
+    assert sorted(merged["teacher_train_recall"]) == ["0", "1", "2"]
+
+
+def test_teacher_label_recall_counts_each_labels_pixels_named_right(bench):
+    emb = torch.eye(3)  # label l's text is axis l
+    gt = torch.tensor([[[0, 1, 1, 2]]])  # one view, 1x4: one pixel of 0 and 2, two of 1
+    feats = torch.stack([emb[0], emb[1], emb[2], emb[1]]).reshape(1, 1, 4, 3)  # pixel 2 (label 1) is called 2, pixel 3 (label 2) is called 1
+    got = bench.teacher_label_recall(feats.half(), gt, emb, ["bg", "ground", "sphere"])
+    assert got == {"bg": 1.0, "ground": 0.5, "sphere": 0.0}
+    none = bench.teacher_label_recall(feats, torch.zeros(1, 1, 4, dtype=torch.long), emb, ["bg", "ground", "sphere"])
+    assert none["ground"] is None and none["bg"] == 0.25
 
 
 def test_merge_refuses_overlapping_seeds_or_different_settings(bench):
