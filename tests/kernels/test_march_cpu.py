@@ -97,6 +97,10 @@ def test_bad_backend_or_a_case_the_kernel_does_not_cover_is_named():
         march_rays(origins, directions, near, far, None, AABB, 0.05, backend="cuda")
     with pytest.raises(ValueError, match="backend='cpp'.*contraction"):
         march_rays(origins, directions, near, far, None, AABB, 0.05, backend="cpp", contraction="l2")
+    with pytest.raises(ValueError, match="backend='cpp'.*constant steps"):
+        march_rays(origins, directions, near, far, None, AABB, 0.05, backend="cpp", cone_angle=0.01)
+    ref = march_rays(origins, directions, near, far.double(), None, AABB, 0.05, backend="torch")  # a float64 far bound
+    _same(ref, march_rays(origins, directions, near, far.double(), None, AABB, 0.05))  # auto: the torch path, no error
     with pytest.raises(ValueError, match="backend='cpp'.*float32"):
         march_rays(origins.double(), directions.double(), near.double(), far.double(), None, AABB.double(), 0.05,
                    backend="cpp")  # fmt: skip

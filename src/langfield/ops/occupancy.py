@@ -254,14 +254,16 @@ def _occupied_samples(
     return grid.occupied(points)
 
 
-def _use_march_kernel(backend: str, origins: Tensor, directions: Tensor, t_min: Tensor, contraction: Optional[str]) -> bool:
+def _use_march_kernel(
+    backend: str, origins: Tensor, directions: Tensor, t_min: Tensor, t_max: Tensor, contraction: Optional[str]
+) -> bool:
     """Whether the constant-step march runs the C++ kernel (see :func:`march_rays`)."""
     if backend == "torch":
         return False
     applies = (
         contraction is None
         and origins.device.type == "cpu"
-        and origins.dtype == directions.dtype == t_min.dtype == torch.float32
+        and origins.dtype == directions.dtype == t_min.dtype == t_max.dtype == torch.float32
     )
     if backend == "cpp":
         if not applies:
@@ -346,6 +348,8 @@ def march_rays(
     if contraction is not None:
         check_choice(contraction, "contraction", CONTRACTIONS)
     check_choice(backend, "backend", MARCH_BACKENDS)
+    if backend == "cpp" and cone_angle > 0:
+        raise ValueError("march_rays(backend='cpp') needs constant steps (cone_angle 0); the kernel does not do cone steps")
     num_rays = origins.shape[0]
     device = origins.device
     if contraction is None:
@@ -372,7 +376,7 @@ def march_rays(
         length = torch.where(hit, t_max - t_min, torch.zeros_like(t_min))
         counts = torch.ceil(length / step_size + (1.0 - offset)).clamp_(min=0, max=max_samples_per_ray).long()
         counts = torch.where(hit, counts, torch.zeros_like(counts))
-        if _use_march_kernel(backend, origins, directions, t_min, contraction):
+        if _use_march_kernel(backend, origins, directions, t_min, t_max, contraction):
             res = grid.resolution if grid is not None else 0
             t_starts, t_ends, ray_idx = march_cpu.march_constant_cpp(
                 origins, directions, t_min, t_max, offset, counts, step_size,

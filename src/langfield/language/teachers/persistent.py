@@ -190,7 +190,7 @@ class PersistentSimulatedTeacher(SimulatedTeacher):
 
     def persistent_confusion(self, camera: Tensor) -> dict[str, str]:
         """``{label: related label}`` of the objects this camera sees mistaken (every view from
-        the same sector gets the same answer)."""
+        the same viewing direction gets the same answer)."""
         lut = self._persistent_lut(camera)
         return {self.labels[i]: self.labels[j] for i, j in enumerate(lut.tolist()) if i != j}
 
