@@ -56,6 +56,26 @@ def test_render_view_of_ngp_goes_through_one_march(monkeypatch):
     assert calls["march"] == 1 and out.rgb.shape == (8, 8, 3) and geometry.weights.shape == (64, 3)
 
 
+def test_default_ray_chunk_on_cpu_and_a_bad_chunk_is_named(monkeypatch):
+    import langfield.language.view_geometry as vg
+
+    ds = plane_scene(size=12)
+    ngp = _dense_ngp(ds)
+    cams, bg = ds.split("test").cameras, torch.ones(3)
+    monkeypatch.setattr(vg, "CPU_RAY_CHUNK", 40)  # 144 rays: 4 calls, the last one short
+    calls = []
+    original = ngp.render_rays_with_weights
+    monkeypatch.setattr(ngp, "render_rays_with_weights", lambda rays, bg: calls.append(len(rays)) or original(rays, bg))
+    render, weights = ngp_view_render(ngp, cams, 0, bg, k=3)
+    assert calls == [40, 40, 40, 24]
+    one_call, one_weights = ngp_view_render(ngp, cams, 0, bg, k=3, chunk=1000)
+    torch.testing.assert_close(render.rgb, one_call.rgb, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights.weights, one_weights.weights, rtol=1e-5, atol=1e-6)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+            ngp_view_weights(ngp, cams, 0, chunk=bad)
+
+
 def test_render_view_refuses_a_method_without_a_language_path():
     nerf = make_method("nerf", SceneInfo.from_dataset(plane_scene(size=8)))
     with pytest.raises(TypeError, match="cannot carry a language field"):

@@ -35,6 +35,7 @@ from langfield.fields.language_fields import LanguageField
 from langfield.io.gaussian_ply import write_gaussian_ply
 from langfield.io.images import write_image
 from langfield.io.points_ply import write_points_ply
+from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.language.queries import (
     CANONICAL_NEGATIVES,
     Localization,
@@ -96,6 +97,10 @@ class LanguageScene:
             relevancy (about 61 MB per cached 200x200 view with 384-d features). The cache assumes
             the method and the field no longer change (as after distillation); call
             :meth:`clear_render_cache` if they do. 0 turns it off.
+
+    On the CPU it calls :func:`langfield.kernels.cpu_allocator.keep_freed_memory` (as the Trainer
+    and the command line do): a first Instant-NGP query at 200x200 then reuses freed memory instead
+    of faulting in fresh pages for its temporaries (about 1.0-1.2 s against 1.25-1.4 s on 2 cores).
     """
 
     def __init__(
@@ -103,6 +108,9 @@ class LanguageScene:
         render_cache_size: int = 4,
     ) -> None:  # fmt: skip
         check_language_method(method)
+        tensors = [*method.parameters(), *method.buffers()]
+        if not tensors or tensors[0].device.type == "cpu":  # queries allocate large temporaries: reuse them (kernels.cpu_allocator)
+            keep_freed_memory()
         if isinstance(render_cache_size, bool) or not isinstance(render_cache_size, int) or render_cache_size < 0:
             raise ValueError(f"render_cache_size must be an int >= 0, got {render_cache_size!r}")
         self.method, self.dataset, self.field, self.teacher = method, dataset, field, teacher
