@@ -71,6 +71,11 @@ def test_default_ray_chunk_on_cpu_and_a_bad_chunk_is_named(monkeypatch):
     one_call, one_weights = ngp_view_render(ngp, cams, 0, bg, k=3, chunk=1000)
     torch.testing.assert_close(render.rgb, one_call.rgb, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights.weights, one_weights.weights, rtol=1e-5, atol=1e-6)
+    grad_modes = []
+    original_weights = ngp.sample_weights
+    monkeypatch.setattr(ngp, "sample_weights", lambda rays: grad_modes.append(torch.is_grad_enabled()) or original_weights(rays))
+    ngp_view_weights(ngp, cams, 0, k=3)
+    assert grad_modes and not any(grad_modes)  # frozen geometry: marched without autograd
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="chunk must be an int >= 1"):
             ngp_view_weights(ngp, cams, 0, chunk=bad)

@@ -49,7 +49,7 @@ from langfield.language.queries import (
 from langfield.language.spatial import SpatialAnswer, SpatialQuestion, ask_scene
 from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.language.view_geometry import check_language_method, render_view, render_view_features
-from langfield.methods.base import SceneMethod
+from langfield.methods.base import SceneMethod, device_of
 from langfield.types import Cameras, RenderOutput
 
 __all__ = ["LanguageFieldMissingError", "LanguageRender", "LanguageScene", "query_stem"]
@@ -108,8 +108,7 @@ class LanguageScene:
         render_cache_size: int = 4,
     ) -> None:  # fmt: skip
         check_language_method(method)
-        tensors = [*method.parameters(), *method.buffers()]
-        if not tensors or tensors[0].device.type == "cpu":  # queries allocate large temporaries: reuse them (kernels.cpu_allocator)
+        if device_of(method).type == "cpu":  # queries allocate large temporaries: reuse them (kernels.cpu_allocator)
             keep_freed_memory()
         if isinstance(render_cache_size, bool) or not isinstance(render_cache_size, int) or render_cache_size < 0:
             raise ValueError(f"render_cache_size must be an int >= 0, got {render_cache_size!r}")

@@ -69,7 +69,6 @@ def _ray_weights(rays: Rays, pos: Tensor, w: Tensor, ridx: Tensor, k: int, pixel
     return RayWeights(rw.positions, rw.weights, rw.accumulation, dist * angle)
 
 
-@torch.no_grad()
 def _ray_chunk(chunk: Optional[int], device: torch.device) -> int:
     """Rays per marching call: ``chunk``, else :data:`CPU_RAY_CHUNK` on the CPU and
     :data:`GPU_RAY_CHUNK` elsewhere."""
@@ -80,6 +79,7 @@ def _ray_chunk(chunk: Optional[int], device: torch.device) -> int:
     return chunk
 
 
+@torch.no_grad()
 def ngp_view_weights(method: SharesRayWeights, cameras: Cameras, index: int, k: int = 8, chunk: Optional[int] = None) -> RayWeights:
     """Frozen-geometry :class:`RayWeights` of every pixel of camera ``index`` (row-major ``H*W``),
     marched by density alone (no colour head), ``chunk`` rays at a time (default: :func:`_ray_chunk`)."""

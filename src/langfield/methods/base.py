@@ -40,6 +40,7 @@ __all__ = [
     "SceneInfo",
     "SceneMethod",
     "check_background",
+    "device_of",
     "evaluation_mode",
     "unwrap_model",
 ]
@@ -126,7 +127,8 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _device_of(module: nn.Module) -> torch.device:
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter, else of its first buffer, else the CPU."""
     for t in module.parameters():
         return t.device
     for t in module.buffers():
@@ -353,7 +355,7 @@ class RayMethod(SceneMethod):
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         if keep is not None and not callable(keep):
             raise TypeError(f"{type(self).__name__}: keep must be a sample filter (positions -> bool), not a mask")
-        device = _device_of(self)
+        device = device_of(self)
         bg = check_background(background).to(device)
         world = rays_from_camera(cameras, 0, self.near, self.far)
         height, width = (int(s) for s in world.shape)
