@@ -26,7 +26,9 @@ when every label is queried by a paraphrase that was never a label string,
 :mod:`langfield.language.vocabulary`; mean over the paraphrase sets), each with ``*_std`` and the
 per-seed values. On the procedural scene, spatial questions (left/right, closer, larger, above)
 answered by the last variant from the evaluation cameras against the true objects
-(``spatial_accuracy``, mean over seeds). ``teacher_train_recall``: per seed and label, the share of
+(``spatial_accuracy``, mean over seeds: names placed on objects grouped from geometry and named
+with the labels, :mod:`langfield.language.objects`; ``spatial_accuracy_relevancy``: placed by their
+most relevant pixels instead, the baseline). ``teacher_train_recall``: per seed and label, the share of
 the label's training pixels the teacher names correctly (:func:`teacher_label_recall`). Relevancy query time at 200x200: ``query_ms`` (the
 distillation's own render path), ``query_ms_first`` (a first query on a view through
 :class:`LanguageScene`: colour, geometry, features and relevancy) and ``query_ms_cached`` (a second
@@ -61,6 +63,7 @@ from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
 from langfield.language.scene import LanguageScene
+from langfield.language.objects import ObjectMapConfig
 from langfield.language.spatial import procedural_objects, score_spatial, spatial_questions
 from langfield.language.teachers import load_teacher
 from langfield.language.distillation import LanguageDistillation, LanguageFieldConfig
@@ -228,8 +231,11 @@ def _spatial_summary(spatial: dict) -> dict:
     """``spatial_accuracy`` (mean over seeds) and ``spatial_accuracy_std`` (sample std) per
     representation from ``{rep: [one spatial score dict per seed]}``; ``None`` when empty."""
     acc = {rep: [x["accuracy"] for x in v] for rep, v in spatial.items()}
+    rel = {rep: [x["relevancy_accuracy"] for x in v if "relevancy_accuracy" in x] for rep, v in spatial.items()}
     return {"spatial_accuracy": {rep: statistics.fmean(a) for rep, a in acc.items()} or None,
-            "spatial_accuracy_std": {rep: statistics.stdev(a) if len(a) > 1 else 0.0 for rep, a in acc.items()} or None}  # fmt: skip
+            "spatial_accuracy_std": {rep: statistics.stdev(a) if len(a) > 1 else 0.0 for rep, a in acc.items()} or None,
+            "spatial_accuracy_relevancy": {rep: statistics.fmean(a) for rep, a in rel.items() if a} or None,
+            "spatial_accuracy_relevancy_std": {rep: statistics.stdev(a) if len(a) > 1 else 0.0 for rep, a in rel.items() if a} or None}  # fmt: skip
 
 
 #: Top-level fields that must agree between the runs ``--merge`` combines.
@@ -446,7 +452,7 @@ def main(argv=None) -> int:
             if args.data == "procedural":
                 t1 = time.perf_counter()
                 sc = LanguageScene(methods[rep], dataset, lt.field, tch, top_k=lt.config.top_k)
-                spatial.setdefault(rep, []).append(_spatial(sc, ev, name))
+                spatial.setdefault(rep, []).append(_spatial(sc, ev, name, args.split))
                 timings[f"{rep}/spatial/seed{s}"] = time.perf_counter() - t1
             if rep not in query_ms:
                 query_ms[rep] = _query_ms(lt, ev.cameras, torch.cat([label_emb[1:2], neg_emb]).to(lt.device), args.query_size, 5)
@@ -499,18 +505,28 @@ def main(argv=None) -> int:
     atomic_write_json(out, args.out)
     keys = ("representation", "variant", "miou", "miou_std", "boundary_f", "loc_balanced_acc", "miou_open_vocab")
     print(json.dumps({"results": [{k: r.get(k) for k in keys} for r in results], "spatial_accuracy": out["spatial_accuracy"],
+                      "spatial_accuracy_relevancy": out.get("spatial_accuracy_relevancy"),
                       "query_ms": query_ms}, indent=1))  # fmt: skip
     return 0
 
 
-def _spatial(scene: LanguageScene, test, variant: str, max_views: int = 12) -> dict:
+def _spatial(scene: LanguageScene, ev, variant: str, split: str = "test", max_views: int = 12) -> dict:
     """Spatial-question accuracy of ``scene`` on questions generated from the true procedural
-    objects and the test cameras (:func:`langfield.language.spatial.spatial_questions`); every
-    name is localised from ``max_views`` training views (relevancy >= 0.5, else "not found")."""
+    objects and the cameras of ``ev`` (split ``split``; :func:`langfield.language.spatial.spatial_questions`).
+
+    ``accuracy``: names placed as :meth:`LanguageScene.relation` does by default (objects grouped
+    from ``max_views`` training views, named with the dataset's labels, exclusive assignment).
+    ``relevancy_accuracy``: the same questions with names placed by their most relevant pixels
+    (``locate_by="relevancy"``, relevancy >= 0.5, else "not found"), the earlier method, as a baseline.
+    ``objects``: the object map (names, points, boxes, mean label probabilities)."""
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # the procedural scene's world up (identity world_transform)
-    questions = spatial_questions(procedural_objects(scene.dataset.world_transform), test.cameras, up)
-    scores = score_spatial(questions, lambda q, view: scene.relation(q, "test", view, max_views=max_views))
-    return {**scores, "variant": variant, "answer_up": "mean training-camera up", "localization_views": max_views}
+    questions = spatial_questions(procedural_objects(scene.dataset.world_transform), ev.cameras, up)
+    scores = score_spatial(questions, lambda q, view: scene.relation(q, split, view, max_views=max_views))
+    by_relevancy = score_spatial(questions, lambda q, view: scene.relation(q, split, view, max_views=max_views, locate_by="relevancy"))
+    omap = scene.objects(config=ObjectMapConfig(max_views=max_views))
+    return {**scores, "variant": variant, "split": split, "answer_up": "mean training-camera up", "localization_views": max_views,
+            "locate_by": "objects", "relevancy_accuracy": by_relevancy["accuracy"], "relevancy_not_found": by_relevancy["not_found"],
+            "relevancy_by_kind": by_relevancy["by_kind"], "objects": [o.as_dict() for o in omap.objects]}  # fmt: skip
 
 
 

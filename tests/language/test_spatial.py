@@ -283,3 +283,17 @@ def test_asking_a_scene_maps_original_frame_localisations_into_the_cameras_frame
         ask_scene(scene, "how far is the mug?", cams, 0)
     with pytest.raises(InputError, match="out of range"):
         ask_scene(scene, "is the mug left of the laptop?", cams, 3)
+
+
+def test_asking_a_scene_takes_normalised_objects_as_they_are():
+    """A ``locate`` that returns :class:`SpatialObject` (already in the cameras' frame, as the
+    object map's placements) is not mapped through ``world_transform`` again."""
+    layout = _scene_objects()
+    scene = ExactScene(layout)
+    ans = ask_scene(scene, "is the mug left of the laptop?", scene.cameras, 0, locate=lambda name: layout[name])
+    assert ans.answer == "yes"
+    assert ans.evidence["objects"]["mug"]["point_normalised"] == pytest.approx([-1.0, 0.0, 5.0], abs=1e-6)
+    assert scene.calls == []  # the scene's own localize was not used
+    # Lengths are reported in original units through the object's scale.
+    scaled = ask_scene(scene, "is the mug left of the laptop?", scene.cameras, 0, locate=lambda name: layout[name].with_scale(2.0))
+    assert scaled.evidence["objects"]["mug"]["depth"] == pytest.approx(2.5, abs=1e-6) and ans.evidence["objects"]["mug"]["depth"] == pytest.approx(5.0, abs=1e-6)

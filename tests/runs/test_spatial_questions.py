@@ -30,26 +30,60 @@ def scene(tiny_ngp_language_run):
 
 
 def test_relation_answers_from_the_fields_localisations(scene):
-    left = scene.relation("is the sphere left of the box?", "test", 0, min_relevancy=0.0, max_views=4)
+    left = scene.relation("is the sphere left of the box?", "test", 0, min_relevancy=0.0, max_views=4, locate_by="relevancy")
     assert left.answer in ("yes", "no") and 0.5 <= left.confidence <= 1.0
     for name in ("sphere", "box"):
         ev = left.evidence["objects"][name]
         assert len(ev["point_normalised"]) == 3 and ev["depth"] > 0 and ev["image_xy"] is not None
     # The same localisations answer the mirrored question the same way (cached per name).
-    right = scene.relation("is the box right of the sphere?", "test", 0, min_relevancy=0.0, max_views=4)
+    right = scene.relation("is the box right of the sphere?", "test", 0, min_relevancy=0.0, max_views=4, locate_by="relevancy")
     assert right.answer == left.answer
     assert right.evidence["objects"]["sphere"] == left.evidence["objects"]["sphere"]
-    closer = scene.relation("which is closer, the sphere or the box?", "test", 0, min_relevancy=0.0, max_views=4)
+    closer = scene.relation("which is closer, the sphere or the box?", "test", 0, min_relevancy=0.0, max_views=4, locate_by="relevancy")
     depths = closer.evidence["compared"]["depth"]
     assert closer.answer == min(depths, key=depths.get)
     with pytest.raises(ValueError, match="out of range"):
         scene.relation("is the sphere left of the box?", "test", 99)
 
 
+def test_relation_places_names_on_the_object_map(scene):
+    from langfield.language.objects import ObjectMapConfig
+
+    omap = scene.objects(config=ObjectMapConfig(max_views=4))
+    assert omap is scene.objects(config=ObjectMapConfig(max_views=4))  # cached
+    assert omap.vocabulary == [lab for lab in scene.dataset.labels if lab != "background"] and omap.objects
+    names = [o.name for o in omap.objects if o.name is not None]
+    assert len(names) == len(set(names)) and set(names) <= set(omap.vocabulary)  # exclusive naming
+    for o in omap.objects:
+        assert bool(((o.aabb[0] <= o.point) & (o.point <= o.aabb[1])).all()) and o.num_views >= 1
+        assert sum(o.scores.values()) == pytest.approx(1.0, abs=1e-4) and o.best_name in omap.vocabulary
+    a, b = names[0], (names[1] if len(names) > 1 else names[0])
+    if a != b:
+        ans = scene.relation(f"which is closer, the {a} or the {b}?", "test", 0, max_views=4)
+        depths = ans.evidence["compared"]["depth"]
+        assert ans.answer == min(depths, key=depths.get)
+        obj = omap.named(a)[0]
+        assert ans.evidence["objects"][a]["point_normalised"] == pytest.approx(obj.point.tolist(), abs=1e-6)
+    assert ans.evidence["objects"][a]["placed_by"].startswith("object map") if a != b else True
+    missing = [v for v in omap.vocabulary if v not in names]
+    if missing:  # a name no object was given falls back to its relevant pixels, or is not found
+        with pytest.raises(QueryNotFoundError, match="no object of the scene was given this name"):
+            scene.relation(f"is the {missing[0]} left of the {a}?", "test", 0, max_views=4, min_relevancy=1.0)
+        fallback = scene.relation(f"is the {missing[0]} left of the {a}?", "test", 0, max_views=4, min_relevancy=0.0)
+        assert fallback.evidence["objects"][missing[0]]["placed_by"].startswith("relevancy")
+    # Text outside the vocabulary goes to the object whose mean feature is most relevant to it.
+    free = scene.relation(f"is the round thing left of the {a}?", "test", 0, max_views=4, min_relevancy=0.0)
+    assert free.answer in ("yes", "no") and "round thing" in free.evidence["objects"]
+    with pytest.raises(QueryNotFoundError, match="relevant enough"):
+        scene.relation(f"is the round thing left of the {a}?", "test", 0, max_views=4, min_relevancy=1.0)
+    with pytest.raises(ValueError, match="locate_by"):
+        scene.relation(f"is the {a} left of the {b}?", "test", 0, locate_by="nearest")
+
+
 def test_query_ask_writes_the_answer_and_refuses_bad_questions(tiny_ngp_language_run, tmp_path, capsys):
     out = tmp_path / "q"
     rc = main(["query", str(tiny_ngp_language_run), "--ask", "Which is larger, the sphere or the box?", "--view", "1",
-               "--min-relevancy", "0", "--out-dir", str(out), "--device", "cpu"])  # fmt: skip
+               "--min-relevancy", "0", "--locate-by", "relevancy", "--out-dir", str(out), "--device", "cpu"])  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().err  # the CLI's console writes to stderr
     assert "Which is larger, the sphere or the box? -> " in printed and "confidence" in printed

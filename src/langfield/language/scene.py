@@ -20,6 +20,7 @@ The scene talks to the method only through its declared capabilities
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from langfield.io.gaussian_ply import write_gaussian_ply
 from langfield.io.images import write_image
 from langfield.io.points_ply import write_points_ply
 from langfield.kernels.cpu_allocator import keep_freed_memory
+from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.language.queries import (
     CANONICAL_NEGATIVES,
     Localization,
@@ -46,7 +48,8 @@ from langfield.language.queries import (
     relevancy,
     segment,
 )
-from langfield.language.spatial import SpatialAnswer, SpatialQuestion, ask_scene
+from langfield.language.objects import ObjectMap, ObjectMapConfig, build_object_map
+from langfield.language.spatial import SpatialAnswer, SpatialObject, SpatialQuestion, ask_scene, default_candidates, mean_camera_up
 from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.language.view_geometry import check_language_method, render_view, render_view_features
 from langfield.methods.base import SceneMethod, device_of
@@ -118,6 +121,7 @@ class LanguageScene:
         self._renders: "OrderedDict[tuple, LanguageRender]" = OrderedDict()
         self._text_cache: Dict[str, Tensor] = {}
         self._localizations: Dict[tuple, Union[Localization, QueryNotFoundError]] = {}
+        self._object_maps: Dict[tuple, ObjectMap] = {}
 
     # ------------------------------------------------------------------ text
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
@@ -207,21 +211,82 @@ class LanguageScene:
         except QueryNotFoundError as err:
             raise QueryNotFoundError(str(err).replace("query", f"query {query!r}", 1)) from None
 
+    @torch.no_grad()
+    def objects(
+        self, vocabulary: Optional[Sequence[str]] = None, split: str = "train", config: ObjectMapConfig = ObjectMapConfig()
+    ) -> ObjectMap:
+        """The scene's objects, grouped from geometry and named from ``vocabulary``
+        (:mod:`langfield.language.objects`; cached per vocabulary, split and config).
+
+        ``config.max_views`` evenly spaced views of ``split`` are rendered; their pixels with
+        accumulation ``>= 0.5`` (at a regular stride keeping at most ``config.max_points`` in all)
+        are back-projected with the rendered ray distance into the cameras' **normalised** frame,
+        each with its language feature and its label probabilities over ``vocabulary`` (default:
+        the dataset's labels without background-like ones, :func:`spatial.default_candidates`).
+        ``up`` is the mean up of the training cameras (:func:`spatial.mean_camera_up`).
+        """
+        vocab = default_candidates(self.dataset.labels) if vocabulary is None else check_label_list(vocabulary)
+        if not vocab:
+            raise InputError("objects: empty vocabulary (the dataset has no object labels); pass vocabulary=[...]")
+        if split not in self.dataset.splits:
+            raise InputError(f"split {split!r}: the dataset has {sorted(self.dataset.splits)}")
+        if not isinstance(config, ObjectMapConfig):
+            raise InputError(f"config must be an ObjectMapConfig, got {type(config).__name__}")
+        key = (tuple(vocab), split, config)
+        if key in self._object_maps:
+            return self._object_maps[key]
+        cams = self.dataset.split(split).cameras
+        picks = torch.linspace(0, len(cams) - 1, min(config.max_views, len(cams))).round().long().unique().tolist()
+        text = self.embed_texts(vocab)
+        per_view = max(1, config.max_points // len(picks))
+        points, views, probs, feats = [], [], [], []
+        for v, i in enumerate(picks):
+            out = self.render(cams, i)
+            h, w = int(cams.heights[i]), int(cams.widths[i])
+            stride = max(1, math.ceil(math.sqrt(h * w / per_view)))
+            rows = torch.arange(0, h, stride)[:, None].expand(-1, len(range(0, w, stride))).reshape(-1)
+            cols = torch.arange(0, w, stride)[None, :].expand(len(range(0, h, stride)), -1).reshape(-1)
+            depth = out.render.depth[..., 0].float().cpu()[rows, cols]
+            acc = out.render.accumulation[..., 0].float().cpu()[rows, cols]
+            keep = torch.isfinite(depth) & (depth > 0) & (acc >= 0.5)
+            rows, cols, depth = rows[keep], cols[keep], depth[keep]
+            f = out.features.float().cpu()[rows, cols]
+            rays = rays_from_pixels(cams, torch.full((rows.numel(),), i, dtype=torch.long), pixel_centers(w, h)[rows, cols], 0.0, 1.0)
+            points.append(rays.origins.double() + rays.directions.double() * depth.double()[:, None])
+            views.append(torch.full((rows.numel(),), v, dtype=torch.long))
+            probs.append(torch.softmax(config.temperature * F.normalize(f, dim=-1) @ text.float().cpu().T, dim=-1))
+            feats.append(f)
+        up = mean_camera_up(self.dataset.split("train").cameras.c2w)
+        found = build_object_map(torch.cat(points), torch.cat(views), torch.cat(probs), torch.cat(feats), vocab, up, config)
+        self._object_maps[key] = found
+        return found
+
     def relation(
         self, question: Union[str, SpatialQuestion], split: str = "test", view: int = 0, *,
         candidates: Optional[Sequence[str]] = None, up: Optional[Tensor] = None, min_relevancy: float = 0.5,
-        max_views: int = 12,
+        max_views: int = 12, locate_by: str = "objects", vocabulary: Optional[Sequence[str]] = None,
     ) -> SpatialAnswer:  # fmt: skip
         """Answer a spatial question ("is the sphere left of the box?", "which is closer, A or B?",
         "which is larger, A or B?", "what is on top of X?") from camera ``view`` of ``split``.
 
         The grammar, frames and the meaning of each relation: :mod:`langfield.language.spatial`.
-        Every name is placed by :meth:`localize` (``max_views`` training views, ``min_relevancy``;
-        cached per name on this scene), mapped into the cameras' normalised frame; "up" is the mean
-        up direction of the training cameras unless ``up`` (normalised frame) is given.
+        How names are placed (``locate_by``):
+
+        * ``"objects"`` (default): the scene's objects are grouped from geometry and named with
+          ``vocabulary`` (:meth:`objects`, ``max_views`` training views; default vocabulary the
+          dataset's object labels). A vocabulary name is the object given that name; a name no
+          object was given (its geometry was merged with a neighbour's or missed) falls back to
+          ``"relevancy"``; any other text is the object whose mean feature is most relevant to it
+          (LERF relevancy against the canonical negatives, at least ``min_relevancy``). The
+          evidence's ``placed_by`` says which way each name was placed.
+        * ``"relevancy"``: :meth:`localize` (the most relevant pixels of ``max_views`` training
+          views, ``min_relevancy``), mapped into the normalised frame.
+
+        Placements are cached per name on this scene. "up" is the mean up direction of the
+        training cameras unless ``up`` (normalised frame) is given.
 
         Raises:
-            InputError: an unparsable question, a bad split or view.
+            InputError: an unparsable question, a bad split, view or ``locate_by``.
             QueryNotFoundError: a name of the question is not found in the scene.
         """
         if split not in self.dataset.splits:
@@ -229,6 +294,8 @@ class LanguageScene:
         cams = self.dataset.split(split).cameras
         if isinstance(view, bool) or not isinstance(view, int) or not 0 <= view < len(cams):
             raise InputError(f"view {view!r} is out of range: split {split!r} has {len(cams)} cameras")
+        if locate_by not in ("objects", "relevancy"):
+            raise InputError(f"locate_by must be 'objects' or 'relevancy', got {locate_by!r}")
 
         def locate(name: str) -> Localization:
             key = (" ".join(name.split()).casefold(), max_views, float(min_relevancy))
@@ -241,6 +308,36 @@ class LanguageScene:
             if isinstance(found, QueryNotFoundError):
                 raise QueryNotFoundError(str(found))
             return found
+
+        if locate_by == "objects":
+            omap = self.objects(vocabulary, config=ObjectMapConfig(max_views=max_views))
+            scale = float(torch.linalg.det(self.dataset.world_transform.double()[:3, :3]).abs() ** (1.0 / 3.0))
+
+            def place(name: str) -> SpatialObject:
+                named = sorted(omap.named(name), key=lambda o: -o.scores.get(o.name, 0.0))
+                if named:
+                    o = named[0]
+                    obj = SpatialObject.from_aabb(name, o.point, o.aabb, score=o.scores[o.name]).with_scale(scale)
+                    return obj.placed("object map" if o.name == o.best_name else "object map (by elimination)")
+                key = " ".join(name.split()).casefold()
+                if key in {" ".join(v.split()).casefold() for v in omap.vocabulary}:
+                    try:  # a name no grouped object was given (merged or missed geometry): its relevant pixels
+                        found = locate(name)
+                    except QueryNotFoundError as err:
+                        raise QueryNotFoundError(f"{name!r}: no object of the scene was given this name ({len(omap.objects)} objects) "
+                                                 f"and its relevancy does not place it ({err})") from None  # fmt: skip
+                    return SpatialObject.from_localization(name, found, self.dataset.world_transform).placed("relevancy (no object was given this name)")
+                if not omap.objects:
+                    raise QueryNotFoundError(f"{name!r}: the scene has no objects")
+                emb = self.embed_texts([name, *CANONICAL_NEGATIVES]).float().cpu()
+                rel = relevancy(torch.stack([o.feature for o in omap.objects]), emb[0], emb[1:])
+                best = int(rel.argmax())
+                if float(rel[best]) < min_relevancy:
+                    raise QueryNotFoundError(f"{name!r}: no object is relevant enough (best {float(rel[best]):.3f} < min_relevancy={min_relevancy:g})")
+                o = omap.objects[best]
+                return SpatialObject.from_aabb(name, o.point, o.aabb, score=float(rel[best])).with_scale(scale).placed("object map (most relevant object)")
+
+            return ask_scene(self, question, cams, view, candidates=candidates, up=up, locate=place)
 
         return ask_scene(self, question, cams, view, candidates=candidates, up=up, locate=locate)
 

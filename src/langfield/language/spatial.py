@@ -235,6 +235,7 @@ class SpatialObject:
             given in, mapped into the normalised frame; corner 0 = min, 7 = max).
         scale: normalised units per original unit (``world_transform``'s scale), for reporting.
         score: the localisation's peak relevancy (1.0 for ground truth).
+        placed_by: how the name was placed (e.g. ``"object map"``, ``"relevancy"``); reported in the evidence.
     """
 
     name: str
@@ -242,6 +243,7 @@ class SpatialObject:
     corners: Tensor
     scale: float = 1.0
     score: float = 1.0
+    placed_by: str = ""
 
     @staticmethod
     def from_aabb(name: str, point: Tensor, aabb: Tensor, world_transform: Optional[Tensor] = None, score: float = 1.0) -> "SpatialObject":
@@ -269,6 +271,14 @@ class SpatialObject:
         dataset's ``world_transform``."""
         return SpatialObject.from_aabb(name, loc.point, loc.aabb, world_transform, score=loc.score)
 
+    def with_scale(self, scale: float) -> "SpatialObject":
+        """The same object reporting lengths with ``scale`` normalised units per original unit."""
+        return SpatialObject(self.name, self.point, self.corners, float(scale), self.score, self.placed_by)
+
+    def placed(self, how: str) -> "SpatialObject":
+        """The same object, noting how it was placed."""
+        return SpatialObject(self.name, self.point, self.corners, self.scale, self.score, how)
+
     @property
     def diagonal(self) -> float:
         """Length of the box diagonal in normalised units."""
@@ -292,6 +302,7 @@ class SpatialObject:
             "volume": float(edges.norm(dim=1).prod()) * inv**3,
             "height_range": [v * inv for v in _heights(self.corners, up)],
             "relevancy": self.score,
+            **({"placed_by": self.placed_by} if self.placed_by else {}),
         }
 
 
@@ -516,13 +527,14 @@ def ask_scene(
     *,
     candidates: Optional[Sequence[str]] = None,
     up: Optional[Tensor] = None,
-    locate: Optional[Callable[[str], Localization]] = None,
+    locate: Optional[Callable[[str], "Localization | SpatialObject"]] = None,
     min_overlap: float = 0.25,
 ) -> SpatialAnswer:
     """Answer a spatial question about a scene from camera ``index`` of ``cameras`` (normalised frame).
 
-    Every name is localised with ``locate`` (default ``scene.localize``; the original frame) and
-    mapped into the normalised frame with ``scene.dataset.world_transform``. A name of the
+    Every name is localised with ``locate`` (default ``scene.localize``): a :class:`Localization`
+    (the original frame) is mapped into the normalised frame with ``scene.dataset.world_transform``;
+    a :class:`SpatialObject` is taken as it is (already normalised). A name of the
     question that is not found raises :class:`QueryNotFoundError` naming it; "above"
     candidates (default :func:`default_candidates` of the dataset's labels) that are not found are
     skipped and listed in ``evidence["not_found"]``. ``up`` defaults to :func:`mean_camera_up` of
@@ -535,10 +547,15 @@ def ask_scene(
         raise InputError(f"camera {index} is out of range: {len(cameras)} cameras")
     locate = locate or scene.localize
     T = scene.dataset.world_transform
+
+    def place(name: str) -> SpatialObject:
+        found = locate(name)
+        return found if isinstance(found, SpatialObject) else SpatialObject.from_localization(name, found, T)
+
     objects: Dict[str, SpatialObject] = {}
     for name in q.objects:
         try:
-            objects[name] = SpatialObject.from_localization(name, locate(name), T)
+            objects[name] = place(name)
         except QueryNotFoundError as err:
             raise QueryNotFoundError(f"question {q.text or q.to_text()!r}: object {name!r} was not found in the scene ({err})") from None
     not_found: List[str] = []
@@ -549,7 +566,7 @@ def ask_scene(
             raise InputError(f"question {q.text or q.to_text()!r}: no candidate objects to look for; pass candidates")
         for name in pool:
             try:
-                objects[name] = SpatialObject.from_localization(name, locate(name), T)
+                objects[name] = place(name)
             except QueryNotFoundError:
                 not_found.append(name)
         candidates = [n for n in pool if n in objects]

@@ -112,7 +112,7 @@ def run_queries(
     run_dir: PathLike, *, text: Optional[str] = None, labels: Sequence[str] = (),
     unknown_threshold: Optional[float] = None, split: str = "test", view: int = 0, localize: bool = False,
     extract: bool = False, threshold: float = 0.55, out_dir: Optional[PathLike] = None,
-    device: Optional[str] = None, min_relevancy: float = 0.5, ask: Optional[str] = None,
+    device: Optional[str] = None, min_relevancy: float = 0.5, ask: Optional[str] = None, locate_by: str = "objects",
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
     under ``out_dir`` (default ``run_dir/queries``); returns what was written and found.
@@ -122,7 +122,8 @@ def run_queries(
     :class:`~langfield.language.queries.QueryNotFoundError` before any file is written.
 
     ``ask`` is a spatial question (grammar: :mod:`langfield.language.spatial`), answered from
-    camera ``view`` of ``split`` by :meth:`LanguageScene.relation`; the answer, its confidence and
+    camera ``view`` of ``split`` by :meth:`LanguageScene.relation` (names placed as ``locate_by``
+    says: ``"objects"`` or ``"relevancy"``); the answer, its confidence and
     evidence go to ``result["answer"]`` and ``out_dir/<question stem>_answer.json``. It is parsed
     before the run is loaded and answered before any file is written (an object that is not
     found raises ``QueryNotFoundError``)."""
@@ -131,6 +132,8 @@ def run_queries(
     if text is None and not labels and ask is None:
         raise InputError("nothing to ask: give a text query (--text), --labels for segmentation and/or a question (--ask)")
     question = parse_question(ask) if ask is not None else None
+    if locate_by not in ("objects", "relevancy"):
+        raise InputError(f"locate_by (--locate-by) must be 'objects' or 'relevancy', got {locate_by!r}")
     if text is not None:
         (text,) = check_text_queries([text], "query (--text)")
     if labels:
@@ -153,7 +156,7 @@ def run_queries(
         raise InputError(f"view {view} (--view) is out of range: split {split!r} has {len(cams)} cameras")
     # Localize first: a query that is not in the scene is refused before any file is written.
     loc = scene.localize(text, min_relevancy=min_relevancy) if localize else None
-    answer = scene.relation(question, split, view, min_relevancy=min_relevancy) if question is not None else None
+    answer = scene.relation(question, split, view, min_relevancy=min_relevancy, locate_by=locate_by) if question is not None else None
     out.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"teacher": scene.teacher.name, "simulated_teacher": bool(scene.teacher.simulated)}
     if text is not None:
