@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,24 @@ def test_a_noisy_floor_is_absorbed_by_the_support_band():
     bare = build_object_map(noisy, view, probs, probs.float(), vocab, UP, ObjectMapConfig(plane_tol=0.004, support_band_sigmas=0.0))
     assert bare.extras["support_band"] == pytest.approx(bare.extras["plane_tol"])
     assert bare.objects[0].num_points + 200 < omap.objects[0].num_points
+
+
+def test_the_object_map_is_drawn_where_the_boxes_project():
+    from langfield.language.objects import draw_object_map
+    from langfield.language.queries import label_colors
+
+    gen = torch.Generator().manual_seed(6)
+    points, view, truth = _scene(gen)
+    probs = _probs(truth, [[0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.4, 0.4]])
+    omap = build_object_map(points, view, probs, probs.float(), ["floor", "big box", "small box"], UP, ObjectMapConfig(plane_tol=0.001))
+    # A camera 3 units above the origin looking straight down (OpenCV: z forward = world -z).
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, -1.0, 3.0]], dtype=torch.float64)
+    K = torch.tensor([[40.0, 0, 32], [0, 40.0, 32], [0, 0, 1]], dtype=torch.float64)
+    img = draw_object_map(torch.zeros(64, 64, 3), omap, c2w, K)
+    assert img.dtype == np.uint8 and img.shape[0] == 64 and img.shape[1] > 64  # view + legend
+    colour = np.array(label_colors(3)[1].tolist())  # the big box's
+    ys, xs = np.nonzero((img[:, :64] == colour).all(-1))
+    # Its top face (z = 0.4, 2.6 from the camera) spans x, y in [0.3, 0.7]: u = 32 + 40 x / 2.6, v = 32 - 40 y / 2.6.
+    assert xs.size > 0 and xs.min() >= 32 + 40 * 0.3 / 3.0 - 2 and xs.max() <= 32 + 40 * 0.7 / 2.6 + 2
+    assert ys.min() >= 32 - 40 * 0.7 / 2.6 - 2 and ys.max() <= 32 - 40 * 0.3 / 3.0 + 2
+    assert (img[:, 64:] != 32).any()  # the legend panel has entries

@@ -93,6 +93,17 @@ def test_query_ask_writes_the_answer_and_refuses_bad_questions(tiny_ngp_language
     assert ans["kind"] == "larger" and ans["answer"] in ("sphere", "box") and (ans["split"], ans["view"]) == ("test", 1)
     sizes = ans["evidence"]["compared"]["size"]
     assert ans["answer"] == max(sizes, key=sizes.get) and ans["objects"] == [ans["answer"]]
+    # --objects writes the object map and a view with every object's box.
+    rc = main(["query", str(tiny_ngp_language_run), "--objects", "--view", "1", "--out-dir", str(out), "--device", "cpu"])
+    assert rc == 0
+    omap = json.loads((out / "objects.json").read_text())
+    assert omap["objects"] and omap["vocabulary"] and omap["assignment"] == "exclusive"
+    assert {"name", "best_name", "point", "aabb", "num_points", "scores"} <= set(omap["objects"][0])
+    from langfield.io.images import read_image
+
+    drawn = read_image(out / "objects_test1.png")
+    assert drawn.shape[0] >= 24 and drawn.shape[1] > 24  # the 24x24 view and its legend
+    capsys.readouterr()
     # A question outside the grammar is refused before the run is loaded.
     assert main(["query", str(tiny_ngp_language_run), "--ask", "how big is the sphere?", "--device", "cpu"]) == 2
     assert "not understood" in capsys.readouterr().err

@@ -245,6 +245,9 @@ class Query:
     "which is closer, the sphere or the box?", "which is larger, A or B?", "what is on top of the
     table?" (grammar: langfield.language.spatial); prints the answer, confidence and evidence and
     writes them to OUT_DIR/<question>_answer.json."""
+    objects: bool = False
+    """Write the scene's object map: objects grouped from the geometry and named with the dataset's
+    labels (OUT_DIR/objects.json, and OUT_DIR/objects_<SPLIT><VIEW>.png with their boxes)."""
     locate_by: Literal["objects", "relevancy"] = "objects"
     """--ask: place the question's names on objects grouped from the geometry and named with the
     dataset's labels ('objects'), or on each name's most relevant pixels ('relevancy')."""
@@ -530,7 +533,7 @@ def run_query(args: Query) -> Dict[str, Any]:
     result = run_queries(
         args.run_dir, text=args.text, labels=expand_label_files(args.labels), unknown_threshold=args.unknown_threshold,
         split=args.split, view=args.view, localize=args.localize, min_relevancy=args.min_relevancy, extract=args.extract,
-        threshold=args.threshold, ask=args.ask, locate_by=args.locate_by,
+        threshold=args.threshold, ask=args.ask, locate_by=args.locate_by, objects=args.objects,
         out_dir=args.out_dir, device=args.device,
     )  # fmt: skip
     console.print(json.dumps(result, indent=1, default=str))

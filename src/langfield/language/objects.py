@@ -41,7 +41,8 @@ the classical support-plane + Euclidean-clustering segmentation of tabletop poin
    per-object sums of the probabilities). It encodes the prior that a name denotes one object
    ("*the* sphere"): an object the field partly takes for a bigger one keeps the name nobody else
    fits. ``"argmax"``: each object takes the name with its highest mean probability (names may
-   repeat or be missing).
+   repeat or be missing). The support takes part in the naming like any object, so the vocabulary
+   should name it too ("ground", "table"); otherwise it takes the object name it fits best.
 
 Everything here is pure tensor code on points already computed (CPU, float64 geometry); all
 lengths are in the frame of the points given (the cameras' normalised frame in the scene).
@@ -58,8 +59,9 @@ import torch
 from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
+from langfield.language.queries import label_colors
 
-__all__ = ["ObjectMapConfig", "SceneObject", "ObjectMap", "fit_support_plane", "group_points", "assign_names", "build_object_map"]
+__all__ = ["ObjectMapConfig", "SceneObject", "ObjectMap", "fit_support_plane", "group_points", "assign_names", "build_object_map", "draw_object_map"]
 
 ASSIGNMENTS = ("exclusive", "argmax")
 
@@ -375,3 +377,53 @@ def build_object_map(
         o.name = vocabulary[k] if k is not None else None
         o.best_name = vocabulary[best]
     return ObjectMap(objects, list(vocabulary), config.assignment, plane, n, {"plane_tol": tol, "support_band": band})
+
+
+# 12 edges of a box by corner index (bit 0: x, bit 1: y, bit 2: z; corner 0 = min, 7 = max).
+_BOX_EDGES = [(a, a | bit) for a in range(8) for bit in (1, 2, 4) if not a & bit]
+
+
+def draw_object_map(rgb: Tensor, object_map: ObjectMap, c2w: Tensor, K: Tensor) -> np.ndarray:
+    """``uint8 [H, W + legend, 3]``: ``rgb [H, W, 3]`` (floats in ``[0, 1]``) of a camera with every
+    object's box drawn as a wireframe in its colour (support: thin), and a legend panel (name,
+    or ``object N`` when unnamed; ``*`` marks a name given by elimination; the number of points).
+
+    ``c2w [3|4, 4]`` (OpenCV) and ``K [3, 3]`` are the camera's, in the frame of the map's points.
+    Edges with an end behind the camera are left out.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = (rgb.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    h, w = img.shape[:2]
+    c2w = torch.as_tensor(c2w).double()[:3]
+    K = torch.as_tensor(K).double()
+    palette = label_colors(max(1, len(object_map.objects))).tolist()
+    canvas = Image.fromarray(img).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    unit = torch.tensor([[(i >> b) & 1 for b in range(3)] for i in range(8)], dtype=torch.float64)
+    rot, t = c2w[:, :3], c2w[:, 3]
+    entries = []
+    for o, colour in zip(object_map.objects, palette):
+        corners = o.aabb[0] + unit * (o.aabb[1] - o.aabb[0])
+        cam = (corners - t) @ rot  # world -> camera (rot is orthonormal)
+        uv = (cam @ K.T)[:, :2] / cam[:, 2:3].clamp_min(1e-9)
+        for a, b in _BOX_EDGES:
+            if cam[a, 2] > 1e-6 and cam[b, 2] > 1e-6:
+                draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=tuple(colour), width=1 if o.support else 2)
+        label = o.name if o.name is not None else f"object {o.index}"
+        mark = "*" if o.name is not None and o.name != o.best_name else ""
+        entries.append((f"{label}{mark} ({o.num_points} pts){' support' if o.support else ''}", colour))
+    if any(o.name is not None and o.name != o.best_name for o in object_map.objects):
+        entries.append(("* named by elimination", None))
+    row_h, swatch, pad = 14, 10, 4
+    text_w = max([int(np.ceil(draw.textlength(t_, font=font))) for t_, _ in entries] or [0])
+    panel = Image.new("RGB", (w + pad * 3 + swatch + text_w, max(h, pad + row_h * len(entries))), (32, 32, 32))
+    panel.paste(canvas, (0, 0))
+    pd = ImageDraw.Draw(panel)
+    for i, (text, colour) in enumerate(entries):
+        y = pad + i * row_h
+        if colour is not None:
+            pd.rectangle([w + pad, y + 1, w + pad + swatch - 1, y + swatch], fill=tuple(colour), outline=(255, 255, 255))
+        pd.text((w + 2 * pad + swatch, y), text, fill=(255, 255, 255), font=font)
+    return np.asarray(panel)

@@ -9,6 +9,7 @@ import torch
 
 from langfield._checks import InputError, check_choice, check_finite_number, check_int_range, check_output_dir
 from langfield.io.atomic import atomic_write_json
+from langfield.io.images import write_image
 from langfield.language.distillation import (
     FIELD_FILE,
     LANGUAGE_DIR,
@@ -17,6 +18,7 @@ from langfield.language.distillation import (
     load_language_field,
     read_language_field,
 )
+from langfield.language.objects import draw_object_map
 from langfield.language.queries import check_label_list, write_relevancy_image, write_segmentation
 from langfield.language.scene import LanguageFieldMissingError, LanguageScene, query_stem
 from langfield.language.spatial import parse_question
@@ -113,6 +115,7 @@ def run_queries(
     unknown_threshold: Optional[float] = None, split: str = "test", view: int = 0, localize: bool = False,
     extract: bool = False, threshold: float = 0.55, out_dir: Optional[PathLike] = None,
     device: Optional[str] = None, min_relevancy: float = 0.5, ask: Optional[str] = None, locate_by: str = "objects",
+    objects: bool = False,
 ) -> Dict[str, object]:  # fmt: skip
     """``langfield query``: writes relevancy / segmentation images, localization JSON and extractions
     under ``out_dir`` (default ``run_dir/queries``); returns what was written and found.
@@ -126,11 +129,16 @@ def run_queries(
     says: ``"objects"`` or ``"relevancy"``); the answer, its confidence and
     evidence go to ``result["answer"]`` and ``out_dir/<question stem>_answer.json``. It is parsed
     before the run is loaded and answered before any file is written (an object that is not
-    found raises ``QueryNotFoundError``)."""
+    found raises ``QueryNotFoundError``).
+
+    ``objects`` writes the scene's object map (:meth:`LanguageScene.objects`: objects grouped from
+    the geometry, named with the dataset's labels) as ``out_dir/objects.json`` (names, points and
+    boxes in the cameras' normalised frame, mean label probabilities) and
+    ``out_dir/objects_<split><view>.png`` (the view with every object's box and a legend)."""
     if device is not None:
         resolve_device(device, "device (--device)")
-    if text is None and not labels and ask is None:
-        raise InputError("nothing to ask: give a text query (--text), --labels for segmentation and/or a question (--ask)")
+    if text is None and not labels and ask is None and not objects:
+        raise InputError("nothing to ask: give a text query (--text), --labels for segmentation, a question (--ask) and/or --objects")
     question = parse_question(ask) if ask is not None else None
     if locate_by not in ("objects", "relevancy"):
         raise InputError(f"locate_by (--locate-by) must be 'objects' or 'relevancy', got {locate_by!r}")
@@ -180,6 +188,17 @@ def run_queries(
         result["answer"] = {**answer.as_dict(), "split": split, "view": view}
         atomic_write_json(result["answer"], out / f"{query_stem(ask)}_answer.json")
         result["answer_file"] = str(out / f"{query_stem(ask)}_answer.json")
+    if objects:
+        omap = scene.objects()
+        result["objects"] = {
+            "frame": "normalised world (the cameras' frame)", "plane": None if omap.plane is None else omap.plane.tolist(),
+            "vocabulary": omap.vocabulary, "assignment": omap.assignment, "num_points": omap.num_points,
+            "objects": [o.as_dict() for o in omap.objects],
+        }  # fmt: skip
+        atomic_write_json(result["objects"], out / "objects.json")
+        rendered = scene.render(cams, view)
+        image = draw_object_map(rendered.render.rgb, omap, cams.c2w[view], cams.Ks[view])
+        result["objects_image"] = str(write_image(out / f"objects_{split}{view}.png", image))
     if extract:
         result["extraction"] = {k: str(v) for k, v in scene.extract(text, out, threshold, view, split).items()}
     return result
