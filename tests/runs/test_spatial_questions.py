@@ -78,6 +78,11 @@ def test_relation_places_names_on_the_object_map(scene):
         scene.relation(f"is the round thing left of the {a}?", "test", 0, max_views=4, min_relevancy=1.0)
     with pytest.raises(ValueError, match="locate_by"):
         scene.relation(f"is the {a} left of the {b}?", "test", 0, locate_by="nearest")
+    # A vocabulary of one's own names the objects and is what "on top of" considers.
+    vocab = ["ground", "sphere", "box"]
+    top = scene.relation("what is on top of the ground?", "test", 0, max_views=4, vocabulary=vocab, min_relevancy=0.0)
+    assert set(top.evidence["candidates"]) | set(top.evidence.get("not_found", [])) == {"sphere", "box"}
+    assert scene.objects(vocab, config=ObjectMapConfig(max_views=4)).vocabulary == vocab
 
 
 def test_query_ask_writes_the_answer_and_refuses_bad_questions(tiny_ngp_language_run, tmp_path, capsys):

@@ -33,11 +33,11 @@ from torch import Tensor
 from langfield._checks import InputError
 from langfield.data.dataset import SceneDataset
 from langfield.fields.language_fields import LanguageField
+from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.io.gaussian_ply import write_gaussian_ply
 from langfield.io.images import write_image
 from langfield.io.points_ply import write_points_ply
 from langfield.kernels.cpu_allocator import keep_freed_memory
-from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.language.queries import (
     CANONICAL_NEGATIVES,
     Localization,
@@ -278,7 +278,8 @@ class LanguageScene:
           object was given (its geometry was merged with a neighbour's or missed) falls back to
           ``"relevancy"``; any other text is the object whose mean feature is most relevant to it
           (LERF relevancy against the canonical negatives, at least ``min_relevancy``). The
-          evidence's ``placed_by`` says which way each name was placed.
+          evidence's ``placed_by`` says which way each name was placed. "What is on top of X"
+          considers ``candidates``, else ``vocabulary`` when given, else the dataset's labels.
         * ``"relevancy"``: :meth:`localize` (the most relevant pixels of ``max_views`` training
           views, ``min_relevancy``), mapped into the normalised frame.
 
@@ -337,6 +338,8 @@ class LanguageScene:
                 o = omap.objects[best]
                 return SpatialObject.from_aabb(name, o.point, o.aabb, score=float(rel[best])).with_scale(scale).placed("object map (most relevant object)")
 
+            if candidates is None and vocabulary is not None:
+                candidates = list(omap.vocabulary)  # "what is on top of X": the names asked for
             return ask_scene(self, question, cams, view, candidates=candidates, up=up, locate=place)
 
         return ask_scene(self, question, cams, view, candidates=candidates, up=up, locate=locate)
