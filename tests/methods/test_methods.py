@@ -68,3 +68,33 @@ def test_mipnerf_uses_ray_radii(tiny_scene):
     wide = dataclasses.replace(rays, radii=rays.radii * 50)
     b = m.render_rays(wide, torch.ones(32, 3)).rgb
     assert not torch.allclose(a, b)
+
+
+def test_evaluation_renders_default_to_the_devices_ray_chunk(tiny_scene, monkeypatch):
+    """``chunk=None`` renders in :data:`CPU_RAY_CHUNK` rays on the CPU (a smaller chunk renders the
+    same image, up to the float order of the MLPs' batched sums), and bad chunks are refused."""
+    import langfield.methods.base as base
+    from langfield.methods.base import SceneInfo
+    from langfield.methods.registry import make_method
+
+    assert base.default_ray_chunk(None, "cpu") == base.CPU_RAY_CHUNK == 2048
+    assert base.default_ray_chunk(None, "cuda") == base.GPU_RAY_CHUNK == 8192
+    assert base.default_ray_chunk(100, "cpu") == 100
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+            base.default_ray_chunk(bad, "cpu")
+    m = make_method("nerf", SceneInfo.from_dataset(tiny_scene), CONFIGS["nerf"]).eval()
+    cam, bg = tiny_scene.split("test").cameras[0], tiny_scene.eval_background()
+    calls = []
+    real = m.render_rays
+    monkeypatch.setattr(m, "render_rays", lambda rays, *a, **k: calls.append(len(rays)) or real(rays, *a, **k))
+    monkeypatch.setattr(base, "CPU_RAY_CHUNK", 100)
+    out = m.render_camera(cam, bg)
+    num = int(cam.widths[0]) * int(cam.heights[0])
+    assert calls == [100] * (num // 100) + ([num % 100] if num % 100 else [])
+    calls.clear()
+    whole = m.render_camera(cam, bg, chunk=num)
+    assert calls == [num]
+    assert torch.allclose(out.rgb, whole.rgb, atol=1e-6) and torch.allclose(out.depth, whole.depth, atol=1e-5)
+    with pytest.raises(ValueError, match="chunk"):
+        m.render_camera(cam, bg, chunk=0)

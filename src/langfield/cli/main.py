@@ -137,8 +137,8 @@ class Render:
     camera_path: Optional[Path] = None
     """A nerfstudio camera_path.json (e.g. saved by 'langfield view') to render to mp4 instead of
     --path; its size, fields of view and frame rate are used (--fps overrides the frame rate when given)."""
-    chunk: int = 8192
-    """Rays per render call (lower it to bound memory)."""
+    chunk: Optional[int] = None
+    """Rays per render call (lower it to bound memory; default 2048 on the CPU, 8192 on a GPU)."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
 
@@ -159,8 +159,8 @@ class View:
     """Longest side of the image rendered when the camera rests (the browser window's when smaller)."""
     moving_resolution: int = 96
     """Longest side of the image rendered while the camera moves."""
-    chunk: int = 8192
-    """Rays per render call."""
+    chunk: Optional[int] = None
+    """Rays per render call (default 2048 on the CPU, 8192 on a GPU)."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
 
@@ -177,8 +177,8 @@ class Eval:
     """Also write render | ground truth | depth panels under RUN_DIR/renders/SPLIT."""
     lpips_weights: Optional[Path] = None
     """LPIPS weights file/folder (or env LANGFIELD_LPIPS_WEIGHTS); LPIPS is skipped, and said so, without them."""
-    chunk: int = 8192
-    """Rays per render call."""
+    chunk: Optional[int] = None
+    """Rays per render call (default 2048 on the CPU, 8192 on a GPU)."""
     device: Optional[str] = None
     """'cpu' or 'cuda' (default CUDA when available)."""
 

@@ -17,15 +17,17 @@ from torch import Tensor
 
 from langfield.fields.language_fields import LanguageField, RayWeights, SplatView, top_k_ray_weights
 from langfield.geometry.rays import rays_from_camera
+from langfield.methods.base import CPU_RAY_CHUNK as METHOD_CPU_RAY_CHUNK
 from langfield.methods.base import Method, RayMethod, check_background, evaluation_mode
 from langfield.methods.capabilities import SharesRayWeights, SplatsGaussians
 from langfield.types import Cameras, Rays, RenderOutput
 
-#: Rays per marching call of an Instant-NGP view on the CPU. The evaluation pass's temporaries are
+#: Rays per marching call of an Instant-NGP view on the CPU: the methods' own evaluation chunk
+#: (:data:`langfield.methods.base.CPU_RAY_CHUNK`, 2048). The evaluation pass's temporaries are
 #: ``[samples, 64]`` floats; at 2048 rays (~60k samples on the procedural scene) they stay small
 #: enough to be reused from the heap and to sit in cache. A 200x200 first query on 2 cores took
 #: ~1,060 ms at 2048 rays against ~1,550 ms at 16384 (1024: ~1,120; 512: ~1,320; medians of 3).
-CPU_RAY_CHUNK = 2048
+CPU_RAY_CHUNK = METHOD_CPU_RAY_CHUNK
 #: The same on a GPU, where larger launches pay (not measured here).
 GPU_RAY_CHUNK = 16384
 

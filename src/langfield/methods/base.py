@@ -40,6 +40,7 @@ __all__ = [
     "SceneInfo",
     "SceneMethod",
     "check_background",
+    "default_ray_chunk",
     "device_of",
     "evaluation_mode",
     "unwrap_model",
@@ -48,6 +49,25 @@ __all__ = [
 #: ``keep`` for field methods: world sample positions ``[S, 3]`` -> ``[S]`` bool, False = remove.
 SampleFilter = Callable[[Tensor], Tensor]
 Device = Union[str, torch.device]
+
+
+#: Rays per evaluation-render call on the CPU when ``chunk=None``: at 2048 rays the per-sample
+#: temporaries of a chunk stay small enough to be reused from the heap and to sit in cache. Measured
+#: on 2 cores (median of 3): Instant-NGP 200x200 740 ms against 1,065 ms at 8192 rays (400x400:
+#: 2.97 s against 4.21 s; 1024 rays 3.16 s, 512 rays 3.68 s); NeRF and Mip-NeRF 100x100 (untrained
+#: weights, 64 + 128 samples per ray) 29 s and 27 s against 57 s and 53 s.
+CPU_RAY_CHUNK = 2048
+#: The same on an accelerator, where larger launches pay (the earlier default everywhere).
+GPU_RAY_CHUNK = 8192
+
+
+def default_ray_chunk(chunk: Optional[int], device: Union[str, torch.device]) -> int:
+    """``chunk`` (validated, ``>= 1``), else :data:`CPU_RAY_CHUNK` on the CPU and :data:`GPU_RAY_CHUNK` elsewhere."""
+    if chunk is None:
+        return CPU_RAY_CHUNK if torch.device(device).type == "cpu" else GPU_RAY_CHUNK
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1 (rays per call), got {chunk!r}")
+    return chunk
 
 
 @dataclass(frozen=True)
@@ -234,7 +254,7 @@ class SceneMethod(Method):
         *,
         keep: Optional[Union[Tensor, SampleFilter]] = None,
         with_normals: bool = False,
-        chunk: int = 8192,
+        chunk: Optional[int] = None,
         output_device: Optional[Device] = None,
     ) -> RenderOutput:
         """Evaluation render of every pixel of one camera, ``[H, W, ...]`` tensors, no gradients.
@@ -246,7 +266,8 @@ class SceneMethod(Method):
                 primitive-based method (Gaussians), or a :data:`SampleFilter` over the samples of a
                 field-based method (Instant-NGP). Methods that support neither raise.
             with_normals: also render normals (methods that cannot raise).
-            chunk: rays per call for ray-marched methods (bounds peak memory).
+            chunk: rays per call for ray-marched methods (bounds peak memory); ``None``:
+                :func:`default_ray_chunk` (2048 on the CPU, 8192 elsewhere).
             output_device: where the image is returned (default: the method's device).
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement render_camera")
@@ -339,10 +360,11 @@ class RayMethod(SceneMethod):
         *,
         keep: Optional[Union[Tensor, SampleFilter]] = None,
         with_normals: bool = False,
-        chunk: int = 8192,
+        chunk: Optional[int] = None,
         output_device: Optional[Device] = None,
     ) -> RenderOutput:
-        """Every pixel (pixel centres, row-major) through :meth:`render_rays` in chunks of ``chunk`` rays.
+        """Every pixel (pixel centres, row-major) through :meth:`render_rays` in chunks of ``chunk`` rays
+        (``None``: :func:`default_ray_chunk` for the method's device).
 
         Rays are generated where the cameras live and moved to the method's device chunk by chunk.
         In NDC (:attr:`ndc`) the rays are converted like the training rays and the rendered depth,
@@ -351,8 +373,7 @@ class RayMethod(SceneMethod):
         normals are mapped to world normals at that point (:meth:`~langfield.geometry.ndc.NDCSpace.world_normals`).
         """
         _check_single_camera(cameras, type(self).__name__)
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        chunk = default_ray_chunk(chunk, device_of(self))
         if keep is not None and not callable(keep):
             raise TypeError(f"{type(self).__name__}: keep must be a sample filter (positions -> bool), not a mask")
         device = device_of(self)

@@ -40,21 +40,23 @@ MAX_FPS = 1000
 
 def check_render_request(
     what: Sequence[str],
-    chunk: int,
+    chunk: Optional[int],
     out_dir: Optional[PathLike] = None,
     num_frames: Optional[int] = None,
     fps: Optional[float] = None,
 ) -> None:
     """Refuse bad render options before a run is loaded (the CLI calls it first).
 
-    ``what``: non-empty, each in :data:`RENDER_OUTPUTS`; ``chunk >= 1``; ``out_dir`` creatable;
+    ``what``: non-empty, each in :data:`RENDER_OUTPUTS`; ``chunk >= 1`` or ``None`` (the device's
+    default, :func:`langfield.methods.base.default_ray_chunk`); ``out_dir`` creatable;
     for camera paths ``1 <= num_frames <= MAX_FRAMES`` and ``0 < fps <= MAX_FPS``.
     """
     if isinstance(what, str) or not what:
         raise InputError(f"outputs (--outputs): give one or more of {', '.join(RENDER_OUTPUTS)}, got {what!r}")
     for name in what:
         check_choice(name, "outputs (--outputs)", RENDER_OUTPUTS)
-    check_int_range(chunk, "chunk (--chunk)", lo=1)
+    if chunk is not None:
+        check_int_range(chunk, "chunk (--chunk)", lo=1)
     if out_dir is not None:
         check_output_dir(out_dir, "out_dir (--out-dir)")
     if num_frames is not None:
@@ -115,7 +117,7 @@ def render_path(
     num_frames: int = 60,
     fps: int = 24,
     what: Sequence[str] = ("rgb", "depth"),
-    chunk: int = 8192,
+    chunk: Optional[int] = None,
     progress: bool = True,
 ) -> List[Path]:
     """Render a camera path to one mp4 per output in ``what``; returns the video paths.
@@ -135,7 +137,7 @@ def render_path(
 
 
 def _render_videos(
-    run: Run, cams: Any, what: Sequence[str], chunk: int, progress: bool, label: str, out_dir: Path, stem: str, fps: float
+    run: Run, cams: Any, what: Sequence[str], chunk: Optional[int], progress: bool, label: str, out_dir: Path, stem: str, fps: float
 ) -> List[Path]:
     """Render every camera of ``cams`` and write one ``<stem>_<output>.mp4`` per output in ``what``."""
     bg = run.dataset.eval_background()
@@ -160,7 +162,7 @@ def render_camera_path(
     camera_path: PathLike,
     out_dir: PathLike,
     what: Sequence[str] = ("rgb",),
-    chunk: int = 8192,
+    chunk: Optional[int] = None,
     fps: Optional[float] = None,
     progress: bool = True,
 ) -> List[Path]:
@@ -184,7 +186,7 @@ def render_views(
     split: str,
     out_dir: PathLike,
     what: Sequence[str] = ("rgb", "depth"),
-    chunk: int = 8192,
+    chunk: Optional[int] = None,
     indices: Optional[Iterable[int]] = None,
     progress: bool = True,
 ) -> List[Path]:

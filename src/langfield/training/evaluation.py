@@ -41,7 +41,7 @@ def evaluate_views(
     dataset: SceneDataset,
     split: str,
     indices: Optional[Sequence[int]] = None,
-    chunk: int = 8192,
+    chunk: Optional[int] = None,
     render_dir: Optional[Path] = None,
     lpips_model: Optional[nn.Module] = None,
     progress: bool = False,

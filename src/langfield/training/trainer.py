@@ -111,7 +111,8 @@ class TrainerConfig:
             else 4096. Only ray samplers read it.
         eval_every: periodic eval every this many steps on a few held-out views (0 = never).
         eval_num_images: how many evenly spaced views of the val (else test) split to evaluate.
-        eval_chunk: rays per ``render_rays`` call when rendering whole images.
+        eval_chunk: rays per ``render_rays`` call when rendering whole images (``None``: 2048 on
+            the CPU, 8192 elsewhere; :func:`langfield.methods.base.default_ray_chunk`).
         checkpoint_every: checkpoint every this many steps (0 = only at the end of ``train()``).
         keep_last_checkpoints: how many ``step_*.ckpt`` files to keep (``latest.ckpt`` is extra).
         log_every: log/progress/``metrics.jsonl`` every this many steps.
@@ -135,7 +136,7 @@ class TrainerConfig:
     num_rays: Optional[int] = None
     eval_every: int = 0
     eval_num_images: int = 2
-    eval_chunk: int = 8192
+    eval_chunk: Optional[int] = None
     checkpoint_every: int = 5_000
     keep_last_checkpoints: int = 3
     log_every: int = 100
@@ -151,8 +152,10 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("max_steps", "eval_num_images", "eval_chunk", "keep_last_checkpoints", "log_every"):
+        for name in ("max_steps", "eval_num_images", "keep_last_checkpoints", "log_every"):
             check_int_range(getattr(self, name), f"TrainerConfig.{name}", lo=1)
+        if self.eval_chunk is not None:
+            check_int_range(self.eval_chunk, "TrainerConfig.eval_chunk", lo=1)
         if self.num_rays is not None:
             check_int_range(self.num_rays, "TrainerConfig.num_rays", lo=1)
         for name in ("eval_every", "checkpoint_every", "seed"):

@@ -94,7 +94,7 @@ class SceneView:
         method: a scene method in eval mode (or being trained: pass ``gate``).
         dataset: its dataset (background colour, cameras for the initial view).
         language: the run's :class:`LanguageScene`, or ``None``.
-        chunk: rays per ``render_camera`` call.
+        chunk: rays per ``render_camera`` call (``None``: the method's device default).
         band_pixels: pixels per band (a band is at least one row).
         gate: a context manager factory entered around every band (default: one lock shared by
             every client's thread, so two renders never run on the model at once).
@@ -106,7 +106,7 @@ class SceneView:
         dataset: SceneDataset,
         language: Optional[LanguageScene] = None,
         *,
-        chunk: int = 8192,
+        chunk: Optional[int] = None,
         band_pixels: int = 16384,
         gate: Optional[Callable[[], ContextManager]] = None,
     ) -> None:

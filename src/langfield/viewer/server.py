@@ -75,7 +75,7 @@ def host_warning(host: str) -> Optional[str]:
             "mean to share it.")  # fmt: skip
 
 
-def open_scene_view(run_dir: PathLike, device: Optional[str] = None, chunk: int = 8192) -> SceneView:
+def open_scene_view(run_dir: PathLike, device: Optional[str] = None, chunk: Optional[int] = None) -> SceneView:
     """A :class:`SceneView` of a trained run, with its language field when ``run_dir`` has one.
 
     Errors are the loaders' (:func:`langfield.runs.loading.load_run`): a folder that is not a run,

@@ -357,7 +357,7 @@ class Gaussians(SceneMethod, SplatsGaussians):
         *,
         keep: Optional[Union[Tensor, SampleFilter]] = None,
         with_normals: bool = False,
-        chunk: int = 8192,
+        chunk: Optional[int] = None,
         output_device: Optional[Union[str, torch.device]] = None,
     ) -> RenderOutput:
         """The whole camera in one rasterisation (``chunk`` does not apply).
