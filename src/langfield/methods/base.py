@@ -55,7 +55,7 @@ Device = Union[str, torch.device]
 #: temporaries of a chunk stay small enough to be reused from the heap and to sit in cache. Measured
 #: on 2 cores (median of 3): Instant-NGP 200x200 740 ms against 1,065 ms at 8192 rays (400x400:
 #: 2.97 s against 4.21 s; 1024 rays 3.16 s, 512 rays 3.68 s); NeRF and Mip-NeRF 100x100 (untrained
-#: weights, 64 + 128 samples per ray) 29 s and 27 s against 57 s and 53 s.
+#: weights; 64 + 128 and 128 + 128 samples per ray) 29 s and 27 s against 57 s and 53 s.
 CPU_RAY_CHUNK = 2048
 #: The same on an accelerator, where larger launches pay (the earlier default everywhere).
 GPU_RAY_CHUNK = 8192

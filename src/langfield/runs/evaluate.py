@@ -14,10 +14,11 @@ from langfield.training.evaluation import evaluate_views
 __all__ = ["check_evaluate_request", "evaluate_run"]
 
 
-def check_evaluate_request(chunk: int, lpips_weights: Optional[Union[str, Path]] = None) -> None:
+def check_evaluate_request(chunk: Optional[int], lpips_weights: Optional[Union[str, Path]] = None) -> None:
     """Refuse bad evaluation options before a run is loaded: ``chunk >= 1``, and LPIPS weights the
     user named explicitly must exist (silently skipping LPIPS would hide the typo)."""
-    check_int_range(chunk, "chunk (--chunk)", lo=1)
+    if chunk is not None:  # None: the device's default (langfield.methods.base.default_ray_chunk)
+        check_int_range(chunk, "chunk (--chunk)", lo=1)
     if lpips_weights is not None and not Path(lpips_weights).exists():
         raise FileNotFoundError(f"lpips_weights (--lpips-weights) {lpips_weights}: not found")
 
@@ -27,7 +28,7 @@ def evaluate_run(
     split: str = "test",
     write_renders: bool = True,
     lpips_weights: Optional[Union[str, Path]] = None,
-    chunk: int = 8192,
+    chunk: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Evaluate a loaded run on every view of ``split``; writes ``RUN_DIR/eval_<split>.json``.
 
