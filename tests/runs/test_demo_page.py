@@ -55,6 +55,7 @@ def _summary() -> dict:
                          "mask": "queries/q_segmented.png", "max": 0.9, "share": 0.1}],
             "segmentation": {"labels": ["ground", "a \"quoted\" label"], "image": "queries/seg.png"},
             "answer": {"question": "is the <sphere> left of the box?", "answer": "yes", "confidence": 0.9},
+            "objects": {"image": "queries/objects_test0.png", "names": ["ground", "<cone>"]},
         },
         "output_dir": "out dir/<demo>",
         "run": {"total_seconds": 12.0, "platform": "x & y"},
@@ -73,6 +74,7 @@ def test_page_escapes_every_text_and_links_only_the_summary_files():
     assert sorted(set(parsed.links)) == sorted(set(page_files(summary)))  # exactly the listed files, nothing else
     assert all(not link.startswith(("http:", "https:", "//", "/")) for link in parsed.links)
     assert page.count("<video") == 1 and 'src="orbit_rgb.mp4"' in page
+    assert "queries/objects_test0.png" in page_files(summary) and "&lt;cone&gt;" in page  # the object map, escaped
 
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x.png", "a/../../x.png", "http://cdn.example/x.js", "C:\\x.png", ""])

@@ -30,7 +30,9 @@ the classical support-plane + Euclidean-clustering segmentation of tabletop poin
    ``voxel * extent``; a voxel is occupied when points of at least ``min_views`` different views
    fall in it (the "flying pixels" that expected depth puts between an object and what is behind
    it move with the viewpoint, so they are dropped); occupied voxels are joined into 26-connected
-   components; a component with fewer than ``min_fraction`` of all points is dropped.
+   components; a component with fewer than ``min_fraction`` of all points is dropped. Objects
+   closer than about two voxels (``extent / 24`` by default) can join: on the procedural scene
+   the ellipsoid and the cylinder stand ~0.12 units apart and join in some reconstructions.
 4. **Description**: each object's box is the per-axis 2nd-98th percentile of its points, its
    point the box centre, its label scores the mean label probabilities of its points, its
    feature the normalised mean of its points' features (for text that is not in the vocabulary).

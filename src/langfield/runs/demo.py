@@ -42,6 +42,7 @@ from langfield.io.atomic import atomic_write, atomic_write_json
 from langfield.io.images import write_image
 from langfield.language.distillation import FIELD_FILE, LANGUAGE_DIR, LanguageDistillation, LanguageFieldConfig
 from langfield.language.evaluation import evaluate_semantics
+from langfield.language.objects import draw_object_map
 from langfield.language.queries import CANONICAL_NEGATIVES, colorize_labels, write_relevancy_image, write_segmentation
 from langfield.language.scene import LanguageScene, query_stem
 from langfield.language.targets import view_image_uint8
@@ -316,6 +317,13 @@ def _ask(scene: LanguageScene, out: Path, view: int) -> Dict[str, Any]:
     else:
         result["answer"] = {**ans.as_dict(), "ground_truth": _left_of_truth(test, labels, view)}
         atomic_write_json(result["answer"], qdir / f"{query_stem(DEMO_QUESTION)}_answer.json")
+    try:
+        omap = scene.objects()  # built (and cached) by the answer above when it was placed on objects
+    except ValueError:  # InputError: nothing to group or name (tiny budgets, no labels)
+        omap = None
+    if omap is not None:
+        image = write_image(qdir / f"objects_test{view}.png", draw_object_map(rgb, omap, cams.c2w[view], cams.Ks[view]))
+        result["objects"] = {"image": _rel(image, out), "names": [o.name for o in omap.objects if o.name is not None]}
     return result
 
 

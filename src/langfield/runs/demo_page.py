@@ -75,6 +75,8 @@ def page_files(summary: Mapping[str, Any]) -> List[str]:
         files += [q[k] for k in ("render", "relevancy", "mask") if q.get(k)]
     seg = lang.get("segmentation") or {}
     files += [seg[k] for k in ("image", "ground_truth") if seg.get(k)]
+    if (lang.get("objects") or {}).get("image"):
+        files.append(lang["objects"]["image"])
     files += [f for f in summary.get("files") or [] if f]
     return [check_relative_link(f) for f in files]
 
@@ -210,7 +212,14 @@ def _ask(summary: Mapping[str, Any]) -> List[str]:
         line = f"<p>Answer: <strong>{_e(ans.get('answer', 'n/a'))}</strong> (confidence {_num(ans.get('confidence'), '.2f')})"
         if ans.get("ground_truth") is not None:
             line += f"; from the ground-truth label map: {_e(ans['ground_truth'])}"
-        out.append(line + ". Each object is located in 3D from its relevancy in several views, then compared in this camera.</p>")
+        out.append(line + ". Each name is placed on the scene's object map (objects grouped from the reconstruction's "
+                   "geometry, then named with the labels), then compared in this camera.</p>")
+    objects = lang.get("objects") or {}
+    if objects.get("image"):
+        out.append("<h3>Object map</h3>")
+        cap = ("objects grouped from the geometry of 12 training views and named with the labels "
+               f"({', '.join(objects.get('names') or [])}); * = named by elimination")
+        out.append(_figure(objects["image"], cap, height=show))
     return out
 
 
