@@ -23,9 +23,9 @@ the classical support-plane + Euclidean-clustering segmentation of tabletop poin
    above it: ``max(tol, median + support_band_sigmas * sigma)`` of the inliers' heights, ``sigma``
    = 1.4826 x their median absolute deviation (a robust standard deviation), so that a noisy
    reconstructed floor (Instant-NGP's at short budgets) does not leave a carpet of points that
-   joins every object to its neighbours. Objects lose their lowest band (their boxes start there). A scene without a
-   floor (an object captured alone) may still offer a plane that passes these tests (a base, a
-   flat top): raise ``min_support_fraction`` there.
+   joins every object to its neighbours. Objects lose their lowest band (their boxes start
+   there). A scene without a floor (an object captured alone) may still offer a plane that passes
+   these tests (a base, a flat top): raise ``min_support_fraction`` there.
 3. **Grouping** (:func:`group_points`): the other points are binned in voxels of
    ``voxel * extent``; a voxel is occupied when points of at least ``min_views`` different views
    fall in it (the "flying pixels" that expected depth puts between an object and what is behind
@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
-from langfield.language.queries import label_colors
+from langfield.language.queries import label_colors, name_key
 
 __all__ = ["ObjectMapConfig", "SceneObject", "ObjectMap", "fit_support_plane", "group_points", "assign_names", "build_object_map", "draw_object_map"]
 
@@ -186,8 +186,8 @@ class ObjectMap:
 
     def named(self, name: str) -> List[SceneObject]:
         """The objects called ``name`` (case- and space-insensitive; may be empty)."""
-        key = " ".join(name.split()).casefold()
-        return [o for o in self.objects if o.name is not None and " ".join(o.name.split()).casefold() == key]
+        key = name_key(name)
+        return [o for o in self.objects if o.name is not None and name_key(o.name) == key]
 
 
 def _extent(points: Tensor) -> float:
@@ -277,9 +277,9 @@ def group_points(points: Tensor, views: Tensor, *, voxel: float, min_views: int 
     ijk = ((p - lo) / size).floor().long()
     dims = (ijk.max(dim=0).values + 1).tolist()
     flat = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
-    pairs = torch.unique(flat * (int(views.max()) + 1) + views.long())  # distinct (voxel, view)
-    vox_of_pair = pairs // (int(views.max()) + 1)
-    vox, seen = torch.unique(vox_of_pair, return_counts=True)
+    num_views = int(views.max()) + 1
+    pairs = torch.unique(flat * num_views + views.long())  # distinct (voxel, view)
+    vox, seen = torch.unique(pairs // num_views, return_counts=True)
     occupied = np.zeros(int(np.prod(dims)), dtype=bool)
     occupied[vox[seen >= min_views].numpy()] = True
     labels, num = ndimage.label(occupied.reshape(dims), structure=np.ones((3, 3, 3), dtype=bool))

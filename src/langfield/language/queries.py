@@ -44,6 +44,7 @@ __all__ = [
     "colorize_labels",
     "label_colors",
     "localize_3d",
+    "name_key",
     "relevancy",
     "segment",
     "write_relevancy_image",
@@ -162,6 +163,12 @@ class Segmentation:
     scores: Tensor
 
 
+def name_key(name: str) -> str:
+    """How label and object names compare: case-insensitively, with whitespace runs collapsed
+    (CLIP's tokenizer lowercases and cleans whitespace, so such names embed identically)."""
+    return " ".join(name.split()).casefold()
+
+
 def check_label_list(labels: Sequence[str]) -> list[str]:
     """Validate segmentation label names; returns them stripped.
 
@@ -172,7 +179,7 @@ def check_label_list(labels: Sequence[str]) -> list[str]:
     names = check_text_queries(labels, what="labels")
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
-        key = " ".join(name.split()).casefold()
+        key = name_key(name)
         if key in seen:
             j = seen[key]
             raise ValueError(f"labels[{i}] {name!r} duplicates labels[{j}] {names[j]!r}; give each label once")

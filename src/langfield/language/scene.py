@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from langfield._checks import InputError
+from langfield._checks import InputError, check_choice
 from langfield.data.dataset import SceneDataset
 from langfield.fields.language_fields import LanguageField
 from langfield.geometry.rays import pixel_centers, rays_from_pixels
@@ -45,17 +45,26 @@ from langfield.language.queries import (
     Segmentation,
     check_label_list,
     localize_3d,
+    name_key,
     relevancy,
     segment,
 )
 from langfield.language.objects import ObjectMap, ObjectMapConfig, build_object_map
-from langfield.language.spatial import SpatialAnswer, SpatialObject, SpatialQuestion, ask_scene, default_candidates, mean_camera_up
+from langfield.language.spatial import (
+    SpatialAnswer,
+    SpatialObject,
+    SpatialQuestion,
+    ask_scene,
+    default_candidates,
+    mean_camera_up,
+    transform_scale,
+)
 from langfield.language.teachers.base import DenseTeacher, check_text_queries
 from langfield.language.view_geometry import check_language_method, render_view, render_view_features
 from langfield.methods.base import SceneMethod, device_of
 from langfield.types import Cameras, RenderOutput
 
-__all__ = ["LanguageFieldMissingError", "LanguageRender", "LanguageScene", "query_stem"]
+__all__ = ["LOCATE_BY", "LanguageFieldMissingError", "LanguageRender", "LanguageScene", "query_stem"]
 
 
 def query_stem(text: str) -> str:
@@ -71,6 +80,10 @@ def query_stem(text: str) -> str:
 
 class LanguageFieldMissingError(FileNotFoundError):
     """The run has no trained language field."""
+
+
+#: How :meth:`LanguageScene.relation` places the names of a question.
+LOCATE_BY = ("objects", "relevancy")
 
 
 @dataclass(frozen=True)
@@ -295,11 +308,10 @@ class LanguageScene:
         cams = self.dataset.split(split).cameras
         if isinstance(view, bool) or not isinstance(view, int) or not 0 <= view < len(cams):
             raise InputError(f"view {view!r} is out of range: split {split!r} has {len(cams)} cameras")
-        if locate_by not in ("objects", "relevancy"):
-            raise InputError(f"locate_by must be 'objects' or 'relevancy', got {locate_by!r}")
+        check_choice(locate_by, "locate_by", LOCATE_BY)
 
         def locate(name: str) -> Localization:
-            key = (" ".join(name.split()).casefold(), max_views, float(min_relevancy))
+            key = (name_key(name), max_views, float(min_relevancy))
             if key not in self._localizations:
                 try:
                     self._localizations[key] = self.localize(name, max_views=max_views, min_relevancy=min_relevancy)
@@ -312,16 +324,14 @@ class LanguageScene:
 
         if locate_by == "objects":
             omap = self.objects(vocabulary, config=ObjectMapConfig(max_views=max_views))
-            scale = float(torch.linalg.det(self.dataset.world_transform.double()[:3, :3]).abs() ** (1.0 / 3.0))
+            scale = transform_scale(self.dataset.world_transform)
 
             def place(name: str) -> SpatialObject:
-                named = sorted(omap.named(name), key=lambda o: -o.scores.get(o.name, 0.0))
-                if named:
-                    o = named[0]
+                o = max(omap.named(name), key=lambda o: o.scores[o.name], default=None)
+                if o is not None:
                     obj = SpatialObject.from_aabb(name, o.point, o.aabb, score=o.scores[o.name]).with_scale(scale)
                     return obj.placed("object map" if o.name == o.best_name else "object map (by elimination)")
-                key = " ".join(name.split()).casefold()
-                if key in {" ".join(v.split()).casefold() for v in omap.vocabulary}:
+                if name_key(name) in {name_key(v) for v in omap.vocabulary}:
                     try:  # a name no grouped object was given (merged or missed geometry): its relevant pixels
                         found = locate(name)
                     except QueryNotFoundError as err:

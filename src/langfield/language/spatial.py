@@ -64,7 +64,7 @@ from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
 from langfield.data.procedural import procedural_scene_objects
-from langfield.language.queries import Localization, QueryNotFoundError
+from langfield.language.queries import Localization, QueryNotFoundError, name_key
 from langfield.types import Cameras
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "procedural_objects",
     "score_spatial",
     "spatial_questions",
+    "transform_scale",
 ]
 
 #: Question kinds: yes/no (``left_of``, ``right_of``, ``is_above``), one of two names (``closer``,
@@ -126,7 +127,7 @@ class SpatialQuestion:
         for name in self.objects:
             if not isinstance(name, str) or not name.strip():
                 raise InputError(f"question {self.kind!r}: object names must be non-empty strings, got {self.objects!r}")
-        if want == 2 and _key(self.objects[0]) == _key(self.objects[1]):
+        if want == 2 and name_key(self.objects[0]) == name_key(self.objects[1]):
             raise InputError(f"question {self.text or self.kind!r}: compares {self.objects[0]!r} with itself; name two objects")
 
     def to_text(self) -> str:
@@ -140,10 +141,6 @@ class SpatialQuestion:
         if self.kind == "is_above":
             return f"is the {a} above the {b}?"
         return f"which is {self.kind}, the {a} or the {b}?"
-
-
-def _key(name: str) -> str:
-    return " ".join(name.split()).casefold()
 
 
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
@@ -213,6 +210,14 @@ def parse_question(text: str) -> SpatialQuestion:
 # ----------------------------------------------------------------------------------------------
 
 
+def transform_scale(world_transform: Tensor) -> float:
+    """Normalised units per original unit of a ``[4, 4]`` similarity ``x_norm = T @ x``."""
+    T = torch.as_tensor(world_transform).double()
+    if T.shape != (4, 4):
+        raise InputError(f"world_transform must be [4, 4], got {tuple(T.shape)}")
+    return float(torch.linalg.det(T[:3, :3]).abs() ** (1.0 / 3.0))
+
+
 def _unit_corners() -> Tensor:
     """``[8, 3]`` corners of the unit cube, corner ``k`` = bits ``(k & 1, k >> 1 & 1, k >> 2 & 1)``."""
     k = torch.arange(8)
@@ -259,9 +264,7 @@ class SpatialObject:
         scale = 1.0
         if world_transform is not None:
             T = torch.as_tensor(world_transform).double()
-            if T.shape != (4, 4):
-                raise InputError(f"world_transform must be [4, 4], got {tuple(T.shape)}")
-            scale = float(torch.linalg.det(T[:3, :3]).abs() ** (1.0 / 3.0))
+            scale = transform_scale(T)
             point, corners = _apply(T, point[None])[0], _apply(T, corners)
         return SpatialObject(name, point, corners, scale, float(score))
 
@@ -452,7 +455,7 @@ def answer_spatial(
                                 "camera": {"c2w": c2w.tolist(), "convention": "OpenCV"}, "up": up.tolist()}  # fmt: skip
     if kind == "above":
         x = objects[question.objects[0]]
-        names = [n for n in (candidates if candidates is not None else objects) if _key(n) != _key(x.name)]
+        names = [n for n in (candidates if candidates is not None else objects) if name_key(n) != name_key(x.name)]
         basis = _up_basis(up)
         above, margins, facts = [], [], {}
         for n in names:
@@ -561,7 +564,7 @@ def ask_scene(
     not_found: List[str] = []
     if q.kind == "above":
         pool = default_candidates(scene.dataset.labels) if candidates is None else list(candidates)
-        pool = [n for n in pool if _key(n) != _key(q.objects[0])]
+        pool = [n for n in pool if name_key(n) != name_key(q.objects[0])]
         if not pool:
             raise InputError(f"question {q.text or q.to_text()!r}: no candidate objects to look for; pass candidates")
         for name in pool:
@@ -666,7 +669,7 @@ def score_spatial(questions: Sequence[GeneratedQuestion], answer: Callable[[Spat
         q = parse_question(g.question.text or g.question.to_text())
         try:
             got = answer(q, g.view)
-            ok = set(got.objects) == set(g.objects) if q.kind == "above" else _key(got.answer) == _key(g.answer)
+            ok = set(got.objects) == set(g.objects) if q.kind == "above" else name_key(got.answer) == name_key(g.answer)
         except QueryNotFoundError:
             ok = False
             not_found += 1

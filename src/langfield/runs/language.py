@@ -20,7 +20,7 @@ from langfield.language.distillation import (
 )
 from langfield.language.objects import draw_object_map
 from langfield.language.queries import check_label_list, write_relevancy_image, write_segmentation
-from langfield.language.scene import LanguageFieldMissingError, LanguageScene, query_stem
+from langfield.language.scene import LOCATE_BY, LanguageFieldMissingError, LanguageScene, query_stem
 from langfield.language.spatial import parse_question
 from langfield.language.teachers.base import check_text_queries
 from langfield.language.teachers import load_teacher
@@ -140,8 +140,7 @@ def run_queries(
     if text is None and not labels and ask is None and not objects:
         raise InputError("nothing to ask: give a text query (--text), --labels for segmentation, a question (--ask) and/or --objects")
     question = parse_question(ask) if ask is not None else None
-    if locate_by not in ("objects", "relevancy"):
-        raise InputError(f"locate_by (--locate-by) must be 'objects' or 'relevancy', got {locate_by!r}")
+    check_choice(locate_by, "locate_by (--locate-by)", LOCATE_BY)
     if text is not None:
         (text,) = check_text_queries([text], "query (--text)")
     if labels:
