@@ -17,18 +17,16 @@ from torch import Tensor
 
 from langfield.fields.language_fields import LanguageField, RayWeights, SplatView, top_k_ray_weights
 from langfield.geometry.rays import rays_from_camera
-from langfield.methods.base import CPU_RAY_CHUNK as METHOD_CPU_RAY_CHUNK
-from langfield.methods.base import Method, RayMethod, check_background, evaluation_mode
+from langfield.methods.base import CPU_RAY_CHUNK, Method, RayMethod, check_background, default_ray_chunk, evaluation_mode
 from langfield.methods.capabilities import SharesRayWeights, SplatsGaussians
 from langfield.types import Cameras, Rays, RenderOutput
 
-#: Rays per marching call of an Instant-NGP view on the CPU: the methods' own evaluation chunk
-#: (:data:`langfield.methods.base.CPU_RAY_CHUNK`, 2048). The evaluation pass's temporaries are
-#: ``[samples, 64]`` floats; at 2048 rays (~60k samples on the procedural scene) they stay small
-#: enough to be reused from the heap and to sit in cache. A 200x200 first query on 2 cores took
-#: ~1,060 ms at 2048 rays against ~1,550 ms at 16384 (1024: ~1,120; 512: ~1,320; medians of 3).
-CPU_RAY_CHUNK = METHOD_CPU_RAY_CHUNK
-#: The same on a GPU, where larger launches pay (not measured here).
+# Rays per marching call of an Instant-NGP view on the CPU: the methods' own evaluation chunk
+# (CPU_RAY_CHUNK from langfield.methods.base, 2048). The evaluation pass's temporaries are
+# ``[samples, 64]`` floats; at 2048 rays (~60k samples on the procedural scene) they stay small
+# enough to be reused from the heap and to sit in cache. A 200x200 first query on 2 cores took
+# ~1,060 ms at 2048 rays against ~1,550 ms at 16384 (1024: ~1,120; 512: ~1,320; medians of 3).
+#: Rays per marching call of a view on a GPU, where larger launches pay (not measured here).
 GPU_RAY_CHUNK = 16384
 
 __all__ = [
@@ -76,9 +74,7 @@ def _ray_chunk(chunk: Optional[int], device: torch.device) -> int:
     :data:`GPU_RAY_CHUNK` elsewhere."""
     if chunk is None:
         return CPU_RAY_CHUNK if device.type == "cpu" else GPU_RAY_CHUNK
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an int >= 1 (rays per call), got {chunk!r}")
-    return chunk
+    return default_ray_chunk(chunk, device)  # validates an explicit chunk
 
 
 @torch.no_grad()
