@@ -59,6 +59,7 @@ from typing import Optional
 
 import torch
 
+from langfield.eval.semantic_metrics import SemanticScores, confusion_matrix
 from langfield.io.atomic import atomic_write_json
 from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
@@ -189,17 +190,14 @@ def teacher_label_recall(features: torch.Tensor, semantics, label_emb: torch.Ten
         label_emb: ``[L, E]`` label text embeddings, row ``l`` for label id ``l``.
         labels: the ``L`` label names.
     """
-    hits = torch.zeros(len(labels), dtype=torch.float64)
-    totals = torch.zeros(len(labels), dtype=torch.float64)
     emb = label_emb.float()
+    cm = torch.zeros(len(labels), len(labels), dtype=torch.long)
     for v in range(features.shape[0]):
         pred = (features[v].float() @ emb.T).argmax(-1).reshape(-1)
         gt = torch.as_tensor(semantics[v]).reshape(-1).long()
-        valid = (gt >= 0) & (gt < len(labels))
-        gt, pred = gt[valid], pred[valid]
-        totals += torch.bincount(gt, minlength=len(labels)).double()
-        hits += torch.bincount(gt[pred == gt], minlength=len(labels)).double()
-    return {name: (float(hits[i] / totals[i]) if totals[i] > 0 else None) for i, name in enumerate(labels)}
+        valid = (gt >= 0) & (gt < len(labels))  # void ids are skipped
+        cm += confusion_matrix(pred[valid], gt[valid], len(labels))
+    return dict(zip(labels, SemanticScores.from_confusion(cm).per_class_acc))  # recall per label, None if absent
 
 
 def _kdraw_features(teacher, split, bg, k: int, split_name: str):
