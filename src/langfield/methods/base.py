@@ -19,6 +19,7 @@ What a method can do beyond that is *declared* by inheriting a capability from
 from __future__ import annotations
 
 import contextlib
+import math
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
@@ -43,6 +44,7 @@ __all__ = [
     "default_ray_chunk",
     "device_of",
     "evaluation_mode",
+    "pixel_footprint",
     "unwrap_model",
 ]
 
@@ -86,6 +88,10 @@ class SceneInfo:
             or ``None`` for world rays. With NDC, ``scene_box`` is the NDC box, ``near = 0``,
             ``far`` the box diagonal (an upper bound of every NDC ray's length) and ``unbounded``
             is False: NDC space is bounded. ``camera_centers`` and ``points3d`` stay in the world.
+        pixel_footprint: width of one training pixel at the centre of ``scene_box`` (world units):
+            the median over the training cameras of ``|camera centre - box centre| / focal``
+            (focal in pixels, the mean of ``fx`` and ``fy``); ``None`` when unknown or with NDC
+            (:func:`pixel_footprint`). Instant-NGP sizes its finest hash-grid level with it.
     """
 
     scene_box: Tensor
@@ -97,6 +103,7 @@ class SceneInfo:
     points3d_rgb: Optional[Tensor] = None
     camera_centers: Optional[Tensor] = None
     ndc: Optional[NDCSpace] = None
+    pixel_footprint: Optional[float] = None
 
     @staticmethod
     def from_dataset(dataset: SceneDataset) -> "SceneInfo":
@@ -126,7 +133,21 @@ class SceneInfo:
             points3d=dataset.points3d,
             points3d_rgb=dataset.points3d_rgb,
             camera_centers=train.cameras.c2w[:, :3, 3].clone(),
+            pixel_footprint=pixel_footprint(train.cameras, dataset.scene_box),
         )
+
+
+def pixel_footprint(cameras: Cameras, scene_box: Tensor) -> Optional[float]:
+    """Median width (world units) of one pixel of ``cameras`` at the centre of ``scene_box [2, 3]``:
+    ``median_i |c_i - centre| / f_i`` with ``f_i`` the mean of camera ``i``'s ``fx`` and ``fy``
+    (pixels). ``None`` without cameras or when every camera sits at the centre."""
+    if len(cameras) == 0:
+        return None
+    centre = scene_box.double().reshape(2, 3).mean(dim=0)
+    dist = (cameras.c2w[:, :3, 3].double() - centre).norm(dim=-1)
+    focal = 0.5 * (cameras.Ks[:, 0, 0].double() + cameras.Ks[:, 1, 1].double())
+    value = float((dist / focal.clamp_min(1e-12)).median())
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

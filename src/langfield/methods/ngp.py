@@ -27,6 +27,7 @@ Two additions that are not in the Instant-NGP paper:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Dict, List, Literal, Optional, Tuple
@@ -60,6 +61,11 @@ UNBOUNDED_CONE_ANGLE = 1.0 / 256
 #: nerfacto's distortion-loss weight (nerfstudio ``NerfactoModelConfig.distortion_loss_mult``).
 NERFACTO_DISTORTION_LOSS_MULT = 0.002
 
+#: Hash-grid cells per training-pixel footprint of the paper's NeRF setting: N_max = 2048 over the
+#: 827 pixel footprints (800 px, focal 1111 px, cameras 4.03 from the centre) across the 3-unit
+#: NeRF-synthetic box (:attr:`NGPConfig.cells_per_pixel`).
+PAPER_CELLS_PER_PIXEL = 2.5
+
 #: Samples per ray in the first front-to-back round (later rounds double it).
 FIRST_ROUND_SAMPLES = 32
 
@@ -92,6 +98,14 @@ class NGPConfig:
         lr, weight_decay: Adam settings (weight decay on MLP weights only).
         target_samples_per_step: the batch adapts its number of rays so that a training step
             evaluates about this many samples (NGP: 2^18); ``min_rays``/``max_rays`` bound it.
+        cells_per_pixel: the hash grid's finest resolution ``N_max`` is lowered to this many cells
+            per training-pixel footprint across the grid (:meth:`resolved_max_resolution`), never
+            above ``field.hash_grid.max_resolution``; ``None`` keeps that value as given. The paper
+            chooses ``N_max`` "to match the finest detail in the training data" (Sec. 3, Table 1:
+            only ``T`` and ``N_max`` are tuned per task); its NeRF setting, ``N_max = 2048`` for the
+            800-px NeRF-synthetic images (827 pixel footprints across the box), is 2.5 cells a
+            footprint. A grid much finer than the pixels gives each training ray cells of its own,
+            which fit that ray instead of a surface.
     """
 
     field: NGPFieldConfig = dc_field(default_factory=NGPFieldConfig)
@@ -111,6 +125,7 @@ class NGPConfig:
     target_samples_per_step: int = 1 << 18
     min_rays: int = 256
     max_rays: int = 1 << 14
+    cells_per_pixel: Optional[float] = PAPER_CELLS_PER_PIXEL
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -124,6 +139,8 @@ class NGPConfig:
         check_finite_number(self.unbounded_cone_angle, "NGPConfig.unbounded_cone_angle", lo=0)
         if self.distortion_loss_mult is not None:
             check_finite_number(self.distortion_loss_mult, "NGPConfig.distortion_loss_mult", lo=0)
+        if self.cells_per_pixel is not None:
+            check_finite_number(self.cells_per_pixel, "NGPConfig.cells_per_pixel", lo=0, lo_inclusive=False)
         if self.min_rays > self.max_rays:
             raise InputError(f"NGPConfig.min_rays ({self.min_rays}) must be <= max_rays ({self.max_rays})")
         check_field_types(self.field)
@@ -151,6 +168,21 @@ class NGPConfig:
             return "linf" if unbounded else None
         return None if self.contraction == "none" else self.contraction
 
+    def resolved_max_resolution(self, scene: SceneInfo, contraction: Optional[str]) -> int:
+        """The hash grid's finest resolution for ``scene``: ``ceil(cells_per_pixel * span /
+        scene.pixel_footprint)`` clamped to ``[base_resolution, field.hash_grid.max_resolution]``,
+        where ``span`` is the world width the grid covers (the scene box's largest side; twice
+        that with a contraction, whose grid spans the contracted ``[-2, 2]`` around the ``[-1, 1]``
+        box). ``field.hash_grid.max_resolution`` itself when ``cells_per_pixel`` is ``None``, the
+        footprint unknown (NDC scenes, :attr:`SceneInfo.pixel_footprint`) or the grid has one level."""
+        grid = self.field.hash_grid
+        if self.cells_per_pixel is None or scene.pixel_footprint is None or grid.num_levels == 1:
+            return grid.max_resolution
+        box = scene.scene_box.double().reshape(2, 3)
+        span = float((box[1] - box[0]).max()) * (2.0 if contraction is not None else 1.0)
+        wanted = math.ceil(self.cells_per_pixel * span / scene.pixel_footprint)
+        return int(min(grid.max_resolution, max(grid.base_resolution, wanted)))
+
     def resolved_cone_angle(self, contraction: Optional[str]) -> float:
         if self.cone_angle is not None:
             return float(self.cone_angle)
@@ -166,10 +198,12 @@ class NGPConfig:
         """Runs stored before ``contraction`` existed trained without one: keep them that way
         (``"auto"`` would contract a COLMAP scene and the checkpoint would no longer match).
         Runs stored before ``distortion_loss_mult`` existed trained without the loss: resuming
-        them keeps it off."""
+        them keeps it off. Runs stored before ``cells_per_pixel`` existed used
+        ``field.hash_grid.max_resolution`` as given (``None``)."""
         data = dict(data)
         data.setdefault("contraction", "none")
         data.setdefault("distortion_loss_mult", 0.0)
+        data.setdefault("cells_per_pixel", None)
         return data
 
 
@@ -209,7 +243,9 @@ class NGP(RayMethod, SharesRayWeights):
         self.contraction = config.resolved_contraction(scene.unbounded)
         self.cone_angle = config.resolved_cone_angle(self.contraction)
         self.distortion_loss_mult = config.resolved_distortion_loss_mult(self.contraction)
-        self.field = NGPField(aabb, config.field, contraction=self.contraction)
+        self.max_resolution = config.resolved_max_resolution(scene, self.contraction)
+        grid_cfg = dataclasses.replace(config.field.hash_grid, max_resolution=self.max_resolution)
+        self.field = NGPField(aabb, dataclasses.replace(config.field, hash_grid=grid_cfg), contraction=self.contraction)
         if self.contraction is None:
             self.grid = OccupancyGrid(aabb, config.grid)
         else:  # the occupancy grid lives in contracted space
@@ -476,10 +512,19 @@ class NGP(RayMethod, SharesRayWeights):
 
     # -- checkpoints ----------------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:
-        """The adaptive batch's running samples-per-ray estimate (resuming without it changes the batch)."""
-        return {"samples_per_ray": self._samples_per_ray, "step": self._step}
+        """The adaptive batch's running samples-per-ray estimate (resuming without it changes the
+        batch) and the hash grid's resolved finest resolution (checked on resume)."""
+        return {"samples_per_ray": self._samples_per_ray, "step": self._step, "max_resolution": self.max_resolution}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
+        saved = state.get("max_resolution")
+        if saved is not None and int(saved) != self.max_resolution:
+            raise InputError(
+                f"the checkpoint's hash grid was trained with finest resolution {int(saved)}, but this NGP resolves to "
+                f"{self.max_resolution} for its scene (NGPConfig.cells_per_pixel sizes it from the training images: "
+                f"their size or cameras differ); build it with field.hash_grid.max_resolution={int(saved)} and "
+                "cells_per_pixel=None to resume"
+            )
         spr = state.get("samples_per_ray")
         self._samples_per_ray = None if spr is None else float(spr)
         self._step = int(state.get("step", 0))
