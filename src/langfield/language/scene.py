@@ -49,7 +49,7 @@ from langfield.language.queries import (
     relevancy,
     segment,
 )
-from langfield.language.objects import ObjectMap, ObjectMapConfig, build_object_map
+from langfield.language.objects import ObjectMap, ObjectMapConfig, build_object_map, depth_consistent
 from langfield.language.spatial import (
     SpatialAnswer,
     SpatialObject,
@@ -236,7 +236,10 @@ class LanguageScene:
         are back-projected with the rendered ray distance into the cameras' **normalised** frame,
         each with its language feature and its label probabilities over ``vocabulary`` (default:
         the dataset's labels without background-like ones, :func:`spatial.default_candidates`).
-        ``up`` is the mean up of the training cameras (:func:`spatial.mean_camera_up`).
+        ``up`` is the mean up of the training cameras (:func:`spatial.mean_camera_up`). Points the
+        other rendered views do not confirm are dropped first (:func:`objects.depth_consistent`,
+        ``config.min_agreeing_views``; skipped when the views differ in size); the map's
+        ``extras`` record ``surface_points_rendered`` and whether that filter ran.
         """
         vocab = default_candidates(self.dataset.labels) if vocabulary is None else check_label_list(vocabulary)
         if not vocab:
@@ -252,10 +255,12 @@ class LanguageScene:
         picks = torch.linspace(0, len(cams) - 1, min(config.max_views, len(cams))).round().long().unique().tolist()
         text = self.embed_texts(vocab)
         per_view = max(1, config.max_points // len(picks))
-        points, views, probs, feats = [], [], [], []
+        points, views, probs, feats, depths, accs = [], [], [], [], [], []
         for v, i in enumerate(picks):
             out = self.render(cams, i)
             h, w = int(cams.heights[i]), int(cams.widths[i])
+            depths.append(out.render.depth[..., 0].float().cpu())
+            accs.append(out.render.accumulation[..., 0].float().cpu())
             stride = max(1, math.ceil(math.sqrt(h * w / per_view)))
             rows = torch.arange(0, h, stride)[:, None].expand(-1, len(range(0, w, stride))).reshape(-1)
             cols = torch.arange(0, w, stride)[None, :].expand(len(range(0, h, stride)), -1).reshape(-1)
@@ -270,7 +275,17 @@ class LanguageScene:
             probs.append(torch.softmax(config.temperature * F.normalize(f, dim=-1) @ text.float().cpu().T, dim=-1))
             feats.append(f)
         up = mean_camera_up(self.dataset.split("train").cameras.c2w)
-        found = build_object_map(torch.cat(points), torch.cat(views), torch.cat(probs), torch.cat(feats), vocab, up, config)
+        points, views, probs, feats = torch.cat(points), torch.cat(views), torch.cat(probs), torch.cat(feats)
+        num_rendered = points.shape[0]
+        same_size = len({tuple(d.shape) for d in depths}) == 1
+        if config.min_agreeing_views > 0 and same_size:
+            keep = depth_consistent(points, views, torch.stack(depths), torch.stack(accs), cams[torch.tensor(picks)],
+                                    tolerance=config.depth_tolerance, min_agreeing=config.min_agreeing_views,
+                                    max_see_through=config.max_see_through)  # fmt: skip
+            points, views, probs, feats = points[keep], views[keep], probs[keep], feats[keep]
+        found = build_object_map(points, views, probs, feats, vocab, up, config)
+        found.extras["surface_points_rendered"] = num_rendered
+        found.extras["depth_consistency"] = "on" if config.min_agreeing_views > 0 and same_size else "off"
         self._object_maps[key] = found
         return found
 
