@@ -190,3 +190,60 @@ def test_the_object_map_is_drawn_where_the_boxes_project():
     assert xs.size > 0 and xs.min() >= 32 + 40 * 0.3 / 3.0 - 2 and xs.max() <= 32 + 40 * 0.7 / 2.6 + 2
     assert ys.min() >= 32 - 40 * 0.7 / 2.6 - 2 and ys.max() <= 32 - 40 * 0.3 / 3.0 + 2
     assert (img[:, 64:] != 32).any()  # the legend panel has entries
+
+
+def _plane_views(size=32):
+    """Two pinhole cameras 3 units in front of the plane z = 0 (OpenCV: looking along +z), 1 unit
+    apart, with the exact ray distances to the plane as their depth maps."""
+    from langfield.geometry.rays import pixel_centers, rays_from_pixels
+    from langfield.types import Cameras
+
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[0, :3, 3] = torch.tensor([-0.5, 0.0, -3.0])
+    c2w[1, :3, 3] = torch.tensor([0.5, 0.0, -3.0])
+    K = torch.tensor([[40.0, 0.0, size / 2], [0.0, 40.0, size / 2], [0.0, 0.0, 1.0]])
+    cams = Cameras.create(c2w, K.expand(2, 3, 3).clone(), widths=size, heights=size)
+    pix = pixel_centers(size, size).reshape(-1, 2)
+    depths = []
+    for j in range(2):
+        rays = rays_from_pixels(cams, torch.full((pix.shape[0],), j), pix, 0.0, 10.0)
+        depths.append((3.0 / rays.directions[:, 2]).reshape(size, size))
+    return cams, torch.stack(depths), torch.ones(2, size, size)
+
+
+def test_depth_consistency_keeps_surfaces_and_drops_what_other_views_see_through():
+    from langfield.language.objects import depth_consistent
+
+    cams, depths, accs = _plane_views()
+    points = torch.tensor([
+        [0.0, 0.0, 0.0],    # on the plane, seen by both: the other view agrees
+        [0.1, 0.05, 0.0],   # on the plane
+        [0.0, 0.0, -1.0],   # floating 1 unit in front of the plane: the other view sees the plane behind it
+        [0.0, 0.0, 0.5],    # behind the plane: hidden from the other view, nobody agrees
+        [5.0, 0.0, 0.0],    # on the plane but outside the other view's image: no vote
+    ], dtype=torch.float64)  # fmt: skip
+    views = torch.tensor([0, 1, 0, 1, 0])
+    keep = depth_consistent(points, views, depths, accs, cams, tolerance=0.03)
+    assert keep.tolist() == [True, True, False, False, False]
+    # The other view's pixel is empty (not opaque): it looks past the point.
+    empty = accs.clone()
+    empty[1] = 0.0
+    assert depth_consistent(points[:1], views[:1], depths, empty, cams).tolist() == [False]
+    # Off by 5 % of the distance: outside a 3 % tolerance (and in front: seen through), inside 6 %.
+    near = points[:1].clone()
+    near[0, 2] = -0.15
+    assert depth_consistent(near, views[:1], depths, accs, cams, tolerance=0.03).tolist() == [False]
+    assert depth_consistent(near, views[:1], depths, accs, cams, tolerance=0.06).tolist() == [True]
+    # No agreeing view needed and see-through allowed: everything stays.
+    assert depth_consistent(points, views, depths, accs, cams, min_agreeing=0, max_see_through=1.0).all()
+    with pytest.raises(InputError, match="depth_consistent"):
+        depth_consistent(points, views, depths, accs[:1], cams)
+
+
+def test_object_map_config_checks_the_consistency_options():
+    with pytest.raises(InputError, match="min_agreeing_views"):
+        ObjectMapConfig(min_agreeing_views=-1)
+    with pytest.raises(InputError, match="depth_tolerance"):
+        ObjectMapConfig(depth_tolerance=0.0)
+    with pytest.raises(InputError, match="max_see_through"):
+        ObjectMapConfig(max_see_through=1.5)
