@@ -277,15 +277,15 @@ class LanguageScene:
         up = mean_camera_up(self.dataset.split("train").cameras.c2w)
         points, views, probs, feats = torch.cat(points), torch.cat(views), torch.cat(probs), torch.cat(feats)
         num_rendered = points.shape[0]
-        same_size = len({tuple(d.shape) for d in depths}) == 1
-        if config.min_agreeing_views > 0 and same_size:
+        filtered = config.min_agreeing_views > 0 and len({tuple(d.shape) for d in depths}) == 1
+        if filtered:
             keep = depth_consistent(points, views, torch.stack(depths), torch.stack(accs), cams[torch.tensor(picks)],
                                     tolerance=config.depth_tolerance, min_agreeing=config.min_agreeing_views,
                                     max_see_through=config.max_see_through)  # fmt: skip
             points, views, probs, feats = points[keep], views[keep], probs[keep], feats[keep]
         found = build_object_map(points, views, probs, feats, vocab, up, config)
         found.extras["surface_points_rendered"] = num_rendered
-        found.extras["depth_consistency"] = "on" if config.min_agreeing_views > 0 and same_size else "off"
+        found.extras["depth_consistency"] = "on" if filtered else "off"
         self._object_maps[key] = found
         return found
 

@@ -19,8 +19,8 @@ What a method can do beyond that is *declared* by inheriting a capability from
 from __future__ import annotations
 
 import contextlib
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
