@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from langfield.geometry.distortion import distort_points
-from langfield.geometry.rays import camera_directions, pixel_centers, rays_from_camera, rays_from_pixels
+from langfield.geometry.rays import camera_directions, pixel_centers, project_points, rays_from_camera, rays_from_pixels
 from langfield.types import Cameras, Rays
 
 # A 4 x 2 pixel camera, fx = fy = 2, principal point at the image centre (2, 1).
@@ -109,3 +109,20 @@ def test_mixed_distortion_batch_leaves_pinhole_camera_exact():
     torch.testing.assert_close(mixed, pinhole, atol=1e-7, rtol=0)
     distorted = camera_directions(cams, torch.ones(8, dtype=torch.int64), pixel_centers(4, 2).reshape(-1, 2))
     assert float((distorted - pinhole).abs().max()) > 1e-3
+
+
+def test_project_points_inverts_rays_with_skew_and_distortion():
+    dist = torch.tensor([-0.2, 0.05, 1e-3, -5e-4, 0.0], dtype=torch.float64)
+    w, h = 40, 30
+    Kd = torch.tensor([[30.0, 0.7, 20.3], [0.0, 31.0, 14.8], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    for d in (None, dist):
+        cams = Cameras.create(C2W.double(), Kd, w, h, dist=d)
+        rays = rays_from_camera(cams, 0, 0.1, 1.0)
+        depth = torch.linspace(0.5, 4.0, w * h, dtype=torch.float64)[:, None]
+        points = rays.origins.reshape(-1, 3).double() + rays.directions.reshape(-1, 3).double() * depth
+        pixels, z = project_points(points, C2W.double(), Kd, d)
+        torch.testing.assert_close(pixels, pixel_centers(w, h).reshape(-1, 2).double(), atol=1e-4, rtol=0)
+        cam_z = rays.directions.reshape(-1, 3).double() @ R.double()[:, 2]  # camera z of the unit directions
+        torch.testing.assert_close(z, cam_z * depth[:, 0], atol=1e-6, rtol=0)
+    # A point behind the camera has z < 0.
+    assert float(project_points(T.double()[None] - R.double()[:, 2], C2W.double(), Kd)[1]) < 0

@@ -146,7 +146,9 @@ def test_object_map_without_a_support_plane_and_bad_input():
     with pytest.raises(InputError, match="surface point"):
         build_object_map(points[:2], view[:2], torch.ones(2, 1), torch.ones(2, 4), ["a"], UP)
     for bad, match in [({"voxel": 0.0}, "voxel"), ({"min_views": 0}, "min_views"), ({"assignment": "best"}, "assignment"),
-                       ({"percentiles": (60.0, 40.0)}, "percentiles"), ({"max_tilt_deg": 120.0}, "max_tilt_deg")]:  # fmt: skip
+                       ({"percentiles": (60.0, 40.0)}, "percentiles"), ({"max_tilt_deg": 120.0}, "max_tilt_deg"),
+                       ({"min_agreeing_views": -1}, "min_agreeing_views"), ({"depth_tolerance": 0.0}, "depth_tolerance"),
+                       ({"max_see_through": 1.5}, "max_see_through")]:  # fmt: skip
         with pytest.raises(InputError, match=match):
             ObjectMapConfig(**bad)
 
@@ -238,12 +240,3 @@ def test_depth_consistency_keeps_surfaces_and_drops_what_other_views_see_through
     assert depth_consistent(points, views, depths, accs, cams, min_agreeing=0, max_see_through=1.0).all()
     with pytest.raises(InputError, match="depth_consistent"):
         depth_consistent(points, views, depths, accs[:1], cams)
-
-
-def test_object_map_config_checks_the_consistency_options():
-    with pytest.raises(InputError, match="min_agreeing_views"):
-        ObjectMapConfig(min_agreeing_views=-1)
-    with pytest.raises(InputError, match="depth_tolerance"):
-        ObjectMapConfig(depth_tolerance=0.0)
-    with pytest.raises(InputError, match="max_see_through"):
-        ObjectMapConfig(max_see_through=1.5)

@@ -7,12 +7,12 @@ All poses are OpenCV camera-to-world (x right, y down, z forward). Pixel ``(u, v
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from langfield.geometry.distortion import undistort_points
+from langfield.geometry.distortion import distort_points, undistort_points
 from langfield.types import Cameras, Rays
 
 # Mip-NeRF (Barron et al. 2021, Sec. 3.1): a pixel's footprint is approximated by a cone whose
@@ -59,6 +59,32 @@ def camera_directions(cameras: Cameras, camera_indices: Tensor, pixels: Tensor) 
     if cameras.has_distortion:
         xy = undistort_points(xy, cameras.dist[camera_indices])
     return torch.cat([xy, torch.ones_like(xy[:, :1])], dim=-1)
+
+
+def project_points(points: Tensor, c2w: Tensor, K: Tensor, dist: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """World ``points [N, 3]`` seen by one OpenCV camera: ``(pixels [N, 2], z [N])``, the inverse of
+    :func:`camera_directions` (pixel centres at ``+0.5``; ``z`` the camera-frame depth).
+
+    ``c2w`` is ``[3, 4]`` or ``[4, 4]`` (rotation orthonormal), ``K [3, 3]`` (with skew), ``dist [5]``
+    OpenCV distortion applied when given. Points with ``z <= 0`` are behind the camera: their
+    pixels are computed with ``z`` clamped to 1e-9 and mean nothing (test ``z``).
+
+    Example:
+        >>> import torch
+        >>> from langfield.geometry.rays import project_points
+        >>> K = torch.tensor([[2.0, 0.0, 1.5], [0.0, 2.0, 1.5], [0.0, 0.0, 1.0]])
+        >>> pixels, z = project_points(torch.tensor([[0.0, 0.0, 1.0], [2.0, 0.0, 2.0]]), torch.eye(4), K)
+        >>> pixels.tolist(), z.tolist()
+        ([[1.5, 1.5], [3.5, 1.5]], [1.0, 2.0])
+    """
+    cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # world -> camera
+    z = cam[:, 2]
+    xy = cam[:, :2] / z.clamp_min(1e-9)[:, None]
+    if dist is not None:
+        xy = distort_points(xy, dist)
+    u = K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]
+    v = K[1, 1] * xy[:, 1] + K[1, 2]
+    return torch.stack([u, v], dim=-1), z
 
 
 def rays_from_pixels(

@@ -71,7 +71,7 @@ import torch
 from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
-from langfield.geometry.distortion import distort_points
+from langfield.geometry.rays import project_points
 from langfield.language.queries import label_colors, name_key
 from langfield.types import Cameras
 
@@ -227,9 +227,10 @@ def depth_consistent(
 ) -> Tensor:  # fmt: skip
     """Which back-projected points the other rendered views confirm (module docstring, step 1).
 
-    Point ``X`` of view ``i`` is projected into every other view ``j`` (OpenCV pinhole with the
-    cameras' distortion; nearest pixel). Where it lands inside image ``j`` in front of the camera,
-    with ``r = |X - o_j|`` and ``d`` the depth (ray distance) view ``j`` rendered there:
+    Point ``X`` of view ``i`` is projected into every other view ``j``
+    (:func:`langfield.geometry.rays.project_points`, with the cameras' distortion; nearest
+    pixel). Where it lands inside image ``j`` in front of the camera, with ``r = |X - o_j|`` and
+    ``d`` the depth (ray distance) view ``j`` rendered there:
 
     * **agrees** when the pixel is opaque (accumulation ``>= min_accumulation``) and
       ``|r - d| <= tolerance * d``;
@@ -258,16 +259,10 @@ def depth_consistent(
     through = torch.zeros(p.shape[0], dtype=torch.long)
     for j in range(num_views):
         c2w = cameras.c2w[j].double()
-        K = cameras.Ks[j].double()
-        cam = (p - c2w[:3, 3]) @ c2w[:3, :3]  # world -> camera (orthonormal rotation)
-        z = cam[:, 2]
-        front = (z > 1e-9) & (views != j)
-        xy = cam[:, :2] / z.clamp_min(1e-9)[:, None]
-        if cameras.has_distortion:
-            xy = distort_points(xy, cameras.dist[j].double())
-        u = K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]  # pixel coordinates, centres at +0.5
-        v = K[1, 1] * xy[:, 1] + K[1, 2]
-        inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        dist = cameras.dist[j].double() if cameras.has_distortion else None
+        pixels, z = project_points(p, c2w, cameras.Ks[j].double(), dist)
+        u, v = pixels[:, 0], pixels[:, 1]
+        inside = (z > 1e-9) & (views != j) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         col = torch.where(inside, u, 0.0).floor().long().clamp(0, w - 1)
         row = torch.where(inside, v, 0.0).floor().long().clamp(0, h - 1)
         d = depths[j].double()[row, col]
@@ -487,14 +482,12 @@ def draw_object_map(rgb: Tensor, object_map: ObjectMap, c2w: Tensor, K: Tensor) 
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     unit = torch.tensor([[(i >> b) & 1 for b in range(3)] for i in range(8)], dtype=torch.float64)
-    rot, t = c2w[:, :3], c2w[:, 3]
     entries = []
     for o, colour in zip(object_map.objects, palette):
         corners = o.aabb[0] + unit * (o.aabb[1] - o.aabb[0])
-        cam = (corners - t) @ rot  # world -> camera (rot is orthonormal)
-        uv = (cam @ K.T)[:, :2] / cam[:, 2:3].clamp_min(1e-9)
+        uv, z = project_points(corners, c2w, K)
         for a, b in _BOX_EDGES:
-            if cam[a, 2] > 1e-6 and cam[b, 2] > 1e-6:
+            if z[a] > 1e-6 and z[b] > 1e-6:
                 draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=tuple(colour), width=1 if o.support else 2)
         label = o.name if o.name is not None else f"object {o.index}"
         mark = "*" if o.name is not None and o.name != o.best_name else ""
