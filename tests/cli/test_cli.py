@@ -125,3 +125,18 @@ def test_error_message_keeps_long_paths_whole(tmp_path):
     with pytest.raises(CliRefused) as info:
         cli(["eval", str(deep)])
     assert str(deep) in str(info.value)
+
+
+def test_procedural_writes_a_labelled_scene_with_its_object_boxes(tmp_path, capsys):
+    from langfield.data import load_dataset
+
+    out = tmp_path / "tabletop"
+    rc = main(["procedural", str(out), "--layout", "tabletop", "--width", "16", "--height", "12", "--num-train", "3",
+               "--num-test", "1", "--num-val", "1"])  # fmt: skip
+    assert rc == 0
+    assert "'tabletop' layout (3/1/1" in capsys.readouterr().err
+    ds = load_dataset(out)
+    assert ds.labels[1:] == list(ds.object_boxes) and ds.split("val").semantics.shape == (1, 12, 16)
+    with pytest.raises(SystemExit) as exc:
+        main(["procedural", str(tmp_path / "x"), "--layout", "kitchen"])
+    assert exc.value.code == 2 and "kitchen" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 
 from langfield.data.procedural import (
+    _HIT,
     AMBIENT,
     GROUND_TOP,
     LIGHT_DIRECTION,
+    PROCEDURAL_LAYOUTS,
+    Layout,
     ProceduralSceneConfig,
+    _to_local,
     intersect_procedural,
+    layout_objects,
     make_procedural_dataset,
+    object_aabb,
     procedural_cameras,
+    procedural_content_box,
     procedural_labels,
+    procedural_object_boxes,
     procedural_scene_objects,
     render_procedural_view,
     trace_procedural,
@@ -49,9 +58,10 @@ def _trace1(origin, direction):
 # --------------------------------------------------------------------------- scene description
 
 
-def test_labels_match_objects_and_everything_fits_the_scene_box():
-    objects = procedural_scene_objects()
-    labels = procedural_labels()
+@pytest.mark.parametrize("layout", sorted(PROCEDURAL_LAYOUTS))
+def test_labels_match_objects_and_everything_fits_the_scene_box(layout):
+    objects = layout_objects(layout)
+    labels = procedural_labels(layout)
     assert labels[0] == "background"
     assert len(labels) == len(objects) + 1
     assert [o.label for o in objects] == list(range(1, len(objects) + 1))
@@ -64,9 +74,65 @@ def test_labels_match_objects_and_everything_fits_the_scene_box():
             reach = (math.hypot(o.size[0], o.size[1]),) * 2
         assert abs(o.center[0]) + reach[0] <= 1.0 and abs(o.center[1]) + reach[1] <= 1.0
         assert abs(o.center[2]) + o.size[2] <= 1.0
-        # Every object except the ground stands on the ground's top face.
-        if o.name != "ground":
+        # Every object except the ground (label 1) stands on the ground's top face (the tabletop's
+        # book lies on the crate).
+        if o.label != 1 and o.name != "book":
             assert o.center[2] - o.size[2] == pytest.approx(GROUND_TOP)
+    assert procedural_scene_objects() == layout_objects("demo")
+    assert set(PROCEDURAL_LAYOUTS) == set(get_args(Layout))
+
+
+def test_tabletop_layout_stacks_the_book_on_the_crate_and_names_its_dataset():
+    boxes = procedural_object_boxes("tabletop")
+    assert procedural_labels("tabletop") == ["background", "table", "crate", "book", "ball", "mug", "bottle", "pillow"]
+    assert float(boxes["book"][0, 2]) == pytest.approx(float(boxes["crate"][1, 2]))  # resting on its top face
+    crate, book = boxes["crate"], boxes["book"]
+    assert bool((book[0, :2] > crate[0, :2]).all() and (book[1, :2] < crate[1, :2]).all())  # inside its footprint
+    cfg = ProceduralSceneConfig(width=40, height=40, num_train=2, num_test=6, layout="tabletop")
+    ds = make_procedural_dataset(cfg)
+    assert ds.name == "procedural-tabletop" and ds.labels == procedural_labels("tabletop")
+    assert set(ds.object_boxes) == set(boxes)
+    seen = torch.bincount(ds.split("test").semantics.reshape(-1), minlength=8)
+    assert bool((seen > 0).all())  # every label is in some test view
+    # The small objects are small: each covers a few percent of the image at most.
+    share = seen.double() / seen.sum()
+    assert float(share[4]) < 0.02 and float(share[5]) < 0.02
+    with pytest.raises(ValueError, match="layout must be one of"):
+        ProceduralSceneConfig(layout="kitchen")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        procedural_labels("kitchen")
+
+
+@pytest.mark.parametrize("layout", sorted(PROCEDURAL_LAYOUTS))
+def test_object_boxes_are_the_exact_extents_of_each_object(layout):
+    """Cast parallel rays at each object alone from the six axis directions on a fine grid: the
+    nearest hits reach the box's faces (to the grid's resolution) and no hit leaves the box. A
+    conservative bound fails the reach check (the tabletop crate's circumscribed circle is 0.03 too
+    wide), one too tight the containment check."""
+    step = 0.004
+    for obj in layout_objects(layout):
+        lo, hi = (torch.tensor(v, dtype=torch.float64) for v in object_aabb(obj))
+        assert torch.equal(procedural_object_boxes(layout)[obj.name], torch.stack([lo, hi]))
+        for axis in range(3):
+            a, b = [k for k in range(3) if k != axis]
+            ga = torch.arange(float(lo[a]) + step / 2, float(hi[a]), step, dtype=torch.float64)
+            gb = torch.arange(float(lo[b]) + step / 2, float(hi[b]), step, dtype=torch.float64)
+            ua, ub = torch.meshgrid(ga, gb, indexing="ij")
+            for sign in (1.0, -1.0):
+                origins = torch.zeros(ua.numel(), 3, dtype=torch.float64)
+                origins[:, a], origins[:, b] = ua.reshape(-1), ub.reshape(-1)
+                origins[:, axis] = float(lo[axis]) - 1.0 if sign > 0 else float(hi[axis]) + 1.0
+                dirs = torch.zeros_like(origins)
+                dirs[:, axis] = sign
+                o, d = _to_local(obj, origins.unbind(-1), dirs.unbind(-1))
+                t = _HIT[obj.shape](o, d, obj.size)
+                hits = origins + dirs * t[:, None]
+                hits = hits[torch.isfinite(t)]
+                assert hits.shape[0] > 0, (obj.name, axis, sign)
+                assert bool((hits >= lo - 1e-9).all() and (hits <= hi + 1e-9).all()), (obj.name, axis, sign)
+                reach = hits[:, axis].min() if sign > 0 else hits[:, axis].max()
+                face = lo[axis] if sign > 0 else hi[axis]
+                assert float(reach) == pytest.approx(float(face), abs=3 * step), (obj.name, axis, sign)
 
 
 # --------------------------------------------------------------------------- analytic hits
@@ -307,7 +373,9 @@ def test_bad_config_raises():
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    cfg = ProceduralSceneConfig(width=24, height=20, num_train=3, num_test=2, seed=5)
+    # Cameras at radius 2 (inside the NeRF-synthetic protocol's near = 2): without the file's own
+    # scene_box the reader would recentre and rescale the scene.
+    cfg = ProceduralSceneConfig(width=24, height=20, num_train=3, num_test=2, seed=5, radius=2.0)
     out = write_procedural_dataset(tmp_path_factory.mktemp("procedural"), cfg)
     return out, make_procedural_dataset(cfg)
 
@@ -354,6 +422,21 @@ def test_written_folder_loads_with_transforms_reader(written):
     out, ds = written
     loaded = load_transforms(out)
     assert loaded.labels == ds.labels
+    # The file states its bounds, so the reader keeps its frame, box and near/far.
+    assert torch.equal(loaded.world_transform, torch.eye(4)) and torch.equal(loaded.scene_box, procedural_content_box())
+    torch.testing.assert_close(procedural_content_box(), torch.tensor([[-1.0, -1.0, -0.65], [1.0, 1.0, 0.29]]))
+    for split in ("train", "test"):  # every surface point lies inside the written box
+        s = ds.split(split)
+        for i in range(len(s)):
+            ray = rays_from_camera(s.cameras, i, 0.0, 0.0)
+            hit = s.depths[i, ..., 0] > 0
+            pts = (ray.origins + ray.directions * s.depths[i])[hit]
+            assert bool((pts >= loaded.scene_box[0] - 1e-4).all() and (pts <= loaded.scene_box[1] + 1e-4).all())
+    assert (loaded.near, loaded.far) == pytest.approx((ds.near, ds.far))
+    # The true object boxes travel through the json's 'objects' field exactly.
+    assert list(loaded.object_boxes) == list(ds.object_boxes) == procedural_labels()[1:]
+    for name, box in ds.object_boxes.items():
+        assert torch.equal(loaded.object_boxes[name], box)
     # Whatever bounds the reader picks, every ground-truth hit must lie between them.
     for split in ("train", "test"):
         d = ds.split(split).depths

@@ -4,13 +4,20 @@ procedural scene and asking an exact fake scene (frames: original vs normalised)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from langfield._checks import InputError
-from langfield.data.procedural import ProceduralSceneConfig, procedural_cameras, render_procedural_view, procedural_labels
+from langfield.data.procedural import (
+    ProceduralSceneConfig,
+    procedural_cameras,
+    procedural_labels,
+    procedural_object_boxes,
+    render_procedural_view,
+)
 from langfield.language.queries import Localization, QueryNotFoundError
 from langfield.language.spatial import (
     SpatialAnswer,
@@ -19,6 +26,7 @@ from langfield.language.spatial import (
     answer_spatial,
     ask_scene,
     mean_camera_up,
+    objects_from_boxes,
     parse_question,
     procedural_objects,
     score_spatial,
@@ -196,6 +204,33 @@ def test_ground_truth_questions_score_one_from_the_truth_and_half_for_always_yes
         raise QueryNotFoundError("not here")
 
     assert score_spatial(qs[:4], nowhere) == {**score_spatial(qs[:4], nowhere), "accuracy": 0.0, "not_found": 4}
+
+
+def test_tabletop_questions_from_its_boxes_follow_the_stack_and_the_world_transform():
+    """The second layout's boxes (as a dataset carries them) ask "what is above the crate" with the
+    book as the answer, and answering from the same boxes mapped by a similarity scores 1."""
+    cams = procedural_cameras(ProceduralSceneConfig(width=40, height=40, num_test=3, layout="tabletop"), "test")
+    boxes = procedural_object_boxes("tabletop")
+    objs = objects_from_boxes(boxes)
+    assert [o.name for o in objs] == procedural_labels("tabletop")[1:]
+    assert [o.name for o in objs] == [o.name for o in procedural_objects(layout="tabletop")]
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    qs = spatial_questions(objs, cams, up)
+    above = {g.question.objects[0]: g.objects for g in qs if g.question.kind == "above"}
+    assert above["crate"] == ("book",) and above["ball"] == ()
+    # A dataset whose world_transform rotates, scales and shifts the frame: the same questions
+    # (generated from the mapped boxes and the mapped cameras) keep their answers.
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = 0.5 * torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    T[:3, 3] = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64)
+    mapped = {o.name: o for o in objects_from_boxes(boxes, T)}
+    c2w = cams.c2w.double()
+    rot = T[:3, :3] / 0.5  # the similarity's rotation acts on the camera axes, all of it on the centres
+    centres = c2w[:, :, 3] @ T[:3, :3].T + T[:3, 3]
+    cams_t = replace(cams, c2w=torch.cat([rot @ c2w[:, :, :3], centres[..., None]], -1).float())
+    up_t = torch.nn.functional.normalize(T[:3, :3] @ up, dim=0)
+    truth = score_spatial(qs, lambda q, v: answer_spatial(q, mapped, cams_t.c2w[v], cams_t.Ks[v], up_t))
+    assert truth["accuracy"] == 1.0 and truth["num_questions"] == len(qs)
 
 
 def test_ground_truth_agrees_with_the_rendered_label_maps():

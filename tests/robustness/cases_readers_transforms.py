@@ -397,6 +397,24 @@ _add(
 )
 _add("labels-not-a-list", top("labels", "chair"), match=TJ + r": field 'labels' must be a list of strings")
 _add("labels-numbers", top("labels", [1, 2]), match=TJ + r": field 'labels' must be a list of strings")
+_BOX = [[0, 0, 0], [1, 1, 1]]
+_add("scene-box-shape", top("scene_box", [1, 1, 1]), match=TJ + r": field 'scene_box' must be \[\[xmin")
+_add("scene-box-flat", top("scene_box", [[0, 0, 0], [1, 0, 1]]), match=TJ + r": field 'scene_box' needs min < max")
+_add("scene-box-inf", top("scene_box", [[0, 0, 0], [1, INF, 1]]), match=TJ + r": field 'scene_box'")
+_add("near-text", blender(lambda root, tmp: rs.edit_json(root / TRAIN, lambda d: d.update(scene_box=_BOX, near="close"))),
+     match=TJ + r": field 'near' must be a finite number >= 0")  # fmt: skip
+_add("near-above-far", blender(lambda root, tmp: rs.edit_json(root / TRAIN, lambda d: d.update(scene_box=_BOX, near=5, far=4))),
+     match=TJ + r": field 'near' \(5.0\) must be below 'far' \(4.0\)")  # fmt: skip
+_add("objects-not-a-list", top("objects", {"name": "ball"}), match=TJ + r": field 'objects' must be a list")
+_add("objects-no-name", top("objects", [{"aabb": _BOX}]), match=TJ + r": objects\[0\]: needs a non-empty string 'name'")
+_add("objects-twice", top("objects", [{"name": "ball", "aabb": _BOX}] * 2), match=TJ + r": objects\[1\]: object name 'ball' appears twice")
+_add("objects-aabb-shape", top("objects", [{"name": "ball", "aabb": [0, 0, 0, 1, 1, 1]}]),
+     match=TJ + r": objects\[0\] \('ball'\): field 'aabb' must be \[\[xmin")  # fmt: skip
+_add("objects-aabb-text", top("objects", [{"name": "ball", "aabb": "big"}]), match=r"field 'aabb' must be \[\[xmin")
+_add("objects-aabb-nan", top("objects", [{"name": "ball", "aabb": [[0, 0, NAN], [1, 1, 1]]}]),
+     match=TJ + r": objects\[0\] \('ball'\) field 'aabb'")  # fmt: skip
+_add("objects-aabb-inverted", top("objects", [{"name": "ball", "aabb": [[0, 2, 0], [1, 1, 1]]}]),
+     match=r"objects\[0\] \('ball'\): field 'aabb' has a min above its max")  # fmt: skip
 
 # ----------------------------------------------------------------------------- single-file (nerfstudio) layout
 

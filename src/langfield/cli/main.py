@@ -29,6 +29,7 @@ from langfield._checks import check_int_range
 from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
 from langfield.data.camera_path_json import read_camera_path
+from langfield.data.procedural import ProceduralSceneConfig, write_procedural_dataset
 from langfield.data.toyworld import ToyWorldConfig, write_toyworld
 from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.language.distillation import LanguageFieldConfig
@@ -279,6 +280,17 @@ class Demo:
     """'cpu' or 'cuda' (default CUDA when available)."""
     seed: int = 0
     """Random seed."""
+
+
+@dataclass
+class Procedural:
+    """Write the built-in procedural scene (a labelled layout) as a NeRF-synthetic-style transforms folder: RGBA
+    images, label maps, depth, and the true object boxes (field 'objects'), e.g. a second labelled scene for
+    'benchmarks/semantics.py --data'."""
+
+    output: tyro.conf.Positional[Path]
+    """Output folder (existing files of the same names are replaced)."""
+    scene: Annotated[ProceduralSceneConfig, Flat] = ProceduralSceneConfig()
 
 
 @dataclass
@@ -610,6 +622,16 @@ def run_generate(args: Generate) -> Dict[str, Any]:
     return record
 
 
+def run_procedural(args: Procedural) -> Path:
+    out = write_procedural_dataset(args.output, args.scene)
+    sc = args.scene
+    console.print(
+        f"wrote the {sc.layout!r} layout ({sc.num_train}/{sc.num_val}/{sc.num_test} train/val/test views, "
+        f"{sc.width}x{sc.height}) to {out}", markup=False,
+    )  # fmt: skip
+    return out
+
+
 def run_toyworld(args: Toyworld) -> Any:
     cmd = args.command
     if isinstance(cmd, ToyworldRender):
@@ -648,6 +670,7 @@ COMMANDS: Dict[str, Tuple[type, Callable[[Any], Any]]] = {
     "view": (View, run_view),
     "demo": (Demo, run_demo_command),
     "generate": (Generate, run_generate),
+    "procedural": (Procedural, run_procedural),
     "toyworld": (Toyworld, run_toyworld),
     "controlnet-train": (ControlnetTrain, run_controlnet_train),
 }

@@ -89,6 +89,9 @@ class SceneDataset:
         points3d: ``[P, 3]`` sparse points (COLMAP) in the normalised frame, or ``None``.
         points3d_rgb: ``[P, 3]`` uint8 colours of ``points3d``, or ``None``.
         labels: label names for ``ImageSet.semantics`` ids, or ``None``.
+        object_boxes: ``{name: [2, 3] (min, max)}`` true world-axis-aligned boxes of named objects
+            in the dataset's **original** frame (map with ``world_transform``), or ``None``; the
+            ground truth of spatial questions (a transforms json's ``objects`` field).
         unbounded: True for scenes whose background is at infinity (real captures).
         forward_facing: True for captures whose cameras all look roughly the same way at content
             in front of them (LLFF); the ``"auto"`` ray space reconstructs them in NDC.
@@ -108,6 +111,7 @@ class SceneDataset:
     points3d: Optional[Tensor] = None
     points3d_rgb: Optional[Tensor] = None
     labels: Optional[List[str]] = None
+    object_boxes: Optional[Dict[str, Tensor]] = None
     unbounded: bool = False
     forward_facing: bool = False
     ndc: Optional[NDCSpace] = None

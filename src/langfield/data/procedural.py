@@ -24,11 +24,10 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Literal, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from langfield.data.raycast import (
     subpixel_offsets,
 )
 from langfield.geometry.conventions import opencv_to_opengl, to_homogeneous
+from langfield.io.atomic import atomic_write_json
 from langfield.geometry.rays import pixel_centers, rays_from_pixels
 from langfield.geometry.rotations import look_at
 from langfield.types import Cameras
@@ -134,9 +134,69 @@ def procedural_scene_objects() -> List[ProceduralObject]:
     ]
 
 
-def procedural_labels() -> List[str]:
-    """Label names indexed by label id: ``["background", "ground", "sphere", ...]``."""
-    objects = procedural_scene_objects()
+def tabletop_scene_objects() -> List[ProceduralObject]:
+    """A second labelled layout, ``"tabletop"``: seven objects (eight labels with the background)
+    on a wooden table top, several of them small, one stacked on another.
+
+    Built to test what the demo layout does not: small objects that cover a few percent of the
+    image (a ball, a mug, a bottle seen from afar), names that are text-related to each other
+    (mug / bottle, crate / book), and an "on top of" relation (the book lies on the crate). Same
+    conventions as :func:`procedural_scene_objects` (table top at ``z = -0.5``, world +z up).
+    """
+    top = GROUND_TOP
+    return [
+        ProceduralObject(
+            name="table", label=1, shape="box", center=(0.0, 0.0, top - 0.05), size=(0.95, 0.95, 0.05), yaw=0.0,
+            texture="checker2d", colors=((0.66, 0.47, 0.30), (0.55, 0.38, 0.24), (0.40, 0.27, 0.17)), period=0.3,
+        ),
+        ProceduralObject(
+            name="crate", label=2, shape="box", center=(-0.40, 0.35, top + 0.22), size=(0.22, 0.22, 0.22), yaw=0.35,
+            texture="checker3d", colors=((0.82, 0.70, 0.42), (0.52, 0.40, 0.20)), period=0.11,
+        ),
+        ProceduralObject(
+            name="book", label=3, shape="box", center=(-0.40, 0.35, top + 0.48), size=(0.16, 0.11, 0.04), yaw=0.9,
+            texture="checker2d", colors=((0.15, 0.25, 0.65), (0.20, 0.35, 0.80), (0.93, 0.92, 0.85)), period=0.08,
+        ),
+        ProceduralObject(
+            name="ball", label=4, shape="ellipsoid", center=(0.18, 0.48, top + 0.13), size=(0.13, 0.13, 0.13), yaw=0.0,
+            texture="sectors", colors=((0.92, 0.15, 0.15), (0.98, 0.98, 0.98), (0.95, 0.95, 0.95)), period=6.0,
+        ),
+        ProceduralObject(
+            name="mug", label=5, shape="cylinder", center=(0.48, -0.02, top + 0.12), size=(0.10, 0.10, 0.12), yaw=0.0,
+            texture="stripes_ramp",
+            colors=((0.95, 0.95, 0.92), (0.85, 0.35, 0.10), (0.95, 0.75, 0.20), (0.30, 0.20, 0.15)), period=10.0,
+        ),
+        ProceduralObject(
+            name="bottle", label=6, shape="cylinder", center=(-0.05, -0.22, top + 0.30), size=(0.08, 0.08, 0.30),
+            yaw=0.0, texture="stripes_ramp",
+            colors=((0.10, 0.45, 0.22), (0.20, 0.70, 0.35), (0.70, 0.90, 0.60), (0.85, 0.85, 0.85)), period=6.0,
+        ),
+        ProceduralObject(
+            name="pillow", label=7, shape="ellipsoid", center=(0.36, -0.52, top + 0.12), size=(0.26, 0.18, 0.12),
+            yaw=-0.5, texture="normal_gradient", colors=((0.72, 0.40, 0.68),), period=1.0,
+        ),
+    ]
+
+
+#: The names of the labelled layouts (a type, so command lines list them).
+Layout = Literal["demo", "tabletop"]
+#: The labelled layouts of the procedural scene, by name (``ProceduralSceneConfig.layout``).
+PROCEDURAL_LAYOUTS: Dict[str, Callable[[], List[ProceduralObject]]] = {
+    "demo": procedural_scene_objects,
+    "tabletop": tabletop_scene_objects,
+}
+
+
+def layout_objects(layout: str = "demo") -> List[ProceduralObject]:
+    """The objects of ``layout`` (a key of :data:`PROCEDURAL_LAYOUTS`), in label order."""
+    if layout not in PROCEDURAL_LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(PROCEDURAL_LAYOUTS)}, got {layout!r}")
+    return PROCEDURAL_LAYOUTS[layout]()
+
+
+def procedural_labels(layout: str = "demo") -> List[str]:
+    """Label names indexed by label id: ``["background", "ground", "sphere", ...]`` (demo layout)."""
+    objects = layout_objects(layout)
     names = ["background"] + [""] * len(objects)
     for obj in objects:
         names[obj.label] = obj.name
@@ -281,6 +341,22 @@ class ProceduralHit:
     labels: Tensor
 
 
+def object_aabb(obj: ProceduralObject) -> Tuple[Vec3, Vec3]:
+    """The object's exact world-axis-aligned bounding box ``(min, max)`` (rotations are about +z
+    only: the yawed box's corners, the yawed ellipsoid's support extents, the upright cylinder's
+    circle)."""
+    c, s = abs(math.cos(obj.yaw)), abs(math.sin(obj.yaw))
+    sx, sy, sz = obj.size
+    if obj.shape == "box":
+        rx, ry = c * sx + s * sy, s * sx + c * sy
+    elif obj.shape == "ellipsoid":
+        rx, ry = math.hypot(c * sx, s * sy), math.hypot(s * sx, c * sy)
+    else:  # cylinder about local z: a circle of radius sx
+        rx = ry = sx
+    cx, cy, cz = obj.center
+    return (cx - rx, cy - ry, cz - sz), (cx + rx, cy + ry, cz + sz)
+
+
 def _object_bounds(obj: ProceduralObject) -> Tuple[Vec3, Vec3]:
     """Conservative world AABB ``(min, max)`` of an object (rotations are about +z only)."""
     sx, sy, sz = obj.size
@@ -337,14 +413,14 @@ def _check_rays(origins: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
     return origins, directions
 
 
-def intersect_procedural(origins: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
+def intersect_procedural(origins: Tensor, directions: Tensor, layout: str = "demo") -> Tuple[Tensor, Tensor]:
     """Geometry only (no shading): ``(depth [R, 1], labels [R])`` for rays ``[R, 3]``.
 
     ``depth`` is the ray distance (``inf`` on a miss; directions are normalised first); ``labels``
     the int64 label id (0 on a miss). Cheaper than :func:`trace_procedural`.
     """
     origins, directions = _check_rays(origins, directions)
-    objects = procedural_scene_objects()
+    objects = layout_objects(layout)
     t, idx = _nearest(objects, origins, directions)
     labels = torch.zeros_like(idx)
     for k, obj in enumerate(objects):
@@ -352,15 +428,15 @@ def intersect_procedural(origins: Tensor, directions: Tensor) -> Tuple[Tensor, T
     return t[:, None], labels
 
 
-def trace_procedural(origins: Tensor, directions: Tensor) -> ProceduralHit:
-    """Ray trace the demo scene for rays ``origins [R, 3]``, ``directions [R, 3]`` (world, +z up).
+def trace_procedural(origins: Tensor, directions: Tensor, layout: str = "demo") -> ProceduralHit:
+    """Ray trace ``layout`` (default: the demo scene) for rays ``origins [R, 3]``, ``directions [R, 3]`` (world, +z up).
 
     Directions are normalised, so ``depth`` is a metric ray distance. Shading is view-independent:
     ``albedo * (AMBIENT + (1 - AMBIENT) * max(n . l, 0) * visible)`` with ``l = LIGHT_DIRECTION``
     and ``visible`` from a shadow ray. See :class:`ProceduralHit` for the outputs.
     """
     origins, directions = _check_rays(origins, directions)
-    objects = procedural_scene_objects()
+    objects = layout_objects(layout)
     num = origins.shape[0]
     t, idx = _nearest(objects, origins, directions)
     hit = idx >= 0
@@ -419,6 +495,8 @@ class ProceduralSceneConfig:
         elevation_min_deg, elevation_max_deg: camera elevation range above the xy plane (world +z up).
         supersample: ``ss`` -> ``ss x ss`` subpixel rays per pixel for rgb/alpha anti-aliasing.
         seed: seeds the camera jitter; the same seed gives the same dataset.
+        layout: which labelled objects stand on the ground (:data:`PROCEDURAL_LAYOUTS`: ``"demo"``,
+            the default five, or ``"tabletop"``, seven smaller ones).
     """
 
     width: int = 64
@@ -433,8 +511,11 @@ class ProceduralSceneConfig:
     elevation_max_deg: float = 70.0
     supersample: int = 2
     seed: int = 0
+    layout: Layout = "demo"
 
     def __post_init__(self) -> None:
+        if self.layout not in PROCEDURAL_LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(PROCEDURAL_LAYOUTS)}, got {self.layout!r}")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be > 0, got {self.width}x{self.height}")
         if self.num_train <= 0 or self.num_test < 0 or self.num_val < 0:
@@ -536,7 +617,7 @@ def _single_threaded():
         torch.set_num_threads(before)
 
 
-def _render_pixels(cameras: Cameras, cam_idx: Tensor, centres: Tensor, offsets: Tensor) -> Tuple[Tensor, ...]:
+def _render_pixels(cameras: Cameras, cam_idx: Tensor, centres: Tensor, offsets: Tensor, layout: str) -> Tuple[Tensor, ...]:
     """Render ``P`` pixels (``centres [P, 2]`` of cameras ``cam_idx [P]``) with ``S`` subpixel ``offsets [S, 2]``.
 
     Returns ``rgb [P, 3]`` (straight), ``alpha [P, 1]``, ``depth [P, 1]`` (0 on a miss) and ``labels [P]``.
@@ -544,19 +625,21 @@ def _render_pixels(cameras: Cameras, cam_idx: Tensor, centres: Tensor, offsets: 
     p, s = centres.shape[0], offsets.shape[0]
     pix = (centres[:, None, :] + offsets[None]).reshape(-1, 2)
     rays = rays_from_pixels(cameras, cam_idx.repeat_interleave(s), pix, 0.0, 0.0)
-    hit = trace_procedural(rays.origins, rays.directions)
+    hit = trace_procedural(rays.origins, rays.directions, layout)
     alpha_sub = hit.alpha.reshape(p, s, 1)
     alpha = alpha_sub.mean(1)
     premult = (hit.rgb.reshape(p, s, 3) * alpha_sub).mean(1)
     rgb = torch.where(alpha > 0, premult / alpha.clamp_min(1e-8), torch.zeros_like(premult))
     # Depth and labels from the centre ray (geometry only).
     rays_c = rays_from_pixels(cameras, cam_idx, centres, 0.0, 0.0)
-    t, labels = intersect_procedural(rays_c.origins, rays_c.directions)
+    t, labels = intersect_procedural(rays_c.origins, rays_c.directions, layout)
     depth = torch.where(torch.isfinite(t), t, torch.zeros_like(t))
     return rgb, alpha, depth, labels
 
 
-def _render_views(cameras: Cameras, indices: Sequence[int], supersample: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _render_views(
+    cameras: Cameras, indices: Sequence[int], supersample: int, layout: str = "demo"
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Render views of identical size; see :func:`render_procedural_view` (outputs gain a leading ``C``)."""
     num = len(indices)
     w, h = int(cameras.widths[indices[0]]), int(cameras.heights[indices[0]])
@@ -571,15 +654,15 @@ def _render_views(cameras: Cameras, indices: Sequence[int], supersample: int) ->
     outs = []
     for start in range(0, num * h * w, step):
         sl = slice(start, start + step)
-        outs.append(_render_pixels(cameras, cams_all[sl], centres_all[sl], offsets))
+        outs.append(_render_pixels(cameras, cams_all[sl], centres_all[sl], offsets, layout))
     rgb, alpha, depth, labels = (torch.cat(parts, 0) for parts in zip(*outs))
     return rgb.reshape(num, h, w, 3), alpha.reshape(num, h, w, 1), depth.reshape(num, h, w, 1), labels.reshape(num, h, w)
 
 
 def render_procedural_view(
-    cameras: Cameras, index: int, supersample: int = 2
+    cameras: Cameras, index: int, supersample: int = 2, layout: str = "demo"
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Render camera ``index`` of ``cameras`` (OpenCV c2w, world +z up) exactly.
+    """Render camera ``index`` of ``cameras`` (OpenCV c2w, world +z up) of ``layout`` exactly.
 
     Returns:
         rgb: ``[H, W, 3]`` float straight (un-premultiplied) colour, averaged over the
@@ -593,13 +676,13 @@ def render_procedural_view(
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     with _single_threaded():
-        rgb, alpha, depth, labels = _render_views(cameras, [index], supersample)
+        rgb, alpha, depth, labels = _render_views(cameras, [index], supersample, layout)
     return rgb[0], alpha[0], depth[0], labels[0]
 
 
-def _render_split(cameras: Cameras, supersample: int) -> ImageSet:
+def _render_split(cameras: Cameras, supersample: int, layout: str) -> ImageSet:
     with _single_threaded():
-        rgbs, alphas, depths, labels = _render_views(cameras, list(range(len(cameras))), supersample)
+        rgbs, alphas, depths, labels = _render_views(cameras, list(range(len(cameras))), supersample, layout)
 
     def to_u8(x: Tensor) -> Tensor:
         return (x * 255.0).round().clamp(0, 255).to(torch.uint8)
@@ -614,33 +697,52 @@ def _render_split(cameras: Cameras, supersample: int) -> ImageSet:
 
 
 def make_procedural_dataset(config: ProceduralSceneConfig = ProceduralSceneConfig()) -> SceneDataset:
-    """Render the demo scene into an in-memory :class:`SceneDataset` named ``"procedural"``.
+    """Render the scene into an in-memory :class:`SceneDataset` named ``"procedural"`` (the demo
+    layout) or ``"procedural-{layout}"``.
 
     Splits "train"/"test"/"val" per ``config`` (empty ones omitted). Images are uint8 straight RGB
     with uint8 alpha (composite on white), ``semantics`` are label ids into ``labels``, ``depths``
     the exact centre-ray distances (0 on background). The world frame is the scene frame (+z up),
     so ``world_transform`` is the identity; ``scene_box`` is ``[-1, 1]^3`` and
-    ``near/far = radius -/+ 1.8`` (the box's half-diagonal is 1.73).
+    ``near/far = radius -/+ 1.8`` (the box's half-diagonal is 1.73). ``object_boxes`` holds every
+    object's exact box (:func:`procedural_object_boxes`).
     """
     splits: Dict[str, ImageSet] = {}
     for split in ("train", "test", "val"):
         n = {"train": config.num_train, "test": config.num_test, "val": config.num_val}[split]
         if n > 0:
-            image_set = _render_split(procedural_cameras(config, split), config.supersample)
+            image_set = _render_split(procedural_cameras(config, split), config.supersample, config.layout)
             splits[split] = replace(image_set, paths=[f"procedural/{split}/r_{i:03d}" for i in range(n)])
     return SceneDataset(
-        name="procedural",
+        name="procedural" if config.layout == "demo" else f"procedural-{config.layout}",
         splits=splits,
         scene_box=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]),
         near=config.near,
         far=config.far,
         background="white",
-        labels=procedural_labels(),
+        labels=procedural_labels(config.layout),
+        object_boxes=procedural_object_boxes(config.layout),
     )
 
 
+def procedural_content_box(layout: str = "demo", pad: float = 0.05) -> Tensor:
+    """``[2, 3]`` float32: the union of the objects' boxes of ``layout`` grown by ``pad`` on every
+    side, clipped to ``[-1, 1]^3``: where the content is. :func:`write_procedural_dataset` writes it
+    as the folder's ``scene_box`` (the in-memory dataset keeps the loose ``[-1, 1]^3``)."""
+    boxes = torch.stack(list(procedural_object_boxes(layout).values()))
+    lo = (boxes[:, 0].min(0).values - pad).clamp(-1.0, 1.0)
+    hi = (boxes[:, 1].max(0).values + pad).clamp(-1.0, 1.0)
+    return torch.stack([lo, hi]).float()
+
+
+def procedural_object_boxes(layout: str = "demo") -> Dict[str, Tensor]:
+    """``{name: [2, 3] float64 (min, max)}``: the exact world-axis-aligned box of every object of
+    ``layout`` (:func:`object_aabb`), the ground truth of spatial questions."""
+    return {obj.name: torch.tensor(object_aabb(obj), dtype=torch.float64) for obj in layout_objects(layout)}
+
+
 def write_procedural_dataset(out_dir: Union[str, Path], config: ProceduralSceneConfig = ProceduralSceneConfig()) -> Path:
-    """Write the demo scene as a NeRF-synthetic-style folder and return its path.
+    """Write the scene (``config.layout``) as a NeRF-synthetic-style folder and return its path.
 
     Layout (Blender conventions: OpenGL c2w ``transform_matrix``, ``file_path`` without extension)::
 
@@ -650,7 +752,11 @@ def write_procedural_dataset(out_dir: Union[str, Path], config: ProceduralSceneC
         out_dir/{split}/r_{i:03d}_depth.npy      float32 [H, W] centre-ray distance, 0 = background
 
     Each json holds ``camera_angle_x`` plus exact ``fl_x, fl_y, cx, cy, w, h`` (instant-ngp keys),
-    ``labels``, ``near``, ``far``, ``scene_box`` and ``world_up`` (``[0, 0, 1]``); each frame holds
+    ``labels``, ``near``, ``far``, ``scene_box`` (the content's padded bounds,
+    :func:`procedural_content_box`: a Gaussian reconstruction starts from random points in that box,
+    and the loose ``[-1, 1]^3`` fills 60-80 % of it with empty air), ``world_up`` (``[0, 0, 1]``) and ``objects`` (every
+    object's name and exact world box ``aabb: [[min], [max]]``, read back as
+    ``SceneDataset.object_boxes``); each frame holds
     ``file_path``, ``transform_matrix``, ``semantic_path`` and ``depth_path`` (paths relative to
     ``out_dir``, the last two with their extension).
     """
@@ -691,10 +797,10 @@ def write_procedural_dataset(out_dir: Union[str, Path], config: ProceduralSceneC
             "labels": list(dataset.labels),
             "near": dataset.near,
             "far": dataset.far,
-            "scene_box": dataset.scene_box.tolist(),
+            "scene_box": procedural_content_box(config.layout).tolist(),
             "world_up": [0.0, 0.0, 1.0],
+            "objects": [{"name": n, "aabb": b.tolist()} for n, b in dataset.object_boxes.items()],
             "frames": frames,
         }
-        with open(out / f"transforms_{split}.json", "w") as fh:
-            json.dump(meta, fh, indent=2)
+        atomic_write_json(meta, out / f"transforms_{split}.json")
     return out

@@ -47,23 +47,23 @@ half height; the overlap fraction's distance from ``min_overlap`` over the room 
 whether the localisations are right (their relevancy scores are in the evidence).
 
 Scoring (:func:`spatial_questions`, :func:`score_spatial`) generates questions with their true
-answers from known objects (:func:`procedural_objects`) and test cameras, and returns the accuracy
+answers from known objects (:func:`objects_from_boxes` of a dataset's ``object_boxes``;
+:func:`procedural_objects`) and test cameras, and returns the accuracy
 of any answering function.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
-from langfield.data.procedural import procedural_scene_objects
+from langfield.data.procedural import procedural_object_boxes
 from langfield.language.queries import Localization, QueryNotFoundError, name_key
 from langfield.types import Cameras
 
@@ -77,6 +77,7 @@ __all__ = [
     "answer_spatial",
     "ask_scene",
     "mean_camera_up",
+    "objects_from_boxes",
     "parse_question",
     "procedural_objects",
     "score_spatial",
@@ -586,24 +587,23 @@ def ask_scene(
 # ----------------------------------------------------------------------------------------------
 
 
-def procedural_objects(world_transform: Optional[Tensor] = None) -> List[SpatialObject]:
-    """The true objects of the procedural scene (:mod:`langfield.data.procedural`): centre and
-    world-axis-aligned bounding box (exact for the yawed box, ellipsoid and cylinder), mapped by
-    ``world_transform`` (identity for :func:`~langfield.data.procedural.make_procedural_dataset`)."""
+def objects_from_boxes(boxes: Mapping[str, Tensor], world_transform: Optional[Tensor] = None) -> List[SpatialObject]:
+    """Known objects from true boxes ``{name: [2, 3] (min, max)}`` (e.g. ``SceneDataset.object_boxes``,
+    in the dataset's original frame), each placed at its box's centre and mapped by
+    ``world_transform`` to the normalised frame."""
     out = []
-    for obj in procedural_scene_objects():
-        c, s = abs(math.cos(obj.yaw)), abs(math.sin(obj.yaw))
-        sx, sy, sz = obj.size
-        if obj.shape == "box":
-            rx, ry = c * sx + s * sy, s * sx + c * sy
-        elif obj.shape == "ellipsoid":
-            rx, ry = math.hypot(c * sx, s * sy), math.hypot(s * sx, c * sy)
-        else:  # cylinder about local z: a circle of radius sx
-            rx = ry = sx
-        centre = torch.tensor(obj.center, dtype=torch.float64)
-        half = torch.tensor([rx, ry, sz], dtype=torch.float64)
-        out.append(SpatialObject.from_aabb(obj.name, centre, torch.stack([centre - half, centre + half]), world_transform))
+    for name, box in boxes.items():
+        box = torch.as_tensor(box, dtype=torch.float64)
+        out.append(SpatialObject.from_aabb(name, box.mean(0) if box.shape == (2, 3) else box, box, world_transform))
     return out
+
+
+def procedural_objects(world_transform: Optional[Tensor] = None, layout: str = "demo") -> List[SpatialObject]:
+    """The true objects of the procedural scene's ``layout`` (:mod:`langfield.data.procedural`):
+    centre and exact world-axis-aligned box (:func:`~langfield.data.procedural.object_aabb`),
+    mapped by ``world_transform`` (identity for
+    :func:`~langfield.data.procedural.make_procedural_dataset`)."""
+    return objects_from_boxes(procedural_object_boxes(layout), world_transform)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ Layouts:
   ``near = 2``, ``far = 6``, bounded) when every camera centre lies between ``near`` and ``far``
   from the origin, as in all NeRF-synthetic scenes. Otherwise the scene is moved so the cameras'
   :func:`~langfield.geometry.normalize.focus_point` is the origin and scaled so the mean camera
-  distance is 4 (the NeRF-synthetic value), and the same box and bounds are used.
+  distance is 4 (the NeRF-synthetic value), and the same box and bounds are used. A file that
+  states its own bounds (top-level ``scene_box: [[min], [max]]``, optionally ``near`` and ``far``;
+  :func:`~langfield.data.procedural.write_procedural_dataset` writes them) keeps its frame and
+  those bounds instead (``near``/``far`` default to the cameras' distances to the box).
 * **Single file** (``layout="single"``): one ``transforms.json`` (nerfstudio, instant-ngp). Frames
   are sorted by ``file_path``; splits come from the ``train_filenames`` / ``val_filenames`` /
   ``test_filenames`` lists when present, otherwise view ``i`` is a test view iff ``i % 8 == 0``
@@ -32,6 +35,10 @@ Fields (frame-level values override top-level ones):
   It must stay inside that folder (no ``..`` escape, absolute path or symlink out of it) unless
   the caller passes ``allow_outside_paths=True``; the same ``file_path`` twice in one file is refused.
 * ``semantic_path`` (optional, per frame): label-id PNG; top-level ``labels``: their names.
+* ``objects`` (optional, top level): ``[{"name": str, "aabb": [[xmin, ymin, zmin], [xmax, ymax,
+  zmax]]}, ...]``, the true world-axis-aligned boxes of named objects in the file's frame (a
+  langfield extension, written by :func:`~langfield.data.procedural.write_procedural_dataset`);
+  read into ``SceneDataset.object_boxes``, the ground truth of spatial questions.
 
 Validation: every number is finite and plausible (:data:`~langfield._checks.MAX_ABS_COORDINATE`
 for pose entries and distortion, :func:`~langfield._checks.check_pinhole` for intrinsics); errors
@@ -130,12 +137,16 @@ class TransformsScene:
         layout: ``"blender"`` (one json per split) or ``"single"`` (one transforms.json).
         splits: split name -> :class:`TransformsSplit`.
         labels: names of the semantic ids (top-level ``labels``) or ``None``.
+        objects: ``{name: [2, 3] float64 (min, max)}`` from the top-level ``objects`` or ``None``.
+        bounds: ``(scene_box [2, 3], near or None, far or None)`` stated by the file or ``None``.
     """
 
     name: str
     layout: str
     splits: Dict[str, TransformsSplit]
     labels: Optional[List[str]] = None
+    objects: Optional[Dict[str, torch.Tensor]] = None
+    bounds: Optional[Tuple[torch.Tensor, Optional[float], Optional[float]]] = None
 
 
 # ----------------------------------------------------------------------------- field parsing
@@ -380,6 +391,58 @@ def _labels(data: Dict[str, Any], json_path: Path) -> Optional[List[str]]:
     return list(labels)
 
 
+def _objects(data: Dict[str, Any], json_path: Path) -> Optional[Dict[str, torch.Tensor]]:
+    """The top-level ``objects`` field: ``{name: [2, 3] float64 (min, max)}`` or ``None``."""
+    if "objects" not in data:
+        return None
+    entries = data["objects"]
+    if not isinstance(entries, list):
+        raise InputError(f"{json_path}: field 'objects' must be a list of {{'name': ..., 'aabb': [[min], [max]]}}")
+    out: Dict[str, torch.Tensor] = {}
+    for k, entry in enumerate(entries):
+        where = f"{json_path}: objects[{k}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise InputError(f"{where}: needs a non-empty string 'name'")
+        name = entry["name"]
+        if name in out:
+            raise InputError(f"{where}: object name {name!r} appears twice")
+        try:
+            box = np.asarray(entry.get("aabb"), dtype=np.float64)
+        except (TypeError, ValueError):
+            box = np.zeros(0)
+        if box.shape != (2, 3):
+            raise InputError(f"{where} ({name!r}): field 'aabb' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]]")
+        check_finite_array(box, f"{where} ({name!r}) field 'aabb'", max_abs=MAX_ABS_COORDINATE)
+        if not bool(np.all(box[0] <= box[1])):
+            raise InputError(f"{where} ({name!r}): field 'aabb' has a min above its max: {box.tolist()}")
+        out[name] = torch.from_numpy(box)
+    return out
+
+
+def _bounds(data: Dict[str, Any], json_path: Path) -> Optional[Tuple[torch.Tensor, Optional[float], Optional[float]]]:
+    """The file's own ``scene_box`` (``[2, 3]``, min < max) with optional ``near`` / ``far``, or ``None``."""
+    if "scene_box" not in data:
+        return None
+    try:
+        box = np.asarray(data["scene_box"], dtype=np.float64)
+    except (TypeError, ValueError):
+        box = np.zeros(0)
+    if box.shape != (2, 3):
+        raise InputError(f"{json_path}: field 'scene_box' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]]")
+    check_finite_array(box, f"{json_path}: field 'scene_box'", max_abs=MAX_ABS_COORDINATE)
+    if not bool(np.all(box[0] < box[1])):
+        raise InputError(f"{json_path}: field 'scene_box' needs min < max on every axis, got {box.tolist()}")
+    near_far = []
+    for key in ("near", "far"):
+        v = data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise InputError(f"{json_path}: field {key!r} must be a finite number >= 0, got {v!r}")
+        near_far.append(None if v is None else float(v))
+    if near_far[0] is not None and near_far[1] is not None and not near_far[0] < near_far[1]:
+        raise InputError(f"{json_path}: field 'near' ({near_far[0]}) must be below 'far' ({near_far[1]})")
+    return torch.from_numpy(box).float(), near_far[0], near_far[1]
+
+
 def _norm_name(p: str) -> str:
     p = posixpath.normpath(p.replace("\\", "/"))
     return p[2:] if p.startswith("./") else p
@@ -457,6 +520,8 @@ def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> Tra
     if single is None:
         splits: Dict[str, TransformsSplit] = {}
         labels: Optional[List[str]] = None
+        objects: Optional[Dict[str, torch.Tensor]] = None
+        bounds = None
         for s in SPLITS:
             jp = folder / f"transforms_{s}.json"
             if jp.is_dir():
@@ -467,9 +532,11 @@ def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> Tra
             frames = _frames(data, jp)
             splits[s] = _parse_split(data, frames, jp, list(range(len(frames))), allow_outside_paths)
             labels = labels if labels is not None else _labels(data, jp)
+            objects = objects if objects is not None else _objects(data, jp)
+            bounds = bounds if bounds is not None else _bounds(data, jp)
         if "train" not in splits:
             raise FileNotFoundError(f"{folder}: Blender layout without transforms_train.json")
-        return TransformsScene(name=name, layout="blender", splits=splits, labels=labels)
+        return TransformsScene(name=name, layout="blender", splits=splits, labels=labels, objects=objects, bounds=bounds)
 
     data = read_json(single)
     frames = _frames(data, single)
@@ -482,7 +549,9 @@ def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> Tra
         if not groups[s]:
             raise InputError(f"{single}: split {s!r} is empty ({len(frames)} frames in the file)")
         splits[s] = _parse_split(data, frames, single, groups[s], allow_outside_paths)
-    return TransformsScene(name=name, layout="single", splits=splits, labels=_labels(data, single))
+    return TransformsScene(
+        name=name, layout="single", splits=splits, labels=_labels(data, single), objects=_objects(data, single)
+    )
 
 
 # ----------------------------------------------------------------------------- framing
@@ -503,6 +572,14 @@ def _scene_framing(scene: TransformsScene, normalize: Optional[str]):
     """``(T [4,4] float32, scene_box [2,3], near, far, unbounded)`` from all cameras of all splits."""
     c2w_all = torch.cat([s.cameras.c2w for s in scene.splits.values()], 0)
     if scene.layout == "blender":
+        if normalize is None and scene.bounds is not None:  # the file states its frame's bounds: keep both
+            box, near, far = scene.bounds
+            centres = c2w_all[:, :3, 3].double()
+            mid, half = (box[0] + box[1]).double() / 2, (box[1] - box[0]).double().norm() / 2
+            dist = (centres - mid).norm(dim=-1)
+            near = float((dist.min() - half).clamp_min(1e-2)) if near is None else near
+            far = float(dist.max() + half) if far is None else far
+            return torch.eye(4), box.clone(), near, far, False
         if normalize is None:
             T = _synthetic_transform(c2w_all).float()
         else:
@@ -574,5 +651,6 @@ def load_transforms(
         background=background,
         world_transform=T,
         labels=scene.labels,
+        object_boxes=scene.objects,
         unbounded=unbounded,
     )
