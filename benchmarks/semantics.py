@@ -24,7 +24,8 @@ F, localization (LERF's argmax protocol ``loc_acc``, and ``loc_balanced_acc`` wi
 threshold and distractor queries: absent labels and objects in no scene), ``miou_open_vocab`` (mIoU
 when every label is queried by a paraphrase that was never a label string,
 :mod:`langfield.language.vocabulary`; mean over the paraphrase sets), each with ``*_std`` and the
-per-seed values. On the procedural scene, spatial questions (left/right, closer, larger, above)
+per-seed values. On a scene with true object boxes (the procedural scene's layouts; a transforms json's
+``objects`` field), spatial questions (left/right, closer, larger, above)
 answered by the last variant from the evaluation cameras against the true objects
 (``spatial_accuracy``, mean over seeds: names placed on objects grouped from geometry and named
 with the labels, :mod:`langfield.language.objects`; ``spatial_accuracy_relevancy``: placed by their
@@ -39,6 +40,9 @@ Usage::
     python benchmarks/semantics.py --out semantics.json
     python benchmarks/semantics.py --teacher simulated-persistent --seeds 0,1,2 --split val --out val.json
     python benchmarks/semantics.py --data path/to/labelled_scene --teacher openai/clip-vit-base-patch16 --out clip.json
+    # a second labelled scene with true object boxes: the procedural "tabletop" layout written to disk
+    langfield procedural outputs/tabletop --layout tabletop --width 200 --height 200 --num-train 60 --num-val 8
+    python benchmarks/semantics.py --data outputs/tabletop --teacher simulated-persistent --out tabletop.json
     # one process per seed side by side, then combine them (their query timings were taken on a shared machine):
     python benchmarks/semantics.py --teacher simulated-persistent --seeds 1 --variants field,field+rsr+cse --out s1.json
     python benchmarks/semantics.py --merge s0.json s1.json s2.json --out semantics.json
@@ -65,7 +69,7 @@ from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import CANONICAL_NEGATIVES, relevancy
 from langfield.language.scene import LanguageScene
 from langfield.language.objects import ObjectMapConfig
-from langfield.language.spatial import procedural_objects, score_spatial, spatial_questions
+from langfield.language.spatial import objects_from_boxes, score_spatial, spatial_questions
 from langfield.language.teachers import load_teacher
 from langfield.language.distillation import LanguageDistillation, LanguageFieldConfig
 from langfield.language.targets import teacher_features, view_image_uint8, view_masks
@@ -154,6 +158,20 @@ def _parse_seeds(text: str):
     if not seeds:
         raise SystemExit(f"--seeds: expected comma-separated integers such as 0,1,2, got {text!r}")
     return seeds
+
+
+#: The reconstruction budget of the procedural default (100 views at 64x64), scaled with the
+#: training pixels of other data so a larger scene is not judged on an unfinished reconstruction.
+RECON_SECONDS = 150.0
+RECON_PIXELS = 100 * 64 * 64
+#: Test PSNR below which the benchmark warns that the reconstruction limits the language fields.
+POOR_RECON_PSNR = 20.0
+
+
+def default_recon_seconds(train_split) -> float:
+    """``RECON_SECONDS`` per ``RECON_PIXELS`` training pixels of ``train_split``, at least ``RECON_SECONDS``."""
+    pixels = sum(int(train_split.cameras.widths[i]) * int(train_split.cameras.heights[i]) for i in range(len(train_split)))
+    return RECON_SECONDS * max(1.0, pixels / RECON_PIXELS)
 
 
 class _Scorer:
@@ -324,7 +342,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-views", type=int, default=8, help="procedural validation views (choose settings with --split val)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="the views scored: val for choosing settings, test for the table")
     p.add_argument("--downscale", type=float, default=1.0)
-    p.add_argument("--recon-seconds", type=float, default=150.0)
+    p.add_argument("--recon-seconds", type=float, default=None,
+                   help=f"reconstruction budget per representation (default: {RECON_SECONDS:.0f} s per "
+                        f"{RECON_PIXELS:,} training pixels -- the procedural default's 100 views at 64x64 -- and never less)")  # fmt: skip
     p.add_argument("--steps", type=int, default=LanguageFieldConfig.steps, help="language-field steps of the first fit")
     p.add_argument("--cse-rounds", type=int, default=None)
     p.add_argument("--ablations", choices=tuple(ABLATION_SETS), default="basic",
@@ -371,6 +391,8 @@ def main(argv=None) -> int:
     if args.split not in dataset.splits:
         print(f"error: {args.data} has no '{args.split}' split (procedural: --val-views N)", file=sys.stderr)
         return 2
+    if args.recon_seconds is None:
+        args.recon_seconds = default_recon_seconds(dataset.split("train"))
     teacher_spec = args.teacher
     if args.persistent_layout is not None:
         if args.teacher != "simulated-persistent":
@@ -412,6 +434,11 @@ def main(argv=None) -> int:
             run = train(data, rep, tr_cfg)  # a DataConfig, so the run reloads with load_run
             recon[rep] = {k: run.trainer.evaluate("test").get(k) for k in ("psnr", "ssim")}
             recon[rep]["steps"] = run.trainer.step
+        psnr = recon[rep].get("psnr")
+        if psnr is not None and psnr < POOR_RECON_PSNR:
+            print(f"warning: the {rep} reconstruction reaches {psnr:.1f} dB on the test views (< {POOR_RECON_PSNR:.0f}): "
+                  f"its language fields inherit that geometry; raise --recon-seconds (was {args.recon_seconds:.0f})",
+                  file=sys.stderr)  # fmt: skip
         methods[rep] = run.method.eval()
 
     t0 = time.perf_counter()
@@ -447,7 +474,7 @@ def main(argv=None) -> int:
                 print(json.dumps({"seed": s, "representation": rep, "variant": name,
                                   **{k: scores.get(k) for k in ("miou", "boundary_f", "loc_balanced_acc", "miou_open_vocab")}}),
                       flush=True)  # fmt: skip
-            if args.data == "procedural":
+            if dataset.object_boxes:
                 t1 = time.perf_counter()
                 sc = LanguageScene(methods[rep], dataset, lt.field, tch, top_k=lt.config.top_k)
                 spatial.setdefault(rep, []).append(_spatial(sc, ev, name, args.split))
@@ -491,7 +518,7 @@ def main(argv=None) -> int:
         "results": results,
         "teacher_train_recall": recall,
         **_spatial_summary(spatial),
-        "spatial": spatial or "not scored: ground-truth objects are known for the procedural scene only",
+        "spatial": spatial or "not scored: the data has no true object boxes (transforms json field 'objects')",
         "query_ms": query_ms,
         "query_ms_first": query_first,
         "query_ms_cached": query_cached,
@@ -509,16 +536,17 @@ def main(argv=None) -> int:
 
 
 def _spatial(scene: LanguageScene, ev, variant: str, split: str = "test", max_views: int = 12) -> dict:
-    """Spatial-question accuracy of ``scene`` on questions generated from the true procedural
-    objects and the cameras of ``ev`` (split ``split``; :func:`langfield.language.spatial.spatial_questions`).
+    """Spatial-question accuracy of ``scene`` on questions generated from the dataset's true object
+    boxes (``object_boxes``: the procedural scene's, or a transforms json's ``objects``) and the cameras of ``ev`` (split ``split``; :func:`langfield.language.spatial.spatial_questions`).
 
     ``accuracy``: names placed as :meth:`LanguageScene.relation` does by default (objects grouped
     from ``max_views`` training views, named with the dataset's labels, exclusive assignment).
     ``relevancy_accuracy``: the same questions with names placed by their most relevant pixels
     (``locate_by="relevancy"``, relevancy >= 0.5, else "not found"), the earlier method, as a baseline.
     ``objects``: the object map (names, points, boxes, mean label probabilities)."""
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # the procedural scene's world up (identity world_transform)
-    questions = spatial_questions(procedural_objects(scene.dataset.world_transform), ev.cameras, up)
+    T = scene.dataset.world_transform.double()
+    up = torch.nn.functional.normalize(T[:3, :3] @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), dim=0)  # boxes' frame: +z up
+    questions = spatial_questions(objects_from_boxes(scene.dataset.object_boxes, T), ev.cameras, up)
     scores = score_spatial(questions, lambda q, view: scene.relation(q, split, view, max_views=max_views))
     by_relevancy = score_spatial(questions, lambda q, view: scene.relation(q, split, view, max_views=max_views, locate_by="relevancy"))
     omap = scene.objects(config=ObjectMapConfig(max_views=max_views))

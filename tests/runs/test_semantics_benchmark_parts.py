@@ -7,6 +7,7 @@ import importlib.util
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -182,3 +183,19 @@ def test_merge_cli_writes_the_combined_file_and_names_an_unreadable_one(bench, t
     assert json.loads(out.read_text())["seeds"] == [0, 1]
     assert bench.main(["--out", str(out), "--merge", str(paths[0]), str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_default_reconstruction_budget_grows_with_the_training_pixels(bench):
+    assert bench.default_recon_seconds(_Split(100, 64)) == pytest.approx(150.0)  # the procedural default
+    assert bench.default_recon_seconds(_Split(8, 32)) == pytest.approx(150.0)  # never less
+    assert bench.default_recon_seconds(_Split(60, 100)) == pytest.approx(150.0 * 600_000 / 409_600)
+    assert bench.default_recon_seconds(_Split(60, 200)) == pytest.approx(150.0 * 2_400_000 / 409_600)
+
+
+class _Split:
+    def __init__(self, views: int, side: int) -> None:
+        self.cameras = SimpleNamespace(widths=torch.full((views,), side), heights=torch.full((views,), side))
+        self._views = views
+
+    def __len__(self) -> int:
+        return self._views
