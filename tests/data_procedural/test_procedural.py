@@ -423,8 +423,8 @@ def test_written_folder_loads_with_transforms_reader(written):
     loaded = load_transforms(out)
     assert loaded.labels == ds.labels
     # The file states its bounds, so the reader keeps its frame, box and near/far.
-    assert torch.equal(loaded.world_transform, torch.eye(4)) and torch.equal(loaded.scene_box, procedural_content_box())
-    torch.testing.assert_close(procedural_content_box(), torch.tensor([[-1.0, -1.0, -0.65], [1.0, 1.0, 0.29]]))
+    assert torch.equal(loaded.world_transform, torch.eye(4)) and torch.equal(loaded.scene_box, procedural_content_box().float())
+    torch.testing.assert_close(procedural_content_box(), torch.tensor([[-1.0, -1.0, -0.65], [1.0, 1.0, 0.29]], dtype=torch.float64))
     for split in ("train", "test"):  # every surface point lies inside the written box
         s = ds.split(split)
         for i in range(len(s)):

@@ -726,13 +726,13 @@ def make_procedural_dataset(config: ProceduralSceneConfig = ProceduralSceneConfi
 
 
 def procedural_content_box(layout: str = "demo", pad: float = 0.05) -> Tensor:
-    """``[2, 3]`` float32: the union of the objects' boxes of ``layout`` grown by ``pad`` on every
+    """``[2, 3]`` float64: the union of the objects' boxes of ``layout`` grown by ``pad`` on every
     side, clipped to ``[-1, 1]^3``: where the content is. :func:`write_procedural_dataset` writes it
     as the folder's ``scene_box`` (the in-memory dataset keeps the loose ``[-1, 1]^3``)."""
     boxes = torch.stack(list(procedural_object_boxes(layout).values()))
     lo = (boxes[:, 0].min(0).values - pad).clamp(-1.0, 1.0)
     hi = (boxes[:, 1].max(0).values + pad).clamp(-1.0, 1.0)
-    return torch.stack([lo, hi]).float()
+    return torch.stack([lo, hi])
 
 
 def procedural_object_boxes(layout: str = "demo") -> Dict[str, Tensor]:
