@@ -170,7 +170,8 @@ POOR_RECON_PSNR = 20.0
 
 def default_recon_seconds(train_split) -> float:
     """``RECON_SECONDS`` per ``RECON_PIXELS`` training pixels of ``train_split``, at least ``RECON_SECONDS``."""
-    pixels = sum(int(train_split.cameras.widths[i]) * int(train_split.cameras.heights[i]) for i in range(len(train_split)))
+    cams = train_split.cameras
+    pixels = int((torch.as_tensor(cams.widths) * torch.as_tensor(cams.heights)).sum())
     return RECON_SECONDS * max(1.0, pixels / RECON_PIXELS)
 
 

@@ -412,7 +412,7 @@ _add("objects-aabb-shape", top("objects", [{"name": "ball", "aabb": [0, 0, 0, 1,
      match=TJ + r": objects\[0\] \('ball'\): field 'aabb' must be \[\[xmin")  # fmt: skip
 _add("objects-aabb-text", top("objects", [{"name": "ball", "aabb": "big"}]), match=r"field 'aabb' must be \[\[xmin")
 _add("objects-aabb-nan", top("objects", [{"name": "ball", "aabb": [[0, 0, NAN], [1, 1, 1]]}]),
-     match=TJ + r": objects\[0\] \('ball'\) field 'aabb'")  # fmt: skip
+     match=TJ + r": objects\[0\] \('ball'\): field 'aabb'")  # fmt: skip
 _add("objects-aabb-inverted", top("objects", [{"name": "ball", "aabb": [[0, 2, 0], [1, 1, 1]]}]),
      match=r"objects\[0\] \('ball'\): field 'aabb' has a min above its max")  # fmt: skip
 

@@ -357,17 +357,6 @@ def object_aabb(obj: ProceduralObject) -> Tuple[Vec3, Vec3]:
     return (cx - rx, cy - ry, cz - sz), (cx + rx, cy + ry, cz + sz)
 
 
-def _object_bounds(obj: ProceduralObject) -> Tuple[Vec3, Vec3]:
-    """Conservative world AABB ``(min, max)`` of an object (rotations are about +z only)."""
-    sx, sy, sz = obj.size
-    if obj.yaw == 0.0:
-        rx, ry = sx, sy
-    else:
-        rx = ry = math.hypot(sx, sy) if obj.shape == "box" else max(sx, sy)
-    cx, cy, cz = obj.center
-    return (cx - rx, cy - ry, cz - sz), (cx + rx, cy + ry, cz + sz)
-
-
 def _nearest(
     objects: Sequence[ProceduralObject], origins: Tensor, dirs: Tensor
 ) -> Tuple[Tensor, Tensor]:
@@ -375,8 +364,8 @@ def _nearest(
 
     Rays that miss the objects' joint bounding box are culled before the per-object tests.
     """
-    lo = [min(_object_bounds(o)[0][i] for o in objects) - 1e-3 for i in range(3)]
-    hi = [max(_object_bounds(o)[1][i] for o in objects) + 1e-3 for i in range(3)]
+    lo = [min(object_aabb(o)[0][i] for o in objects) - 1e-3 for i in range(3)]
+    hi = [max(object_aabb(o)[1][i] for o in objects) + 1e-3 for i in range(3)]
     half = tuple(0.5 * (h - l) for l, h in zip(lo, hi))
     mid = [0.5 * (h + l) for l, h in zip(lo, hi)]
     o_w, d_w = tuple(origins.T.contiguous()), tuple(dirs.T.contiguous())

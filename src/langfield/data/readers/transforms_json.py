@@ -391,6 +391,19 @@ def _labels(data: Dict[str, Any], json_path: Path) -> Optional[List[str]]:
     return list(labels)
 
 
+def _box(value: Any, prefix: str, key: str) -> np.ndarray:
+    """A ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]`` field as a finite float64 ``[2, 3]`` array;
+    errors read ``{prefix}: field {key!r} ...`` (the caller checks the order of min and max)."""
+    try:
+        box = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        box = np.zeros(0)
+    if box.shape != (2, 3):
+        raise InputError(f"{prefix}: field {key!r} must be [[xmin, ymin, zmin], [xmax, ymax, zmax]]")
+    check_finite_array(box, f"{prefix}: field {key!r}", max_abs=MAX_ABS_COORDINATE)
+    return box
+
+
 def _objects(data: Dict[str, Any], json_path: Path) -> Optional[Dict[str, torch.Tensor]]:
     """The top-level ``objects`` field: ``{name: [2, 3] float64 (min, max)}`` or ``None``."""
     if "objects" not in data:
@@ -406,13 +419,7 @@ def _objects(data: Dict[str, Any], json_path: Path) -> Optional[Dict[str, torch.
         name = entry["name"]
         if name in out:
             raise InputError(f"{where}: object name {name!r} appears twice")
-        try:
-            box = np.asarray(entry.get("aabb"), dtype=np.float64)
-        except (TypeError, ValueError):
-            box = np.zeros(0)
-        if box.shape != (2, 3):
-            raise InputError(f"{where} ({name!r}): field 'aabb' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]]")
-        check_finite_array(box, f"{where} ({name!r}) field 'aabb'", max_abs=MAX_ABS_COORDINATE)
+        box = _box(entry.get("aabb"), f"{where} ({name!r})", "aabb")
         if not bool(np.all(box[0] <= box[1])):
             raise InputError(f"{where} ({name!r}): field 'aabb' has a min above its max: {box.tolist()}")
         out[name] = torch.from_numpy(box)
@@ -423,13 +430,7 @@ def _bounds(data: Dict[str, Any], json_path: Path) -> Optional[Tuple[torch.Tenso
     """The file's own ``scene_box`` (``[2, 3]``, min < max) with optional ``near`` / ``far``, or ``None``."""
     if "scene_box" not in data:
         return None
-    try:
-        box = np.asarray(data["scene_box"], dtype=np.float64)
-    except (TypeError, ValueError):
-        box = np.zeros(0)
-    if box.shape != (2, 3):
-        raise InputError(f"{json_path}: field 'scene_box' must be [[xmin, ymin, zmin], [xmax, ymax, zmax]]")
-    check_finite_array(box, f"{json_path}: field 'scene_box'", max_abs=MAX_ABS_COORDINATE)
+    box = _box(data["scene_box"], str(json_path), "scene_box")
     if not bool(np.all(box[0] < box[1])):
         raise InputError(f"{json_path}: field 'scene_box' needs min < max on every axis, got {box.tolist()}")
     near_far = []
