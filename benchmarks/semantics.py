@@ -257,7 +257,7 @@ def _spatial_summary(spatial: dict) -> dict:
 
 #: Top-level fields that must agree between the runs ``--merge`` combines.
 MERGE_SAME_KEYS = ("benchmark", "teacher", "data", "labels", "split", "resolution", "train_views", "eval_views",
-                   "recon_seconds", "language_steps", "variants", "persistent_layout")  # fmt: skip
+                   "recon_seconds", "language_steps", "variants", "persistent_layout", "gaussian_latent_dim")  # fmt: skip
 
 
 def merge_runs(runs: list) -> dict:
@@ -355,6 +355,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=None,
                    help=f"comma-separated variants to fit (overrides --ablations): {', '.join(VARIANTS)}")
     p.add_argument("--masks", default="auto", choices=("auto", "sam", "superpixels"))
+    p.add_argument("--gaussian-latent-dim", type=int, default=LanguageFieldConfig.gaussian_latent_dim,
+                   help="width d of the per-Gaussian codes (LanguageFieldConfig.gaussian_latent_dim; LangSplat: 3)")
     p.add_argument("--kdraw", type=int, default=8, help="teacher draws averaged per view by the teacher-kdraw baseline (simulated teachers)")
     p.add_argument("--query-size", type=int, default=200)
     p.add_argument("--work-dir", default="outputs/bench_semantics")
@@ -379,6 +381,8 @@ def main(argv=None) -> int:
     seeds = _parse_seeds(args.seeds)
     if args.kdraw < 1:
         raise SystemExit(f"--kdraw must be >= 1, got {args.kdraw}")
+    if args.gaussian_latent_dim < 1:
+        raise SystemExit(f"--gaussian-latent-dim must be >= 1, got {args.gaussian_latent_dim}")
 
     torch.manual_seed(seeds[0])
     if args.data == "procedural":
@@ -411,7 +415,7 @@ def main(argv=None) -> int:
     score = _Scorer(ev, label_emb, neg_emb, distractor_emb, open_sets)
     bg = dataset.eval_background()
     train_split = dataset.split("train")
-    base = LanguageFieldConfig(steps=args.steps)
+    base = LanguageFieldConfig(steps=args.steps, gaussian_latent_dim=args.gaussian_latent_dim)
     base = dataclasses.replace(base, masks=dataclasses.replace(base.masks, method=args.masks))
     if args.cse_rounds is not None:
         base = dataclasses.replace(base, cse=dataclasses.replace(base.cse, rounds=args.cse_rounds))
@@ -511,6 +515,7 @@ def main(argv=None) -> int:
         "recon_seconds": args.recon_seconds,
         "recon": recon,
         "language_steps": args.steps,
+        "gaussian_latent_dim": args.gaussian_latent_dim,
         "variants": {name: VARIANTS[name] for name in variants},
         "variant_names": "field+rsr / field+cse: OV-NeRF's RSR and CSE (following the authors' public code); "
                          "field+mask-pool / field+render-refresh: langfield's own label-free mechanisms",

@@ -162,6 +162,8 @@ def test_config_modes_and_old_flags():
         LanguageFieldConfig(use_rsr=False, rsr_mode="ovnerf")
     with pytest.raises(InputError, match="cse_mode"):
         LanguageFieldConfig(cse_mode="cse")
+    with pytest.raises(ValueError, match="gaussian_latent_dim"):
+        LanguageFieldConfig(gaussian_latent_dim=0)
     with pytest.raises(ValueError, match="temperature"):
         OVNeRFConfig(temperature=0.0)
     with pytest.raises(ValueError, match="novel_views"):
@@ -233,10 +235,15 @@ def test_distillation_with_both_ovnerf_modes(kind, tmp_path_factory, tmp_path):
 
     dataset, method = _tiny_run(kind, tmp_path_factory)
     teacher = load_teacher("simulated", dataset.labels)
-    cfg = _tiny_language_config(rsr_mode="ovnerf", cse_mode="ovnerf", ovnerf=OVNeRFConfig(novel_views=2))
+    cfg = _tiny_language_config(rsr_mode="ovnerf", cse_mode="ovnerf", ovnerf=OVNeRFConfig(novel_views=2), gaussian_latent_dim=5)
     job = LanguageDistillation(method, dataset, teacher, cfg, output_dir=tmp_path / "language", progress=False)
     summary = job.run()
     assert summary["variant"] == "field+ovnerf-rsr+ovnerf-cse" and len(summary["phases"]) == 2
+    # Gaussian codes have their own width (gaussian_latent_dim), the NGP head's codes latent_dim.
+    d = cfg.gaussian_latent_dim if kind == "gaussians" else cfg.latent_dim
+    assert job.field.latent_dim == d and job.latent_targets.shape[-1] == d
+    if kind == "gaussians":
+        assert job.field.codes.shape == (method.gaussian_cloud().num_gaussians, d)
     v, h, w = len(dataset.split("train")), dataset.split("train").height, dataset.split("train").width
     assert job.labels.shape == (v, h, w) and job.labels.dtype == torch.int64
     assert 0 <= int(job.labels.min()) and int(job.labels.max()) < len(dataset.labels)

@@ -161,6 +161,10 @@ def test_merge_refuses_overlapping_seeds_or_different_settings(bench):
         bench.merge_runs([_run(0, 0.5, 1.0), _run(1, 0.6, 1.0, split="val")])
     with pytest.raises(SystemExit, match="differ in 'persistent_layout'"):
         bench.merge_runs([_run(0, 0.5, 1.0, persistent_layout="arc"), _run(1, 0.6, 1.0, persistent_layout="sectors")])
+    with pytest.raises(SystemExit, match="differ in 'gaussian_latent_dim'"):
+        bench.merge_runs([_run(0, 0.5, 1.0, gaussian_latent_dim=3), _run(1, 0.6, 1.0, gaussian_latent_dim=8)])
+    with pytest.raises(SystemExit, match="--gaussian-latent-dim must be >= 1"):
+        bench.main(["--gaussian-latent-dim", "0", "--out", "unused.json"])
 
 
 def test_persistent_layout_needs_the_persistent_teacher(bench, tmp_path, capsys):
