@@ -364,8 +364,9 @@ def _nearest(
 
     Rays that miss the objects' joint bounding box are culled before the per-object tests.
     """
-    lo = [min(object_aabb(o)[0][i] for o in objects) - 1e-3 for i in range(3)]
-    hi = [max(object_aabb(o)[1][i] for o in objects) + 1e-3 for i in range(3)]
+    boxes = [object_aabb(o) for o in objects]
+    lo = [min(b[0][i] for b in boxes) - 1e-3 for i in range(3)]
+    hi = [max(b[1][i] for b in boxes) + 1e-3 for i in range(3)]
     half = tuple(0.5 * (h - l) for l, h in zip(lo, hi))
     mid = [0.5 * (h + l) for l, h in zip(lo, hi)]
     o_w, d_w = tuple(origins.T.contiguous()), tuple(dirs.T.contiguous())
