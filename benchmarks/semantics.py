@@ -260,6 +260,19 @@ MERGE_SAME_KEYS = ("benchmark", "teacher", "data", "labels", "split", "resolutio
                    "recon_seconds", "language_steps", "variants", "persistent_layout", "gaussian_latent_dim")  # fmt: skip
 
 
+def _parse_latent_dim(text: str):
+    """``--gaussian-latent-dim``: ``"auto"`` or a width >= 1 (else a clear exit)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        width = int(text)
+    except ValueError:
+        raise SystemExit(f"--gaussian-latent-dim must be 'auto' or an integer >= 1, got {text!r}") from None
+    if width < 1:
+        raise SystemExit(f"--gaussian-latent-dim must be >= 1, got {width}")
+    return width
+
+
 def merge_runs(runs: list) -> dict:
     """One benchmark JSON from runs of the same setting over disjoint seeds (e.g. one process per
     seed, run side by side): rows re-aggregated over every seed (:func:`_aggregate`), spatial
@@ -299,12 +312,22 @@ def merge_runs(runs: list) -> dict:
     out.update({
         "seeds": sorted(seeds), "results": results, "merged_from": len(runs),
         "teacher_train_recall": {k: v for r in runs for k, v in (r.get("teacher_train_recall") or {}).items()},
+        "gaussian_latent_widths": _merge_widths(runs),
         "spatial": spatial or first.get("spatial"),
         **_spatial_summary(spatial),
         "timings_s": {f"run{i}/{k}": v for i, r in enumerate(runs) for k, v in r.get("timings_s", {}).items()},
         "timings_contended": True,
     })  # fmt: skip
     return out
+
+
+def _merge_widths(runs: list):
+    """``{variant: {seed: width}}`` of every run's Gaussian fields (``None`` when none recorded one)."""
+    out: dict = {}
+    for r in runs:
+        for variant, per_seed in (r.get("gaussian_latent_widths") or {}).items():
+            out.setdefault(variant, {}).update(per_seed)
+    return out or None
 
 
 def _query_ms_first_and_cached(scene: LanguageScene, cameras: Cameras, size: int, repeats: int) -> dict:
@@ -355,8 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=None,
                    help=f"comma-separated variants to fit (overrides --ablations): {', '.join(VARIANTS)}")
     p.add_argument("--masks", default="auto", choices=("auto", "sam", "superpixels"))
-    p.add_argument("--gaussian-latent-dim", type=int, default=LanguageFieldConfig.gaussian_latent_dim,
-                   help="width d of the per-Gaussian codes (LanguageFieldConfig.gaussian_latent_dim; LangSplat: 3)")
+    p.add_argument("--gaussian-latent-dim", default="auto",
+                   help="width d of the per-Gaussian codes (LanguageFieldConfig.gaussian_latent_dim; LangSplat: 3), or "
+                        "'auto' (default): the blend test of langfield.language.latent_width picks it per seed and variant")
     p.add_argument("--kdraw", type=int, default=8, help="teacher draws averaged per view by the teacher-kdraw baseline (simulated teachers)")
     p.add_argument("--query-size", type=int, default=200)
     p.add_argument("--work-dir", default="outputs/bench_semantics")
@@ -381,8 +405,7 @@ def main(argv=None) -> int:
     seeds = _parse_seeds(args.seeds)
     if args.kdraw < 1:
         raise SystemExit(f"--kdraw must be >= 1, got {args.kdraw}")
-    if args.gaussian_latent_dim < 1:
-        raise SystemExit(f"--gaussian-latent-dim must be >= 1, got {args.gaussian_latent_dim}")
+    args.gaussian_latent_dim = _parse_latent_dim(args.gaussian_latent_dim)
 
     torch.manual_seed(seeds[0])
     if args.data == "procedural":
@@ -415,7 +438,7 @@ def main(argv=None) -> int:
     score = _Scorer(ev, label_emb, neg_emb, distractor_emb, open_sets)
     bg = dataset.eval_background()
     train_split = dataset.split("train")
-    base = LanguageFieldConfig(steps=args.steps, gaussian_latent_dim=args.gaussian_latent_dim)
+    base = LanguageFieldConfig(steps=args.steps, gaussian_latent_dim=None if args.gaussian_latent_dim == "auto" else args.gaussian_latent_dim)
     base = dataclasses.replace(base, masks=dataclasses.replace(base.masks, method=args.masks))
     if args.cse_rounds is not None:
         base = dataclasses.replace(base, cse=dataclasses.replace(base.cse, rounds=args.cse_rounds))
@@ -449,7 +472,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     masks = view_masks(train_split, bg, base.masks)
     per_seed, spatial, timings, query_ms = {}, {}, {"masks": time.perf_counter() - t0}, {}
-    query_first, query_cached, recall = {}, {}, {}
+    query_first, query_cached, recall, widths = {}, {}, {}, {}
     for s in seeds:
         tch = teachers[s]
         t0 = time.perf_counter()
@@ -473,6 +496,9 @@ def main(argv=None) -> int:
                         per_seed.setdefault((rep, PHASE0_NAMES[name]), []).append((s, score(feats)))
 
                 lt.run(on_phase_end=on_phase)
+                if rep == "gaussians":
+                    widths.setdefault(name, {})[str(s)] = {"width": lt.field.latent_dim,
+                                                           "blend_shares": lt.history[0].get("blend_shares")}
                 scores = score(feats)
                 per_seed.setdefault((rep, name), []).append((s, scores))
                 timings[f"{rep}/{name}/seed{s}"] = time.perf_counter() - t1
@@ -516,6 +542,7 @@ def main(argv=None) -> int:
         "recon": recon,
         "language_steps": args.steps,
         "gaussian_latent_dim": args.gaussian_latent_dim,
+        "gaussian_latent_widths": widths or None,
         "variants": {name: VARIANTS[name] for name in variants},
         "variant_names": "field+rsr / field+cse: OV-NeRF's RSR and CSE (following the authors' public code); "
                          "field+mask-pool / field+render-refresh: langfield's own label-free mechanisms",

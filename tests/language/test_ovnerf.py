@@ -267,6 +267,53 @@ def test_distillation_with_both_ovnerf_modes(kind, tmp_path_factory, tmp_path):
     assert again.run()["phases"] == summary["phases"]
 
 
+def test_automatic_gaussian_width_is_the_forced_width_it_picks(tmp_path_factory, tmp_path):
+    from langfield.language.distillation import LanguageDistillation, build_language_field, read_language_field
+    from langfield.language.teachers import load_teacher
+
+    dataset, method = _tiny_run("gaussians", tmp_path_factory)
+    teacher = load_teacher("simulated", dataset.labels)
+    # Tolerance 0: every candidate is fitted unless one is perfectly faithful.
+    cfg = _tiny_language_config(use_rsr=False, use_cse=False, gaussian_latent_widths=(4, 2), blend_tolerance=0.0)
+    assert cfg.gaussian_latent_dim is None and cfg.gaussian_latent_widths == (2, 4)  # sorted
+    job = LanguageDistillation(method, dataset, teacher, cfg, output_dir=tmp_path / "auto", progress=False)
+    assert job.field.latent_dim == 2  # built at the narrowest candidate until the test has run
+    phase0 = job.run()["phases"][0]
+    shares = {int(w): v for w, v in phase0["blend_shares"].items()}
+    assert set(shares) == ({2} if shares[2] == 0.0 else {2, 4})
+    chosen = phase0["latent_width"]
+    assert chosen == min(sorted(shares), key=lambda w: shares[w])
+    assert job.field.latent_dim == chosen and job.field.codes.shape[1] == chosen and job.latent_targets.shape[-1] == chosen
+    # The same field as a job told that width: each candidate starts from the forced job's seed.
+    forced = LanguageDistillation(method, dataset, teacher, _tiny_language_config(use_rsr=False, use_cse=False,
+                                  gaussian_latent_dim=chosen), progress=False)  # fmt: skip
+    forced.run()
+    assert torch.equal(forced.field.codes, job.field.codes)
+    assert all(torch.equal(a, b) for a, b in zip(forced.field.autoencoder.state_dict().values(),
+                                                 job.field.autoencoder.state_dict().values()))  # fmt: skip
+    # Queries rebuild the chosen width; a finished job resumes at it without refitting.
+    field_, _ = build_language_field(read_language_field(tmp_path / "auto" / "field.pt"), method)
+    assert field_.latent_dim == chosen and torch.equal(field_.codes, job.field.codes)
+    again = LanguageDistillation(method, dataset, teacher, cfg, output_dir=tmp_path / "auto", progress=False)
+    assert again.run()["phases"][0] == phase0 and again.field.latent_dim == chosen
+    # A generous tolerance stops at the narrowest width after one autoencoder.
+    easy = LanguageDistillation(method, dataset, teacher, dataclasses.replace(cfg, blend_tolerance=1.0), progress=False)
+    phase0 = easy.run()["phases"][0]
+    assert phase0["latent_width"] == 2 and list(phase0["blend_shares"]) == ["2"]
+
+
+def test_width_settings_are_checked():
+    with pytest.raises(ValueError, match="gaussian_latent_widths"):
+        LanguageFieldConfig(gaussian_latent_widths=())
+    with pytest.raises(ValueError, match="gaussian_latent_widths"):
+        LanguageFieldConfig(gaussian_latent_widths=(3, 3))
+    with pytest.raises(ValueError, match="gaussian_latent_widths"):
+        LanguageFieldConfig(gaussian_latent_widths=(0, 3))
+    with pytest.raises(InputError, match="blend_tolerance"):
+        LanguageFieldConfig(blend_tolerance=1.5)
+    assert language_config_from_dict(config_to_dict(LanguageFieldConfig(gaussian_latent_dim=8))).gaussian_latent_dim == 8
+
+
 def test_ovnerf_modes_need_label_names(tiny_ngp_run):
     from langfield.language.distillation import LanguageDistillation
     from langfield.language.teachers import load_teacher

@@ -165,6 +165,17 @@ def test_merge_refuses_overlapping_seeds_or_different_settings(bench):
         bench.merge_runs([_run(0, 0.5, 1.0, gaussian_latent_dim=3), _run(1, 0.6, 1.0, gaussian_latent_dim=8)])
     with pytest.raises(SystemExit, match="--gaussian-latent-dim must be >= 1"):
         bench.main(["--gaussian-latent-dim", "0", "--out", "unused.json"])
+    with pytest.raises(SystemExit, match="'auto' or an integer"):
+        bench.main(["--gaussian-latent-dim", "wide", "--out", "unused.json"])
+    assert bench._parse_latent_dim("AUTO") == "auto" and bench._parse_latent_dim("8") == 8
+
+
+def test_merge_collects_each_runs_chosen_widths(bench):
+    a = _run(0, 0.5, 1.0, gaussian_latent_widths={"field": {"0": 8}})
+    b = _run(1, 0.6, 1.0, gaussian_latent_widths={"field": {"1": 3}, "field+rsr+cse": {"1": 5}})
+    merged = bench.merge_runs([a, b])
+    assert merged["gaussian_latent_widths"] == {"field": {"0": 8, "1": 3}, "field+rsr+cse": {"1": 5}}
+    assert bench.merge_runs([_run(0, 0.5, 1.0), _run(1, 0.6, 1.0)])["gaussian_latent_widths"] is None
 
 
 def test_persistent_layout_needs_the_persistent_teacher(bench, tmp_path, capsys):
