@@ -20,17 +20,24 @@ from tests.robustness import kills
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One folder for the module: each method's uninterrupted run (:func:`kills.straight_run`) is
+    trained once and serves every test below (each test still trains it itself when run alone)."""
+    return tmp_path_factory.mktemp("reproducibility")
+
+
 @pytest.mark.parametrize("method", sorted(kills.METHODS))
-def test_two_identical_runs_are_bitwise_equal(method, tmp_path):
-    kills.train(tmp_path / "a", method)
+def test_two_identical_runs_are_bitwise_equal(method, work, tmp_path):
+    first = kills.straight_run(work, method)
     kills.train(tmp_path / "b", method)
-    kills.assert_bitwise_equal(kills.final_model(tmp_path / "a"), kills.final_model(tmp_path / "b"))
+    kills.assert_bitwise_equal(kills.final_model(first), kills.final_model(tmp_path / "b"))
 
 
 @pytest.mark.parametrize("method", sorted(kills.METHODS))
-def test_kill_then_resume_equals_uninterrupted(method, tmp_path):
+def test_kill_then_resume_equals_uninterrupted(method, work):
     try:
-        record = kills.kill_resume_trial(tmp_path, method, delay_s=0.05)
+        record = kills.kill_resume_trial(work, method, delay_s=0.05)
     except kills.FinishedBeforeKill:
         pytest.skip("the run finished before the kill landed (machine faster than the test assumes)")
     if not record["killed"]:
@@ -41,8 +48,8 @@ def test_kill_then_resume_equals_uninterrupted(method, tmp_path):
     assert not record["temp_files_after_resume"], "temp files stranded by the kill were not swept"
 
 
-def test_language_job_killed_mid_phase_resumes_exactly(tmp_path):
-    record = kills.language_kill_trial(tmp_path, delay_s=0.0)
+def test_language_job_killed_mid_phase_resumes_exactly(work):
+    record = kills.language_kill_trial(work, delay_s=0.0)
     if not record["killed"] or any(c.startswith("1_") for c in record["checkpoints_at_kill"]):
         pytest.skip("the first fitting phase finished before the kill landed (machine faster than assumed)")
     assert record.get("resumed"), record.get("error")
