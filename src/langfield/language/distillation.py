@@ -13,7 +13,8 @@ every optimisation goes through the one :class:`~langfield.training.trainer.Trai
    OV-NeRF Sec. III-B): region labels over the dataset's label set, fitted by a relevancy
    cross-entropy beside the feature loss.
 4. **Autoencoder** (latent fields): the scene autoencoder fitted on the targets, which are then
-   encoded to ``d``-dimensional codes (LangSplat Sec. 3.3).
+   encoded to ``d``-dimensional codes (LangSplat Sec. 3.3). Gaussian codes: ``d`` is 3, or 8 when
+   the 3-d autoencoder fails the blend test (:mod:`~langfield.language.latent_width`).
 5. **Fit** the field (:mod:`langfield.language.objectives`).
 6. **CSE rounds** (optional, ``cse_mode``; ``cse.rounds`` times): ``"render-refresh"``
    (:mod:`langfield.language.cse`, langfield's own): render the field into every training view,
