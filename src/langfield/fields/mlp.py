@@ -49,6 +49,13 @@ class MLP(nn.Module):
         self.hidden = nn.ModuleList(layers)
         self.output = nn.Linear(width, out_dim, bias=bias)
 
+    def activate(self, h: Tensor) -> Tensor:
+        """The hidden activation of a fresh layer output ``h``. ReLU runs in place when ``h`` records
+        no gradient (evaluation renders): the same values without a second ``[N, hidden]`` tensor."""
+        if type(self.activation) is nn.ReLU and not h.requires_grad:
+            return h.relu_()
+        return self.activation(h)
+
     def forward(self, x: Tensor) -> Tensor:
         """``[*B, in_dim] -> [*B, out_dim]``."""
         if x.shape[-1] != self.in_dim:
@@ -57,6 +64,6 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.hidden):
             if i in self.skips:
                 h = torch.cat([h, x], dim=-1)
-            h = self.activation(layer(h))
+            h = self.activate(layer(h))
         out = self.output(h)
         return self.out_activation(out) if self.out_activation is not None else out

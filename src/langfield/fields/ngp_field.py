@@ -125,9 +125,9 @@ class NGPField(nn.Module):
         per_ray = sh @ first.weight[:, g:].T
         if first.bias is not None:
             per_ray = per_ray + first.bias
-        h = net.activation(torch.addmm(per_ray[ray_indices], geo_features, first.weight[:, :g].T))
+        h = net.activate(torch.addmm(per_ray[ray_indices], geo_features, first.weight[:, :g].T))
         for layer in net.hidden[1:]:
-            h = net.activation(layer(h))
+            h = net.activate(layer(h))
         out = net.output(h)
         return net.out_activation(out) if net.out_activation is not None else out
 
