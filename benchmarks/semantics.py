@@ -322,7 +322,8 @@ def merge_runs(runs: list) -> dict:
 
 
 def _merge_widths(runs: list):
-    """``{variant: {seed: width}}`` of every run's Gaussian fields (``None`` when none recorded one)."""
+    """``{variant: {seed: {"width", "blend_shares"}}}`` of every run's Gaussian fields (``None`` when
+    none recorded one)."""
     out: dict = {}
     for r in runs:
         for variant, per_seed in (r.get("gaussian_latent_widths") or {}).items():
