@@ -27,13 +27,11 @@ def test_ddp_two_processes_match_one_process_on_the_union_batch(tmp_path, monkey
                   seed=0, deterministic=True)
     ddp_dir = tmp_path / "ddp"
     ddp_dir.mkdir()
-    # fork (where available) spares each child the torch import and DDP's lazy torch._dynamo import,
-    # which is most of this test's run time; import it once here so the children inherit it.
-    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    if start_method == "fork":
-        import torch._dynamo  # noqa: F401
+    # spawn, not fork: a child forked from this many-threaded pytest process once hung on a lock it
+    # inherited mid-use (futex wait, 2026-12-05 gate), and the test's timeout then failed CI. Spawned
+    # children pay for their own torch import instead.
     args = (2, free_port(), str(ddp_dir), {**common, "output_dir": str(ddp_dir)}, toy)
-    mp.start_processes(ddp_worker, args=args, nprocs=2, join=True, start_method=start_method)
+    mp.start_processes(ddp_worker, args=args, nprocs=2, join=True, start_method="spawn")
     rank0, rank1 = (torch.load(ddp_dir / f"rank{r}.pt") for r in range(2))
 
     method, dataset = build(**toy)
