@@ -740,8 +740,7 @@ def build_language_field(state: Dict[str, Any], method: SceneMethod, where: str 
             )
         if state.get("latent_dim") is None:
             raise InputError(f"language field {where}: a Gaussian language field needs 'latent_dim'")
-        settings = method.splat_settings()
-        field_ = GaussianLanguageField(n, e, state["latent_dim"], tile_size=settings.tile_size, backend=settings.backend)
+        field_ = new_gaussian_field(method, e, state["latent_dim"])
     _load_field_weights(field_, state["field"], where)
     return field_.to(next(method.parameters()).device).eval(), cfg
 

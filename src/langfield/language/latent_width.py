@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from langfield.fields.semantic import FeatureAutoencoder
+from langfield.language.ovnerf_rsr import relevancy_logits
 
 __all__ = ["BLEND_WEIGHTS", "MIN_LABEL_SHARE", "label_centroids", "unfaithful_blend_share", "choose_width"]
 
@@ -52,12 +53,12 @@ def label_centroids(features: Tensor, text: Tensor, min_share: float = MIN_LABEL
         text: ``[C, E]`` text embeddings of the label names.
         min_share: labels given to fewer than ``min_share * P`` pixels are left out.
     """
-    text = F.normalize(text.float(), dim=-1)
+    text = text.float()
     sums = torch.zeros(text.shape[0], text.shape[1], dtype=torch.float64)
     counts = torch.zeros(text.shape[0], dtype=torch.float64)
     for rows in features.split(chunk):
         unit = F.normalize(rows.float(), dim=-1)
-        top = (unit @ text.T).argmax(-1)
+        top = relevancy_logits(unit, text).argmax(-1)
         sums.index_add_(0, top, unit.double())
         counts += torch.bincount(top, minlength=text.shape[0]).double()
     keep = torch.nonzero(counts >= max(1.0, min_share * features.shape[0])).reshape(-1)
@@ -78,13 +79,13 @@ def unfaithful_blend_share(
     k = len(labels)
     if k < 2:
         return 0.0
-    text = F.normalize(text.float(), dim=-1)
+    text = text.float()
     a, b = torch.triu_indices(k, k, offset=1)
     w = torch.as_tensor(list(weights), dtype=torch.float32)[:, None, None]  # [W, 1, 1]
     pair_labels = torch.stack([labels[a], labels[b]], -1)  # [pairs, 2]
 
     def third(blends: Tensor) -> Tensor:  # [W, pairs, E] -> [W, pairs] bool
-        top = (F.normalize(blends, dim=-1) @ text.T).argmax(-1)
+        top = relevancy_logits(blends, text).argmax(-1)
         return (top[..., None] != pair_labels).all(-1)
 
     codes = autoencoder.encode(centroids.to(autoencoder.center.device)).float().cpu()
