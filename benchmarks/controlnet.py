@@ -431,18 +431,33 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--e4", action=argparse.BooleanOptionalAction, default=True,
                         help="E4: 3D-aware control on a langfield scene with the E3 depth ControlNet (default on)")
     parser.add_argument("--data", default="procedural", help="E4 scene: 'procedural' or a dataset folder langfield reads")
+    parser.add_argument("--conditions", default=",".join(MEASURED_CONDITIONS),
+                        help="E3 conditions (comma-separated, of depth,edges,segmentation); Multi-ControlNet needs depth and "
+                             "edges, E4 needs depth")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--work", type=Path, default=None,
                         help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    conditions = parse_conditions(args.conditions)
+    if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
+        raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
+    if args.steps is not None and not args.smoke:
+        plan = dataclasses.replace(plan, fixed_steps=args.steps)
+    with_multi = {"depth", "edges"} <= set(conditions)
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    if args.e4 and E4_CONDITION not in conditions:
+        say(f"E4 skipped: it uses the {E4_CONDITION} ControlNet, and --conditions {args.conditions} has no {E4_CONDITION}")
+        args.e4 = False
     started = time.perf_counter()
 
     # 1. The base models and the instruments (cached).
-    models = train_toyworld(toyworld_preset(plan.preset), cache_dir=args.cache_dir, device=args.device, progress=not args.quiet, log=say)
+    models = train_toyworld(toyworld_preset(plan.preset), cache_dir=args.cache_dir, device=args.device, progress=not args.quiet, log=say,
+                            with_dit=False)  # fmt: skip
     fidelity = train_fidelity(models, plan.fidelity, device=args.device, progress=not args.quiet, log=say)
     source = control_source(models)
     pipe = load_pipeline(source.pipeline_dir, device="cpu", dtype=torch.float32)
@@ -451,7 +466,7 @@ def main(argv=None) -> Dict[str, Any]:
     n = min(n, len(heldout_split) // 2)
     truth = read_truth(models.phases["data"], "heldout", limit=n)
     attr = Instruments(models.classifier(), heldout_split, models.split("train").labels, n)
-    conds = {c: condition_images(truth, c) for c in MEASURED_CONDITIONS}
+    conds = {c: condition_images(truth, c) for c in conditions}
     curve_truth = truth.rows(slice(0, plan.curve_images))
     curve_conds = {c: v[: plan.curve_images] for c, v in conds.items()}
     setup_s = time.perf_counter() - started
@@ -473,7 +488,8 @@ def main(argv=None) -> Dict[str, Any]:
     results: List[Dict[str, Any]] = []
     base_images = {}
     base_sample_s = []
-    per_seed_none: Dict[str, List[float]] = {c: [] for c in MEASURED_CONDITIONS}
+    per_seed_none: Dict[str, List[float]] = {c: [] for c in conditions}
+    per_seed_none_all: List[float] = []  # segmentation over every class (sky and floor too), for comparison
     fids_none = []
     for s in seeds:
         t0 = time.perf_counter()
@@ -481,43 +497,56 @@ def main(argv=None) -> Dict[str, Any]:
         base_sample_s.append((time.perf_counter() - t0) / n)
         base_images.setdefault("first", images)
         fids_none.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
-        for c in MEASURED_CONDITIONS:
+        for c in conditions:
             per_seed_none[c].append(measure_fidelity(fidelity, c, images, truth))
+        if "segmentation" in conditions:
+            per_seed_none_all.append(measure_fidelity(fidelity, "segmentation", images, truth, all_classes=True))
     none_sample_s = sum(base_sample_s) / len(base_sample_s)
     floors = attr.floors()
-    for c in MEASURED_CONDITIONS:
+    for c in conditions:
         stats = mean_std(per_seed_none[c])
         results.append({"experiment": "E3", "variant": "none", "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
                         "fidelity_per_seed": per_seed_none[c], "toy_fid": mean_std(fids_none)["mean"],
                         "toy_fid_floor": floors["toy_fid_floor"]["mean"], "trainable_params": 0, "s_per_step": None,
                         "steps_to_half": None, "sample_s": none_sample_s, "sample_overhead": 1.0, "seeds": seeds})  # fmt: skip
-    shuffled = torch.roll(torch.arange(n), 1)
-    edge_blind = edge_f1(edge_maps(truth.rgb[shuffled]), edge_maps(truth.rgb), tolerance=1).f1
-    # every fidelity beside the instrument on the real renders of the same scenes (its ceiling) and an image-blind floor
+    # every fidelity beside the instrument on the real renders of the same scenes (its ceiling), an image-blind floor
+    # (per-pixel majority class / median depth of the training renders) and another scene's real render (right kind of
+    # image, wrong layout: what following the caption but not the condition can reach)
     real = truth.rgb.permute(0, 2, 3, 1).float() / 255.0
+    other = real[torch.roll(torch.arange(n), 1)]
     held = fidelity.heldout_scores()
-    reference = {c: {"real_renders": measure_fidelity(fidelity, c, real, truth),
-                     "image_blind": {"segmentation": held["floor"]["segmentation_miou"], "depth": held["floor"]["depth_fidelity"],
-                                     "edges": edge_blind}[c]} for c in MEASURED_CONDITIONS}  # fmt: skip
+    reference = {c: {"real_renders": measure_fidelity(fidelity, c, real, truth), "other_scene": measure_fidelity(fidelity, c, other, truth),
+                     "image_blind": {"segmentation": held["floor"]["segmentation_object_miou"], "depth": held["floor"]["depth_fidelity"],
+                                     "edges": None}[c]} for c in conditions}  # fmt: skip
+    if "edges" in reference:
+        reference["edges"]["image_blind"] = reference["edges"]["other_scene"]  # edges have no image-blind map: another scene's
+    if "segmentation" in reference:
+        reference["segmentation"]["all_classes"] = {"real_renders": measure_fidelity(fidelity, "segmentation", real, truth, all_classes=True),
+                                                    "other_scene": measure_fidelity(fidelity, "segmentation", other, truth, all_classes=True),
+                                                    "image_blind": held["floor"]["segmentation_miou"]}  # fmt: skip
     for row in results:
         row["fidelity_real_renders"] = reference[row["condition"]]["real_renders"]
         row["fidelity_image_blind"] = reference[row["condition"]]["image_blind"]
+        row["fidelity_other_scene"] = reference[row["condition"]]["other_scene"]
+        if row["condition"] == "segmentation":
+            row.update(_all_classes(per_seed_none_all))
     measure_s = time.perf_counter() - measure_start
-    say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(MEASURED_CONDITIONS)))
+    say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(conditions))
+        + ("" if not per_seed_none_all else f" (segmentation over every class {mean_std(per_seed_none_all)['mean']:.3f})"))
 
     # 3. Steps from the budget (measured s/step), the same for every adapter.
     if plan.fixed_steps is not None:
         steps, probe = plan.fixed_steps, None
-        say(f"plan: {steps} steps per adapter (smoke: fixed), then E4 on the scene")
+        say(f"plan: {steps} steps per adapter (fixed: --steps or smoke)" + (", then E4 on the scene" if e4_plan else ""))
     else:
         probe = probe_steps(source, pipe, plan, say)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
         per_image = measure_s / (len(seeds) * n)
-        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(MEASURED_CONDITIONS)
-        measure_est = (measure_s * (len(ADAPTERS) * len(MEASURED_CONDITIONS) + len(MULTI_WEIGHTS)) + per_image * curve_images) * 1.3
+        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(conditions)
+        measure_est = (measure_s * (len(ADAPTERS) * len(conditions) + len(MULTI_WEIGHTS) * with_multi) + per_image * curve_images) * 1.3
         e4_est = 0.0 if e4_plan is None else e4_estimate_s(e4_plan, len(seeds), none_sample_s, scene_rec["s_per_step"] or GS_S_PER_STEP_EST)
         train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est - e4_est, plan.budget_s * 0.2)
-        per_cond = sum(probe.values()) * len(MEASURED_CONDITIONS)
+        per_cond = sum(probe.values()) * len(conditions)
         steps = int(max(MIN_STEPS, min(MAX_STEPS, train_s / per_cond)))
         say(f"budget: {steps} steps per adapter (training ~{steps * per_cond / 60:.1f} min, measuring ~{measure_est / 60:.1f} min, "
             f"E4 ladder ~{e4_est / 60:.1f} min; spent so far {(time.perf_counter() - budget_start) / 60:.1f} min)")
@@ -525,8 +554,8 @@ def main(argv=None) -> Dict[str, Any]:
 
     # 4. Train and measure every adapter on every condition.
     trained: Dict[tuple, Any] = {}
-    grids: Dict[str, List[torch.Tensor]] = {c: [] for c in MEASURED_CONDITIONS}
-    for c in MEASURED_CONDITIONS:
+    grids: Dict[str, List[torch.Tensor]] = {c: [] for c in conditions}
+    for c in conditions:
         none_curve = sum(per_seed_none[c]) / len(seeds)
         # step 0 of every curve: the base without control on the curve's images (seed 0)
         start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
@@ -536,12 +565,14 @@ def main(argv=None) -> Dict[str, Any]:
             adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
             trained[(c, kind)] = adapter
             run_pipe = controlled_pipeline(pipe, adapter)
-            per_seed, fids, times = [], [], []
+            per_seed, per_seed_all, fids, times = [], [], [], []
             for s in seeds:
                 t0 = time.perf_counter()
                 images = sample_set(run_pipe, [adapter], [conds[c]], truth, s, plan.sampling_steps)
                 times.append((time.perf_counter() - t0) / n)
                 per_seed.append(measure_fidelity(fidelity, c, images, truth))
+                if c == "segmentation":
+                    per_seed_all.append(measure_fidelity(fidelity, c, images, truth, all_classes=True))
                 fids.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
                 if s == seeds[0]:
                     grids[c].append(images[:GRID_COLUMNS])
@@ -551,6 +582,7 @@ def main(argv=None) -> Dict[str, Any]:
                 "experiment": "E3", "variant": kind, "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
                 "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
                 "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
+                "fidelity_other_scene": reference[c]["other_scene"], **_all_classes(per_seed_all),
                 "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
                 "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
@@ -562,8 +594,8 @@ def main(argv=None) -> Dict[str, Any]:
 
     # 5. Multi-ControlNet: the depth and edges ControlNets together, a weight sweep.
     multi_images = []
-    pair = [trained[("depth", "controlnet")], trained[("edges", "controlnet")]]
-    for w in MULTI_WEIGHTS:
+    pair = [trained[("depth", "controlnet")], trained[("edges", "controlnet")]] if with_multi else []
+    for w in MULTI_WEIGHTS if with_multi else ():
         vals: Dict[str, List[float]] = {"depth": [], "edges": []}
         times = []
         for s in seeds:
@@ -580,7 +612,7 @@ def main(argv=None) -> Dict[str, Any]:
                             "weights": list(w), "fidelity": stats["mean"], "fidelity_std": stats["std"], "fidelity_per_seed": v,
                             "no_control_fidelity": _row(results, "none", c)["fidelity"],
                             "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
-                            "trainable_params": sum(a.num_trainable_parameters() for a in pair), "s_per_step": None,
+                            "fidelity_other_scene": reference[c]["other_scene"], "trainable_params": sum(a.num_trainable_parameters() for a in pair), "s_per_step": None,
                             "steps_to_half": None, "sample_s": sum(times) / len(times),
                             "sample_overhead": sum(times) / len(times) / none_sample_s, "seeds": seeds})  # fmt: skip
 
@@ -599,28 +631,31 @@ def main(argv=None) -> Dict[str, Any]:
     k = min(GRID_COLUMNS, n)
     real = real[:k]
     grid_files = {}
-    for c in MEASURED_CONDITIONS:
+    for c in conditions:
         rows = [real, conds[c][:k].permute(0, 2, 3, 1).float() / 255.0, base_images["first"][:k]] + [g[:k] for g in grids[c]]
         path = out.with_name(f"{out.stem}_E3_{c}.png")
         write_image(path, image_grid(torch.cat(rows), columns=k))
         grid_files[c] = str(path)
-    rows = [real, conds["depth"][:k].permute(0, 2, 3, 1).float() / 255.0, conds["edges"][:k].permute(0, 2, 3, 1).float() / 255.0]
-    path = out.with_name(f"{out.stem}_multi.png")
-    write_image(path, image_grid(torch.cat(rows + [m[:k] for m in multi_images]), columns=k))
-    grid_files["multi"] = str(path)
+    if with_multi:
+        rows = [real, conds["depth"][:k].permute(0, 2, 3, 1).float() / 255.0, conds["edges"][:k].permute(0, 2, 3, 1).float() / 255.0]
+        path = out.with_name(f"{out.stem}_multi.png")
+        write_image(path, image_grid(torch.cat(rows + [m[:k] for m in multi_images]), columns=k))
+        grid_files["multi"] = str(path)
 
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
-        "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
+        "conditions": list(conditions), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
             "heldout": fidelity.heldout_scores(),
-            "edge_f1_image_blind_floor": edge_blind,
+            "edge_f1_image_blind_floor": reference["edges"]["other_scene"] if "edges" in reference else None,
             "measured_set": reference,
             "attribute_classifier_floors": floors,
-            "note": "segmenter mIoU / depth 1-AbsRel of the instruments on real held-out renders (their ceiling) beside "
-                    "image-blind floors (per-pixel majority class / median depth of the training renders; edges: another scene's edges)",
+            "note": "segmenter mIoU over the shape classes (sky and floor left out of the mean; 'all_classes': every class) / "
+                    "depth 1-AbsRel of the instruments on real held-out renders (their ceiling) beside image-blind floors "
+                    "(per-pixel majority class / median depth of the training renders; edges: another scene's edges) and "
+                    "another scene's real render (other_scene: the right kind of image with the wrong layout)",
         },
         "results": results,
         "bars": bars(results, fidelity.heldout_scores()) + e4_bar_list,
@@ -635,31 +670,51 @@ def main(argv=None) -> Dict[str, Any]:
     return report
 
 
+def parse_conditions(text: str) -> List[str]:
+    """``--conditions``: a non-empty, repeat-free subset of ``MEASURED_CONDITIONS`` in their canonical order."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(MEASURED_CONDITIONS))
+    if not names or unknown or len(set(names)) != len(names):
+        raise SystemExit(f"--conditions: expected distinct names of {', '.join(MEASURED_CONDITIONS)}, got {text!r}")
+    return [c for c in MEASURED_CONDITIONS if c in names]
+
+
+def _all_classes(per_seed: List[float]) -> Dict[str, Any]:
+    """Segmentation rows: the mIoU over every class (sky and floor too) beside the shapes' mIoU, for comparison."""
+    if not per_seed:
+        return {}
+    stats = mean_std(per_seed)
+    return {"fidelity_all_classes": stats["mean"], "fidelity_all_classes_std": stats["std"], "fidelity_all_classes_per_seed": per_seed}
+
+
 def _row(results, variant, condition):
     return next((r for r in results if r.get("variant") == variant and r.get("condition") == condition), None)
 
 
 def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The issue's bars, each with the numbers it was decided on and whether it was met."""
+    """The issue's bars for the conditions this run measured, each with the numbers it was decided on and whether it
+    was met. Segmentation fidelity is the shapes' mIoU (``OBJECT_CLASSES``: sky and floor left out of the mean)."""
     out = []
-    seg_none = _row(results, "none", "segmentation")["fidelity"]
-    for kind in ADAPTERS:
-        r = _row(results, kind, "segmentation")
-        out.append({"bar": f"{kind}: segmentation mIoU >= 0.6 where no control gives <= 0.2", "value": r["fidelity"],
-                    "no_control": seg_none, "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
-    for c in MEASURED_CONDITIONS:
+    measured = [c for c in MEASURED_CONDITIONS if _row(results, "none", c) is not None]
+    if "segmentation" in measured:
+        seg_none = _row(results, "none", "segmentation")["fidelity"]
+        for kind in ADAPTERS:
+            r = _row(results, kind, "segmentation")
+            out.append({"bar": f"{kind}: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2", "value": r["fidelity"],
+                        "value_std": r["fidelity_std"], "no_control": seg_none, "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
+    for c in measured:
         none = _row(results, "none", c)["fidelity"]
         for kind in ADAPTERS:
             r = _row(results, kind, c)
             out.append({"bar": f"{kind} {c}: fidelity above no control by more than 2 std", "value": r["fidelity"],
                         "no_control": none, "met": r["fidelity"] - none > 2 * max(r["fidelity_std"], 1e-9)})  # fmt: skip
-    cn = _row(results, "controlnet", "depth")["trainable_params"]
-    nx = _row(results, "controlnext", "depth")["trainable_params"]
+    cn = _row(results, "controlnet", measured[0])["trainable_params"]
+    nx = _row(results, "controlnext", measured[0])["trainable_params"]
     out.append({"bar": "ControlNeXt trainable parameters <= 20 % of ControlNet's", "value": nx / cn, "met": nx <= 0.2 * cn})
-    for c in MEASURED_CONDITIONS:
+    for c in measured:
         a, b = _row(results, "controlnet_xs", c)["fidelity"], _row(results, "controlnet", c)["fidelity"]
         out.append({"bar": f"ControlNet-XS within 0.05 fidelity of ControlNet ({c})", "value": a - b, "met": abs(a - b) <= 0.05})
-    for c in MEASURED_CONDITIONS:
+    for c in measured:
         a, b = _row(results, "controlnext", c)["steps_to_half"], _row(results, "controlnet", c)["steps_to_half"]
         out.append({"claim": f"ControlNeXt trains faster (fewer steps to half its final fidelity) ({c})", "controlnext": a,
                     "controlnet": b, "confirmed": None if a is None or b is None else a < b})  # fmt: skip

@@ -4,6 +4,7 @@ on tiny random diffusers models (built here; nothing is downloaded)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -194,9 +195,19 @@ def test_controlnext_is_far_lighter_than_controlnet():
     cn = make_adapter("controlnet", u).num_trainable_parameters()
     nx = make_adapter("controlnext", unet()).num_trainable_parameters()
     xs = make_adapter("controlnet_xs", unet()).num_trainable_parameters()
-    assert nx <= 0.2 * cn and xs < cn, (cn, xs, nx)
+    assert nx < cn and xs < cn, (cn, xs, nx)
     only_encoder = build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(train_base=())).num_trainable_parameters()
     assert only_encoder < nx
+    # at the toy world's UNet (the benchmark's base): the documented counts, ControlNeXt under 20 % of ControlNet
+    from langfield.runs.toyworld import toyworld_preset
+
+    toy = toyworld_preset("default").unet
+    cn_toy = build_controlnet(toy.build(seed=0), vae_factor=4)
+    cn_toy = sum(p.numel() for p in cn_toy.parameters())
+    nx_toy = build_controlnext(toy.build(seed=0), vae_factor=4).num_trainable_parameters()
+    plain = build_controlnext(toy.build(seed=0), vae_factor=4, config=ControlNeXtConfig(time_conditioned=False)).num_trainable_parameters()
+    assert (cn_toy, nx_toy, plain) == (2_368_464, 337_824, 147_776)
+    assert nx_toy <= 0.2 * cn_toy
 
 
 # --------------------------------------------------------------------------- sampling
@@ -362,6 +373,96 @@ def test_save_and_load_give_identical_predictions(tmp_path, kind):
     with torch.no_grad():
         after = b.predict(noisy, t, emb, cond)
     assert torch.equal(before, after)
+
+
+def test_controlnext_encoder_takes_the_blocks_timestep_embedding():
+    u = unet()
+    a = make_adapter("controlnext", u)
+    _, _, _, cond = inputs()
+    width = u.time_embedding.linear_2.out_features
+    g = torch.Generator().manual_seed(4)
+    t1, t2 = torch.randn(2, width, generator=g), torch.randn(2, width, generator=g)
+    with torch.no_grad():
+        assert not torch.allclose(a.encode(cond, t1), a.encode(cond, t2))  # the control changes with the noise level
+    with pytest.raises(InputError, match="temb"):
+        a.encode(cond)
+    # what the hook encodes is the embedding the first block received: capture it and compare
+    seen = {}
+    hook = u.down_blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.update(temb=kw["temb"]), with_kwargs=True)
+    noisy, t, emb, cond = inputs()
+    with torch.no_grad(), a.injecting(cond, 1.0):
+        out = u(noisy, t, encoder_hidden_states=emb).sample
+    hook.remove()
+    with torch.no_grad():
+        hidden, _ = u.down_blocks[0](u.conv_in(noisy), temb=seen["temb"], encoder_hidden_states=emb)  # the hook is off outside injecting
+        expected = hidden + cross_normalize(a.encode(cond, seen["temb"]), hidden)
+        a.remove_hook()
+        rest = _unet_after_first_block(u, noisy, seen["temb"], emb, expected)
+    torch.testing.assert_close(out, rest, rtol=1e-5, atol=1e-6)
+    # the plain encoder (earlier layout) ignores the timestep
+    plain = build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(time_conditioned=False))
+    with torch.no_grad():
+        assert torch.equal(plain.encode(cond, t1), plain.encode(cond, t2)) and torch.equal(plain.encode(cond), plain.encode(cond, t1))
+
+
+def _unet_after_first_block(u, noisy, temb, emb, first):
+    """The rest of a UNet2DConditionModel's forward after its first down block gave ``first`` (the same
+    tensor as that block's last skip), written out: the reference for the hook's effect."""
+    skips = [u.conv_in(noisy)]
+    h0 = skips[0]
+    for r, at in zip(u.down_blocks[0].resnets, u.down_blocks[0].attentions):
+        h0 = at(r(h0, temb), encoder_hidden_states=emb).sample
+        skips.append(h0)
+    skips.append(first)
+    h = first
+    for block in u.down_blocks[1:]:
+        if getattr(block, "has_cross_attention", False):
+            h, res = block(h, temb=temb, encoder_hidden_states=emb)
+        else:
+            h, res = block(h, temb=temb)
+        skips.extend(res)
+    h = u.mid_block(h, temb, encoder_hidden_states=emb)
+    for block in u.up_blocks:
+        res, skips = tuple(skips[-len(block.resnets):]), skips[:-len(block.resnets)]
+        if getattr(block, "has_cross_attention", False):
+            h = block(h, res_hidden_states_tuple=res, temb=temb, encoder_hidden_states=emb)
+        else:
+            h = block(h, res_hidden_states_tuple=res, temb=temb)
+    return u.conv_out(u.conv_act(u.conv_norm_out(h)))
+
+
+def test_controlnext_saved_in_the_earlier_layout_still_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    u = unet()
+    a = build_controlnext(u, vae_factor=F, config=ControlNeXtConfig(time_conditioned=False))
+    noisy, t, emb, cond = inputs()
+    with torch.no_grad():
+        before = a.predict(noisy, t, emb, cond)
+    a.save(tmp_path / "nx")
+    a.remove_hook()
+    # rewrite the files as the earlier version wrote them: one ``net`` Sequential, no time_conditioned field
+    path = tmp_path / "nx" / "controlnext.safetensors"
+    state = load_file(str(path))
+    convs = ["stem.0"] + [f"downs.{i}.0" for i in range(len(a.encoder.downs))] + ["head"]
+    legacy = {f"net.{2 * j}": name for j, name in enumerate(convs)}
+    renamed = {}
+    for k, v in state.items():
+        for old, new in legacy.items():
+            if k.startswith(f"encoder.{new}."):
+                k = f"encoder.{old}." + k[len(f"encoder.{new}."):]
+                break
+        renamed[k] = v
+    assert any(k.startswith("encoder.net.") for k in renamed)
+    save_file(renamed, str(path))
+    cfg_path = tmp_path / "nx" / "controlnext.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["time_conditioned"], cfg["groups"]
+    cfg_path.write_text(json.dumps(cfg))
+    b = load_control_adapter(tmp_path / "nx", unet())
+    assert b.config.time_conditioned is False
+    with torch.no_grad():
+        assert torch.equal(b.predict(noisy, t, emb, cond), before)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -48,6 +48,15 @@ def test_known_fidelity_values_of_constant_predictions():
     assert segmentation_fidelity(seg_net, images, labels) == pytest.approx(0.25)
     with pytest.raises(InputError, match="labels"):
         segmentation_fidelity(seg_net, images, labels[:1])
+    # the mean over chosen classes only: class 1 alone 0.5, class 0 alone 0.0; a class absent everywhere: nan
+    assert segmentation_fidelity(seg_net, images, labels, classes=[1]) == pytest.approx(0.5)
+    assert segmentation_fidelity(seg_net, images, labels, classes=[0]) == 0.0
+    assert math.isnan(segmentation_fidelity(seg_net, images, labels, classes=[2]))
+    assert segmentation_fidelity(seg_net, images, labels, classes=[0, 1, 2]) == pytest.approx(0.25)
+    with pytest.raises(InputError, match="classes"):
+        segmentation_fidelity(seg_net, images, labels, classes=[3])
+    with pytest.raises(InputError, match="classes"):
+        segmentation_fidelity(seg_net, images, labels, classes=[])
 
 
 def _two_colour_task(n: int = 32, size: int = 8):

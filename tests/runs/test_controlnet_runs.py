@@ -75,11 +75,48 @@ def test_fidelity_phase_is_cached_by_its_configuration(trained, truth):
     scores = a.heldout_scores()
     assert 0.0 <= scores["segmentation_miou"] <= 1.0 and scores["depth_fidelity"] <= 1.0
     assert 0.0 < scores["floor"]["segmentation_miou"] < 1.0
+    assert 0.0 <= scores["segmentation_object_miou"] <= 1.0 and 0.0 <= scores["floor"]["segmentation_object_miou"] <= 1.0
     assert a.record["payload"]["inputs"]["data"] == tw.phase_keys(trained.config)["data"]
     real = truth.rgb.permute(0, 2, 3, 1).float() / 255
     assert rc.measure_fidelity(a, "edges", real, truth) == 1.0
     with pytest.raises(InputError, match="condition"):
         rc.measure_fidelity(a, "normals", real, truth)
+
+
+class _LabelEcho(torch.nn.Module):
+    """A "segmenter" that reads the class id back from the red channel (``id / 10``): exact, so fidelity is known."""
+
+    out_channels = rc.NUM_SEMANTIC_CLASSES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        ids = (images[:, 0] * 10.0).round().long()
+        return torch.nn.functional.one_hot(ids.clamp(0, self.out_channels - 1), self.out_channels).permute(0, 3, 1, 2).float()
+
+
+def test_segmentation_fidelity_scores_the_shapes_not_sky_and_floor(truth):
+    from types import SimpleNamespace
+
+    assert rc.OBJECT_CLASSES == tuple(range(2, rc.NUM_SEMANTIC_CLASSES))  # every label but sky (0) and floor (1)
+    inst = SimpleNamespace(segmenter=_LabelEcho())
+
+    def image_of(labels):  # [N, H, W] ids -> [N, H, W, 3] images in [0, 1] whose red channel encodes them
+        red = labels.float() / 10.0
+        return torch.stack([red, red, red], -1)
+
+    exact = rc.measure_fidelity(inst, "segmentation", image_of(truth.semantic), truth)
+    assert exact == pytest.approx(1.0)
+    # sky and floor exactly where the truth has them, the shapes painted over with floor: all classes 2/6, shapes 0
+    no_shapes = torch.where(truth.semantic >= 2, torch.ones_like(truth.semantic), truth.semantic)
+    assert rc.measure_fidelity(inst, "segmentation", image_of(no_shapes), truth) == 0.0
+    present = int((torch.bincount(truth.semantic.flatten(), minlength=rc.NUM_SEMANTIC_CLASSES) > 0).sum())
+    sky_iou = 1.0
+    floor_iou = float((truth.semantic == 1).sum()) / float((truth.semantic >= 1).sum())
+    assert rc.measure_fidelity(inst, "segmentation", image_of(no_shapes), truth, all_classes=True) == pytest.approx(
+        (sky_iou + floor_iou) / present)
 
 
 @pytest.mark.parametrize("kind", rc.ADAPTERS)
@@ -143,6 +180,26 @@ def test_steps_to_half_reads_the_curve():
     assert bench.steps_to_half(curve, 0.3) == 20  # half of 0.3 -> 0.7 is 0.5
     assert bench.steps_to_half(curve, 0.8) is None  # never above no control
     assert bench.steps_to_half([], 0.1) is None
+
+
+def test_conditions_flag_and_bars_of_a_partial_run():
+    bench = _load_benchmark()
+    assert bench.parse_conditions("segmentation,depth") == ["depth", "segmentation"]  # canonical order
+    for bad in ("", "normals", "depth,depth"):
+        with pytest.raises(SystemExit, match="--conditions"):
+            bench.parse_conditions(bad)
+
+    def row(variant, fid, params=0, std=0.01):
+        return {"experiment": "E3", "variant": variant, "condition": "segmentation", "fidelity": fid, "fidelity_std": std,
+                "trainable_params": params, "steps_to_half": 10, "sample_s": 0.1}  # fmt: skip
+
+    results = [row("none", 0.15), row("controlnet", 0.65, 100), row("controlnet_xs", 0.62, 20), row("controlnext", 0.58, 10)]
+    bars = bench.bars(results, {})
+    seg = {b["bar"].split(":")[0]: b["met"] for b in bars if "0.6 where" in b.get("bar", "")}
+    assert seg == {"controlnet": True, "controlnet_xs": True, "controlnext": False}
+    assert not any("depth" in b.get("bar", b.get("claim", "")) for b in bars)  # only the measured condition
+    # no control above 0.2: the bar is not met whatever the adapters reach
+    assert not any(b["met"] for b in bench.bars([row("none", 0.3)] + results[1:], {}) if "0.6 where" in b.get("bar", ""))
 
 
 def _e4_row(setting, psnr, fid, std=0.5):
@@ -216,11 +273,15 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
             assert {"fidelity", "fidelity_std", "toy_fid", "trainable_params", "s_per_step", "steps_to_half", "sample_s"} <= row.keys()
             assert len(row["fidelity_per_seed"]) == 2
             assert {"fidelity_real_renders", "fidelity_image_blind"} <= row.keys()
+            assert "fidelity_other_scene" in row.keys()
+            assert ("fidelity_all_classes" in row) == (c == "segmentation")
     assert report["instruments"]["measured_set"]["edges"]["real_renders"] == 1.0
     multi = [r for r in rows if r["variant"] == "multi"]
     assert len(multi) == 2 * len(bench.MULTI_WEIGHTS) and all(len(r["weights"]) == 2 for r in multi)
     inst = report["instruments"]["heldout"]
     assert {"segmentation_miou", "depth_fidelity", "floor"} <= inst.keys()
+    assert report["instruments"]["measured_set"]["segmentation"]["all_classes"]["real_renders"] >= 0.0
+    assert report["conditions"] == ["depth", "edges", "segmentation"]
     assert all(Path(p).is_file() for p in report["grids"].values())
     assert any("20 %" in b.get("bar", "") for b in report["bars"])
     # E4: one pooled row per setting of the ladder, with its bars and the domain-gap note

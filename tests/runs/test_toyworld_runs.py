@@ -132,6 +132,10 @@ def test_finished_phases_are_reused_not_retrained(trained, monkeypatch):
     monkeypatch.setattr(tw, "write_toyworld", refuse)
     again = tw.train_toyworld(trained.config, cache_dir=trained.root, device="cpu", progress=False)
     assert again.built == () and again.phases == trained.phases and again.records == trained.records
+    # without the transformers: the same phases up to the UNet, no SD3 pipeline looked up
+    unet_only = tw.train_toyworld(trained.config, cache_dir=trained.root, device="cpu", progress=False, with_dit=False)
+    assert unet_only.built == () and set(unet_only.pipelines) == {"unet"}
+    assert {k: v for k, v in trained.phases.items() if not k.startswith("dit_")} == unet_only.phases
 
 
 class StopAt(TrainerCallback):

@@ -17,11 +17,11 @@ adapter                    what is trained (the base stays frozen)              
                            the base at every block, both ways (Zavadski et al. 2023,
                            "ControlNet-XS", Sec. 3); diffusers' deprecated
                            ``UNetControlNetXSModel``
-:class:`ControlNeXtAdapter` a light strided-conv encoder of the condition, added once   :func:`build_controlnext`
-                           after the base's first down block through *cross
-                           normalisation*, plus a small named subset of the base
-                           (Peng et al. 2024, "ControlNeXt", arXiv:2408.06070,
-                           Sec. 3.1-3.2)
+:class:`ControlNeXtAdapter` a light encoder of the condition (timestep-conditioned     :func:`build_controlnext`
+                           ResNet blocks), added once after the base's first down
+                           block through *cross normalisation*, plus a small named
+                           subset of the base (Peng et al. 2024, "ControlNeXt",
+                           arXiv:2408.06070, Sec. 3.1-3.2)
 :class:`SD3ControlNetAdapter` the first ``num_layers`` joint blocks of an SD3 MMDiT,     :func:`build_sd3_controlnet`
                            copied, their outputs added to the base's blocks through
                            zero-initialised linear layers (diffusers'
@@ -510,6 +510,13 @@ class ControlNeXtConfig:
         train_base: substrings of the base UNet's parameter names that are trained too (Sec. 3.1:
             "a small subset of the pretrained model"); default the attention output projections.
             ``()``: train only the encoder.
+        time_conditioned: each halving stage is a ResNet block (diffusers' ``ResnetBlock2D``:
+            GroupNorm, SiLU, two 3x3 convs, the timestep embedding added between them) followed by
+            the stride-2 conv, fed the base's own timestep embedding at the injection point -- the
+            module of the authors' released code (a timestep-conditioned stack of ResNet blocks).
+            ``False``: plain conv + SiLU stages that see the condition only (the layout saved by
+            earlier langfield versions, which :func:`load_control_adapter` still reads).
+        groups: GroupNorm groups of the ResNet blocks (every stage width must be a multiple).
     """
 
     condition_channels: int = 3
@@ -517,40 +524,65 @@ class ControlNeXtConfig:
     normalization: str = "channel"
     eps: float = 1e-5
     train_base: Tuple[str, ...] = ("attn1.to_out", "attn2.to_out")
+    time_conditioned: bool = True
+    groups: int = 4
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_int_range(self.condition_channels, "ControlNeXtConfig.condition_channels", lo=1)
         check_choice(self.normalization, "ControlNeXtConfig.normalization", NORMALIZATIONS)
         check_finite_number(self.eps, "ControlNeXtConfig.eps", lo=0.0, lo_inclusive=False)
+        check_int_range(self.groups, "ControlNeXtConfig.groups", lo=1)
         if self.widths is not None:
             if not self.widths:
                 raise InputError("ControlNeXtConfig.widths: need at least one entry (or None)")
             for i, w in enumerate(self.widths):
                 check_int_range(w, f"ControlNeXtConfig.widths[{i}]", lo=1)
+                if self.time_conditioned and w % self.groups:
+                    raise InputError(f"ControlNeXtConfig.widths[{i}]: {w} is not a multiple of groups={self.groups} (GroupNorm)")
 
 
 class ControlNeXtEncoder(nn.Module):
-    """The light condition encoder: ``[B, Cc, H, W]`` -> ``[B, D, H / 2**k, W / 2**k]``.
+    """The light condition encoder: ``[B, Cc, H, W]`` (+ timestep embedding ``[B, T]``) -> ``[B, D, H / 2**k, W / 2**k]``.
 
-    3x3 conv + SiLU, then ``k`` stride-2 3x3 conv + SiLU stages, then a 1x1 conv to ``D`` (the
-    base's channels at the injection point). Default init (not zero: cross normalisation sets the
-    scale, Sec. 3.2)."""
+    A 3x3 conv + SiLU stem, then ``k`` halving stages, then a 1x1 conv to ``D`` (the base's
+    channels at the injection point). A stage is a timestep-conditioned ResNet block followed by a
+    stride-2 3x3 conv (``time_channels > 0``), or a stride-2 3x3 conv + SiLU (``time_channels = 0``,
+    no timestep). Default init (not zero: cross normalisation sets the scale, Sec. 3.2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, halvings: int, widths: Sequence[int]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, halvings: int, widths: Sequence[int], *,
+                 time_channels: int = 0, groups: int = 4) -> None:  # fmt: skip
         super().__init__()
-        layers: List[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.SiLU()]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.SiLU())
+        self.time_channels = int(time_channels)
+        self.blocks = nn.ModuleList()
+        self.downs = nn.ModuleList()
         prev = widths[0]
         for i in range(halvings):
             w = widths[min(i + 1, len(widths) - 1)]
-            layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.SiLU()]
+            if self.time_channels:
+                from diffusers.models.resnet import ResnetBlock2D
+
+                self.blocks.append(ResnetBlock2D(in_channels=prev, out_channels=w, temb_channels=self.time_channels, groups=groups))
+                self.downs.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+            else:
+                self.downs.append(nn.Sequential(nn.Conv2d(prev, w, 3, stride=2, padding=1), nn.SiLU()))
             prev = w
-        layers.append(nn.Conv2d(prev, out_channels, 1))
-        self.net = nn.Sequential(*layers)
+        self.head = nn.Conv2d(prev, out_channels, 1)
         self.halvings = halvings
 
-    def forward(self, condition: Tensor) -> Tensor:
-        return self.net(condition)
+    def forward(self, condition: Tensor, temb: Optional[Tensor] = None) -> Tensor:
+        x = self.stem(condition)
+        if self.time_channels:
+            if temb is None or temb.ndim != 2 or temb.shape[0] != x.shape[0] or temb.shape[1] != self.time_channels:
+                raise InputError(f"temb: expected a [{x.shape[0]}, {self.time_channels}] timestep embedding, "
+                                 f"got {getattr(temb, 'shape', temb)}")  # fmt: skip
+            for block, down in zip(self.blocks, self.downs):
+                x = down(block(x, temb))
+        else:
+            for down in self.downs:
+                x = down(x)
+        return self.head(x)
 
 
 def _default_widths(halvings: int, channels: int) -> Tuple[int, ...]:
@@ -558,21 +590,38 @@ def _default_widths(halvings: int, channels: int) -> Tuple[int, ...]:
     return tuple(max(4, min(channels * 2**i // 2, 2 * channels)) for i in range(halvings + 1))
 
 
+def _legacy_encoder_keys(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """An encoder state saved as one ``net`` Sequential (conv, SiLU, [stride-2 conv, SiLU] x k, 1x1 conv:
+    ``net.0``, ``net.2``, ..., ``net.2k+2``) renamed to ``stem.0`` / ``downs.i.0`` / ``head``; others unchanged."""
+    convs = sorted({int(k.split(".")[1]) for k in state if k.startswith("net.")})
+    if not convs:
+        return state
+    names = {convs[0]: "stem.0", convs[-1]: "head", **{c: f"downs.{i}.0" for i, c in enumerate(convs[1:-1])}}
+    return {f"{names[int(k.split('.')[1])]}.{k.split('.', 2)[2]}": v for k, v in state.items()}
+
+
+def _time_channels(unet: Any) -> int:
+    """Width of the base's timestep embedding (what its ResNet blocks receive as ``temb``)."""
+    return int(unet.time_embedding.linear_2.out_features)
+
+
 class ControlNeXtAdapter(ControlAdapter):
     """ControlNeXt on a UNet: encoder + cross normalisation, injected by a forward hook.
 
     The hook sits on ``unet.down_blocks[0]``: while :meth:`injecting` is active it replaces the
     block's output ``h`` (and the identical last skip tensor) by
-    ``h + scale * cross_normalize(features, h)``; otherwise it does nothing, so the UNet is
-    unchanged for every other caller. The trainable parameters are the encoder and the base's
+    ``h + scale * cross_normalize(encode(condition, temb), h)``, ``temb`` being the timestep
+    embedding the block itself received (so the encoder sees the noise level of every UNet call);
+    otherwise it does nothing, so the UNet is unchanged for every other caller. The trainable parameters are the encoder and the base's
     parameters whose names contain one of ``config.train_base``; the rest of the base is frozen.
     Training therefore changes that subset *of the given UNet in place*; :meth:`save` stores it
     and :func:`load_control_adapter` writes it back into a base.
 
     Size (the toy world's UNet, ``block_out_channels=(32, 64, 128)``, VAE factor 4, 3-channel
-    condition): 147,776 trainable parameters (encoder 62,592 + the 44 attention ``to_out``
-    tensors, 85,184) against ControlNet's 2,368,464 (6.2 %) and ControlNet-XS's 475,128 at
-    ``size_ratio=0.25``; the base has 4,862,692.
+    condition): the timestep-conditioned encoder has 252,640 parameters, the 44 attention
+    ``to_out`` tensors 85,184, so 337,824 are trained against ControlNet's 2,368,464 (14.3 %) and
+    ControlNet-XS's 475,128 at ``size_ratio=0.25``; the base has 4,862,692. (Without timestep
+    conditioning: encoder 62,592, 147,776 in all, 6.2 %.)
     """
 
     kind = "controlnext"
@@ -590,7 +639,9 @@ class ControlNeXtAdapter(ControlAdapter):
         self.unet = unet
         self.injection_channels = int(unet.config.block_out_channels[0])
         self.injection_factor = 2 ** halvings  # image pixels per pixel at the injection point
-        self.encoder = _seeded(seed, lambda: ControlNeXtEncoder(config.condition_channels, self.injection_channels, halvings, widths))
+        time_channels = _time_channels(unet) if config.time_conditioned else 0
+        self.encoder = _seeded(seed, lambda: ControlNeXtEncoder(config.condition_channels, self.injection_channels, halvings, widths,
+                                                                time_channels=time_channels, groups=config.groups))  # fmt: skip
         self.encoder.to(device=unet.device, dtype=unet.dtype)
         _freeze(unet)
         self.base_names: List[str] = []
@@ -600,9 +651,9 @@ class ControlNeXtAdapter(ControlAdapter):
                 self.base_names.append(name)
         if config.train_base and not self.base_names:
             raise InputError(f"config.train_base: no parameter of the UNet matches {list(config.train_base)}")
-        self._features: Optional[Tensor] = None
+        self._condition: Optional[Tensor] = None
         self._scale = 0.0
-        self._hook = block.register_forward_hook(self._inject)
+        self._hook = block.register_forward_hook(self._inject, with_kwargs=True)
 
     @property
     def base(self) -> nn.Module:
@@ -612,19 +663,19 @@ class ControlNeXtAdapter(ControlAdapter):
         """Detach the hook from the UNet (the adapter stops working)."""
         self._hook.remove()
 
-    def _inject(self, module: nn.Module, args: Any, output: Any) -> Any:
-        feats = self._features
-        if feats is None:
+    def _inject(self, module: nn.Module, args: Any, kwargs: Dict[str, Any], output: Any) -> Any:
+        cond = self._condition
+        if cond is None or self._scale == 0.0:
             return None
         hidden, skips = output
-        if feats.shape[0] != hidden.shape[0]:
-            if hidden.shape[0] % feats.shape[0]:
-                raise InputError(f"condition: {feats.shape[0]} conditions for a UNet batch of {hidden.shape[0]}")
-            feats = feats.repeat(hidden.shape[0] // feats.shape[0], 1, 1, 1)  # classifier-free guidance doubles the batch
+        if cond.shape[0] != hidden.shape[0]:
+            if hidden.shape[0] % cond.shape[0]:
+                raise InputError(f"condition: {cond.shape[0]} conditions for a UNet batch of {hidden.shape[0]}")
+            cond = cond.repeat(hidden.shape[0] // cond.shape[0], 1, 1, 1)  # classifier-free guidance doubles the batch
+        temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
+        feats = self.encode(cond, temb)
         if feats.shape[1:] != hidden.shape[1:]:
             raise InputError(f"condition: encoded to {tuple(feats.shape[1:])}, the UNet's first block gives {tuple(hidden.shape[1:])}")
-        if self._scale == 0.0:
-            return None
         # statistics in float32 (a float16 variance over a feature map loses most of its digits)
         normed = cross_normalize(feats.float(), hidden.float(), mode=self.config.normalization, eps=self.config.eps)
         new = hidden + self._scale * normed.to(hidden.dtype)
@@ -634,22 +685,27 @@ class ControlNeXtAdapter(ControlAdapter):
         return new, skips
 
     @contextlib.contextmanager
-    def injecting(self, features: Tensor, scale: float = 1.0) -> Iterator[None]:
-        """Inside the block every UNet call adds ``features`` (from :meth:`encode`) at ``scale``."""
-        self._features, self._scale = features, float(scale)
+    def injecting(self, condition: Tensor, scale: float = 1.0) -> Iterator[None]:
+        """Inside the block every UNet call adds the encoded ``condition`` (``[B, Cc, H, W]``, checked
+        by :meth:`~ControlAdapter.check_condition`) at ``scale``; it is encoded in each call, with that
+        call's timestep embedding."""
+        self._condition, self._scale = condition, float(scale)
         try:
             yield
         finally:
-            self._features, self._scale = None, 0.0
+            self._condition, self._scale = None, 0.0
 
-    def encode(self, condition: Tensor) -> Tensor:
-        """``[B, Cc, H, W]`` -> features ``[B, D, H / k, W / k]`` at the injection point."""
-        return self.encoder(condition)
+    def encode(self, condition: Tensor, temb: Optional[Tensor] = None) -> Tensor:
+        """``[B, Cc, H, W]`` (+ the base's timestep embedding ``[B, T]`` when time-conditioned) ->
+        features ``[B, D, H / k, W / k]`` at the injection point."""
+        if temb is not None:
+            temb = temb.to(condition.dtype)
+        return self.encoder(condition, temb if self.config.time_conditioned else None)
 
     def predict(self, noisy, timesteps, prompt, condition, scale=1.0):
         embeds = _embeds(prompt)
         condition = self.check_condition(condition, noisy)
-        with self.injecting(self.encode(condition), scale):
+        with self.injecting(condition, scale):
             return self.unet(noisy, timesteps, encoder_hidden_states=embeds).sample
 
     def adapter_state(self) -> Dict[str, Tensor]:
@@ -801,9 +857,10 @@ def load_control_adapter(directory: Union[str, Path], base: Any) -> ControlAdapt
         cfg = json.loads((path / "controlnext.json").read_text(encoding="utf-8"))
         cfg["widths"] = None if cfg.get("widths") is None else tuple(cfg["widths"])
         cfg["train_base"] = tuple(cfg.get("train_base", ()))
+        cfg.setdefault("time_conditioned", False)  # saved before the encoder took the timestep
         adapter = ControlNeXtAdapter(base, ControlNeXtConfig(**cfg), vae_factor=factor)
         state = load_file(str(path / "controlnext.safetensors"))
-        encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        encoder = _legacy_encoder_keys({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
         adapter.encoder.load_state_dict(encoder)
         params = dict(base.named_parameters())
         subset = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
@@ -1084,7 +1141,6 @@ def _controlled_at(i: int, n: int, start: float, end: float) -> bool:
 
 def _run_controlnext(runner: Any, adapter: ControlNeXtAdapter, condition: Tensor, weight: float, start: float, end: float,
                      steps: int, call: Dict[str, Any]) -> Any:  # fmt: skip
-    features = adapter.encode(condition)
     state = {"n": None}
 
     def on_step_end(pipeline: Any, i: int, t: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -1092,7 +1148,7 @@ def _run_controlnext(runner: Any, adapter: ControlNeXtAdapter, condition: Tensor
         adapter._scale = weight if _controlled_at(i + 1, n, start, end) else 0.0
         return kwargs
 
-    with adapter.injecting(features, weight):
+    with adapter.injecting(condition, weight):
         runner.scheduler.set_timesteps(steps)
         state["n"] = len(runner.scheduler.timesteps)
         adapter._scale = weight if _controlled_at(0, state["n"], start, end) else 0.0

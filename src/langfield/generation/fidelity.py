@@ -7,7 +7,8 @@ report their own held-out scores, which are the ceiling of any fidelity measured
 * :class:`PixelNet` with ``num_classes`` outputs = the **segmenter**: per-pixel class logits
   ``[B, K, H, W]`` (the toy world's semantic labels: sky, floor, one per shape). Fidelity of a
   generated image = mIoU of its predicted labels against the condition's labels
-  (:func:`segmentation_fidelity`).
+  (:func:`segmentation_fidelity`; ``classes=`` averages over chosen classes only, e.g. the shapes:
+  the sky and floor cover most pixels and sit where any plausible image puts them).
 * :class:`PixelNet` with one output = the **depth regressor**: ``log`` depth per pixel; fidelity =
   ``1 - AbsRel`` of its prediction against the exact rendered depth on pixels with depth
   (:func:`depth_fidelity`).
@@ -21,7 +22,7 @@ float in ``[0, 1]`` (uint8 accepted by the helpers).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,14 +115,33 @@ def predict_depth(regressor: PixelNet, images: Tensor, *, batch_size: int = 256)
     return _run(regressor, images, batch_size)[:, 0].clamp(-20.0, 20.0).exp()
 
 
-def segmentation_fidelity(segmenter: PixelNet, images: Tensor, labels: Tensor, *, num_classes: Optional[int] = None) -> float:
-    """mIoU of the segmenter's labels of ``images`` against ``labels [B, H, W]`` (classes absent
-    from both are left out of the mean, :class:`~langfield.eval.semantic_metrics.SemanticScores`)."""
+def segmentation_fidelity(
+    segmenter: PixelNet,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: Optional[int] = None,
+    classes: Optional[Sequence[int]] = None,
+) -> float:
+    """mIoU of the segmenter's labels of ``images`` against ``labels [B, H, W]``.
+
+    The confusion is accumulated over all ``num_classes`` (default: the segmenter's outputs); the
+    mean is over ``classes`` (default: all), leaving out classes absent from both target and
+    prediction (:class:`~langfield.eval.semantic_metrics.SemanticScores`). ``classes`` = the object
+    classes scores the layout of the objects alone: a pixel of another class predicted as an object
+    still lowers that object's IoU, and an object pixel predicted as anything else is still missed.
+    ``nan`` when none of ``classes`` is present anywhere."""
     k = segmenter.out_channels if num_classes is None else int(num_classes)
     if not isinstance(labels, Tensor) or labels.ndim != 3 or labels.shape[0] != images.shape[0]:
         raise InputError(f"labels: expected [{images.shape[0]}, H, W] class ids, got {getattr(labels, 'shape', labels)}")
-    pred = predict_labels(segmenter, images)
-    return float(semantic_scores(pred, labels.long(), k).miou)
+    scores = semantic_scores(predict_labels(segmenter, images), labels.long(), k)
+    if classes is None:
+        return float(scores.miou)
+    chosen = [int(c) for c in classes]
+    if not chosen or any(c < 0 or c >= k for c in chosen):
+        raise InputError(f"classes: expected class ids in [0, {k}), got {list(classes)}")
+    ious = [scores.per_class_iou[c] for c in chosen if scores.per_class_iou[c] is not None]
+    return float(sum(ious) / len(ious)) if ious else float("nan")
 
 
 def depth_fidelity(regressor: PixelNet, images: Tensor, depth: Tensor) -> float:

@@ -24,8 +24,9 @@ they are computed from is the data phase, whose key they inherit.
 
 **Fidelity instruments** (:func:`train_fidelity`): a segmenter and a depth regressor
 (:mod:`langfield.generation.fidelity`) trained on the *real* training renders only, measured on the
-held-out renders (mIoU, ``1 - AbsRel``) beside image-blind floors (the per-pixel majority class /
-median depth of the training set). A cached phase ``fidelity-<key>`` in the toy-world cache root,
+held-out renders (mIoU over every class and over the shapes alone, ``OBJECT_CLASSES``; ``1 - AbsRel``)
+beside image-blind floors (the per-pixel majority class / median depth of the training set).
+Segmentation fidelity is the shapes' mIoU: sky and floor are where any plausible image has them. A cached phase ``fidelity-<key>`` in the toy-world cache root,
 keyed by :class:`FidelityConfig` and the data phase's key (:func:`fidelity_payload`); built
 resumably under the phase lock like every toy-world phase. Edge fidelity needs no weights:
 :func:`~langfield.eval.condition_metrics.edge_f1` (1 px) of Canny of the generated image against
@@ -103,6 +104,7 @@ __all__ = [
     "FidelityInstruments",
     "MEASURED_CONDITIONS",
     "NUM_SEMANTIC_CLASSES",
+    "OBJECT_CLASSES",
     "ToyTruth",
     "build_adapter",
     "condition_images",
@@ -119,6 +121,11 @@ __all__ = [
 ]
 
 NUM_SEMANTIC_CLASSES = len(SEMANTIC_LABELS)
+#: The shape classes (every label but sky and floor): segmentation fidelity is their mIoU. Sky and
+#: floor cover most of a 32-px image and lie where any plausible image puts them (sky above the
+#: horizon, floor below), so an all-class mIoU rewards an uncontrolled image for them; the shapes'
+#: IoU rewards only putting each object where the condition draws it.
+OBJECT_CLASSES: Tuple[int, ...] = tuple(i for i, name in enumerate(SEMANTIC_LABELS) if name not in ("sky", "floor"))
 #: Canny settings of the edge condition and of edge fidelity (conditions.canny's defaults, luma).
 EDGE_CANNY = {"low": 0.1, "high": 0.2, "sigma": 1.0}
 #: Pixels a generated edge may be off by and still match (edge_f1's tolerance).
@@ -237,13 +244,19 @@ class FidelityInstruments:
     record: Dict[str, Any]
 
     def heldout_scores(self) -> Dict[str, Any]:
-        """``{"segmentation_miou", "depth_fidelity", and their image-blind floors}`` on the held-out renders."""
+        """``{"segmentation_miou", "segmentation_object_miou", "depth_fidelity", "floor": {the same}}``
+        on the held-out renders (``segmentation_miou``: all classes; ``segmentation_object_miou``:
+        ``OBJECT_CLASSES``, what :func:`measure_fidelity` reports)."""
         return dict(self.record["heldout"])
+
+
+#: Bumped when the fidelity phase's record gains or changes a score (2: the object-class mIoU).
+FIDELITY_RECORD_VERSION = 2
 
 
 def fidelity_payload(models: ToyWorldModels, config: FidelityConfig) -> Dict[str, Any]:
     """What the fidelity phase's cache key is the sha256 of: its configuration and the data phase's key."""
-    return {"phase": "fidelity", "version": CACHE_VERSION, "config": config_to_dict(config),
+    return {"phase": "fidelity", "version": CACHE_VERSION, "record": FIDELITY_RECORD_VERSION, "config": config_to_dict(config),
             "inputs": {"data": phase_keys(models.config)["data"]}}  # fmt: skip
 
 
@@ -252,7 +265,9 @@ def _majority_floor(train: ToyTruth, heldout: ToyTruth) -> Dict[str, float]:
     counts = torch.nn.functional.one_hot(train.semantic, NUM_SEMANTIC_CLASSES).sum(0)  # [H, W, K]
     majority = counts.argmax(-1).expand_as(heldout.semantic)
     depth = train.depth.median(dim=0).values.clamp_min(1e-3).expand_as(heldout.depth)
-    return {"segmentation_miou": float(semantic_scores(majority, heldout.semantic, NUM_SEMANTIC_CLASSES).miou),
+    scores = semantic_scores(majority, heldout.semantic, NUM_SEMANTIC_CLASSES)
+    objects = [scores.per_class_iou[c] for c in OBJECT_CLASSES if scores.per_class_iou[c] is not None]
+    return {"segmentation_miou": float(scores.miou), "segmentation_object_miou": float(sum(objects) / len(objects)),
             "depth_fidelity": 1.0 - depth_abs_rel(depth.contiguous(), heldout.depth)}  # fmt: skip
 
 
@@ -287,6 +302,7 @@ def train_fidelity(
             atomic_save_torch({"out_channels": out, "width": config.width, "state_dict": net.state_dict()}, work / f"{task}.pt")
         scores = {
             "segmentation_miou": segmentation_fidelity(nets["segmentation"], heldout.rgb, heldout.semantic),
+            "segmentation_object_miou": segmentation_fidelity(nets["segmentation"], heldout.rgb, heldout.semantic, classes=OBJECT_CLASSES),
             "depth_fidelity": depth_fidelity(nets["depth"], heldout.rgb, heldout.depth),
             "num_heldout": len(heldout),
         }
@@ -313,15 +329,18 @@ def load_fidelity(folder: Union[str, os.PathLike]) -> FidelityInstruments:
     return FidelityInstruments(nets["segmentation"], nets["depth"], folder, read_phase_record(folder))
 
 
-def measure_fidelity(instruments: FidelityInstruments, condition: str, images: Tensor, truth: ToyTruth) -> float:
+def measure_fidelity(instruments: FidelityInstruments, condition: str, images: Tensor, truth: ToyTruth, *,
+                     all_classes: bool = False) -> float:  # fmt: skip
     """Fidelity of ``images`` (``[N, H, W, 3]`` float in ``[0, 1]``, generated from ``truth``'s
-    conditions) to the ``condition``: mIoU (segmentation), ``1 - AbsRel`` (depth), edge F1 (edges)."""
+    conditions) to the ``condition``: segmentation mIoU over ``OBJECT_CLASSES`` (over every class
+    with ``all_classes``), ``1 - AbsRel`` (depth), edge F1 (edges)."""
     check_choice(condition, "condition", MEASURED_CONDITIONS)
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != len(truth):
         raise InputError(f"images: expected [{len(truth)}, H, W, 3], got {getattr(images, 'shape', images)}")
     chw = images.permute(0, 3, 1, 2).float().clamp(0.0, 1.0).contiguous()
     if condition == "segmentation":
-        return segmentation_fidelity(instruments.segmenter, chw, truth.semantic)
+        classes = None if all_classes else OBJECT_CLASSES
+        return segmentation_fidelity(instruments.segmenter, chw, truth.semantic, num_classes=NUM_SEMANTIC_CLASSES, classes=classes)
     if condition == "depth":
         return depth_fidelity(instruments.depth, chw, truth.depth)
     return edge_f1(edge_maps(chw), edge_maps(truth.rgb), tolerance=EDGE_TOLERANCE).f1

@@ -944,6 +944,7 @@ def train_toyworld(
     log: Optional[Callable[[str], None]] = None,
     callbacks: Optional[Mapping[str, Sequence[TrainerCallback]]] = None,
     lock_timeout_s: float = 4 * 3600.0,
+    with_dit: bool = True,
 ) -> ToyWorldModels:
     """Train (or find in the cache) every model of ``config``; see the module docstring.
 
@@ -955,6 +956,8 @@ def train_toyworld(
         log: called with one line per phase start/end (default: the module logger).
         callbacks: ``{phase: [TrainerCallback, ...]}`` handed to that phase's Trainer.
         lock_timeout_s: the longest wait for a phase another process is building.
+        with_dit: ``False`` stops after the UNet (no SD3 transformer is trained or looked up: the
+            control experiments on the UNet need none); the phases' keys do not change.
 
     Returns:
         :class:`ToyWorldModels`.
@@ -989,7 +992,7 @@ def train_toyworld(
     run("instrument", _instrument_phase(config, data, device, progress, cbs("instrument")))
     vae = run("vae", _vae_phase(config, data, device, progress, cbs("vae")))
     pipelines = {"unet": run("unet", _diffusion_phase(config, "unet", "epsilon", config.seed, vae, text, device, progress, cbs("unet"))) / "pipeline"}
-    for objective, seed in config.dit_models:
+    for objective, seed in config.dit_models if with_dit else ():
         name = _dit_name(objective, seed)
         folder = run(name, _diffusion_phase(config, "dit", objective, seed, vae, text, device, progress, cbs(name)))
         pipelines[name] = folder / "pipeline"
