@@ -35,7 +35,8 @@ procedural`` or a dataset folder). A Gaussians reconstruction of the scene is tr
 apart, so they overlap) are rendered at the base's size (32 px: :func:`~langfield.runs.scene_control.resize_cameras`),
 and :func:`~langfield.runs.scene_control.measure_e4` runs the ladder uncontrolled / controlled /
 shared_noise / dataset_update over the sampling seeds with the depth ControlNet E3 just trained (prompt
-``E4_PROMPT``). Rows ``experiment: "E4"`` (one per setting) carry ``warp_psnr`` (mean, std and per seed),
+``E4_PROMPT``, or the ``caption`` a ``--data`` folder's ``transforms_train.json`` carries, as
+``langfield toyworld scene`` writes one). Rows ``experiment: "E4"`` (one per setting) carry ``warp_psnr`` (mean, std and per seed),
 ``fidelity`` (E3's depth instrument, ``1 - AbsRel`` of the regressor's depth of each generated view
 against the scene's rendered depth), ``covisible``, ``seeds``, ``e3_fidelity`` (E3's controlnet/depth
 fidelity, the bar's reference), ``fidelity_scene_renders`` (the instrument on the scene's own renders: its
@@ -226,6 +227,19 @@ def probe_steps(source, pipe, plan: Plan, say) -> Dict[str, float]:
 # ----------------------------------------------------------------------------- E4: 3D-aware control on a langfield scene
 
 E4_PROMPT = "a red sphere left of a green cylinder on a checkered floor"  # in the toy world's caption vocabulary
+
+
+def e4_prompt(data: str) -> str:
+    """The E4 prompt: the ``caption`` of ``<data>/transforms_train.json`` when it has one (a toy-world scene
+    written by ``langfield toyworld scene``), else ``E4_PROMPT``."""
+    import json
+
+    meta = Path(data) / "transforms_train.json"
+    if data != "procedural" and meta.is_file():
+        caption = json.loads(meta.read_text(encoding="utf-8")).get("caption")
+        if isinstance(caption, str) and caption.strip():
+            return caption
+    return E4_PROMPT
 #: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
 E4_VALID_MARGIN = 0.05
 E4_CONDITION = "depth"  # the one E3 condition the scene renders exactly and an instrument reads back
@@ -395,7 +409,8 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
     depth_range = e4_depth_range(run, cams, edit_views, height, width)
     t0 = time.perf_counter()
-    raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, E4_PROMPT, seeds, kinds=(E4_CONDITION,),
+    prompt = e4_prompt(args.data)
+    raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, prompt, seeds, kinds=(E4_CONDITION,),
                      fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range)  # fmt: skip
     seconds = time.perf_counter() - t0
     extra = {"condition": E4_CONDITION, "adapter": adapter.kind, "num_views": len(cams), "data": args.data}
@@ -404,7 +419,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
         say(f"E4 {r['setting']:>14}: warp-PSNR {r['warp_psnr']:.2f} +- {r['warp_psnr_std']:.2f} dB, "
             f"fidelity {r['fidelity']:.3f} (E3 {e3_fidelity:.3f}; instrument on the scene's renders {scene_fid:.3f}, "
             f"blind {blind:.3f})")  # fmt: skip
-    section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": E4_PROMPT,
+    section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": prompt,
                "depth_range": None if depth_range is None else list(depth_range),
                "condition": E4_CONDITION,
                "cameras": f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}",

@@ -202,6 +202,17 @@ def test_conditions_flag_and_bars_of_a_partial_run():
     assert not any(b["met"] for b in bench.bars([row("none", 0.3)] + results[1:], {}) if "0.6 where" in b.get("bar", ""))
 
 
+def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
+    from langfield.data.toyworld.scene_dataset import write_toyworld_scene
+
+    bench = _load_benchmark()
+    out = write_toyworld_scene(tmp_path / "scene", 1, train_views=2, val_views=1, test_views=1, image_size=16)
+    caption = json.loads((out / "transforms_train.json").read_text())["caption"]
+    assert bench.e4_prompt(str(out)) == caption and caption != bench.E4_PROMPT
+    assert bench.e4_prompt("procedural") == bench.E4_PROMPT
+    assert bench.e4_prompt(str(tmp_path)) == bench.E4_PROMPT  # no transforms_train.json
+
+
 def _e4_row(setting, psnr, fid, std=0.5):
     return {"setting": setting, "warp_psnr": psnr, "warp_psnr_std": std, "fidelity": fid, "fidelity_std": 0.01}
 

@@ -359,6 +359,25 @@ class ToyworldRender:
     world: Annotated[ToyWorldConfig, Flat] = ToyWorldConfig()
 
 
+@dataclass
+class ToyworldScene:
+    """Write one toy-world scene seen from many cameras as a dataset folder (train/val/test, NeRF-synthetic
+    layout with depth and labels) that 'langfield train --data DIR' reconstructs."""
+
+    output: Path
+    """Output folder."""
+    scene: int = 0
+    """The scene's seed."""
+    train_views: int = 32
+    """Training cameras."""
+    val_views: int = 4
+    """Validation cameras."""
+    test_views: int = 4
+    """Test cameras."""
+    image_size: int = 64
+    """Image side in pixels."""
+
+
 #: The names of ``langfield.runs.toyworld.PRESETS`` (spelled out so that importing the CLI does not
 #: import diffusers, an optional dependency; tests/cli checks that they agree).
 ToyworldPreset = Literal["default", "smoke"]
@@ -384,7 +403,8 @@ class Toyworld:
     """The toy world: render data sets, train the small generation models."""
 
     command: tyro.conf.OmitSubcommandPrefixes[
-        Union[Annotated[ToyworldRender, tyro.conf.subcommand("render")], Annotated[ToyworldTrain, tyro.conf.subcommand("train")]]
+        Union[Annotated[ToyworldRender, tyro.conf.subcommand("render")], Annotated[ToyworldTrain, tyro.conf.subcommand("train")],
+              Annotated[ToyworldScene, tyro.conf.subcommand("scene")]]
     ]
 
 
@@ -637,6 +657,15 @@ def run_toyworld(args: Toyworld) -> Any:
     if isinstance(cmd, ToyworldRender):
         out = write_toyworld(cmd.output, cmd.world, cmd.scenes, cmd.views, cmd.seed, num_workers=cmd.workers)
         console.print(f"wrote {cmd.scenes * cmd.views} toy-world images to {out}", markup=False)
+        return out
+    if isinstance(cmd, ToyworldScene):
+        from langfield.data.toyworld.scene_dataset import write_toyworld_scene
+
+        out = write_toyworld_scene(cmd.output, cmd.scene, train_views=cmd.train_views, val_views=cmd.val_views,
+                                   test_views=cmd.test_views, image_size=cmd.image_size)  # fmt: skip
+        caption = json.loads((out / "transforms_train.json").read_text(encoding="utf-8"))["caption"]
+        console.print(f"wrote toy-world scene {cmd.scene} ({cmd.train_views}/{cmd.val_views}/{cmd.test_views} views, "
+                      f"{cmd.image_size} px) to {out}: {caption}", markup=False)  # fmt: skip
         return out
     config = apply_overrides(runs_api.toyworld_preset(cmd.preset), parse_overrides(cmd.set))
     models = runs_api.train_toyworld(config, cache_dir=cmd.cache_dir, device=cmd.device,

@@ -1,0 +1,70 @@
+"""langfield.data.toyworld.scene_dataset: one toy-world scene from many cameras, as a dataset langfield reads back exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from langfield._checks import InputError
+from langfield.data.readers.registry import load_dataset
+from langfield.data.toyworld import ToyWorldConfig, render_toyworld, sample_cameras, sample_scene
+from langfield.data.toyworld.scene import SEMANTIC_LABELS
+from langfield.data.toyworld.scene_dataset import write_toyworld_scene
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    return write_toyworld_scene(tmp_path_factory.mktemp("toyscene"), 3, train_views=4, val_views=1, test_views=2, image_size=16)
+
+
+def test_the_folder_reads_back_as_the_scene_the_toy_world_renders(written):
+    ds = load_dataset(written)
+    assert list(ds.labels) == list(SEMANTIC_LABELS)
+    config = ToyWorldConfig(image_size=16)
+    cams = sample_cameras(3, 7, config)  # the writer's cameras: train 0-3, val 4, test 5-6
+    truth = render_toyworld([sample_scene(3, config)], cams, config)
+    for split, rows in (("train", range(0, 4)), ("val", range(4, 5)), ("test", range(5, 7))):
+        s = ds.split(split)
+        assert len(s) == len(rows)
+        # the reader keeps the world frame (the file has its scene_box): same OpenCV poses, intrinsics
+        torch.testing.assert_close(s.cameras.c2w.float(), cams.c2w[list(rows)].float(), rtol=0, atol=1e-5)
+        torch.testing.assert_close(s.cameras.Ks[0].float(), cams.Ks[0].float())
+        assert torch.equal(s.semantics, truth.semantic[list(rows)].long())
+        meta = json.loads((written / f"transforms_{split}.json").read_text())
+        for j, frame in enumerate(meta["frames"]):  # depth is written beside the images (the reader does not load it)
+            assert np.array_equal(np.load(written / frame["depth_path"]), truth.depth[rows[j]].numpy())
+        sky = truth.depth[list(rows)] == 0
+        assert torch.equal(s.alphas[..., 0] == 0, sky)  # transparent exactly on the sky
+    meta = json.loads((written / "transforms_train.json").read_text())
+    assert meta["caption"].endswith("floor") and meta["toyworld_scene_seed"] == 3
+    # every object's box holds its centre, and the named objects are the scene's
+    scene = sample_scene(3, config)
+    assert sorted(ds.object_boxes) == sorted(f"{o.color} {o.shape}" for o in scene.objects)
+    for o in scene.objects:
+        box = ds.object_boxes[f"{o.color} {o.shape}"]
+        centre = torch.tensor([o.position[0], o.position[1], box[:, 2].mean().item()])
+        assert bool(((box[0] <= centre) & (centre <= box[1])).all())
+    assert meta["near"] < float(truth.depth[truth.depth > 0].min()) and meta["far"] > float(truth.depth.max())
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(InputError, match="scene"):
+        write_toyworld_scene(tmp_path, -1)
+    with pytest.raises(InputError, match="train_views"):
+        write_toyworld_scene(tmp_path, 0, train_views=1)
+    with pytest.raises(InputError, match="image_size"):
+        write_toyworld_scene(tmp_path, 0, image_size=4)
+
+
+def test_cli_writes_a_scene_and_prints_its_caption(tmp_path, capsys):
+    from langfield.cli.main import main as cli_main
+
+    out = tmp_path / "s"
+    assert cli_main(["toyworld", "scene", "--output", str(out), "--scene", "2", "--train-views", "2",
+                     "--val-views", "1", "--test-views", "1", "--image-size", "16"]) == 0  # fmt: skip
+    assert (out / "transforms_test.json").is_file() and np.load(out / "train" / "r_001_depth.npy").shape == (16, 16)
+    captured = capsys.readouterr()
+    assert "floor" in captured.out + captured.err
