@@ -28,8 +28,11 @@ top-level ``instruments`` section holds the instruments' own held-out scores on 
 depth and edges ControlNets with the weights of ``MULTI_WEIGHTS`` and report both fidelities.
 ``bars`` states each of the issue's bars and whether this run met it.
 
-**E4** (``--e4``, default on; ``--no-e4`` skips it): 3D-aware control on a langfield scene (``--data
-procedural`` or a dataset folder). A Gaussians reconstruction of the scene is trained into ``--work``
+**E4** (``--e4``, default on; ``--no-e4`` skips it): 3D-aware control on a langfield scene: ``--data
+toyworld`` (default: toy-world scene ``E4_TOY_SCENE`` seen from ``E4Plan.views`` + 8 cameras, written
+into the work folder by :func:`~langfield.data.toyworld.scene_dataset.write_toyworld_scene` -- the
+domain the ControlNets and the instruments know), ``procedural`` (langfield's built-in scene: textured
+primitives on a checkered ground, another domain) or a dataset folder. A Gaussians reconstruction of the scene is trained into ``--work``
 (default ``<out>_e4work``; reused when a finished run with the same settings is there: 1500 steps at
 64 px, 32 views, about a minute), ``E4Plan.num_views`` consecutive frames of a 24-frame orbit (15 degrees
 apart, so they overlap) are rendered at the base's size (32 px: :func:`~langfield.runs.scene_control.resize_cameras`),
@@ -40,9 +43,10 @@ shared_noise / dataset_update over the sampling seeds with the depth ControlNet 
 ``fidelity`` (E3's depth instrument, ``1 - AbsRel`` of the regressor's depth of each generated view
 against the scene's rendered depth), ``covisible``, ``seeds``, ``e3_fidelity`` (E3's controlnet/depth
 fidelity, the bar's reference), ``fidelity_scene_renders`` (the instrument on the scene's own renders: its
-ceiling there) and ``fidelity_image_blind`` (on a uniform grey image: its floor there). **Domain gap**: the
+ceiling there) and ``fidelity_image_blind`` (on a uniform grey image: its floor there). **Domain gap**
+(``procedural`` or another folder): the
 ControlNet and the instrument know the toy world (plain-coloured primitives on a floor, per-image
-inverse-depth range); the procedural scene has textured primitives on a checkered ground and its depth
+inverse-depth range); the procedural scene has textured primitives on a checkered ground. Every E4 scene's depth
 conditions use one scale for all views (``depth_range``: the rendered depth's range over the ladder's
 cameras and the edited training views, so nearest is bright and farthest dark as in the toy world).
 The JSON's ``e4`` section says so and whether the instrument beats that floor by ``E4_VALID_MARGIN``
@@ -53,6 +57,7 @@ that they say nothing.
     python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute (E4 included)
     python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
     python benchmarks/controlnet.py --out F.json --data data/my_scene --work runs/e4   # E4 on another scene
+    python benchmarks/controlnet.py --out F.json --data procedural --conditions depth  # E4 on the built-in scene
 
 Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
 costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
@@ -240,13 +245,18 @@ def e4_prompt(data: str) -> str:
         if isinstance(caption, str) and caption.strip():
             return caption
     return E4_PROMPT
+
+
+#: The toy-world scene (its seed) of ``--data toyworld``: the first, not chosen.
+E4_TOY_SCENE = 0
 #: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
 E4_VALID_MARGIN = 0.05
 E4_CONDITION = "depth"  # the one E3 condition the scene renders exactly and an instrument reads back
 E4_DOMAIN_NOTE = (
     "domain gap: the ControlNet and the depth regressor were trained on the toy world (plain-coloured primitives on a "
-    "floor, 32 px, per-image inverse-depth range); the E4 scene is the procedural scene (or --data): textured primitives "
-    "on a checkered ground; its depth conditions use one inverse-depth scale for every view (depth_range: what the "
+    "floor, 32 px, per-image inverse-depth range); with --data procedural the E4 scene has textured primitives "
+    "on a checkered ground, another domain (--data toyworld, the default, is a toy-world scene: the same domain); "
+    "its depth conditions use one inverse-depth scale for every view (depth_range: what the "
     "content spans at the ladder's cameras and the edited training views), so they agree across views. E4 fidelity is "
     "the toy-world instrument applied across that gap: it is only "
     "meaningful when the instrument on the scene's own renders (fidelity_scene_renders) beats its image-blind floor on "
@@ -286,11 +296,19 @@ def e4_run(plan: E4Plan, data: str, work: Path, device: str, say) -> tuple:
     from langfield.runs.train import train
     from langfield.training.trainer import TrainerConfig
 
+    if data == "toyworld":
+        from langfield.data.toyworld.scene_dataset import write_toyworld_scene
+
+        folder = work / f"toyworld_scene{E4_TOY_SCENE}_{plan.size}px_{plan.views}v"
+        if not (folder / "transforms_test.json").is_file():
+            write_toyworld_scene(folder, E4_TOY_SCENE, train_views=plan.views, val_views=4, test_views=4, image_size=plan.size)
+            say(f"E4: wrote toy-world scene {E4_TOY_SCENE} to {folder}")
+        data = str(folder)
     tag = "procedural" if data == "procedural" else Path(data).resolve().name
     run_dir = work / f"gaussians_{tag}_{plan.size}px_{plan.views}v_{plan.init_gaussians}g_{plan.gs_steps}steps"
     if (run_dir / "run.json").is_file() and (run_dir / "checkpoints" / "latest.ckpt").is_file():
         say(f"E4: reusing the Gaussians run {run_dir}")
-        return load_run(run_dir, "cpu"), {"run_dir": str(run_dir), "reused": True, "train_s": 0.0, "s_per_step": None}
+        return load_run(run_dir, "cpu"), {"run_dir": str(run_dir), "data_dir": data, "reused": True, "train_s": 0.0, "s_per_step": None}
     dc = DataConfig("procedural", procedural_size=plan.size, procedural_views=plan.views) if data == "procedural" else DataConfig(data)
     cfg = TrainerConfig(max_steps=plan.gs_steps, output_dir=str(run_dir), progress=False, checkpoint_every=0, device=device)
     t0 = time.perf_counter()
@@ -298,7 +316,7 @@ def e4_run(plan: E4Plan, data: str, work: Path, device: str, say) -> tuple:
     seconds = time.perf_counter() - t0
     run = load_run(run_dir, "cpu")
     say(f"E4: trained Gaussians on {data} ({plan.gs_steps} steps, {seconds:.0f} s) -> {run_dir}")
-    return run, {"run_dir": str(run_dir), "reused": False, "train_s": seconds, "s_per_step": seconds / plan.gs_steps}
+    return run, {"run_dir": str(run_dir), "data_dir": data, "reused": False, "train_s": seconds, "s_per_step": seconds / plan.gs_steps}
 
 
 def e4_cameras(run, plan: E4Plan, height: int, width: int):
@@ -409,7 +427,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
     depth_range = e4_depth_range(run, cams, edit_views, height, width)
     t0 = time.perf_counter()
-    prompt = e4_prompt(args.data)
+    prompt = e4_prompt(e4_run_rec.get("data_dir", args.data))
     raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, prompt, seeds, kinds=(E4_CONDITION,),
                      fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range)  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -445,7 +463,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     parser.add_argument("--e4", action=argparse.BooleanOptionalAction, default=True,
                         help="E4: 3D-aware control on a langfield scene with the E3 depth ControlNet (default on)")
-    parser.add_argument("--data", default="procedural", help="E4 scene: 'procedural' or a dataset folder langfield reads")
+    parser.add_argument("--data", default="toyworld",
+                        help="E4 scene: 'toyworld' (toy-world scene E4_TOY_SCENE, written into --work), 'procedural' or a dataset folder")
     parser.add_argument("--conditions", default=",".join(MEASURED_CONDITIONS),
                         help="E3 conditions (comma-separated, of depth,edges,segmentation); Multi-ControlNet needs depth and "
                              "edges, E4 needs depth")

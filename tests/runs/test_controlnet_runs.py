@@ -304,3 +304,4 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
                                                                   and x["condition"] == "depth")["fidelity"]  # fmt: skip
     assert sum("E4: warp-PSNR" in b.get("bar", "") for b in report["bars"]) == 3
     assert "domain gap" in report["e4"]["note"] and Path(report["e4"]["scene"]["run_dir"]).is_dir()
+    assert Path(report["e4"]["scene"]["data_dir"]).name.startswith("toyworld_scene0")  # the default E4 scene: the toy world's
