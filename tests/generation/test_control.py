@@ -493,6 +493,10 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         ControlNetAdapter(unet(block_out_channels=(8, 24)), cn.controlnet, vae_factor=F)
     with pytest.raises(InputError, match="train_base"):
         build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(train_base=("no_such_layer",)))
+    with pytest.raises(InputError, match="groups"):
+        build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(groups=3))  # GroupNorm over widths 4, 8, ...
+    with pytest.raises(InputError, match="groups"):
+        ControlNeXtConfig(widths=(6, 8))
     pipe = sd_pipe(u)
     e, neg = prompts()
     with pytest.raises(InputError, match="conditions: 3 conditions for 2 prompts"):

@@ -612,8 +612,9 @@ class ControlNeXtAdapter(ControlAdapter):
     block's output ``h`` (and the identical last skip tensor) by
     ``h + scale * cross_normalize(encode(condition, temb), h)``, ``temb`` being the timestep
     embedding the block itself received (so the encoder sees the noise level of every UNet call);
-    otherwise it does nothing, so the UNet is unchanged for every other caller. The trainable parameters are the encoder and the base's
-    parameters whose names contain one of ``config.train_base``; the rest of the base is frozen.
+    otherwise it does nothing, so the UNet is unchanged for every other caller. The trainable
+    parameters are the encoder and the base's parameters whose names contain one of
+    ``config.train_base``; the rest of the base is frozen.
     Training therefore changes that subset *of the given UNet in place*; :meth:`save` stores it
     and :func:`load_control_adapter` writes it back into a base.
 
@@ -640,6 +641,9 @@ class ControlNeXtAdapter(ControlAdapter):
         self.injection_channels = int(unet.config.block_out_channels[0])
         self.injection_factor = 2 ** halvings  # image pixels per pixel at the injection point
         time_channels = _time_channels(unet) if config.time_conditioned else 0
+        if time_channels and any(w % config.groups for w in widths):
+            raise InputError(f"config.groups: {config.groups} does not divide the encoder widths {list(widths)} (GroupNorm); "
+                             "set widths or groups")  # fmt: skip
         self.encoder = _seeded(seed, lambda: ControlNeXtEncoder(config.condition_channels, self.injection_channels, halvings, widths,
                                                                 time_channels=time_channels, groups=config.groups))  # fmt: skip
         self.encoder.to(device=unet.device, dtype=unet.dtype)
