@@ -58,6 +58,7 @@ that they say nothing.
     python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
     python benchmarks/controlnet.py --out F.json --data data/my_scene --work runs/e4   # E4 on another scene
     python benchmarks/controlnet.py --out F.json --data procedural --conditions depth  # E4 on the built-in scene
+    python benchmarks/controlnet.py --out F.json --conditions depth --adapters controlnet --steps 1544  # E4 + its reference only
 
 Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
 costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
@@ -216,10 +217,10 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
     return None
 
 
-def probe_steps(source, pipe, plan: Plan, say) -> Dict[str, float]:
+def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS) -> Dict[str, float]:
     """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition)."""
     out = {}
-    for kind in ADAPTERS:
+    for kind in adapters:
         cfg = ControlTrainConfig(condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256)
         train_control(source, cfg, pipeline=pipe)
         cfg = dataclasses.replace(cfg, steps=3)
@@ -468,6 +469,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--conditions", default=",".join(MEASURED_CONDITIONS),
                         help="E3 conditions (comma-separated, of depth,edges,segmentation); Multi-ControlNet needs depth and "
                              "edges, E4 needs depth")
+    parser.add_argument("--adapters", default=",".join(ADAPTERS),
+                        help="adapters to train (comma-separated, of controlnet,controlnet_xs,controlnext); E4 needs controlnet")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--work", type=Path, default=None,
@@ -477,15 +480,16 @@ def main(argv=None) -> Dict[str, Any]:
     load_before = os.getloadavg()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     conditions = parse_conditions(args.conditions)
+    adapters = parse_names(args.adapters, ADAPTERS, "--adapters")
     if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
         raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
     if args.steps is not None and not args.smoke:
         plan = dataclasses.replace(plan, fixed_steps=args.steps)
-    with_multi = {"depth", "edges"} <= set(conditions)
+    with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
-    if args.e4 and E4_CONDITION not in conditions:
-        say(f"E4 skipped: it uses the {E4_CONDITION} ControlNet, and --conditions {args.conditions} has no {E4_CONDITION}")
+    if args.e4 and (E4_CONDITION not in conditions or "controlnet" not in adapters):
+        say(f"E4 skipped: it uses the {E4_CONDITION} ControlNet, which --conditions {args.conditions} / --adapters {args.adapters} leave out")
         args.e4 = False
     started = time.perf_counter()
 
@@ -573,11 +577,11 @@ def main(argv=None) -> Dict[str, Any]:
         steps, probe = plan.fixed_steps, None
         say(f"plan: {steps} steps per adapter (fixed: --steps or smoke)" + (", then E4 on the scene" if e4_plan else ""))
     else:
-        probe = probe_steps(source, pipe, plan, say)
+        probe = probe_steps(source, pipe, plan, say, adapters)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
         per_image = measure_s / (len(seeds) * n)
-        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(ADAPTERS) * len(conditions)
-        measure_est = (measure_s * (len(ADAPTERS) * len(conditions) + len(MULTI_WEIGHTS) * with_multi) + per_image * curve_images) * 1.3
+        curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(adapters) * len(conditions)
+        measure_est = (measure_s * (len(adapters) * len(conditions) + len(MULTI_WEIGHTS) * with_multi) + per_image * curve_images) * 1.3
         e4_est = 0.0 if e4_plan is None else e4_estimate_s(e4_plan, len(seeds), none_sample_s, scene_rec["s_per_step"] or GS_S_PER_STEP_EST)
         train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est - e4_est, plan.budget_s * 0.2)
         per_cond = sum(probe.values()) * len(conditions)
@@ -593,7 +597,7 @@ def main(argv=None) -> Dict[str, Any]:
         none_curve = sum(per_seed_none[c]) / len(seeds)
         # step 0 of every curve: the base without control on the curve's images (seed 0)
         start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
-        for kind in ADAPTERS:
+        for kind in adapters:
             cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0)
             curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps)
             adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
@@ -678,7 +682,7 @@ def main(argv=None) -> Dict[str, Any]:
 
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
-        "conditions": list(conditions), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
+        "conditions": list(conditions), "adapters": list(adapters), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
@@ -704,13 +708,18 @@ def main(argv=None) -> Dict[str, Any]:
     return report
 
 
+def parse_names(text: str, choices: Sequence[str], flag: str) -> List[str]:
+    """A comma-separated, non-empty, repeat-free subset of ``choices``, in their canonical order."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(choices))
+    if not names or unknown or len(set(names)) != len(names):
+        raise SystemExit(f"{flag}: expected distinct names of {', '.join(choices)}, got {text!r}")
+    return [c for c in choices if c in names]
+
+
 def parse_conditions(text: str) -> List[str]:
     """``--conditions``: a non-empty, repeat-free subset of ``MEASURED_CONDITIONS`` in their canonical order."""
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = sorted(set(names) - set(MEASURED_CONDITIONS))
-    if not names or unknown or len(set(names)) != len(names):
-        raise SystemExit(f"--conditions: expected distinct names of {', '.join(MEASURED_CONDITIONS)}, got {text!r}")
-    return [c for c in MEASURED_CONDITIONS if c in names]
+    return parse_names(text, MEASURED_CONDITIONS, "--conditions")
 
 
 def _all_classes(per_seed: List[float]) -> Dict[str, Any]:
@@ -726,35 +735,40 @@ def _row(results, variant, condition):
 
 
 def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The issue's bars for the conditions this run measured, each with the numbers it was decided on and whether it
-    was met. Segmentation fidelity is the shapes' mIoU (``OBJECT_CLASSES``: sky and floor left out of the mean)."""
+    """The issue's bars for the conditions and adapters this run measured, each with the numbers it was decided on
+    and whether it was met. Segmentation fidelity is the shapes' mIoU (``OBJECT_CLASSES``: sky and floor left out)."""
     out = []
     measured = [c for c in MEASURED_CONDITIONS if _row(results, "none", c) is not None]
+    kinds = [k for k in ADAPTERS if any(_row(results, k, c) is not None for c in measured)]
     if "segmentation" in measured:
         seg_none = _row(results, "none", "segmentation")["fidelity"]
-        for kind in ADAPTERS:
+        for kind in kinds:
             r = _row(results, kind, "segmentation")
             out.append({"bar": f"{kind}: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2", "value": r["fidelity"],
                         "value_std": r["fidelity_std"], "no_control": seg_none, "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
     for c in measured:
         none = _row(results, "none", c)["fidelity"]
-        for kind in ADAPTERS:
+        for kind in kinds:
             r = _row(results, kind, c)
             out.append({"bar": f"{kind} {c}: fidelity above no control by more than 2 std", "value": r["fidelity"],
                         "no_control": none, "met": r["fidelity"] - none > 2 * max(r["fidelity_std"], 1e-9)})  # fmt: skip
-    cn = _row(results, "controlnet", measured[0])["trainable_params"]
-    nx = _row(results, "controlnext", measured[0])["trainable_params"]
-    out.append({"bar": "ControlNeXt trainable parameters <= 20 % of ControlNet's", "value": nx / cn, "met": nx <= 0.2 * cn})
-    for c in measured:
+    both = lambda a, b: a in kinds and b in kinds  # noqa: E731
+    if both("controlnet", "controlnext"):
+        cn = _row(results, "controlnet", measured[0])["trainable_params"]
+        nx = _row(results, "controlnext", measured[0])["trainable_params"]
+        out.append({"bar": "ControlNeXt trainable parameters <= 20 % of ControlNet's", "value": nx / cn, "met": nx <= 0.2 * cn})
+    for c in measured if both("controlnet", "controlnet_xs") else ():
         a, b = _row(results, "controlnet_xs", c)["fidelity"], _row(results, "controlnet", c)["fidelity"]
         out.append({"bar": f"ControlNet-XS within 0.05 fidelity of ControlNet ({c})", "value": a - b, "met": abs(a - b) <= 0.05})
     for c in measured:
-        a, b = _row(results, "controlnext", c)["steps_to_half"], _row(results, "controlnet", c)["steps_to_half"]
-        out.append({"claim": f"ControlNeXt trains faster (fewer steps to half its final fidelity) ({c})", "controlnext": a,
-                    "controlnet": b, "confirmed": None if a is None or b is None else a < b})  # fmt: skip
-        a, b = _row(results, "controlnet_xs", c)["sample_s"], _row(results, "controlnet", c)["sample_s"]
-        out.append({"claim": f"ControlNet-XS infers faster ({c})", "controlnet_xs_sample_s": a, "controlnet_sample_s": b,
-                    "confirmed": a < b})  # fmt: skip
+        if both("controlnet", "controlnext"):
+            a, b = _row(results, "controlnext", c)["steps_to_half"], _row(results, "controlnet", c)["steps_to_half"]
+            out.append({"claim": f"ControlNeXt trains faster (fewer steps to half its final fidelity) ({c})", "controlnext": a,
+                        "controlnet": b, "confirmed": None if a is None or b is None else a < b})  # fmt: skip
+        if both("controlnet", "controlnet_xs"):
+            a, b = _row(results, "controlnet_xs", c)["sample_s"], _row(results, "controlnet", c)["sample_s"]
+            out.append({"claim": f"ControlNet-XS infers faster ({c})", "controlnet_xs_sample_s": a, "controlnet_sample_s": b,
+                        "confirmed": a < b})  # fmt: skip
     return out
 
 

@@ -198,6 +198,12 @@ def test_conditions_flag_and_bars_of_a_partial_run():
     seg = {b["bar"].split(":")[0]: b["met"] for b in bars if "0.6 where" in b.get("bar", "")}
     assert seg == {"controlnet": True, "controlnet_xs": True, "controlnext": False}
     assert not any("depth" in b.get("bar", b.get("claim", "")) for b in bars)  # only the measured condition
+    # one adapter: its own bars only, no comparison with an adapter that did not run
+    only = bench.bars(results[:2], {})
+    assert [b["bar"].split(":")[0] for b in only] == ["controlnet", "controlnet segmentation"]
+    assert bench.parse_names("controlnext,controlnet", bench.ADAPTERS, "--adapters") == ["controlnet", "controlnext"]
+    with pytest.raises(SystemExit, match="--adapters"):
+        bench.parse_names("t2i", bench.ADAPTERS, "--adapters")
     # no control above 0.2: the bar is not met whatever the adapters reach
     assert not any(b["met"] for b in bench.bars([row("none", 0.3)] + results[1:], {}) if "0.6 where" in b.get("bar", ""))
 
