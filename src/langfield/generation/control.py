@@ -612,9 +612,11 @@ class ControlNeXtAdapter(ControlAdapter):
     block's output ``h`` (and the identical last skip tensor) by
     ``h + scale * cross_normalize(encode(condition, temb), h)``, ``temb`` being the timestep
     embedding the block itself received (so the encoder sees the noise level of every UNet call);
-    otherwise it does nothing, so the UNet is unchanged for every other caller. The trainable
-    parameters are the encoder and the base's parameters whose names contain one of
-    ``config.train_base``; the rest of the base is frozen.
+    otherwise it does nothing, so the UNet is unchanged for every other caller. (The authors'
+    released SD 1.5 code adds the control after the block's skip tensors were taken, so there the
+    up path's matching skip stays uncontrolled; here it carries the control too. The paper's text
+    fixes neither.) The trainable parameters are the encoder and the base's parameters whose names
+    contain one of ``config.train_base``; the rest of the base is frozen.
     Training therefore changes that subset *of the given UNet in place*; :meth:`save` stores it
     and :func:`load_control_adapter` writes it back into a base.
 
