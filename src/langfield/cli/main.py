@@ -30,7 +30,7 @@ from langfield.capture import CaptureConfig, capture
 from langfield.configs import apply_overrides
 from langfield.data.camera_path_json import read_camera_path
 from langfield.data.procedural import ProceduralSceneConfig, write_procedural_dataset
-from langfield.data.toyworld import ToyWorldConfig, write_toyworld
+from langfield.data.toyworld import ToyWorldConfig, write_toyworld, write_toyworld_scene
 from langfield.kernels.cpu_allocator import keep_freed_memory
 from langfield.language.distillation import LanguageFieldConfig
 from langfield.methods.registry import method_names
@@ -659,8 +659,6 @@ def run_toyworld(args: Toyworld) -> Any:
         console.print(f"wrote {cmd.scenes * cmd.views} toy-world images to {out}", markup=False)
         return out
     if isinstance(cmd, ToyworldScene):
-        from langfield.data.toyworld.scene_dataset import write_toyworld_scene
-
         out = write_toyworld_scene(cmd.output, cmd.scene, train_views=cmd.train_views, val_views=cmd.val_views,
                                    test_views=cmd.test_views, image_size=cmd.image_size)  # fmt: skip
         caption = json.loads((out / "transforms_train.json").read_text(encoding="utf-8"))["caption"]

@@ -7,7 +7,8 @@ camera-to-world, depth is the ray distance (docs/conventions.md); see docs/toywo
 
 Modules: :mod:`~.scene` (config, scene graphs, :func:`sample_scene`), :mod:`~.cameras`
 (:func:`sample_cameras`), :mod:`~.render` (the batched ray caster), :mod:`~.captions` (captions and
-attribute labels), :mod:`~.dataset` (streaming and the on-disk format), :mod:`~.sampler` (a trainer sampler).
+attribute labels), :mod:`~.dataset` (streaming and the on-disk format), :mod:`~.sampler` (a trainer sampler),
+:mod:`~.scene_dataset` (one scene from many cameras as a reconstructable dataset folder).
 
 >>> from langfield.data.toyworld import iter_toyworld
 >>> batch = next(iter_toyworld(count=4, batch_size=4))
@@ -50,6 +51,7 @@ from langfield.data.toyworld.scene import (
     sample_scene,
     scene_seed,
 )
+from langfield.data.toyworld.scene_dataset import write_toyworld_scene
 
 __all__ = [
     "COLORS",
@@ -84,4 +86,5 @@ __all__ = [
     "scene_seed",
     "short_caption",
     "write_toyworld",
+    "write_toyworld_scene",
 ]
