@@ -22,6 +22,14 @@ scenes whose exact conditions it is given (prompt: the scene's descriptive capti
   (on ``CURVE_IMAGES`` images, seed 0) has covered half the way from no control (step 0) to its
   last value; ``None`` when fidelity never rose above no control.
 
+``--prompts descriptive,empty`` measures every set a second time with the empty prompt (rows with
+``prompt: "empty"``, fidelity only; the descriptive rows carry ``prompt: "descriptive"``): the
+condition alone. With its caption the base already places the named objects where the toy world's
+cameras put them (centred, in the caption's left-to-right order), so the descriptive setting's no-control
+floor is high; the empty prompt isolates what the condition controls (the ControlNet paper trains with
+50 % empty prompts so that the condition alone carries the semantics, Sec. 3.3), and the segmentation
+bar is stated for each setting.
+
 Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
 top-level ``instruments`` section holds the instruments' own held-out scores on real renders
 (their ceiling) and the image-blind floors. Multi-ControlNet rows (``variant: "multi"``) combine the
@@ -164,11 +172,16 @@ def machine_info(load_before) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- sampling
 
 
-def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0) -> torch.Tensor:
-    """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control)."""
+def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0, prompt: str = "descriptive") -> torch.Tensor:
+    """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control), prompted
+    with its scene's descriptive caption (``prompt="descriptive"``) or the empty prompt (``"empty"``: the condition
+    alone, as the ControlNet paper shows its models without prompts)."""
+    check_prompt_setting(prompt)
     out = []
     for start in range(0, len(truth), SAMPLE_BATCH):
         prompts = list(truth.captions[start : start + SAMPLE_BATCH])
+        if prompt == "empty":
+            prompts = [""] * len(prompts)
         s = seed * SEED_STRIDE + start
         if adapters is None:
             out.append(generate(pipe, prompts, steps=steps, guidance=GUIDANCE, seed=s).images)
@@ -179,6 +192,15 @@ def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, we
                                       weights=list(weights) if multi else weights, steps=steps, guidance=GUIDANCE, seed=s)  # fmt: skip
             out.append(res.images)
     return torch.cat(out)
+
+
+PROMPT_SETTINGS = ("descriptive", "empty")
+
+
+def check_prompt_setting(prompt: str) -> str:
+    if prompt not in PROMPT_SETTINGS:
+        raise SystemExit(f"prompt setting: expected one of {PROMPT_SETTINGS}, got {prompt!r}")
+    return prompt
 
 
 class FidelityCurve(TrainerCallback):
@@ -203,6 +225,31 @@ class FidelityCurve(TrainerCallback):
             finally:
                 adapter.to(device)
             self.values.append({"step": trainer.step, "fidelity": value})
+
+
+def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth, instruments, seeds: Sequence[int], steps: int,
+                prompts: Sequence[str], reference: Dict[str, Any], trainable_params: int) -> List[Dict[str, Any]]:  # fmt: skip
+    """E3 rows of ``kind`` (``"none"``: ``adapter`` None) on ``condition`` in the other prompt settings (``prompt``
+    key; the same scenes, conditions and noise seeds as the descriptive rows, fidelity only)."""
+    rows = []
+    for prompt in prompts:
+        per_seed, per_seed_all, times = [], [], []
+        for s in seeds:
+            t0 = time.perf_counter()
+            images = sample_set(pipe, None if adapter is None else [adapter], None if adapter is None else [cond], truth, s, steps,
+                                prompt=prompt)  # fmt: skip
+            times.append((time.perf_counter() - t0) / len(truth))
+            per_seed.append(measure_fidelity(instruments, condition, images, truth))
+            if condition == "segmentation":
+                per_seed_all.append(measure_fidelity(instruments, condition, images, truth, all_classes=True))
+        stats = mean_std(per_seed)
+        rows.append({"experiment": "E3", "variant": kind, "condition": condition, "prompt": prompt, "fidelity": stats["mean"],
+                     "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, **_all_classes(per_seed_all),
+                     "fidelity_real_renders": reference[condition]["real_renders"],
+                     "fidelity_image_blind": reference[condition]["image_blind"],
+                     "fidelity_other_scene": reference[condition]["other_scene"], "trainable_params": trainable_params,
+                     "sample_s": sum(times) / len(times), "seeds": list(seeds)})  # fmt: skip
+    return rows
 
 
 def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
@@ -471,6 +518,9 @@ def main(argv=None) -> Dict[str, Any]:
                              "edges, E4 needs depth")
     parser.add_argument("--adapters", default=",".join(ADAPTERS),
                         help="adapters to train (comma-separated, of controlnet,controlnet_xs,controlnext); E4 needs controlnet")
+    parser.add_argument("--prompts", default="descriptive",
+                        help="prompt settings of the E3 sets: descriptive (the scene's caption, the table's) and/or empty "
+                             "(the condition alone); 'empty' adds rows with prompt: \"empty\" and its own bars")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--work", type=Path, default=None,
@@ -481,6 +531,10 @@ def main(argv=None) -> Dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     conditions = parse_conditions(args.conditions)
     adapters = parse_names(args.adapters, ADAPTERS, "--adapters")
+    prompt_settings = parse_names(args.prompts, PROMPT_SETTINGS, "--prompts")
+    if "descriptive" not in prompt_settings:
+        raise SystemExit("--prompts: the descriptive setting is the table's; add 'empty' beside it")
+    extra_prompts = [p for p in prompt_settings if p != "descriptive"]
     if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
         raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
@@ -543,7 +597,8 @@ def main(argv=None) -> Dict[str, Any]:
     floors = attr.floors()
     for c in conditions:
         stats = mean_std(per_seed_none[c])
-        results.append({"experiment": "E3", "variant": "none", "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
+        results.append({"experiment": "E3", "variant": "none", "condition": c, "prompt": "descriptive", "fidelity": stats["mean"],
+                        "fidelity_std": stats["std"],
                         "fidelity_per_seed": per_seed_none[c], "toy_fid": mean_std(fids_none)["mean"],
                         "toy_fid_floor": floors["toy_fid_floor"]["mean"], "trainable_params": 0, "s_per_step": None,
                         "steps_to_half": None, "sample_s": none_sample_s, "sample_overhead": 1.0, "seeds": seeds})  # fmt: skip
@@ -568,7 +623,9 @@ def main(argv=None) -> Dict[str, Any]:
         row["fidelity_other_scene"] = reference[row["condition"]]["other_scene"]
         if row["condition"] == "segmentation":
             row.update(_all_classes(per_seed_none_all))
-    measure_s = time.perf_counter() - measure_start
+    measure_s = time.perf_counter() - measure_start  # the descriptive sets only (the budget's unit)
+    for c in conditions:
+        results.extend(prompt_rows("none", c, pipe, None, None, truth, fidelity, seeds, plan.sampling_steps, extra_prompts, reference, 0))
     say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(conditions))
         + ("" if not per_seed_none_all else f" (segmentation over every class {mean_std(per_seed_none_all)['mean']:.3f})"))
 
@@ -617,7 +674,8 @@ def main(argv=None) -> Dict[str, Any]:
             stats = mean_std(per_seed)
             sample_s = sum(times) / len(times)
             results.append({
-                "experiment": "E3", "variant": kind, "condition": c, "fidelity": stats["mean"], "fidelity_std": stats["std"],
+                "experiment": "E3", "variant": kind, "condition": c, "prompt": "descriptive", "fidelity": stats["mean"],
+                "fidelity_std": stats["std"],
                 "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
                 "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
                 "fidelity_other_scene": reference[c]["other_scene"], **_all_classes(per_seed_all),
@@ -629,6 +687,12 @@ def main(argv=None) -> Dict[str, Any]:
             })  # fmt: skip
             say(f"{kind:>14} {c:<12} fidelity {stats['mean']:.3f} +- {stats['std']:.3f} (no control {none_curve:.3f}); "
                 f"{rec['trainable_params']} params, {rec['s_per_step']:.3f} s/step")  # fmt: skip
+            for row in prompt_rows(kind, c, run_pipe, adapter, conds[c], truth, fidelity, seeds, plan.sampling_steps, extra_prompts,
+                                   reference, rec["trainable_params"]):  # fmt: skip
+                row["no_control_fidelity"] = _row(results, "none", c, row["prompt"])["fidelity"]
+                results.append(row)
+                say(f"{kind:>14} {c:<12} prompt {row['prompt']}: fidelity {row['fidelity']:.3f} +- {row['fidelity_std']:.3f} "
+                    f"(no control {row['no_control_fidelity']:.3f})")  # fmt: skip
 
     # 5. Multi-ControlNet: the depth and edges ControlNets together, a weight sweep.
     multi_images = []
@@ -682,7 +746,7 @@ def main(argv=None) -> Dict[str, Any]:
 
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
-        "conditions": list(conditions), "adapters": list(adapters), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
+        "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
@@ -730,8 +794,9 @@ def _all_classes(per_seed: List[float]) -> Dict[str, Any]:
     return {"fidelity_all_classes": stats["mean"], "fidelity_all_classes_std": stats["std"], "fidelity_all_classes_per_seed": per_seed}
 
 
-def _row(results, variant, condition):
-    return next((r for r in results if r.get("variant") == variant and r.get("condition") == condition), None)
+def _row(results, variant, condition, prompt: str = "descriptive"):
+    return next((r for r in results if r.get("experiment", "E3") == "E3" and r.get("variant") == variant
+                 and r.get("condition") == condition and r.get("prompt", "descriptive") == prompt), None)  # fmt: skip
 
 
 def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -740,12 +805,15 @@ def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[st
     out = []
     measured = [c for c in MEASURED_CONDITIONS if _row(results, "none", c) is not None]
     kinds = [k for k in ADAPTERS if any(_row(results, k, c) is not None for c in measured)]
-    if "segmentation" in measured:
-        seg_none = _row(results, "none", "segmentation")["fidelity"]
+    for prompt in PROMPT_SETTINGS if "segmentation" in measured else ():
+        if _row(results, "none", "segmentation", prompt) is None:
+            continue
+        seg_none = _row(results, "none", "segmentation", prompt)["fidelity"]
         for kind in kinds:
-            r = _row(results, kind, "segmentation")
-            out.append({"bar": f"{kind}: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2", "value": r["fidelity"],
-                        "value_std": r["fidelity_std"], "no_control": seg_none, "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
+            r = _row(results, kind, "segmentation", prompt)
+            out.append({"bar": f"{kind}: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 ({prompt} prompt)",
+                        "prompt": prompt, "value": r["fidelity"], "value_std": r["fidelity_std"], "no_control": seg_none,
+                        "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip
     for c in measured:
         none = _row(results, "none", c)["fidelity"]
         for kind in kinds:

@@ -198,6 +198,14 @@ def test_conditions_flag_and_bars_of_a_partial_run():
     seg = {b["bar"].split(":")[0]: b["met"] for b in bars if "0.6 where" in b.get("bar", "")}
     assert seg == {"controlnet": True, "controlnet_xs": True, "controlnext": False}
     assert not any("depth" in b.get("bar", b.get("claim", "")) for b in bars)  # only the measured condition
+    # the empty-prompt setting: its own rows and its own segmentation bars, beside the descriptive ones
+    empty = [dict(r, prompt="empty", fidelity=f) for r, f in zip(results, (0.05, 0.7, 0.65, 0.61))]
+    both = bench.bars(results + empty, {})
+    seg = {b["bar"]: b["met"] for b in both if "0.6 where" in b.get("bar", "")}
+    assert seg["controlnext: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 (empty prompt)"] is True
+    assert seg["controlnext: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 (descriptive prompt)"] is False
+    assert bench._row(results + empty, "controlnet", "segmentation", "empty")["fidelity"] == 0.7
+    assert bench._row(results + empty, "controlnet", "segmentation")["fidelity"] == 0.65
     # one adapter: its own bars only, no comparison with an adapter that did not run
     only = bench.bars(results[:2], {})
     assert [b["bar"].split(":")[0] for b in only] == ["controlnet", "controlnet segmentation"]
