@@ -30,12 +30,13 @@ from torch import Tensor, nn
 
 from langfield._checks import InputError, check_int_range
 from langfield.eval.condition_metrics import depth_abs_rel
-from langfield.eval.semantic_metrics import semantic_scores
+from langfield.eval.semantic_metrics import SemanticScores, semantic_scores
 
 __all__ = [
     "PixelNet",
     "check_pixel_images",
     "depth_fidelity",
+    "mean_iou_over",
     "predict_depth",
     "predict_labels",
     "segmentation_fidelity",
@@ -135,8 +136,13 @@ def segmentation_fidelity(
     if not isinstance(labels, Tensor) or labels.ndim != 3 or labels.shape[0] != images.shape[0]:
         raise InputError(f"labels: expected [{images.shape[0]}, H, W] class ids, got {getattr(labels, 'shape', labels)}")
     scores = semantic_scores(predict_labels(segmenter, images), labels.long(), k)
-    if classes is None:
-        return float(scores.miou)
+    return float(scores.miou) if classes is None else mean_iou_over(scores, classes)
+
+
+def mean_iou_over(scores: SemanticScores, classes: Sequence[int]) -> float:
+    """Mean of ``scores``' per-class IoU over ``classes`` (ids), leaving out classes absent from both
+    target and prediction; ``nan`` when none is present."""
+    k = len(scores.per_class_iou)
     chosen = [int(c) for c in classes]
     if not chosen or any(c < 0 or c >= k for c in chosen):
         raise InputError(f"classes: expected class ids in [0, {k}), got {list(classes)}")

@@ -26,11 +26,11 @@ they are computed from is the data phase, whose key they inherit.
 (:mod:`langfield.generation.fidelity`) trained on the *real* training renders only, measured on the
 held-out renders (mIoU over every class and over the shapes alone, ``OBJECT_CLASSES``; ``1 - AbsRel``)
 beside image-blind floors (the per-pixel majority class / median depth of the training set).
-Segmentation fidelity is the shapes' mIoU: sky and floor are where any plausible image has them. A cached phase ``fidelity-<key>`` in the toy-world cache root,
-keyed by :class:`FidelityConfig` and the data phase's key (:func:`fidelity_payload`); built
-resumably under the phase lock like every toy-world phase. Edge fidelity needs no weights:
-:func:`~langfield.eval.condition_metrics.edge_f1` (1 px) of Canny of the generated image against
-the condition's Canny map.
+Segmentation fidelity is the shapes' mIoU: sky and floor are where any plausible image has them.
+A cached phase ``fidelity-<key>`` in the toy-world cache root, keyed by :class:`FidelityConfig`
+and the data phase's key (:func:`fidelity_payload`); built resumably under the phase lock like
+every toy-world phase. Edge fidelity needs no weights: :func:`~langfield.eval.condition_metrics.edge_f1`
+(1 px) of Canny of the generated image against the condition's Canny map.
 
 **Training a control adapter for a condition** (:func:`train_control`, ``langfield controlnet-train``):
 ControlNet, ControlNet-XS or ControlNeXt (:mod:`langfield.generation.control`) trained with
@@ -77,7 +77,7 @@ from langfield.generation.control import (
     generate_controlled,
     load_control_adapter,
 )
-from langfield.generation.fidelity import PixelNet, depth_fidelity, segmentation_fidelity
+from langfield.generation.fidelity import PixelNet, depth_fidelity, mean_iou_over, segmentation_fidelity
 from langfield.generation.loading import GenerationPipeline, build_pipeline, load_pipeline
 from langfield.io.atomic import atomic_save_torch, atomic_write_json
 from langfield.io.images import image_grid, write_image
@@ -266,8 +266,7 @@ def _majority_floor(train: ToyTruth, heldout: ToyTruth) -> Dict[str, float]:
     majority = counts.argmax(-1).expand_as(heldout.semantic)
     depth = train.depth.median(dim=0).values.clamp_min(1e-3).expand_as(heldout.depth)
     scores = semantic_scores(majority, heldout.semantic, NUM_SEMANTIC_CLASSES)
-    objects = [scores.per_class_iou[c] for c in OBJECT_CLASSES if scores.per_class_iou[c] is not None]
-    return {"segmentation_miou": float(scores.miou), "segmentation_object_miou": float(sum(objects) / len(objects)),
+    return {"segmentation_miou": float(scores.miou), "segmentation_object_miou": mean_iou_over(scores, OBJECT_CLASSES),
             "depth_fidelity": 1.0 - depth_abs_rel(depth.contiguous(), heldout.depth)}  # fmt: skip
 
 
