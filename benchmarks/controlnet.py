@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import sys
@@ -96,6 +97,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from langfield._checks import check_choice
 from langfield.generation.control import generate_controlled
 from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
@@ -110,13 +112,11 @@ from langfield.runs.controlnet import (
     condition_images,
     control_source,
     controlled_pipeline,
-    edge_maps,
     measure_fidelity,
     read_truth,
     train_control,
     train_fidelity,
 )
-from langfield.eval.condition_metrics import edge_f1
 from langfield.runs.toyworld import load_split, toyworld_preset, train_toyworld
 from langfield.runs.toyworld_measure import SEED_STRIDE, Instruments, mean_std
 from langfield.training.callbacks import TrainerCallback
@@ -176,7 +176,7 @@ def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, we
     """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control), prompted
     with its scene's descriptive caption (``prompt="descriptive"``) or the empty prompt (``"empty"``: the condition
     alone, as the ControlNet paper shows its models without prompts)."""
-    check_prompt_setting(prompt)
+    check_choice(prompt, "prompt", PROMPT_SETTINGS)
     out = []
     for start in range(0, len(truth), SAMPLE_BATCH):
         prompts = list(truth.captions[start : start + SAMPLE_BATCH])
@@ -195,12 +195,6 @@ def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, we
 
 
 PROMPT_SETTINGS = ("descriptive", "empty")
-
-
-def check_prompt_setting(prompt: str) -> str:
-    if prompt not in PROMPT_SETTINGS:
-        raise SystemExit(f"prompt setting: expected one of {PROMPT_SETTINGS}, got {prompt!r}")
-    return prompt
 
 
 class FidelityCurve(TrainerCallback):
@@ -227,6 +221,14 @@ class FidelityCurve(TrainerCallback):
             self.values.append({"step": trainer.step, "fidelity": value})
 
 
+def score_set(instruments, condition: str, images: torch.Tensor, truth: ToyTruth, per_seed: List[float], per_seed_all: List[float]) -> None:
+    """Append the fidelity of one generated set to ``per_seed`` (and, for segmentation, the all-class mIoU to
+    ``per_seed_all``)."""
+    per_seed.append(measure_fidelity(instruments, condition, images, truth))
+    if condition == "segmentation":
+        per_seed_all.append(measure_fidelity(instruments, condition, images, truth, all_classes=True))
+
+
 def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth, instruments, seeds: Sequence[int], steps: int,
                 prompts: Sequence[str], reference: Dict[str, Any], trainable_params: int) -> List[Dict[str, Any]]:  # fmt: skip
     """E3 rows of ``kind`` (``"none"``: ``adapter`` None) on ``condition`` in the other prompt settings (``prompt``
@@ -239,9 +241,7 @@ def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth,
             images = sample_set(pipe, None if adapter is None else [adapter], None if adapter is None else [cond], truth, s, steps,
                                 prompt=prompt)  # fmt: skip
             times.append((time.perf_counter() - t0) / len(truth))
-            per_seed.append(measure_fidelity(instruments, condition, images, truth))
-            if condition == "segmentation":
-                per_seed_all.append(measure_fidelity(instruments, condition, images, truth, all_classes=True))
+            score_set(instruments, condition, images, truth, per_seed, per_seed_all)
         stats = mean_std(per_seed)
         rows.append({"experiment": "E3", "variant": kind, "condition": condition, "prompt": prompt, "fidelity": stats["mean"],
                      "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, **_all_classes(per_seed_all),
@@ -285,8 +285,6 @@ E4_PROMPT = "a red sphere left of a green cylinder on a checkered floor"  # in t
 def e4_prompt(data: str) -> str:
     """The E4 prompt: the ``caption`` of ``<data>/transforms_train.json`` when it has one (a toy-world scene
     written by ``langfield toyworld scene``), else ``E4_PROMPT``."""
-    import json
-
     meta = Path(data) / "transforms_train.json"
     if data != "procedural" and meta.is_file():
         caption = json.loads(meta.read_text(encoding="utf-8")).get("caption")
@@ -590,9 +588,7 @@ def main(argv=None) -> Dict[str, Any]:
         base_images.setdefault("first", images)
         fids_none.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
         for c in conditions:
-            per_seed_none[c].append(measure_fidelity(fidelity, c, images, truth))
-        if "segmentation" in conditions:
-            per_seed_none_all.append(measure_fidelity(fidelity, "segmentation", images, truth, all_classes=True))
+            score_set(fidelity, c, images, truth, per_seed_none[c], per_seed_none_all)
     none_sample_s = sum(base_sample_s) / len(base_sample_s)
     floors = attr.floors()
     for c in conditions:
@@ -608,11 +604,13 @@ def main(argv=None) -> Dict[str, Any]:
     real = truth.rgb.permute(0, 2, 3, 1).float() / 255.0
     other = real[torch.roll(torch.arange(n), 1)]
     held = fidelity.heldout_scores()
-    reference = {c: {"real_renders": measure_fidelity(fidelity, c, real, truth), "other_scene": measure_fidelity(fidelity, c, other, truth),
-                     "image_blind": {"segmentation": held["floor"]["segmentation_object_miou"], "depth": held["floor"]["depth_fidelity"],
-                                     "edges": None}[c]} for c in conditions}  # fmt: skip
-    if "edges" in reference:
-        reference["edges"]["image_blind"] = reference["edges"]["other_scene"]  # edges have no image-blind map: another scene's
+    blind = {"segmentation": held["floor"]["segmentation_object_miou"], "depth": held["floor"]["depth_fidelity"]}
+    reference = {}
+    for c in conditions:
+        other_fid = measure_fidelity(fidelity, c, other, truth)
+        # edges have no image-blind map: their floor is another scene's edges
+        reference[c] = {"real_renders": measure_fidelity(fidelity, c, real, truth), "other_scene": other_fid,
+                        "image_blind": blind.get(c, other_fid)}  # fmt: skip
     if "segmentation" in reference:
         reference["segmentation"]["all_classes"] = {"real_renders": measure_fidelity(fidelity, "segmentation", real, truth, all_classes=True),
                                                     "other_scene": measure_fidelity(fidelity, "segmentation", other, truth, all_classes=True),
@@ -665,9 +663,7 @@ def main(argv=None) -> Dict[str, Any]:
                 t0 = time.perf_counter()
                 images = sample_set(run_pipe, [adapter], [conds[c]], truth, s, plan.sampling_steps)
                 times.append((time.perf_counter() - t0) / n)
-                per_seed.append(measure_fidelity(fidelity, c, images, truth))
-                if c == "segmentation":
-                    per_seed_all.append(measure_fidelity(fidelity, c, images, truth, all_classes=True))
+                score_set(fidelity, c, images, truth, per_seed, per_seed_all)
                 fids.append(attr.measure(images, heldout_split.labels.index(torch.arange(n)), with_swd=False)["toy_fid"])
                 if s == seeds[0]:
                     grids[c].append(images[:GRID_COLUMNS])

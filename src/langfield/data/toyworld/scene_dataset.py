@@ -45,7 +45,7 @@ __all__ = ["write_toyworld_scene"]
 SPLITS = ("train", "val", "test")
 
 
-def _object_boxes(scene, config: ToyWorldConfig) -> List[Dict[str, object]]:
+def _object_boxes(scene) -> List[Dict[str, object]]:
     """Each object's name (``"<colour> <shape>"``) and world axis-aligned box of its yawed extents."""
     st = scene_tensors([scene])
     out = []
@@ -90,10 +90,10 @@ def write_toyworld_scene(
     if hit.numel() == 0:
         raise InputError(f"scene {seed}: no camera sees the floor or an object")
     near, far = 0.5 * float(hit.min()), 1.5 * float(hit.max())
-    top = max(b["aabb"][1][2] for b in _object_boxes(toy, config))
+    objects = _object_boxes(toy)
+    top = max(b["aabb"][1][2] for b in objects)
     extent = float(config.floor_extent)
     scene_box = [[-extent, -extent, -0.05], [extent, extent, top + 0.1]]
-    objects = _object_boxes(toy, config)
     caption = descriptive_caption(toy, cams[0:1])
     K = cams.Ks[0]
     fx, fy, cx, cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
