@@ -11,7 +11,9 @@ from langfield._checks import InputError
 from langfield.data.samplers import IndexSampler
 from langfield.generation.fidelity import PixelNet, depth_fidelity, predict_depth, predict_labels, segmentation_fidelity
 from langfield.methods.diffusion import PixelInstrumentObjective
+from langfield.methods.diffusion.pixel_instrument import blur_each
 from langfield.training.trainer import Trainer, TrainerConfig
+from langfield.types import IndexBatch
 
 
 def _constant_net(out_channels: int, bias) -> PixelNet:
@@ -78,6 +80,57 @@ def test_segmenter_learns_a_pixel_task_far_above_the_blind_floor():
     Trainer(objective, TrainerConfig(max_steps=40, output_dir=None, progress=False, seed=0),
             sampler=IndexSampler(len(images), 16, seed=0)).train()  # fmt: skip
     assert segmentation_fidelity(net, images, labels) > 0.9  # the blind majority map scores ~0.33
+
+
+def _blur_reference(images, sigmas):
+    """Slow twin of blur_each: every output pixel a weighted sum over a clamped (replicate) window."""
+    b, c, h, w = images.shape
+    out = torch.zeros_like(images)
+    for i in range(b):
+        s = float(sigmas[i])
+        half = int(math.ceil(3.0 * float(sigmas.max())))
+        for y in range(h):
+            for x in range(w):
+                acc, total = torch.zeros(c, dtype=images.dtype), 0.0
+                for dy in range(-half, half + 1):
+                    for dx in range(-half, half + 1):
+                        wgt = math.exp(-0.5 * (dy * dy + dx * dx) / max(s, 1e-3) ** 2)
+                        acc = acc + wgt * images[i, :, min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)]
+                        total += wgt
+                out[i, :, y, x] = acc / total
+    return out
+
+
+def test_blur_each_matches_its_slow_twin_in_values_and_gradients():
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 2, 6, 5, generator=gen, dtype=torch.float64)
+    sigmas = torch.tensor([0.0, 0.7, 1.3], dtype=torch.float64)
+    out = blur_each(images, sigmas)
+    torch.testing.assert_close(out, _blur_reference(images, sigmas), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[0], images[0])  # sigma 0: unchanged
+    assert not torch.allclose(out[2], images[2], atol=1e-2)  # a real blur
+    torch.testing.assert_close(blur_each(torch.full((2, 3, 5, 5), 0.4), torch.tensor([1.0, 2.0])), torch.full((2, 3, 5, 5), 0.4))
+    small = images[:2, :, :4, :4].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: blur_each(x, sigmas[1:]), (small,))
+    with pytest.raises(InputError, match="sigmas"):
+        blur_each(images, torch.tensor([1.0]))
+    with pytest.raises(InputError, match="sigmas"):
+        blur_each(images, torch.tensor([1.0, -1.0, 0.0]))
+
+
+def test_blur_augmentation_is_drawn_from_the_batch_seed():
+    images, labels = _two_colour_task(8)
+    sharp = PixelInstrumentObjective(PixelNet(2, width=4), images, labels, task="segmentation", brightness=0.0)
+    soft = PixelInstrumentObjective(PixelNet(2, width=4), images, labels, task="segmentation", brightness=0.0, blur=2.0)
+    batch = IndexBatch(indices=torch.arange(8), step=0, seed=5)
+    x_sharp, y = sharp._batch(batch)
+    x_soft, y_soft = soft._batch(batch)
+    torch.testing.assert_close(y, y_soft)  # targets untouched
+    torch.testing.assert_close(x_sharp, images.float() / 255.0)
+    assert not torch.allclose(x_soft, x_sharp, atol=1e-2)
+    torch.testing.assert_close(soft._batch(batch)[0], x_soft)  # a pure function of the batch
+    with pytest.raises(InputError, match="blur"):
+        PixelInstrumentObjective(PixelNet(2, width=4), images, labels, task="segmentation", blur=-1.0)
 
 
 def test_objective_refuses_bad_targets():

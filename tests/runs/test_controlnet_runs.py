@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from langfield.cli.main import main as cli_main  # noqa: E402
 from langfield.generation.conditions import default_palette  # noqa: E402
 from langfield.runs import controlnet as rc  # noqa: E402
 from langfield.runs import toyworld as tw  # noqa: E402
+from langfield.training.callbacks import TrainerCallback  # noqa: E402
 
 from .test_toyworld_runs import tiny_config  # noqa: E402
 
@@ -72,6 +74,9 @@ def test_fidelity_phase_is_cached_by_its_configuration(trained, truth):
     assert a.folder == b.folder and a.folder.name.startswith("fidelity-")
     other = rc.train_fidelity(trained, dataclasses.replace(cfg, steps=4), device="cpu")
     assert other.folder != a.folder
+    blurred = rc.train_fidelity(trained, dataclasses.replace(cfg, blur=1.0), device="cpu")
+    assert blurred.folder not in (a.folder, other.folder)
+    assert blurred.record["payload"]["config"]["blur"] == 1.0
     scores = a.heldout_scores()
     assert 0.0 <= scores["segmentation_miou"] <= 1.0 and scores["depth_fidelity"] <= 1.0
     assert 0.0 < scores["floor"]["segmentation_miou"] < 1.0
@@ -136,11 +141,36 @@ def test_a_tiny_run_on_rendered_normals_writes_a_loadable_adapter(trained, tmp_p
         assert pipe.denoiser is loaded.base
 
 
+class _RateLog(TrainerCallback):
+    def __init__(self):
+        self.rates = []
+
+    def on_sync(self, trainer):
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_rate_schedule_reaches_the_optimizer(trained, schedule):
+    log = _RateLog()
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=6, batch_size=2, lr=1e-3, warmup=0.0,
+                                lr_schedule=schedule, max_images=8)  # fmt: skip
+    rc.train_control(trained, cfg, callbacks=[log])
+    # the rate seen after step k (the scheduler has stepped): constant, or a half cosine reaching 0 at the last step
+    expected = [1e-3] * 6 if schedule == "constant" else [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(1, 7)]
+    assert log.rates == pytest.approx(expected, abs=1e-12)
+
+
 def test_bad_inputs_give_clear_errors(trained, tmp_path):
     with pytest.raises(InputError, match="condition.*relevancy"):
         rc.ControlTrainConfig(condition="relevancy")
     with pytest.raises(InputError, match="adapter"):
         rc.ControlTrainConfig(adapter="t2i")
+    with pytest.raises(InputError, match="lr_schedule.*'step'"):
+        rc.ControlTrainConfig(lr_schedule="step")
+    with pytest.raises(InputError, match="FidelityConfig.blur"):
+        rc.FidelityConfig(blur=-0.5)
+    with pytest.raises(InputError, match="FidelityConfig.blur"):
+        rc.FidelityConfig(blur=20.0)
     with pytest.raises(InputError, match="base.*UNet phase"):
         rc.control_source(trained.phases["vae"])
     with pytest.raises(InputError, match="out_dir"):
@@ -298,7 +328,7 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
             assert {"fidelity", "fidelity_std", "toy_fid", "trainable_params", "s_per_step", "steps_to_half", "sample_s"} <= row.keys()
             assert len(row["fidelity_per_seed"]) == 2
             assert {"fidelity_real_renders", "fidelity_image_blind"} <= row.keys()
-            assert "fidelity_other_scene" in row.keys()
+            assert {"fidelity_other_scene", "fidelity_vae_roundtrip"} <= row.keys()
             assert ("fidelity_all_classes" in row) == (c == "segmentation")
     assert report["instruments"]["measured_set"]["edges"]["real_renders"] == 1.0
     multi = [r for r in rows if r["variant"] == "multi"]
@@ -306,7 +336,8 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     inst = report["instruments"]["heldout"]
     assert {"segmentation_miou", "depth_fidelity", "floor"} <= inst.keys()
     assert report["instruments"]["measured_set"]["segmentation"]["all_classes"]["real_renders"] >= 0.0
-    assert report["conditions"] == ["depth", "edges", "segmentation"]
+    assert report["conditions"] == ["depth", "edges", "segmentation"] and report["lr_schedule"] == "constant"
+    assert report["instruments"]["config"]["blur"] == rc.FidelityConfig().blur
     assert all(Path(p).is_file() for p in report["grids"].values())
     assert any("20 %" in b.get("bar", "") for b in report["bars"])
     # E4: one pooled row per setting of the ladder, with its bars and the domain-gap note

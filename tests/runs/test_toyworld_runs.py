@@ -124,6 +124,20 @@ def test_saved_pipelines_load_like_real_stable_diffusion(trained):
     assert images.shape == (2, 32, 32, 3) and torch.allclose(images, again, atol=1e-5)  # batch size changes nothing
 
 
+def test_vae_reconstruct_decodes_posterior_means_in_batches(trained):
+    vae = load_pipeline(trained.pipelines["unet"], device="cpu").pipeline.vae
+    vae.train()
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = tw.vae_reconstruct(vae, images, batch_size=2)
+    assert vae.training  # the mode it had is restored
+    with torch.no_grad():
+        vae.eval()
+        expected = ((vae.decode(vae.encode(images * 2 - 1).latent_dist.mean).sample + 1) / 2).clamp(0, 1)
+    assert out.shape == images.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tw.vae_reconstruct(vae, images), out, rtol=1e-5, atol=1e-5)  # the batch size changes nothing
+
+
 def test_finished_phases_are_reused_not_retrained(trained, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished phase was trained again")

@@ -13,6 +13,9 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
+#: After a linear warm-up: a half cosine down to 0, or a constant rate (diffusers' scripts' names).
+LR_SCHEDULES = ("cosine", "constant")
+
 
 class ProgressLR:
     """Sets every param group's LR to ``base_lr * factor_fn(progress)`` (factor 1 at ``p = 0`` typically)."""

@@ -214,6 +214,9 @@ class FidelityConfig:
         width: first-stage channels of both nets.
         steps, batch_size, lr: training of each net (AdamW, cosine to ``lr / 20``).
         max_train_images: real training renders used (the first ones of the split).
+        blur: training renders blurred by a Gaussian of std uniform in ``[0, blur]`` px per image
+            (:class:`~langfield.methods.diffusion.PixelInstrumentObjective`): the instruments then
+            read the layout of an image decoded from latents, not its softness (0 = sharp only).
         seed: initial weights and batch order.
 
     Cost (measured 2026-12-03 on the shared 2-core VM, one thread): 0.56 s per step of 64 images for
@@ -226,11 +229,15 @@ class FidelityConfig:
     batch_size: int = 32
     lr: float = 2e-3
     max_train_images: int = 20_000
+    blur: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        check_fields(self, "FidelityConfig", int_min_1=("width", "steps", "batch_size", "max_train_images"), positive=("lr",))
+        check_fields(self, "FidelityConfig", int_min_1=("width", "steps", "batch_size", "max_train_images"), positive=("lr",),
+                     non_negative=("blur",))  # fmt: skip
+        if self.blur > 8.0:
+            raise InputError(f"FidelityConfig.blur: at most 8 px (a 32-px image blurred further is a flat colour), got {self.blur}")
         check_int_range(self.seed, "FidelityConfig.seed", lo=0)
 
 
@@ -293,7 +300,7 @@ def train_fidelity(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 net = PixelNet(out, width=config.width)
-            objective = PixelInstrumentObjective(net, train.rgb, target, task=task, lr=config.lr)
+            objective = PixelInstrumentObjective(net, train.rgb, target, task=task, lr=config.lr, blur=config.blur)
             sampler = IndexSampler(len(train), config.batch_size, seed=config.seed)
             info[task] = train_phase(objective, sampler, steps=config.steps, work=work / task, name=f"fidelity_{task}",
                                      seed=config.seed, device=device, progress=progress)  # fmt: skip
@@ -444,7 +451,8 @@ def train_control(
     conditions = condition_images(truth, config.condition)
     adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio)
     adapter.to(device)
-    training = ControlTrainingConfig(lr=config.lr, warmup=config.warmup, empty_prompt_rate=config.empty_prompt_rate)
+    training = ControlTrainingConfig(lr=config.lr, lr_schedule=config.lr_schedule, warmup=config.warmup,
+                                     empty_prompt_rate=config.empty_prompt_rate)
     method = ControlNetMethod(adapter, latents[:n], conditions, prompts, empty, caption_ids=caption_ids[:n], config=training)
     sampler = IndexSampler(n, config.batch_size, seed=config.seed)
     out = None if out_dir is None else Path(out_dir)

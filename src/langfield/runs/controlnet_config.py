@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from langfield._checks import check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types
+from langfield.methods.schedules import LR_SCHEDULES
 
 __all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig"]
 
@@ -28,7 +29,9 @@ class ControlTrainConfig:
         condition: one of ``CONDITIONS`` (``depth``, ``edges``, ``segmentation``, ``normals``).
         adapter: ``controlnet``, ``controlnet_xs`` or ``controlnext``.
         steps, batch_size: training steps and examples per step.
-        lr, warmup: AdamW rate (constant after a linear warm-up over ``warmup`` of the steps).
+        lr, warmup: AdamW rate, reached by a linear warm-up over ``warmup`` of the steps.
+        lr_schedule: after the warm-up, ``"constant"`` (the ControlNet paper's scripts) or
+            ``"cosine"`` (decays towards 0 by the last step).
         empty_prompt_rate: prompts replaced by the empty prompt (the ControlNet paper: 0.5).
         xs_size_ratio: ControlNet-XS's control width relative to the base.
         max_images: training images used (0 = the whole training split).
@@ -41,6 +44,7 @@ class ControlTrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: float = 0.02
+    lr_schedule: str = "constant"
     empty_prompt_rate: float = 0.5
     xs_size_ratio: float = 0.25
     max_images: int = 0
@@ -50,6 +54,7 @@ class ControlTrainConfig:
         check_field_types(self)
         check_choice(self.condition, "condition", CONDITIONS)
         check_choice(self.adapter, "adapter", ADAPTERS)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_fields(self, "ControlTrainConfig", int_min_1=("steps", "batch_size"), positive=("lr", "xs_size_ratio"),
                      fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
         check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)

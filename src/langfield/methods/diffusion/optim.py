@@ -22,11 +22,9 @@ import torch
 from torch import Tensor
 
 from langfield._checks import check_choice, check_finite_number, check_int_range
-from langfield.methods.schedules import ProgressLR
+from langfield.methods.schedules import LR_SCHEDULES, ProgressLR
 
 __all__ = ["LR_SCHEDULES", "GradClip", "adamw_with_schedule", "warmup_schedule"]
-
-LR_SCHEDULES = ("cosine", "constant")
 
 
 def warmup_schedule(schedule: str, warmup: float, max_steps: int) -> Callable[[float], float]:
