@@ -12,8 +12,10 @@ scenes whose exact conditions it is given (prompt: the scene's descriptive capti
   F1 (1 px) of Canny of the generated image against the condition; mean and std over the sampling
   seeds (``--seeds``; one trained adapter per row: training seeds are not varied); beside it
   ``no_control_fidelity``, ``fidelity_real_renders`` (the instrument on the real renders of the
-  same scenes: its ceiling) and ``fidelity_image_blind`` (per-pixel majority class / median depth
-  of the training renders; edges: another scene's edges);
+  same scenes: its ceiling), ``fidelity_vae_roundtrip`` (the same renders encoded and decoded by
+  the frozen autoencoder: the ceiling of any image generated in its latent space),
+  ``fidelity_other_scene`` (another scene's real render) and ``fidelity_image_blind`` (per-pixel
+  majority class / median depth of the training renders; edges: another scene's edges);
 * ``toy_fid``: Fréchet distance of the attribute classifier's features to real held-out renders,
   beside its real-vs-real split-half floor at the same set size;
 * ``trainable_params``, ``s_per_step`` (training), ``sample_s`` (seconds per generated image) and
@@ -103,6 +105,7 @@ from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
 from langfield.io.atomic import atomic_write_json
 from langfield.io.images import image_grid, write_image
+from langfield.methods.schedules import LR_SCHEDULES
 from langfield.runs.controlnet import (
     ADAPTERS,
     MEASURED_CONDITIONS,
@@ -117,7 +120,7 @@ from langfield.runs.controlnet import (
     train_control,
     train_fidelity,
 )
-from langfield.runs.toyworld import load_split, toyworld_preset, train_toyworld
+from langfield.runs.toyworld import load_split, toyworld_preset, train_toyworld, vae_reconstruct
 from langfield.runs.toyworld_measure import SEED_STRIDE, Instruments, mean_std
 from langfield.training.callbacks import TrainerCallback
 
@@ -245,11 +248,15 @@ def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth,
         stats = mean_std(per_seed)
         rows.append({"experiment": "E3", "variant": kind, "condition": condition, "prompt": prompt, "fidelity": stats["mean"],
                      "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, **_all_classes(per_seed_all),
-                     "fidelity_real_renders": reference[condition]["real_renders"],
-                     "fidelity_image_blind": reference[condition]["image_blind"],
-                     "fidelity_other_scene": reference[condition]["other_scene"], "trainable_params": trainable_params,
+                     **reference_fields(reference, condition), "trainable_params": trainable_params,
                      "sample_s": sum(times) / len(times), "seeds": list(seeds)})  # fmt: skip
     return rows
+
+
+def reference_fields(reference: Dict[str, Any], condition: str) -> Dict[str, float]:
+    """A row's reference figures for ``condition``: ``fidelity_real_renders`` (the instrument's ceiling),
+    ``fidelity_vae_roundtrip`` (a latent model's), ``fidelity_image_blind`` and ``fidelity_other_scene`` (floors)."""
+    return {f"fidelity_{k}": v for k, v in reference[condition].items() if k != "all_classes"}
 
 
 def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
@@ -521,6 +528,10 @@ def main(argv=None) -> Dict[str, Any]:
                              "(the condition alone); 'empty' adds rows with prompt: \"empty\" and its own bars")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
+    parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                        help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
+    parser.add_argument("--instrument-blur", type=float, default=None,
+                        help="the fidelity instruments' training blur (FidelityConfig.blur, px; default: FidelityConfig's)")
     parser.add_argument("--work", type=Path, default=None,
                         help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)
@@ -538,6 +549,10 @@ def main(argv=None) -> Dict[str, Any]:
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
     if args.steps is not None and not args.smoke:
         plan = dataclasses.replace(plan, fixed_steps=args.steps)
+    if args.instrument_blur is not None:
+        if not 0.0 <= args.instrument_blur <= 8.0:
+            raise SystemExit(f"--instrument-blur must be in [0, 8] px, got {args.instrument_blur}")
+        plan = dataclasses.replace(plan, fidelity=dataclasses.replace(plan.fidelity, blur=args.instrument_blur))
     with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.e4 and (E4_CONDITION not in conditions or "controlnet" not in adapters):
@@ -605,20 +620,21 @@ def main(argv=None) -> Dict[str, Any]:
     other = real[torch.roll(torch.arange(n), 1)]
     held = fidelity.heldout_scores()
     blind = {"segmentation": held["floor"]["segmentation_object_miou"], "depth": held["floor"]["depth_fidelity"]}
+    # and the same real renders read back through the frozen autoencoder: a generated image is a decoded latent, so
+    # this is the ceiling any control of the latent UNet can reach (vae_roundtrip)
+    roundtrip = vae_reconstruct(pipe.pipeline.vae, truth.rgb.float() / 255.0).permute(0, 2, 3, 1)
     reference = {}
     for c in conditions:
         other_fid = measure_fidelity(fidelity, c, other, truth)
         # edges have no image-blind map: their floor is another scene's edges
         reference[c] = {"real_renders": measure_fidelity(fidelity, c, real, truth), "other_scene": other_fid,
-                        "image_blind": blind.get(c, other_fid)}  # fmt: skip
+                        "image_blind": blind.get(c, other_fid), "vae_roundtrip": measure_fidelity(fidelity, c, roundtrip, truth)}  # fmt: skip
     if "segmentation" in reference:
         reference["segmentation"]["all_classes"] = {"real_renders": measure_fidelity(fidelity, "segmentation", real, truth, all_classes=True),
                                                     "other_scene": measure_fidelity(fidelity, "segmentation", other, truth, all_classes=True),
                                                     "image_blind": held["floor"]["segmentation_miou"]}  # fmt: skip
     for row in results:
-        row["fidelity_real_renders"] = reference[row["condition"]]["real_renders"]
-        row["fidelity_image_blind"] = reference[row["condition"]]["image_blind"]
-        row["fidelity_other_scene"] = reference[row["condition"]]["other_scene"]
+        row.update(reference_fields(reference, row["condition"]))
         if row["condition"] == "segmentation":
             row.update(_all_classes(per_seed_none_all))
     measure_s = time.perf_counter() - measure_start  # the descriptive sets only (the budget's unit)
@@ -653,7 +669,8 @@ def main(argv=None) -> Dict[str, Any]:
         # step 0 of every curve: the base without control on the curve's images (seed 0)
         start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
         for kind in adapters:
-            cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0)
+            cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0,
+                                     lr_schedule=args.lr_schedule)  # fmt: skip
             curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps)
             adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
             trained[(c, kind)] = adapter
@@ -673,8 +690,7 @@ def main(argv=None) -> Dict[str, Any]:
                 "experiment": "E3", "variant": kind, "condition": c, "prompt": "descriptive", "fidelity": stats["mean"],
                 "fidelity_std": stats["std"],
                 "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
-                "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
-                "fidelity_other_scene": reference[c]["other_scene"], **_all_classes(per_seed_all),
+                **reference_fields(reference, c), **_all_classes(per_seed_all),
                 "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
                 "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
@@ -709,8 +725,8 @@ def main(argv=None) -> Dict[str, Any]:
             results.append({"experiment": "E3", "variant": "multi", "condition": c, "conditions": ["depth", "edges"],
                             "weights": list(w), "fidelity": stats["mean"], "fidelity_std": stats["std"], "fidelity_per_seed": v,
                             "no_control_fidelity": _row(results, "none", c)["fidelity"],
-                            "fidelity_real_renders": reference[c]["real_renders"], "fidelity_image_blind": reference[c]["image_blind"],
-                            "fidelity_other_scene": reference[c]["other_scene"], "trainable_params": sum(a.num_trainable_parameters() for a in pair), "s_per_step": None,
+                            **reference_fields(reference, c), "trainable_params": sum(a.num_trainable_parameters() for a in pair),
+                            "s_per_step": None,
                             "steps_to_half": None, "sample_s": sum(times) / len(times),
                             "sample_overhead": sum(times) / len(times) / none_sample_s, "seeds": seeds})  # fmt: skip
 
@@ -743,9 +759,10 @@ def main(argv=None) -> Dict[str, Any]:
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
         "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
-        "lr": LR, "probe_s_per_step": probe, "curve_points": points,
+        "lr": LR, "lr_schedule": args.lr_schedule, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
+            "config": dataclasses.asdict(plan.fidelity),
             "heldout": fidelity.heldout_scores(),
             "edge_f1_image_blind_floor": reference["edges"]["other_scene"] if "edges" in reference else None,
             "measured_set": reference,
