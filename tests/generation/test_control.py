@@ -245,6 +245,39 @@ def test_multi_controlnet_weight_zero_is_the_net_left_out_and_end_zero_is_no_con
     assert (alone.images - base.images).abs().max() > 1e-3
 
 
+def test_guess_mode_runs_the_controlnet_on_the_conditional_half_only():
+    u = unet()
+    pipe = sd_pipe(u)
+    a = make_adapter("controlnet", u, seed=1)
+    wake_zero_convs(a.controlnet, 1)
+    emb, neg = prompts()
+    cond = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    kw = dict(negative=neg, steps=3, guidance=2.0, seed=7)
+    seen = []
+    def count(module, args, kwargs):
+        seen.append((args[0] if args else kwargs["sample"]).shape[0])
+
+    hook = a.controlnet.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        plain = generate_controlled(pipe, emb, cond, adapters=a, **kw)
+        n_plain = list(seen)
+        seen.clear()
+        guess = generate_controlled(pipe, emb, cond, adapters=a, guess_mode=True, **kw)
+    finally:
+        hook.remove()
+    assert n_plain == [4] * 3 and seen == [2] * 3  # both halves of the CFG batch / the conditional half only
+    assert (guess.images - plain.images).abs().max() > 1e-3
+    assert guess.control.guess_mode and not plain.control.guess_mode and guess.control.to_dict()["guess_mode"] is True
+    base = generate(pipe, emb, **kw)
+    off = generate_controlled(pipe, emb, cond, adapters=a, weights=0.0, guess_mode=True, **kw)
+    torch.testing.assert_close(off.images, base.images, rtol=0, atol=1e-6)
+    nx = make_adapter("controlnext", u)
+    with pytest.raises(InputError, match="guess_mode.*controlnext"):
+        generate_controlled(pipe, emb, cond, adapters=nx, guess_mode=True, **kw)
+    with pytest.raises(InputError, match="guess_mode"):
+        generate_controlled(pipe, emb, cond, adapters=a, guess_mode="yes", **kw)
+
+
 def test_controlnext_and_xs_sample_through_their_pipelines():
     u = unet()
     pipe = sd_pipe(u)

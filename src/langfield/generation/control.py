@@ -52,7 +52,13 @@ SD3 its ``StableDiffusion3ControlNetPipeline``, and ControlNeXt the plain
 ``StableDiffusionPipeline`` of the base with the adapter's forward hook active (a
 ``callback_on_step_end`` switches it on and off for the guidance window, with diffusers'
 rule: step ``i`` of ``n`` is controlled unless ``i / n < start`` or ``(i + 1) / n > end``).
-Prompts are always passed as embeddings (no tokenizer is downloaded).
+Prompts are always passed as embeddings (no tokenizer is downloaded). ``guess_mode`` (ControlNet
+and Multi-ControlNet) is diffusers' guess mode: with classifier-free guidance the ControlNets run on
+the conditional half of the batch only (the unconditional prediction is the bare base) and their
+residuals are scaled by ``logspace(-1, 0)`` from the finest block to the middle block -- diffusers'
+version of the ControlNet paper's "CFG resolution weighting" (Zhang et al. 2023, Sec. 3.4, there
+``w_i = 64 / h_i``), meant for sampling without a prompt, where control on both halves cancels in
+the guidance.
 
 Saving: :meth:`ControlAdapter.save` writes diffusers' ``save_pretrained`` folders (ControlNet,
 ControlNet-XS, SD3) or ``controlnext.safetensors`` + ``controlnext.json`` (ControlNeXt), beside
@@ -894,6 +900,7 @@ class ControlRecord:
         guidance_start, guidance_end: per adapter, the fraction of the steps where control starts/ends.
         pipeline: the diffusers pipeline class that ran.
         condition_shapes: per adapter, ``[B, Cc, H, W]``.
+        guess_mode: diffusers' guess mode was on (module docstring).
     """
 
     kinds: Tuple[str, ...]
@@ -902,6 +909,7 @@ class ControlRecord:
     guidance_end: Tuple[float, ...]
     pipeline: str
     condition_shapes: Tuple[Tuple[int, ...], ...]
+    guess_mode: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -959,6 +967,7 @@ def generate_controlled(
     seed: int = 0,
     scheduler: Optional[str] = None,
     latents: Optional[Tensor] = None,
+    guess_mode: bool = False,
 ) -> ControlledGenerationResult:
     """One image per prompt, steered by one or several adapters (see the module docstring).
 
@@ -980,6 +989,8 @@ def generate_controlled(
         latents: the initial noise ``[B, C, h, w]`` (unit variance; the pipeline scales it by its
             scheduler's ``init_noise_sigma``) instead of the seeded noise, e.g. noise shared
             through a scene (:func:`~langfield.generation.scene_noise.scene_latent_noise`).
+        guess_mode: ControlNets only: control on the conditional branch only, residuals scaled
+            per resolution (diffusers' guess mode; module docstring).
 
     Raises:
         InputError: mismatched counts, a condition of the wrong size or channel count, an adapter
@@ -1012,6 +1023,10 @@ def generate_controlled(
     steps = check_int_range(steps, "steps", lo=1, hi=1000)
     guidance = check_finite_number(guidance, "guidance", lo=1.0, hi=50.0)
     seed = check_int_range(seed, "seed", lo=0, hi=2**62)
+    if not isinstance(guess_mode, bool):
+        raise InputError(f"guess_mode: expected True or False, got {guess_mode!r}")
+    if guess_mode and kinds[0] != "controlnet":
+        raise InputError(f"guess_mode: only ControlNets run in diffusers' guess mode, not a {kinds[0]} adapter")
 
     # 2. Conditions: one [B, Cc, H, W] per adapter, in [0, 1], all the same size.
     conds = list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
@@ -1063,6 +1078,8 @@ def generate_controlled(
     text_keys = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
     text = {k: (getattr(p, k, None) if own_text else None) for k in text_keys}
     runner, extra = _control_pipeline(p, sampler, text, adapters, conds, weights_t, start_t, end_t)
+    if guess_mode:
+        extra["guess_mode"] = True
 
     # 5. Denoise: per-image CPU generators, the networks in eval mode.
     seeds = tuple(seed + i for i in range(batch))
@@ -1090,7 +1107,8 @@ def generate_controlled(
         dtype=str(dtype).replace("torch.", ""), device=str(device),
     )  # fmt: skip
     control = ControlRecord(kinds=kinds, weights=weights_t, guidance_start=start_t, guidance_end=end_t,
-                            pipeline=type(runner).__name__, condition_shapes=tuple(tuple(c.shape) for c in conds))  # fmt: skip
+                            pipeline=type(runner).__name__, condition_shapes=tuple(tuple(c.shape) for c in conds),
+                            guess_mode=guess_mode)  # fmt: skip
     return ControlledGenerationResult(images, record, control)
 
 
