@@ -462,7 +462,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     ``args`` needs ``data``; ``instruments``: ``.depth`` (a depth :class:`~langfield.generation.fidelity.PixelNet`)
     and ``heldout_scores()["floor"]["depth_fidelity"]`` (its toy-world image-blind floor)."""
     from langfield.generation.sampling import check_image_size
-    from langfield.runs.scene_control import DatasetUpdateConfig, E4_SETTINGS, measure_e4, render_conditions
+    from langfield.runs.scene_control import PER_VIEW, DatasetUpdateConfig, E4_SETTINGS, measure_e4, render_conditions
 
     height, width = check_image_size(pipe, None, None)  # the base's native size (32 px for the toy UNet)
     cams = e4_cameras(run, plan, height, width)
@@ -478,7 +478,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     n_train = len(run.dataset.split("train"))
     edit_views = tuple(sorted({int(round(x)) for x in torch.linspace(0, n_train - 1, min(plan.views, n_train)).tolist()}))
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
-    depth_range = e4_depth_range(run, cams, edit_views, height, width)
+    depth_range = e4_depth_range(run, cams, edit_views, height, width) if args.e4_depth_scale == "shared" else PER_VIEW
     t0 = time.perf_counter()
     prompt = e4_prompt(e4_run_rec.get("data_dir", args.data))
     raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, prompt, seeds, kinds=(E4_CONDITION,),
@@ -491,7 +491,8 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
             f"fidelity {r['fidelity']:.3f} (E3 {e3_fidelity:.3f}; instrument on the scene's renders {scene_fid:.3f}, "
             f"blind {blind:.3f})")  # fmt: skip
     section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": prompt,
-               "depth_range": None if depth_range is None else list(depth_range),
+               "depth_scale": args.e4_depth_scale,
+               "depth_range": list(depth_range) if isinstance(depth_range, tuple) else depth_range,
                "condition": E4_CONDITION,
                "cameras": f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}",
                "scene": e4_run_rec, "measure_s": seconds, "instrument_valid_on_scene": valid,
@@ -532,6 +533,9 @@ def main(argv=None) -> Dict[str, Any]:
                         help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
     parser.add_argument("--instrument-blur", type=float, default=None,
                         help="the fidelity instruments' training blur (FidelityConfig.blur, px; default: FidelityConfig's)")
+    parser.add_argument("--e4-depth-scale", default="shared", choices=("shared", "per_view"),
+                        help="E4's depth conditions: one inverse-depth scale for every view (the content's range over the "
+                             "cameras; views agree) or each view's own range (what the toy-world ControlNet saw in training)")
     parser.add_argument("--work", type=Path, default=None,
                         help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)

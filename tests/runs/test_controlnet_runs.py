@@ -303,8 +303,8 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     cn = awake_controlnet(pipe, channels=1)
     torch.manual_seed(0)
     instruments = SimpleNamespace(depth=PixelNet(1, width=4).eval(), heldout_scores=lambda: {"floor": {"depth_fidelity": 0.1}})
-    rows, bars, section = bench.run_e4(SimpleNamespace(data="procedural"), plan, rec, run, pipe, cn, instruments, 0.5, [0, 1], 2,
-                                       lambda m: None)  # fmt: skip
+    args = SimpleNamespace(data="procedural", e4_depth_scale="per_view")
+    rows, bars, section = bench.run_e4(args, plan, rec, run, pipe, cn, instruments, 0.5, [0, 1], 2, lambda m: None)
     assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"]
     for r in rows:
         assert r["experiment"] == "E4" and len(r["warp_psnr_per_seed"]) == 2 and r["seeds"] == [0, 1]
@@ -313,6 +313,7 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     assert len([b for b in bars if "warp-PSNR" in b["bar"]]) == 3 and len(bars) == 6
     assert section["plan"]["num_views"] == 2 and "domain gap" in section["note"] and section["edited_views"] == list(range(10))
     assert isinstance(section["instrument_valid_on_scene"], bool)
+    assert section["depth_scale"] == "per_view" and section["depth_range"] == "per_view"
 
 
 @pytest.mark.slow

@@ -83,6 +83,12 @@ def test_conditions_have_the_right_shapes_and_match_the_runs_depth(run):
     want = depth_condition(out.depth[..., 0].where(hit, 0.0).numpy(), hit.numpy(), near=lo, far=hi)
     np.testing.assert_allclose(tight.images["depth"][1].numpy(), want, atol=1e-6)
     assert float(tight.images["depth"][1][hit].max()) > float(conds.images["depth"][1][hit].max()) + 0.05
+    # per view: each view from its own range, as depth_condition does without near/far
+    per_view = render_conditions(run, cams, ("depth",), depth_range="per_view")
+    for i in range(2):
+        np.testing.assert_allclose(per_view.images["depth"][i].numpy(), depth_condition(conds.depth[i].numpy(), (conds.depth[i] > 0).numpy()),
+                                   atol=1e-6)  # fmt: skip
+        assert float(per_view.images["depth"][i].max()) == pytest.approx(1.0)  # its nearest pixel is white
     for bad in ((2.0, 1.0), (0.0, 1.0), (1.0, float("inf")), "near"):
         with pytest.raises(InputError, match="depth_range"):
             render_conditions(run, cams, ("depth",), depth_range=bad)

@@ -77,6 +77,7 @@ from langfield.types import Cameras
 __all__ = [
     "CONTROL_KINDS",
     "E4_SETTINGS",
+    "PER_VIEW",
     "DatasetUpdateConfig",
     "EditRequest",
     "SceneGenerateOptions",
@@ -249,9 +250,14 @@ def _segmenter(run: Run, language: Any) -> Any:
         raise InputError(f"control 'segmentation' needs a language field: {err}") from None
 
 
-def _check_depth_range(depth_range: Any) -> Optional[Tuple[float, float]]:
-    if depth_range is None:
-        return None
+#: ``depth_range`` value for a depth condition scaled per view from its own range (as the toy world's
+#: training conditions are), instead of one scale for every view.
+PER_VIEW = "per_view"
+
+
+def _check_depth_range(depth_range: Any) -> Union[None, str, Tuple[float, float]]:
+    if depth_range is None or depth_range == PER_VIEW:
+        return depth_range
     try:
         near, far = (float(v) for v in depth_range)
     except (TypeError, ValueError):
@@ -269,7 +275,7 @@ def render_conditions(
     *,
     language: Any = None,
     min_accumulation: float = 0.5,
-    depth_range: Optional[Tuple[float, float]] = None,
+    depth_range: Union[None, str, Tuple[float, float]] = None,
 ) -> SceneConditions:
     """Render ``cameras`` with ``run``'s scene and build the condition images ``kinds`` (module docstring).
 
@@ -284,7 +290,9 @@ def render_conditions(
         min_accumulation: pixels below this opacity have no surface (depth 0, black conditions).
         depth_range: ``(near, far)`` of the ``depth`` condition's inverse-depth scale (default: the
             dataset's ``near``/``far``); e.g. the range the scene's content spans at the cameras used,
-            closer to what a ControlNet trained on per-image ranges saw, still one scale for every view.
+            closer to what a ControlNet trained on per-image ranges saw, still one scale for every view;
+            or ``"per_view"`` (:data:`PER_VIEW`): each view from its own range, exactly as a ControlNet
+            trained on per-image ranges saw its conditions, at the price of a scale that changes between views.
 
     Raises:
         InputError: an unknown kind, cameras of several sizes, ``segmentation`` on a run without a
@@ -323,7 +331,7 @@ def render_conditions(
     images: Dict[str, Tensor] = {}
     for kind in kinds:
         if kind == "depth":
-            near, far = depth_range if depth_range is not None else (float(run.dataset.near), float(run.dataset.far))
+            near, far = (0.0, 0.0) if depth_range == PER_VIEW else depth_range or (float(run.dataset.near), float(run.dataset.far))
             arr = depth_condition(depth.numpy(), mask, near=near, far=far) if far > near > 0 else depth_condition(depth.numpy(), mask)
         elif kind == "normals":
             arr = normal_condition(torch.stack(normals).numpy(), mask)
@@ -410,7 +418,7 @@ def generate_from_scene(
     labels: Optional[Sequence[str]] = None,
     language: Any = None,
     conditions: Optional[SceneConditions] = None,
-    depth_range: Optional[Tuple[float, float]] = None,
+    depth_range: Union[None, str, Tuple[float, float]] = None,
 ) -> SceneGeneration:
     """One image per camera, steered by conditions rendered from ``run`` (module docstring, step 2).
 
@@ -424,7 +432,7 @@ def generate_from_scene(
         shared_noise: start every view from one noise field attached to the scene
             (:func:`~langfield.generation.scene_noise.scene_latent_noise`; ``cell_size`` its lattice).
         conditions: already rendered conditions for these cameras (skips rendering).
-        depth_range: the depth condition's ``(near, far)`` (:func:`render_conditions`).
+        depth_range: the depth condition's ``(near, far)`` or ``"per_view"`` (:func:`render_conditions`).
     """
     kinds = check_control_kinds(kinds)
     adapters = _as_adapters(adapters)
@@ -631,7 +639,7 @@ def measure_e4(
     settings: Sequence[str] = E4_SETTINGS,
     fidelity: Optional[Callable[[Tensor, SceneConditions], float]] = None,
     update: DatasetUpdateConfig = DatasetUpdateConfig(rounds=2, steps_per_round=50),
-    depth_range: Optional[Tuple[float, float]] = None,
+    depth_range: Union[None, str, Tuple[float, float]] = None,
     negative: Any = None,
     steps: int = 20,
     guidance: float = 3.0,
@@ -651,7 +659,7 @@ def measure_e4(
 
     ``warp_psnr`` uses the run's rendered depth (:func:`multiview_warp_psnr`); ``fidelity`` is
     ``fidelity(images, conditions)`` when given (e.g. the benchmark's instrument), else ``None``.
-    ``depth_range``: the depth condition's ``(near, far)`` for every render (:func:`render_conditions`).
+    ``depth_range``: the depth condition's ``(near, far)`` for every render, or ``"per_view"`` (:func:`render_conditions`).
     """
     kinds = check_control_kinds(kinds)
     for s in settings:
@@ -691,7 +699,7 @@ def measure_e4(
 
 def _controlnet_editor(run: Run, pipeline: Any, adapters: List[ControlAdapter], prompt: Any, kinds: Tuple[str, ...], seed: int,
                        negative: Any, steps: int, guidance: float, language: Any,
-                       depth_range: Optional[Tuple[float, float]] = None) -> Editor:  # fmt: skip
+                       depth_range: Union[None, str, Tuple[float, float]] = None) -> Editor:  # fmt: skip
     """An editor for :func:`dataset_update`: the controlled generator at the training camera, from the
     conditions of the current scene, with the scene-shared noise, at the pipeline's own size."""
     train = run.dataset.split("train").cameras
