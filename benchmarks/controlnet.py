@@ -99,7 +99,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from langfield._checks import check_choice
+from langfield._checks import InputError, check_choice
 from langfield.generation.control import generate_controlled
 from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
@@ -554,9 +554,10 @@ def main(argv=None) -> Dict[str, Any]:
     if args.steps is not None and not args.smoke:
         plan = dataclasses.replace(plan, fixed_steps=args.steps)
     if args.instrument_blur is not None:
-        if not 0.0 <= args.instrument_blur <= 8.0:
-            raise SystemExit(f"--instrument-blur must be in [0, 8] px, got {args.instrument_blur}")
-        plan = dataclasses.replace(plan, fidelity=dataclasses.replace(plan.fidelity, blur=args.instrument_blur))
+        try:  # FidelityConfig holds the bound
+            plan = dataclasses.replace(plan, fidelity=dataclasses.replace(plan.fidelity, blur=args.instrument_blur))
+        except InputError as err:
+            raise SystemExit(f"--instrument-blur: {err}") from None
     with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.e4 and (E4_CONDITION not in conditions or "controlnet" not in adapters):

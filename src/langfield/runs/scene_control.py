@@ -330,8 +330,10 @@ def render_conditions(
     mask = (depth > 0).numpy()
     images: Dict[str, Tensor] = {}
     for kind in kinds:
-        if kind == "depth":
-            near, far = (0.0, 0.0) if depth_range == PER_VIEW else depth_range or (float(run.dataset.near), float(run.dataset.far))
+        if kind == "depth" and depth_range == PER_VIEW:
+            arr = depth_condition(depth.numpy(), mask)
+        elif kind == "depth":
+            near, far = depth_range if depth_range is not None else (float(run.dataset.near), float(run.dataset.far))
             arr = depth_condition(depth.numpy(), mask, near=near, far=far) if far > near > 0 else depth_condition(depth.numpy(), mask)
         elif kind == "normals":
             arr = normal_condition(torch.stack(normals).numpy(), mask)

@@ -12,8 +12,9 @@ Augmentation (no geometric change, so the targets stay aligned; drawn from the b
 brightness gain in ``[1 - b, 1 + b]`` per image and, with ``blur > 0``, a Gaussian blur of standard
 deviation uniform in ``[0, blur]`` px per image (:func:`blur_each`). The blur makes an instrument read
 the layout of an image rather than its sharpness: an image decoded from a latent is softer than a
-render, and an instrument that has only seen sharp renders mistakes the softness for content. Batches are :class:`~langfield.types.IndexBatch`
-from an :class:`~langfield.data.samplers.IndexSampler`; a step is a pure function of its index.
+render, and an instrument that has only seen sharp renders mistakes the softness for content.
+Batches are :class:`~langfield.types.IndexBatch` from an
+:class:`~langfield.data.samplers.IndexSampler`; a step is a pure function of its index.
 AdamW with a cosine decay to ``lr / 20``.
 """
 
