@@ -1,7 +1,8 @@
 """E3 (issue 14): ControlNet vs ControlNet-XS vs ControlNeXt on the toy world, on top of the frozen base UNet.
 
 Takes the toy world's models from the cache (:func:`~langfield.runs.toyworld.train_toyworld`, the
-``default`` preset; ``smoke`` with ``--smoke``; trained there when absent), trains the fidelity
+``default`` preset, or ``fine`` with ``--preset fine``: a factor-2 VAE; ``smoke`` with ``--smoke``;
+trained there when absent), trains the fidelity
 instruments on real renders (:func:`~langfield.runs.controlnet.train_fidelity`, cached), then for
 each condition (depth, edges, segmentation) and adapter (controlnet, controlnet_xs, controlnext)
 trains the adapter on the frozen base (:func:`~langfield.runs.controlnet.train_control`, the same
@@ -508,6 +509,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (image grids go beside it)")
     parser.add_argument("--smoke", action="store_true", help="tiny models and sets: checks that everything runs (numbers mean nothing)")
+    parser.add_argument("--preset", default="default", choices=("default", "fine"),
+                        help="the toy-world base: 'default' (8x8x4 latents) or 'fine' (factor-2 VAE, 16x16x4 latents); --smoke uses 'smoke'")
     parser.add_argument("--budget-minutes", type=float, default=DEFAULT_MINUTES, help="wall-clock budget of adapter training + measuring")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds (comma-separated)")
     parser.add_argument("--num-images", type=int, default=None, help="held-out scenes per measured set (default 128; smoke 8)")
@@ -551,6 +554,8 @@ def main(argv=None) -> Dict[str, Any]:
     if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
         raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
+    if not args.smoke:
+        plan = dataclasses.replace(plan, preset=args.preset)
     if args.steps is not None and not args.smoke:
         plan = dataclasses.replace(plan, fixed_steps=args.steps)
     if args.instrument_blur is not None:
@@ -762,7 +767,7 @@ def main(argv=None) -> Dict[str, Any]:
         grid_files["multi"] = str(path)
 
     report = {
-        "benchmark": "controlnet", "mode": plan.mode, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
+        "benchmark": "controlnet", "mode": plan.mode, "preset": plan.preset, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
         "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "lr_schedule": args.lr_schedule, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {

@@ -130,6 +130,12 @@ def test_generation_from_the_scene_and_the_e4_rows(run):
     shared = generate_from_scene(run, pipe, cn, cams, emb, shared_noise=True, **kw)
     assert on.images.shape == (2, 16, 16, 3) and on.record["control"]["weights"] == [1.0]
     assert float((on.images - off.images).abs().max()) > 1e-3 and float((shared.images - on.images).abs().max()) > 1e-3
+    # guess mode reaches diffusers through the scene path: other images under guidance, recorded
+    cfg = dict(kw, guidance=2.0, negative=torch.zeros(1, 6, 384))
+    guess = generate_from_scene(run, pipe, cn, cams, emb, guess_mode=True, **cfg)
+    plain = generate_from_scene(run, pipe, cn, cams, emb, **cfg)
+    assert guess.record["control"]["guess_mode"] is True and plain.record["control"]["guess_mode"] is False
+    assert float((guess.images - plain.images).abs().max()) > 1e-3
     # explicit initial latents: the seeded noise given by hand reproduces the seeded run; a wrong shape is refused
     noise = torch.cat([torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3 + i)) for i in range(2)])
     conds = [on.conditions.stacked("depth", 1)]
@@ -201,6 +207,11 @@ def test_cli_generates_from_a_run_at_cameras_and_along_a_path(run_dir, tmp_path,
     record = json.loads((path_out / "generation.json").read_text())
     assert len(record["images"]) == 3 and (path_out / "generated.mp4").stat().st_size > 0
     assert (path_out / "conditions_depth.mp4").is_file()
+    guess_out = tmp_path / "guess"
+    rc = main(common + ["--camera", "test:0", "--control", "depth", "--adapter", str(cn_depth), "--guess-mode",
+                        "--output", str(guess_out), "--device", "cpu"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((guess_out / "generation.json").read_text())["control"]["guess_mode"] is True
 
 
 def _error(capsys) -> str:
@@ -231,6 +242,8 @@ def test_cli_bad_input_is_one_line_errors(run_dir, tmp_path, capsys):
     assert "one per kind" in _error(capsys)
     assert main(["generate", "--model", str(base), "--prompt", "x", "--camera", "test:0", "--output", str(tmp_path / "o")]) == 2
     assert "needs a run directory" in _error(capsys)
+    assert main(["generate", "--model", str(base), "--prompt", "x", "--guess-mode", "--output", str(tmp_path / "o")]) == 2
+    assert "--guess-mode needs a run directory" in _error(capsys)
     (tmp_path / "neither").mkdir()
     assert main(["generate", "--model", str(tmp_path / "neither"), "--prompt", "x", "--output", str(tmp_path / "o")]) == 2
     line = _error(capsys)

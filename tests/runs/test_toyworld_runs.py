@@ -84,6 +84,20 @@ def test_config_refuses_inconsistent_settings():
         tw.toyworld_preset("huge")
 
 
+def test_fine_preset_changes_only_the_latent_models():
+    """'fine': factor-2 VAE (16x16x4 latents) and denoisers built for it; data, captions, instrument
+    and recipes shared with 'default', so their cached phases are reused."""
+    default, fine = tw.toyworld_preset("default"), tw.toyworld_preset("fine")
+    assert (fine.vae.factor, fine.vae.latent_size, fine.vae.latent_channels) == (2, 16, 4)
+    assert fine.unet.latent_size == fine.dit.latent_size == 16 and fine.unet.latent_channels == 4
+    assert fine.unet.layers_per_block == 2  # ControlNet-XS's requirement
+    assert min(fine.unet.block_out_channels) // fine.unet.norm_num_groups >= 4
+    assert fine.unet.block_out_channels[1:] == default.unet.block_out_channels  # same widths from 8x8 down
+    a, b = tw.phase_keys(default), tw.phase_keys(fine)
+    assert {k for k in a if a[k] == b[k]} == {"data", "text", "instrument"}
+    assert (fine.unet_training, fine.vae_training) == (default.unet_training, default.vae_training)
+
+
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(tw.CACHE_ENV, str(tmp_path / "c"))
     assert tw.toyworld_cache_dir() == tmp_path / "c" / "toyworld"

@@ -340,6 +340,9 @@ class Generate:
     """(RUN) comma-separated segmentation labels (default: the dataset's)."""
     shared_noise: bool = False
     """(RUN) start every view from one noise field attached to the scene (multi-view consistency)."""
+    guess_mode: bool = False
+    """(RUN) diffusers' guess mode, ControlNets only: control on the conditional half of the guidance batch
+    (e.g. with an empty prompt)."""
 
 
 @dataclass
@@ -380,7 +383,7 @@ class ToyworldScene:
 
 #: The names of ``langfield.runs.toyworld.PRESETS`` (spelled out so that importing the CLI does not
 #: import diffusers, an optional dependency; tests/cli checks that they agree).
-ToyworldPreset = Literal["default", "smoke"]
+ToyworldPreset = Literal["default", "fine", "smoke"]
 
 
 @dataclass
@@ -603,7 +606,8 @@ def run_generate_scene(args: Generate) -> Dict[str, Any]:
     labels = _csv(args.labels)
     options = SceneGenerateOptions(
         camera=args.camera, path=args.path, num_frames=args.num_frames, fps=args.fps, control=tuple(_csv(args.control)),
-        weights=weights, labels=tuple(labels) if labels else None, shared_noise=args.shared_noise, steps=o.steps,
+        weights=weights, labels=tuple(labels) if labels else None, shared_noise=args.shared_noise,
+        guess_mode=args.guess_mode, steps=o.steps,
         guidance=o.guidance, seed=o.seed, height=o.height, width=o.width, device=o.device,
     )  # fmt: skip
     check_scene_generate_options(options, len(adapters))
@@ -619,7 +623,7 @@ def run_generate(args: Generate) -> Dict[str, Any]:
         return run_generate_scene(args)
     # any other folder is refused by load_pipeline ("no model_index.json"), after the prompts are checked
     scene_only = {"camera": args.camera, "path": args.path, "adapter": args.adapter, "base": args.base}
-    given = [k for k, v in scene_only.items() if v is not None]
+    given = [k for k, v in scene_only.items() if v is not None] + (["guess-mode"] if args.guess_mode else [])
     if given:
         raise ValueError(f"--{given[0]} needs a run directory as the model (run.json inside); {args.model} is a text-to-image model")
     rewrite = None

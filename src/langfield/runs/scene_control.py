@@ -421,6 +421,7 @@ def generate_from_scene(
     language: Any = None,
     conditions: Optional[SceneConditions] = None,
     depth_range: Union[None, str, Tuple[float, float]] = None,
+    guess_mode: bool = False,
 ) -> SceneGeneration:
     """One image per camera, steered by conditions rendered from ``run`` (module docstring, step 2).
 
@@ -435,6 +436,9 @@ def generate_from_scene(
             (:func:`~langfield.generation.scene_noise.scene_latent_noise`; ``cell_size`` its lattice).
         conditions: already rendered conditions for these cameras (skips rendering).
         depth_range: the depth condition's ``(near, far)`` or ``"per_view"`` (:func:`render_conditions`).
+        guess_mode: diffusers' guess mode, ControlNets only (see
+            :func:`~langfield.generation.control.generate_controlled`): the control acts on the
+            conditional half of the guidance batch only, e.g. for an empty prompt.
     """
     kinds = check_control_kinds(kinds)
     adapters = _as_adapters(adapters)
@@ -459,7 +463,7 @@ def generate_from_scene(
         latents = scene_latent_noise(conditions.depth, conditions.cameras, channels=channels, factor=factor, seed=seed,
                                      cell_size=cell_size)  # fmt: skip
     result = generate_controlled(pipeline, prompts, conds, adapters=adapters, weights=weights, negative=negative, steps=steps,
-                                 guidance=guidance, seed=seed, latents=latents)  # fmt: skip
+                                 guidance=guidance, seed=seed, latents=latents, guess_mode=guess_mode)  # fmt: skip
     record = {
         "kinds": list(kinds), "num_views": n, "shared_noise": bool(shared_noise), "seed": seed,
         "generation": result.record.to_dict(), "control": result.control.to_dict(),
@@ -736,6 +740,7 @@ class SceneGenerateOptions:
         weights: per adapter conditioning scale (``None``: 1 each).
         labels: segmentation labels (default: the dataset's).
         shared_noise: start every view from the scene-shared noise field.
+        guess_mode: diffusers' guess mode (ControlNets only; :func:`generate_from_scene`).
         steps, guidance, seed: sampling (view ``i`` seeded ``seed + i`` unless ``shared_noise``).
         height, width: rendered/generated size in pixels (default: the pipeline's native size).
         device: ``cpu`` / ``cuda`` (default CUDA when available).
@@ -749,6 +754,7 @@ class SceneGenerateOptions:
     weights: Optional[Tuple[float, ...]] = None
     labels: Optional[Tuple[str, ...]] = None
     shared_noise: bool = False
+    guess_mode: bool = False
     steps: int = 20
     guidance: float = 3.0
     seed: int = 0
@@ -803,7 +809,7 @@ def generate_scene_to_folder(
     weights = 1.0 if options.weights is None else list(options.weights)
     result = generate_from_scene(run, pipe, adapters, cams, prompt, kinds=kinds, weights=weights, steps=options.steps,
                                  guidance=options.guidance, seed=options.seed, shared_noise=options.shared_noise,
-                                 labels=labels)  # fmt: skip
+                                 labels=labels, guess_mode=options.guess_mode)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     images = [str(write_image(out / "images" / f"view_{i:03d}.png", result.images[i]).relative_to(out)) for i in range(len(cams))]
     conds = {k: [str(p.relative_to(out)) for p in v] for k, v in write_conditions(result.conditions, out).items()}
