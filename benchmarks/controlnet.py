@@ -48,9 +48,11 @@ primitives on a checkered ground, another domain) or a dataset folder. A Gaussia
 64 px, 32 views, about a minute), ``E4Plan.num_views`` consecutive frames of a 24-frame orbit (15 degrees
 apart, so they overlap) are rendered at the base's size (32 px: :func:`~langfield.runs.scene_control.resize_cameras`),
 and :func:`~langfield.runs.scene_control.measure_e4` runs the ladder uncontrolled / controlled /
-shared_noise / dataset_update over the sampling seeds with the depth ControlNet E3 just trained (prompt
-``E4_PROMPT``, or the ``caption`` a ``--data`` folder's ``transforms_train.json`` carries, as
-``langfield toyworld scene`` writes one). Rows ``experiment: "E4"`` (one per setting) carry ``warp_psnr`` (mean, std and per seed),
+shared_noise / dataset_update over the sampling seeds with the depth ControlNet E3 just trained (prompt:
+on a toy-world scene, its caption seen from the ladder's first camera, and for each edited training
+view the caption from that view's camera (:func:`e4_prompts`; ``--e4-prompt stored``: the folder's
+stored caption, from its first training camera, everywhere); on other folders ``E4_PROMPT``, or the
+``caption`` their ``transforms_train.json`` carries). Rows ``experiment: "E4"`` (one per setting) carry ``warp_psnr`` (mean, std and per seed),
 ``fidelity`` (E3's depth instrument, ``1 - AbsRel`` of the regressor's depth of each generated view
 against the scene's rendered depth), ``covisible``, ``seeds``, ``e3_fidelity`` (E3's controlnet/depth
 fidelity, the bar's reference), ``fidelity_scene_renders`` (the instrument on the scene's own renders: its
@@ -301,6 +303,30 @@ def e4_prompt(data: str) -> str:
     return E4_PROMPT
 
 
+def e4_prompts(data: str, run, cams, edit_views: Sequence[int], mode: str) -> tuple:
+    """``(prompt, source, edit_prompts)`` of the E4 ladder.
+
+    ``mode == "view"`` on a toy-world scene folder (``langfield toyworld scene``): the scene's
+    descriptive caption seen from the ladder's first camera, and each edited training view's caption
+    from its own camera (``edit_prompts``): the toy captions order the objects left to right, so the
+    caption the folder stores (from its first training camera) can contradict what another camera
+    sees, which E3's prompts never do. Otherwise (``"stored"``, or another folder): :func:`e4_prompt`
+    for every view, ``edit_prompts`` ``None``."""
+    from langfield.data.toyworld.scene_dataset import scene_captions
+
+    folder = Path(data)
+    meta = folder / "transforms_train.json"
+    toy = data != "procedural" and meta.is_file() and "toyworld_scene_seed" in json.loads(meta.read_text(encoding="utf-8"))
+    if mode == "view" and toy:
+        train = run.dataset.split("train").cameras
+        views = list(edit_views)
+        captions = scene_captions(folder, train[views])
+        return (scene_captions(folder, cams[0:1])[0], "the scene's caption at the ladder's first camera; edits: each view's own",
+                dict(zip(views, captions)))  # fmt: skip
+    prompt = e4_prompt(data)
+    return prompt, ("transforms_train.json caption" if prompt != E4_PROMPT else "E4_PROMPT"), None
+
+
 #: The toy-world scene (its seed) of ``--data toyworld``: the first, not chosen.
 E4_TOY_SCENE = 0
 #: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
@@ -481,9 +507,10 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
     depth_range = e4_depth_range(run, cams, edit_views, height, width) if args.e4_depth_scale == "shared" else PER_VIEW
     t0 = time.perf_counter()
-    prompt = e4_prompt(e4_run_rec.get("data_dir", args.data))
+    prompt, prompt_source, edit_prompts = e4_prompts(e4_run_rec.get("data_dir", args.data), run, cams, edit_views, args.e4_prompt)
     raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, prompt, seeds, kinds=(E4_CONDITION,),
-                     fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range)  # fmt: skip
+                     fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range,
+                     edit_prompts=edit_prompts)  # fmt: skip
     seconds = time.perf_counter() - t0
     extra = {"condition": E4_CONDITION, "adapter": adapter.kind, "num_views": len(cams), "data": args.data}
     rows = e4_rows(raw, e3_fidelity, scene_fid, blind, E4_SETTINGS, extra)
@@ -491,7 +518,8 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
         say(f"E4 {r['setting']:>14}: warp-PSNR {r['warp_psnr']:.2f} +- {r['warp_psnr_std']:.2f} dB, "
             f"fidelity {r['fidelity']:.3f} (E3 {e3_fidelity:.3f}; instrument on the scene's renders {scene_fid:.3f}, "
             f"blind {blind:.3f})")  # fmt: skip
-    section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": prompt,
+    section = {"plan": dataclasses.asdict(plan), "data": args.data, "edited_views": list(edit_views), "prompt": prompt, "prompt_source": prompt_source,
+               "edit_prompts": None if edit_prompts is None else {str(k): v for k, v in edit_prompts.items()},
                "depth_scale": args.e4_depth_scale,
                "depth_range": list(depth_range) if isinstance(depth_range, tuple) else depth_range,
                "condition": E4_CONDITION,
@@ -536,6 +564,9 @@ def main(argv=None) -> Dict[str, Any]:
                         help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
     parser.add_argument("--instrument-blur", type=float, default=None,
                         help="the fidelity instruments' training blur (FidelityConfig.blur, px; default: FidelityConfig's)")
+    parser.add_argument("--e4-prompt", default="view", choices=("view", "stored"),
+                        help="E4 on a toy-world scene: 'view' (the scene's caption at the ladder's first camera, each edited view's "
+                             "own) or 'stored' (the folder's caption, from its first training camera, everywhere)")
     parser.add_argument("--e4-depth-scale", default="shared", choices=("shared", "per_view"),
                         help="E4's depth conditions: one inverse-depth scale for every view (the content's range over the "
                              "cameras; views agree) or each view's own range (what the toy-world ControlNet saw in training)")

@@ -68,3 +68,34 @@ def test_cli_writes_a_scene_and_prints_its_caption(tmp_path, capsys):
     assert (out / "transforms_test.json").is_file() and np.load(out / "train" / "r_001_depth.npy").shape == (16, 16)
     captured = capsys.readouterr()
     assert "floor" in captured.out + captured.err
+
+
+def test_scene_captions_follow_the_camera(written, tmp_path):
+    """The caption of the written scene from any camera: the writer's own caption at its first training
+    camera, the stored scene is the sampled one, and an old folder (seed only) rebuilds the same scene."""
+    from langfield.data.toyworld.captions import descriptive_caption
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene, scene_captions
+
+    config = ToyWorldConfig(image_size=16)
+    scene = sample_scene(3, config)
+    assert read_toyworld_scene(written) == scene
+    train = load_dataset(written).split("train").cameras
+    meta = json.loads((written / "transforms_train.json").read_text())
+    assert scene_captions(written, train[0:1]) == [meta["caption"]]
+    # cameras around the scene: each caption is the scene's from that camera, and the order does change
+    ring = sample_cameras(3, 12, config)
+    caps = scene_captions(written, ring)
+    assert caps == [descriptive_caption(scene, ring[i : i + 1]) for i in range(12)] and len(set(caps)) > 1
+    old = tmp_path / "old"
+    old.mkdir()
+    del meta["toyworld_scene"]
+    (old / "transforms_train.json").write_text(json.dumps(meta))
+    assert read_toyworld_scene(old) == scene
+    meta["objects"] = meta["objects"][:1]
+    (old / "transforms_train.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="another toy-world configuration"):
+        read_toyworld_scene(old)
+    with pytest.raises(InputError, match="no transforms_train.json"):
+        read_toyworld_scene(tmp_path / "missing")
+    with pytest.raises(InputError, match="cameras"):
+        scene_captions(written, "test:0")

@@ -247,6 +247,8 @@ def test_conditions_flag_and_bars_of_a_partial_run():
 
 
 def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
+    from types import SimpleNamespace
+
     from langfield.data.toyworld.scene_dataset import write_toyworld_scene
 
     bench = _load_benchmark()
@@ -255,6 +257,19 @@ def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
     assert bench.e4_prompt(str(out)) == caption and caption != bench.E4_PROMPT
     assert bench.e4_prompt("procedural") == bench.E4_PROMPT
     assert bench.e4_prompt(str(tmp_path)) == bench.E4_PROMPT  # no transforms_train.json
+    # the ladder's prompt follows its cameras; each edited view gets its own camera's caption
+    from langfield.data.readers.registry import load_dataset
+    from langfield.data.toyworld.scene_dataset import scene_captions
+
+    ds = load_dataset(out)
+    run = SimpleNamespace(dataset=ds)
+    cams = ds.split("test").cameras
+    prompt, source, edits = bench.e4_prompts(str(out), run, cams, [0, 1], "view")
+    assert prompt == scene_captions(out, cams[0:1])[0] and "first camera" in source
+    assert edits == dict(zip([0, 1], scene_captions(out, ds.split("train").cameras)))
+    assert edits[0] == caption  # the stored caption is the first training camera's
+    assert bench.e4_prompts(str(out), run, cams, [0, 1], "stored") == (caption, "transforms_train.json caption", None)
+    assert bench.e4_prompts("procedural", run, cams, [0], "view") == (bench.E4_PROMPT, "E4_PROMPT", None)
 
 
 def _e4_row(setting, psnr, fid, std=0.5):
@@ -303,7 +318,7 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     cn = awake_controlnet(pipe, channels=1)
     torch.manual_seed(0)
     instruments = SimpleNamespace(depth=PixelNet(1, width=4).eval(), heldout_scores=lambda: {"floor": {"depth_fidelity": 0.1}})
-    args = SimpleNamespace(data="procedural", e4_depth_scale="per_view")
+    args = SimpleNamespace(data="procedural", e4_depth_scale="per_view", e4_prompt="view")
     rows, bars, section = bench.run_e4(args, plan, rec, run, pipe, cn, instruments, 0.5, [0, 1], 2, lambda m: None)
     assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"]
     for r in rows:

@@ -152,6 +152,14 @@ def test_generation_from_the_scene_and_the_e4_rows(run):
     assert all(math.isnan(r["warp_psnr"]) or 0 < r["warp_psnr"] < 100 for r in rows)
     assert rows[3]["rounds"][0]["edited_views"] == [0, 1]
     assert rows[0]["warp_psnr"] != rows[1]["warp_psnr"]  # control changed the images
+    # per-view prompts of the dataset update's edits: view 0 edited with another prompt changes the updated scene
+    other = torch.randn(1, 6, 384, generator=torch.Generator().manual_seed(9))
+    upd = dict(kinds=("depth",), steps=2, guidance=1.0, fidelity=fid, update=update, settings=("dataset_update",))
+    same = measure_e4(run, pipe, cn, cams, emb, [0], edit_prompts={0: emb}, **upd)
+    moved = measure_e4(run, pipe, cn, cams, emb, [0], edit_prompts={0: other}, **upd)
+    assert same[0]["fidelity"] == rows[3]["fidelity"] and moved[0]["fidelity"] != same[0]["fidelity"]
+    with pytest.raises(InputError, match="edit_prompts"):
+        measure_e4(run, pipe, cn, cams, emb, [0], edit_prompts=[emb], **upd)
 
 
 def test_dataset_update_with_a_deterministic_editor_makes_the_views_agree(run):

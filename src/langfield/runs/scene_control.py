@@ -48,7 +48,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -650,6 +650,7 @@ def measure_e4(
     steps: int = 20,
     guidance: float = 3.0,
     language: Any = None,
+    edit_prompts: Optional[Mapping[int, Any]] = None,
 ) -> List[Dict[str, Any]]:
     """The E4 ladder on ``cameras`` (``C >= 2`` views of the pipeline's size): one row per setting and seed,
     ``{"experiment": "E4", "setting", "seed", "warp_psnr", "covisible", "fidelity"}``.
@@ -666,8 +667,12 @@ def measure_e4(
     ``warp_psnr`` uses the run's rendered depth (:func:`multiview_warp_psnr`); ``fidelity`` is
     ``fidelity(images, conditions)`` when given (e.g. the benchmark's instrument), else ``None``.
     ``depth_range``: the depth condition's ``(near, far)`` for every render, or ``"per_view"`` (:func:`render_conditions`).
+    ``edit_prompts``: training view -> the prompt its dataset-update edits use (e.g. the scene's
+    caption from that camera, when captions depend on the view); views left out use ``prompt``.
     """
     kinds = check_control_kinds(kinds)
+    if edit_prompts is not None and not isinstance(edit_prompts, Mapping):
+        raise InputError(f"edit_prompts: expected a mapping of training view -> prompt, got {type(edit_prompts).__name__}")
     for s in settings:
         check_choice(s, "settings", E4_SETTINGS)
     adapters = _as_adapters(adapters)
@@ -690,7 +695,8 @@ def measure_e4(
     for seed in seeds:
         for setting in settings:
             if setting == "dataset_update":
-                edit = _controlnet_editor(run, pipeline, adapters, prompt, kinds, seed, negative, steps, guidance, language, depth_range)
+                edit = _controlnet_editor(run, pipeline, adapters, prompt, kinds, seed, negative, steps, guidance, language, depth_range,
+                                          edit_prompts)  # fmt: skip
                 result = dataset_update(run, edit, dataclasses.replace(update, seed=seed, in_place=False))
                 updated = Run(result.method, run.dataset, run.spec, directory=run.directory)
                 after = render_conditions(updated, cameras, kinds, language=language, depth_range=depth_range)
@@ -705,15 +711,18 @@ def measure_e4(
 
 def _controlnet_editor(run: Run, pipeline: Any, adapters: List[ControlAdapter], prompt: Any, kinds: Tuple[str, ...], seed: int,
                        negative: Any, steps: int, guidance: float, language: Any,
-                       depth_range: Union[None, str, Tuple[float, float]] = None) -> Editor:  # fmt: skip
+                       depth_range: Union[None, str, Tuple[float, float]] = None,
+                       prompts_by_view: Optional[Mapping[int, Any]] = None) -> Editor:  # fmt: skip
     """An editor for :func:`dataset_update`: the controlled generator at the training camera, from the
-    conditions of the current scene, with the scene-shared noise, at the pipeline's own size."""
+    conditions of the current scene, with the scene-shared noise, at the pipeline's own size;
+    ``prompts_by_view[view]`` when given for that view, else ``prompt``."""
     train = run.dataset.split("train").cameras
     size = _pipeline_size(pipeline)
 
     def edit(request: EditRequest) -> Tensor:
         cams = resize_cameras(train[request.view], *size)
-        out = generate_from_scene(request.scene, pipeline, adapters, cams, prompt, kinds=kinds, negative=negative, steps=steps,
+        text = prompt if prompts_by_view is None else prompts_by_view.get(request.view, prompt)
+        out = generate_from_scene(request.scene, pipeline, adapters, cams, text, kinds=kinds, negative=negative, steps=steps,
                                   guidance=guidance, seed=seed, shared_noise=True, language=language,
                                   depth_range=depth_range)  # fmt: skip
         return out.images[0]

@@ -231,8 +231,8 @@ class DiffusionTrainingConfig:
         )  # fmt: skip
 
 
-#: The UNet's training in the default experiment: 6000 steps of 64 latents (about 43 minutes on 2
-#: quiet cores at 0.43 s per step), a rate of 1e-3 (small networks; warm-up and clipping keep it
+#: The UNet's training in the default experiment: 6000 steps of 64 latents (about 25 minutes on 2
+#: quiet cores at 0.25 s per step, 2026-12-05; 0.43 s on 2026-12-02), a rate of 1e-3 (small networks; warm-up and clipping keep it
 #: stable), an EMA of the weights (0.999, diffusers' warm-up) sampled from, and Min-SNR-5 weighting
 #: (Hang et al. 2023). Chosen from the literature, not tuned here: 444 steps at 5e-4 without EMA
 #: (a 20-minute budget) left every attribute at chance; 4000 steps reached 0.786 +- 0.022 attribute
@@ -355,8 +355,10 @@ def _fine_latent_config() -> ToyWorldExperimentConfig:
     instead of 28.7; README, "Autoencoder ceilings"). Same data, text, instrument, training
     recipes and seeds as ``default``; only the VAE and the denoisers change shape. The UNet gets
     a fourth, 16-channel level at 16x16 (16, 32, 64, 128), so that the 8x8 and coarser levels
-    keep the default's widths and a training step costs ~1.8x the default's (measured; the
-    default's three levels at 16x16 would cost ~2.9x). Still 4 latent channels and 2 layers per
+    keep the default's widths (the default's three levels moved to 16x16 would cost about 1.6x
+    this one per step); GroupNorm then has 4 groups (>= 4 channels each at 16 channels).
+    Measured on 2 CPU cores: 0.66 s per UNet step (batch 64) against the default's ~0.25, so
+    the UNet's 6,000 steps take about 66 minutes. Still 4 latent channels and 2 layers per
     block, as ControlNet-XS requires.
     """
     return ToyWorldExperimentConfig(

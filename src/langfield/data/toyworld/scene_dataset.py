@@ -18,13 +18,19 @@ NeRF-synthetic-style layout of :func:`~langfield.data.procedural.write_procedura
 
 Each json also holds ``near`` / ``far`` (the rendered depths' range, padded), ``scene_box`` (the
 floor square up to the tallest object), ``world_up`` ``[0, 0, 1]``, ``objects`` (name, e.g.
-``"red sphere"``, and world box) and ``caption`` (the scene's descriptive caption from the first
-training camera, in the toy world's caption vocabulary: a prompt the toy models know).
+``"red sphere"``, and world box), ``caption`` (the scene's descriptive caption from the first
+training camera, in the toy world's caption vocabulary: a prompt the toy models know),
+``toyworld_scene_seed`` and ``toyworld_scene`` (the scene itself, :meth:`ToyScene.to_dict`).
+
+Descriptive captions are view-dependent ("a red sphere left of a blue box"): from another camera the
+order can flip. :func:`scene_captions` gives the caption of a written scene as seen from any cameras
+(e.g. the cameras of a path rendered from its reconstruction).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Dict, List, Union
@@ -36,11 +42,12 @@ from langfield._checks import InputError, check_int_range
 from langfield.data.toyworld.cameras import sample_cameras
 from langfield.data.toyworld.captions import descriptive_caption
 from langfield.data.toyworld.render import render_toyworld, scene_tensors
-from langfield.data.toyworld.scene import SEMANTIC_LABELS, ToyWorldConfig, sample_scene
+from langfield.data.toyworld.scene import SEMANTIC_LABELS, ToyScene, ToyWorldConfig, sample_scene
+from langfield.types import Cameras
 from langfield.geometry.conventions import opencv_to_opengl, to_homogeneous
 from langfield.io.atomic import atomic_write_json
 
-__all__ = ["write_toyworld_scene"]
+__all__ = ["read_toyworld_scene", "scene_captions", "write_toyworld_scene"]
 
 SPLITS = ("train", "val", "test")
 
@@ -120,7 +127,48 @@ def write_toyworld_scene(
             "camera_angle_x": 2.0 * math.atan(0.5 * config.image_size / fx),
             "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": config.image_size, "h": config.image_size,
             "labels": list(SEMANTIC_LABELS), "near": near, "far": far, "scene_box": scene_box, "world_up": [0.0, 0.0, 1.0],
-            "objects": objects, "caption": caption, "toyworld_scene_seed": seed, "frames": frames,
+            "objects": objects, "caption": caption, "toyworld_scene_seed": seed, "toyworld_scene": toy.to_dict(), "frames": frames,
         }  # fmt: skip
         atomic_write_json(meta, out / f"transforms_{split}.json")
     return out
+
+
+def read_toyworld_scene(folder: Union[str, Path]) -> ToyScene:
+    """The toy-world scene a :func:`write_toyworld_scene` folder shows (its ``transforms_train.json``).
+
+    Folders written before the scene itself was stored are rebuilt from ``toyworld_scene_seed`` at
+    the file's image size and checked against the file's object names.
+
+    Raises:
+        InputError: no ``transforms_train.json``, or a file that no toy-world scene wrote.
+    """
+    path = Path(folder) / "transforms_train.json"
+    if not path.is_file():
+        raise InputError(f"folder: {folder} has no transforms_train.json (not a dataset folder)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not readable JSON ({err})") from None
+    if isinstance(meta.get("toyworld_scene"), dict):
+        return ToyScene.from_dict(meta["toyworld_scene"], where=f"{path}: toyworld_scene")
+    seed = meta.get("toyworld_scene_seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InputError(f"{path}: no toyworld_scene / toyworld_scene_seed field (not written by 'langfield toyworld scene')")
+    size = meta.get("w")
+    config = ToyWorldConfig() if not isinstance(size, int) else dataclasses.replace(ToyWorldConfig(), image_size=size)
+    scene = sample_scene(seed, config)
+    names = sorted(f"{o.color} {o.shape}" for o in scene.objects)
+    written = sorted(str(o.get("name")) for o in meta.get("objects", []) if isinstance(o, dict))
+    if names != written:
+        raise InputError(f"{path}: scene seed {seed} rebuilds objects {names}, the file lists {written} "
+                         "(written with another toy-world configuration)")  # fmt: skip
+    return scene
+
+
+def scene_captions(folder: Union[str, Path], cameras: Cameras) -> List[str]:
+    """The descriptive caption of the toy-world scene of ``folder`` seen from each of ``cameras``
+    (OpenCV c2w in the folder's world frame, as a reconstruction of it reads its cameras)."""
+    if not isinstance(cameras, Cameras):
+        raise InputError(f"cameras: expected Cameras, got {type(cameras).__name__}")
+    scene = read_toyworld_scene(folder)
+    return [descriptive_caption(scene, cameras[i : i + 1]) for i in range(len(cameras))]
