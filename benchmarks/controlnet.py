@@ -312,16 +312,17 @@ def e4_prompts(data: str, run, cams, edit_views: Sequence[int], mode: str) -> tu
     caption the folder stores (from its first training camera) can contradict what another camera
     sees, which E3's prompts never do. Otherwise (``"stored"``, or another folder): :func:`e4_prompt`
     for every view, ``edit_prompts`` ``None``."""
-    from langfield.data.toyworld.scene_dataset import scene_captions
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene, scene_captions
 
     folder = Path(data)
     meta = folder / "transforms_train.json"
     toy = data != "procedural" and meta.is_file() and "toyworld_scene_seed" in json.loads(meta.read_text(encoding="utf-8"))
     if mode == "view" and toy:
+        scene = read_toyworld_scene(folder)  # read once for both sets of cameras
         train = run.dataset.split("train").cameras
         views = list(edit_views)
-        captions = scene_captions(folder, train[views])
-        return (scene_captions(folder, cams[0:1])[0], "the scene's caption at the ladder's first camera; edits: each view's own",
+        captions = scene_captions(scene, train[views])
+        return (scene_captions(scene, cams[0:1])[0], "the scene's caption at the ladder's first camera; edits: each view's own",
                 dict(zip(views, captions)))  # fmt: skip
     prompt = e4_prompt(data)
     return prompt, ("transforms_train.json caption" if prompt != E4_PROMPT else "E4_PROMPT"), None

@@ -86,6 +86,7 @@ def test_scene_captions_follow_the_camera(written, tmp_path):
     ring = sample_cameras(3, 12, config)
     caps = scene_captions(written, ring)
     assert caps == [descriptive_caption(scene, ring[i : i + 1]) for i in range(12)] and len(set(caps)) > 1
+    assert scene_captions(scene, ring) == caps  # a scene in hand: no folder read
     old = tmp_path / "old"
     old.mkdir()
     del meta["toyworld_scene"]

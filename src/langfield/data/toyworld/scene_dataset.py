@@ -165,10 +165,12 @@ def read_toyworld_scene(folder: Union[str, Path]) -> ToyScene:
     return scene
 
 
-def scene_captions(folder: Union[str, Path], cameras: Cameras) -> List[str]:
-    """The descriptive caption of the toy-world scene of ``folder`` seen from each of ``cameras``
-    (OpenCV c2w in the folder's world frame, as a reconstruction of it reads its cameras)."""
+def scene_captions(scene: Union[str, Path, ToyScene], cameras: Cameras) -> List[str]:
+    """The descriptive caption of ``scene`` (a :class:`ToyScene`, or a folder :func:`write_toyworld_scene`
+    wrote, read with :func:`read_toyworld_scene`) seen from each of ``cameras`` (OpenCV c2w in the
+    scene's world frame, as a reconstruction of the folder reads its cameras)."""
     if not isinstance(cameras, Cameras):
         raise InputError(f"cameras: expected Cameras, got {type(cameras).__name__}")
-    scene = read_toyworld_scene(folder)
+    if not isinstance(scene, ToyScene):
+        scene = read_toyworld_scene(scene)
     return [descriptive_caption(scene, cameras[i : i + 1]) for i in range(len(cameras))]
