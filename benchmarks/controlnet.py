@@ -31,7 +31,12 @@ condition alone. With its caption the base already places the named objects wher
 cameras put them (centred, in the caption's left-to-right order), so the descriptive setting's no-control
 floor is high; the empty prompt isolates what the condition controls (the ControlNet paper trains with
 50 % empty prompts so that the condition alone carries the semantics, Sec. 3.3), and the segmentation
-bar is stated for each setting.
+bar is stated for each setting. ``empty_guess`` samples the empty prompt in guess mode (the ControlNet paper's
+Sec. 3.4 answer to sampling without a prompt: control on the conditional branch only, so classifier-free
+guidance amplifies it; ControlNets in diffusers' guess mode, XS and ControlNeXt with that branch rule alone,
+:func:`~langfield.generation.control.generate_controlled`) at ``GUESS_SCALE`` and guidance ``GUESS_GUIDANCE``,
+chosen on validation scenes for the ControlNet; its no-control rows are the empty prompt's images (both
+guidance branches are the same prediction).
 
 Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
 top-level ``instruments`` section holds the instruments' own held-out scores on real renders
@@ -138,6 +143,13 @@ CURVE_IMAGES = 32
 BATCH_SIZE = 32
 LR = 5e-4
 MULTI_WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
+# "empty_guess": the empty prompt in diffusers' guess mode (the ControlNet paper's answer to sampling without a
+# prompt, Sec. 3.4: control on the conditional branch only, so classifier-free guidance amplifies the control;
+# diffusers scales the residuals logspace(-1, 0) from the finest block to the middle one). Scale and guidance were
+# chosen on validation scenes (held-out rows 1000..1127, not the measured rows 0..127) with a 4,000-step
+# segmentation ControlNet on the 'fine' base, seed 0 (README, "Segmentation without a prompt").
+GUESS_SCALE = 2.0
+GUESS_GUIDANCE = 10.0
 GRID_COLUMNS = 8
 SAMPLE_BATCH = 64
 GS_S_PER_STEP_EST = 0.05  # Gaussians on the 64 px procedural scene, 5000 initial: 0.031 s/step measured at start (2 cores, loaded)
@@ -181,26 +193,33 @@ def machine_info(load_before) -> Dict[str, Any]:
 def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0, prompt: str = "descriptive") -> torch.Tensor:
     """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control), prompted
     with its scene's descriptive caption (``prompt="descriptive"``) or the empty prompt (``"empty"``: the condition
-    alone, as the ControlNet paper shows its models without prompts)."""
+    alone, as the ControlNet paper shows its models without prompts; ``"empty_guess"``: the same in diffusers'
+    guess mode at ``GUESS_SCALE`` and guidance ``GUESS_GUIDANCE`` -- control on the conditional branch only;
+    without control it is the empty setting, whose two guidance branches are the same prediction)."""
     check_choice(prompt, "prompt", PROMPT_SETTINGS)
+    guess = prompt == "empty_guess"
+    guidance = GUESS_GUIDANCE if guess else GUIDANCE
+    multi = adapters is not None and len(adapters) > 1
+    if guess:  # once, before the batches
+        weights = [GUESS_SCALE * w for w in weights] if multi else GUESS_SCALE * weights
     out = []
     for start in range(0, len(truth), SAMPLE_BATCH):
         prompts = list(truth.captions[start : start + SAMPLE_BATCH])
-        if prompt == "empty":
+        if prompt in ("empty", "empty_guess"):
             prompts = [""] * len(prompts)
         s = seed * SEED_STRIDE + start
         if adapters is None:
-            out.append(generate(pipe, prompts, steps=steps, guidance=GUIDANCE, seed=s).images)
+            out.append(generate(pipe, prompts, steps=steps, guidance=guidance, seed=s).images)
         else:
             chunk = [c[start : start + SAMPLE_BATCH].float() / 255.0 for c in conds]
-            multi = len(adapters) > 1
             res = generate_controlled(pipe, prompts, chunk if multi else chunk[0], adapters=adapters if multi else adapters[0],
-                                      weights=list(weights) if multi else weights, steps=steps, guidance=GUIDANCE, seed=s)  # fmt: skip
+                                      weights=list(weights) if multi else weights, steps=steps, guidance=guidance, seed=s,
+                                      guess_mode=guess)  # fmt: skip
             out.append(res.images)
     return torch.cat(out)
 
 
-PROMPT_SETTINGS = ("descriptive", "empty")
+PROMPT_SETTINGS = ("descriptive", "empty", "empty_guess")
 
 
 class FidelityCurve(TrainerCallback):
@@ -252,8 +271,17 @@ def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth,
         rows.append({"experiment": "E3", "variant": kind, "condition": condition, "prompt": prompt, "fidelity": stats["mean"],
                      "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, **_all_classes(per_seed_all),
                      **reference_fields(reference, condition), "trainable_params": trainable_params,
-                     "sample_s": sum(times) / len(times), "seeds": list(seeds)})  # fmt: skip
+                     "sample_s": sum(times) / len(times), "seeds": list(seeds), **prompt_sampling(prompt, kind)})  # fmt: skip
     return rows
+
+
+def prompt_sampling(prompt: str, kind: str) -> Dict[str, Any]:
+    """The sampling settings a row of ``prompt`` and adapter ``kind`` (``"none"``: no control) ran with."""
+    guess = prompt == "empty_guess"
+    out: Dict[str, Any] = {"guidance": GUESS_GUIDANCE if guess else GUIDANCE}
+    if kind != "none":
+        out.update(conditioning_scale=GUESS_SCALE if guess else 1.0, guess_mode=guess)
+    return out
 
 
 def reference_fields(reference: Dict[str, Any], condition: str) -> Dict[str, float]:
@@ -557,8 +585,9 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--adapters", default=",".join(ADAPTERS),
                         help="adapters to train (comma-separated, of controlnet,controlnet_xs,controlnext); E4 needs controlnet")
     parser.add_argument("--prompts", default="descriptive",
-                        help="prompt settings of the E3 sets: descriptive (the scene's caption, the table's) and/or empty "
-                             "(the condition alone); 'empty' adds rows with prompt: \"empty\" and its own bars")
+                        help="prompt settings of the E3 sets: descriptive (the scene's caption, the table's), empty (the "
+                             "condition alone) and/or empty_guess (empty, adapters in guess mode at GUESS_SCALE and guidance "
+                             "GUESS_GUIDANCE); each adds rows with that prompt and its own segmentation bars")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
@@ -737,7 +766,7 @@ def main(argv=None) -> Dict[str, Any]:
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
                 "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
                 "steps_to_half": steps_to_half(curve_cb.values, start_value), "sample_s": sample_s,
-                "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0],
+                "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0], **prompt_sampling("descriptive", kind),
             })  # fmt: skip
             say(f"{kind:>14} {c:<12} fidelity {stats['mean']:.3f} +- {stats['std']:.3f} (no control {none_curve:.3f}); "
                 f"{rec['trainable_params']} params, {rec['s_per_step']:.3f} s/step")  # fmt: skip
@@ -800,7 +829,9 @@ def main(argv=None) -> Dict[str, Any]:
 
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "preset": plan.preset, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
-        "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings), "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
+        "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings),
+        "guess_mode": {"conditioning_scale": GUESS_SCALE, "guidance": GUESS_GUIDANCE},
+        "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "lr_schedule": args.lr_schedule, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
@@ -866,6 +897,8 @@ def bars(results: List[Dict[str, Any]], heldout: Dict[str, Any]) -> List[Dict[st
         seg_none = _row(results, "none", "segmentation", prompt)["fidelity"]
         for kind in kinds:
             r = _row(results, kind, "segmentation", prompt)
+            if r is None:  # an older run without this adapter's rows in this setting
+                continue
             out.append({"bar": f"{kind}: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 ({prompt} prompt)",
                         "prompt": prompt, "value": r["fidelity"], "value_std": r["fidelity_std"], "no_control": seg_none,
                         "met": r["fidelity"] >= 0.6 and seg_none <= 0.2})  # fmt: skip

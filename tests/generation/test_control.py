@@ -271,11 +271,60 @@ def test_guess_mode_runs_the_controlnet_on_the_conditional_half_only():
     base = generate(pipe, emb, **kw)
     off = generate_controlled(pipe, emb, cond, adapters=a, weights=0.0, guess_mode=True, **kw)
     torch.testing.assert_close(off.images, base.images, rtol=0, atol=1e-6)
-    nx = make_adapter("controlnext", u)
-    with pytest.raises(InputError, match="guess_mode.*controlnext"):
-        generate_controlled(pipe, emb, cond, adapters=nx, guess_mode=True, **kw)
     with pytest.raises(InputError, match="guess_mode"):
         generate_controlled(pipe, emb, cond, adapters=a, guess_mode="yes", **kw)
+    transformer, pipe3, emb3, neg3 = sd3_setup()
+    sd3 = SD3ControlNetAdapter(transformer, build_sd3_controlnet(transformer, 1), vae_factor=F)
+    with pytest.raises(InputError, match="guess_mode: SD3"):
+        generate_controlled(pipe3, emb3, cond, adapters=sd3, negative=neg3, steps=2, guidance=2.0, guess_mode=True)
+
+
+@pytest.mark.parametrize("kind", ["controlnet_xs", "controlnext"])
+def test_guess_mode_of_xs_and_controlnext_leaves_the_unconditional_half_to_the_base(kind):
+    """Every denoiser call of a guess-mode run is checked against its twin computed half by half: the
+    unconditional half is the bare base, the conditional half the adapter at the run's scale."""
+    u = unet()
+    adapter = make_adapter(kind, u, seed=1)
+    if kind == "controlnet_xs":
+        wake_xs(adapter.model)
+        net = adapter.model  # the XS pipeline's UNet (base and control in one model)
+        pipe = sd_pipe(unet())
+    else:
+        net, pipe = u, sd_pipe(u)
+    emb, neg = prompts()
+    cond = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    kw = dict(negative=neg, steps=3, guidance=2.0, seed=7, weights=1.5)
+    calls = []
+
+    def record(module, args, kwargs, output):
+        out = output.sample if hasattr(output, "sample") else output[0]
+        calls.append(([x.clone() if torch.is_tensor(x) else x for x in args], dict(kwargs), out.clone()))
+
+    hook = net.register_forward_hook(record, with_kwargs=True)
+    try:
+        guess = generate_controlled(pipe, emb, cond, adapters=adapter, guess_mode=True, **kw)
+        n_guess = len(calls)
+        plain = generate_controlled(pipe, emb, cond, adapters=adapter, **kw)
+    finally:
+        hook.remove()
+    assert n_guess == 3 and guess.control.guess_mode and (guess.images - plain.images).abs().max() > 1e-3
+    with torch.no_grad():
+        for args, kwargs, out in calls[:n_guess]:
+            assert out.shape[0] == 4  # [unconditional, conditional] x 2 images
+            if kind == "controlnet_xs":
+                x, t, e, c = kwargs["sample"], kwargs["timestep"], kwargs["encoder_hidden_states"], kwargs["controlnet_cond"]
+                assert kwargs["conditioning_scale"] == 1.5  # the pipeline's scale; the per-sample one is ours
+                bare = net(sample=x[:2], timestep=t, encoder_hidden_states=e[:2], controlnet_cond=c[:2], apply_control=False).sample
+                ctrl = net(sample=x[2:], timestep=t, encoder_hidden_states=e[2:], controlnet_cond=c[2:], conditioning_scale=1.5).sample
+            else:
+                x, t, e = args[0], args[1], kwargs["encoder_hidden_states"]
+                bare = net(x[:2], t, encoder_hidden_states=e[:2], return_dict=False)[0]
+                with adapter.injecting(cond, 1.5):
+                    ctrl = net(x[2:], t, encoder_hidden_states=e[2:], return_dict=False)[0]
+            torch.testing.assert_close(out[:2], bare, rtol=0, atol=1e-5)
+            torch.testing.assert_close(out[2:], ctrl, rtol=0, atol=1e-5)
+            assert (bare - ctrl).abs().max() > 1e-3  # the control does act on the conditional half
+    assert "forward" not in net.__dict__ and not getattr(adapter, "_conditional_only", False)  # nothing left patched
 
 
 def test_controlnext_and_xs_sample_through_their_pipelines():

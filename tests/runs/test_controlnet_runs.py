@@ -236,6 +236,14 @@ def test_conditions_flag_and_bars_of_a_partial_run():
     assert seg["controlnext: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 (descriptive prompt)"] is False
     assert bench._row(results + empty, "controlnet", "segmentation", "empty")["fidelity"] == 0.7
     assert bench._row(results + empty, "controlnet", "segmentation")["fidelity"] == 0.65
+    # a run that measured guess mode for the ControlNet alone: bars for the rows it has
+    guess = [dict(r, prompt="empty_guess", fidelity=f) for r, f in zip(results[:2], (0.05, 0.62))]
+    seg = {b["bar"]: b["met"] for b in bench.bars(results + empty + guess, {}) if "empty_guess" in b.get("bar", "")}
+    assert seg == {"controlnet: segmentation mIoU (shapes) >= 0.6 where no control gives <= 0.2 (empty_guess prompt)": True}
+    assert bench.prompt_sampling("empty_guess", "controlnet") == {"guidance": bench.GUESS_GUIDANCE,
+                                                                 "conditioning_scale": bench.GUESS_SCALE, "guess_mode": True}
+    assert bench.prompt_sampling("empty_guess", "none") == {"guidance": bench.GUESS_GUIDANCE}
+    assert bench.prompt_sampling("empty", "controlnext")["guess_mode"] is False
     # one adapter: its own bars only, no comparison with an adapter that did not run
     only = bench.bars(results[:2], {})
     assert [b["bar"].split(":")[0] for b in only] == ["controlnet", "controlnet segmentation"]
@@ -244,6 +252,36 @@ def test_conditions_flag_and_bars_of_a_partial_run():
         bench.parse_names("t2i", bench.ADAPTERS, "--adapters")
     # no control above 0.2: the bar is not met whatever the adapters reach
     assert not any(b["met"] for b in bench.bars([row("none", 0.3)] + results[1:], {}) if "0.6 where" in b.get("bar", ""))
+
+
+def test_sample_set_gives_every_batch_the_settings_of_its_prompt(monkeypatch):
+    """Each batch of a set is sampled with the same prompt, scale, guidance and mode (the guess scale was once
+    compounded batch after batch)."""
+    from types import SimpleNamespace
+
+    bench = _load_benchmark()
+    calls = []
+
+    def fake(pipe, prompts, cond, **kw):
+        calls.append(dict(kw, prompts=list(prompts)))
+        return SimpleNamespace(images=torch.zeros(len(prompts), 4, 4, 3))
+
+    monkeypatch.setattr(bench, "generate_controlled", fake)
+    monkeypatch.setattr(bench, "SAMPLE_BATCH", 2)
+    truth = type("T", (), {"captions": ["a", "b", "c", "d", "e"], "__len__": lambda self: 5})()
+    cond = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
+    images = bench.sample_set(None, ["adapter"], [cond], truth, 1, 3, prompt="empty_guess")
+    assert images.shape == (5, 4, 4, 3) and len(calls) == 3
+    assert [c["weights"] for c in calls] == [bench.GUESS_SCALE] * 3 and all(c["guess_mode"] for c in calls)
+    assert {c["guidance"] for c in calls} == {bench.GUESS_GUIDANCE} and all(set(c["prompts"]) == {""} for c in calls)
+    assert [c["seed"] for c in calls] == [bench.SEED_STRIDE + k for k in (0, 2, 4)]
+    calls.clear()
+    bench.sample_set(None, ["a1", "a2"], [cond, cond], truth, 0, 3, weights=(1.0, 0.5), prompt="empty_guess")
+    assert [c["weights"] for c in calls] == [[bench.GUESS_SCALE, 0.5 * bench.GUESS_SCALE]] * 3
+    calls.clear()
+    bench.sample_set(None, ["adapter"], [cond], truth, 0, 3, weights=0.7)
+    assert [(c["weights"], c["guidance"], c["guess_mode"]) for c in calls] == [(0.7, bench.GUIDANCE, False)] * 3
+    assert calls[0]["prompts"] == ["a", "b"]
 
 
 def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):

@@ -341,8 +341,8 @@ class Generate:
     shared_noise: bool = False
     """(RUN) start every view from one noise field attached to the scene (multi-view consistency)."""
     guess_mode: bool = False
-    """(RUN) diffusers' guess mode, ControlNets only: control on the conditional half of the guidance batch
-    (e.g. with an empty prompt)."""
+    """(RUN) guess mode: control on the conditional half of the guidance batch only (e.g. with an empty
+    prompt); ControlNets run diffusers' guess mode, ControlNet-XS and ControlNeXt that branch rule alone."""
 
 
 @dataclass

@@ -52,13 +52,16 @@ SD3 its ``StableDiffusion3ControlNetPipeline``, and ControlNeXt the plain
 ``StableDiffusionPipeline`` of the base with the adapter's forward hook active (a
 ``callback_on_step_end`` switches it on and off for the guidance window, with diffusers'
 rule: step ``i`` of ``n`` is controlled unless ``i / n < start`` or ``(i + 1) / n > end``).
-Prompts are always passed as embeddings (no tokenizer is downloaded). ``guess_mode`` (ControlNet
-and Multi-ControlNet) is diffusers' guess mode: with classifier-free guidance the ControlNets run on
+Prompts are always passed as embeddings (no tokenizer is downloaded). ``guess_mode`` for ControlNet
+and Multi-ControlNet is diffusers' guess mode: with classifier-free guidance the ControlNets run on
 the conditional half of the batch only (the unconditional prediction is the bare base) and their
 residuals are scaled by ``logspace(-1, 0)`` from the finest block to the middle block -- diffusers'
 version of the ControlNet paper's "CFG resolution weighting" (Zhang et al. 2023, Sec. 3.4, there
 ``w_i = 64 / h_i``), meant for sampling without a prompt, where control on both halves cancels in
-the guidance.
+the guidance. For ControlNet-XS and ControlNeXt ``guess_mode`` applies the branch rule alone (our
+extension, not in diffusers nor in their papers): XS's control-to-base additions are scaled by 0 on
+the unconditional half (a per-sample ``conditioning_scale``), ControlNeXt's one injection is skipped
+there; neither has per-resolution weights (XS couples at every block both ways, ControlNeXt injects once).
 
 Saving: :meth:`ControlAdapter.save` writes diffusers' ``save_pretrained`` folders (ControlNet,
 ControlNet-XS, SD3) or ``controlnext.safetensors`` + ``controlnext.json`` (ControlNeXt), beside
@@ -665,6 +668,7 @@ class ControlNeXtAdapter(ControlAdapter):
             raise InputError(f"config.train_base: no parameter of the UNet matches {list(config.train_base)}")
         self._condition: Optional[Tensor] = None
         self._scale = 0.0
+        self._conditional_only = False  # guess mode (generate_controlled): inject on the conditional half only
         self._hook = block.register_forward_hook(self._inject, with_kwargs=True)
 
     @property
@@ -680,17 +684,22 @@ class ControlNeXtAdapter(ControlAdapter):
         if cond is None or self._scale == 0.0:
             return None
         hidden, skips = output
+        scale: Union[float, Tensor] = self._scale
         if cond.shape[0] != hidden.shape[0]:
             if hidden.shape[0] % cond.shape[0]:
                 raise InputError(f"condition: {cond.shape[0]} conditions for a UNet batch of {hidden.shape[0]}")
-            cond = cond.repeat(hidden.shape[0] // cond.shape[0], 1, 1, 1)  # classifier-free guidance doubles the batch
+            copies = hidden.shape[0] // cond.shape[0]
+            cond = cond.repeat(copies, 1, 1, 1)  # classifier-free guidance doubles the batch
+            if self._conditional_only and copies == 2:  # guess mode: the unconditional half stays the bare base
+                b = hidden.shape[0] // 2
+                scale = torch.cat([torch.zeros(b), torch.full((b,), self._scale)]).to(hidden.device, hidden.dtype).view(-1, 1, 1, 1)
         temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
         feats = self.encode(cond, temb)
         if feats.shape[1:] != hidden.shape[1:]:
             raise InputError(f"condition: encoded to {tuple(feats.shape[1:])}, the UNet's first block gives {tuple(hidden.shape[1:])}")
         # statistics in float32 (a float16 variance over a feature map loses most of its digits)
         normed = cross_normalize(feats.float(), hidden.float(), mode=self.config.normalization, eps=self.config.eps)
-        new = hidden + self._scale * normed.to(hidden.dtype)
+        new = hidden + scale * normed.to(hidden.dtype)
         skips = tuple(skips)
         if skips and skips[-1] is hidden:
             skips = skips[:-1] + (new,)
@@ -989,8 +998,11 @@ def generate_controlled(
         latents: the initial noise ``[B, C, h, w]`` (unit variance; the pipeline scales it by its
             scheduler's ``init_noise_sigma``) instead of the seeded noise, e.g. noise shared
             through a scene (:func:`~langfield.generation.scene_noise.scene_latent_noise`).
-        guess_mode: ControlNets only: control on the conditional branch only, residuals scaled
-            per resolution (diffusers' guess mode; module docstring).
+        guess_mode: with classifier-free guidance, control on the conditional branch only (the
+            unconditional prediction is the bare base, so guidance amplifies the control; meant for
+            the empty prompt). ControlNets: diffusers' guess mode, residuals also scaled per
+            resolution; ControlNet-XS and ControlNeXt: the branch rule alone (module docstring).
+            Not for SD3 ControlNets.
 
     Raises:
         InputError: mismatched counts, a condition of the wrong size or channel count, an adapter
@@ -1025,8 +1037,9 @@ def generate_controlled(
     seed = check_int_range(seed, "seed", lo=0, hi=2**62)
     if not isinstance(guess_mode, bool):
         raise InputError(f"guess_mode: expected True or False, got {guess_mode!r}")
-    if guess_mode and kinds[0] != "controlnet":
-        raise InputError(f"guess_mode: only ControlNets run in diffusers' guess mode, not a {kinds[0]} adapter")
+    if guess_mode and kinds[0] == "sd3_controlnet":
+        raise InputError("guess_mode: SD3 ControlNets have no guess mode (diffusers' SD3 pipeline has none); use a ControlNet, "
+                         "ControlNet-XS or ControlNeXt")
 
     # 2. Conditions: one [B, Cc, H, W] per adapter, in [0, 1], all the same size.
     conds = list(conditions) if isinstance(conditions, (list, tuple)) else [conditions]
@@ -1078,7 +1091,7 @@ def generate_controlled(
     text_keys = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
     text = {k: (getattr(p, k, None) if own_text else None) for k in text_keys}
     runner, extra = _control_pipeline(p, sampler, text, adapters, conds, weights_t, start_t, end_t)
-    if guess_mode:
+    if guess_mode and kinds[0] == "controlnet":
         extra["guess_mode"] = True
 
     # 5. Denoise: per-image CPU generators, the networks in eval mode.
@@ -1091,7 +1104,8 @@ def generate_controlled(
             m.eval()
         call = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width, num_images_per_prompt=1,
                     generator=generators, output_type="pt", return_dict=True, **kwargs, **extra, **extra_latents)  # fmt: skip
-        with torch.no_grad():
+        branch = _conditional_branch_only(runner, adapters[0]) if guess_mode else contextlib.nullcontext()
+        with torch.no_grad(), branch:
             if kinds[0] == "controlnext":
                 out = _run_controlnext(runner, adapters[0], conds[0], weights_t[0], start_t[0], end_t[0], steps, call)
             else:
@@ -1156,6 +1170,45 @@ def _control_pipeline(p: Any, sampler: Any, text: Dict[str, Any], adapters: List
         extra = {}
     runner.set_progress_bar_config(disable=True)
     return runner, extra
+
+
+@contextlib.contextmanager
+def _conditional_branch_only(runner: Any, adapter: ControlAdapter) -> Iterator[None]:
+    """Guess mode's branch rule for ControlNet-XS and ControlNeXt: with classifier-free guidance (the
+    pipeline's batch is ``[unconditional, conditional]``) the adapter acts on the conditional half only,
+    so the unconditional prediction is the bare base. ControlNets get diffusers' own guess mode instead."""
+    if adapter.kind == "controlnext":
+        adapter._conditional_only = True
+        try:
+            yield
+        finally:
+            adapter._conditional_only = False
+        return
+    if adapter.kind != "controlnet_xs":
+        yield
+        return
+    model = runner.unet
+    plain = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        scale = kwargs.get("conditioning_scale", 1.0)
+        sample = kwargs.get("sample", args[0] if args else None)
+        if runner.do_classifier_free_guidance and isinstance(sample, Tensor) and sample.shape[0] % 2 == 0:
+            half = sample.shape[0] // 2
+            # a per-sample scale [2B, 1, 1, 1]: every control -> base addition is zero on the unconditional half
+            per = torch.cat([torch.zeros(half), torch.full((half,), float(scale))]).to(sample.device, sample.dtype)
+            kwargs["conditioning_scale"] = per.view(-1, 1, 1, 1)
+        return plain(*args, **kwargs)
+
+    own = model.__dict__.get("forward")  # an instance-level forward already there (hooks) is put back
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.forward  # back to the class's forward
+        else:
+            model.forward = own
 
 
 def _controlled_at(i: int, n: int, start: float, end: float) -> bool:

@@ -436,9 +436,9 @@ def generate_from_scene(
             (:func:`~langfield.generation.scene_noise.scene_latent_noise`; ``cell_size`` its lattice).
         conditions: already rendered conditions for these cameras (skips rendering).
         depth_range: the depth condition's ``(near, far)`` or ``"per_view"`` (:func:`render_conditions`).
-        guess_mode: diffusers' guess mode, ControlNets only (see
-            :func:`~langfield.generation.control.generate_controlled`): the control acts on the
-            conditional half of the guidance batch only, e.g. for an empty prompt.
+        guess_mode: guess mode (see :func:`~langfield.generation.control.generate_controlled`):
+            the control acts on the conditional half of the guidance batch only, e.g. for an empty
+            prompt (ControlNets: diffusers' guess mode; XS and ControlNeXt: that branch rule alone).
     """
     kinds = check_control_kinds(kinds)
     adapters = _as_adapters(adapters)
@@ -749,7 +749,7 @@ class SceneGenerateOptions:
         weights: per adapter conditioning scale (``None``: 1 each).
         labels: segmentation labels (default: the dataset's).
         shared_noise: start every view from the scene-shared noise field.
-        guess_mode: diffusers' guess mode (ControlNets only; :func:`generate_from_scene`).
+        guess_mode: guess mode, control on the conditional branch only (:func:`generate_from_scene`).
         steps, guidance, seed: sampling (view ``i`` seeded ``seed + i`` unless ``shared_noise``).
         height, width: rendered/generated size in pixels (default: the pipeline's native size).
         device: ``cpu`` / ``cuda`` (default CUDA when available).
