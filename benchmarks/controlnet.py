@@ -197,11 +197,12 @@ def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, we
     guess mode at ``GUESS_SCALE`` and guidance ``GUESS_GUIDANCE`` -- control on the conditional branch only;
     without control it is the empty setting, whose two guidance branches are the same prediction)."""
     check_choice(prompt, "prompt", PROMPT_SETTINGS)
-    guess = prompt == "empty_guess"
-    guidance = GUESS_GUIDANCE if guess else GUIDANCE
+    settings = prompt_sampling(prompt, "none" if adapters is None else "adapter")
+    guidance, guess = settings["guidance"], settings.get("guess_mode", False)
     multi = adapters is not None and len(adapters) > 1
-    if guess:  # once, before the batches
-        weights = [GUESS_SCALE * w for w in weights] if multi else GUESS_SCALE * weights
+    if adapters is not None:  # the setting's scale on the given weights, once before the batches
+        scale = settings["conditioning_scale"]
+        weights = [scale * w for w in weights] if multi else scale * weights
     out = []
     for start in range(0, len(truth), SAMPLE_BATCH):
         prompts = list(truth.captions[start : start + SAMPLE_BATCH])

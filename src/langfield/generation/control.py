@@ -691,8 +691,7 @@ class ControlNeXtAdapter(ControlAdapter):
             copies = hidden.shape[0] // cond.shape[0]
             cond = cond.repeat(copies, 1, 1, 1)  # classifier-free guidance doubles the batch
             if self._conditional_only and copies == 2:  # guess mode: the unconditional half stays the bare base
-                b = hidden.shape[0] // 2
-                scale = torch.cat([torch.zeros(b), torch.full((b,), self._scale)]).to(hidden.device, hidden.dtype).view(-1, 1, 1, 1)
+                scale = _conditional_half_scale(hidden, self._scale)
         temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
         feats = self.encode(cond, temb)
         if feats.shape[1:] != hidden.shape[1:]:
@@ -1172,6 +1171,13 @@ def _control_pipeline(p: Any, sampler: Any, text: Dict[str, Any], adapters: List
     return runner, extra
 
 
+def _conditional_half_scale(batch: Tensor, scale: float) -> Tensor:
+    """``[2B, 1, 1, 1]`` per-sample scales for a guidance batch ``[unconditional, conditional]`` shaped
+    like ``batch``: 0 on the first half, ``scale`` on the second (in ``batch``'s device and dtype)."""
+    half = batch.shape[0] // 2
+    return torch.cat([torch.zeros(half), torch.full((half,), float(scale))]).to(batch.device, batch.dtype).view(-1, 1, 1, 1)
+
+
 @contextlib.contextmanager
 def _conditional_branch_only(runner: Any, adapter: ControlAdapter) -> Iterator[None]:
     """Guess mode's branch rule for ControlNet-XS and ControlNeXt: with classifier-free guidance (the
@@ -1194,10 +1200,8 @@ def _conditional_branch_only(runner: Any, adapter: ControlAdapter) -> Iterator[N
         scale = kwargs.get("conditioning_scale", 1.0)
         sample = kwargs.get("sample", args[0] if args else None)
         if runner.do_classifier_free_guidance and isinstance(sample, Tensor) and sample.shape[0] % 2 == 0:
-            half = sample.shape[0] // 2
-            # a per-sample scale [2B, 1, 1, 1]: every control -> base addition is zero on the unconditional half
-            per = torch.cat([torch.zeros(half), torch.full((half,), float(scale))]).to(sample.device, sample.dtype)
-            kwargs["conditioning_scale"] = per.view(-1, 1, 1, 1)
+            # every control -> base addition is zero on the unconditional half
+            kwargs["conditioning_scale"] = _conditional_half_scale(sample, float(scale))
         return plain(*args, **kwargs)
 
     own = model.__dict__.get("forward")  # an instance-level forward already there (hooks) is put back
