@@ -34,9 +34,15 @@ floor is high; the empty prompt isolates what the condition controls (the Contro
 bar is stated for each setting. ``empty_guess`` samples the empty prompt in guess mode (the ControlNet paper's
 Sec. 3.4 answer to sampling without a prompt: control on the conditional branch only, so classifier-free
 guidance amplifies it; ControlNets in diffusers' guess mode, XS and ControlNeXt with that branch rule alone,
-:func:`~langfield.generation.control.generate_controlled`) at ``GUESS_SCALE`` and guidance ``GUESS_GUIDANCE``,
-chosen on validation scenes for the ControlNet; its no-control rows are the empty prompt's images (both
+:func:`~langfield.generation.control.generate_controlled`) at each adapter's scale and guidance in
+``GUESS_SETTINGS``, chosen on validation scenes; its no-control rows are the empty prompt's images (both
 guidance branches are the same prediction).
+
+``--adapter-cache DIR`` trains every adapter into ``DIR/<adapter>-<condition>-<steps>-<key>``
+(:func:`adapter_cache_dir`: keyed by everything its training and fidelity curve depend on): a later run
+with the same settings reuses it (its recorded training time and curve), and a run stopped mid-training
+resumes from the adapter's last checkpoint (every :data:`~langfield.runs.controlnet.CHECKPOINT_EVERY` steps) with the same result an
+uninterrupted run gives. Rows carry ``adapter_dir`` and ``resumed_at_step``.
 
 Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
 top-level ``instruments`` section holds the instruments' own held-out scores on real renders
@@ -97,6 +103,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -108,6 +115,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from langfield._checks import InputError, check_choice
+from langfield.configs import config_to_dict
 from langfield.generation.control import generate_controlled
 from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
@@ -134,7 +142,7 @@ from langfield.training.callbacks import TrainerCallback
 
 DEFAULT_MINUTES = 90.0
 DEFAULT_NUM_IMAGES = 128
-MAX_STEPS = 4000
+MAX_STEPS = 20000
 MIN_STEPS = 100
 SAMPLING_STEPS = 20
 GUIDANCE = 3.0
@@ -150,6 +158,11 @@ MULTI_WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5))
 # segmentation ControlNet on the 'fine' base, seed 0 (README, "Segmentation without a prompt").
 GUESS_SCALE = 2.0
 GUESS_GUIDANCE = 10.0
+# ControlNet-XS and ControlNeXt have no per-resolution residual weights in guess mode (the branch rule alone), and at
+# the ControlNet's scale 2 they overshoot; their settings were chosen the same way on the same validation scenes
+# (XS at 4,000 steps: scale 1 / guidance 5 0.504 vs scale 2 / guidance 10 0.309; ControlNeXt at 1,544 steps: 0.187
+# vs 0.032; README, "Segmentation without a prompt").
+GUESS_SETTINGS = {"controlnet": (GUESS_SCALE, GUESS_GUIDANCE), "controlnet_xs": (1.0, 5.0), "controlnext": (1.0, 5.0)}
 GRID_COLUMNS = 8
 SAMPLE_BATCH = 64
 GS_S_PER_STEP_EST = 0.05  # Gaussians on the 64 px procedural scene, 5000 initial: 0.031 s/step measured at start (2 cores, loaded)
@@ -190,14 +203,15 @@ def machine_info(load_before) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- sampling
 
 
-def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0, prompt: str = "descriptive") -> torch.Tensor:
+def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0, prompt: str = "descriptive",
+               kind: str = "controlnet") -> torch.Tensor:
     """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control), prompted
     with its scene's descriptive caption (``prompt="descriptive"``) or the empty prompt (``"empty"``: the condition
     alone, as the ControlNet paper shows its models without prompts; ``"empty_guess"``: the same in diffusers'
-    guess mode at ``GUESS_SCALE`` and guidance ``GUESS_GUIDANCE`` -- control on the conditional branch only;
-    without control it is the empty setting, whose two guidance branches are the same prediction)."""
+    guess mode at the adapter ``kind``'s ``GUESS_SETTINGS`` -- control on the conditional branch only; without
+    control it is the empty setting, whose two guidance branches are the same prediction)."""
     check_choice(prompt, "prompt", PROMPT_SETTINGS)
-    settings = prompt_sampling(prompt, "none" if adapters is None else "adapter")
+    settings = prompt_sampling(prompt, "none" if adapters is None else kind)
     guidance, guess = settings["guidance"], settings.get("guess_mode", False)
     multi = adapters is not None and len(adapters) > 1
     if adapters is not None:  # the setting's scale on the given weights, once before the batches
@@ -224,12 +238,15 @@ PROMPT_SETTINGS = ("descriptive", "empty", "empty_guess")
 
 
 class FidelityCurve(TrainerCallback):
-    """Fidelity on a small set at ``points`` training steps (for steps_to_half)."""
+    """Fidelity on a small set at ``points`` training steps (for steps_to_half). With ``path`` the points are kept
+    in that JSON as they are taken and read back first, so a resumed training run keeps the points it had."""
 
-    def __init__(self, pipe, condition, truth, cond, instruments, points: Sequence[int], steps: int) -> None:
+    def __init__(self, pipe, condition, truth, cond, instruments, points: Sequence[int], steps: int, path: Optional[Path] = None) -> None:
         self.pipe, self.condition, self.truth, self.cond = pipe, condition, truth, cond
-        self.instruments, self.points, self.steps = instruments, set(points), steps
+        self.instruments, self.points, self.steps, self.path = instruments, set(points), steps, path
         self.values: List[Dict[str, Any]] = []
+        if path is not None and path.is_file():
+            self.values = [v for v in json.loads(path.read_text(encoding="utf-8")) if v["step"] in self.points]
 
     def on_sync(self, trainer) -> None:
         # CPU: every step is a sync point; CUDA: only log steps, so a point is taken at the first sync at or after it
@@ -245,6 +262,23 @@ class FidelityCurve(TrainerCallback):
             finally:
                 adapter.to(device)
             self.values.append({"step": trainer.step, "fidelity": value})
+            if self.path is not None:
+                atomic_write_json(self.values, self.path)
+
+
+def adapter_cache_dir(root: Path, cfg: ControlTrainConfig, source, plan: "Plan", points: Sequence[int], device: str) -> Path:
+    """``--adapter-cache``'s folder for one adapter: keyed by everything its training and fidelity curve depend on
+    (the configuration, the base UNet's phase folder, the curve's steps, images and sampling steps, the instruments'
+    configuration, the device); ``identity.json`` inside says which."""
+    identity = {"config": config_to_dict(cfg), "base": str(Path(source.pipeline_dir).resolve()), "device": device,
+                "curve": {"points": list(points), "images": plan.curve_images, "sampling_steps": plan.sampling_steps,
+                          "instruments": config_to_dict(plan.fidelity)}}  # fmt: skip
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    folder = root / f"{cfg.adapter}-{cfg.condition}-{cfg.steps}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "identity.json").is_file():
+        atomic_write_json(identity, folder / "identity.json")
+    return folder
 
 
 def score_set(instruments, condition: str, images: torch.Tensor, truth: ToyTruth, per_seed: List[float], per_seed_all: List[float]) -> None:
@@ -265,7 +299,7 @@ def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth,
         for s in seeds:
             t0 = time.perf_counter()
             images = sample_set(pipe, None if adapter is None else [adapter], None if adapter is None else [cond], truth, s, steps,
-                                prompt=prompt)  # fmt: skip
+                                prompt=prompt, kind=kind)  # fmt: skip
             times.append((time.perf_counter() - t0) / len(truth))
             score_set(instruments, condition, images, truth, per_seed, per_seed_all)
         stats = mean_std(per_seed)
@@ -277,11 +311,13 @@ def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth,
 
 
 def prompt_sampling(prompt: str, kind: str) -> Dict[str, Any]:
-    """The sampling settings a row of ``prompt`` and adapter ``kind`` (``"none"``: no control) ran with."""
+    """The sampling settings a row of ``prompt`` and adapter ``kind`` (``"none"``: no control) ran with; the
+    no-control rows of ``empty_guess`` use the ControlNet's guidance (the images every adapter is compared with)."""
     guess = prompt == "empty_guess"
-    out: Dict[str, Any] = {"guidance": GUESS_GUIDANCE if guess else GUIDANCE}
+    scale, guidance = GUESS_SETTINGS.get(kind, GUESS_SETTINGS["controlnet"]) if guess else (1.0, GUIDANCE)
+    out: Dict[str, Any] = {"guidance": guidance}
     if kind != "none":
-        out.update(conditioning_scale=GUESS_SCALE if guess else 1.0, guess_mode=guess)
+        out.update(conditioning_scale=scale, guess_mode=guess)
     return out
 
 
@@ -587,8 +623,8 @@ def main(argv=None) -> Dict[str, Any]:
                         help="adapters to train (comma-separated, of controlnet,controlnet_xs,controlnext); E4 needs controlnet")
     parser.add_argument("--prompts", default="descriptive",
                         help="prompt settings of the E3 sets: descriptive (the scene's caption, the table's), empty (the "
-                             "condition alone) and/or empty_guess (empty, adapters in guess mode at GUESS_SCALE and guidance "
-                             "GUESS_GUIDANCE); each adds rows with that prompt and its own segmentation bars")
+                             "condition alone) and/or empty_guess (empty, adapters in guess mode at their GUESS_SETTINGS scale and "
+                             "guidance); each adds rows with that prompt and its own segmentation bars")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
@@ -601,6 +637,10 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--e4-depth-scale", default="shared", choices=("shared", "per_view"),
                         help="E4's depth conditions: one inverse-depth scale for every view (the content's range over the "
                              "cameras; views agree) or each view's own range (what the toy-world ControlNet saw in training)")
+    parser.add_argument("--adapter-cache", type=Path, default=None,
+                        help="train every adapter into a folder here keyed by its configuration (adapter_cache_dir): a finished "
+                             "one is reused (its training time and curve as recorded), an interrupted one resumes from its last "
+                             "checkpoint; default: none (every run trains afresh)")
     parser.add_argument("--work", type=Path, default=None,
                         help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)
@@ -743,8 +783,13 @@ def main(argv=None) -> Dict[str, Any]:
         for kind in adapters:
             cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0,
                                      lr_schedule=args.lr_schedule)  # fmt: skip
-            curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps)
-            adapter, rec = train_control(source, cfg, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
+            cache = None if args.adapter_cache is None else adapter_cache_dir(args.adapter_cache, cfg, source, plan, points, args.device)
+            curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps,
+                                     path=None if cache is None else cache / "curve.json")  # fmt: skip
+            adapter, rec = train_control(source, cfg, cache, device=args.device, pipeline=pipe, callbacks=[curve_cb], progress=not args.quiet)
+            if rec.get("resumed_at_step"):
+                say(f"{kind} on {c}: {'reused' if rec['resumed_at_step'] >= steps else 'resumed at step ' + str(rec['resumed_at_step'])} "
+                    f"from {cache}")  # fmt: skip
             trained[(c, kind)] = adapter
             run_pipe = controlled_pipeline(pipe, adapter)
             per_seed, per_seed_all, fids, times = [], [], [], []
@@ -765,7 +810,8 @@ def main(argv=None) -> Dict[str, Any]:
                 **reference_fields(reference, c), **_all_classes(per_seed_all),
                 "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
-                "final_loss": rec["final_loss"], "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
+                "final_loss": rec["final_loss"], "adapter_dir": None if cache is None else str(cache),
+                "resumed_at_step": rec.get("resumed_at_step", 0), "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
                 "steps_to_half": steps_to_half(curve_cb.values, start_value), "sample_s": sample_s,
                 "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0], **prompt_sampling("descriptive", kind),
             })  # fmt: skip
@@ -831,7 +877,7 @@ def main(argv=None) -> Dict[str, Any]:
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "preset": plan.preset, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
         "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings),
-        "guess_mode": {"conditioning_scale": GUESS_SCALE, "guidance": GUESS_GUIDANCE},
+        "guess_mode": {k: {"conditioning_scale": v[0], "guidance": v[1]} for k, v in GUESS_SETTINGS.items()},
         "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "lr_schedule": args.lr_schedule, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {

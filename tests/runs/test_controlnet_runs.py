@@ -244,6 +244,7 @@ def test_conditions_flag_and_bars_of_a_partial_run():
                                                                  "conditioning_scale": bench.GUESS_SCALE, "guess_mode": True}
     assert bench.prompt_sampling("empty_guess", "none") == {"guidance": bench.GUESS_GUIDANCE}
     assert bench.prompt_sampling("empty", "controlnext")["guess_mode"] is False
+    assert bench.prompt_sampling("empty_guess", "controlnet_xs") == {"guidance": 5.0, "conditioning_scale": 1.0, "guess_mode": True}
     # one adapter: its own bars only, no comparison with an adapter that did not run
     only = bench.bars(results[:2], {})
     assert [b["bar"].split(":")[0] for b in only] == ["controlnet", "controlnet segmentation"]
@@ -278,6 +279,9 @@ def test_sample_set_gives_every_batch_the_settings_of_its_prompt(monkeypatch):
     calls.clear()
     bench.sample_set(None, ["a1", "a2"], [cond, cond], truth, 0, 3, weights=(1.0, 0.5), prompt="empty_guess")
     assert [c["weights"] for c in calls] == [[bench.GUESS_SCALE, 0.5 * bench.GUESS_SCALE]] * 3
+    calls.clear()
+    bench.sample_set(None, ["adapter"], [cond], truth, 0, 3, prompt="empty_guess", kind="controlnext")
+    assert {(c["weights"], c["guidance"], c["guess_mode"]) for c in calls} == {(*bench.GUESS_SETTINGS["controlnext"], True)}
     calls.clear()
     bench.sample_set(None, ["adapter"], [cond], truth, 0, 3, weights=0.7)
     assert [(c["weights"], c["guidance"], c["guess_mode"]) for c in calls] == [(0.7, bench.GUIDANCE, False)] * 3
@@ -373,7 +377,8 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
 def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     bench = _load_benchmark()
     out = tmp_path / "cn.json"
-    bench.main(["--out", str(out), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet"])
+    bench.main(["--out", str(out), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet",
+                "--adapter-cache", str(tmp_path / "adapters")])
     report = json.loads(out.read_text())
     rows = [r for r in report["results"] if r["experiment"] == "E3"]
     for c in ("depth", "edges", "segmentation"):
@@ -404,3 +409,43 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     assert sum("E4: warp-PSNR" in b.get("bar", "") for b in report["bars"]) == 3
     assert "domain gap" in report["e4"]["note"] and Path(report["e4"]["scene"]["run_dir"]).is_dir()
     assert Path(report["e4"]["scene"]["data_dir"]).name.startswith("toyworld_scene0")  # the default E4 scene: the toy world's
+    # a second run on the same adapter cache reuses the trained adapter: same curve, training time and images
+    again = tmp_path / "again.json"
+    bench.main(["--out", str(again), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet", "--no-e4",
+                "--conditions", "segmentation", "--adapters", "controlnet", "--adapter-cache", str(tmp_path / "adapters")])
+    first = next(r for r in rows if r["variant"] == "controlnet" and r["condition"] == "segmentation")
+    second = next(r for r in json.loads(again.read_text())["results"] if r["variant"] == "controlnet" and r["prompt"] == "descriptive")
+    assert first["resumed_at_step"] == 0 and second["resumed_at_step"] == report["train_steps"] > 0
+    assert second["adapter_dir"] == first["adapter_dir"] and Path(first["adapter_dir"], "identity.json").is_file()
+    for key in ("fidelity_per_seed", "fidelity_curve", "s_per_step", "trainable_params", "final_loss"):
+        assert second[key] == first[key], key
+
+
+def test_an_interrupted_run_resumes_exactly_and_another_configuration_is_refused(trained, tmp_path):
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnet", steps=4, batch_size=2, lr=1e-3, max_images=8)
+    whole, rec_whole = rc.train_control(trained, cfg, tmp_path / "whole", checkpoint_every=2)
+
+    class _Crash(TrainerCallback):
+        def on_sync(self, trainer):
+            if trainer.step == 3:  # after the step-2 checkpoint, before the end
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rc.train_control(trained, cfg, tmp_path / "cut", checkpoint_every=2, callbacks=[_Crash()])
+    assert not (tmp_path / "cut" / "control_train.json").exists()
+    resumed, rec = rc.train_control(trained, cfg, tmp_path / "cut", checkpoint_every=2)
+    assert rec["resumed_at_step"] == 2 and rec["steps"] == 4 and rec_whole["resumed_at_step"] == 0
+    assert len(whole.trainable_parameters()) == len(resumed.trainable_parameters()) > 0
+    for a, b in zip(whole.trainable_parameters(), resumed.trainable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert rec["final_loss"] == pytest.approx(rec_whole["final_loss"], rel=1e-6)
+    # a finished folder returns at once with the same adapter and the loss it logged
+    again, rec_again = rc.train_control(trained, cfg, tmp_path / "whole")
+    assert rec_again["resumed_at_step"] == 4 and rec_again["final_loss"] == pytest.approx(rec_whole["final_loss"], rel=1e-6)
+    for a, b in zip(whole.trainable_parameters(), again.trainable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    other = rc.ControlTrainConfig(condition="depth", adapter="controlnet", steps=4, batch_size=2, lr=2e-3, max_images=8)
+    with pytest.raises(InputError, match=r"out_dir: .*whole holds a run of another configuration \(lr: 0.001 there, 0.002 now\)"):
+        rc.train_control(trained, other, tmp_path / "whole")
+    with pytest.raises(InputError, match="checkpoint_every"):
+        rc.train_control(trained, cfg, tmp_path / "x", checkpoint_every=-1)

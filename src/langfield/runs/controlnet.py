@@ -38,7 +38,9 @@ ControlNet, ControlNet-XS or ControlNeXt (:mod:`langfield.generation.control`) t
 phase's training latents, the text phase's caption embeddings (50 % empty prompts) and the
 conditions above, through the one Trainer. Writes ``OUT/adapter/`` (loadable with
 :func:`load_trained_control`), ``OUT/control_train.json`` and, with ``preview``, ``OUT/preview.png``
-(rows: real held-out renders, their conditions, images generated from those conditions)::
+(rows: real held-out renders, their conditions, images generated from those conditions); the run
+checkpoints into ``OUT/train/`` every ``CHECKPOINT_EVERY`` steps, and the same command on the same
+folder resumes an interrupted run exactly (a finished one returns at once)::
 
     langfield controlnet-train --base ~/.cache/langfield/toyworld/unet-<key> --condition normals \\
         --adapter controlnet --steps 2000 --out outputs/control_normals
@@ -396,6 +398,10 @@ def control_source(base: Union[str, os.PathLike, ToyWorldModels]) -> ControlSour
     return ControlSource(path / "pipeline", vae, text, data)
 
 
+#: Steps between the checkpoints of a :func:`train_control` run that writes a folder.
+CHECKPOINT_EVERY = 500
+
+
 def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25) -> ControlAdapter:
     """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base)."""
     check_choice(kind, "adapter", ADAPTERS)
@@ -424,14 +430,22 @@ def train_control(
     callbacks: Sequence[TrainerCallback] = (),
     pipeline: Optional[GenerationPipeline] = None,
     preview: int = 0,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> Tuple[ControlAdapter, Dict[str, Any]]:
     """Train an adapter of ``config.adapter`` for ``config.condition`` on the frozen toy UNet (module docstring).
+
+    With ``out_dir`` the run is resumable: the Trainer checkpoints into ``out_dir/train/checkpoints/``
+    every ``checkpoint_every`` steps (and at the end), and a call on a folder that holds a checkpoint
+    of the same configuration and base continues exactly from it (parameters, AdamW moments, the
+    batch order and every RNG: the result is the one an uninterrupted run gives). A folder holding
+    another configuration's run is refused, naming the fields that differ.
 
     Args:
         base: the toy world's models, a UNet phase folder, or a :class:`ControlSource`.
         out_dir: where ``adapter/``, ``control_train.json`` (and ``preview.png``) go; ``None``: nothing written.
         pipeline: the base pipeline if already loaded (else loaded from the source).
         preview: held-out images to sample into ``preview.png`` (0 = none; needs ``out_dir``).
+        checkpoint_every: steps between checkpoints with ``out_dir`` (0: only at the end).
 
     Returns:
         ``(adapter, record)``: the trained adapter and what ``control_train.json`` holds
@@ -439,7 +453,11 @@ def train_control(
     """
     if not isinstance(config, ControlTrainConfig):
         raise InputError(f"config: expected a ControlTrainConfig, got {type(config).__name__}")
+    check_int_range(checkpoint_every, "checkpoint_every", lo=0)
     source = base if isinstance(base, ControlSource) else control_source(base)
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:  # before anything is loaded: a folder of another run is refused at once
+        _claim_run_dir(out / "train", config, source)
     pipe = pipeline if pipeline is not None else load_pipeline(source.pipeline_dir, device="cpu", dtype=torch.float32)
     if pipe.kind != "sd":
         raise InputError(f"base: the control adapters here need a UNet (SD-style) pipeline, got {pipe.kind!r}")
@@ -455,11 +473,12 @@ def train_control(
                                      empty_prompt_rate=config.empty_prompt_rate)
     method = ControlNetMethod(adapter, latents[:n], conditions, prompts, empty, caption_ids=caption_ids[:n], config=training)
     sampler = IndexSampler(n, config.batch_size, seed=config.seed)
-    out = None if out_dir is None else Path(out_dir)
-    trainer_cfg = TrainerConfig(max_steps=config.steps, output_dir=None, seed=config.seed, device=device, progress=progress,
-                                name=f"{config.adapter}:{config.condition}", log_every=max(1, min(50, config.steps // 10 or 1)),
-                                checkpoint_every=0)  # fmt: skip
-    trainer = Trainer(method, trainer_cfg, sampler=sampler, callbacks=callbacks)
+    trainer_cfg = TrainerConfig(max_steps=config.steps, output_dir=None if out is None else str(out / "train"), seed=config.seed,
+                                device=device, progress=progress, name=f"{config.adapter}:{config.condition}",
+                                log_every=max(1, min(50, config.steps // 10 or 1)), checkpoint_every=checkpoint_every,
+                                keep_last_checkpoints=1)  # fmt: skip
+    trainer = Trainer(method, trainer_cfg, sampler=sampler, callbacks=callbacks, resume=out is not None)
+    resumed_at = trainer.step
     start = time.perf_counter()
     last = trainer.train()
     seconds = time.perf_counter() - start
@@ -472,11 +491,13 @@ def train_control(
         "data": str(source.data_dir),
         "num_train": n,
         "steps": trainer.step,
+        "resumed_at_step": resumed_at,
+        # this call's wall clock (a resumed run: since the resume); s_per_step covers every step
         "train_seconds": seconds,
         # the Trainer's own clock: training steps only (callbacks such as evaluations excluded)
         "s_per_step": trainer.elapsed_seconds / max(trainer.step, 1),
         "trainable_params": adapter.num_trainable_parameters(),
-        "final_loss": float(last.get("loss", float("nan"))) if isinstance(last, dict) else None,
+        "final_loss": _final_loss(last, None if out is None else out / "train" / "metrics.jsonl"),
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -485,6 +506,45 @@ def train_control(
             record["preview"] = str(_preview(pipe, adapter, source, config.condition, int(preview), out / "preview.png"))
         atomic_write_json(record, out / "control_train.json")
     return adapter, record
+
+
+def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlSource) -> None:
+    """Write ``train_dir/control_config.json`` (the configuration and base of the run), or check that the one there
+    matches (a resumed run must be the same run)."""
+    identity = {"config": config_to_dict(config), "base": str(Path(source.pipeline_dir).resolve())}
+    path = train_dir / "control_config.json"
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(f"out_dir: {path} is unreadable ({err}); remove the folder to start afresh") from None
+        if previous != identity:
+            old, now = previous.get("config", {}), identity["config"]
+            fields = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {now.get(k)!r} now" for k in fields)
+            if previous.get("base") != identity["base"]:
+                diff = ", ".join(filter(None, [diff, f"base: {previous.get('base')} there, {identity['base']} now"]))
+            raise InputError(f"out_dir: {train_dir.parent} holds a run of another configuration ({diff}); give a new folder "
+                             f"or remove that one")  # fmt: skip
+        return
+    train_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(identity, path)
+
+
+def _final_loss(last: Any, metrics: Optional[Path]) -> float:
+    """The last training record's loss; a run resumed at its last step trains nothing, so its loss is the last one
+    ``metrics.jsonl`` logged (NaN when neither has one)."""
+    if isinstance(last, dict) and "loss" in last:
+        return float(last["loss"])
+    if metrics is not None and metrics.is_file():
+        for line in reversed(metrics.read_text(encoding="utf-8").splitlines()):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("event") == "train" and isinstance(rec.get("loss"), (int, float)):
+                return float(rec["loss"])
+    return float("nan")
 
 
 def _preview(pipe: GenerationPipeline, adapter: ControlAdapter, source: ControlSource, condition: str, num: int, path: Path) -> Path:
