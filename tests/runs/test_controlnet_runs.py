@@ -184,6 +184,16 @@ def test_cli_trains_for_a_condition_and_refuses_an_unknown_one(trained, tmp_path
                       "--steps", "2", "--batch-size", "4", "--out", str(out), "--preview", "2"])  # fmt: skip
     assert rc_ok == 0 and (out / "adapter" / "langfield_control.json").is_file() and (out / "preview.png").is_file()
     assert json.loads((out / "control_train.json").read_text())["adapter"] == "controlnext"
+    capsys.readouterr()
+    # the same command again: the finished run is there; other options on that folder: refused, naming the field
+    assert cli_main(["controlnet-train", "--base", str(unet_dir / "pipeline"), "--condition", "normals", "--adapter", "controlnext",
+                     "--steps", "2", "--batch-size", "4", "--out", str(out)]) == 0  # fmt: skip
+    said = capsys.readouterr()
+    assert "already finished there" in (said.err + said.out)
+    assert cli_main(["controlnet-train", "--base", str(unet_dir / "pipeline"), "--condition", "normals", "--adapter", "controlnext",
+                     "--steps", "3", "--batch-size", "4", "--out", str(out)]) == 2  # fmt: skip
+    said = capsys.readouterr()
+    assert "another configuration" in (said.err + said.out) and "steps: 2 there, 3 now" in (said.err + said.out)
     with pytest.raises(SystemExit) as exc:
         cli_main(["controlnet-train", "--base", str(unet_dir), "--condition", "relevancy", "--out", str(tmp_path / "bad")])
     assert exc.value.code == 2

@@ -683,9 +683,11 @@ def run_toyworld(args: Toyworld) -> Any:
 
 def run_controlnet_train(args: ControlnetTrain) -> Dict[str, Any]:
     _, record = runs_api.train_control(args.base, args.options, args.out, device=args.device, progress=True, preview=args.preview)
+    resumed = record.get("resumed_at_step", 0)
+    note = "" if not resumed else (" (already finished there)" if resumed >= record["steps"] else f" (resumed at step {resumed})")
     console.print(
         f"trained {record['adapter']} for {record['condition']}: {record['trainable_params']} trainable parameters, "
-        f"{record['steps']} steps at {record['s_per_step']:.3f} s/step -> {args.out / 'adapter'}", markup=False,
+        f"{record['steps']} steps at {record['s_per_step']:.3f} s/step{note} -> {args.out / 'adapter'}", markup=False,
     )  # fmt: skip
     return record
 
