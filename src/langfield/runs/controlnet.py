@@ -95,7 +95,6 @@ from langfield.runs.toyworld import (
     train_phase,
 )
 from langfield.training.callbacks import TrainerCallback
-from langfield.training.trainer import Trainer, TrainerConfig
 
 __all__ = [
     "ADAPTERS",
@@ -473,14 +472,9 @@ def train_control(
                                      empty_prompt_rate=config.empty_prompt_rate)
     method = ControlNetMethod(adapter, latents[:n], conditions, prompts, empty, caption_ids=caption_ids[:n], config=training)
     sampler = IndexSampler(n, config.batch_size, seed=config.seed)
-    trainer_cfg = TrainerConfig(max_steps=config.steps, output_dir=None if out is None else str(out / "train"), seed=config.seed,
-                                device=device, progress=progress, name=f"{config.adapter}:{config.condition}",
-                                log_every=max(1, min(50, config.steps // 10 or 1)), checkpoint_every=checkpoint_every,
-                                keep_last_checkpoints=1)  # fmt: skip
-    trainer = Trainer(method, trainer_cfg, sampler=sampler, callbacks=callbacks, resume=out is not None)
-    resumed_at = trainer.step
     start = time.perf_counter()
-    last = trainer.train()
+    info = train_phase(method, sampler, steps=config.steps, work=out, name=f"{config.adapter}:{config.condition}", seed=config.seed,
+                       device=device, progress=progress, checkpoint_every=checkpoint_every, callbacks=callbacks)  # fmt: skip
     seconds = time.perf_counter() - start
     adapter = adapter.cpu().eval()
     record = {
@@ -490,14 +484,14 @@ def train_control(
         "base": str(source.pipeline_dir),
         "data": str(source.data_dir),
         "num_train": n,
-        "steps": trainer.step,
-        "resumed_at_step": resumed_at,
+        "steps": info["steps"],
+        "resumed_at_step": info["resumed_from_step"],
         # this call's wall clock (a resumed run: since the resume); s_per_step covers every step
         "train_seconds": seconds,
         # the Trainer's own clock: training steps only (callbacks such as evaluations excluded)
-        "s_per_step": trainer.elapsed_seconds / max(trainer.step, 1),
+        "s_per_step": info["train_seconds"] / max(info["steps"], 1),
         "trainable_params": adapter.num_trainable_parameters(),
-        "final_loss": _final_loss(last, None if out is None else out / "train" / "metrics.jsonl"),
+        "final_loss": _final_loss(info["last_log"], None if out is None else out / "train" / "metrics.jsonl"),
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -531,10 +525,10 @@ def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlS
     atomic_write_json(identity, path)
 
 
-def _final_loss(last: Any, metrics: Optional[Path]) -> float:
+def _final_loss(last: Dict[str, Any], metrics: Optional[Path]) -> float:
     """The last training record's loss; a run resumed at its last step trains nothing, so its loss is the last one
     ``metrics.jsonl`` logged (NaN when neither has one)."""
-    if isinstance(last, dict) and "loss" in last:
+    if "loss" in last:
         return float(last["loss"])
     if metrics is not None and metrics.is_file():
         for line in reversed(metrics.read_text(encoding="utf-8").splitlines()):

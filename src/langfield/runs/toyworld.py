@@ -554,23 +554,24 @@ def run_cached_phase(root: Union[str, os.PathLike], name: str, payload: Dict[str
     return _Phase(Path(root), name, payload, lock_timeout_s).run(build, log or _LOG.info)
 
 
-def train_phase(method, sampler, *, steps: int, work: Path, name: str, seed: int, device: str, progress: bool = False,
+def train_phase(method, sampler, *, steps: int, work: Optional[Path], name: str, seed: int, device: str, progress: bool = False,
                 checkpoint_every: Optional[int] = None, callbacks: Sequence[TrainerCallback] = ()) -> Dict[str, Any]:  # fmt: skip
-    """Train ``method`` for ``steps`` with the one Trainer in ``work/train`` (resumable), as every phase does."""
+    """Train ``method`` for ``steps`` with the one Trainer in ``work/train`` (resumable), as every phase does
+    (``work=None``: in memory, nothing written, nothing to resume)."""
     every = checkpoint_every if checkpoint_every is not None else max(1, steps // 4)
     return _train(method, sampler, steps=steps, work=work, name=name, seed=seed, device=device, progress=progress,
                   checkpoint_every=every, callbacks=callbacks)  # fmt: skip
 
 
-def _train(method, sampler, *, steps: int, work: Path, name: str, seed: int, device: str, progress: bool,
+def _train(method, sampler, *, steps: int, work: Optional[Path], name: str, seed: int, device: str, progress: bool,
            checkpoint_every: int, callbacks: Sequence[TrainerCallback]) -> Dict[str, Any]:  # fmt: skip
-    """Run the Trainer in ``work/train`` (resumable); returns what the phase record keeps."""
-    out = work / "train"
+    """Run the Trainer in ``work/train`` (resumable; ``work=None``: in memory); returns what the phase record keeps."""
+    out = None if work is None else work / "train"
     config = TrainerConfig(
-        max_steps=steps, output_dir=str(out), seed=seed, device=device, progress=progress, name=name,
+        max_steps=steps, output_dir=None if out is None else str(out), seed=seed, device=device, progress=progress, name=name,
         log_every=max(1, min(50, steps // 10 or 1)), checkpoint_every=checkpoint_every, keep_last_checkpoints=1,
     )  # fmt: skip
-    trainer = Trainer(method, config, sampler=sampler, callbacks=callbacks, resume=True)
+    trainer = Trainer(method, config, sampler=sampler, callbacks=callbacks, resume=out is not None)
     resumed_from = trainer.step
     record = trainer.train()
     if trainer.step < steps:
