@@ -116,7 +116,7 @@ import torch
 
 from langfield._checks import InputError, check_choice
 from langfield.configs import config_to_dict
-from langfield.generation.control import generate_controlled
+from langfield.generation.control import NORMALIZATIONS, generate_controlled
 from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
 from langfield.io.atomic import atomic_write_json
@@ -136,6 +136,7 @@ from langfield.runs.controlnet import (
     train_control,
     train_fidelity,
 )
+from langfield.runs.controlnet_config import config_identity
 from langfield.runs.toyworld import load_split, toyworld_preset, train_toyworld, vae_reconstruct
 from langfield.runs.toyworld_measure import SEED_STRIDE, Instruments, mean_std
 from langfield.training.callbacks import TrainerCallback
@@ -270,7 +271,7 @@ def adapter_cache_dir(root: Path, cfg: ControlTrainConfig, source, plan: "Plan",
     """``--adapter-cache``'s folder for one adapter: keyed by everything its training and fidelity curve depend on
     (the configuration, the base UNet's phase folder, the curve's steps, images and sampling steps, the instruments'
     configuration, the device); ``identity.json`` inside says which."""
-    identity = {"config": config_to_dict(cfg), "base": str(Path(source.pipeline_dir).resolve()), "device": device,
+    identity = {"config": config_identity(cfg), "base": str(Path(source.pipeline_dir).resolve()), "device": device,
                 "curve": {"points": list(points), "images": plan.curve_images, "sampling_steps": plan.sampling_steps,
                           "instruments": config_to_dict(plan.fidelity)}}  # fmt: skip
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
@@ -339,11 +340,12 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
     return None
 
 
-def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS) -> Dict[str, float]:
+def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS, controlnext_normalization: str = "channel") -> Dict[str, float]:
     """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition)."""
     out = {}
     for kind in adapters:
-        cfg = ControlTrainConfig(condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256)
+        cfg = ControlTrainConfig(condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256,
+                                 controlnext_normalization=controlnext_normalization)  # fmt: skip
         train_control(source, cfg, pipeline=pipe)
         cfg = dataclasses.replace(cfg, steps=3)
         _, rec = train_control(source, cfg, pipeline=pipe)
@@ -629,6 +631,9 @@ def main(argv=None) -> Dict[str, Any]:
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                         help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
+    parser.add_argument("--controlnext-normalization", default="channel", choices=NORMALIZATIONS,
+                        help="ControlNeXt's cross-normalisation statistics: channel (per channel) or sample (per sample over C, H, W, "
+                             "the authors' released code)")
     parser.add_argument("--instrument-blur", type=float, default=None,
                         help="the fidelity instruments' training blur (FidelityConfig.blur, px; default: FidelityConfig's)")
     parser.add_argument("--e4-prompt", default="view", choices=("view", "stored"),
@@ -760,7 +765,7 @@ def main(argv=None) -> Dict[str, Any]:
         steps, probe = plan.fixed_steps, None
         say(f"plan: {steps} steps per adapter (fixed: --steps or smoke)" + (", then E4 on the scene" if e4_plan else ""))
     else:
-        probe = probe_steps(source, pipe, plan, say, adapters)
+        probe = probe_steps(source, pipe, plan, say, adapters, args.controlnext_normalization)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
         per_image = measure_s / (len(seeds) * n)
         curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(adapters) * len(conditions)
@@ -782,7 +787,7 @@ def main(argv=None) -> Dict[str, Any]:
         start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
         for kind in adapters:
             cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0,
-                                     lr_schedule=args.lr_schedule)  # fmt: skip
+                                     lr_schedule=args.lr_schedule, controlnext_normalization=args.controlnext_normalization)  # fmt: skip
             cache = None if args.adapter_cache is None else adapter_cache_dir(args.adapter_cache, cfg, source, plan, points, args.device)
             curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps,
                                      path=None if cache is None else cache / "curve.json")  # fmt: skip
@@ -879,7 +884,8 @@ def main(argv=None) -> Dict[str, Any]:
         "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings),
         "guess_mode": {k: {"conditioning_scale": v[0], "guidance": v[1]} for k, v in GUESS_SETTINGS.items()},
         "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
-        "lr": LR, "lr_schedule": args.lr_schedule, "probe_s_per_step": probe, "curve_points": points,
+        "lr": LR, "lr_schedule": args.lr_schedule,
+        "controlnext_normalization": args.controlnext_normalization, "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
             "config": dataclasses.asdict(plan.fidelity),

@@ -141,6 +141,32 @@ def test_a_tiny_run_on_rendered_normals_writes_a_loadable_adapter(trained, tmp_p
         assert pipe.denoiser is loaded.base
 
 
+def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(trained, tmp_path):
+    from langfield.runs.controlnet_config import config_identity
+
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4,
+                                controlnext_normalization="sample")  # fmt: skip
+    adapter, _ = rc.train_control(trained, cfg, tmp_path / "nx")
+    loaded, _, _ = rc.load_trained_control(tmp_path / "nx")
+    assert adapter.config.normalization == loaded.config.normalization == "sample"
+    channel, _ = rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"))
+    assert channel.config.normalization == "channel"
+    # the other statistics give another prediction from the same weights
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 500])
+    cond = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    emb = torch.randn(2, 5, 384, generator=torch.Generator().manual_seed(2))
+    channel.load_state_dict(adapter.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(channel.predict(x, t, emb, cond), adapter.predict(x, t, emb, cond), atol=1e-4)
+    # the option identifies ControlNeXt runs only: a ControlNet's identity (cache keys, resumed folders) is what it was
+    assert config_identity(cfg)["controlnext_normalization"] == "sample"
+    cn = rc.ControlTrainConfig(adapter="controlnet")
+    assert "controlnext_normalization" not in config_identity(cn)
+    assert config_identity(cn) == {k: v for k, v in dataclasses.asdict(cn).items() if k != "controlnext_normalization"}
+    with pytest.raises(InputError, match="another configuration \\(controlnext_normalization: 'sample' there, 'channel' now\\)"):
+        rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"), tmp_path / "nx")
+
+
 class _RateLog(TrainerCallback):
     def __init__(self):
         self.rates = []
@@ -167,6 +193,8 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
         rc.ControlTrainConfig(adapter="t2i")
     with pytest.raises(InputError, match="lr_schedule.*'step'"):
         rc.ControlTrainConfig(lr_schedule="step")
+    with pytest.raises(InputError, match="controlnext_normalization.*'batch'"):
+        rc.ControlTrainConfig(adapter="controlnext", controlnext_normalization="batch")
     with pytest.raises(InputError, match="FidelityConfig.blur"):
         rc.FidelityConfig(blur=-0.5)
     with pytest.raises(InputError, match="FidelityConfig.blur"):

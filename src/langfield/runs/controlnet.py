@@ -71,6 +71,7 @@ from langfield.generation.conditions import canny, default_palette, depth_condit
 from langfield.generation.control import (
     CONTROL_FILE,
     ControlAdapter,
+    ControlNeXtConfig,
     ControlNetAdapter,
     XSControlAdapter,
     build_controlnet,
@@ -84,7 +85,7 @@ from langfield.generation.loading import GenerationPipeline, build_pipeline, loa
 from langfield.io.atomic import atomic_save_torch, atomic_write_json
 from langfield.io.images import image_grid, write_image
 from langfield.methods.diffusion import ControlNetMethod, ControlTrainingConfig, PixelInstrumentObjective
-from langfield.runs.controlnet_config import ADAPTERS, CONDITIONS, MEASURED_CONDITIONS, ControlTrainConfig
+from langfield.runs.controlnet_config import ADAPTERS, CONDITIONS, MEASURED_CONDITIONS, ControlTrainConfig, config_identity
 from langfield.runs.toyworld import (
     CACHE_VERSION,
     ToyWorldModels,
@@ -401,14 +402,17 @@ def control_source(base: Union[str, os.PathLike, ToyWorldModels]) -> ControlSour
 CHECKPOINT_EVERY = 500
 
 
-def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25) -> ControlAdapter:
-    """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base)."""
+def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25,
+                  controlnext_normalization: str = "channel") -> ControlAdapter:  # fmt: skip
+    """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base;
+    ``xs_size_ratio`` and ``controlnext_normalization`` as in :class:`ControlTrainConfig`)."""
     check_choice(kind, "adapter", ADAPTERS)
     if kind == "controlnet":
         return ControlNetAdapter(unet, build_controlnet(unet, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
     if kind == "controlnet_xs":
         return XSControlAdapter(build_controlnet_xs(unet, xs_size_ratio, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
-    return build_controlnext(copy.deepcopy(unet), vae_factor=vae_factor, seed=seed)
+    return build_controlnext(copy.deepcopy(unet), vae_factor=vae_factor, seed=seed,
+                             config=ControlNeXtConfig(normalization=controlnext_normalization))
 
 
 def controlled_pipeline(pipe: GenerationPipeline, adapter: ControlAdapter) -> GenerationPipeline:
@@ -466,7 +470,8 @@ def train_control(
     n = len(latents) if config.max_images == 0 else min(len(latents), config.max_images)
     truth = read_truth(source.data_dir, "train", limit=n)
     conditions = condition_images(truth, config.condition)
-    adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio)
+    adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio,
+                            controlnext_normalization=config.controlnext_normalization)
     adapter.to(device)
     training = ControlTrainingConfig(lr=config.lr, lr_schedule=config.lr_schedule, warmup=config.warmup,
                                      empty_prompt_rate=config.empty_prompt_rate)
@@ -505,7 +510,7 @@ def train_control(
 def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlSource) -> None:
     """Write ``train_dir/control_config.json`` (the configuration and base of the run), or check that the one there
     matches (a resumed run must be the same run)."""
-    identity = {"config": config_to_dict(config), "base": str(Path(source.pipeline_dir).resolve())}
+    identity = {"config": config_identity(config), "base": str(Path(source.pipeline_dir).resolve())}
     path = train_dir / "control_config.json"
     if path.is_file():
         try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from langfield._checks import check_choice, check_fields, check_int_range
-from langfield.configs import check_field_types
+from langfield.configs import check_field_types, config_to_dict
+from langfield.generation.control import NORMALIZATIONS
 from langfield.methods.schedules import LR_SCHEDULES
 
-__all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig"]
+__all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig", "config_identity"]
 
 #: Conditions computed from the toy world's exact renders (module docstring).
 CONDITIONS = ("depth", "edges", "segmentation", "normals")
@@ -34,6 +35,9 @@ class ControlTrainConfig:
             ``"cosine"`` (decays towards 0 by the last step).
         empty_prompt_rate: prompts replaced by the empty prompt (the ControlNet paper: 0.5).
         xs_size_ratio: ControlNet-XS's control width relative to the base.
+        controlnext_normalization: ControlNeXt's cross-normalisation statistics, ``"channel"``
+            (per channel over the batch and H, W) or ``"sample"`` (per sample over C, H, W, as in the
+            authors' released code); see :class:`~langfield.generation.control.ControlNeXtConfig`.
         max_images: training images used (0 = the whole training split).
         seed: the new layers' initial weights and the batch order.
     """
@@ -47,6 +51,7 @@ class ControlTrainConfig:
     lr_schedule: str = "constant"
     empty_prompt_rate: float = 0.5
     xs_size_ratio: float = 0.25
+    controlnext_normalization: str = "channel"
     max_images: int = 0
     seed: int = 0
 
@@ -55,7 +60,23 @@ class ControlTrainConfig:
         check_choice(self.condition, "condition", CONDITIONS)
         check_choice(self.adapter, "adapter", ADAPTERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.controlnext_normalization, "controlnext_normalization", NORMALIZATIONS)
         check_fields(self, "ControlTrainConfig", int_min_1=("steps", "batch_size"), positive=("lr", "xs_size_ratio"),
                      fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
         check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)
         check_int_range(self.seed, "ControlTrainConfig.seed", lo=0)
+
+
+#: Options that shape one adapter kind only, added after runs of the other kinds were written: they enter
+#: :func:`config_identity` for that kind alone, so the identity of every other run is unchanged.
+_ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext"}
+
+
+def config_identity(config: ControlTrainConfig) -> dict:
+    """``config`` as the dict that identifies a training run (a resumed folder, a cached adapter): every field,
+    except the options of another adapter kind (``controlnext_normalization`` for a ControlNet, ...)."""
+    out = config_to_dict(config)
+    for name, kind in _ONE_KIND_OPTIONS.items():
+        if config.adapter != kind:
+            out.pop(name)
+    return out
