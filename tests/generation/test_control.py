@@ -477,7 +477,7 @@ def test_controlnext_encoder_takes_the_blocks_timestep_embedding():
     hook.remove()
     with torch.no_grad():
         hidden, _ = u.down_blocks[0](u.conv_in(noisy), temb=seen["temb"], encoder_hidden_states=emb)  # the hook is off outside injecting
-        expected = hidden + cross_normalize(a.encode(cond, seen["temb"]), hidden)
+        expected = hidden + cross_normalize(a.encode(cond, seen["temb"]), hidden, mode=a.config.normalization)
         a.remove_hook()
         rest = _unet_after_first_block(u, noisy, seen["temb"], emb, expected)
     torch.testing.assert_close(out, rest, rtol=1e-5, atol=1e-6)
@@ -543,6 +543,26 @@ def test_controlnext_saved_in_the_earlier_layout_still_loads(tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     b = load_control_adapter(tmp_path / "nx", unet())
     assert b.config.time_conditioned is False
+    with torch.no_grad():
+        assert torch.equal(b.predict(noisy, t, emb, cond), before)
+
+
+def test_a_controlnext_saved_without_its_normalization_loads_with_the_channel_statistics_it_used(tmp_path):
+    """Files written while ``"channel"`` was the default and before the field existed read back as ``"channel"``,
+    not as today's default ``"sample"``."""
+    assert ControlNeXtConfig().normalization == "sample"
+    a = build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(normalization="channel"))
+    noisy, t, emb, cond = inputs()
+    with torch.no_grad():
+        before = a.predict(noisy, t, emb, cond)
+    a.save(tmp_path / "nx")
+    a.remove_hook()
+    cfg_path = tmp_path / "nx" / "controlnext.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["normalization"]
+    cfg_path.write_text(json.dumps(cfg))
+    b = load_control_adapter(tmp_path / "nx", unet())
+    assert b.config.normalization == "channel"
     with torch.no_grad():
         assert torch.equal(b.predict(noisy, t, emb, cond), before)
 

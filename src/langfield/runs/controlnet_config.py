@@ -35,9 +35,9 @@ class ControlTrainConfig:
             ``"cosine"`` (decays towards 0 by the last step).
         empty_prompt_rate: prompts replaced by the empty prompt (the ControlNet paper: 0.5).
         xs_size_ratio: ControlNet-XS's control width relative to the base.
-        controlnext_normalization: ControlNeXt's cross-normalisation statistics, ``"channel"``
-            (per channel over the batch and H, W) or ``"sample"`` (per sample over C, H, W, as in the
-            authors' released code); see :class:`~langfield.generation.control.ControlNeXtConfig`.
+        controlnext_normalization: ControlNeXt's cross-normalisation statistics, ``"sample"`` (per
+            sample over C, H, W, as in the authors' released code) or ``"channel"`` (per sample and
+            channel over H, W); see :class:`~langfield.generation.control.ControlNeXtConfig`.
         max_images: training images used (0 = the whole training split).
         seed: the new layers' initial weights and the batch order.
     """
@@ -51,7 +51,7 @@ class ControlTrainConfig:
     lr_schedule: str = "constant"
     empty_prompt_rate: float = 0.5
     xs_size_ratio: float = 0.25
-    controlnext_normalization: str = "channel"
+    controlnext_normalization: str = "sample"
     max_images: int = 0
     seed: int = 0
 
