@@ -340,7 +340,8 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
     return None
 
 
-def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS, controlnext_normalization: str = "sample") -> Dict[str, float]:
+def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS,
+                controlnext_normalization: str = ControlTrainConfig.controlnext_normalization) -> Dict[str, float]:  # fmt: skip
     """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition)."""
     out = {}
     for kind in adapters:
@@ -631,7 +632,7 @@ def main(argv=None) -> Dict[str, Any]:
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                         help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
-    parser.add_argument("--controlnext-normalization", default="sample", choices=NORMALIZATIONS,
+    parser.add_argument("--controlnext-normalization", default=ControlTrainConfig.controlnext_normalization, choices=NORMALIZATIONS,
                         help="ControlNeXt's cross-normalisation statistics: sample (per sample over C, H, W, the authors' released "
                              "code) or channel (per sample and channel over H, W; the default before 2026-12-06)")
     parser.add_argument("--instrument-blur", type=float, default=None,

@@ -513,38 +513,53 @@ def _unet_after_first_block(u, noisy, temb, emb, first):
     return u.conv_out(u.conv_act(u.conv_norm_out(h)))
 
 
-def test_controlnext_saved_in_the_earlier_layout_still_loads(tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    u = unet()
-    a = build_controlnext(u, vae_factor=F, config=ControlNeXtConfig(time_conditioned=False))
+def _reloaded_as_written_earlier(a, folder, rewrite):
+    """Save ControlNeXt ``a`` to ``folder``, let ``rewrite(folder)`` turn the files into an earlier version's, load
+    them back and check the loaded adapter predicts exactly what ``a`` did; returns it."""
     noisy, t, emb, cond = inputs()
     with torch.no_grad():
         before = a.predict(noisy, t, emb, cond)
-    a.save(tmp_path / "nx")
+    a.save(folder)
     a.remove_hook()
-    # rewrite the files as the earlier version wrote them: one ``net`` Sequential, no time_conditioned field
-    path = tmp_path / "nx" / "controlnext.safetensors"
-    state = load_file(str(path))
-    convs = ["stem.0"] + [f"downs.{i}.0" for i in range(len(a.encoder.downs))] + ["head"]
-    legacy = {f"net.{2 * j}": name for j, name in enumerate(convs)}
-    renamed = {}
-    for k, v in state.items():
-        for old, new in legacy.items():
-            if k.startswith(f"encoder.{new}."):
-                k = f"encoder.{old}." + k[len(f"encoder.{new}."):]
-                break
-        renamed[k] = v
-    assert any(k.startswith("encoder.net.") for k in renamed)
-    save_file(renamed, str(path))
-    cfg_path = tmp_path / "nx" / "controlnext.json"
-    cfg = json.loads(cfg_path.read_text())
-    del cfg["time_conditioned"], cfg["groups"]
-    cfg_path.write_text(json.dumps(cfg))
-    b = load_control_adapter(tmp_path / "nx", unet())
-    assert b.config.time_conditioned is False
+    rewrite(folder)
+    b = load_control_adapter(folder, unet())
     with torch.no_grad():
         assert torch.equal(b.predict(noisy, t, emb, cond), before)
+    return b
+
+
+def _drop_config_fields(folder, *names):
+    cfg_path = folder / "controlnext.json"
+    cfg = json.loads(cfg_path.read_text())
+    for name in names:
+        del cfg[name]
+    cfg_path.write_text(json.dumps(cfg))
+
+
+def test_controlnext_saved_in_the_earlier_layout_still_loads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    a = build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(time_conditioned=False))
+
+    def rewrite(folder):
+        # the files as the earlier version wrote them: one ``net`` Sequential, no time_conditioned field
+        path = folder / "controlnext.safetensors"
+        state = load_file(str(path))
+        convs = ["stem.0"] + [f"downs.{i}.0" for i in range(len(a.encoder.downs))] + ["head"]
+        legacy = {f"net.{2 * j}": name for j, name in enumerate(convs)}
+        renamed = {}
+        for k, v in state.items():
+            for old, new in legacy.items():
+                if k.startswith(f"encoder.{new}."):
+                    k = f"encoder.{old}." + k[len(f"encoder.{new}."):]
+                    break
+            renamed[k] = v
+        assert any(k.startswith("encoder.net.") for k in renamed)
+        save_file(renamed, str(path))
+        _drop_config_fields(folder, "time_conditioned", "groups")
+
+    b = _reloaded_as_written_earlier(a, tmp_path / "nx", rewrite)
+    assert b.config.time_conditioned is False
 
 
 def test_a_controlnext_saved_without_its_normalization_loads_with_the_channel_statistics_it_used(tmp_path):
@@ -552,19 +567,8 @@ def test_a_controlnext_saved_without_its_normalization_loads_with_the_channel_st
     not as today's default ``"sample"``."""
     assert ControlNeXtConfig().normalization == "sample"
     a = build_controlnext(unet(), vae_factor=F, config=ControlNeXtConfig(normalization="channel"))
-    noisy, t, emb, cond = inputs()
-    with torch.no_grad():
-        before = a.predict(noisy, t, emb, cond)
-    a.save(tmp_path / "nx")
-    a.remove_hook()
-    cfg_path = tmp_path / "nx" / "controlnext.json"
-    cfg = json.loads(cfg_path.read_text())
-    del cfg["normalization"]
-    cfg_path.write_text(json.dumps(cfg))
-    b = load_control_adapter(tmp_path / "nx", unet())
+    b = _reloaded_as_written_earlier(a, tmp_path / "nx", lambda folder: _drop_config_fields(folder, "normalization"))
     assert b.config.normalization == "channel"
-    with torch.no_grad():
-        assert torch.equal(b.predict(noisy, t, emb, cond), before)
 
 
 # --------------------------------------------------------------------------- bad input

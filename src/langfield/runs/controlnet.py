@@ -403,7 +403,7 @@ CHECKPOINT_EVERY = 500
 
 
 def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25,
-                  controlnext_normalization: str = "sample") -> ControlAdapter:  # fmt: skip
+                  controlnext_normalization: str = ControlNeXtConfig.normalization) -> ControlAdapter:  # fmt: skip
     """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base;
     ``xs_size_ratio`` and ``controlnext_normalization`` as in :class:`ControlTrainConfig`)."""
     check_choice(kind, "adapter", ADAPTERS)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from langfield._checks import check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
-from langfield.generation.control import NORMALIZATIONS
+from langfield.generation.control import NORMALIZATIONS, ControlNeXtConfig
 from langfield.methods.schedules import LR_SCHEDULES
 
 __all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig", "config_identity"]
@@ -51,7 +51,7 @@ class ControlTrainConfig:
     lr_schedule: str = "constant"
     empty_prompt_rate: float = 0.5
     xs_size_ratio: float = 0.25
-    controlnext_normalization: str = "sample"
+    controlnext_normalization: str = ControlNeXtConfig.normalization
     max_images: int = 0
     seed: int = 0
 
