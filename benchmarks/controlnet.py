@@ -35,8 +35,9 @@ bar is stated for each setting. ``empty_guess`` samples the empty prompt in gues
 Sec. 3.4 answer to sampling without a prompt: control on the conditional branch only, so classifier-free
 guidance amplifies it; ControlNets in diffusers' guess mode, XS and ControlNeXt with that branch rule alone,
 :func:`~langfield.generation.control.generate_controlled`) at each adapter's scale and guidance in
-``GUESS_SETTINGS``, chosen on validation scenes; its no-control rows are the empty prompt's images (both
-guidance branches are the same prediction).
+``GUESS_SETTINGS``, chosen on validation scenes (``--guess-settings controlnext=1/2`` replaces one adapter's, for an
+adapter trained otherwise and tuned on the validation scenes); its no-control rows are the empty prompt's images
+(both guidance branches are the same prediction).
 
 ``--adapter-cache DIR`` trains every adapter into ``DIR/<adapter>-<condition>-<steps>-<key>``
 (:func:`adapter_cache_dir`: keyed by everything its training and fidelity curve depend on): a later run
@@ -77,12 +78,22 @@ The JSON's ``e4`` section says so and whether the instrument beats that floor by
 (0.05) on the scene (``instrument_valid_on_scene``); when it does not, the fidelity bars carry a note
 that they say nothing.
 
+``--e4-scenes 0,1,2,3`` (``--data toyworld``) runs the ladder on several toy-world scenes and pools them
+(:func:`pool_e4_scenes`: per seed the mean over the scenes, then mean and std over the seeds; each scene's
+own figures under ``per_scene``); the ``e4`` section keeps each scene's section under ``scenes``. Beside
+every toy-world scene, :func:`same_scene_e3` samples the same scene the way E3 samples its test scenes
+(``E3_SAME_SCENE_VIEWS`` cameras of the toy world's own sampler, exact depth conditions, each view's caption)
+with the same ControlNet: E4 rows carry that as ``e3_same_scenes``, and the bars add a paired one
+("E4 (paired reference): ... >= E3's setting on the same scenes", langfield's, beside the issue's bar
+against E3's 128-scene mean, which a few scenes cannot resolve: E3's per-scene fidelity spreads by ~0.04).
+
     python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min, E3 + E4)
     python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute (E4 included)
     python benchmarks/controlnet.py --out F.json --budget-minutes 45 --seeds 0,1,2
     python benchmarks/controlnet.py --out F.json --data data/my_scene --work runs/e4   # E4 on another scene
     python benchmarks/controlnet.py --out F.json --data procedural --conditions depth  # E4 on the built-in scene
     python benchmarks/controlnet.py --out F.json --conditions depth --adapters controlnet --steps 1544  # E4 + its reference only
+    python benchmarks/controlnet.py --out F.json --conditions depth --adapters controlnet --steps 1000 --e4-scenes 0,1,2,3
 
 Budget: the adapters' training steps (the same for all nine) are chosen at run time from measured
 costs: 3 timed training steps of each adapter (after a warm-up step) and the measured time of the
@@ -105,6 +116,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -133,6 +145,7 @@ from langfield.runs.controlnet import (
     controlled_pipeline,
     measure_fidelity,
     read_truth,
+    scene_truth,
     train_control,
     train_fidelity,
 )
@@ -164,6 +177,8 @@ GUESS_GUIDANCE = 10.0
 # (XS at 4,000 steps: scale 1 / guidance 5 0.504 vs scale 2 / guidance 10 0.309; ControlNeXt at 1,544 steps: 0.187
 # vs 0.032; README, "Segmentation without a prompt").
 GUESS_SETTINGS = {"controlnet": (GUESS_SCALE, GUESS_GUIDANCE), "controlnet_xs": (1.0, 5.0), "controlnext": (1.0, 5.0)}
+#: adapter kind -> (conditioning scale, guidance) in guess mode (``--guess-settings`` overrides ``GUESS_SETTINGS``).
+GuessSettings = Dict[str, tuple]
 GRID_COLUMNS = 8
 SAMPLE_BATCH = 64
 GS_S_PER_STEP_EST = 0.05  # Gaussians on the 64 px procedural scene, 5000 initial: 0.031 s/step measured at start (2 cores, loaded)
@@ -205,14 +220,14 @@ def machine_info(load_before) -> Dict[str, Any]:
 
 
 def sample_set(pipe, adapters, conds, truth: ToyTruth, seed: int, steps: int, weights=1.0, prompt: str = "descriptive",
-               kind: str = "controlnet") -> torch.Tensor:
+               kind: str = "controlnet", guess_settings: Optional[GuessSettings] = None) -> torch.Tensor:
     """``[N, H, W, 3]``: image ``i`` from noise seed ``seed * SEED_STRIDE + i`` (with or without control), prompted
     with its scene's descriptive caption (``prompt="descriptive"``) or the empty prompt (``"empty"``: the condition
     alone, as the ControlNet paper shows its models without prompts; ``"empty_guess"``: the same in diffusers'
-    guess mode at the adapter ``kind``'s ``GUESS_SETTINGS`` -- control on the conditional branch only; without
-    control it is the empty setting, whose two guidance branches are the same prediction)."""
+    guess mode at the adapter ``kind``'s ``GUESS_SETTINGS`` (or ``guess_settings``'s) -- control on the conditional
+    branch only; without control it is the empty setting, whose two guidance branches are the same prediction)."""
     check_choice(prompt, "prompt", PROMPT_SETTINGS)
-    settings = prompt_sampling(prompt, "none" if adapters is None else kind)
+    settings = prompt_sampling(prompt, "none" if adapters is None else kind, guess_settings)
     guidance, guess = settings["guidance"], settings.get("guess_mode", False)
     multi = adapters is not None and len(adapters) > 1
     if adapters is not None:  # the setting's scale on the given weights, once before the batches
@@ -291,31 +306,35 @@ def score_set(instruments, condition: str, images: torch.Tensor, truth: ToyTruth
 
 
 def prompt_rows(kind: str, condition: str, pipe, adapter, cond, truth: ToyTruth, instruments, seeds: Sequence[int], steps: int,
-                prompts: Sequence[str], reference: Dict[str, Any], trainable_params: int) -> List[Dict[str, Any]]:  # fmt: skip
+                prompts: Sequence[str], reference: Dict[str, Any], trainable_params: int,
+                guess_settings: Optional[GuessSettings] = None) -> List[Dict[str, Any]]:  # fmt: skip
     """E3 rows of ``kind`` (``"none"``: ``adapter`` None) on ``condition`` in the other prompt settings (``prompt``
-    key; the same scenes, conditions and noise seeds as the descriptive rows, fidelity only)."""
+    key; the same scenes, conditions and noise seeds as the descriptive rows, fidelity only; guess mode at
+    ``guess_settings``, default ``GUESS_SETTINGS``)."""
     rows = []
     for prompt in prompts:
         per_seed, per_seed_all, times = [], [], []
         for s in seeds:
             t0 = time.perf_counter()
             images = sample_set(pipe, None if adapter is None else [adapter], None if adapter is None else [cond], truth, s, steps,
-                                prompt=prompt, kind=kind)  # fmt: skip
+                                prompt=prompt, kind=kind, guess_settings=guess_settings)  # fmt: skip
             times.append((time.perf_counter() - t0) / len(truth))
             score_set(instruments, condition, images, truth, per_seed, per_seed_all)
         stats = mean_std(per_seed)
         rows.append({"experiment": "E3", "variant": kind, "condition": condition, "prompt": prompt, "fidelity": stats["mean"],
                      "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, **_all_classes(per_seed_all),
                      **reference_fields(reference, condition), "trainable_params": trainable_params,
-                     "sample_s": sum(times) / len(times), "seeds": list(seeds), **prompt_sampling(prompt, kind)})  # fmt: skip
+                     "sample_s": sum(times) / len(times), "seeds": list(seeds), **prompt_sampling(prompt, kind, guess_settings)})  # fmt: skip
     return rows
 
 
-def prompt_sampling(prompt: str, kind: str) -> Dict[str, Any]:
-    """The sampling settings a row of ``prompt`` and adapter ``kind`` (``"none"``: no control) ran with; the
-    no-control rows of ``empty_guess`` use the ControlNet's guidance (the images every adapter is compared with)."""
+def prompt_sampling(prompt: str, kind: str, guess_settings: Optional[GuessSettings] = None) -> Dict[str, Any]:
+    """The sampling settings a row of ``prompt`` and adapter ``kind`` (``"none"``: no control) ran with (guess mode:
+    ``guess_settings``, default ``GUESS_SETTINGS``); the no-control rows of ``empty_guess`` carry the ControlNet's
+    guidance label (their images are the empty prompt's, whose two guidance branches are the same prediction)."""
     guess = prompt == "empty_guess"
-    scale, guidance = GUESS_SETTINGS.get(kind, GUESS_SETTINGS["controlnet"]) if guess else (1.0, GUIDANCE)
+    table = GUESS_SETTINGS if guess_settings is None else guess_settings
+    scale, guidance = table.get(kind, table["controlnet"]) if guess else (1.0, GUIDANCE)
     out: Dict[str, Any] = {"guidance": guidance}
     if kind != "none":
         out.update(conditioning_scale=scale, guess_mode=guess)
@@ -340,13 +359,25 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
     return None
 
 
+def controlnet_options(args) -> ControlTrainConfig:
+    """The adapters' own training options from the command line (``--lr-schedule``, ``--controlnext-*``); the benchmark
+    sets condition, kind, steps, batch, rate and seed per run."""
+    names = args.controlnext_train_base.strip()
+    train_base = () if names == "none" else tuple(n.strip() for n in names.split(","))
+    try:
+        return ControlTrainConfig(lr_schedule=args.lr_schedule, controlnext_normalization=args.controlnext_normalization,
+                                  controlnext_train_base=train_base)  # fmt: skip
+    except InputError as err:
+        raise SystemExit(f"--controlnext-train-base: {err}") from None
+
+
 def probe_steps(source, pipe, plan: Plan, say, adapters: Sequence[str] = ADAPTERS,
-                controlnext_normalization: str = ControlTrainConfig.controlnext_normalization) -> Dict[str, float]:  # fmt: skip
-    """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition)."""
+                options: ControlTrainConfig = ControlTrainConfig()) -> Dict[str, float]:  # fmt: skip
+    """Seconds per training step of each adapter (3 timed steps after 1 warm-up, depth condition; the adapters'
+    own options, such as ``controlnext_*``, from ``options``)."""
     out = {}
     for kind in adapters:
-        cfg = ControlTrainConfig(condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256,
-                                 controlnext_normalization=controlnext_normalization)  # fmt: skip
+        cfg = dataclasses.replace(options, condition="depth", adapter=kind, steps=1, batch_size=plan.batch_size, lr=LR, max_images=256)
         train_control(source, cfg, pipeline=pipe)
         cfg = dataclasses.replace(cfg, steps=3)
         _, rec = train_control(source, cfg, pipeline=pipe)
@@ -396,8 +427,10 @@ def e4_prompts(data: str, run, cams, edit_views: Sequence[int], mode: str) -> tu
     return prompt, ("transforms_train.json caption" if prompt != E4_PROMPT else "E4_PROMPT"), None
 
 
-#: The toy-world scene (its seed) of ``--data toyworld``: the first, not chosen.
+#: The toy-world scene (its seed) of ``--data toyworld``: the first, not chosen (``--e4-scenes`` takes several).
 E4_TOY_SCENE = 0
+#: Views of each E4 scene from the toy world's own camera sampler in :func:`same_scene_e3`.
+E3_SAME_SCENE_VIEWS = 8
 #: How far the instrument on the scene's own renders must beat its grey-image floor there for E4 fidelity to mean anything.
 E4_VALID_MARGIN = 0.05
 E4_CONDITION = "depth"  # the one E3 condition the scene renders exactly and an instrument reads back
@@ -437,9 +470,10 @@ def make_e4_plan(smoke: bool) -> E4Plan:
     return E4Plan(gs_steps=1500, size=64, views=32, init_gaussians=5000, num_views=4, orbit_frames=24, rounds=3, steps_per_round=100)
 
 
-def e4_run(plan: E4Plan, data: str, work: Path, device: str, say) -> tuple:
-    """``(run, record)``: the Gaussians reconstruction of ``data``, reused from ``work`` when a finished run with
-    the same settings is there (its training time is then not spent again)."""
+def e4_run(plan: E4Plan, data: str, work: Path, device: str, say, toy_scene: int = E4_TOY_SCENE) -> tuple:
+    """``(run, record)``: the Gaussians reconstruction of ``data`` (``"toyworld"``: toy-world scene ``toy_scene``),
+    reused from ``work`` when a finished run with the same settings is there (its training time is then not spent
+    again)."""
     from langfield.runs.loading import load_run
     from langfield.runs.spec import DataConfig
     from langfield.runs.train import train
@@ -448,10 +482,10 @@ def e4_run(plan: E4Plan, data: str, work: Path, device: str, say) -> tuple:
     if data == "toyworld":
         from langfield.data.toyworld.scene_dataset import write_toyworld_scene
 
-        folder = work / f"toyworld_scene{E4_TOY_SCENE}_{plan.size}px_{plan.views}v"
+        folder = work / f"toyworld_scene{toy_scene}_{plan.size}px_{plan.views}v"
         if not (folder / "transforms_test.json").is_file():
-            write_toyworld_scene(folder, E4_TOY_SCENE, train_views=plan.views, val_views=4, test_views=4, image_size=plan.size)
-            say(f"E4: wrote toy-world scene {E4_TOY_SCENE} to {folder}")
+            write_toyworld_scene(folder, toy_scene, train_views=plan.views, val_views=4, test_views=4, image_size=plan.size)
+            say(f"E4: wrote toy-world scene {toy_scene} to {folder}")
         data = str(folder)
     tag = "procedural" if data == "procedural" else Path(data).resolve().name
     run_dir = work / f"gaussians_{tag}_{plan.size}px_{plan.views}v_{plan.init_gaussians}g_{plan.gs_steps}steps"
@@ -542,13 +576,82 @@ def e4_bars(rows: List[Dict[str, Any]], e3_fidelity: float, valid: bool) -> List
         out.append({"bar": f"E4: warp-PSNR {b} > {a}", "value": rb["warp_psnr"], "value_std": rb["warp_psnr_std"],
                     "baseline": ra["warp_psnr"], "baseline_std": ra["warp_psnr_std"],
                     "met": bool(rb["warp_psnr"] > ra["warp_psnr"])})  # fmt: skip
+    caveat = {} if valid else {"note": "the depth instrument fails on this scene's own renders (domain gap): this comparison "
+                                       "says nothing about control fidelity"}  # fmt: skip
     for s in ("controlled", "shared_noise", "dataset_update"):
         if s in by and by[s]["fidelity"] is not None:
             out.append({"bar": f"E4: {s} depth fidelity >= E3's (controlnet, depth)", "value": by[s]["fidelity"],
                         "value_std": by[s]["fidelity_std"], "e3": e3_fidelity, "met": bool(by[s]["fidelity"] >= e3_fidelity),
-                        "instrument_valid_on_scene": valid,
-                        **({} if valid else {"note": "the depth instrument fails on this scene's own renders (domain gap): "
-                                                     "this comparison says nothing about control fidelity"})})  # fmt: skip
+                        "instrument_valid_on_scene": valid, **caveat})  # fmt: skip
+    for s in ("controlled", "shared_noise", "dataset_update"):  # langfield's paired reference (same_scene_e3), not the issue's
+        ref = by[s].get("e3_same_scenes") if s in by else None
+        if ref is not None and by[s]["fidelity"] is not None:
+            out.append({"bar": f"E4 (paired reference): {s} depth fidelity >= E3's setting on the same scenes", "value": by[s]["fidelity"],
+                        "value_std": by[s]["fidelity_std"], "e3_same_scenes": ref, "met": bool(by[s]["fidelity"] >= ref),
+                        "instrument_valid_on_scene": valid, **caveat})  # fmt: skip
+    return out
+
+
+def same_scene_e3(data_dir: str, world, pipe, adapter, instruments, seeds: Sequence[int], sampling_steps: int) -> Optional[Dict[str, Any]]:
+    """E3's setting on E4's scene: the toy-world scene of ``data_dir`` from ``E3_SAME_SCENE_VIEWS`` cameras of the toy
+    world's own sampler at the base's size (``world``: the data phase's :class:`ToyWorldConfig`), exact depth
+    conditions, each view's caption, the same depth ControlNet, sampled and scored as E3 samples and scores its
+    test scenes (:func:`sample_set`, :func:`~langfield.runs.controlnet.measure_fidelity`). The paired reference of
+    the E4 fidelity bar: E3's own figure is a mean over 128 scenes, E4's over a few. ``None`` when ``data_dir`` is
+    not a toy-world scene folder."""
+    from langfield.data.toyworld.cameras import sample_cameras
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene
+
+    meta = Path(data_dir) / "transforms_train.json"
+    if data_dir == "procedural" or not meta.is_file() or "toyworld_scene_seed" not in json.loads(meta.read_text(encoding="utf-8")):
+        return None
+    scene = read_toyworld_scene(data_dir)
+    truth = scene_truth(scene, sample_cameras(scene, E3_SAME_SCENE_VIEWS, world), world)
+    cond = condition_images(truth, E4_CONDITION)
+    run_pipe = controlled_pipeline(pipe, adapter)
+    per_seed = [measure_fidelity(instruments, E4_CONDITION, sample_set(run_pipe, [adapter], [cond], truth, s, sampling_steps), truth)
+                for s in seeds]  # fmt: skip
+    stats = mean_std(per_seed)
+    return {"fidelity": stats["mean"], "fidelity_std": stats["std"], "fidelity_per_seed": per_seed, "views": len(truth),
+            "real_renders": measure_fidelity(instruments, E4_CONDITION, truth.rgb.permute(0, 2, 3, 1).float() / 255.0, truth)}  # fmt: skip
+
+
+def pool_e4_scenes(per_scene: Sequence[List[Dict[str, Any]]], scenes: Sequence[int],
+                   same_scene: Sequence[Optional[Dict[str, Any]]]) -> List[Dict[str, Any]]:  # fmt: skip
+    """One E4 row per setting from each scene's :func:`e4_rows`: per seed, the mean over the scenes of that seed's
+    warp-PSNR and fidelity; mean and std over the seeds of those; each scene's own means (``per_scene``) and their
+    std (``*_scene_std``); the instrument's ceiling and floor averaged; ``e3_same_scenes``: the mean of the
+    scenes' :func:`same_scene_e3` fidelity (``None`` unless every scene has one). One scene: its rows, plus those
+    fields."""
+    if len(per_scene) != len(scenes) or len(same_scene) != len(scenes) or not scenes:
+        raise ValueError("pool_e4_scenes: one list of rows and one same-scene reference per scene")
+    refs = [r["fidelity"] for r in same_scene if r is not None]
+    e3_same = sum(refs) / len(refs) if len(refs) == len(scenes) else None
+    out = []
+    for first in per_scene[0]:
+        setting = first["setting"]
+        rows = [next((r for r in rs if r["setting"] == setting), None) for rs in per_scene]
+        if any(r is None for r in rows):
+            continue
+        row = dict(first)
+        for key in ("warp_psnr", "fidelity"):
+            if any(r[key] is None for r in rows):
+                row.update({key: None, f"{key}_std": None, f"{key}_per_seed": None, f"{key}_scene_std": None})
+                continue
+            pooled = [sum(vals) / len(vals) for vals in zip(*(r[f"{key}_per_seed"] for r in rows))]
+            stats = mean_std(pooled)
+            row.update({key: stats["mean"], f"{key}_std": stats["std"], f"{key}_per_seed": pooled,
+                        f"{key}_scene_std": mean_std([r[key] for r in rows])["std"]})  # fmt: skip
+        for key in ("covisible", "fidelity_scene_renders", "fidelity_image_blind"):
+            row[key] = sum(r[key] for r in rows) / len(rows)
+        if setting == "dataset_update":  # rounds_per_seed stays the first scene's
+            row["rounds_per_scene"] = [r.get("rounds_per_seed") for r in rows]
+        row["scenes"] = list(scenes)
+        row["per_scene"] = [{"scene": sc, "warp_psnr": r["warp_psnr"], "fidelity": r["fidelity"],
+                             "e3_same_scene": None if ref is None else ref["fidelity"]}
+                            for sc, r, ref in zip(scenes, rows, same_scene)]  # fmt: skip
+        row["e3_same_scenes"] = e3_same
+        out.append(row)
     return out
 
 
@@ -599,6 +702,37 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     return rows, e4_bars(rows, e3_fidelity, valid), section
 
 
+def run_e4_scenes(args, plan: E4Plan, scenes: Sequence[tuple], pipe, adapter, instruments, e3_fidelity: float, seeds,
+                  sampling_steps: int, world, say):  # fmt: skip
+    """:func:`run_e4` on each of ``scenes`` (``(toy_scene, run, record)``; ``toy_scene`` ``None`` for a folder or the
+    procedural scene) and :func:`same_scene_e3` beside each, pooled (:func:`pool_e4_scenes`): ``(rows, bars,
+    section)``. The section keeps each scene's own section under ``scenes``."""
+    per_scene, refs, sections = [], [], []
+    for toy_scene, run, rec in scenes:
+        rows, _, section = run_e4(args, plan, rec, run, pipe, adapter, instruments, e3_fidelity, seeds, sampling_steps, say)
+        ref = same_scene_e3(rec.get("data_dir", args.data), world, pipe, adapter, instruments, seeds, sampling_steps)
+        if ref is not None:
+            say(f"E4 scene {toy_scene}: E3's setting on the same scene (toy cameras, exact depth) {ref['fidelity']:.3f} "
+                f"+- {ref['fidelity_std']:.3f}")  # fmt: skip
+        per_scene.append(rows)
+        refs.append(ref)
+        sections.append({"toy_scene": toy_scene, **section, "e3_same_scene": ref})
+    ids = [t if t is not None else i for i, (t, _, _) in enumerate(scenes)]
+    rows = pool_e4_scenes(per_scene, ids, refs)
+    valid = all(sec["instrument_valid_on_scene"] for sec in sections)
+    if len(scenes) > 1:
+        for r in rows:
+            say(f"E4 {r['setting']:>14} over {len(scenes)} scenes: warp-PSNR {r['warp_psnr']:.2f} +- {r['warp_psnr_std']:.2f} dB, "
+                f"fidelity {r['fidelity']:.3f} +- {r['fidelity_std']:.3f} (E3 {e3_fidelity:.3f}; E3's setting on these scenes "
+                f"{r['e3_same_scenes'] if r['e3_same_scenes'] is not None else float('nan'):.3f})")  # fmt: skip
+    section = {"scenes": sections, "toy_scenes": [t for t, _, _ in scenes], "data": args.data, "plan": dataclasses.asdict(plan),
+               "instrument_valid_on_scene": valid, "e3_same_scenes": rows[0]["e3_same_scenes"] if rows else None,
+               "e3_same_scene_views": E3_SAME_SCENE_VIEWS, "measure_s": sum(sec["measure_s"] for sec in sections),
+               "pooling": "rows: per seed the mean over the scenes, then mean and std over the seeds; per_scene: each scene's means",
+               "note": E4_DOMAIN_NOTE}  # fmt: skip
+    return rows, e4_bars(rows, e3_fidelity, valid), section
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -635,11 +769,20 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--controlnext-normalization", default=ControlTrainConfig.controlnext_normalization, choices=NORMALIZATIONS,
                         help="ControlNeXt's cross-normalisation statistics: sample (per sample over C, H, W, the authors' released "
                              "code) or channel (per sample and channel over H, W; the default before 2026-12-06)")
+    parser.add_argument("--controlnext-train-base", default=",".join(ControlTrainConfig.controlnext_train_base),
+                        help="substrings (comma-separated) of the base UNet's parameter names ControlNeXt trains besides its "
+                             "encoder; 'none': the encoder alone")
+    parser.add_argument("--guess-settings", default="",
+                        help="guess-mode scale / guidance per adapter for the empty_guess rows, overriding GUESS_SETTINGS: "
+                             "comma-separated KIND=SCALE/GUIDANCE, e.g. controlnext=1/3 (choose them on validation scenes)")
     parser.add_argument("--instrument-blur", type=float, default=None,
                         help="the fidelity instruments' training blur (FidelityConfig.blur, px; default: FidelityConfig's)")
     parser.add_argument("--e4-prompt", default="view", choices=("view", "stored"),
                         help="E4 on a toy-world scene: 'view' (the scene's caption at the ladder's first camera, each edited view's "
                              "own) or 'stored' (the folder's caption, from its first training camera, everywhere)")
+    parser.add_argument("--e4-scenes", default=str(E4_TOY_SCENE),
+                        help="E4 with --data toyworld: the toy-world scenes (seeds, comma-separated) to run the ladder on, "
+                             "pooled over scenes (each beside E3's setting on the same scene)")
     parser.add_argument("--e4-depth-scale", default="shared", choices=("shared", "per_view"),
                         help="E4's depth conditions: one inverse-depth scale for every view (the content's range over the "
                              "cameras; views agree) or each view's own range (what the toy-world ControlNet saw in training)")
@@ -661,6 +804,8 @@ def main(argv=None) -> Dict[str, Any]:
     extra_prompts = [p for p in prompt_settings if p != "descriptive"]
     if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
         raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
+    adapter_options = controlnet_options(args)
+    guess_settings = parse_guess_settings(args.guess_settings)
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
     if not args.smoke:
         plan = dataclasses.replace(plan, preset=args.preset)
@@ -671,6 +816,7 @@ def main(argv=None) -> Dict[str, Any]:
             plan = dataclasses.replace(plan, fidelity=dataclasses.replace(plan.fidelity, blur=args.instrument_blur))
         except InputError as err:
             raise SystemExit(f"--instrument-blur: {err}") from None
+    e4_scenes = parse_scenes(args.e4_scenes, args.data)
     with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.e4 and (E4_CONDITION not in conditions or "controlnet" not in adapters):
@@ -697,14 +843,15 @@ def main(argv=None) -> Dict[str, Any]:
 
     # 1b. E4's scene: a Gaussians reconstruction (trained here or reused from --work; inside the budget).
     e4_plan = make_e4_plan(args.smoke) if args.e4 else None
-    scene_run = scene_rec = None
+    scene_runs: List[tuple] = []
     if e4_plan is not None:
         work = args.work if args.work is not None else args.out.with_name(f"{args.out.stem}_e4work")
         say(f"E4 plan: Gaussians on {args.data}: {e4_plan.gs_steps} steps at {e4_plan.size} px, {e4_plan.views} views "
             f"(~{e4_plan.gs_steps * GS_S_PER_STEP_EST:.0f} s unless reused from {work}); ladder on {e4_plan.num_views} orbit views, "
             f"{len(seeds)} seeds, dataset update {e4_plan.rounds} rounds x ({e4_plan.views} edits + "
-            f"{e4_plan.steps_per_round} steps)")  # fmt: skip
-        scene_run, scene_rec = e4_run(e4_plan, args.data, work, args.device, say)
+            f"{e4_plan.steps_per_round} steps)" + (f", on toy-world scenes {e4_scenes}" if args.data == "toyworld" else ""))  # fmt: skip
+        for toy_scene in e4_scenes:
+            scene_runs.append((toy_scene, *e4_run(e4_plan, args.data, work, args.device, say, toy_scene=toy_scene)))
 
     # 2. Floors: the base without control, per condition and seed; image-blind floors.
     measure_start = time.perf_counter()
@@ -757,7 +904,8 @@ def main(argv=None) -> Dict[str, Any]:
             row.update(_all_classes(per_seed_none_all))
     measure_s = time.perf_counter() - measure_start  # the descriptive sets only (the budget's unit)
     for c in conditions:
-        results.extend(prompt_rows("none", c, pipe, None, None, truth, fidelity, seeds, plan.sampling_steps, extra_prompts, reference, 0))
+        results.extend(prompt_rows("none", c, pipe, None, None, truth, fidelity, seeds, plan.sampling_steps, extra_prompts, reference, 0,
+                                   guess_settings))  # fmt: skip
     say(f"no control: " + ", ".join(f"{c} {results[i]['fidelity']:.3f}" for i, c in enumerate(conditions))
         + ("" if not per_seed_none_all else f" (segmentation over every class {mean_std(per_seed_none_all)['mean']:.3f})"))
 
@@ -766,12 +914,13 @@ def main(argv=None) -> Dict[str, Any]:
         steps, probe = plan.fixed_steps, None
         say(f"plan: {steps} steps per adapter (fixed: --steps or smoke)" + (", then E4 on the scene" if e4_plan else ""))
     else:
-        probe = probe_steps(source, pipe, plan, say, adapters, args.controlnext_normalization)
+        probe = probe_steps(source, pipe, plan, say, adapters, adapter_options)
         # the measuring left after training: the floors' cost x (9 adapter sets + 4 multi) / 3 conditions, x ~1.3 overhead
         per_image = measure_s / (len(seeds) * n)
         curve_images = (CURVE_POINTS + 1) * plan.curve_images * len(adapters) * len(conditions)
         measure_est = (measure_s * (len(adapters) * len(conditions) + len(MULTI_WEIGHTS) * with_multi) + per_image * curve_images) * 1.3
-        e4_est = 0.0 if e4_plan is None else e4_estimate_s(e4_plan, len(seeds), none_sample_s, scene_rec["s_per_step"] or GS_S_PER_STEP_EST)
+        e4_est = 0.0 if e4_plan is None else len(scene_runs) * e4_estimate_s(e4_plan, len(seeds), none_sample_s,
+                                                                            scene_runs[0][2]["s_per_step"] or GS_S_PER_STEP_EST)  # fmt: skip
         train_s = max(plan.budget_s - (time.perf_counter() - budget_start) - measure_est - e4_est, plan.budget_s * 0.2)
         per_cond = sum(probe.values()) * len(conditions)
         steps = int(max(MIN_STEPS, min(MAX_STEPS, train_s / per_cond)))
@@ -787,8 +936,7 @@ def main(argv=None) -> Dict[str, Any]:
         # step 0 of every curve: the base without control on the curve's images (seed 0)
         start_value = measure_fidelity(fidelity, c, sample_set(pipe, None, None, curve_truth, 0, plan.sampling_steps), curve_truth)
         for kind in adapters:
-            cfg = ControlTrainConfig(condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0,
-                                     lr_schedule=args.lr_schedule, controlnext_normalization=args.controlnext_normalization)  # fmt: skip
+            cfg = dataclasses.replace(adapter_options, condition=c, adapter=kind, steps=steps, batch_size=plan.batch_size, lr=LR, seed=0)
             cache = None if args.adapter_cache is None else adapter_cache_dir(args.adapter_cache, cfg, source, plan, points, args.device)
             curve_cb = FidelityCurve(pipe, c, curve_truth, curve_conds[c], fidelity, points, plan.sampling_steps,
                                      path=None if cache is None else cache / "curve.json")  # fmt: skip
@@ -824,7 +972,7 @@ def main(argv=None) -> Dict[str, Any]:
             say(f"{kind:>14} {c:<12} fidelity {stats['mean']:.3f} +- {stats['std']:.3f} (no control {none_curve:.3f}); "
                 f"{rec['trainable_params']} params, {rec['s_per_step']:.3f} s/step")  # fmt: skip
             for row in prompt_rows(kind, c, run_pipe, adapter, conds[c], truth, fidelity, seeds, plan.sampling_steps, extra_prompts,
-                                   reference, rec["trainable_params"]):  # fmt: skip
+                                   reference, rec["trainable_params"], guess_settings):  # fmt: skip
                 row["no_control_fidelity"] = _row(results, "none", c, row["prompt"])["fidelity"]
                 results.append(row)
                 say(f"{kind:>14} {c:<12} prompt {row['prompt']}: fidelity {row['fidelity']:.3f} +- {row['fidelity_std']:.3f} "
@@ -859,8 +1007,9 @@ def main(argv=None) -> Dict[str, Any]:
     e4_section = None
     if e4_plan is not None:
         e3_depth = _row(results, "controlnet", E4_CONDITION)["fidelity"]
-        e4_results, e4_bar_list, e4_section = run_e4(args, e4_plan, scene_rec, scene_run, pipe, trained[(E4_CONDITION, "controlnet")],
-                                                     fidelity, e3_depth, seeds, plan.sampling_steps, say)  # fmt: skip
+        e4_results, e4_bar_list, e4_section = run_e4_scenes(args, e4_plan, scene_runs, pipe, trained[(E4_CONDITION, "controlnet")],
+                                                            fidelity, e3_depth, seeds, plan.sampling_steps,
+                                                            toyworld_preset(plan.preset).world, say)  # fmt: skip
         results.extend(e4_results)
 
     # 6. Grids, bars, JSON.
@@ -883,10 +1032,11 @@ def main(argv=None) -> Dict[str, Any]:
     report = {
         "benchmark": "controlnet", "mode": plan.mode, "preset": plan.preset, "budget_minutes": args.budget_minutes, "sampling_seeds": seeds,
         "conditions": list(conditions), "adapters": list(adapters), "prompts": list(prompt_settings),
-        "guess_mode": {k: {"conditioning_scale": v[0], "guidance": v[1]} for k, v in GUESS_SETTINGS.items()},
+        "guess_mode": {k: {"conditioning_scale": v[0], "guidance": v[1]} for k, v in guess_settings.items()},
         "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "lr_schedule": args.lr_schedule,
-        "controlnext_normalization": args.controlnext_normalization, "probe_s_per_step": probe, "curve_points": points,
+        "controlnext_normalization": args.controlnext_normalization,
+        "controlnext_train_base": list(adapter_options.controlnext_train_base), "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),
             "config": dataclasses.asdict(plan.fidelity),
@@ -919,6 +1069,39 @@ def parse_names(text: str, choices: Sequence[str], flag: str) -> List[str]:
     if not names or unknown or len(set(names)) != len(names):
         raise SystemExit(f"{flag}: expected distinct names of {', '.join(choices)}, got {text!r}")
     return [c for c in choices if c in names]
+
+
+def parse_guess_settings(text: str) -> GuessSettings:
+    """``GUESS_SETTINGS`` with ``--guess-settings``'s ``KIND=SCALE/GUIDANCE`` entries (comma-separated) in place."""
+    out = dict(GUESS_SETTINGS)
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        kind, _, value = item.partition("=")
+        try:
+            scale, guidance = (float(v) for v in value.split("/"))
+        except ValueError:
+            raise SystemExit(f"--guess-settings: expected KIND=SCALE/GUIDANCE, got {item!r}") from None
+        if kind.strip() not in ADAPTERS:
+            raise SystemExit(f"--guess-settings: unknown adapter {kind.strip()!r} in {item!r} (one of {', '.join(ADAPTERS)})")
+        if not (scale > 0 and guidance >= 1 and math.isfinite(scale) and math.isfinite(guidance)):
+            raise SystemExit(f"--guess-settings: {item!r} needs a positive scale and a guidance >= 1")
+        out[kind.strip()] = (scale, guidance)
+    return out
+
+
+def parse_scenes(text: str, data: str) -> List[Optional[int]]:
+    """``--e4-scenes``: distinct non-negative toy-world scene seeds; ``[None]`` (one scene, the folder's or the procedural
+    one) unless ``data`` is ``"toyworld"``, where only the default may be left."""
+    try:
+        scenes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SystemExit(f"--e4-scenes: expected comma-separated toy-world scene seeds, got {text!r}") from None
+    if not scenes or min(scenes) < 0 or len(set(scenes)) != len(scenes):
+        raise SystemExit(f"--e4-scenes: expected distinct non-negative scene seeds, got {text!r}")
+    if data != "toyworld":
+        if scenes != [E4_TOY_SCENE]:
+            raise SystemExit(f"--e4-scenes: toy-world scenes need --data toyworld (got --data {data})")
+        return [None]
+    return scenes
 
 
 def parse_conditions(text: str) -> List[str]:

@@ -67,6 +67,23 @@ def test_conditions_are_exact_functions_of_the_renders(truth):
         rc.condition_images(truth, "relevancy")
 
 
+def test_scene_truth_renders_a_scene_as_the_data_phase_stores_it(trained):
+    from langfield.data.toyworld import read_toyworld
+    from langfield.data.toyworld.scene import ToyScene
+
+    data = read_toyworld(trained.phases["data"] / "heldout")
+    stored = rc.read_truth(trained.phases["data"], "heldout", limit=3)
+    for i in range(3):
+        scene = ToyScene.from_dict(data.records[i]["scene"])
+        got = rc.scene_truth(scene, data.cameras[i : i + 1], trained.config.world)
+        want = stored.rows(slice(i, i + 1))
+        assert torch.equal(got.rgb, want.rgb) and torch.equal(got.semantic, want.semantic)
+        assert torch.equal(got.depth, want.depth) and got.captions == want.captions
+        assert torch.allclose(got.normals_cam, want.normals_cam, atol=1e-6)
+    with pytest.raises(InputError, match="scene: expected a ToyScene"):
+        rc.scene_truth("scene 0", data.cameras[0:1])
+
+
 def test_fidelity_phase_is_cached_by_its_configuration(trained, truth):
     cfg = rc.FidelityConfig(width=4, steps=3, batch_size=4)
     a = rc.train_fidelity(trained, cfg, device="cpu")
@@ -162,9 +179,44 @@ def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(t
     assert config_identity(cfg)["controlnext_normalization"] == "sample"
     cn = rc.ControlTrainConfig(adapter="controlnet")
     assert "controlnext_normalization" not in config_identity(cn)
-    assert config_identity(cn) == {k: v for k, v in dataclasses.asdict(cn).items() if k != "controlnext_normalization"}
+    assert config_identity(cn) == {k: v for k, v in dataclasses.asdict(cn).items() if not k.startswith("controlnext_")}
     with pytest.raises(InputError, match="another configuration \\(controlnext_normalization: 'sample' there, 'channel' now\\)"):
         rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"), tmp_path / "nx")
+
+
+def test_controlnext_train_base_chooses_the_trained_base_weights_and_identifies_its_runs(trained, tmp_path):
+    from langfield.runs.controlnet_config import config_identity
+
+    wide = ("attn1.to_out", "attn2.to_out", "proj_in", "proj_out")
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4,
+                                controlnext_train_base=wide)  # fmt: skip
+    adapter, rec = rc.train_control(trained, cfg, tmp_path / "nx")
+    narrow, narrow_rec = rc.train_control(trained, dataclasses.replace(cfg, controlnext_train_base=("attn1.to_out",)))
+    alone, alone_rec = rc.train_control(trained, dataclasses.replace(cfg, controlnext_train_base=()))
+    # exactly the base parameters whose names hold one of the patterns are trained, besides the encoder
+    base = dict(trained_unet_parameters(trained))
+    encoder = alone_rec["trainable_params"]
+    assert alone.base_names == [] and encoder == sum(p.numel() for p in alone.encoder.parameters())
+    for got, patterns in ((rec, wide), (narrow_rec, ("attn1.to_out",))):
+        names = [n for n in base if any(pat in n for pat in patterns)]
+        assert names and got["trainable_params"] == encoder + sum(base[n].numel() for n in names)
+    assert any("proj_in" in n for n in adapter.base_names) and not any("proj_in" in n for n in narrow.base_names)
+    loaded, _, _ = rc.load_trained_control(tmp_path / "nx")
+    assert loaded.config.train_base == wide and sorted(loaded.base_names) == sorted(adapter.base_names)
+    # the identity is JSON-normal (a tuple reads back as a list), so the finished run is found again, not refused
+    assert config_identity(cfg)["controlnext_train_base"] == list(wide)
+    _, again = rc.train_control(trained, cfg, tmp_path / "nx")
+    assert again["resumed_at_step"] == 1
+    with pytest.raises(InputError, match="another configuration \\(controlnext_train_base: .*'proj_out'\\] there, \\['attn1.to_out'\\] now"):
+        rc.train_control(trained, dataclasses.replace(cfg, controlnext_train_base=("attn1.to_out",)), tmp_path / "nx")
+    assert "controlnext_train_base" not in config_identity(rc.ControlTrainConfig(adapter="controlnet_xs"))
+
+
+def trained_unet_parameters(trained):
+    """``(name, tensor)`` of the toy world's base UNet."""
+    from langfield.generation.loading import load_pipeline
+
+    return load_pipeline(trained.phases["unet"] / "pipeline", device="cpu", dtype=torch.float32).denoiser.named_parameters()
 
 
 class _RateLog(TrainerCallback):
@@ -195,6 +247,11 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
         rc.ControlTrainConfig(lr_schedule="step")
     with pytest.raises(InputError, match="controlnext_normalization.*'batch'"):
         rc.ControlTrainConfig(adapter="controlnext", controlnext_normalization="batch")
+    with pytest.raises(InputError, match="controlnext_train_base\\[1\\].*empty"):
+        rc.ControlTrainConfig(adapter="controlnext", controlnext_train_base=("proj_in", " "))
+    with pytest.raises(InputError, match="train_base.*'no_such_layer'"):
+        rc.train_control(trained, rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, max_images=4,
+                                                        controlnext_train_base=("no_such_layer",)))  # fmt: skip
     with pytest.raises(InputError, match="FidelityConfig.blur"):
         rc.FidelityConfig(blur=-0.5)
     with pytest.raises(InputError, match="FidelityConfig.blur"):
@@ -324,6 +381,18 @@ def test_sample_set_gives_every_batch_the_settings_of_its_prompt(monkeypatch):
     bench.sample_set(None, ["adapter"], [cond], truth, 0, 3, weights=0.7)
     assert [(c["weights"], c["guidance"], c["guess_mode"]) for c in calls] == [(0.7, bench.GUIDANCE, False)] * 3
     assert calls[0]["prompts"] == ["a", "b"]
+    # --guess-settings: one adapter's guess setting replaced (chosen on validation), the others kept
+    table = bench.parse_guess_settings("controlnext=1/2.5")
+    assert table["controlnext"] == (1.0, 2.5) and table["controlnet"] == bench.GUESS_SETTINGS["controlnet"]
+    assert bench.parse_guess_settings("") == bench.GUESS_SETTINGS
+    calls.clear()
+    bench.sample_set(None, ["adapter"], [cond], truth, 0, 3, prompt="empty_guess", kind="controlnext", guess_settings=table)
+    assert {(c["weights"], c["guidance"], c["guess_mode"]) for c in calls} == {(1.0, 2.5, True)}
+    assert bench.prompt_sampling("empty_guess", "controlnext", table) == {"guidance": 2.5, "conditioning_scale": 1.0, "guess_mode": True}
+    for text, msg in (("controlnext=1", "KIND=SCALE/GUIDANCE"), ("t2i=1/3", "unknown adapter"), ("controlnet=0/3", "positive scale"),
+                      ("controlnet=1/0.5", "guidance >= 1")):  # fmt: skip
+        with pytest.raises(SystemExit, match=msg):
+            bench.parse_guess_settings(text)
 
 
 def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
@@ -376,6 +445,76 @@ def test_e4_rows_pool_the_seeds_and_the_bars_climb_the_ladder():
     assert all("note" not in b for b in bars)
     # an instrument that fails on the scene's own renders: the fidelity bars say so
     assert all("domain gap" in b["note"] for b in bench.e4_bars(ladder, 0.55, valid=False) if "fidelity" in b["bar"])
+
+
+def test_e4_scenes_pool_per_seed_and_keep_each_scene():
+    bench = _load_benchmark()
+
+    def rows(psnr, fid):  # one scene's e4_rows for two seeds
+        raw = [{"setting": s, "seed": seed, "warp_psnr": p + seed, "covisible": 0.4, "fidelity": f + 0.01 * seed}
+               for seed in (0, 1) for s, p, f in (("uncontrolled", psnr, fid - 0.1), ("controlled", psnr + 2, fid))]  # fmt: skip
+        return bench.e4_rows(raw, 0.9, 0.93, 0.86, ("uncontrolled", "controlled"), {"condition": "depth"})
+
+    a, b = rows(10.0, 0.80), rows(14.0, 0.90)
+    pooled = bench.pool_e4_scenes([a, b], [3, 7], [{"fidelity": 0.84}, {"fidelity": 0.88}])
+    assert [r["setting"] for r in pooled] == ["uncontrolled", "controlled"]
+    ctrl = pooled[1]
+    assert ctrl["warp_psnr_per_seed"] == pytest.approx([14.0, 15.0]) and ctrl["warp_psnr"] == pytest.approx(14.5)
+    assert ctrl["fidelity_per_seed"] == pytest.approx([0.85, 0.86]) and ctrl["fidelity"] == pytest.approx(0.855)
+    assert ctrl["fidelity_std"] == pytest.approx(float(np.std([0.85, 0.86], ddof=1)))  # over the seeds of the scene means
+    assert ctrl["fidelity_scene_std"] == pytest.approx(float(np.std([0.805, 0.905], ddof=1)))  # over the scenes
+    assert ctrl["scenes"] == [3, 7] and [p["scene"] for p in ctrl["per_scene"]] == [3, 7]
+    assert [p["fidelity"] for p in ctrl["per_scene"]] == pytest.approx([0.805, 0.905])
+    assert ctrl["e3_same_scenes"] == pytest.approx(0.86) and ctrl["e3_fidelity"] == 0.9
+    # one scene: its own rows; a scene without a same-scene reference leaves the pooled reference out
+    single = bench.pool_e4_scenes([a], [0], [None])
+    assert single[1]["fidelity"] == a[1]["fidelity"] and single[1]["e3_same_scenes"] is None
+    assert bench.pool_e4_scenes([a, b], [0, 1], [{"fidelity": 0.8}, None])[1]["e3_same_scenes"] is None
+    # the paired bar compares with the same scenes' E3 setting, beside the issue's bar against E3's 128-scene mean
+    bars = {b_["bar"]: b_ for b_ in bench.e4_bars(pooled, 0.9, valid=True)}
+    assert bars["E4: controlled depth fidelity >= E3's (controlnet, depth)"]["met"] is False
+    paired = bars["E4 (paired reference): controlled depth fidelity >= E3's setting on the same scenes"]
+    assert paired["met"] is False and paired["e3_same_scenes"] == pytest.approx(0.86)
+    assert not any("paired" in k for k in (b_["bar"] for b_ in bench.e4_bars(single, 0.9, valid=True)))
+    with pytest.raises(ValueError, match="one list of rows"):
+        bench.pool_e4_scenes([a], [0, 1], [None, None])
+    # --e4-scenes
+    assert bench.parse_scenes("0, 4,9", "toyworld") == [0, 4, 9] and bench.parse_scenes("0", "procedural") == [None]
+    for text, data, msg in (("0,0", "toyworld", "distinct"), ("-1", "toyworld", "non-negative"), ("a", "toyworld", "seeds"),
+                            ("1,2", "procedural", "need --data toyworld")):  # fmt: skip
+        with pytest.raises(SystemExit, match=msg):
+            bench.parse_scenes(text, data)
+
+
+def test_same_scene_e3_samples_the_e4_scene_from_the_toy_sampler(trained, tmp_path):
+    """E3's setting on E4's scene: the scene of a toy folder from the toy world's own cameras, scored as E3 scores."""
+    from types import SimpleNamespace
+
+    from langfield.data.toyworld.cameras import sample_cameras
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene, write_toyworld_scene
+    from langfield.generation.fidelity import PixelNet
+    from langfield.generation.loading import load_pipeline
+
+    bench = _load_benchmark()
+    world = trained.config.world
+    folder = write_toyworld_scene(tmp_path / "scene", 2, train_views=2, val_views=1, test_views=1, image_size=2 * world.image_size)
+    pipe = load_pipeline(trained.phases["unet"] / "pipeline", device="cpu", dtype=torch.float32)
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnet", steps=1, batch_size=2, max_images=4)
+    adapter, _ = rc.train_control(trained, cfg, pipeline=pipe)
+    torch.manual_seed(0)
+    instruments = SimpleNamespace(depth=PixelNet(1, width=4).eval())
+    ref = bench.same_scene_e3(str(folder), world, pipe, adapter, instruments, [0, 1], 2)
+    assert ref["views"] == bench.E3_SAME_SCENE_VIEWS and len(ref["fidelity_per_seed"]) == 2
+    # exactly E3's path on the scene's exact renders from the sampler's cameras at the base's size
+    scene = read_toyworld_scene(folder)
+    truth = rc.scene_truth(scene, sample_cameras(scene, bench.E3_SAME_SCENE_VIEWS, world), world)
+    assert truth.depth.shape[-1] == world.image_size
+    cond = rc.condition_images(truth, "depth")
+    want = [rc.measure_fidelity(instruments, "depth", bench.sample_set(pipe, [adapter], [cond], truth, s, 2), truth) for s in (0, 1)]
+    assert ref["fidelity_per_seed"] == pytest.approx(want, abs=1e-6)
+    assert ref["real_renders"] == pytest.approx(rc.measure_fidelity(instruments, "depth", truth.rgb.permute(0, 2, 3, 1) / 255.0, truth))
+    assert bench.same_scene_e3("procedural", world, pipe, adapter, instruments, [0], 2) is None
+    assert bench.same_scene_e3(str(tmp_path), world, pipe, adapter, instruments, [0], 2) is None  # not a dataset folder
 
 
 def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
@@ -445,8 +584,12 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
         assert r["seeds"] == [0, 1] and r["e3_fidelity"] == next(x for x in rows if x["variant"] == "controlnet"
                                                                   and x["condition"] == "depth")["fidelity"]  # fmt: skip
     assert sum("E4: warp-PSNR" in b.get("bar", "") for b in report["bars"]) == 3
-    assert "domain gap" in report["e4"]["note"] and Path(report["e4"]["scene"]["run_dir"]).is_dir()
-    assert Path(report["e4"]["scene"]["data_dir"]).name.startswith("toyworld_scene0")  # the default E4 scene: the toy world's
+    assert "domain gap" in report["e4"]["note"] and Path(report["e4"]["scenes"][0]["scene"]["run_dir"]).is_dir()
+    assert Path(report["e4"]["scenes"][0]["scene"]["data_dir"]).name.startswith("toyworld_scene0")  # the default E4 scene: the toy world's
+    # beside the issue's bar against E3's mean, the paired one: E3's setting on the same scene (toy cameras)
+    assert isinstance(report["e4"]["e3_same_scenes"], float) and report["e4"]["toy_scenes"] == [0]
+    assert e4[1]["e3_same_scenes"] == report["e4"]["e3_same_scenes"] == report["e4"]["scenes"][0]["e3_same_scene"]["fidelity"]
+    assert sum("paired reference" in b.get("bar", "") for b in report["bars"]) == 3
     # a second run on the same adapter cache reuses the trained adapter: same curve, training time and images
     again = tmp_path / "again.json"
     bench.main(["--out", str(again), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet", "--no-e4",

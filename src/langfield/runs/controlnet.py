@@ -2,7 +2,8 @@
 
 Three things, on top of the toy-world models of :mod:`langfield.runs.toyworld` (issue 14, E3):
 
-**Conditions from the exact renders** (:func:`read_truth`, :func:`condition_images`). Every stored
+**Conditions from the exact renders** (:func:`read_truth`, :func:`condition_images`; :func:`scene_truth`
+renders one scene from any cameras the same way). Every stored
 toy-world image carries its exact depth, world normals and semantic labels (the data phase's shards,
 :mod:`langfield.data.toyworld.dataset`), so each condition is computed from the truth, not estimated:
 
@@ -63,8 +64,10 @@ from torch import Tensor
 from langfield._checks import InputError, check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
 from langfield.data.samplers import IndexSampler
-from langfield.data.toyworld import read_toyworld
-from langfield.data.toyworld.scene import SEMANTIC_LABELS
+from langfield.data.toyworld import ToyWorldConfig, read_toyworld
+from langfield.data.toyworld.captions import descriptive_caption
+from langfield.data.toyworld.render import render_toyworld
+from langfield.data.toyworld.scene import SEMANTIC_LABELS, ToyScene
 from langfield.eval.condition_metrics import depth_abs_rel, edge_f1
 from langfield.eval.semantic_metrics import semantic_scores
 from langfield.generation.conditions import canny, default_palette, depth_condition, normal_condition, segmentation_condition
@@ -96,6 +99,7 @@ from langfield.runs.toyworld import (
     train_phase,
 )
 from langfield.training.callbacks import TrainerCallback
+from langfield.types import Cameras
 
 __all__ = [
     "ADAPTERS",
@@ -118,6 +122,7 @@ __all__ = [
     "load_trained_control",
     "measure_fidelity",
     "read_truth",
+    "scene_truth",
     "train_control",
     "train_fidelity",
 ]
@@ -167,15 +172,35 @@ def read_truth(data_dir: Union[str, os.PathLike], split: str, *, limit: Optional
     check_choice(split, "split", ("train", "heldout"))
     data = read_toyworld(Path(data_dir) / split)
     n = len(data) if limit is None else min(len(data), check_int_range(limit, "limit", lo=1))
-    rot = data.cameras.c2w[:n, :3, :3].float()  # world <- camera
-    normals = torch.einsum("nji,nhwj->nhwi", rot, data.normals[:n].float())  # R^T n: camera frame
     return ToyTruth(
         rgb=data.rgb[:n].permute(0, 3, 1, 2).contiguous(),
         depth=data.depth[:n].float(),
         semantic=data.semantic[:n].long(),
-        normals_cam=normals,
+        normals_cam=_camera_normals(data.cameras.c2w[:n], data.normals[:n]),
         captions=tuple(r["descriptive_caption"] for r in data.records[:n]),
     )
+
+
+def scene_truth(scene: ToyScene, cameras: Cameras, world: ToyWorldConfig = ToyWorldConfig()) -> ToyTruth:
+    """The exact renders of one toy-world ``scene`` seen by ``cameras`` (their size), as :func:`read_truth` reads a
+    data phase: colour rounded to uint8, depth and normals through float16 as the data phase stores them, each
+    view's descriptive caption."""
+    if not isinstance(scene, ToyScene):
+        raise InputError(f"scene: expected a ToyScene, got {type(scene).__name__}")
+    render = render_toyworld([scene], cameras, world)
+    return ToyTruth(
+        rgb=(render.rgb * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous(),
+        depth=render.depth.half().float(),
+        semantic=render.semantic.long(),
+        normals_cam=_camera_normals(cameras.c2w, render.normals.half()),
+        captions=tuple(descriptive_caption(scene, cameras[i : i + 1]) for i in range(len(cameras))),
+    )
+
+
+def _camera_normals(c2w: Tensor, normals: Tensor) -> Tensor:
+    """World normals ``[N, H, W, 3]`` of cameras ``c2w [N, 3|4, 4]`` in each camera's (OpenCV) frame: ``R^T n``."""
+    rot = c2w[:, :3, :3].float()  # world <- camera
+    return torch.einsum("nji,nhwj->nhwi", rot, normals.float())
 
 
 def _to_uint8_chw(x: np.ndarray) -> Tensor:
@@ -403,16 +428,15 @@ CHECKPOINT_EVERY = 500
 
 
 def build_adapter(kind: str, unet: Any, *, vae_factor: int, seed: int = 0, xs_size_ratio: float = 0.25,
-                  controlnext_normalization: str = ControlNeXtConfig.normalization) -> ControlAdapter:  # fmt: skip
+                  controlnext: ControlNeXtConfig = ControlNeXtConfig()) -> ControlAdapter:  # fmt: skip
     """A fresh adapter of ``kind`` on ``unet`` (ControlNeXt gets its own copy: it trains a subset of the base;
-    ``xs_size_ratio`` and ``controlnext_normalization`` as in :class:`ControlTrainConfig`)."""
+    ``xs_size_ratio`` as in :class:`ControlTrainConfig`; ``controlnext`` the architecture of a ControlNeXt)."""
     check_choice(kind, "adapter", ADAPTERS)
     if kind == "controlnet":
         return ControlNetAdapter(unet, build_controlnet(unet, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
     if kind == "controlnet_xs":
         return XSControlAdapter(build_controlnet_xs(unet, xs_size_ratio, vae_factor=vae_factor, seed=seed), vae_factor=vae_factor)
-    return build_controlnext(copy.deepcopy(unet), vae_factor=vae_factor, seed=seed,
-                             config=ControlNeXtConfig(normalization=controlnext_normalization))
+    return build_controlnext(copy.deepcopy(unet), vae_factor=vae_factor, seed=seed, config=controlnext)
 
 
 def controlled_pipeline(pipe: GenerationPipeline, adapter: ControlAdapter) -> GenerationPipeline:
@@ -471,7 +495,7 @@ def train_control(
     truth = read_truth(source.data_dir, "train", limit=n)
     conditions = condition_images(truth, config.condition)
     adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio,
-                            controlnext_normalization=config.controlnext_normalization)
+                            controlnext=config.controlnext_config())
     adapter.to(device)
     training = ControlTrainingConfig(lr=config.lr, lr_schedule=config.lr_schedule, warmup=config.warmup,
                                      empty_prompt_rate=config.empty_prompt_rate)

@@ -6,9 +6,11 @@ without importing diffusers (an optional extra).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Tuple
 
-from langfield._checks import check_choice, check_fields, check_int_range
+from langfield._checks import InputError, check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
 from langfield.generation.control import NORMALIZATIONS, ControlNeXtConfig
 from langfield.methods.schedules import LR_SCHEDULES
@@ -38,6 +40,9 @@ class ControlTrainConfig:
         controlnext_normalization: ControlNeXt's cross-normalisation statistics, ``"sample"`` (per
             sample over C, H, W, as in the authors' released code) or ``"channel"`` (per sample and
             channel over H, W); see :class:`~langfield.generation.control.ControlNeXtConfig`.
+        controlnext_train_base: substrings of the base UNet's parameter names that ControlNeXt trains
+            besides its encoder (ControlNeXtConfig.train_base; default the attention output
+            projections; none: the encoder alone).
         max_images: training images used (0 = the whole training split).
         seed: the new layers' initial weights and the batch order.
     """
@@ -52,6 +57,7 @@ class ControlTrainConfig:
     empty_prompt_rate: float = 0.5
     xs_size_ratio: float = 0.25
     controlnext_normalization: str = ControlNeXtConfig.normalization
+    controlnext_train_base: Tuple[str, ...] = ControlNeXtConfig.train_base
     max_images: int = 0
     seed: int = 0
 
@@ -65,18 +71,26 @@ class ControlTrainConfig:
                      fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
         check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)
         check_int_range(self.seed, "ControlTrainConfig.seed", lo=0)
+        for i, pattern in enumerate(self.controlnext_train_base):
+            if not pattern.strip():
+                raise InputError(f"controlnext_train_base[{i}]: an empty name pattern would match every parameter of the base")
+
+    def controlnext_config(self) -> ControlNeXtConfig:
+        """The :class:`ControlNeXtConfig` of a ControlNeXt this run trains (its ``controlnext_*`` options)."""
+        return ControlNeXtConfig(normalization=self.controlnext_normalization, train_base=tuple(self.controlnext_train_base))
 
 
 #: Options that shape one adapter kind only, added after runs of the other kinds were written: they enter
 #: :func:`config_identity` for that kind alone, so the identity of every other run is unchanged.
-_ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext"}
+_ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext", "controlnext_train_base": "controlnext"}
 
 
 def config_identity(config: ControlTrainConfig) -> dict:
     """``config`` as the dict that identifies a training run (a resumed folder, a cached adapter): every field,
-    except the options of another adapter kind (``controlnext_normalization`` for a ControlNet, ...)."""
+    except the options of another adapter kind (``controlnext_*`` for a ControlNet, ...), in its JSON form (tuples
+    as lists), so that it compares equal to the same identity read back from a file."""
     out = config_to_dict(config)
     for name, kind in _ONE_KIND_OPTIONS.items():
         if config.adapter != kind:
             out.pop(name)
-    return out
+    return json.loads(json.dumps(out))
