@@ -402,6 +402,13 @@ def e4_prompt(data: str) -> str:
     return E4_PROMPT
 
 
+def is_toy_scene_folder(data: str) -> bool:
+    """Whether ``data`` (``--data``) is a dataset folder that ``langfield toyworld scene`` wrote (its
+    ``transforms_train.json`` names the toy-world scene)."""
+    meta = Path(data) / "transforms_train.json"
+    return data != "procedural" and meta.is_file() and "toyworld_scene_seed" in json.loads(meta.read_text(encoding="utf-8"))
+
+
 def e4_prompts(data: str, run, cams, edit_views: Sequence[int], mode: str) -> tuple:
     """``(prompt, source, edit_prompts)`` of the E4 ladder.
 
@@ -414,9 +421,7 @@ def e4_prompts(data: str, run, cams, edit_views: Sequence[int], mode: str) -> tu
     from langfield.data.toyworld.scene_dataset import read_toyworld_scene, scene_captions
 
     folder = Path(data)
-    meta = folder / "transforms_train.json"
-    toy = data != "procedural" and meta.is_file() and "toyworld_scene_seed" in json.loads(meta.read_text(encoding="utf-8"))
-    if mode == "view" and toy:
+    if mode == "view" and is_toy_scene_folder(data):
         scene = read_toyworld_scene(folder)  # read once for both sets of cameras
         train = run.dataset.split("train").cameras
         views = list(edit_views)
@@ -602,8 +607,7 @@ def same_scene_e3(data_dir: str, world, pipe, adapter, instruments, seeds: Seque
     from langfield.data.toyworld.cameras import sample_cameras
     from langfield.data.toyworld.scene_dataset import read_toyworld_scene
 
-    meta = Path(data_dir) / "transforms_train.json"
-    if data_dir == "procedural" or not meta.is_file() or "toyworld_scene_seed" not in json.loads(meta.read_text(encoding="utf-8")):
+    if not is_toy_scene_folder(data_dir):
         return None
     scene = read_toyworld_scene(data_dir)
     truth = scene_truth(scene, sample_cameras(scene, E3_SAME_SCENE_VIEWS, world), world)
