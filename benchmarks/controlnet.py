@@ -43,7 +43,11 @@ adapter trained otherwise and tuned on the validation scenes); its no-control ro
 (:func:`adapter_cache_dir`: keyed by everything its training and fidelity curve depend on): a later run
 with the same settings reuses it (its recorded training time and curve), and a run stopped mid-training
 resumes from the adapter's last checkpoint (every :data:`~langfield.runs.controlnet.CHECKPOINT_EVERY` steps) with the same result an
-uninterrupted run gives. Rows carry ``adapter_dir`` and ``resumed_at_step``.
+uninterrupted run gives. Rows carry ``adapter_dir`` and ``resumed_at_step``. ``--decay-steps N`` (with
+``--adapter-cache``) follows each adapter's constant-rate ``--steps`` with a second stage of ``N`` steps from its
+weights, the rate decayed to 0 (:func:`decay_stage`; the decay of a warmup-stable-decay schedule), cached the
+same way; its rows describe the decayed adapter (``train_steps`` both stages, ``decay_stage`` what the second
+did, one more fidelity-curve point after it).
 
 Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
 top-level ``instruments`` section holds the instruments' own held-out scores on real renders
@@ -57,8 +61,11 @@ into the work folder by :func:`~langfield.data.toyworld.scene_dataset.write_toyw
 domain the ControlNets and the instruments know), ``procedural`` (langfield's built-in scene: textured
 primitives on a checkered ground, another domain) or a dataset folder. A Gaussians reconstruction of the scene is trained into ``--work``
 (default ``<out>_e4work``; reused when a finished run with the same settings is there: 1500 steps at
-64 px, 32 views, about a minute), ``E4Plan.num_views`` consecutive frames of a 24-frame orbit (15 degrees
-apart, so they overlap) are rendered at the base's size (32 px: :func:`~langfield.runs.scene_control.resize_cameras`),
+64 px, 32 views, about a minute), ``E4Plan.num_views`` views that overlap are rendered at the base's size
+(``--e4-cameras``, :func:`e4_cameras`: on toy-world scenes, by default, a sweep of views ``E4_SWEEP_STEP_DEG``
+apart that the toy world's camera sampler accepts, in the camera distribution the ControlNet and the instruments
+know; elsewhere consecutive frames of the run's 24-frame orbit, 15 degrees apart; 32 px:
+:func:`~langfield.runs.scene_control.resize_cameras`),
 and :func:`~langfield.runs.scene_control.measure_e4` runs the ladder uncontrolled / controlled /
 shared_noise / dataset_update over the sampling seeds with the depth ControlNet E3 just trained (prompt:
 on a toy-world scene, its caption seen from the ladder's first camera, and for each edited training
@@ -359,6 +366,34 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
     return None
 
 
+#: The decay stage (``--decay-steps``): from the constant-rate adapter, the same rate decayed along a half cosine to
+#: 0 after a short warm-up (the optimizer starts afresh), its own batch order -- the "decay" of a
+#: warmup-stable-decay schedule (Hu et al. 2024, MiniCPM, Sec. 4; Hägele et al. 2024) run as a second stage.
+DECAY_WARMUP = 0.01
+DECAY_SEED = 1
+
+
+def decay_stage(source, cfg: ControlTrainConfig, first_dir: Optional[Path], steps: int, pipe, condition: str, curve_truth, curve_cond,
+                instruments, plan: "Plan", points: Sequence[int], args, say) -> tuple:  # fmt: skip
+    """Train ``steps`` more steps from the adapter in ``first_dir`` (the constant-rate run ``cfg`` wrote) with the rate
+    decaying to 0 (``DECAY_*``), cached in ``--adapter-cache`` like the first stage: ``(adapter, record, folder,
+    summary, curve points)`` -- the curve point after the decay at step ``cfg.steps + steps``; the record's
+    ``s_per_step`` over both stages."""
+    if first_dir is None:
+        raise SystemExit("--decay-steps: needs --adapter-cache (the decay stage starts from the first stage's folder)")
+    first = json.loads((first_dir / "control_train.json").read_text(encoding="utf-8"))
+    tail_cfg = dataclasses.replace(cfg, steps=steps, lr_schedule="cosine", warmup=DECAY_WARMUP, seed=DECAY_SEED, init_from=str(first_dir))
+    folder = adapter_cache_dir(args.adapter_cache, tail_cfg, source, plan, points, args.device)
+    tail_cb = FidelityCurve(pipe, condition, curve_truth, curve_cond, instruments, [steps], plan.sampling_steps, path=folder / "curve.json")
+    adapter, rec = train_control(source, tail_cfg, folder, device=args.device, pipeline=pipe, callbacks=[tail_cb], progress=not args.quiet)
+    total = first["steps"] + rec["steps"]
+    rec = {**rec, "s_per_step": (first["s_per_step"] * first["steps"] + rec["s_per_step"] * rec["steps"]) / total}
+    summary = {"steps": steps, "from_steps": first["steps"], "schedule": "cosine", "warmup": DECAY_WARMUP, "seed": DECAY_SEED,
+               "lr": tail_cfg.lr, "adapter_dir": str(folder), "first_stage_dir": str(first_dir)}  # fmt: skip
+    say(f"{cfg.adapter} on {condition}: decay stage of {steps} steps from step {first['steps']} -> {folder}")
+    return adapter, rec, folder, summary, [{"step": first["steps"] + v["step"], "fidelity": v["fidelity"]} for v in tail_cb.values]
+
+
 def controlnet_options(args) -> ControlTrainConfig:
     """The adapters' own training options from the command line (``--lr-schedule``, ``--controlnext-*``); the benchmark
     sets condition, kind, steps, batch, rate and seed per run."""
@@ -507,12 +542,39 @@ def e4_run(plan: E4Plan, data: str, work: Path, device: str, say, toy_scene: int
     return run, {"run_dir": str(run_dir), "data_dir": data, "reused": False, "train_s": seconds, "s_per_step": seconds / plan.gs_steps}
 
 
-def e4_cameras(run, plan: E4Plan, height: int, width: int):
-    """``num_views`` consecutive orbit frames (360 / ``orbit_frames`` degrees apart: they overlap) at the base's size."""
+E4_CAMERAS = ("sweep", "orbit")
+E4_SWEEP_STEP_DEG = 10.0  # degrees between the sweep's views (they overlap; 15 finds no sweep on a third of the scenes)
+
+
+def e4_cameras(run, plan: E4Plan, height: int, width: int, mode: str = "orbit", data_dir: Optional[str] = None, world=None):
+    """The ladder's ``num_views`` cameras at the base's size, and a sentence saying which.
+
+    ``mode="orbit"``: consecutive frames of the run's ``orbit_frames``-frame orbit (360 / ``orbit_frames`` degrees
+    apart, around the scene box at the training cameras' mean distance and elevation). ``"sweep"`` (a toy-world
+    scene folder ``data_dir``): :func:`~langfield.data.toyworld.cameras.sweep_cameras` of its scene with the data
+    phase's ``world`` config -- consecutive views ``E4_SWEEP_STEP_DEG`` apart that the toy world's own camera
+    sampler would accept (framed, told apart, visible), i.e. inside the camera distribution the ControlNet and
+    the instruments were trained on -- moved into the run's frame by its ``world_transform``."""
     from langfield.runs.scene_control import path_cameras_for, resize_cameras
 
-    cams = path_cameras_for(run, "orbit", plan.orbit_frames)
-    return resize_cameras(cams[list(range(plan.num_views))], height, width)
+    check_choice(mode, "--e4-cameras", E4_CAMERAS)
+    if mode == "orbit":
+        cams = path_cameras_for(run, "orbit", plan.orbit_frames)
+        note = f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}"
+        return resize_cameras(cams[list(range(plan.num_views))], height, width), note
+    from langfield.data.toyworld.cameras import sweep_cameras
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene
+    from langfield.geometry.normalize import transform_poses
+    from langfield.types import Cameras
+
+    if data_dir is None or not is_toy_scene_folder(data_dir):
+        raise SystemExit(f"--e4-cameras sweep: needs a toy-world scene folder (--data toyworld), got {data_dir!r}; use --e4-cameras orbit")
+    sweep = sweep_cameras(read_toyworld_scene(data_dir), plan.num_views, world, step_deg=E4_SWEEP_STEP_DEG)
+    c2w = transform_poses(run.dataset.world_transform.double(), sweep.c2w.double()).float()
+    cams = Cameras.create(c2w, sweep.Ks, sweep.widths, sweep.heights)
+    note = (f"toy-world sweep: {plan.num_views} views {E4_SWEEP_STEP_DEG:g} degrees apart that the toy camera sampler accepts "
+            f"(sweep_cameras), resized to {height}x{width}")  # fmt: skip
+    return resize_cameras(cams, height, width), note
 
 
 def e4_fidelity(instruments):
@@ -659,7 +721,8 @@ def pool_e4_scenes(per_scene: Sequence[List[Dict[str, Any]]], scenes: Sequence[i
     return out
 
 
-def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_fidelity: float, seeds, sampling_steps: int, say):
+def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_fidelity: float, seeds, sampling_steps: int, say,
+           world=None):
     """The E4 ladder on ``run`` with the E3-trained depth ControlNet: ``(rows, bars, section)`` for the JSON.
 
     ``args`` needs ``data``; ``instruments``: ``.depth`` (a depth :class:`~langfield.generation.fidelity.PixelNet`)
@@ -668,7 +731,8 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     from langfield.runs.scene_control import PER_VIEW, DatasetUpdateConfig, E4_SETTINGS, measure_e4, render_conditions
 
     height, width = check_image_size(pipe, None, None)  # the base's native size (32 px for the toy UNet)
-    cams = e4_cameras(run, plan, height, width)
+    data_dir = e4_run_rec.get("data_dir", args.data)
+    cams, cameras_note = e4_cameras(run, plan, height, width, args.e4_cameras, data_dir, world)
     fidelity = e4_fidelity(instruments)
     # the instrument on the scene's own renders at these cameras: its ceiling in this domain
     scene = render_conditions(run, cams, (E4_CONDITION,))
@@ -683,7 +747,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
     update = DatasetUpdateConfig(rounds=plan.rounds, steps_per_round=plan.steps_per_round, views=edit_views)
     depth_range = e4_depth_range(run, cams, edit_views, height, width) if args.e4_depth_scale == "shared" else PER_VIEW
     t0 = time.perf_counter()
-    prompt, prompt_source, edit_prompts = e4_prompts(e4_run_rec.get("data_dir", args.data), run, cams, edit_views, args.e4_prompt)
+    prompt, prompt_source, edit_prompts = e4_prompts(data_dir, run, cams, edit_views, args.e4_prompt)
     raw = measure_e4(run, controlled_pipeline(pipe, adapter), adapter, cams, prompt, seeds, kinds=(E4_CONDITION,),
                      fidelity=fidelity, update=update, steps=sampling_steps, guidance=GUIDANCE, depth_range=depth_range,
                      edit_prompts=edit_prompts)  # fmt: skip
@@ -699,7 +763,7 @@ def run_e4(args, plan: E4Plan, e4_run_rec, run, pipe, adapter, instruments, e3_f
                "depth_scale": args.e4_depth_scale,
                "depth_range": list(depth_range) if isinstance(depth_range, tuple) else depth_range,
                "condition": E4_CONDITION,
-               "cameras": f"orbit frames 0..{plan.num_views - 1} of {plan.orbit_frames}, resized to {height}x{width}",
+               "cameras": cameras_note, "camera_mode": args.e4_cameras,
                "scene": e4_run_rec, "measure_s": seconds, "instrument_valid_on_scene": valid,
                "fidelity_scene_renders": scene_fid, "fidelity_image_blind": blind, "fidelity_image_blind_toyworld": blind_toy,
                "note": E4_DOMAIN_NOTE}  # fmt: skip
@@ -713,7 +777,7 @@ def run_e4_scenes(args, plan: E4Plan, scenes: Sequence[tuple], pipe, adapter, in
     section)``. The section keeps each scene's own section under ``scenes``."""
     per_scene, refs, sections = [], [], []
     for toy_scene, run, rec in scenes:
-        rows, _, section = run_e4(args, plan, rec, run, pipe, adapter, instruments, e3_fidelity, seeds, sampling_steps, say)
+        rows, _, section = run_e4(args, plan, rec, run, pipe, adapter, instruments, e3_fidelity, seeds, sampling_steps, say, world)
         ref = same_scene_e3(rec.get("data_dir", args.data), world, pipe, adapter, instruments, seeds, sampling_steps)
         if ref is not None:
             say(f"E4 scene {toy_scene}: E3's setting on the same scene (toy cameras, exact depth) {ref['fidelity']:.3f} "
@@ -770,6 +834,9 @@ def main(argv=None) -> Dict[str, Any]:
                         help="training steps of every adapter (default: chosen from --budget-minutes after a probe)")
     parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                         help="every adapter's rate after the warm-up: constant (the ControlNet paper's scripts) or cosine to 0")
+    parser.add_argument("--decay-steps", type=int, default=0,
+                        help="after each adapter's --steps at a constant rate, this many more steps with the rate decaying to 0 "
+                             "from its weights (a warmup-stable-decay schedule in two stages; needs --adapter-cache); 0: none")
     parser.add_argument("--controlnext-normalization", default=ControlTrainConfig.controlnext_normalization, choices=NORMALIZATIONS,
                         help="ControlNeXt's cross-normalisation statistics: sample (per sample over C, H, W, the authors' released "
                              "code) or channel (per sample and channel over H, W; the default before 2026-12-06)")
@@ -790,6 +857,10 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--e4-depth-scale", default="shared", choices=("shared", "per_view"),
                         help="E4's depth conditions: one inverse-depth scale for every view (the content's range over the "
                              "cameras; views agree) or each view's own range (what the toy-world ControlNet saw in training)")
+    parser.add_argument("--e4-cameras", default=None, choices=E4_CAMERAS,
+                        help="E4's views: 'sweep' (toy-world scenes, the default there: consecutive views the toy camera sampler "
+                             "accepts, in the ControlNet's and instruments' camera distribution) or 'orbit' (the run's orbit "
+                             "path, the default elsewhere)")
     parser.add_argument("--adapter-cache", type=Path, default=None,
                         help="train every adapter into a folder here keyed by its configuration (adapter_cache_dir): a finished "
                              "one is reused (its training time and curve as recorded), an interrupted one resumes from its last "
@@ -808,6 +879,10 @@ def main(argv=None) -> Dict[str, Any]:
     extra_prompts = [p for p in prompt_settings if p != "descriptive"]
     if args.steps is not None and not MIN_STEPS <= args.steps <= MAX_STEPS:
         raise SystemExit(f"--steps must be in [{MIN_STEPS}, {MAX_STEPS}], got {args.steps}")
+    if args.decay_steps < 0 or args.decay_steps > MAX_STEPS:
+        raise SystemExit(f"--decay-steps must be in [0, {MAX_STEPS}], got {args.decay_steps}")
+    if args.decay_steps and args.adapter_cache is None:
+        raise SystemExit("--decay-steps: needs --adapter-cache (the decay stage starts from the first stage's folder)")
     adapter_options = controlnet_options(args)
     guess_settings = parse_guess_settings(args.guess_settings)
     plan = make_plan(args.smoke, args.budget_minutes, args.num_images)
@@ -821,6 +896,11 @@ def main(argv=None) -> Dict[str, Any]:
         except InputError as err:
             raise SystemExit(f"--instrument-blur: {err}") from None
     e4_scenes = parse_scenes(args.e4_scenes, args.data)
+    if args.e4_cameras is None:  # the sweep needs a toy-world scene folder
+        args.e4_cameras = "sweep" if args.data == "toyworld" or is_toy_scene_folder(args.data) else "orbit"
+    elif args.e4_cameras == "sweep" and not (args.data == "toyworld" or is_toy_scene_folder(args.data)):
+        raise SystemExit(f"--e4-cameras sweep: needs a toy-world scene (--data toyworld or a `langfield toyworld scene` folder), "
+                         f"got --data {args.data}")
     with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters
     say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.e4 and (E4_CONDITION not in conditions or "controlnet" not in adapters):
@@ -851,7 +931,7 @@ def main(argv=None) -> Dict[str, Any]:
     if e4_plan is not None:
         work = args.work if args.work is not None else args.out.with_name(f"{args.out.stem}_e4work")
         say(f"E4 plan: Gaussians on {args.data}: {e4_plan.gs_steps} steps at {e4_plan.size} px, {e4_plan.views} views "
-            f"(~{e4_plan.gs_steps * GS_S_PER_STEP_EST:.0f} s unless reused from {work}); ladder on {e4_plan.num_views} orbit views, "
+            f"(~{e4_plan.gs_steps * GS_S_PER_STEP_EST:.0f} s unless reused from {work}); ladder on {e4_plan.num_views} {args.e4_cameras} views, "
             f"{len(seeds)} seeds, dataset update {e4_plan.rounds} rounds x ({e4_plan.views} edits + "
             f"{e4_plan.steps_per_round} steps)" + (f", on toy-world scenes {e4_scenes}" if args.data == "toyworld" else ""))  # fmt: skip
         for toy_scene in e4_scenes:
@@ -948,6 +1028,12 @@ def main(argv=None) -> Dict[str, Any]:
             if rec.get("resumed_at_step"):
                 say(f"{kind} on {c}: {'reused' if rec['resumed_at_step'] >= steps else 'resumed at step ' + str(rec['resumed_at_step'])} "
                     f"from {cache}")  # fmt: skip
+            curve = [{"step": 0, "fidelity": start_value}] + curve_cb.values
+            decay = None
+            if args.decay_steps:  # the decay stage from the constant-rate adapter just trained (or reused)
+                adapter, rec, cache, decay, tail = decay_stage(source, cfg, cache, args.decay_steps, pipe, c, curve_truth, curve_conds[c],
+                                                               fidelity, plan, points, args, say)  # fmt: skip
+                curve = curve + tail
             trained[(c, kind)] = adapter
             run_pipe = controlled_pipeline(pipe, adapter)
             per_seed, per_seed_all, fids, times = [], [], [], []
@@ -967,10 +1053,11 @@ def main(argv=None) -> Dict[str, Any]:
                 "fidelity_per_seed": per_seed, "no_control_fidelity": none_curve, "toy_fid": mean_std(fids)["mean"],
                 **reference_fields(reference, c), **_all_classes(per_seed_all),
                 "toy_fid_std": mean_std(fids)["std"], "toy_fid_floor": floors["toy_fid_floor"]["mean"],
-                "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"], "train_steps": rec["steps"],
+                "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"],
+                "train_steps": rec.get("total_steps", rec["steps"]), "decay_stage": decay,
                 "final_loss": rec["final_loss"], "adapter_dir": None if cache is None else str(cache),
-                "resumed_at_step": rec.get("resumed_at_step", 0), "fidelity_curve": [{"step": 0, "fidelity": start_value}] + curve_cb.values,
-                "steps_to_half": steps_to_half(curve_cb.values, start_value), "sample_s": sample_s,
+                "resumed_at_step": rec.get("resumed_at_step", 0), "fidelity_curve": curve,
+                "steps_to_half": steps_to_half(curve[1:], start_value), "sample_s": sample_s,
                 "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0], **prompt_sampling("descriptive", kind),
             })  # fmt: skip
             say(f"{kind:>14} {c:<12} fidelity {stats['mean']:.3f} +- {stats['std']:.3f} (no control {none_curve:.3f}); "

@@ -26,6 +26,7 @@ from langfield.data.toyworld import (
     sample_scene,
     scene_seed,
     short_caption,
+    sweep_cameras,
 )
 from langfield.data.toyworld.cameras import camera_intrinsics
 from langfield.geometry.rotations import look_at
@@ -170,6 +171,49 @@ def test_sampled_cameras_frame_every_object_keep_it_visible_and_separate_them_le
     fractions = np.array(fractions)
     # the 5 x 5 ray estimate keeps objects mostly unoccluded (min_visible_fraction = 0.6)
     assert fractions.min() >= 0.4 and np.percentile(fractions, 5) >= 0.6
+
+
+def test_sweep_cameras_step_evenly_round_the_target_and_pass_the_samplers_checks():
+    cfg = ToyWorldConfig(supersample=1, shadows=False)
+    for seed in (0, 1, 2, 3):
+        scene = sample_scene(seed, cfg)
+        cams = sweep_cameras(scene, 4, cfg, step_deg=10.0)
+        assert torch.equal(cams.c2w, sweep_cameras(seed, 4, cfg, step_deg=10.0).c2w)  # deterministic, seed or scene
+        eye = cams.c2w[:, :, 3].double()
+        forward = cams.c2w[:, :, 2].double()
+        target = torch.tensor([np.mean([o.position[0] for o in scene.objects]), np.mean([o.position[1] for o in scene.objects]),
+                               cfg.target_height], dtype=torch.float64)  # fmt: skip
+        rel = eye - target
+        dist = rel.norm(dim=-1)
+        torch.testing.assert_close(forward, -rel / dist[:, None], atol=1e-5, rtol=0)  # looking at the target
+        assert float(dist.max() - dist.min()) < 1e-4 and cfg.camera_distance[0] - 1e-4 <= float(dist[0]) <= cfg.camera_distance[1] + 1e-4
+        elev = torch.rad2deg(torch.asin(rel[:, 2] / dist))
+        assert float(elev.max() - elev.min()) < 1e-3 and cfg.elevation_deg[0] - 1e-3 <= float(elev[0]) <= cfg.elevation_deg[1] + 1e-3
+        az = torch.rad2deg(torch.atan2(rel[:, 1], rel[:, 0]))
+        steps = torch.remainder(az[1:] - az[:-1], 360.0)
+        torch.testing.assert_close(steps, torch.full_like(steps, 10.0), atol=1e-3, rtol=0)
+        out = render_toyworld([scene], cams, cfg, scene_index=torch.zeros(4, dtype=torch.long))
+        border = torch.zeros(32, 32, dtype=torch.bool)
+        border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
+        for v in range(4):
+            assert not out.silhouette[v][border].any()  # every object framed
+            u = project_centers(scene, cams[v])[:, 0]
+            gaps = (u[:, None] - u[None]).abs() + torch.eye(len(u)) * 1e9
+            assert gaps.min() >= cfg.min_separation * 32 - 1e-6  # left / right told apart
+    assert not torch.equal(sweep_cameras(0, 4).c2w, sweep_cameras(1, 4).c2w)
+
+
+def test_sweep_cameras_refuse_bad_arguments_and_impossible_sweeps():
+    with pytest.raises(InputError, match="elevation_deg: 70"):
+        sweep_cameras(0, 4, elevation_deg=70.0)
+    with pytest.raises(InputError, match="distance: 1.0"):
+        sweep_cameras(0, 4, distance=1.0)
+    with pytest.raises(InputError, match="step_deg"):
+        sweep_cameras(0, 4, step_deg=0.0)
+    with pytest.raises(InputError, match="num_views: 13 views 30 degrees apart"):
+        sweep_cameras(0, 13, step_deg=30.0)
+    with pytest.raises(InputError, match="scene 4 has no 4 consecutive accepted views 10 degrees apart"):
+        sweep_cameras(4, 4, step_deg=10.0)
 
 
 # --------------------------------------------------------------------------- captions

@@ -179,7 +179,7 @@ def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(t
     assert config_identity(cfg)["controlnext_normalization"] == "sample"
     cn = rc.ControlTrainConfig(adapter="controlnet")
     assert "controlnext_normalization" not in config_identity(cn)
-    assert config_identity(cn) == {k: v for k, v in dataclasses.asdict(cn).items() if not k.startswith("controlnext_")}
+    assert config_identity(cn) == {k: v for k, v in dataclasses.asdict(cn).items() if not k.startswith("controlnext_") and k != "init_from"}
     with pytest.raises(InputError, match="another configuration \\(controlnext_normalization: 'sample' there, 'channel' now\\)"):
         rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"), tmp_path / "nx")
 
@@ -210,6 +210,38 @@ def test_controlnext_train_base_chooses_the_trained_base_weights_and_identifies_
     with pytest.raises(InputError, match="another configuration \\(controlnext_train_base: .*'proj_out'\\] there, \\['attn1.to_out'\\] now"):
         rc.train_control(trained, dataclasses.replace(cfg, controlnext_train_base=("attn1.to_out",)), tmp_path / "nx")
     assert "controlnext_train_base" not in config_identity(rc.ControlTrainConfig(adapter="controlnet_xs"))
+
+
+@pytest.mark.parametrize("kind", ["controlnet", "controlnext"])
+def test_init_from_starts_a_second_stage_from_a_trained_adapter(trained, tmp_path, kind):
+    """A run with init_from starts from the folder's trained weights (not a fresh adapter), records the first stage,
+    and is refused a folder of another kind, condition or architecture; runs without it keep their identity."""
+    from langfield.runs.controlnet_config import config_identity
+
+    cfg = rc.ControlTrainConfig(condition="depth", adapter=kind, steps=3, batch_size=2, lr=1e-2, max_images=4)
+    first, first_rec = rc.train_control(trained, cfg, tmp_path / "first")
+    fresh, _ = rc.train_control(trained, dataclasses.replace(cfg, steps=1, lr=1e-12, seed=1))
+    second_cfg = dataclasses.replace(cfg, steps=1, lr=1e-12, seed=1, lr_schedule="cosine", init_from=str(tmp_path / "first"))
+    second, rec = rc.train_control(trained, second_cfg, tmp_path / "second")
+    trained_names = second.trainable_parameter_names()
+    ours, theirs, new = (dict(a.state_dict()) for a in (second, first, fresh))
+    # one step at a rate of 1e-12 leaves the first stage's weights; a fresh adapter is far from them
+    assert max(float((ours[n] - theirs[n]).abs().max()) for n in trained_names) < 1e-6
+    assert max(float((new[n] - theirs[n]).abs().max()) for n in trained_names) > 1e-3
+    assert rec["init_from"]["steps"] == 3 and rec["total_steps"] == 4 and rec["init_from"]["dir"] == str((tmp_path / "first").resolve())
+    assert "init_from" not in config_identity(cfg) and config_identity(second_cfg)["init_from"] == str(tmp_path / "first")
+    # a finished second stage is found again
+    assert rc.train_control(trained, second_cfg, tmp_path / "second")[1]["resumed_at_step"] == 1
+    with pytest.raises(InputError, match="init_from: .*\\(condition: 'depth' there, 'edges' here"):
+        rc.train_control(trained, dataclasses.replace(second_cfg, condition="edges"))
+    other = "controlnet_xs" if kind == "controlnet" else "controlnet"
+    with pytest.raises(InputError, match=f"init_from: .*\\(adapter: '{kind}' there, '{other}' here"):
+        rc.train_control(trained, dataclasses.replace(second_cfg, adapter=other))
+    if kind == "controlnext":
+        with pytest.raises(InputError, match="init_from: .*controlnext_train_base: "):
+            rc.train_control(trained, dataclasses.replace(second_cfg, controlnext_train_base=("proj_in",)))
+    with pytest.raises(InputError, match="init_from"):
+        rc.train_control(trained, dataclasses.replace(second_cfg, init_from=str(tmp_path / "nothing_here")))
 
 
 def trained_unet_parameters(trained):
@@ -421,6 +453,40 @@ def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
     assert bench.e4_prompts("procedural", run, cams, [0], "view") == (bench.E4_PROMPT, "E4_PROMPT", None)
 
 
+def test_e4_sweep_cameras_are_the_toy_samplers_views_in_the_runs_frame(tmp_path):
+    """``--e4-cameras sweep`` gives sweep_cameras of the folder's scene, moved by the dataset's world_transform:
+    the same map that takes the toy sampler's cameras to the dataset's training cameras; a folder that is not a
+    toy-world scene is refused."""
+    from types import SimpleNamespace
+
+    from langfield.data.readers.registry import load_dataset
+    from langfield.data.toyworld import ToyWorldConfig, sample_cameras, sweep_cameras
+    from langfield.data.toyworld.scene_dataset import read_toyworld_scene, write_toyworld_scene
+    from langfield.geometry.normalize import make_similarity, transform_poses
+
+    bench = _load_benchmark()
+    out = write_toyworld_scene(tmp_path / "scene", 2, train_views=3, val_views=1, test_views=1, image_size=16)
+    ds = load_dataset(out)
+    scene = read_toyworld_scene(out)
+    world = ToyWorldConfig()
+    # the world transform takes the toy sampler's cameras to the dataset's training cameras
+    toy_train = sample_cameras(scene, 5, world).c2w[:3]
+    torch.testing.assert_close(transform_poses(ds.world_transform.double(), toy_train.double()).float(),
+                               ds.split("train").cameras.c2w[:, :3], atol=1e-5, rtol=0)  # fmt: skip
+    plan = bench.E4Plan(gs_steps=1, size=16, views=3, init_gaussians=10, num_views=3, orbit_frames=24, rounds=1, steps_per_round=1)
+    sweep = sweep_cameras(scene, 3, world, step_deg=bench.E4_SWEEP_STEP_DEG)
+    for T in (ds.world_transform, make_similarity(2.0, None, torch.tensor([0.5, -1.0, 0.25]))):  # identity here; a moved frame
+        run = SimpleNamespace(dataset=dataclasses.replace(ds, world_transform=T.float()))
+        cams, note = bench.e4_cameras(run, plan, 8, 8, "sweep", str(out), world)
+        assert len(cams) == 3 and int(cams.widths[0]) == 8 and int(cams.heights[0]) == 8 and "sweep" in note
+        torch.testing.assert_close(cams.c2w[:, :3], transform_poses(T.double(), sweep.c2w.double()).float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(cams.Ks[0, 0, 0], sweep.Ks[0, 0, 0] * 8 / 32)
+    orbit, note = bench.e4_cameras(SimpleNamespace(dataset=ds), plan, 8, 8, "orbit")
+    assert len(orbit) == 3 and "orbit" in note
+    with pytest.raises(SystemExit, match="sweep"):
+        bench.e4_cameras(SimpleNamespace(dataset=ds), plan, 8, 8, "sweep", "procedural", world)
+
+
 def _e4_row(setting, psnr, fid, std=0.5):
     return {"setting": setting, "warp_psnr": psnr, "warp_psnr_std": std, "fidelity": fid, "fidelity_std": 0.01}
 
@@ -537,7 +603,7 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     cn = awake_controlnet(pipe, channels=1)
     torch.manual_seed(0)
     instruments = SimpleNamespace(depth=PixelNet(1, width=4).eval(), heldout_scores=lambda: {"floor": {"depth_fidelity": 0.1}})
-    args = SimpleNamespace(data="procedural", e4_depth_scale="per_view", e4_prompt="view")
+    args = SimpleNamespace(data="procedural", e4_depth_scale="per_view", e4_prompt="view", e4_cameras="orbit")
     rows, bars, section = bench.run_e4(args, plan, rec, run, pipe, cn, instruments, 0.5, [0, 1], 2, lambda m: None)
     assert [r["setting"] for r in rows] == ["uncontrolled", "controlled", "shared_noise", "dataset_update"]
     for r in rows:
@@ -600,6 +666,21 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     assert second["adapter_dir"] == first["adapter_dir"] and Path(first["adapter_dir"], "identity.json").is_file()
     for key in ("fidelity_per_seed", "fidelity_curve", "s_per_step", "trainable_params", "final_loss"):
         assert second[key] == first[key], key
+    assert report["e4"]["scenes"][0]["camera_mode"] == "sweep" and "sweep" in report["e4"]["scenes"][0]["cameras"]
+    # --decay-steps: a second stage from the cached adapter, its own cache folder, one more curve point
+    decayed = tmp_path / "decay.json"
+    bench.main(["--out", str(decayed), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet", "--no-e4",
+                "--conditions", "segmentation", "--adapters", "controlnet", "--adapter-cache", str(tmp_path / "adapters"),
+                "--decay-steps", "2"])  # fmt: skip
+    third = next(r for r in json.loads(decayed.read_text())["results"] if r["variant"] == "controlnet" and r["prompt"] == "descriptive")
+    steps = report["train_steps"]
+    assert third["decay_stage"]["steps"] == 2 and third["decay_stage"]["first_stage_dir"] == first["adapter_dir"]
+    assert third["train_steps"] == steps + 2 and third["adapter_dir"] != first["adapter_dir"]
+    assert third["fidelity_curve"][:-1] == first["fidelity_curve"] and third["fidelity_curve"][-1]["step"] == steps + 2
+    record = json.loads(Path(third["adapter_dir"], "control_train.json").read_text())
+    assert record["init_from"]["dir"] == str(Path(first["adapter_dir"]).resolve()) and record["config"]["lr_schedule"] == "cosine"
+    with pytest.raises(SystemExit, match="--decay-steps: needs --adapter-cache"):
+        bench.main(["--out", str(decayed), "--smoke", "--no-e4", "--decay-steps", "2"])
 
 
 def test_an_interrupted_run_resumes_exactly_and_another_configuration_is_refused(trained, tmp_path):

@@ -88,7 +88,14 @@ from langfield.generation.loading import GenerationPipeline, build_pipeline, loa
 from langfield.io.atomic import atomic_save_torch, atomic_write_json
 from langfield.io.images import image_grid, write_image
 from langfield.methods.diffusion import ControlNetMethod, ControlTrainingConfig, PixelInstrumentObjective
-from langfield.runs.controlnet_config import ADAPTERS, CONDITIONS, MEASURED_CONDITIONS, ControlTrainConfig, config_identity
+from langfield.runs.controlnet_config import (
+    ADAPTERS,
+    CONDITIONS,
+    MEASURED_CONDITIONS,
+    ControlTrainConfig,
+    architecture_fields,
+    config_identity,
+)
 from langfield.runs.toyworld import (
     CACHE_VERSION,
     ToyWorldModels,
@@ -496,6 +503,7 @@ def train_control(
     conditions = condition_images(truth, config.condition)
     adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio,
                             controlnext=config.controlnext_config())
+    init = _start_from(adapter, config, source, pipe) if config.init_from else None
     adapter.to(device)
     training = ControlTrainingConfig(lr=config.lr, lr_schedule=config.lr_schedule, warmup=config.warmup,
                                      empty_prompt_rate=config.empty_prompt_rate)
@@ -522,6 +530,9 @@ def train_control(
         "trainable_params": adapter.num_trainable_parameters(),
         "final_loss": _final_loss(info["last_log"], None if out is None else out / "train" / "metrics.jsonl"),
     }
+    if init is not None:  # a second stage: the steps before it are the first stage's
+        record["init_from"] = init
+        record["total_steps"] = init["total_steps"] + info["steps"]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         adapter.save(out / "adapter")
@@ -529,6 +540,31 @@ def train_control(
             record["preview"] = str(_preview(pipe, adapter, source, config.condition, int(preview), out / "preview.png"))
         atomic_write_json(record, out / "control_train.json")
     return adapter, record
+
+
+def _start_from(adapter: ControlAdapter, config: ControlTrainConfig, source: ControlSource, pipe: GenerationPipeline) -> Dict[str, Any]:
+    """Load ``config.init_from``'s trained weights into the freshly built ``adapter`` (the same kind, condition, base and
+    architecture, checked field by field; the trained parameters must be the same names and shapes). Returns what the
+    record keeps of the first stage."""
+    where = "init_from"
+    folder = Path(config.init_from)
+    first, _, rec = load_trained_control(folder, pipeline=pipe)
+    old = rec.get("config", {})
+    now = config_identity(config)
+    diff = [f"{k}: {old.get(k)!r} there, {now.get(k)!r} here" for k in architecture_fields(config.adapter)
+            if json.loads(json.dumps(old.get(k))) != now.get(k)]
+    if Path(rec.get("base", "")).resolve() != Path(source.pipeline_dir).resolve():
+        diff.append(f"base: {rec.get('base')} there, {source.pipeline_dir} here")
+    if diff:
+        raise InputError(f"{where}: {folder} holds an adapter this run cannot start from ({'; '.join(diff)})")
+    names = {n: tuple(p.shape) for n, p in adapter.named_parameters() if p.requires_grad}
+    theirs = {n: tuple(p.shape) for n, p in first.named_parameters() if p.requires_grad}
+    if names != theirs:
+        raise InputError(f"{where}: {folder}'s trained parameters differ from this run's ({len(theirs)} tensors there, "
+                         f"{len(names)} here)")  # fmt: skip
+    adapter.load_state_dict(first.state_dict())
+    return {"dir": str(folder.resolve()), "steps": int(rec["steps"]), "total_steps": int(rec.get("total_steps", rec["steps"])),
+            "config": old}  # fmt: skip
 
 
 def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlSource) -> None:

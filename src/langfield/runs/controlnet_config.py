@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 from langfield._checks import InputError, check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
@@ -45,6 +45,11 @@ class ControlTrainConfig:
             projections; none: the encoder alone).
         max_images: training images used (0 = the whole training split).
         seed: the new layers' initial weights and the batch order.
+        init_from: a folder an earlier run wrote (``control_train.json`` and ``adapter/``): this run starts
+            from its trained weights instead of a fresh adapter (a second stage: a learning-rate decay tail
+            after a constant-rate run -- warmup-stable-decay -- or further training); its adapter kind,
+            condition, base and architecture options must be this run's. Empty: a fresh adapter. The
+            optimizer starts afresh (its moments are not carried over).
     """
 
     condition: str = "depth"
@@ -60,6 +65,7 @@ class ControlTrainConfig:
     controlnext_train_base: Tuple[str, ...] = ControlNeXtConfig.train_base
     max_images: int = 0
     seed: int = 0
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -83,14 +89,28 @@ class ControlTrainConfig:
 #: Options that shape one adapter kind only, added after runs of the other kinds were written: they enter
 #: :func:`config_identity` for that kind alone, so the identity of every other run is unchanged.
 _ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext", "controlnext_train_base": "controlnext"}
+#: Options added after runs were written that enter :func:`config_identity` only when set (not their default), so
+#: the identity of every run that leaves them unset is unchanged.
+_SET_ONLY_OPTIONS = {"init_from": ""}
+
+
+def architecture_fields(adapter: str) -> List[str]:
+    """The fields of a :class:`ControlTrainConfig` that shape a trained adapter of kind ``adapter`` (what a run
+    starting from it, ``init_from``, must share): kind, condition and that kind's own architecture options."""
+    extra = ["xs_size_ratio"] if adapter == "controlnet_xs" else []
+    return ["adapter", "condition", *extra, *(name for name, kind in _ONE_KIND_OPTIONS.items() if kind == adapter)]
 
 
 def config_identity(config: ControlTrainConfig) -> dict:
     """``config`` as the dict that identifies a training run (a resumed folder, a cached adapter): every field,
-    except the options of another adapter kind (``controlnext_*`` for a ControlNet, ...), in its JSON form (tuples
-    as lists), so that it compares equal to the same identity read back from a file."""
+    except the options of another adapter kind (``controlnext_*`` for a ControlNet, ...) and ``init_from`` when
+    unset, in its JSON form (tuples as lists), so that it compares equal to the same identity read back from a
+    file."""
     out = config_to_dict(config)
     for name, kind in _ONE_KIND_OPTIONS.items():
         if config.adapter != kind:
+            out.pop(name)
+    for name, unset in _SET_ONLY_OPTIONS.items():
+        if out[name] == unset:
             out.pop(name)
     return json.loads(json.dumps(out))

@@ -16,7 +16,7 @@ attribute labels), :mod:`~.dataset` (streaming and the on-disk format), :mod:`~.
 ((4, 32, 32, 3), 4)
 """
 
-from langfield.data.toyworld.cameras import camera_intrinsics, sample_cameras, sample_cameras_batch
+from langfield.data.toyworld.cameras import camera_intrinsics, sample_cameras, sample_cameras_batch, sweep_cameras
 from langfield.data.toyworld.captions import (
     attribute_labels,
     describe_objects,
@@ -82,6 +82,7 @@ __all__ = [
     "render_toyworld",
     "sample_cameras",
     "sample_cameras_batch",
+    "sweep_cameras",
     "sample_scene",
     "scene_seed",
     "short_caption",

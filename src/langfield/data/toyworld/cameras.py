@@ -23,12 +23,16 @@ the next accepted candidate, so the cameras of a scene depend only on its seed a
 on which other scenes share the batch. After ``max_camera_tries`` candidates a view takes the tried
 candidate that met the most conditions (first among equals); with the default config this never
 happens in practice (see the tests).
+
+:func:`sweep_cameras` gives views that overlap instead: consecutive azimuth steps around the same
+target at one elevation and distance inside the sampler's ranges, each accepted by the same three
+checks (a path that stays inside the camera distribution the toy models were trained on).
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,7 +43,7 @@ from langfield.data.toyworld.scene import ToyScene, ToyWorldConfig, sample_scene
 from langfield.geometry.rotations import look_at
 from langfield.types import Cameras
 
-__all__ = ["camera_intrinsics", "sample_cameras", "sample_cameras_batch"]
+__all__ = ["camera_intrinsics", "sample_cameras", "sample_cameras_batch", "sweep_cameras"]
 
 _BLOCK = 16  # candidates drawn per scene per round
 _GRID = 5  # visibility rays per object: a _GRID x _GRID grid over its projected extent
@@ -175,3 +179,78 @@ def sample_cameras(scene: Union[int, ToyScene], num_views: int = 1, config: ToyW
     if not isinstance(scene, ToyScene):
         scene = sample_scene(check_int_range(scene, "scene", lo=0), config)
     return sample_cameras_batch([scene], num_views, config)
+
+
+def sweep_cameras(
+    scene: Union[int, ToyScene],
+    num_views: int,
+    config: ToyWorldConfig = ToyWorldConfig(),
+    *,
+    step_deg: float = 10.0,
+    elevation_deg: Optional[float] = None,
+    distance: Optional[float] = None,
+) -> Cameras:
+    """``num_views`` cameras ``step_deg`` apart in azimuth around ``scene``, every one a camera the sampler accepts.
+
+    They look at the sampler's target (the objects' mean floor position raised to ``target_height``) from one
+    elevation and distance inside the sampler's ranges and pass the same framing, left/right and visibility
+    checks as :func:`sample_cameras`' views, so neighbouring views overlap (for warping one into the next) and
+    stay in the distribution the toy world's models and instruments were trained on.
+
+    The sweep is the first that passes, searching elevations (``elevation_deg``, or every 5 degrees of
+    ``config.elevation_deg`` from its middle outwards), then distances (``distance``, or the middle, far and
+    near ends of ``config.camera_distance``), then start azimuths (0, ``step_deg``, ...): it depends only on the
+    scene and the arguments. Given values must lie inside the config's ranges.
+
+    Raises:
+        InputError: bad arguments, or no run of ``num_views`` accepted steps at any searched elevation / distance.
+    """
+    if not isinstance(scene, ToyScene):
+        scene = sample_scene(check_int_range(scene, "scene", lo=0), config)
+    num_views = check_int_range(num_views, "num_views", lo=1)
+    step = float(step_deg)
+    if not math.isfinite(step) or not 0.0 < step <= 180.0:
+        raise InputError(f"step_deg: expected an azimuth step in (0, 180] degrees, got {step_deg!r}")
+    slots = int(math.floor(360.0 / step + 1e-9))
+    if num_views > slots:
+        raise InputError(f"num_views: {num_views} views {step:g} degrees apart go round the scene more than once ({slots} fit)")
+    elevations = _search_values(elevation_deg, config.elevation_deg, "elevation_deg", "config.elevation_deg", every=5.0)
+    distances = _search_values(distance, config.camera_distance, "distance", "config.camera_distance")
+    az = np.radians(step * np.arange(slots))
+    target = _targets([scene], config)[0]
+    st = scene_tensors([scene])
+    corners = torch.from_numpy(np.stack([o.corners() for o in scene.objects])[None])
+    cyclic = slots * step > 360.0 - 1e-6  # the last step meets the first again
+    starts = range(slots) if cyclic else range(slots - num_views + 1)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    for elev in elevations:
+        el = math.radians(elev)
+        for dist in distances:
+            eye = target + dist * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.full(slots, np.sin(el))], -1)
+            c2w = look_at(torch.from_numpy(eye), torch.from_numpy(np.repeat(target[None], slots, 0)), up)
+            ok = _check_candidates([scene], np.zeros(slots, dtype=np.int64), c2w, st, corners, st.present, config).all(-1)
+            for start in starts:
+                idx = [(start + k) % slots for k in range(num_views)]
+                if ok[idx].all():
+                    return Cameras.create(c2w[idx].float(), camera_intrinsics(config), config.image_size, config.image_size)
+    raise InputError(
+        f"sweep_cameras: scene {scene.seed} has no {num_views} consecutive accepted views {step:g} degrees apart at elevations "
+        f"{', '.join(f'{e:g}' for e in elevations)} deg and distances {', '.join(f'{d:g}' for d in distances)}; try fewer "
+        f"views or a smaller step"
+    )
+
+
+def _search_values(value: Optional[float], bounds: Tuple[float, float], name: str, where: str, every: Optional[float] = None) -> List[float]:
+    """``[value]`` (checked inside ``bounds``), or the values to search: the middle of ``bounds`` first, then outwards
+    (every ``every`` units, or the two ends)."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if value is not None:
+        v = float(value)
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise InputError(f"{name}: {value!r} lies outside {where} = ({lo:g}, {hi:g}), the range the toy world samples")
+        return [v]
+    mid = 0.5 * (lo + hi)
+    if every is None or hi - lo < every:
+        return [mid] if hi == lo else [mid, hi, lo]
+    grid = np.arange(lo, hi + 1e-9, every).tolist()
+    return sorted({mid, *grid, hi}, key=lambda x: (abs(x - mid), -x))
