@@ -368,7 +368,7 @@ def steps_to_half(curve: List[Dict[str, Any]], start: float) -> Optional[int]:
 
 #: The decay stage (``--decay-steps``): from the constant-rate adapter, the same rate decayed along a half cosine to
 #: 0 after a short warm-up (the optimizer starts afresh), its own batch order -- the "decay" of a
-#: warmup-stable-decay schedule (Hu et al. 2024, MiniCPM, Sec. 4; Hägele et al. 2024) run as a second stage.
+#: warmup-stable-decay schedule (MiniCPM, Hu et al. 2024; Hägele et al. 2024) run as a second stage.
 DECAY_WARMUP = 0.01
 DECAY_SEED = 1
 
