@@ -373,21 +373,17 @@ DECAY_WARMUP = 0.01
 DECAY_SEED = 1
 
 
-def decay_stage(source, cfg: ControlTrainConfig, first_dir: Optional[Path], steps: int, pipe, condition: str, curve_truth, curve_cond,
-                instruments, plan: "Plan", points: Sequence[int], args, say) -> tuple:  # fmt: skip
-    """Train ``steps`` more steps from the adapter in ``first_dir`` (the constant-rate run ``cfg`` wrote) with the rate
-    decaying to 0 (``DECAY_*``), cached in ``--adapter-cache`` like the first stage: ``(adapter, record, folder,
-    summary, curve points)`` -- the curve point after the decay at step ``cfg.steps + steps``; the record's
-    ``s_per_step`` over both stages."""
-    if first_dir is None:
-        raise SystemExit("--decay-steps: needs --adapter-cache (the decay stage starts from the first stage's folder)")
-    first = json.loads((first_dir / "control_train.json").read_text(encoding="utf-8"))
+def decay_stage(source, cfg: ControlTrainConfig, first_dir: Path, first: Dict[str, Any], steps: int, pipe, condition: str, curve_truth,
+                curve_cond, instruments, plan: "Plan", points: Sequence[int], args, say) -> tuple:  # fmt: skip
+    """Train ``steps`` more steps from the adapter in ``first_dir`` (the constant-rate run ``cfg`` wrote; ``first`` its
+    record) with the rate decaying to 0 (``DECAY_*``), cached in ``--adapter-cache`` like the first stage:
+    ``(adapter, record, folder, summary, curve points)`` -- the curve point after the decay at step ``cfg.steps +
+    steps``; the record's ``s_per_step`` over both stages."""
     tail_cfg = dataclasses.replace(cfg, steps=steps, lr_schedule="cosine", warmup=DECAY_WARMUP, seed=DECAY_SEED, init_from=str(first_dir))
     folder = adapter_cache_dir(args.adapter_cache, tail_cfg, source, plan, points, args.device)
     tail_cb = FidelityCurve(pipe, condition, curve_truth, curve_cond, instruments, [steps], plan.sampling_steps, path=folder / "curve.json")
     adapter, rec = train_control(source, tail_cfg, folder, device=args.device, pipeline=pipe, callbacks=[tail_cb], progress=not args.quiet)
-    total = first["steps"] + rec["steps"]
-    rec = {**rec, "s_per_step": (first["s_per_step"] * first["steps"] + rec["s_per_step"] * rec["steps"]) / total}
+    rec = {**rec, "s_per_step": (first["s_per_step"] * first["steps"] + rec["s_per_step"] * rec["steps"]) / rec["total_steps"]}
     summary = {"steps": steps, "from_steps": first["steps"], "schedule": "cosine", "warmup": DECAY_WARMUP, "seed": DECAY_SEED,
                "lr": tail_cfg.lr, "adapter_dir": str(folder), "first_stage_dir": str(first_dir)}  # fmt: skip
     say(f"{cfg.adapter} on {condition}: decay stage of {steps} steps from step {first['steps']} -> {folder}")
@@ -1031,8 +1027,8 @@ def main(argv=None) -> Dict[str, Any]:
             curve = [{"step": 0, "fidelity": start_value}] + curve_cb.values
             decay = None
             if args.decay_steps:  # the decay stage from the constant-rate adapter just trained (or reused)
-                adapter, rec, cache, decay, tail = decay_stage(source, cfg, cache, args.decay_steps, pipe, c, curve_truth, curve_conds[c],
-                                                               fidelity, plan, points, args, say)  # fmt: skip
+                adapter, rec, cache, decay, tail = decay_stage(source, cfg, cache, rec, args.decay_steps, pipe, c, curve_truth,
+                                                               curve_conds[c], fidelity, plan, points, args, say)  # fmt: skip
                 curve = curve + tail
             trained[(c, kind)] = adapter
             run_pipe = controlled_pipeline(pipe, adapter)

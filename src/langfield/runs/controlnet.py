@@ -196,7 +196,7 @@ def scene_truth(scene: ToyScene, cameras: Cameras, world: ToyWorldConfig = ToyWo
         raise InputError(f"scene: expected a ToyScene, got {type(scene).__name__}")
     render = render_toyworld([scene], cameras, world)
     return ToyTruth(
-        rgb=(render.rgb * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous(),
+        rgb=_to_uint8_chw(render.rgb.numpy()),
         depth=render.depth.half().float(),
         semantic=render.semantic.long(),
         normals_cam=_camera_normals(cameras.c2w, render.normals.half()),

@@ -62,6 +62,12 @@ def _targets(scenes: Sequence[ToyScene], config: ToyWorldConfig) -> np.ndarray:
     )
 
 
+def _eyes(targets: np.ndarray, az: np.ndarray, el: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """``[C, 3]`` camera centres at azimuth ``az``, elevation ``el`` (radians) and distance ``dist`` (each ``[C]``)
+    from ``targets [C, 3]``."""
+    return targets + dist[:, None] * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
+
+
 def _check_candidates(scenes, scene_ids: np.ndarray, c2w: torch.Tensor, st, corners, present, config) -> np.ndarray:
     """Per candidate camera ``c2w [C, 3, 4]`` (float64) of scene ``scene_ids [C]``: conditions met ``[C, 3]`` bool."""
     size = float(config.image_size)
@@ -149,7 +155,7 @@ def sample_cameras_batch(scenes: Sequence[ToyScene], num_views: int, config: Toy
         az = 2.0 * math.pi * draws[:, 0]
         el = el_lo + (el_hi - el_lo) * draws[:, 1]
         dist = d_lo + (d_hi - d_lo) * draws[:, 2]
-        eye = targets[sid] + dist[:, None] * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
+        eye = _eyes(targets[sid], az, el, dist)
         c2w = look_at(torch.from_numpy(eye), torch.from_numpy(targets[sid]), up)
         ok = _check_candidates(scenes, sid, c2w, st, corners_t, st.present, config)
         for row, i in enumerate(sid):
@@ -226,8 +232,9 @@ def sweep_cameras(
     for elev in elevations:
         el = math.radians(elev)
         for dist in distances:
-            eye = target + dist * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.full(slots, np.sin(el))], -1)
-            c2w = look_at(torch.from_numpy(eye), torch.from_numpy(np.repeat(target[None], slots, 0)), up)
+            targets = np.repeat(target[None], slots, 0)
+            eye = _eyes(targets, az, np.full(slots, el), np.full(slots, dist))
+            c2w = look_at(torch.from_numpy(eye), torch.from_numpy(targets), up)
             ok = _check_candidates([scene], np.zeros(slots, dtype=np.int64), c2w, st, corners, st.present, config).all(-1)
             for start in starts:
                 idx = [(start + k) % slots for k in range(num_views)]
