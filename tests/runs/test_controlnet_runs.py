@@ -212,6 +212,17 @@ def test_controlnext_train_base_chooses_the_trained_base_weights_and_identifies_
     assert "controlnext_train_base" not in config_identity(rc.ControlTrainConfig(adapter="controlnet_xs"))
 
 
+class CrashAtStep(TrainerCallback):
+    """Interrupts a run at ``step`` (a KeyboardInterrupt, as from Ctrl-C): step 3 falls after a step-2 checkpoint."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_sync(self, trainer):
+        if trainer.step == self.step:
+            raise KeyboardInterrupt
+
+
 @pytest.mark.parametrize("kind", ["controlnet", "controlnext"])
 def test_init_from_starts_a_second_stage_from_a_trained_adapter(trained, tmp_path, kind):
     """A run with init_from starts from the folder's trained weights (not a fresh adapter), records the first stage,
@@ -240,8 +251,33 @@ def test_init_from_starts_a_second_stage_from_a_trained_adapter(trained, tmp_pat
     if kind == "controlnext":
         with pytest.raises(InputError, match="init_from: .*controlnext_train_base: "):
             rc.train_control(trained, dataclasses.replace(second_cfg, controlnext_train_base=("proj_in",)))
-    with pytest.raises(InputError, match="init_from"):
+    with pytest.raises(InputError, match="^init_from: .*nothing_here holds no trained adapter"):
         rc.train_control(trained, dataclasses.replace(second_cfg, init_from=str(tmp_path / "nothing_here")))
+
+
+def test_an_interrupted_second_stage_resumes_without_its_first_stage(trained, tmp_path):
+    """A second stage cut after a checkpoint resumes exactly from it even once the first stage's folder is gone (its
+    summary is kept in the stage's own folder), and a finished stage is found again without it too."""
+    import shutil
+
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=2, batch_size=2, lr=1e-2, max_images=4)
+    rc.train_control(trained, cfg, tmp_path / "first")
+    second_cfg = dataclasses.replace(cfg, steps=4, seed=1, lr_schedule="cosine", init_from=str(tmp_path / "first"))
+    whole, rec_whole = rc.train_control(trained, second_cfg, tmp_path / "whole", checkpoint_every=2)
+
+    with pytest.raises(KeyboardInterrupt):
+        rc.train_control(trained, second_cfg, tmp_path / "cut", checkpoint_every=2, callbacks=[CrashAtStep(3)])
+    assert json.loads((tmp_path / "cut" / "train" / rc.INIT_FROM_FILE).read_text())["dir"] == str((tmp_path / "first").resolve())
+    shutil.rmtree(tmp_path / "first")
+    resumed, rec = rc.train_control(trained, second_cfg, tmp_path / "cut", checkpoint_every=2)
+    assert rec["resumed_at_step"] == 2 and rec["init_from"] == rec_whole["init_from"] and rec["total_steps"] == 6
+    for a, b in zip(whole.trainable_parameters(), resumed.trainable_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _, again = rc.train_control(trained, second_cfg, tmp_path / "whole")
+    assert again["resumed_at_step"] == 4 and again["init_from"] == rec_whole["init_from"]
+    # without a checkpoint the first stage is needed (and, gone, refused by name)
+    with pytest.raises(InputError, match="^init_from: .*first holds no trained adapter"):
+        rc.train_control(trained, second_cfg, tmp_path / "fresh")
 
 
 def trained_unet_parameters(trained):
@@ -687,13 +723,8 @@ def test_an_interrupted_run_resumes_exactly_and_another_configuration_is_refused
     cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnet", steps=4, batch_size=2, lr=1e-3, max_images=8)
     whole, rec_whole = rc.train_control(trained, cfg, tmp_path / "whole", checkpoint_every=2)
 
-    class _Crash(TrainerCallback):
-        def on_sync(self, trainer):
-            if trainer.step == 3:  # after the step-2 checkpoint, before the end
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        rc.train_control(trained, cfg, tmp_path / "cut", checkpoint_every=2, callbacks=[_Crash()])
+        rc.train_control(trained, cfg, tmp_path / "cut", checkpoint_every=2, callbacks=[CrashAtStep(3)])
     assert not (tmp_path / "cut" / "control_train.json").exists()
     resumed, rec = rc.train_control(trained, cfg, tmp_path / "cut", checkpoint_every=2)
     assert rec["resumed_at_step"] == 2 and rec["steps"] == 4 and rec_whole["resumed_at_step"] == 0

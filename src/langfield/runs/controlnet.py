@@ -106,6 +106,7 @@ from langfield.runs.toyworld import (
     train_phase,
 )
 from langfield.training.callbacks import TrainerCallback
+from langfield.training.checkpoint import CheckpointManager
 from langfield.types import Cameras
 
 __all__ = [
@@ -503,7 +504,7 @@ def train_control(
     conditions = condition_images(truth, config.condition)
     adapter = build_adapter(config.adapter, pipe.denoiser, vae_factor=factor, seed=config.seed, xs_size_ratio=config.xs_size_ratio,
                             controlnext=config.controlnext_config())
-    init = _start_from(adapter, config, source, pipe) if config.init_from else None
+    init = _init_stage(adapter, config, source, pipe, out) if config.init_from else None
     adapter.to(device)
     training = ControlTrainingConfig(lr=config.lr, lr_schedule=config.lr_schedule, warmup=config.warmup,
                                      empty_prompt_rate=config.empty_prompt_rate)
@@ -542,13 +543,39 @@ def train_control(
     return adapter, record
 
 
+#: In a second stage's ``out_dir/train/``: what its record keeps of the first stage, written when the stage starts.
+INIT_FROM_FILE = "init_from.json"
+
+
+def _init_stage(adapter: ControlAdapter, config: ControlTrainConfig, source: ControlSource, pipe: GenerationPipeline,
+                out: Optional[Path]) -> Dict[str, Any]:  # fmt: skip
+    """A second stage's start: the first stage's weights loaded by :func:`_start_from`, or -- when ``out`` already holds
+    a checkpoint of this run, which the Trainer resumes from -- nothing loaded (the checkpoint's weights replace
+    whatever the adapter starts with) and the first stage's summary read back from ``out/train/init_from.json``, so a
+    resumed stage neither reloads the first stage nor needs its folder any more."""
+    train_dir = None if out is None else out / "train"
+    saved = None if train_dir is None else train_dir / INIT_FROM_FILE
+    if saved is not None and saved.is_file() and CheckpointManager(train_dir / "checkpoints").latest() is not None:
+        try:
+            return json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(f"out_dir: {saved} is unreadable ({err}); remove the folder to start afresh") from None
+    init = _start_from(adapter, config, source, pipe)
+    if saved is not None:
+        atomic_write_json(init, saved)
+    return init
+
+
 def _start_from(adapter: ControlAdapter, config: ControlTrainConfig, source: ControlSource, pipe: GenerationPipeline) -> Dict[str, Any]:
     """Load ``config.init_from``'s trained weights into the freshly built ``adapter`` (the same kind, condition, base and
     architecture, checked field by field; the trained parameters must be the same names and shapes). Returns what the
     record keeps of the first stage."""
     where = "init_from"
     folder = Path(config.init_from)
-    first, _, rec = load_trained_control(folder, pipeline=pipe)
+    try:
+        first, _, rec = load_trained_control(folder, pipeline=pipe)
+    except InputError as err:
+        raise InputError(f"{where}: {err}".replace(f"{where}: out_dir: ", f"{where}: ")) from None
     old = rec.get("config", {})
     now = config_identity(config)
     diff = [f"{k}: {old.get(k)!r} there, {now.get(k)!r} here" for k in architecture_fields(config.adapter)
