@@ -47,7 +47,8 @@ uninterrupted run gives. Rows carry ``adapter_dir`` and ``resumed_at_step``. ``-
 ``--adapter-cache``) follows each adapter's constant-rate ``--steps`` with a second stage of ``N`` steps from its
 weights, the rate decayed to 0 (:func:`decay_stage`; the decay of a warmup-stable-decay schedule), cached the
 same way; its rows describe the decayed adapter (``train_steps`` both stages, ``decay_stage`` what the second
-did, one more fidelity-curve point after it).
+did, its own ``resumed_at_step`` among it, one more fidelity-curve point after it); the row's ``resumed_at_step``
+stays the first stage's.
 
 Rows ``variant: "none"`` are the base without control (the floor every variant must beat); the
 top-level ``instruments`` section holds the instruments' own held-out scores on real renders
@@ -385,7 +386,8 @@ def decay_stage(source, cfg: ControlTrainConfig, first_dir: Path, first: Dict[st
     adapter, rec = train_control(source, tail_cfg, folder, device=args.device, pipeline=pipe, callbacks=[tail_cb], progress=not args.quiet)
     rec = {**rec, "s_per_step": (first["s_per_step"] * first["steps"] + rec["s_per_step"] * rec["steps"]) / rec["total_steps"]}
     summary = {"steps": steps, "from_steps": first["steps"], "schedule": "cosine", "warmup": DECAY_WARMUP, "seed": DECAY_SEED,
-               "lr": tail_cfg.lr, "adapter_dir": str(folder), "first_stage_dir": str(first_dir)}  # fmt: skip
+               "lr": tail_cfg.lr, "adapter_dir": str(folder), "first_stage_dir": str(first_dir),
+               "resumed_at_step": rec.get("resumed_at_step", 0)}  # fmt: skip
     say(f"{cfg.adapter} on {condition}: decay stage of {steps} steps from step {first['steps']} -> {folder}")
     return adapter, rec, folder, summary, [{"step": first["steps"] + v["step"], "fidelity": v["fidelity"]} for v in tail_cb.values]
 
@@ -1025,7 +1027,7 @@ def main(argv=None) -> Dict[str, Any]:
                 say(f"{kind} on {c}: {'reused' if rec['resumed_at_step'] >= steps else 'resumed at step ' + str(rec['resumed_at_step'])} "
                     f"from {cache}")  # fmt: skip
             curve = [{"step": 0, "fidelity": start_value}] + curve_cb.values
-            decay = None
+            decay, resumed_at = None, rec.get("resumed_at_step", 0)  # the first stage's (a decay stage reports its own)
             if args.decay_steps:  # the decay stage from the constant-rate adapter just trained (or reused)
                 adapter, rec, cache, decay, tail = decay_stage(source, cfg, cache, rec, args.decay_steps, pipe, c, curve_truth,
                                                                curve_conds[c], fidelity, plan, points, args, say)  # fmt: skip
@@ -1052,7 +1054,7 @@ def main(argv=None) -> Dict[str, Any]:
                 "trainable_params": rec["trainable_params"], "s_per_step": rec["s_per_step"],
                 "train_steps": rec.get("total_steps", rec["steps"]), "decay_stage": decay,
                 "final_loss": rec["final_loss"], "adapter_dir": None if cache is None else str(cache),
-                "resumed_at_step": rec.get("resumed_at_step", 0), "fidelity_curve": curve,
+                "resumed_at_step": resumed_at, "fidelity_curve": curve,
                 "steps_to_half": steps_to_half(curve[1:], start_value), "sample_s": sample_s,
                 "sample_overhead": sample_s / none_sample_s, "seeds": seeds, "training_seeds": [0], **prompt_sampling("descriptive", kind),
             })  # fmt: skip

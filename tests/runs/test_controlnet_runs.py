@@ -711,6 +711,8 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     third = next(r for r in json.loads(decayed.read_text())["results"] if r["variant"] == "controlnet" and r["prompt"] == "descriptive")
     steps = report["train_steps"]
     assert third["decay_stage"]["steps"] == 2 and third["decay_stage"]["first_stage_dir"] == first["adapter_dir"]
+    # the first stage was reused from the cache, the decay stage trained here: each reports its own resume step
+    assert third["resumed_at_step"] == steps and third["decay_stage"]["resumed_at_step"] == 0
     assert third["train_steps"] == steps + 2 and third["adapter_dir"] != first["adapter_dir"]
     assert third["fidelity_curve"][:-1] == first["fidelity_curve"] and third["fidelity_curve"][-1]["step"] == steps + 2
     record = json.loads(Path(third["adapter_dir"], "control_train.json").read_text())
