@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from langfield._checks import InputError, check_finite_number
+from langfield.geometry.rays import project_points
 from langfield.types import Cameras
 
 __all__ = ["WarpResult", "warp_image", "warp_psnr", "warp_psnr_reference"]
@@ -135,13 +136,10 @@ def warp_image(
     valid_i = torch.isfinite(d_i) & (d_i > 0)
     points = (dirs * torch.where(valid_i, d_i, 0.0)[..., None]) @ c2w_i[:, :3].T + c2w_i[:, 3]
     # 2. Into camera j, project (pixel-centre coordinates: x - 0.5 indexes the pixel grid).
-    rot_j, o_j = c2w_j[:, :3], c2w_j[:, 3]
-    cam_pts = (points - o_j) @ rot_j
-    z = cam_pts[..., 2]
-    front = z > 1e-9
-    zs = torch.where(front, z, 1.0)
-    x = K_j[0, 0] * cam_pts[..., 0] / zs + K_j[0, 1] * cam_pts[..., 1] / zs + K_j[0, 2] - 0.5
-    y = K_j[1, 1] * cam_pts[..., 1] / zs + K_j[1, 2] - 0.5
+    o_j = c2w_j[:, 3]
+    pixels, z = project_points(points.reshape(-1, 3), c2w_j, K_j)
+    front = (z > 1e-9).reshape(h_i, w_i)
+    x, y = (pixels[:, 0] - 0.5).reshape(h_i, w_i), (pixels[:, 1] - 0.5).reshape(h_i, w_i)
     inside = front & (x >= 0) & (x <= w_j - 1) & (y >= 0) & (y <= h_j - 1)
     # 3. Occlusion test against view j's depth at the four bilinear neighbours.
     xc = torch.where(inside, x, 0.0)
