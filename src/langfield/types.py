@@ -266,15 +266,19 @@ class ImageBatch:
         rgb: ``[H, W, 3]`` target composited over ``background``.
         background: ``[3]`` background colour.
         index: index of the image in the training split.
+        depth: ``[H, W, 1]`` ground-truth ray distance (normalised world units) of the same pixels,
+            ``0`` where there is none, or ``None`` when the dataset has no depth maps.
     """
 
     cameras: Cameras
     rgb: Tensor
     background: Tensor
     index: int
+    depth: Optional[Tensor] = None
 
     def to(self, device) -> "ImageBatch":
-        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index)
+        depth = None if self.depth is None else self.depth.to(device)
+        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index, depth)
 
     def model_inputs(self) -> Tuple[Cameras, Tensor]:
         return self.cameras, self.background

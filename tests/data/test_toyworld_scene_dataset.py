@@ -34,8 +34,9 @@ def test_the_folder_reads_back_as_the_scene_the_toy_world_renders(written):
         torch.testing.assert_close(s.cameras.Ks[0].float(), cams.Ks[0].float())
         assert torch.equal(s.semantics, truth.semantic[list(rows)].long())
         meta = json.loads((written / f"transforms_{split}.json").read_text())
-        for j, frame in enumerate(meta["frames"]):  # depth is written beside the images (the reader does not load it)
+        for j, frame in enumerate(meta["frames"]):  # depth is written beside the images ...
             assert np.array_equal(np.load(written / frame["depth_path"]), truth.depth[rows[j]].numpy())
+        assert torch.equal(s.depths[..., 0], truth.depth[list(rows)].float())  # ... and read back (frame kept: no scale)
         sky = truth.depth[list(rows)] == 0
         assert torch.equal(s.alphas[..., 0] == 0, sky)  # transparent exactly on the sky
     meta = json.loads((written / "transforms_train.json").read_text())

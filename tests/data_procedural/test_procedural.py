@@ -455,3 +455,4 @@ def test_written_folder_loads_with_transforms_reader(written):
         rots = (W[:3, :3] / scale) @ c2w[:, :, :3]
         torch.testing.assert_close(b.cameras.c2w[:, :, 3].double(), centres, atol=1e-4, rtol=0)
         torch.testing.assert_close(b.cameras.c2w[:, :, :3].double(), rots, atol=1e-4, rtol=0)
+        torch.testing.assert_close(b.depths.double(), a.depths.double() * scale)  # ray distances scale too

@@ -14,6 +14,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, List
 
+import numpy as np
+
 from langfield._checks import InputError, TooLargeError
 from langfield.data import load_dataset
 from tests.robustness import reader_scenes as rs
@@ -395,6 +397,40 @@ _add(
     _semantics(lambda root, d: _label_map(root, "train/sem_1.png", size=(4, 3))),
     match=TJ + r" \[train\]: label map .*sem_1\.png is 4x3 but its image .*r_1\.png is 8x6",
 )
+
+# ----------------------------------------------------------------------------- depth maps
+
+
+def _depth_maps(mutate_last: Callable[[Path], Any]):
+    """Builder: a float depth map beside each of the two training images (``train/r_i_depth.npy``), then
+    ``mutate_last(root)`` breaks one."""
+
+    def mutate(root: Path, tmp: Path) -> None:
+        for i in range(2):
+            np.save(root / "train" / f"r_{i}_depth.npy", np.full((rs.H, rs.W), 2.0, np.float32))
+        mutate_last(root)
+
+    return blender(mutate)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+_add("depth-partial", _depth_maps(lambda root: (root / "train" / "r_1_depth.npy").unlink()),
+     match=TJ + r": frame 1 .*r_1_depth\.npy not found, but other frames of this split have one")  # fmt: skip
+_add("depth-size", _depth_maps(lambda root: np.save(root / "train" / "r_0_depth.npy", np.ones((3, 4), np.float32))),
+     match=TJ + r" \[train\]: depth map .*r_0_depth\.npy has shape \(3, 4\) but its image is 6x8")  # fmt: skip
+_add("depth-integer", _depth_maps(lambda root: np.save(root / "train" / "r_1_depth.npy", np.ones((rs.H, rs.W), np.uint16))),
+     match=r"r_1_depth\.npy: depth map has dtype uint16")  # fmt: skip
+_add("depth-pickle", _depth_maps(lambda root: np.save(root / "train" / "r_0_depth.npy", np.array([{}], dtype=object))),
+     match=r"r_0_depth\.npy: holds Python objects")  # fmt: skip
+_add("depth-truncated", _depth_maps(lambda root: _truncate(root / "train" / "r_1_depth.npy")), match=r"r_1_depth\.npy: .*truncated")
+_add("depth-path-missing", frame(0, "depth_path", "./train/none.npy"),
+     match=TJ + r": frame 0 .*'depth_path' = './train/none\.npy': depth map .*none\.npy not found")  # fmt: skip
+_add("depth-path-int", frame(0, "depth_path", 3), match=TJ + r": frame 0 .*'depth_path' must be a non-empty path string")
+_add("depth-path-outside", frame(0, "depth_path", "../d.npy"), match=TJ + r": frame 0 .*'depth_path'.*outside the dataset folder")
+
 _add("labels-not-a-list", top("labels", "chair"), match=TJ + r": field 'labels' must be a list of strings")
 _add("labels-numbers", top("labels", [1, 2]), match=TJ + r": field 'labels' must be a list of strings")
 _BOX = [[0, 0, 0], [1, 1, 1]]

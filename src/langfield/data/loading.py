@@ -8,7 +8,9 @@
   output pixel is the mean of the input area it covers, so the image border maps onto the same
   rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
   un-premultiplied), so compositing the small image equals downscaling the composited one. Label
-  maps are resampled with nearest neighbour (ids are never blended).
+  maps are resampled with nearest neighbour (ids are never blended). Depth maps (ray distances,
+  0 = none) are area-averaged over their valid pixels only (:func:`resize_depth`), so holes never
+  blend into surfaces.
 * The held-out protocol of LLFF / Mip-NeRF 360 is :func:`every_nth_split`: view ``i`` is a test view
   iff ``i % 8 == 0`` (in sorted file order).
 """
@@ -281,6 +283,24 @@ def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
     return labels[ys[:, None], xs[None, :]]
 
 
+def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-downscale a ray-distance map ``depth [H, W]`` to ``[height, width]`` float32 over its valid pixels.
+
+    Valid means finite and ``> 0`` (0 marks "no depth": sky, background, sensor holes). Each output
+    pixel is the mean of the valid depths in the input area it covers (the areas of
+    :func:`resize_area`, as the images), valid when at least half of that area is valid, else 0:
+    a hole is never averaged into a surface. Invalid input values come out as 0.
+
+    >>> resize_depth(np.array([[2.0, 0.0], [4.0, np.nan]]), 1, 1).tolist()  # half of the area valid
+    [[3.0]]
+    """
+    valid = np.isfinite(depth) & (depth > 0)
+    stacked = np.stack([np.where(valid, depth, 0.0), valid], axis=-1).astype(np.float32)
+    small = resize_area(stacked, width, height)
+    total, cover = small[..., 0], small[..., 1]
+    return np.where(cover >= 0.5, total / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- batch loading
 
 
@@ -437,6 +457,61 @@ def load_images(
     )
 
 
+def load_depths(
+    paths: Sequence[PathLike],
+    image_size: Tuple[int, int],
+    downscale: float = 1.0,
+    *,
+    scale: float = 1.0,
+    source: str = "depth maps",
+    progress: Optional[bool] = None,
+) -> Tensor:
+    """Read one depth map per image: ``.npy`` float ray distances, 0 (or non-finite, or ``<= 0``) = none.
+
+    Args:
+        paths: ``.npy`` files of float ``[H, W]`` (or ``[H, W, 1]``) ray distances along the unit
+            pixel-centre ray, in the dataset's original world units, one per image and in order.
+        image_size: ``(W, H)`` of the images at full resolution; every map must have that size.
+        downscale: the images' factor; the maps follow with :func:`resize_depth` to
+            :func:`downscaled_size`, the images' size.
+        scale: multiplies every valid distance: the uniform scale of the dataset's
+            ``world_transform`` (:func:`~langfield.geometry.normalize.similarity_scale`), so the
+            distances are in the normalised frame like the cameras.
+        source: what the maps belong to, for messages.
+
+    Returns:
+        ``[C, h, w, 1]`` float32, 0 where there is no depth.
+
+    Raises:
+        InputError: naming the file, for a map that is not a float array of the image's size.
+    """
+    paths = [Path(p) for p in paths]
+    w0, h0 = image_size
+    w, h = downscaled_size(w0, h0, check_downscale(downscale))
+    check_memory(product((len(paths), w, h, 4)) + product((w0, h0, 12)), f"{source}: {len(paths)} depth maps of {w0}x{h0}",
+                 hint="load fewer or smaller images (a larger downscale, or max_images)")  # fmt: skip
+
+    def work(path: Path) -> np.ndarray:
+        depth = read_npy(path, "depth map")
+        if not np.issubdtype(depth.dtype, np.floating):
+            raise InputError(
+                f"{path}: depth map has dtype {depth.dtype}; expected float ray distances in the dataset's world "
+                f"units (integer maps such as millimetre z-depth are not read: convert them first)"
+            )
+        if depth.ndim == 3 and depth.shape[-1] == 1:
+            depth = depth[..., 0]
+        if depth.shape != (h0, w0):
+            raise InputError(
+                f"{source}: depth map {path} has shape {tuple(depth.shape)} but its image is {h0}x{w0} (height x width); "
+                f"expected [H, W] = [{h0}, {w0}]"
+            )
+        depth = resize_depth(depth, w, h)
+        return depth * np.float32(scale)
+
+    maps = _progress_map(work, paths, f"loading {source}", None, progress)
+    return torch.from_numpy(np.stack(maps))[..., None]
+
+
 def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: str = "cameras") -> Cameras:
     """Rescale ``cameras`` (all of one size) to images of ``width x height``, per axis.
 
@@ -464,13 +539,20 @@ def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: st
     )
 
 
-def make_image_set(cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathLike]) -> ImageSet:
-    """Pair cameras with loaded images, checking that their sizes agree."""
+def make_image_set(
+    cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathLike], depths: Optional[Tensor] = None
+) -> ImageSet:
+    """Pair cameras with loaded images (and optional ``depths [C, H, W, 1]``), checking that their sizes agree."""
     h, w = loaded.images.shape[1:3]
     if bool(torch.any(cameras.widths != w) | torch.any(cameras.heights != h)):
         raise InputError(
             f"camera sizes {cameras.widths.tolist()[:3]}x{cameras.heights.tolist()[:3]} do not match "
             f"the loaded images ({w}x{h}), first file {paths[0] if paths else '?'}"
+        )
+    if depths is not None and tuple(depths.shape) != (len(loaded.images), h, w, 1):
+        raise InputError(
+            f"depth maps {tuple(depths.shape)} do not match the loaded images [{len(loaded.images)}, {h}, {w}, 1], "
+            f"first file {paths[0] if paths else '?'}"
         )
     return ImageSet(
         cameras=cameras,
@@ -478,6 +560,7 @@ def make_image_set(cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathL
         alphas=loaded.alphas,
         paths=[str(p) for p in paths],
         semantics=loaded.semantics,
+        depths=depths,
     )
 
 

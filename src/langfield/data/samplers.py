@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.data.ray_space import check_cameras_in_ndc
@@ -63,6 +64,7 @@ __all__ = [
     "PixelSampler",
     "Sampler",
     "SamplerOptions",
+    "downscale_depth",
     "stream_seed",
 ]
 
@@ -299,6 +301,26 @@ def _warn_if_changed(sampler: Sampler, state: Dict[str, Any], keys: Tuple[str, .
             )
 
 
+def downscale_depth(depth: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Area-average a ray-distance map ``depth [H, W, 1]`` to ``size = (h, w)`` over its valid pixels only.
+
+    Valid means finite and ``> 0`` (0 marks "no depth"). An output pixel is the mean of the valid
+    depths in the input area it covers (the areas of ``F.interpolate(mode="area")``, as the colour)
+    and is valid when at least half of that area is; otherwise it is 0. Holes are never blended
+    into surfaces (a plain area average would pull edge depths toward 0). The same rule as the
+    readers' :func:`~langfield.data.loading.resize_depth`.
+
+    >>> d = torch.tensor([[2.0, 0.0], [4.0, 0.0]])[..., None]  # left column surface, right column none
+    >>> downscale_depth(d, (1, 1)).flatten().tolist()
+    [3.0]
+    """
+    valid = torch.isfinite(depth) & (depth > 0)
+    stacked = torch.cat([torch.where(valid, depth, torch.zeros_like(depth)), valid.to(depth.dtype)], -1)
+    small = F.interpolate(stacked.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
+    total, cover = small[..., :1], small[..., 1:]
+    return torch.where(cover >= 0.5, total / cover.clamp_min(1e-12), torch.zeros_like(total))
+
+
 class ImageSampler(Sampler):
     """Whole training images in random order, one per step (Gaussian splatting's sampling).
 
@@ -317,13 +339,19 @@ class ImageSampler(Sampler):
             the step's image is then area-averaged to ``floor(H / d) x floor(W / d)`` and its
             camera rescaled to match (:meth:`~langfield.types.Cameras.rescaled`), for coarse-to-fine
             schedules (:attr:`~langfield.methods.gaussians.GaussiansConfig.num_downscales`).
+        use_depth: also hand out the image's ground-truth depth (``image_set.depths``, ray distances,
+            0 = none; required then) as ``ImageBatch.depth [H, W, 1]``, moved to ``device`` once; a
+            downscaled step averages it over the same areas as the colour but over the valid pixels
+            only (:func:`downscale_depth`), so holes never blend into surfaces. Off: ``depth`` is
+            ``None`` and the depth maps stay where they are.
 
     Attributes:
         num_rays: pixels of the last step's image (``H * W``, as downscaled), reported as rays by the trainer.
     """
 
     def __init__(self, image_set: ImageSet, *, background: str = "white", seed: int = 0,
-                 device: Union[str, torch.device] = "cpu", downscale: Optional[Callable[[], int]] = None) -> None:
+                 device: Union[str, torch.device] = "cpu", downscale: Optional[Callable[[], int]] = None,
+                 use_depth: bool = False) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         if seed < 0:
@@ -339,6 +367,9 @@ class ImageSampler(Sampler):
         self._cameras = image_set.cameras.to(self.device)
         self._images = images.to(self.device)
         self._alphas = None if image_set.alphas is None else image_set.alphas.to(self.device)
+        if use_depth and image_set.depths is None:
+            raise ValueError("ImageSampler(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
+        self._depths = image_set.depths.to(self.device) if use_depth else None
         self.num_images, height, width = (int(s) for s in images.shape[:3])
         self.num_rays = height * width
         fixed = {"white": 1.0, "black": 0.0}.get(background)
@@ -369,6 +400,7 @@ class ImageSampler(Sampler):
             a = self._alphas[index].float() / 255.0
             rgb = rgb * a + bg * (1.0 - a)
         cameras = self._cameras[index]
+        depth = None if self._depths is None else self._depths[index]
         factor = 1 if self._downscale is None else self._downscale()
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise ValueError(f"ImageSampler: downscale() must return an int >= 1, got {factor!r}")
@@ -376,8 +408,9 @@ class ImageSampler(Sampler):
             cameras = cameras.rescaled(factor)
             size = (int(cameras.heights[0]), int(cameras.widths[0]))
             rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
+            depth = None if depth is None else downscale_depth(depth, size)
         self.num_rays = int(rgb.shape[0]) * int(rgb.shape[1])
-        return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index)
+        return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index, depth=depth)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"seed": self.seed}

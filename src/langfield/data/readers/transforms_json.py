@@ -35,6 +35,18 @@ Fields (frame-level values override top-level ones):
   It must stay inside that folder (no ``..`` escape, absolute path or symlink out of it) unless
   the caller passes ``allow_outside_paths=True``; the same ``file_path`` twice in one file is refused.
 * ``semantic_path`` (optional, per frame): label-id PNG; top-level ``labels``: their names.
+* depth (optional, per frame): a float ``.npy`` ``[H, W]`` of **ray distances** along the unit
+  pixel-centre ray in the file's world units, 0 (or non-finite, or ``<= 0``) where there is no
+  surface. Taken from the frame's ``depth_path`` when it has one, else from the file beside the
+  image named ``<image stem>_depth.npy`` when it exists (what
+  :func:`~langfield.data.procedural.write_procedural_dataset` and
+  :func:`~langfield.data.toyworld.scene_dataset.write_toyworld_scene` write). All frames of a split
+  have one or none does (else an :class:`~langfield._checks.InputError` naming the missing file); a
+  map must be the size of its image. Loaded into ``ImageSet.depths`` area-averaged over valid
+  pixels only when the images are downscaled (:func:`~langfield.data.loading.resize_depth`) and
+  multiplied by the uniform scale of ``world_transform``, so the distances are in the normalised
+  frame like the cameras. Integer maps (millimetre z-depth of RGB-D sensors, nerfstudio's
+  ``depth_file_path``) are not read.
 * ``objects`` (optional, top level): ``[{"name": str, "aabb": [[xmin, ymin, zmin], [xmax, ymax,
   zmax]]}, ...]``, the true world-axis-aligned boxes of named objects in the file's frame (a
   langfield extension, written by :func:`~langfield.data.procedural.write_procedural_dataset`);
@@ -75,13 +87,21 @@ from langfield.data.loading import (
     confine_path,
     every_nth_split,
     limit_indices,
+    load_depths,
     load_images,
     make_image_set,
     read_json,
     resolve_background,
 )
 from langfield.geometry.conventions import check_rigid, opengl_to_opencv
-from langfield.geometry.normalize import NORMALIZE_METHODS, focus_point, make_similarity, normalize_poses, transform_poses
+from langfield.geometry.normalize import (
+    NORMALIZE_METHODS,
+    focus_point,
+    make_similarity,
+    normalize_poses,
+    similarity_scale,
+    transform_poses,
+)
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
@@ -92,6 +112,8 @@ SYNTHETIC_NEAR = 2.0
 SYNTHETIC_FAR = 6.0
 SYNTHETIC_CAMERA_DISTANCE = 4.0
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+#: Name ending of the depth map beside an image without a ``depth_path``: ``r_000.png`` -> ``r_000_depth.npy``.
+DEPTH_SUFFIX = "_depth.npy"
 _PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 _SPLIT_FILE = re.compile(r"^transforms_(train|val|test)\.json$")
 
@@ -106,6 +128,7 @@ class TransformsSplit:
         image_paths: resolved image file of each frame.
         file_paths: ``file_path`` as written in the json (for messages).
         semantic_paths: resolved label maps, or ``None`` when the frames have no ``semantic_path``.
+        depth_paths: resolved depth maps (``.npy`` ray distances), or ``None`` when the split has none.
     """
 
     json_path: Path
@@ -113,6 +136,7 @@ class TransformsSplit:
     image_paths: List[Path]
     file_paths: List[str]
     semantic_paths: Optional[List[Path]] = None
+    depth_paths: Optional[List[Path]] = None
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -125,6 +149,7 @@ class TransformsSplit:
             image_paths=[self.image_paths[i] for i in idx],
             file_paths=[self.file_paths[i] for i in idx],
             semantic_paths=None if self.semantic_paths is None else [self.semantic_paths[i] for i in idx],
+            depth_paths=None if self.depth_paths is None else [self.depth_paths[i] for i in idx],
         )
 
 
@@ -204,6 +229,23 @@ def _resolve_image(
         f"{where}: {what} for file_path {file_path!r} not found (tried {tried[0]} and with extensions "
         f"{', '.join(_EXTENSIONS)})"
     )
+
+
+def _depth_path(frame: Dict[str, Any], image: Path, json_path: Path, where: str, allow_outside: bool) -> Tuple[Path, bool]:
+    """``(depth map file, whether it exists)`` of a frame: its ``depth_path`` (which must exist) or
+    ``<image stem>_depth.npy`` beside the image."""
+    if "depth_path" not in frame:
+        beside = image.with_name(f"{image.stem}{DEPTH_SUFFIX}")
+        if not beside.is_file():
+            return beside, False
+        return confine_path(beside, json_path.parent, f"{where}: depth map beside the image", allow_outside=allow_outside), True
+    value = frame["depth_path"]
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise InputError(f"{where}: field 'depth_path' must be a non-empty path string, got {value!r}")
+    path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field 'depth_path'", allow_outside=allow_outside)
+    if not path.is_file():
+        raise InputError(f"{where}: field 'depth_path' = {value!r}: depth map {path} not found")
+    return path, True
 
 
 def _pose(frame: Dict[str, Any], where: str) -> np.ndarray:
@@ -323,7 +365,7 @@ def _parse_split(
     data: Dict[str, Any], frames: List[Dict[str, Any]], json_path: Path, indices: List[int], allow_outside: bool = False
 ) -> TransformsSplit:
     """Parse frames (``frames[i]`` for ``i`` in ``indices``; messages use ``i``) into a split."""
-    c2ws, Ks, Ws, Hs, dists, images, file_paths, sems, wheres = [], [], [], [], [], [], [], [], []
+    c2ws, Ks, Ws, Hs, dists, images, file_paths, sems, wheres, depths = [], [], [], [], [], [], [], [], [], []
     has_sem = ["semantic_path" in frames[i] for i in indices]
     if any(has_sem) and not all(has_sem):
         i = indices[has_sem.index(False)]
@@ -357,6 +399,7 @@ def _parse_split(
         dists.append(dist)
         images.append(img)
         file_paths.append(fp)
+        depths.append(_depth_path(fr, img, json_path, where, allow_outside))
         if has_sem and has_sem[0]:
             sp = fr["semantic_path"]
             if not isinstance(sp, str):
@@ -366,6 +409,13 @@ def _parse_split(
                     json_path, sp, where, what="label map", field="semantic_path", allow_outside=allow_outside
                 )
             )
+    found = [exists for _, exists in depths]
+    if any(found) and not all(found):
+        k = found.index(False)
+        raise InputError(
+            f"{wheres[k]}: depth map {depths[k][0]} not found, but other frames of this split have one "
+            f"(e.g. {depths[found.index(True)][0]}); depth is read for every frame of a split or for none"
+        )
     cameras = Cameras.create(
         c2w=_opencv_poses(c2ws, wheres).float(),
         Ks=torch.tensor(Ks, dtype=torch.float32),
@@ -379,6 +429,7 @@ def _parse_split(
         image_paths=images,
         file_paths=file_paths,
         semantic_paths=sems if sems else None,
+        depth_paths=[path for path, _ in depths] if depths and all(found) else None,
     )
 
 
@@ -620,7 +671,8 @@ def load_transforms(
         allow_outside_paths: read ``file_path`` s that lie outside the json's folder (refused by default).
 
     Returns:
-        A :class:`SceneDataset` with poses in OpenCV convention in the normalised frame.
+        A :class:`SceneDataset` with poses in OpenCV convention in the normalised frame; splits whose
+        frames have depth maps carry them as ``ImageSet.depths`` (ray distances in the normalised frame).
     """
     downscale = check_downscale(downscale)
     background = resolve_background(background)
@@ -629,6 +681,7 @@ def load_transforms(
     scene = read_transforms(path, allow_outside_paths=allow_outside_paths)
     wanted = check_splits_arg(splits, list(scene.splits), str(path))
     T, box, near, far, unbounded = _scene_framing(scene, normalize)
+    depth_scale = float(similarity_scale(T))  # ray distances scale like camera centres
     image_sets: Dict[str, ImageSet] = {}
     for s in wanted:
         split = scene.splits[s]
@@ -640,9 +693,14 @@ def load_transforms(
             source=f"{split.json_path} [{s}]",
             progress=progress,
         )
+        depths = None
+        if split.depth_paths is not None:
+            w0, h0 = loaded.source_sizes[0]
+            depths = load_depths(split.depth_paths, (w0, h0), downscale, scale=depth_scale,
+                                 source=f"{split.json_path} [{s}]", progress=progress)  # fmt: skip
         cams = split.cameras.rescaled(downscale)
         cams = replace(cams, c2w=transform_poses(T, cams.c2w))
-        image_sets[s] = make_image_set(cams, loaded, split.image_paths)
+        image_sets[s] = make_image_set(cams, loaded, split.image_paths, depths)
     return SceneDataset(
         name=scene.name,
         splits=image_sets,

@@ -9,7 +9,9 @@ Recipe (paper Sec. 5 and the reference code's defaults):
 * one Adam per parameter (eps 1e-15) with the paper's learning rates; the position LR is scaled
   by the scene extent and decays exponentially from 1.6e-4 to 1.6e-6 over training (driven by
   training progress, so wall-clock budgets work);
-* loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` with ``lambda = 0.2`` (Eq. 7);
+* loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` with ``lambda = 0.2`` (Eq. 7), plus, off by default,
+  ``depth_loss_weight`` times an L1 depth term against the dataset's ground-truth ray distances
+  (:func:`depth_l1`; RGB-D captures, synthetic scenes with exact depth);
 * the active SH degree grows by one every ``sh_degree_interval`` steps up to ``sh_degree``;
 * adaptive density control through an explicit strategy object, ``GaussiansConfig.strategy``
   (:class:`~langfield.methods.gaussians.strategy.DefaultStrategy`, or the fixed-budget
@@ -31,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from langfield._checks import check_fields, check_finite_number, check_int_range, check_memory
+from langfield._checks import InputError, check_fields, check_finite_number, check_int_range, check_memory
 from langfield.configs import VARIANT_KEY, check_field_types
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import ImageSampler, Sampler, SamplerOptions
@@ -47,7 +49,10 @@ from langfield.ops.splatting import SplatSettings, render_gaussians
 from langfield.ops.splatting.projection import project_gaussians
 from langfield.types import Cameras, ImageBatch, RenderOutput
 
-__all__ = ["GaussiansConfig", "Gaussians", "GaussiansOutputs", "num_shell_points", "scene_extent", "shell_radius"]
+__all__ = [
+    "DEPTH_MIN_ACCUMULATION", "GaussiansConfig", "Gaussians", "GaussiansOutputs", "depth_l1", "num_shell_points",
+    "scene_extent", "shell_radius",
+]  # fmt: skip
 
 logger = logging.getLogger("langfield.methods.gaussians")
 
@@ -60,6 +65,36 @@ STRATEGIES = typing.get_args(StrategyConfig)
 
 #: Coarse-to-fine training never shrinks a training image below this many pixels on its short side.
 MIN_TRAIN_SIDE = 16
+#: The depth term skips pixels whose rendered accumulation is below this: the alpha-normalised depth
+#: ``sum(w_i d_i) / sum(w_i)`` has gradients ``(d_i - depth) / sum(w_i)``, unbounded as coverage vanishes.
+DEPTH_MIN_ACCUMULATION = 0.5
+
+
+def depth_l1(depth: Tensor, accumulation: Tensor, target: Tensor) -> Tensor:
+    """Masked L1 depth loss: the mean of ``|depth - target|`` over the pixels where ``target`` is valid
+    (finite and ``> 0``) and ``accumulation >= DEPTH_MIN_ACCUMULATION``; 0 when there is no such pixel.
+
+    Args:
+        depth: ``[H, W, 1]`` rendered depth, the alpha-normalised expected ray distance (``RenderOutput.depth``
+            of :func:`~langfield.ops.splatting.render_gaussians`).
+        accumulation: ``[H, W, 1]`` rendered opacity (only selects pixels; no gradient flows through the mask).
+        target: ``[H, W, 1]`` ground-truth ray distance in the same world units, 0 (or non-finite) = none.
+
+    Returns:
+        A scalar tensor, differentiable with respect to ``depth``.
+
+    >>> depth, acc = torch.tensor([[[2.0], [3.0]], [[5.0], [1.0]]]), torch.tensor([[[1.0], [1.0]], [[1.0], [0.1]]])
+    >>> float(depth_l1(depth, acc, torch.tensor([[[2.5], [0.0]], [[4.0], [9.0]]])))  # (0.5 + 1.0) / 2
+    0.75
+    """
+    if depth.shape != target.shape or accumulation.shape != target.shape:
+        raise ValueError(
+            f"depth_l1: depth {tuple(depth.shape)}, accumulation {tuple(accumulation.shape)} and target "
+            f"{tuple(target.shape)} must share one [H, W, 1] shape"
+        )
+    valid = torch.isfinite(target) & (target > 0) & (accumulation.detach() >= DEPTH_MIN_ACCUMULATION)
+    reference = torch.where(valid, target.to(depth.dtype), depth.detach())  # invalid pixels: zero error, zero gradient
+    return (depth - reference).abs().sum() / valid.sum().clamp_min(1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,14 @@ class GaussiansConfig:
         lr_*: Adam learning rates; ``lr_means`` -> ``lr_means_final`` are multiplied by the scene
             extent.
         ssim_lambda: weight of the D-SSIM term.
+        depth_loss_weight: weight of the depth term :func:`depth_l1` (0 = off, the paper): the mean
+            absolute difference between the rendered depth (the alpha-normalised expected ray
+            distance) and the training image's ground-truth ray distance, over the pixels with a
+            valid ground truth (finite, ``> 0``) and rendered accumulation ``>=``
+            :data:`DEPTH_MIN_ACCUMULATION`. Needs a dataset with depth maps in its ``"train"``
+            split (``ImageSet.depths``; a transforms folder with ``*_depth.npy``, the procedural
+            scene); training refuses to start without them. Logged as ``depth_l1``. On the command
+            line: ``--set depth_loss_weight=0.1``.
         strategy: the densification strategy and its settings: a
             :class:`~langfield.methods.gaussians.strategy.DefaultStrategy` (clone/split/prune,
             Sec. 5.2) or an :class:`~langfield.methods.gaussians.strategy.MCMCStrategy` (fixed
@@ -121,6 +164,7 @@ class GaussiansConfig:
     lr_shN: float = 2.5e-3 / 20
     lr_features: float = 2.5e-3
     ssim_lambda: float = 0.2
+    depth_loss_weight: float = 0.0
     strategy: StrategyConfig = dc_field(default_factory=DefaultStrategy)
     splat: SplatSettings = dc_field(default_factory=SplatSettings)
     num_downscales: int = 0
@@ -134,7 +178,7 @@ class GaussiansConfig:
             self, int_min_1=("sh_degree_interval", "init_num_random"), int_min_0=("num_features", "seed", "num_downscales"),
             positive=("init_extent", "init_scale", "background_shell_radius"),
             non_negative=("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacities", "lr_sh0", "lr_shN",
-                          "lr_features"),
+                          "lr_features", "depth_loss_weight"),
         )  # fmt: skip
         check_int_range(self.coarse_min_side, "GaussiansConfig.coarse_min_side", lo=MIN_TRAIN_SIDE)
         check_finite_number(self.init_opacity, "GaussiansConfig.init_opacity", lo=0, hi=1, lo_inclusive=False, hi_inclusive=False)
@@ -150,6 +194,8 @@ class GaussiansConfig:
         check_finite_number(self.downscale_interval, "GaussiansConfig.downscale_interval", lo=0, hi=1, lo_inclusive=False)
         if not 0 <= self.ssim_lambda <= 1:
             raise ValueError(f"GaussiansConfig.ssim_lambda must be in [0, 1], got {self.ssim_lambda}")
+        if self.depth_loss_weight > 0 and not self.splat.render_depth:
+            raise ValueError("GaussiansConfig.depth_loss_weight > 0 needs the rendered depth: set splat.render_depth=True")
 
     def bytes_per_gaussian(self) -> int:
         """Training memory of one Gaussian: its float32 parameters (means 3, scales 3, quats 4,
@@ -297,8 +343,14 @@ class Gaussians(SceneMethod, SplatsGaussians):
         return self.cloud.num_gaussians
 
     def make_sampler(self, dataset: SceneDataset, options: SamplerOptions) -> Sampler:
-        """One whole training image per step, every image once per epoch (the paper's sampling)."""
+        """One whole training image per step, every image once per epoch (the paper's sampling).
+
+        Raises:
+            InputError: ``depth_loss_weight > 0`` but the ``"train"`` split has no depth maps.
+        """
         train = dataset.split("train")
+        if self.config.depth_loss_weight > 0 and train.depths is None:
+            raise InputError(self._no_depth_message(f"dataset {dataset.name!r} has no depth maps in its 'train' split"))
         downscale = None
         if self.config.num_downscales:
             # never below coarse_min_side (>= MIN_TRAIN_SIDE: D-SSIM's 11-pixel window) on the short side
@@ -307,7 +359,8 @@ class Gaussians(SceneMethod, SplatsGaussians):
             while side // (2 * cap) >= self.config.coarse_min_side:
                 cap *= 2
             downscale = lambda: min(self._train_downscale, cap)  # noqa: E731
-        return ImageSampler(train, background=dataset.background, seed=options.seed, device=options.device, downscale=downscale)
+        return ImageSampler(train, background=dataset.background, seed=options.seed, device=options.device,
+                            downscale=downscale, use_depth=self.config.depth_loss_weight > 0)  # fmt: skip
 
     def training_downscale(self, progress: float) -> int:
         """Image downscale factor of a training step at ``progress`` in ``[0, 1]`` (see
@@ -403,7 +456,16 @@ class Gaussians(SceneMethod, SplatsGaussians):
 
     # ------------------------------------------------------------------ training
 
+    def _no_depth_message(self, problem: str) -> str:
+        return (
+            f"GaussiansConfig.depth_loss_weight={self.config.depth_loss_weight:g} (--set depth_loss_weight=...) needs "
+            f"ground-truth depth, but {problem}; give a dataset with depth maps (a transforms folder with "
+            f"<image>_depth.npy files or per-frame 'depth_path', the procedural scene) or set depth_loss_weight=0"
+        )
+
     def losses(self, outputs: GaussiansOutputs, batch: ImageBatch) -> Dict[str, Tensor]:
+        """``l1``, ``dssim`` (when ``ssim_lambda > 0``), ``depth_l1`` (when ``depth_loss_weight > 0``),
+        the strategy's regulariser and their weighted sum ``loss``."""
         pred, target = outputs.render.rgb, batch.rgb
         l1 = (pred - target).abs().mean()
         lam = self.config.ssim_lambda
@@ -413,6 +475,12 @@ class Gaussians(SceneMethod, SplatsGaussians):
             dssim = 1.0 - ssim(pred, target)
             terms["dssim"] = dssim
             loss = loss + lam * dssim
+        if self.config.depth_loss_weight > 0:
+            if batch.depth is None:
+                raise InputError(self._no_depth_message(f"training batch {batch.index} has no depth"))
+            render = outputs.render
+            terms["depth_l1"] = depth_l1(render.depth, render.accumulation, batch.depth)
+            loss = loss + self.config.depth_loss_weight * terms["depth_l1"]
         reg = self.strategy.regularization(self.params)
         if reg is not None:
             terms[f"{self.strategy.config_type}_reg"] = reg

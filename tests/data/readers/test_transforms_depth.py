@@ -1,0 +1,142 @@
+"""Depth maps of transforms scenes: ``<image>_depth.npy`` / ``depth_path`` read into ``ImageSet.depths``
+(ray distances, 0 = none), area-averaged over valid pixels when downscaled, scaled into the normalised
+frame, and refused with the file's name when missing for some frames or of the wrong size or type."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from langfield._checks import InputError
+from langfield.data import load_dataset
+from langfield.data.loading import resize_depth
+from langfield.data.procedural import ProceduralSceneConfig, make_procedural_dataset, write_procedural_dataset
+from langfield.data.readers.transforms_json import load_transforms
+from langfield.geometry.normalize import apply_transform_to_points, similarity_scale
+from langfield.geometry.rays import rays_from_camera
+from tests.data.readers.test_transforms_json import H, W, write_blender_scene
+
+CONFIG = ProceduralSceneConfig(width=12, height=12, num_train=3, num_test=1, supersample=1)
+
+
+@pytest.fixture(scope="module")
+def procedural_folder(tmp_path_factory):
+    """The procedural scene written at 12x12 (frames with ``depth_path``); treat as read-only."""
+    return write_procedural_dataset(tmp_path_factory.mktemp("procedural"), CONFIG)
+
+
+def raw_depths(folder, split: str = "train") -> torch.Tensor:
+    """``[C, H, W, 1]`` the written ``.npy`` maps of ``split``, in file order."""
+    frames = json.loads((folder / f"transforms_{split}.json").read_text())["frames"]
+    return torch.stack([torch.from_numpy(np.load(folder / f["depth_path"])) for f in frames])[..., None]
+
+
+def test_written_depth_reads_back_exactly(procedural_folder):
+    ds = load_dataset(procedural_folder, progress=False)
+    truth = make_procedural_dataset(CONFIG)
+    assert torch.equal(ds.world_transform, torch.eye(4))  # the file states its bounds: frame kept
+    for split in ("train", "test"):
+        depths = ds.split(split).depths
+        assert depths.shape == (len(ds.split(split)), 12, 12, 1) and depths.dtype == torch.float32
+        assert torch.equal(depths, truth.split(split).depths)
+    gt = ds.split("train").depths
+    assert bool((gt == 0).any()) and bool((gt > 1.0).any())  # background holes and surfaces both present
+    sub = load_dataset(procedural_folder, max_images=2, progress=False).split("train")
+    assert torch.equal(sub.depths, gt[:2])  # subsetting keeps depths with their images
+    assert torch.equal(ds.split("train").subset([2, 0]).depths, gt[[2, 0]])
+
+
+def test_depth_scales_with_the_world_transform(procedural_folder):
+    """A re-normalised scene: depths scale by the transform's uniform scale, and the surface point a
+    pixel's ray reaches in the normalised frame is the original point mapped by ``world_transform``."""
+    orig = load_dataset(procedural_folder, progress=False)
+    norm = load_transforms(procedural_folder, normalize="cameras", progress=False)
+    T = norm.world_transform.double()
+    s = float(similarity_scale(T))
+    assert abs(s - 1.0) > 0.1  # the test needs a real rescale (1.28 here)
+    d0, d1 = orig.split("train").depths, norm.split("train").depths
+    torch.testing.assert_close(d1, d0 * s)
+    for i in range(len(d0)):
+        r0 = rays_from_camera(orig.split("train").cameras, i, 0.0, 1.0)
+        r1 = rays_from_camera(norm.split("train").cameras, i, 0.0, 1.0)
+        hit = d0[i, ..., 0] > 0
+        p0 = (r0.origins + d0[i] * r0.directions)[hit].double()
+        p1 = (r1.origins + d1[i] * r1.directions)[hit].double()
+        torch.testing.assert_close(p1, apply_transform_to_points(T, p0), atol=1e-4, rtol=0)
+
+
+def test_downscaled_depth_averages_valid_pixels_only(procedural_folder):
+    ds = load_dataset(procedural_folder, downscale=2, progress=False)
+    train, raw = ds.split("train"), raw_depths(procedural_folder)
+    assert train.images.shape[1:3] == train.depths.shape[1:3] == (6, 6)
+    for i in range(len(raw)):
+        expected = resize_depth(raw[i, ..., 0].numpy(), 6, 6)
+        assert np.array_equal(train.depths[i, ..., 0].numpy(), expected)
+    # every 2x2 block: 0 unless at least half of it is surface, else inside the range of its surface depths
+    blocks = raw[..., 0].reshape(-1, 6, 2, 6, 2).permute(0, 1, 3, 2, 4).reshape(-1, 6, 6, 4)
+    valid = blocks > 0
+    out = train.depths[..., 0]
+    assert torch.equal(out > 0, valid.sum(-1) >= 2)
+    lo = torch.where(valid, blocks, torch.inf).min(-1).values
+    hi = torch.where(valid, blocks, -torch.inf).max(-1).values
+    assert bool(((out >= lo - 1e-5) & (out <= hi + 1e-5))[out > 0].all())
+    assert bool(((out > 0) & (valid.sum(-1) < 4)).any())  # the rule was exercised on partial blocks
+
+
+def test_resize_depth_never_blends_holes():
+    depth = np.array([[2.0, 0.0, 5.0, 5.0], [4.0, np.nan, 5.0, -1.0]], dtype=np.float32)
+    # left block: 2 of 4 valid (2, 4) -> 3; right block: 3 of 4 valid -> 5 (never pulled toward 0)
+    assert resize_depth(depth, 2, 1).tolist() == [[3.0, 5.0]]
+    assert resize_depth(np.array([[7.0, 0.0], [0.0, 0.0]]), 1, 1).tolist() == [[0.0]]  # a quarter: no depth
+    same = resize_depth(depth, 4, 2)  # no resize: invalid values become 0, valid ones stay
+    assert same.tolist() == [[2.0, 0.0, 5.0, 5.0], [4.0, 0.0, 5.0, 0.0]] and same.dtype == np.float32
+
+
+def test_depth_beside_the_image_without_a_depth_path(tmp_path):
+    """Blender layout, no ``depth_path`` fields: ``r_i_depth.npy`` beside ``r_i.png`` is found; non-finite
+    and negative values read as 0; a scene without any depth map has ``depths = None``."""
+    root = write_blender_scene(tmp_path / "scene")
+    assert load_transforms(root, progress=False).split("train").depths is None
+    rng = np.random.default_rng(0)
+    maps = [rng.uniform(1.0, 3.0, size=(H, W)).astype(np.float32) for _ in range(3)]
+    maps[1][0, :3] = [np.inf, np.nan, -2.0]
+    for i, m in enumerate(maps):
+        np.save(root / "train" / f"r_{i}_depth.npy", m)
+    ds = load_transforms(root, progress=False)
+    got = ds.split("train").depths
+    expected = torch.from_numpy(np.stack(maps))[..., None]
+    expected[1, 0, :3] = 0.0
+    assert torch.equal(got, expected)
+    assert ds.split("test").depths is None  # all or nothing per split: the test split has none
+
+
+def test_a_missing_depth_map_is_named(tmp_path, procedural_folder):
+    root = write_blender_scene(tmp_path / "scene")
+    for i in (0, 2):
+        np.save(root / "train" / f"r_{i}_depth.npy", np.ones((H, W), np.float32))
+    with pytest.raises(InputError, match=r"frame 1 .*r_1_depth\.npy not found.*other frames of this split"):
+        load_transforms(root, progress=False)
+    # a depth_path that names a missing file
+    meta = json.loads((procedural_folder / "transforms_train.json").read_text())
+    meta["frames"][1]["depth_path"] = "./train/nowhere_depth.npy"
+    copy = shutil.copytree(procedural_folder, tmp_path / "copy")
+    (copy / "transforms_train.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"frame 1.*'depth_path'.*nowhere_depth\.npy not found"):
+        load_transforms(copy, progress=False)
+
+
+def test_depth_maps_of_the_wrong_size_or_type_are_refused(tmp_path):
+    root = write_blender_scene(tmp_path / "scene", counts={"train": 2})
+    np.save(root / "train" / "r_0_depth.npy", np.ones((H, W, 1), np.float32))  # [H, W, 1] is accepted
+    np.save(root / "train" / "r_1_depth.npy", np.ones((H, W + 1), np.float32))
+    with pytest.raises(InputError, match=rf"r_1_depth\.npy has shape \({H}, {W + 1}\) but its image is {H}x{W}"):
+        load_transforms(root, progress=False)
+    np.save(root / "train" / "r_1_depth.npy", np.full((H, W), 1500, np.uint16))
+    with pytest.raises(InputError, match=r"r_1_depth\.npy: depth map has dtype uint16"):
+        load_transforms(root, progress=False)
+    np.save(root / "train" / "r_1_depth.npy", np.ones((H, W), np.float16))
+    assert load_transforms(root, progress=False).split("train").depths.shape == (2, H, W, 1)
