@@ -94,6 +94,9 @@ every toy-world scene, :func:`same_scene_e3` samples the same scene the way E3 s
 with the same ControlNet: E4 rows carry that as ``e3_same_scenes``, and the bars add a paired one
 ("E4 (paired reference): ... >= E3's setting on the same scenes", langfield's, beside the issue's bar
 against E3's 128-scene mean, which a few scenes cannot resolve: E3's per-scene fidelity spreads by ~0.04).
+``--e4-depth-weight W`` trains E4's Gaussians (and the dataset update) with a depth term of weight ``W`` on the
+scene's depth maps (``GaussiansConfig.depth_loss_weight``): a toy-world scene carries its exact ray-cast depth,
+so this is a simulated RGB-D capture, not photos alone; the run gets its own folder (``..._depthW``).
 
     python benchmarks/controlnet.py --out bench_out/controlnet.json             # default budget (~90 min, E3 + E4)
     python benchmarks/controlnet.py --out /tmp/cn_smoke.json --smoke            # about a minute (E4 included)
@@ -490,7 +493,9 @@ class E4Plan:
     """The E4 scene and ladder: a Gaussians run of ``data`` (``size`` px, ``views`` training views,
     ``gs_steps`` steps), ``num_views`` consecutive frames of a ``orbit_frames``-frame orbit rendered at
     the base's size, and the dataset update's ``rounds`` x (every training view edited, then
-    ``steps_per_round`` Gaussians steps)."""
+    ``steps_per_round`` Gaussians steps). ``depth_weight > 0`` trains the Gaussians with that weight on the
+    scene's depth maps (``GaussiansConfig.depth_loss_weight``; a toy-world scene has its exact ray-cast depth:
+    a simulated RGB-D capture), the dataset update too (its edits change colours, not the captured depth)."""
 
     gs_steps: int
     size: int
@@ -500,6 +505,7 @@ class E4Plan:
     orbit_frames: int
     rounds: int
     steps_per_round: int
+    depth_weight: float = 0.0
 
 
 def make_e4_plan(smoke: bool) -> E4Plan:
@@ -526,14 +532,18 @@ def e4_run(plan: E4Plan, data: str, work: Path, device: str, say, toy_scene: int
             say(f"E4: wrote toy-world scene {toy_scene} to {folder}")
         data = str(folder)
     tag = "procedural" if data == "procedural" else Path(data).resolve().name
-    run_dir = work / f"gaussians_{tag}_{plan.size}px_{plan.views}v_{plan.init_gaussians}g_{plan.gs_steps}steps"
+    depth_tag = f"_depth{plan.depth_weight:g}" if plan.depth_weight > 0 else ""  # photos-only runs keep their old names
+    run_dir = work / f"gaussians_{tag}_{plan.size}px_{plan.views}v_{plan.init_gaussians}g_{plan.gs_steps}steps{depth_tag}"
     if (run_dir / "run.json").is_file() and (run_dir / "checkpoints" / "latest.ckpt").is_file():
         say(f"E4: reusing the Gaussians run {run_dir}")
         return load_run(run_dir, "cpu"), {"run_dir": str(run_dir), "data_dir": data, "reused": True, "train_s": 0.0, "s_per_step": None}
     dc = DataConfig("procedural", procedural_size=plan.size, procedural_views=plan.views) if data == "procedural" else DataConfig(data)
     cfg = TrainerConfig(max_steps=plan.gs_steps, output_dir=str(run_dir), progress=False, checkpoint_every=0, device=device)
     t0 = time.perf_counter()
-    run = train(dc, "gaussians", cfg, overrides={"init_num_random": plan.init_gaussians, "sh_degree": 0})
+    overrides = {"init_num_random": plan.init_gaussians, "sh_degree": 0}
+    if plan.depth_weight > 0:
+        overrides["depth_loss_weight"] = plan.depth_weight
+    run = train(dc, "gaussians", cfg, overrides=overrides)
     seconds = time.perf_counter() - t0
     run = load_run(run_dir, "cpu")
     say(f"E4: trained Gaussians on {data} ({plan.gs_steps} steps, {seconds:.0f} s) -> {run_dir}")
@@ -859,6 +869,9 @@ def main(argv=None) -> Dict[str, Any]:
                         help="E4's views: 'sweep' (toy-world scenes, the default there: consecutive views the toy camera sampler "
                              "accepts, in the ControlNet's and instruments' camera distribution) or 'orbit' (the run's orbit "
                              "path, the default elsewhere)")
+    parser.add_argument("--e4-depth-weight", type=float, default=0.0,
+                        help="E4's Gaussians: weight of the depth term (GaussiansConfig.depth_loss_weight) on the scene's depth "
+                             "maps -- a toy-world scene has its exact ray-cast depth (a simulated RGB-D capture); 0: photos only")
     parser.add_argument("--adapter-cache", type=Path, default=None,
                         help="train every adapter into a folder here keyed by its configuration (adapter_cache_dir): a finished "
                              "one is reused (its training time and curve as recorded), an interrupted one resumes from its last "
@@ -866,6 +879,8 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--work", type=Path, default=None,
                         help="E4 work folder: the Gaussians run is trained there, or reused when already there (default: <out>_e4work)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.e4_depth_weight) and args.e4_depth_weight >= 0):
+        raise SystemExit(f"--e4-depth-weight: must be a finite number >= 0, got {args.e4_depth_weight}")
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -924,7 +939,7 @@ def main(argv=None) -> Dict[str, Any]:
     budget_start = time.perf_counter()  # the cached models' first training is not part of the budget
 
     # 1b. E4's scene: a Gaussians reconstruction (trained here or reused from --work; inside the budget).
-    e4_plan = make_e4_plan(args.smoke) if args.e4 else None
+    e4_plan = dataclasses.replace(make_e4_plan(args.smoke), depth_weight=args.e4_depth_weight) if args.e4 else None
     scene_runs: List[tuple] = []
     if e4_plan is not None:
         work = args.work if args.work is not None else args.out.with_name(f"{args.out.stem}_e4work")

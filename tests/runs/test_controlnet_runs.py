@@ -648,6 +648,13 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     assert len(rows[-1]["rounds_per_seed"]) == 2
     assert len([b for b in bars if "warp-PSNR" in b["bar"]]) == 3 and len(bars) == 6
     assert section["plan"]["num_views"] == 2 and "domain gap" in section["note"] and section["edited_views"] == list(range(10))
+    # --e4-depth-weight: the Gaussians (and the dataset update's training) on the scene's depth maps, in a run of its own
+    dplan = dataclasses.replace(plan, depth_weight=0.5)
+    drun, drec = bench.e4_run(dplan, "procedural", tmp_path / "work", "cpu", lambda m: None)
+    assert drec["run_dir"].endswith("_depth0.5") and drec["run_dir"] != rec["run_dir"] and drec["reused"] is False
+    assert drun.method.config.depth_loss_weight == 0.5 and run.method.config.depth_loss_weight == 0.0
+    drows, _, dsection = bench.run_e4(args, dplan, drec, drun, pipe, cn, instruments, 0.5, [0], 2, lambda m: None)
+    assert dsection["plan"]["depth_weight"] == 0.5 and np.isfinite(drows[-1]["warp_psnr"])
     assert isinstance(section["instrument_valid_on_scene"], bool)
     assert section["depth_scale"] == "per_view" and section["depth_range"] == "per_view"
 
@@ -717,6 +724,8 @@ def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
     assert third["fidelity_curve"][:-1] == first["fidelity_curve"] and third["fidelity_curve"][-1]["step"] == steps + 2
     record = json.loads(Path(third["adapter_dir"], "control_train.json").read_text())
     assert record["init_from"]["dir"] == str(Path(first["adapter_dir"]).resolve()) and record["config"]["lr_schedule"] == "cosine"
+    with pytest.raises(SystemExit, match="--e4-depth-weight: must be a finite number >= 0, got -1"):
+        bench.main(["--out", str(decayed), "--smoke", "--e4-depth-weight", "-1"])
     with pytest.raises(SystemExit, match="--decay-steps: needs --adapter-cache"):
         bench.main(["--out", str(decayed), "--smoke", "--no-e4", "--decay-steps", "2"])
 
