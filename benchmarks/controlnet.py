@@ -909,9 +909,10 @@ def main(argv=None) -> Dict[str, Any]:
         except InputError as err:
             raise SystemExit(f"--instrument-blur: {err}") from None
     e4_scenes = parse_scenes(args.e4_scenes, args.data)
+    toy_scene_data = args.data == "toyworld" or is_toy_scene_folder(args.data)
     if args.e4_cameras is None:  # the sweep needs a toy-world scene folder
-        args.e4_cameras = "sweep" if args.data == "toyworld" or is_toy_scene_folder(args.data) else "orbit"
-    elif args.e4_cameras == "sweep" and not (args.data == "toyworld" or is_toy_scene_folder(args.data)):
+        args.e4_cameras = "sweep" if toy_scene_data else "orbit"
+    elif args.e4_cameras == "sweep" and not toy_scene_data:
         raise SystemExit(f"--e4-cameras sweep: needs a toy-world scene (--data toyworld or a `langfield toyworld scene` folder), "
                          f"got --data {args.data}")
     with_multi = {"depth", "edges"} <= set(conditions) and "controlnet" in adapters

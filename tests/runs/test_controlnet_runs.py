@@ -275,6 +275,13 @@ def test_an_interrupted_second_stage_resumes_without_its_first_stage(trained, tm
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     _, again = rc.train_control(trained, second_cfg, tmp_path / "whole")
     assert again["resumed_at_step"] == 4 and again["init_from"] == rec_whole["init_from"]
+    # a damaged summary is refused naming the folder and the way out, as a damaged control_config.json is
+    (tmp_path / "whole" / "train" / rc.INIT_FROM_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="out_dir: .*init_from.json: malformed JSON .*remove the folder to start afresh"):
+        rc.train_control(trained, second_cfg, tmp_path / "whole")
+    (tmp_path / "whole" / "train" / "control_config.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(InputError, match="out_dir: .*control_config.json: expected a JSON object.*remove the folder"):
+        rc.train_control(trained, second_cfg, tmp_path / "whole")
     # without a checkpoint the first stage is needed (and, gone, refused by name)
     with pytest.raises(InputError, match="^init_from: .*first holds no trained adapter"):
         rc.train_control(trained, second_cfg, tmp_path / "fresh")

@@ -63,6 +63,7 @@ from torch import Tensor
 
 from langfield._checks import InputError, check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
+from langfield.data.loading import read_json
 from langfield.data.samplers import IndexSampler
 from langfield.data.toyworld import ToyWorldConfig, read_toyworld
 from langfield.data.toyworld.captions import descriptive_caption
@@ -556,10 +557,7 @@ def _init_stage(adapter: ControlAdapter, config: ControlTrainConfig, source: Con
     train_dir = None if out is None else out / "train"
     saved = None if train_dir is None else train_dir / INIT_FROM_FILE
     if saved is not None and saved.is_file() and CheckpointManager(train_dir / "checkpoints").latest() is not None:
-        try:
-            return json.loads(saved.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise InputError(f"out_dir: {saved} is unreadable ({err}); remove the folder to start afresh") from None
+        return _read_run_json(saved)
     init = _start_from(adapter, config, source, pipe)
     if saved is not None:
         atomic_write_json(init, saved)
@@ -600,10 +598,7 @@ def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlS
     identity = {"config": config_identity(config), "base": str(Path(source.pipeline_dir).resolve())}
     path = train_dir / "control_config.json"
     if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise InputError(f"out_dir: {path} is unreadable ({err}); remove the folder to start afresh") from None
+        previous = _read_run_json(path)
         if previous != identity:
             old, now = previous.get("config", {}), identity["config"]
             fields = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
@@ -615,6 +610,15 @@ def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlS
         return
     train_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(identity, path)
+
+
+def _read_run_json(path: Path) -> Dict[str, Any]:
+    """A JSON object a run folder keeps (:func:`~langfield.data.loading.read_json`), an unreadable one refused naming
+    ``out_dir`` and the way out."""
+    try:
+        return read_json(path)
+    except InputError as err:
+        raise InputError(f"out_dir: {err}; remove the folder to start afresh") from None
 
 
 def _final_loss(last: Dict[str, Any], metrics: Optional[Path]) -> float:

@@ -229,10 +229,10 @@ def sweep_cameras(
     cyclic = slots * step > 360.0 - 1e-6  # the last step meets the first again
     starts = range(slots) if cyclic else range(slots - num_views + 1)
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    targets = np.repeat(target[None], slots, 0)
     for elev in elevations:
         el = math.radians(elev)
         for dist in distances:
-            targets = np.repeat(target[None], slots, 0)
             eye = _eyes(targets, az, np.full(slots, el), np.full(slots, dist))
             c2w = look_at(torch.from_numpy(eye), torch.from_numpy(targets), up)
             ok = _check_candidates([scene], np.zeros(slots, dtype=np.int64), c2w, st, corners, st.present, config).all(-1)
