@@ -126,3 +126,25 @@ def test_project_points_inverts_rays_with_skew_and_distortion():
         torch.testing.assert_close(z, cam_z * depth[:, 0], atol=1e-6, rtol=0)
     # A point behind the camera has z < 0.
     assert float(project_points(T.double()[None] - R.double()[:, 2], C2W.double(), Kd)[1]) < 0
+
+
+def test_project_points_batched_equals_one_camera_at_a_time():
+    gen = torch.Generator().manual_seed(3)
+    c2w = torch.stack([torch.eye(4, dtype=torch.float64)] * 3)
+    for b, angle in enumerate((0.0, 0.4, -1.1)):
+        c, s = math.cos(angle), math.sin(angle)
+        c2w[b, :3, :3] = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=torch.float64)
+        c2w[b, :3, 3] = torch.tensor([0.1 * b, -0.2, -3.0 + b], dtype=torch.float64)
+    Ks = torch.tensor([[30.0, 0.7, 20.3], [0.0, 31.0, 14.8], [0.0, 0.0, 1.0]], dtype=torch.float64).repeat(3, 1, 1)
+    Ks[:, 0, 0] += torch.arange(3)
+    dists = torch.tensor([[-0.2, 0.05, 1e-3, -5e-4, 0.0]], dtype=torch.float64).repeat(3, 1) * torch.arange(3)[:, None]
+    points = torch.randn(3, 7, 3, generator=gen, dtype=torch.float64)
+    for d in (None, dists):
+        pixels, z = project_points(points, c2w[:, :3], Ks, d)
+        assert pixels.shape == (3, 7, 2) and z.shape == (3, 7)
+        for b in range(3):
+            one_pixels, one_z = project_points(points[b], c2w[b], Ks[b], None if d is None else d[b])
+            torch.testing.assert_close(pixels[b], one_pixels, atol=0, rtol=0)
+            torch.testing.assert_close(z[b], one_z, atol=0, rtol=0)
+    # The cameras differ, so a broken broadcast (every batch seen by camera 0) would not pass.
+    assert float((project_points(points, c2w, Ks)[0][2] - project_points(points[2], c2w[0], Ks[0])[0]).abs().max()) > 1.0

@@ -62,12 +62,13 @@ def camera_directions(cameras: Cameras, camera_indices: Tensor, pixels: Tensor) 
 
 
 def project_points(points: Tensor, c2w: Tensor, K: Tensor, dist: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """World ``points [N, 3]`` seen by one OpenCV camera: ``(pixels [N, 2], z [N])``, the inverse of
-    :func:`camera_directions` (pixel centres at ``+0.5``; ``z`` the camera-frame depth).
+    """World ``points [*B, N, 3]`` seen by OpenCV cameras: ``(pixels [*B, N, 2], z [*B, N])``, the inverse
+    of :func:`camera_directions` (pixel centres at ``+0.5``; ``z`` the camera-frame depth).
 
-    ``c2w`` is ``[3, 4]`` or ``[4, 4]`` (rotation orthonormal), ``K [3, 3]`` (with skew), ``dist [5]``
-    OpenCV distortion applied when given. Points with ``z <= 0`` are behind the camera: their
-    pixels are computed with ``z`` clamped to 1e-9 and mean nothing (test ``z``).
+    ``c2w`` is ``[*B, 3, 4]`` or ``[*B, 4, 4]`` (rotation orthonormal), ``K [*B, 3, 3]`` (with skew),
+    ``dist [*B, 5]`` OpenCV distortion applied when given: one camera per leading index ``*B`` (none for
+    a single camera and ``points [N, 3]``). Points with ``z <= 0`` are behind the camera: their pixels
+    are computed with ``z`` clamped to 1e-9 and mean nothing (test ``z``).
 
     Example:
         >>> import torch
@@ -77,13 +78,15 @@ def project_points(points: Tensor, c2w: Tensor, K: Tensor, dist: Optional[Tensor
         >>> pixels.tolist(), z.tolist()
         ([[1.5, 1.5], [3.5, 1.5]], [1.0, 2.0])
     """
-    cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # world -> camera
-    z = cam[:, 2]
-    xy = cam[:, :2] / z.clamp_min(1e-9)[:, None]
+    cam = (points - c2w[..., None, :3, 3]) @ c2w[..., :3, :3]  # world -> camera
+    z = cam[..., 2]
+    xy = cam[..., :2] / z.clamp_min(1e-9)[..., None]
     if dist is not None:
-        xy = distort_points(xy, dist)
-    u = K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]
-    v = K[1, 1] * xy[:, 1] + K[1, 2]
+        xy = distort_points(xy, dist[..., None, :])
+    fx, skew, cx = K[..., 0, 0, None], K[..., 0, 1, None], K[..., 0, 2, None]
+    fy, cy = K[..., 1, 1, None], K[..., 1, 2, None]
+    u = fx * xy[..., 0] + skew * xy[..., 1] + cx
+    v = fy * xy[..., 1] + cy
     return torch.stack([u, v], dim=-1), z
 
 

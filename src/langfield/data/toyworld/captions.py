@@ -41,7 +41,7 @@ from langfield.data.toyworld.cameras import camera_intrinsics
 from langfield.data.toyworld.scene import ToyObject, ToyScene
 from langfield.generation.prompts import descriptive_caption as descriptive_caption_of
 from langfield.generation.prompts import short_caption as short_caption_of
-from langfield.geometry.conventions import invert_rigid
+from langfield.geometry.rays import project_points
 from langfield.types import Cameras
 
 __all__ = [
@@ -69,18 +69,8 @@ def project_centers(scene: ToyScene, camera: Cameras) -> Tensor:
     """``[n, 3]`` image ``(u, v)`` pixel coordinates and camera ``z`` of each object's centre (OpenCV camera)."""
     camera = _one_camera(camera)
     centres = torch.tensor([o.center for o in scene.objects], dtype=torch.float64)
-    return _project(centres[None], camera.c2w.double(), camera.Ks.double())[0]
-
-
-def _project(points: Tensor, c2w: Tensor, Ks: Tensor) -> Tensor:
-    """``points [C, n, 3]`` (world) seen by cameras ``c2w [C, 3, 4]``, ``Ks [C, 3, 3]`` -> ``[C, n, 3]`` ``(u, v, z)``."""
-    w2c = invert_rigid(c2w)
-    cam = torch.einsum("cij,cnj->cni", w2c[:, :, :3], points) + w2c[:, None, :, 3]
-    z = cam[..., 2]
-    x, y = cam[..., 0] / z, cam[..., 1] / z
-    u = Ks[:, None, 0, 0] * x + Ks[:, None, 0, 1] * y + Ks[:, None, 0, 2]
-    v = Ks[:, None, 1, 1] * y + Ks[:, None, 1, 2]
-    return torch.stack([u, v, z], -1)
+    pixels, z = project_points(centres, camera.c2w[0].double(), camera.Ks[0].double())
+    return torch.cat([pixels, z[:, None]], -1)
 
 
 def left_to_right_batch(scenes: Sequence[ToyScene], cameras: Cameras) -> List[List[int]]:
@@ -91,7 +81,7 @@ def left_to_right_batch(scenes: Sequence[ToyScene], cameras: Cameras) -> List[Li
     centres = torch.tensor(
         [[o.center for o in s.objects] + [(0.0, 0.0, 0.0)] * (num_k - len(s.objects)) for s in scenes], dtype=torch.float64
     )
-    u = _project(centres, cameras.c2w.double(), cameras.Ks.double())[..., 0].tolist()
+    u = project_points(centres, cameras.c2w.double(), cameras.Ks.double())[0][..., 0].tolist()
     return [sorted(range(len(s.objects)), key=lambda i, ub=ub: (ub[i], i)) for s, ub in zip(scenes, u)]
 
 
