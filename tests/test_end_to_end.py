@@ -30,7 +30,7 @@ def test_ngp_reaches_stated_psnr_on_procedural_scene(tmp_path):
     assert result["num_images"] == 8
     assert result["psnr"] >= E2E_MIN_PSNR, f"test PSNR {result['psnr']:.2f} dB < {E2E_MIN_PSNR} dB"
     # Geometry is learnt too: rendered depth matches the analytic ground truth on the object.
-    assert result["depth_mae"] < 0.5  # measured 0.32 (an untrained field: > 1)
+    assert result["depth_mae"] < 0.4  # measured 0.24 (0.32 when the mask still counted truth-0 edge pixels; untrained: > 1)
 
 
 GS_MIN_PSNR = 22.0
@@ -39,7 +39,8 @@ GS_STEPS = 500
 
 @pytest.mark.slow
 def test_gaussians_reach_stated_psnr_on_procedural_scene(tmp_path):
-    """3DGS from 5000 random Gaussians, 500 steps at 32x32: measured 24.8 dB, depth MAE 0.18, ~17 s
+    """3DGS from 5000 random Gaussians, 500 steps at 32x32: measured 24.9 dB, depth MAE 0.080 (0.18 when the
+    mask still counted truth-0 edge pixels), ~17 s
     (an untrained cloud renders ~9 dB); densification runs every 50 steps from step 100."""
     from langfield.methods.gaussians import DefaultStrategy, GaussiansConfig
 
@@ -53,7 +54,7 @@ def test_gaussians_reach_stated_psnr_on_procedural_scene(tmp_path):
     assert run.method.num_gaussians > 5000  # densification grew the cloud
     result = run.trainer.evaluate("test")
     assert result["psnr"] >= GS_MIN_PSNR, f"test PSNR {result['psnr']:.2f} dB < {GS_MIN_PSNR} dB"
-    assert result["depth_mae"] < 0.35
+    assert result["depth_mae"] < 0.2
 
 
 @pytest.mark.slow

@@ -27,9 +27,11 @@ def ssim_window(height: int, width: int) -> int:
 
 def depth_mae(depth: torch.Tensor, image_set, index: int) -> float:
     """Mean absolute error of a rendered ray distance ``[H, W, 1]`` against the ground-truth depth of
-    view ``index`` on its foreground pixels (alpha > 0.5 where alphas exist, finite depth)."""
+    view ``index`` on its foreground pixels: finite, positive truth (0 marks "no surface", e.g. a
+    procedural pixel whose centre ray misses although its subpixel coverage exceeds one half) and
+    alpha > 0.5 where alphas exist. ``nan`` when no pixel qualifies."""
     gt = image_set.depths[index]
-    mask = torch.isfinite(gt)
+    mask = torch.isfinite(gt) & (gt > 0)
     if image_set.alphas is not None:
         mask &= image_set.alphas[index] > 127
     return float((depth - gt).abs()[mask].mean())
