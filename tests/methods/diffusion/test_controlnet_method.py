@@ -167,3 +167,14 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         ControlTrainingConfig(empty_prompt_rate=1.5)
     with pytest.raises(InputError, match="adapter"):
         ControlNetMethod(torch.nn.Linear(2, 2), latents, conditions, prompts, empty, caption_ids=ids)
+    bad_latents = latents.clone()
+    bad_latents[6, 0, 1, 2] = float("nan")
+    with pytest.raises(InputError, match=r"ControlNetMethod: latents: non-finite values.*row 6"):
+        ControlNetMethod(adapter, bad_latents, conditions, prompts, empty, caption_ids=ids)
+    with pytest.raises(InputError, match=r"ControlNetMethod: latents must be a float tensor"):
+        ControlNetMethod(adapter, latents[0], conditions, prompts, empty, caption_ids=ids)
+    from diffusers import DDPMScheduler
+
+    with pytest.raises(InputError, match="ControlNetMethod: noise_scheduler must be a DDPMScheduler with prediction_type='epsilon'"):
+        sched = DDPMScheduler(prediction_type="v_prediction")
+        ControlNetMethod(adapter, latents, conditions, prompts, empty, caption_ids=ids, noise_scheduler=sched)

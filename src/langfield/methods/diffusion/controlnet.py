@@ -48,7 +48,7 @@ from langfield.generation.control import ControlAdapter
 from langfield.generation.objectives import DiffusionLoss, classifier_free_dropout, epsilon_loss, rectified_flow_loss
 from langfield.generation.text_conditioning import PromptEmbeddings
 from langfield.methods.base import Method
-from langfield.methods.diffusion.latent_diffusion import check_caption_ids, default_noise_scheduler
+from langfield.methods.diffusion.latent_diffusion import check_caption_ids, check_latents, check_noise_scheduler
 from langfield.methods.diffusion.optim import LR_SCHEDULES, GradClip, adamw_with_schedule
 from langfield.types import IndexBatch
 
@@ -144,10 +144,7 @@ class ControlNetMethod(Method):
             raise InputError(f"ControlNetMethod: config must be a ControlTrainingConfig, got {type(config).__name__}")
         if not isinstance(adapter, ControlAdapter):
             raise InputError(f"ControlNetMethod: adapter must be a ControlAdapter (controlnet, controlnet_xs, controlnext, sd3_controlnet), got {type(adapter).__name__}")
-        if not isinstance(latents, Tensor) or latents.ndim != 4 or not latents.is_floating_point() or latents.shape[0] < 1:
-            raise InputError(f"ControlNetMethod: latents must be a float tensor [N, C, h, w], got {getattr(latents, 'shape', latents)}")
-        if not bool(torch.isfinite(latents).all()):
-            raise InputError("ControlNetMethod: latents hold non-finite values")
+        check_latents(latents, "ControlNetMethod")
         n = latents.shape[0]
         if not isinstance(conditions, Tensor) or conditions.ndim != 4 or conditions.shape[0] != n:
             raise InputError(f"ControlNetMethod: conditions must be [{n}, Cc, H, W] (one per latent), got {getattr(conditions, 'shape', conditions)}")
@@ -171,10 +168,7 @@ class ControlNetMethod(Method):
             empty = _check_prompts(empty, width, pooled, "empty")
             if empty.embeds.shape[:2] != (1, prompts.embeds.shape[1]):
                 raise InputError(f"ControlNetMethod: empty must be [1, {prompts.embeds.shape[1]}, D], got {tuple(empty.embeds.shape)}")
-        if noise_scheduler is None:
-            noise_scheduler = default_noise_scheduler()
-        elif not isinstance(noise_scheduler, DDPMScheduler) or noise_scheduler.config.prediction_type != "epsilon":
-            raise InputError("ControlNetMethod: noise_scheduler must be a DDPMScheduler with prediction_type='epsilon'")
+        noise_scheduler = check_noise_scheduler(noise_scheduler, "ControlNetMethod")
         self.config = config
         self.adapter = adapter
         # Frozen inputs: plain attributes (not buffers), so checkpoints hold only parameters.

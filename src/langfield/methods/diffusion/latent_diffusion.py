@@ -220,6 +220,24 @@ def _check_prompts(prompts: Any, backbone: Backbone, where: str, *, num: Optiona
     return prompts
 
 
+def check_latents(latents: Any, where: str) -> None:
+    """Refuse anything but a finite float tensor ``[N, C, h, w]`` with ``N >= 1`` (``where`` names the
+    caller in errors)."""
+    if not isinstance(latents, Tensor) or latents.ndim != 4 or not latents.is_floating_point() or latents.shape[0] < 1:
+        raise InputError(f"{where}: latents must be a float tensor [N, C, h, w], got {getattr(latents, 'shape', latents)}")
+    _check_finite(latents, f"{where}: latents")
+
+
+def check_noise_scheduler(noise_scheduler: Optional[DDPMScheduler], where: str) -> DDPMScheduler:
+    """The epsilon objective's training scheduler: ``noise_scheduler`` checked (a ``DDPMScheduler`` with
+    ``prediction_type="epsilon"``), or :func:`default_noise_scheduler` when ``None``."""
+    if noise_scheduler is None:
+        return default_noise_scheduler()
+    if not isinstance(noise_scheduler, DDPMScheduler) or noise_scheduler.config.prediction_type != "epsilon":
+        raise InputError(f"{where}: noise_scheduler must be a DDPMScheduler with prediction_type='epsilon'")
+    return noise_scheduler
+
+
 def check_caption_ids(caption_ids: Optional[Tensor], num_latents: int, num_prompts: int, where: str) -> Tensor:
     """``[N]`` integer prompt index of every latent: ``caption_ids`` checked, or ``arange(N)`` when
     ``None`` (then there must be one prompt per latent). ``where`` names the caller in errors."""
@@ -275,11 +293,8 @@ class LatentDiffusionMethod(Method):
         super().__init__()
         if not isinstance(config, LatentDiffusionConfig):
             raise TypeError(f"LatentDiffusionMethod: config must be a LatentDiffusionConfig, got {type(config).__name__}")
-        if not isinstance(latents, Tensor) or latents.ndim != 4 or not latents.is_floating_point() or latents.shape[0] < 1:
-            got = getattr(latents, "shape", latents)
-            raise InputError(f"LatentDiffusionMethod: latents must be a float tensor [N, C, h, w], got {got}")
+        check_latents(latents, "LatentDiffusionMethod")
         _check_backbone(backbone, latents)
-        _check_finite(latents, "LatentDiffusionMethod: latents")
         prompts = _check_prompts(prompts, backbone, "prompts", num=None)
         caption_ids = check_caption_ids(caption_ids, latents.shape[0], prompts.embeds.shape[0], "LatentDiffusionMethod")
         if empty is None:
@@ -294,10 +309,7 @@ class LatentDiffusionMethod(Method):
                 )
         if config.use_attention_mask and isinstance(backbone, SD3Transformer2DModel):
             raise InputError("LatentDiffusionConfig.use_attention_mask needs a UNet backbone")
-        if noise_scheduler is None:
-            noise_scheduler = default_noise_scheduler()
-        elif not isinstance(noise_scheduler, DDPMScheduler) or noise_scheduler.config.prediction_type != "epsilon":
-            raise InputError("LatentDiffusionMethod: noise_scheduler must be a DDPMScheduler with prediction_type='epsilon'")
+        noise_scheduler = check_noise_scheduler(noise_scheduler, "LatentDiffusionMethod")
 
         self.config = config
         self.backbone = backbone
