@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from langfield._checks import InputError
 from langfield.io.images import read_image, read_image_size, read_label_map
 
 
@@ -257,3 +258,24 @@ def test_float_image_with_nan_is_refused(tmp_path):
     Image.fromarray(np.array([[0.25, np.nan]], np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match=r"f\.tif: float image \(mode 'F'\) has 1 NaN/inf pixel"):
         read_image(tmp_path / "f.tif")
+
+
+def test_read_depth_image_keeps_the_raw_values(tmp_path):
+    """Depth images come back as float32 values as stored: 16-bit millimetres stay millimetres (never
+    scaled to 8 bits like read_image does), float TIFFs keep their fraction; colour is refused."""
+    from langfield.io.images import read_depth_image
+
+    mm = np.array([[0, 1, 1500], [65535, 300, 7]], dtype=np.uint16)
+    Image.fromarray(mm).save(tmp_path / "mm.png")
+    got = read_depth_image(tmp_path / "mm.png")
+    assert got.dtype == np.float32 and got.tolist() == mm.astype(np.float32).tolist()
+    metres = np.array([[0.0, 1.25], [3.5, 0.001]], dtype=np.float32)
+    Image.fromarray(metres, mode="F").save(tmp_path / "m.tif")
+    assert read_depth_image(tmp_path / "m.tif").tolist() == metres.tolist()
+    Image.fromarray(np.array([[0, 200]], dtype=np.uint8)).save(tmp_path / "grey.png")
+    assert read_depth_image(tmp_path / "grey.png").tolist() == [[0.0, 200.0]]
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(InputError, match=r"rgb\.png: a depth image must be a single-channel.*'RGB'"):
+        read_depth_image(tmp_path / "rgb.png")
+    with pytest.raises(FileNotFoundError, match=r"depth image not found: .*nowhere\.png"):
+        read_depth_image(tmp_path / "nowhere.png")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, List
 
 import numpy as np
+from PIL import Image
 
 from langfield._checks import InputError, TooLargeError
 from langfield.data import load_dataset
@@ -430,6 +431,34 @@ _add("depth-path-missing", frame(0, "depth_path", "./train/none.npy"),
      match=TJ + r": frame 0 .*'depth_path' = './train/none\.npy': depth map .*none\.npy not found")  # fmt: skip
 _add("depth-path-int", frame(0, "depth_path", 3), match=TJ + r": frame 0 .*'depth_path' must be a non-empty path string")
 _add("depth-path-outside", frame(0, "depth_path", "../d.npy"), match=TJ + r": frame 0 .*'depth_path'.*outside the dataset folder")
+
+def _png(path: Path, values: np.ndarray) -> None:
+    Image.fromarray(values).save(path)  # uint16 [H, W] -> mode I;16, uint8 [H, W, 3] -> RGB
+
+
+def _sensor_depth(mutate: Callable[[Path], Any]):
+    """Builder: nerfstudio-style ``depth_file_path`` 16-bit z-depth PNGs for both training frames, then
+    ``mutate(root)`` breaks one."""
+
+    def build(root: Path, tmp: Path) -> None:
+        for i in range(2):
+            _png(root / "train" / f"z_{i}.png", np.full((rs.H, rs.W), 1500, np.uint16))
+            rs.set_frame(root / TRAIN, i, "depth_file_path", f"./train/z_{i}.png")
+        mutate(root)
+
+    return blender(build)
+
+
+_add("depth-file-colour", _sensor_depth(lambda root: _png(root / "train" / "z_1.png", np.zeros((rs.H, rs.W, 3), np.uint8))),
+     match=r"z_1\.png: a depth image must be a single-channel image .*got mode 'RGB'")  # fmt: skip
+_add("depth-file-size", _sensor_depth(lambda root: _png(root / "train" / "z_0.png", np.full((3, 4), 1500, np.uint16))),
+     match=TJ + r" \[train\]: depth map .*z_0\.png has shape \(3, 4\) but its image is 6x8")  # fmt: skip
+_add("depth-file-and-path", _sensor_depth(lambda root: rs.set_frame(root / TRAIN, 1, "depth_path", "./train/z_1.npy")),
+     match=TJ + r": frame 1 .*both 'depth_path' .* and 'depth_file_path' .* keep one")  # fmt: skip
+_add("depth-file-missing", frame(0, "depth_file_path", "./train/none.png"),
+     match=TJ + r": frame 0 .*'depth_file_path' = './train/none\.png': depth map .*none\.png not found")  # fmt: skip
+_add("depth-unit-zero", top("depth_unit_scale_factor", 0), match=TJ + r": field 'depth_unit_scale_factor': must be > 0")
+_add("depth-unit-text", top("depth_unit_scale_factor", "mm"), match=TJ + r": field 'depth_unit_scale_factor': expected a number")
 
 _add("labels-not-a-list", top("labels", "chair"), match=TJ + r": field 'labels' must be a list of strings")
 _add("labels-numbers", top("labels", [1, 2]), match=TJ + r": field 'labels' must be a list of strings")

@@ -9,7 +9,7 @@
   rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
   un-premultiplied), so compositing the small image equals downscaling the composited one. Label
   maps are resampled with nearest neighbour (ids are never blended). Depth maps (ray distances,
-  0 = none) are area-averaged over their valid pixels only (:func:`resize_depth`), so holes never
+  or z-depths converted to them through the frame's camera; 0 = none) are area-averaged over their valid pixels only (:func:`resize_depth`), so holes never
   blend into surfaces.
 * The held-out protocol of LLFF / Mip-NeRF 360 is :func:`every_nth_split`: view ``i`` is a test view
   iff ``i % 8 == 0`` (in sorted file order).
@@ -39,7 +39,8 @@ from langfield._checks import (
     product,
 )
 from langfield.data.dataset import BACKGROUNDS, ImageSet
-from langfield.io.images import read_image, read_image_size, read_label_map
+from langfield.geometry.rays import camera_directions, pixel_centers
+from langfield.io.images import read_depth_image, read_image, read_image_size, read_label_map
 from langfield.io.text import check_regular_file, read_utf8_text
 from langfield.types import Cameras
 
@@ -457,58 +458,122 @@ def load_images(
     )
 
 
+#: Conventions of a depth file: ``"ray"`` (float distances along the unit pixel-centre ray, in the
+#: dataset's world units) or ``"z"`` (camera-frame z-depth in sensor units, nerfstudio's ``depth_file_path``).
+DEPTH_CONVENTIONS = ("ray", "z")
+
+
+@dataclass(frozen=True)
+class DepthFile:
+    """One frame's depth map on disk and how to read it.
+
+    Attributes:
+        path: the file. ``"ray"``: a float ``.npy``. ``"z"``: a ``.npy`` of any numeric dtype or a
+            single-channel image (:func:`~langfield.io.images.read_depth_image`: 16-bit PNG, float TIFF).
+        convention: ``"ray"`` or ``"z"`` (:data:`DEPTH_CONVENTIONS`). A z-depth becomes a ray distance
+            through the frame's camera: ``z * |K^-1 (u, v, 1)|`` at the pixel centre, distortion removed.
+        unit_scale: multiplies the stored values into the dataset's world units (nerfstudio's
+            ``depth_unit_scale_factor``: 0.001 for millimetres); 1 for ``"ray"`` files.
+    """
+
+    path: Path
+    convention: str = "ray"
+    unit_scale: float = 1.0
+
+
+def _read_depth_file(item: DepthFile) -> np.ndarray:
+    """The raw ``[H, W]`` float values of one depth file, checked (messages name the file)."""
+    path = item.path
+    if item.convention == "ray":
+        depth = read_npy(path, "depth map")
+        if not np.issubdtype(depth.dtype, np.floating):
+            raise InputError(
+                f"{path}: depth map has dtype {depth.dtype}; expected float ray distances in the dataset's world "
+                f"units (an integer sensor map, e.g. millimetre z-depth, goes in the frame's 'depth_file_path' "
+                f"with a top-level 'depth_unit_scale_factor', as in nerfstudio)"
+            )
+    elif path.suffix.lower() == ".npy":
+        depth = read_npy(path, "depth map")
+        if depth.dtype == np.bool_:
+            raise InputError(f"{path}: depth map is a boolean array; expected depth values")
+    else:
+        depth = read_depth_image(path)
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    return np.asarray(depth, dtype=np.float32)
+
+
+def _ray_lengths(cameras: Cameras, index: int) -> np.ndarray:
+    """``[H, W]`` length of the ``z = 1`` direction through every pixel centre of camera ``index``:
+    a z-depth times it is the ray distance (:func:`~langfield.geometry.rays.camera_directions`)."""
+    w, h = int(cameras.widths[index]), int(cameras.heights[index])
+    pixels = pixel_centers(w, h).reshape(-1, 2)
+    dirs = camera_directions(cameras[index], torch.zeros(w * h, dtype=torch.int64), pixels)
+    return dirs.norm(dim=-1).reshape(h, w).numpy()
+
+
 def load_depths(
-    paths: Sequence[PathLike],
+    paths: Sequence[Union[PathLike, DepthFile]],
     image_size: Tuple[int, int],
     downscale: float = 1.0,
     *,
     scale: float = 1.0,
+    cameras: Optional[Cameras] = None,
     source: str = "depth maps",
     progress: Optional[bool] = None,
 ) -> Tensor:
-    """Read one depth map per image: ``.npy`` float ray distances, 0 (or non-finite, or ``<= 0``) = none.
+    """Read one depth map per image and return ray distances, 0 (or non-finite, or ``<= 0``) = none.
 
     Args:
-        paths: ``.npy`` files of float ``[H, W]`` (or ``[H, W, 1]``) ray distances along the unit
-            pixel-centre ray, in the dataset's original world units, one per image and in order.
+        paths: one per image and in order: a path (a ``"ray"`` :class:`DepthFile`: float ``.npy``
+            ``[H, W]`` or ``[H, W, 1]`` ray distances in the dataset's original world units) or a
+            :class:`DepthFile` (``"z"``: sensor z-depth times its ``unit_scale``).
         image_size: ``(W, H)`` of the images at full resolution; every map must have that size.
         downscale: the images' factor; the maps follow with :func:`resize_depth` to
-            :func:`downscaled_size`, the images' size.
+            :func:`downscaled_size`, the images' size (after any z-to-ray conversion).
         scale: multiplies every valid distance: the uniform scale of the dataset's
             ``world_transform`` (:func:`~langfield.geometry.normalize.similarity_scale`), so the
             distances are in the normalised frame like the cameras.
+        cameras: the images' cameras at full resolution, one per map; needed by ``"z"`` files only.
         source: what the maps belong to, for messages.
 
     Returns:
         ``[C, h, w, 1]`` float32, 0 where there is no depth.
 
     Raises:
-        InputError: naming the file, for a map that is not a float array of the image's size.
+        InputError: naming the file, for a map that cannot be read as depth or is not its image's size.
     """
-    paths = [Path(p) for p in paths]
+    items = [p if isinstance(p, DepthFile) else DepthFile(Path(p)) for p in paths]
+    for item in items:
+        if item.convention not in DEPTH_CONVENTIONS:
+            raise InputError(f"{item.path}: depth convention {item.convention!r} is not one of {DEPTH_CONVENTIONS}")
+        check_finite_number(item.unit_scale, f"{item.path}: depth unit scale", lo=0.0, lo_inclusive=False)
     w0, h0 = image_size
+    if any(item.convention == "z" for item in items):
+        if cameras is None or len(cameras) != len(items):
+            raise InputError(f"{source}: z-depth maps need their cameras (one per map) to become ray distances")
+        if bool((cameras.widths != w0).any()) or bool((cameras.heights != h0).any()):
+            raise InputError(f"{source}: the cameras of the z-depth maps must be those of the {w0}x{h0} images")
     w, h = downscaled_size(w0, h0, check_downscale(downscale))
-    check_memory(product((len(paths), w, h, 4)) + product((w0, h0, 12)), f"{source}: {len(paths)} depth maps of {w0}x{h0}",
+    check_memory(product((len(items), w, h, 4)) + product((w0, h0, 12)), f"{source}: {len(items)} depth maps of {w0}x{h0}",
                  hint="load fewer or smaller images (a larger downscale, or max_images)")  # fmt: skip
 
-    def work(path: Path) -> np.ndarray:
-        depth = read_npy(path, "depth map")
-        if not np.issubdtype(depth.dtype, np.floating):
-            raise InputError(
-                f"{path}: depth map has dtype {depth.dtype}; expected float ray distances in the dataset's world "
-                f"units (integer maps such as millimetre z-depth are not read: convert them first)"
-            )
-        if depth.ndim == 3 and depth.shape[-1] == 1:
-            depth = depth[..., 0]
+    def work(i: int) -> np.ndarray:
+        item = items[i]
+        depth = _read_depth_file(item)
         if depth.shape != (h0, w0):
             raise InputError(
-                f"{source}: depth map {path} has shape {tuple(depth.shape)} but its image is {h0}x{w0} (height x width); "
+                f"{source}: depth map {item.path} has shape {tuple(depth.shape)} but its image is {h0}x{w0} (height x width); "
                 f"expected [H, W] = [{h0}, {w0}]"
             )
+        if item.unit_scale != 1.0:
+            depth = depth * np.float32(item.unit_scale)
+        if item.convention == "z":
+            depth = depth * _ray_lengths(cameras, i)
         depth = resize_depth(depth, w, h)
         return depth * np.float32(scale)
 
-    maps = _progress_map(work, paths, f"loading {source}", None, progress)
+    maps = _progress_map(work, list(range(len(items))), f"loading {source}", None, progress)
     return torch.from_numpy(np.stack(maps))[..., None]
 
 

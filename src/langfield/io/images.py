@@ -31,6 +31,7 @@ ImageLike = Union[Tensor, np.ndarray]
 __all__ = [
     "IMAGE_SUFFIXES",
     "image_grid",
+    "read_depth_image",
     "read_image",
     "read_image_size",
     "read_label_map",
@@ -249,6 +250,27 @@ def read_label_map(path: PathLike) -> np.ndarray:
             )
         ids = np.asarray(image)
     return ids.astype(np.int64)
+
+
+def read_depth_image(path: PathLike) -> np.ndarray:
+    """Read a depth image: one channel of raw sensor values, as ``float32 [H, W]``, never rescaled.
+
+    What the values mean (millimetres, metres, z-depth or ray distance) is the caller's business: a
+    16-bit PNG of millimetres (mode ``I;16*``, the RGB-D sensors' and nerfstudio's ``depth_file_path``
+    format) comes back as millimetres. Accepted modes: 16-bit ``I;16*``, 32-bit integer ``I``, float
+    ``F`` (32-bit TIFF) and 8-bit grey ``L``. Colour, alpha and palette images (a coloured depth
+    *visualisation* is not depth) raise :class:`InputError` naming the file.
+    """
+    path = Path(path)
+    with _open_image(path, "depth image") as image:
+        mode = image.mode
+        if not (mode in ("L", "I", "F") or mode.startswith("I;16")):
+            raise InputError(
+                f"{path}: a depth image must be a single-channel image of depth values (mode I;16, I, F or L), "
+                f"got mode {mode!r}" + (" -- a coloured depth visualisation is not depth" if mode in ("RGB", "RGBA", "P") else "")
+            )
+        values = np.asarray(image)
+    return values.astype(np.float32)
 
 
 def _draw_labels(panel: np.ndarray, labels: Sequence[str], widths: Sequence[int], sep: int) -> np.ndarray:

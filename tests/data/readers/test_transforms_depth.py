@@ -18,7 +18,7 @@ from langfield.data.procedural import ProceduralSceneConfig, make_procedural_dat
 from langfield.data.readers.transforms_json import load_transforms
 from langfield.geometry.normalize import apply_transform_to_points, similarity_scale
 from langfield.geometry.rays import rays_from_camera
-from tests.data.readers.test_transforms_json import H, W, write_blender_scene
+from tests.data.readers.test_transforms_json import H, W, write_blender_scene, write_single_scene
 
 CONFIG = ProceduralSceneConfig(width=12, height=12, num_train=3, num_test=1, supersample=1)
 
@@ -140,3 +140,102 @@ def test_depth_maps_of_the_wrong_size_or_type_are_refused(tmp_path):
         load_transforms(root, progress=False)
     np.save(root / "train" / "r_1_depth.npy", np.ones((H, W), np.float16))
     assert load_transforms(root, progress=False).split("train").depths.shape == (2, H, W, 1)
+
+
+# ----------------------------------------------------------------------------- sensor z-depth (nerfstudio)
+
+
+def write_uint16_png(path, values) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)  # mode I;16
+
+
+def test_millimetre_z_depth_png_reads_as_the_ray_distances(tmp_path, procedural_folder):
+    """nerfstudio's form: ``depth_file_path`` 16-bit PNGs of camera z-depth in millimetres (the default
+    ``depth_unit_scale_factor`` 0.001). Made here from the procedural scene's exact ray distances by
+    projecting each surface point on the camera's viewing axis; read back, they give those ray
+    distances again, up to the half-millimetre rounding."""
+    copy = shutil.copytree(procedural_folder, tmp_path / "copy")
+    truth = load_dataset(procedural_folder, progress=False)
+    for split in ("train", "test"):
+        meta = json.loads((copy / f"transforms_{split}.json").read_text())
+        cams = truth.split(split).cameras
+        for i, fr in enumerate(meta["frames"]):
+            ray = truth.split(split).depths[i, ..., 0].double()
+            rays = rays_from_camera(cams, i, 0.0, 1.0)
+            axis = cams.c2w[i, :3, 2].double()  # OpenCV: the camera looks along its +z
+            z = ray * (rays.directions.double() @ axis)  # the surface point's camera-frame z
+            assert float((z[ray > 0] - ray[ray > 0]).abs().max()) > 0.05  # z and ray distance really differ
+            write_uint16_png(copy / split / f"z_{i}.png", torch.round(z * 1000).numpy())
+            del fr["depth_path"]
+            fr["depth_file_path"] = f"./{split}/z_{i}.png"
+        (copy / f"transforms_{split}.json").write_text(json.dumps(meta))
+    ds = load_dataset(copy, progress=False)
+    for split in ("train", "test"):
+        got, want = ds.split(split).depths, truth.split(split).depths
+        assert torch.equal(got > 0, want > 0)  # holes stay holes
+        assert float((got - want).abs().max()) < 6e-4  # 0.5 mm rounding, stretched by at most |d| < 1.2
+    # The unit factor is the file's: the same PNGs in centimetres read 10x larger.
+    for split in ("train", "test"):
+        meta = json.loads((copy / f"transforms_{split}.json").read_text())
+        meta["depth_unit_scale_factor"] = 0.01
+        (copy / f"transforms_{split}.json").write_text(json.dumps(meta))
+    torch.testing.assert_close(load_dataset(copy, progress=False).split("train").depths, ds.split("train").depths * 10)
+
+
+def test_z_depth_through_a_distorted_camera_lands_on_its_plane(tmp_path):
+    """A fronto-parallel plane at camera z = 1.5 m (constant z-depth image) seen by the distorted
+    cameras of a nerfstudio transforms.json: each pixel's ray (undistorted by the ray generator),
+    walked the loaded distance, ends on that plane, in the original units."""
+    root = write_single_scene(tmp_path / "scene", n=4, frame_extra=lambda i: {"depth_file_path": f"depth/{i}.png"})
+    for i in range(4):
+        write_uint16_png(root / "depth" / f"{i}.png", np.full((H, W), 1500))
+    ds = load_transforms(root, progress=False)
+    s = float(similarity_scale(ds.world_transform.double()))
+    for split in ds.splits:
+        image_set = ds.split(split)
+        assert image_set.cameras.has_distortion
+        for i in range(len(image_set)):
+            rays = rays_from_camera(image_set.cameras, i, 0.0, 1.0)
+            axis = image_set.cameras.c2w[i, :3, 2].double()  # the viewing axis (a similarity keeps it a unit axis)
+            z = image_set.depths[i, ..., 0].double() * (rays.directions.double() @ axis) / s  # camera z, original units
+            torch.testing.assert_close(z, torch.full_like(z, 1.5), atol=2e-4, rtol=0)
+            corner, centre = image_set.depths[i, 0, 0, 0], image_set.depths[i, H // 2, W // 2, 0]
+            assert float(corner) > float(centre) * 1.05  # ray distances grow off-axis: converted, not copied
+
+
+def test_sensor_depth_refusals(tmp_path):
+    root = write_single_scene(tmp_path / "scene", n=3, frame_extra=lambda i: {"depth_file_path": f"depth/{i}.png"})
+    for i in range(3):
+        write_uint16_png(root / "depth" / f"{i}.png", np.full((H, W), 1000))
+    assert load_transforms(root, progress=False).split("train").depths is not None
+    data = json.loads((root / "transforms.json").read_text())
+
+    def rewrite(**top):
+        (root / "transforms.json").write_text(json.dumps({**data, **top}))
+
+    for bad in (0, -1e-3, "mm", float("inf")):
+        rewrite(depth_unit_scale_factor=bad)
+        with pytest.raises(InputError, match=r"transforms\.json: field 'depth_unit_scale_factor'"):
+            load_transforms(root, progress=False)
+    frames = [dict(f) for f in data["frames"]]
+    frames[1]["depth_path"] = "depth/1.npy"
+    rewrite(frames=frames)
+    with pytest.raises(InputError, match=r"both 'depth_path' .* and 'depth_file_path' .* keep one"):
+        load_transforms(root, progress=False)
+    rewrite()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "depth" / "2.png")  # a coloured visualisation
+    with pytest.raises(InputError, match=r"2\.png: a depth image must be a single-channel image.*mode 'RGB'.*not depth"):
+        load_transforms(root, progress=False)
+    np.save(root / "depth" / "2.npy", np.full((H, W), 1000, np.uint16))  # integer .npy: read like the PNGs
+    frames = [dict(f, depth_file_path="depth/2.npy") if f["depth_file_path"] == "depth/2.png" else f for f in data["frames"]]
+    rewrite(frames=frames)
+    ds = load_transforms(root, progress=False)
+    assert all(bool((ds.split(s).depths > 0).all()) for s in ds.splits)
+    write_uint16_png(root / "depth" / "0.png", np.full((H + 1, W), 1000))
+    with pytest.raises(InputError, match=rf"0\.png has shape \({H + 1}, {W}\) but its image is {H}x{W}"):
+        load_transforms(root, progress=False)

@@ -45,8 +45,11 @@ Fields (frame-level values override top-level ones):
   map must be the size of its image. Loaded into ``ImageSet.depths`` area-averaged over valid
   pixels only when the images are downscaled (:func:`~langfield.data.loading.resize_depth`) and
   multiplied by the uniform scale of ``world_transform``, so the distances are in the normalised
-  frame like the cameras. Integer maps (millimetre z-depth of RGB-D sensors, nerfstudio's
-  ``depth_file_path``) are not read.
+  frame like the cameras. Sensor depth in nerfstudio's form is read too: the frame's
+  ``depth_file_path`` (a 16-bit PNG, float TIFF or numeric ``.npy`` of camera **z-depth**, 0 = none),
+  times the top-level ``depth_unit_scale_factor`` (default 0.001: millimetres to metres, as in
+  nerfstudio), turned into ray distances through the frame's camera (``z * |K^-1 (u, v, 1)|``,
+  distortion removed) before any downscaling. A frame may not have both fields.
 * ``objects`` (optional, top level): ``[{"name": str, "aabb": [[xmin, ymin, zmin], [xmax, ymax,
   zmax]]}, ...]``, the true world-axis-aligned boxes of named objects in the file's frame (a
   langfield extension, written by :func:`~langfield.data.procedural.write_procedural_dataset`);
@@ -73,6 +76,7 @@ from langfield._checks import (
     MAX_ABS_COORDINATE,
     MAX_FOCAL_PIXELS,
     InputError,
+    check_finite_number,
     check_finite_array,
     check_image_size,
     check_pinhole,
@@ -87,6 +91,7 @@ from langfield.data.loading import (
     confine_path,
     every_nth_split,
     limit_indices,
+    DepthFile,
     load_depths,
     load_images,
     make_image_set,
@@ -114,6 +119,8 @@ SYNTHETIC_CAMERA_DISTANCE = 4.0
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 #: Name ending of the depth map beside an image without a ``depth_path``: ``r_000.png`` -> ``r_000_depth.npy``.
 DEPTH_SUFFIX = "_depth.npy"
+#: nerfstudio's default ``depth_unit_scale_factor``: depth images in millimetres, worlds in metres.
+DEFAULT_DEPTH_UNIT_SCALE = 1e-3
 _PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 _SPLIT_FILE = re.compile(r"^transforms_(train|val|test)\.json$")
 
@@ -128,7 +135,8 @@ class TransformsSplit:
         image_paths: resolved image file of each frame.
         file_paths: ``file_path`` as written in the json (for messages).
         semantic_paths: resolved label maps, or ``None`` when the frames have no ``semantic_path``.
-        depth_paths: resolved depth maps (``.npy`` ray distances), or ``None`` when the split has none.
+        depth_files: the frames' resolved depth maps (:class:`~langfield.data.loading.DepthFile`: float
+            ``.npy`` ray distances or sensor z-depth), or ``None`` when the split has none.
     """
 
     json_path: Path
@@ -136,7 +144,7 @@ class TransformsSplit:
     image_paths: List[Path]
     file_paths: List[str]
     semantic_paths: Optional[List[Path]] = None
-    depth_paths: Optional[List[Path]] = None
+    depth_files: Optional[List[DepthFile]] = None
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -149,7 +157,7 @@ class TransformsSplit:
             image_paths=[self.image_paths[i] for i in idx],
             file_paths=[self.file_paths[i] for i in idx],
             semantic_paths=None if self.semantic_paths is None else [self.semantic_paths[i] for i in idx],
-            depth_paths=None if self.depth_paths is None else [self.depth_paths[i] for i in idx],
+            depth_files=None if self.depth_files is None else [self.depth_files[i] for i in idx],
         )
 
 
@@ -231,21 +239,39 @@ def _resolve_image(
     )
 
 
-def _depth_path(frame: Dict[str, Any], image: Path, json_path: Path, where: str, allow_outside: bool) -> Tuple[Path, bool]:
-    """``(depth map file, whether it exists)`` of a frame: its ``depth_path`` (which must exist) or
+def _depth_file(
+    frame: Dict[str, Any], image: Path, json_path: Path, where: str, allow_outside: bool, unit_scale: float
+) -> Tuple[DepthFile, bool]:
+    """``(depth file, whether it exists)`` of a frame: its ``depth_path`` (float ray distances) or
+    ``depth_file_path`` (nerfstudio's sensor z-depth, times ``unit_scale``), which must exist, else
     ``<image stem>_depth.npy`` beside the image."""
-    if "depth_path" not in frame:
-        beside = image.with_name(f"{image.stem}{DEPTH_SUFFIX}")
-        if not beside.is_file():
-            return beside, False
-        return confine_path(beside, json_path.parent, f"{where}: depth map beside the image", allow_outside=allow_outside), True
-    value = frame["depth_path"]
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise InputError(f"{where}: field 'depth_path' must be a non-empty path string, got {value!r}")
-    path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field 'depth_path'", allow_outside=allow_outside)
-    if not path.is_file():
-        raise InputError(f"{where}: field 'depth_path' = {value!r}: depth map {path} not found")
-    return path, True
+    if "depth_path" in frame and "depth_file_path" in frame:
+        raise InputError(
+            f"{where}: both 'depth_path' (float ray distances) and 'depth_file_path' (sensor z-depth) are given; keep one"
+        )
+    for field, convention in (("depth_path", "ray"), ("depth_file_path", "z")):
+        if field not in frame:
+            continue
+        value = frame[field]
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            raise InputError(f"{where}: field {field!r} must be a non-empty path string, got {value!r}")
+        path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field {field!r}", allow_outside=allow_outside)
+        if not path.is_file():
+            raise InputError(f"{where}: field {field!r} = {value!r}: depth map {path} not found")
+        return DepthFile(path, convention, unit_scale if convention == "z" else 1.0), True
+    beside = image.with_name(f"{image.stem}{DEPTH_SUFFIX}")
+    if not beside.is_file():
+        return DepthFile(beside), False
+    beside = confine_path(beside, json_path.parent, f"{where}: depth map beside the image", allow_outside=allow_outside)
+    return DepthFile(beside), True
+
+
+def _depth_unit_scale(data: Dict[str, Any], json_path: Path) -> float:
+    """Top-level ``depth_unit_scale_factor`` (nerfstudio's: stored z-depth units -> world units), default 0.001."""
+    if "depth_unit_scale_factor" not in data:
+        return DEFAULT_DEPTH_UNIT_SCALE
+    return check_finite_number(data["depth_unit_scale_factor"], f"{json_path}: field 'depth_unit_scale_factor'",
+                               lo=0.0, lo_inclusive=False)  # fmt: skip
 
 
 def _pose(frame: Dict[str, Any], where: str) -> np.ndarray:
@@ -374,6 +400,7 @@ def _parse_split(
         )
     first: Optional[Tuple[Path, Tuple[int, int]]] = None
     used: Dict[Path, int] = {}
+    unit_scale = _depth_unit_scale(data, json_path)
     for i in indices:
         fr = frames[i]
         fp = fr["file_path"]
@@ -399,7 +426,7 @@ def _parse_split(
         dists.append(dist)
         images.append(img)
         file_paths.append(fp)
-        depths.append(_depth_path(fr, img, json_path, where, allow_outside))
+        depths.append(_depth_file(fr, img, json_path, where, allow_outside, unit_scale))
         if has_sem and has_sem[0]:
             sp = fr["semantic_path"]
             if not isinstance(sp, str):
@@ -413,8 +440,8 @@ def _parse_split(
     if any(found) and not all(found):
         k = found.index(False)
         raise InputError(
-            f"{wheres[k]}: depth map {depths[k][0]} not found, but other frames of this split have one "
-            f"(e.g. {depths[found.index(True)][0]}); depth is read for every frame of a split or for none"
+            f"{wheres[k]}: depth map {depths[k][0].path} not found, but other frames of this split have one "
+            f"(e.g. {depths[found.index(True)][0].path}); depth is read for every frame of a split or for none"
         )
     cameras = Cameras.create(
         c2w=_opencv_poses(c2ws, wheres).float(),
@@ -429,7 +456,7 @@ def _parse_split(
         image_paths=images,
         file_paths=file_paths,
         semantic_paths=sems if sems else None,
-        depth_paths=[path for path, _ in depths] if depths and all(found) else None,
+        depth_files=[file for file, _ in depths] if depths and all(found) else None,
     )
 
 
@@ -694,9 +721,9 @@ def load_transforms(
             progress=progress,
         )
         depths = None
-        if split.depth_paths is not None:
+        if split.depth_files is not None:
             w0, h0 = loaded.source_sizes[0]
-            depths = load_depths(split.depth_paths, (w0, h0), downscale, scale=depth_scale,
+            depths = load_depths(split.depth_files, (w0, h0), downscale, scale=depth_scale, cameras=split.cameras,
                                  source=f"{split.json_path} [{s}]", progress=progress)  # fmt: skip
         cams = split.cameras.rescaled(downscale)
         cams = replace(cams, c2w=transform_poses(T, cams.c2w))
