@@ -244,14 +244,18 @@ class Batch:
         rays: ``[R]`` rays through the pixel centres.
         rgb: ``[R, 3]`` target colour composited over ``background``.
         background: ``[R, 3]`` background colour each ray is composited over.
+        depth: ``[R, 1]`` ground-truth ray distance (normalised world units) of the same pixels, ``0``
+            where there is none, or ``None`` when the sampler hands out no depth.
     """
 
     rays: Rays
     rgb: Tensor
     background: Tensor
+    depth: Optional[Tensor] = None
 
     def to(self, device) -> "Batch":
-        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device))
+        depth = None if self.depth is None else self.depth.to(device)
+        return Batch(self.rays.to(device), self.rgb.to(device), self.background.to(device), depth)
 
     def model_inputs(self) -> Tuple[Rays, Tensor]:
         return self.rays, self.background

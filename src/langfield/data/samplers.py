@@ -159,6 +159,8 @@ class PixelSampler(Sampler):
         ndc: hand out NDC rays of this space (``dataset.ndc``, see :mod:`langfield.data.ray_space`)
             instead of world rays; ``near``/``far`` then only describe the world rays they come from
             (NDC rays always span ``0`` to ``|d'|``). The cameras are checked against it once here.
+        use_depth: also hand out each pixel's ground-truth ray distance (``image_set.depths``, 0 =
+            none; required then) as ``Batch.depth [R, 1]``; world rays only (not with ``ndc``).
 
     The local batch of each call has ``num_rays // world_size`` rays.
     """
@@ -177,9 +179,14 @@ class PixelSampler(Sampler):
         world_size: int = 1,
         num_streams: Optional[int] = None,
         ndc: Optional[NDCSpace] = None,
+        use_depth: bool = False,
     ) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        if use_depth and image_set.depths is None:
+            raise ValueError("PixelSampler(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
+        if use_depth and ndc is not None:
+            raise ValueError("PixelSampler(use_depth=True): depth is a world ray distance; NDC rays (ndc=...) cannot carry it")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         num_streams = world_size if num_streams is None else int(num_streams)
@@ -203,6 +210,8 @@ class PixelSampler(Sampler):
                 f"ImageSet.alphas must be uint8 {list(images.shape[:3]) + [1]}, got {alphas.dtype} {tuple(alphas.shape)}"
             )
         num_cams, height, width = (int(s) for s in images.shape[:3])
+        if use_depth and tuple(image_set.depths.shape) != (num_cams, height, width, 1):
+            raise ValueError(f"ImageSet.depths must be [{num_cams}, {height}, {width}, 1], got {tuple(image_set.depths.shape)}")
         cams = image_set.cameras
         if len(cams) != num_cams:
             raise ValueError(f"ImageSet has {num_cams} images but {len(cams)} cameras")
@@ -230,6 +239,7 @@ class PixelSampler(Sampler):
         self._cameras = cams.to(self.device)
         self._rgb = images.to(self.device).reshape(-1, 3)  # uint8 [C*H*W, 3]
         self._alpha = None if alphas is None else alphas.to(self.device).reshape(-1)  # uint8 [C*H*W]
+        self._depth = image_set.depths.to(self.device).reshape(-1, 1) if use_depth else None  # [C*H*W, 1]
         fixed = {"white": 1.0, "black": 0.0}.get(background)
         self._fixed_bg = None if fixed is None else torch.full((3,), fixed, device=self.device)
 
@@ -278,7 +288,8 @@ class PixelSampler(Sampler):
         rays = rays_from_pixels(self._cameras, cam, pixels, self.near, self.far)
         if self.ndc is not None:  # cameras checked in __init__: no per-batch sync
             rays = self.ndc.rays(rays, check=False)
-        return Batch(rays=rays, rgb=rgb, background=bg)
+        depth = None if self._depth is None else self._depth[flat]
+        return Batch(rays=rays, rgb=rgb, background=bg, depth=depth)
 
     def state_dict(self) -> Dict[str, Any]:
         """The stream layout and the adaptive batch size (the step is the trainer's)."""

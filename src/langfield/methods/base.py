@@ -27,12 +27,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from langfield._checks import InputError
 from langfield.data.dataset import SceneDataset
 from langfield.data.samplers import PixelSampler, Sampler, SamplerOptions
 from langfield.eval.metrics import psnr
 from langfield.geometry.ndc import NDCSpace
 from langfield.geometry.rays import rays_from_camera
-from langfield.types import Cameras, Rays, RenderOutput
+from langfield.ops.depth_supervision import depth_l1
+from langfield.types import Batch, Cameras, Rays, RenderOutput
 
 __all__ = [
     "Method",
@@ -313,6 +315,9 @@ class RayMethod(SceneMethod):
     near: float
     far: float
     ndc: Optional[NDCSpace] = None
+    #: Weight of the depth term (:func:`~langfield.ops.depth_supervision.depth_l1`, logged ``depth_l1``)
+    #: against the dataset's depth maps; subclasses set it from their config's ``depth_loss_weight``.
+    depth_loss_weight: float = 0.0
 
     def set_ray_space(self, ndc: Optional[NDCSpace]) -> None:
         """Receive rays in ``ndc`` (``None``: world rays); the space's bounds are set at build time
@@ -345,6 +350,9 @@ class RayMethod(SceneMethod):
                 f"{dataset.name!r} is in ray space {dataset.ray_space!r}: build the method from "
                 "SceneInfo.from_dataset(dataset) with make_method (or call set_ray_space(dataset.ndc))"
             )
+        use_depth = self.depth_loss_weight > 0
+        if use_depth:
+            self.check_depth_supervision(dataset)
         return PixelSampler(
             dataset.split("train"),
             num_rays=options.num_rays,
@@ -357,7 +365,33 @@ class RayMethod(SceneMethod):
             world_size=options.world_size,
             num_streams=options.num_streams,
             ndc=dataset.ndc,
+            use_depth=use_depth,
         )
+
+    def check_depth_supervision(self, dataset: SceneDataset) -> None:
+        """Refuse, naming the config field, a non-zero :attr:`depth_loss_weight` on a dataset without
+        depth maps in its ``"train"`` split or in NDC ray space (depth is a world ray distance)."""
+        cfg = f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g} (--set depth_loss_weight=...)"
+        if dataset.split("train").depths is None:
+            raise InputError(
+                f"{cfg} needs ground-truth depth, but dataset {dataset.name!r} has no depth maps in its 'train' split; "
+                f"give a dataset with depth maps (a transforms folder with <image>_depth.npy, per-frame 'depth_path' "
+                f"or nerfstudio's 'depth_file_path'; the procedural scene) or set depth_loss_weight=0"
+            )
+        if dataset.ndc is not None:
+            raise InputError(f"{cfg}: dataset {dataset.name!r} is trained in NDC ray space, where the depth term is not defined")
+
+    def depth_terms(self, render: RenderOutput, batch: Batch) -> Dict[str, Tensor]:
+        """``{"depth_l1": ...}`` for this batch when :attr:`depth_loss_weight` is on (the caller adds
+        ``depth_loss_weight`` times it to the loss), else ``{}``. A batch without depth is refused."""
+        if self.depth_loss_weight <= 0:
+            return {}
+        if batch.depth is None:
+            raise InputError(
+                f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g} but the training batch has no depth "
+                f"(a PixelSampler built with use_depth=True hands it out)"
+            )
+        return {"depth_l1": depth_l1(render.depth, render.accumulation, batch.depth)}
 
     @torch.no_grad()
     def render_rays(

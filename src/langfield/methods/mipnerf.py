@@ -34,7 +34,8 @@ from langfield.types import Batch, Rays, RenderOutput
 
 @dataclass(frozen=True)
 class MipNeRFConfig:
-    """Mip-NeRF hyper-parameters (paper defaults)."""
+    """Mip-NeRF hyper-parameters (paper defaults). ``depth_loss_weight`` (0 = off, the paper): see
+    :class:`~langfield.methods.nerf.NeRFConfig` (the coarse term weighted by ``coarse_loss_mult`` too)."""
 
     field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
     num_samples: int = 128
@@ -49,11 +50,13 @@ class MipNeRFConfig:
     lr_final: float = 5e-6
     warmup_fraction: float = 0.01
     warmup_mult: float = 0.01
+    depth_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_fields(self, int_min_1=("num_samples",), int_min_0=("min_deg", "max_deg", "direction_freqs"),
-                     non_negative=("coarse_loss_mult", "resample_padding", "rgb_padding"), positive=("lr", "lr_final"),
+                     non_negative=("coarse_loss_mult", "resample_padding", "rgb_padding", "depth_loss_weight"),
+                     positive=("lr", "lr_final"),
                      fraction=("warmup_fraction", "warmup_mult"))  # fmt: skip
         check_finite_number(self.density_bias, "MipNeRFConfig.density_bias")
         if self.min_deg > self.max_deg:
@@ -78,6 +81,7 @@ class MipNeRF(RayMethod):
     def __init__(self, scene: SceneInfo, config: MipNeRFConfig = MipNeRFConfig()) -> None:
         super().__init__()
         self.config = config
+        self.depth_loss_weight = config.depth_loss_weight
         self.near, self.far = scene.near, scene.far
         self.set_ray_space(scene.ndc)
         pos_dim = integrated_positional_encoding_dim(config.min_deg, config.max_deg, 3)
@@ -111,7 +115,15 @@ class MipNeRF(RayMethod):
     def losses(self, outputs: MipNeRFOutputs, batch: Batch) -> Dict[str, Tensor]:
         fine = F.mse_loss(outputs.render.rgb, batch.rgb)
         coarse = F.mse_loss(outputs.coarse.rgb, batch.rgb)
-        return {"loss": fine + self.config.coarse_loss_mult * coarse, "mse": fine.detach(), "mse_coarse": coarse.detach()}
+        mult = self.config.coarse_loss_mult
+        loss = fine + mult * coarse
+        terms = {"mse": fine.detach(), "mse_coarse": coarse.detach()}
+        depth = self.depth_terms(outputs.render, batch)
+        if depth:
+            depth_coarse = self.depth_terms(outputs.coarse, batch)["depth_l1"]
+            loss = loss + self.depth_loss_weight * (depth["depth_l1"] + mult * depth_coarse)
+            terms.update(depth_l1=depth["depth_l1"].detach(), depth_l1_coarse=depth_coarse.detach())
+        return {"loss": loss, **terms}
 
     def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
         cfg = self.config

@@ -28,7 +28,12 @@ from langfield.types import Batch, Rays, RenderOutput
 
 @dataclass(frozen=True)
 class NeRFConfig:
-    """NeRF hyper-parameters (paper defaults)."""
+    """NeRF hyper-parameters (paper defaults).
+
+    ``depth_loss_weight`` (0 = off, the paper) adds that weight times
+    :func:`~langfield.ops.depth_supervision.depth_l1` of the coarse and of the fine render against the
+    dataset's depth maps (``--set depth_loss_weight=W``; langfield's expected-depth L1, not DS-NeRF).
+    """
 
     field: NeRFFieldConfig = dc_field(default_factory=NeRFFieldConfig)
     num_coarse: int = 64
@@ -38,11 +43,12 @@ class NeRFConfig:
     density_noise_std: float = 0.0
     lr: float = 5e-4
     lr_final: float = 5e-5
+    depth_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_fields(self, int_min_1=("num_coarse",), int_min_0=("num_fine", "position_freqs", "direction_freqs"),
-                     non_negative=("density_noise_std",), positive=("lr", "lr_final"))  # fmt: skip
+                     non_negative=("density_noise_std", "depth_loss_weight"), positive=("lr", "lr_final"))  # fmt: skip
         check_field_types(self.field)
         check_fields(self.field, "NeRFConfig.field", int_min_1=("depth", "width", "view_width"), int_min_0=("skip_layer",))
 
@@ -69,6 +75,7 @@ class NeRF(RayMethod):
     def __init__(self, scene: SceneInfo, config: NeRFConfig = NeRFConfig()) -> None:
         super().__init__()
         self.config = config
+        self.depth_loss_weight = config.depth_loss_weight
         self.near, self.far = scene.near, scene.far
         self.set_ray_space(scene.ndc)
         self.scale = 1.0
@@ -112,7 +119,14 @@ class NeRF(RayMethod):
     def losses(self, outputs: NeRFOutputs, batch: Batch) -> Dict[str, Tensor]:
         fine = F.mse_loss(outputs.render.rgb, batch.rgb)
         coarse = F.mse_loss(outputs.coarse.rgb, batch.rgb)
-        return {"loss": fine + coarse, "mse": fine.detach(), "mse_coarse": coarse.detach()}
+        loss = fine + coarse
+        terms = {"mse": fine.detach(), "mse_coarse": coarse.detach()}
+        depth = self.depth_terms(outputs.render, batch)
+        if depth:
+            depth_coarse = self.depth_terms(outputs.coarse, batch)["depth_l1"]
+            loss = loss + self.depth_loss_weight * (depth["depth_l1"] + depth_coarse)
+            terms.update(depth_l1=depth["depth_l1"].detach(), depth_l1_coarse=depth_coarse.detach())
+        return {"loss": loss, **terms}
 
     def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:
         cfg = self.config

@@ -10,6 +10,7 @@ from langfield.ops.encoding import (
     positional_encoding,
     positional_encoding_dim,
 )
+from langfield.ops.depth_supervision import DEPTH_MIN_ACCUMULATION, depth_l1
 from langfield.ops.early_termination import densities_front_to_back
 from langfield.ops.ray_regularizers import distortion_loss, piecewise_lin_disp
 from langfield.ops.sampling import (
@@ -34,11 +35,13 @@ from langfield.ops.volume_rendering import (
 )
 
 __all__ = [
+    "DEPTH_MIN_ACCUMULATION",
     "RenderAux",
     "accumulate_along_rays",
     "composite_over_background",
     "conical_frustum_to_gaussian",
     "densities_front_to_back",
+    "depth_l1",
     "distortion_loss",
     "integrated_positional_encoding",
     "integrated_positional_encoding_dim",

@@ -45,6 +45,7 @@ from langfield.methods.base import SampleFilter, SceneInfo, SceneMethod, check_b
 from langfield.methods.capabilities import SplatsGaussians
 from langfield.methods.gaussians.strategy import DefaultStrategy, MCMCStrategy, Strategy
 from langfield.methods.schedules import ProgressLR, exponential_decay
+from langfield.ops.depth_supervision import DEPTH_MIN_ACCUMULATION, depth_l1
 from langfield.ops.splatting import SplatSettings, render_gaussians
 from langfield.ops.splatting.projection import project_gaussians
 from langfield.types import Cameras, ImageBatch, RenderOutput
@@ -65,36 +66,6 @@ STRATEGIES = typing.get_args(StrategyConfig)
 
 #: Coarse-to-fine training never shrinks a training image below this many pixels on its short side.
 MIN_TRAIN_SIDE = 16
-#: The depth term skips pixels whose rendered accumulation is below this: the alpha-normalised depth
-#: ``sum(w_i d_i) / sum(w_i)`` has gradients ``(d_i - depth) / sum(w_i)``, unbounded as coverage vanishes.
-DEPTH_MIN_ACCUMULATION = 0.5
-
-
-def depth_l1(depth: Tensor, accumulation: Tensor, target: Tensor) -> Tensor:
-    """Masked L1 depth loss: the mean of ``|depth - target|`` over the pixels where ``target`` is valid
-    (finite and ``> 0``) and ``accumulation >= DEPTH_MIN_ACCUMULATION``; 0 when there is no such pixel.
-
-    Args:
-        depth: ``[H, W, 1]`` rendered depth, the alpha-normalised expected ray distance (``RenderOutput.depth``
-            of :func:`~langfield.ops.splatting.render_gaussians`).
-        accumulation: ``[H, W, 1]`` rendered opacity (only selects pixels; no gradient flows through the mask).
-        target: ``[H, W, 1]`` ground-truth ray distance in the same world units, 0 (or non-finite) = none.
-
-    Returns:
-        A scalar tensor, differentiable with respect to ``depth``.
-
-    >>> depth, acc = torch.tensor([[[2.0], [3.0]], [[5.0], [1.0]]]), torch.tensor([[[1.0], [1.0]], [[1.0], [0.1]]])
-    >>> float(depth_l1(depth, acc, torch.tensor([[[2.5], [0.0]], [[4.0], [9.0]]])))  # (0.5 + 1.0) / 2
-    0.75
-    """
-    if depth.shape != target.shape or accumulation.shape != target.shape:
-        raise ValueError(
-            f"depth_l1: depth {tuple(depth.shape)}, accumulation {tuple(accumulation.shape)} and target "
-            f"{tuple(target.shape)} must share one [H, W, 1] shape"
-        )
-    valid = torch.isfinite(target) & (target > 0) & (accumulation.detach() >= DEPTH_MIN_ACCUMULATION)
-    reference = torch.where(valid, target.to(depth.dtype), depth.detach())  # invalid pixels: zero error, zero gradient
-    return (depth - reference).abs().sum() / valid.sum().clamp_min(1)
 
 
 @dataclass(frozen=True)
