@@ -21,7 +21,8 @@ from langfield.ops.depth_supervision import depth_l1
 from langfield.runs.demo import demo_ngp_config
 from langfield.runs.train import prepare_run
 from langfield.training.trainer import TrainerConfig
-from langfield.types import Batch, Cameras
+from langfield.types import Cameras
+from tests.methods.gaussians.test_depth_loss import mean_depth_error
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +113,6 @@ def test_a_weight_without_depth_is_refused_naming_the_field(scene, tmp_path):
     for config in (NGPConfig, NeRFConfig, MipNeRFConfig):
         with pytest.raises(ValueError, match=r"depth_loss_weight: must be >= 0"):
             config(depth_loss_weight=-1.0)
-
-
-def mean_depth_error(method, image_set) -> float:
-    errors = []
-    for i in range(len(image_set)):
-        out = method.render_camera(image_set.cameras[i], torch.ones(3))
-        gt = image_set.depths[i]
-        errors.append(float((out.depth - gt).abs()[gt > 0].mean()))
-    return sum(errors) / len(errors)
 
 
 @pytest.mark.slow
