@@ -29,7 +29,7 @@ MODULES = [
     "langfield.data.ray_space",
     "langfield.data.loading",
     "langfield.data.samplers",
-    "langfield.methods.gaussians.method",
+    "langfield.ops.depth_supervision",
     "langfield.geometry.conventions",
     "langfield.geometry.rotations",
     "langfield.geometry.camera_paths",
