@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from langfield._checks import InputError
+
 from langfield.io.colmap import (
     ColmapCamera,
     ColmapImage,
@@ -235,3 +237,38 @@ def test_binary_counts_are_checked_against_the_file_size(tmp_path):
             read_model(tmp_path) if stem != "points3D" else read_points3d(path)
         path.write_bytes(data)
     assert read_model(tmp_path) == random_model()
+
+
+def test_dense_array_round_trip_and_layout(tmp_path):
+    """COLMAP's dense array: header 'W&H&C&', then float32 channel by channel, row by row."""
+    from langfield.io.colmap import read_dense_array, write_dense_array
+
+    depth = np.arange(12, dtype=np.float32).reshape(3, 4)  # H=3, W=4
+    write_dense_array(depth, tmp_path / "d.bin")
+    raw = (tmp_path / "d.bin").read_bytes()
+    assert raw.startswith(b"4&3&1&") and np.frombuffer(raw[6:], "<f4").tolist() == list(range(12))
+    got = read_dense_array(tmp_path / "d.bin")
+    assert got.shape == (3, 4, 1) and got.dtype == np.float32 and np.array_equal(got[..., 0], depth)
+    normals = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    write_dense_array(normals, tmp_path / "n.bin")
+    assert np.array_equal(read_dense_array(tmp_path / "n.bin"), normals)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"4&3&1&" + b"\0" * 44, r"needs 48 bytes after its 6-byte header, the file has 44"),
+        (b"4&3&1&" + b"\0" * 52, r"needs 48 bytes .* the file has 52"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, r"not a COLMAP dense array"),
+        (b"4&x&1&" + b"\0" * 48, r"not a COLMAP dense array \(header"),
+        (b"0&3&1&", r"dense array header"),
+        (b"4&3&7&" + b"\0" * 336, r"7 channels; expected 1 \(depth\) to 4"),
+    ],
+    ids=["truncated", "extra-bytes", "png", "header-text", "zero-width", "channels"],
+)
+def test_dense_array_refusals(tmp_path, content, match):
+    from langfield.io.colmap import read_dense_array
+
+    (tmp_path / "bad.bin").write_bytes(content)
+    with pytest.raises(InputError, match=match):
+        read_dense_array(tmp_path / "bad.bin")

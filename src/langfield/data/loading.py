@@ -40,6 +40,7 @@ from langfield._checks import (
 )
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.geometry.rays import camera_directions, pixel_centers
+from langfield.io.colmap import read_dense_array
 from langfield.io.images import read_depth_image, read_image, read_image_size, read_label_map
 from langfield.io.text import check_regular_file, read_utf8_text
 from langfield.types import Cameras
@@ -468,8 +469,9 @@ class DepthFile:
     """One frame's depth map on disk and how to read it.
 
     Attributes:
-        path: the file. ``"ray"``: a float ``.npy``. ``"z"``: a ``.npy`` of any numeric dtype or a
-            single-channel image (:func:`~langfield.io.images.read_depth_image`: 16-bit PNG, float TIFF).
+        path: the file. ``"ray"``: a float ``.npy``. ``"z"``: a ``.npy`` of any numeric dtype, a COLMAP
+            dense depth map (``.bin``, :func:`~langfield.io.colmap.read_dense_array`) or a single-channel
+            image (:func:`~langfield.io.images.read_depth_image`: 16-bit PNG, float TIFF).
         convention: ``"ray"`` or ``"z"`` (:data:`DEPTH_CONVENTIONS`). A z-depth becomes a ray distance
             through the frame's camera: ``z * |K^-1 (u, v, 1)|`` at the pixel centre, distortion removed.
         unit_scale: multiplies the stored values into the dataset's world units (nerfstudio's
@@ -496,6 +498,10 @@ def _read_depth_file(item: DepthFile) -> np.ndarray:
         depth = read_npy(path, "depth map")
         if depth.dtype == np.bool_:
             raise InputError(f"{path}: depth map is a boolean array; expected depth values")
+    elif path.suffix.lower() == ".bin":
+        depth = read_dense_array(path)
+        if depth.shape[2] != 1:
+            raise InputError(f"{path}: a COLMAP depth map has 1 channel, this array has {depth.shape[2]} (a normal map?)")
     else:
         depth = read_depth_image(path)
     if depth.ndim == 3 and depth.shape[-1] == 1:
@@ -679,11 +685,16 @@ def load_holdout_splits(
     max_images: Optional[int] = None,
     progress: Optional[bool] = None,
     holdout: int = 8,
+    depth_files: Optional[Sequence[DepthFile]] = None,
+    depth_cameras: Optional[Cameras] = None,
+    depth_scale: float = 1.0,
 ) -> Dict[str, ImageSet]:
     """Split views into train / every-``holdout``-th test (the LLFF protocol) and load their images.
 
     ``cameras`` and ``paths`` list every view in order; ``source`` names the file that defined the
-    views (for the empty-split error), ``folder`` the image folder (for loading messages).
+    views (for the empty-split error), ``folder`` the image folder (for loading messages). With
+    ``depth_files`` (one per view) the depth maps are loaded too (:func:`load_depths`, scaled by
+    ``depth_scale``; ``depth_cameras``: every view's camera at the image files' resolution).
     """
     train_idx, test_idx = every_nth_split(len(paths), holdout)
     if not train_idx:
@@ -695,5 +706,10 @@ def load_holdout_splits(
         idx = limit_indices(groups[name], max_images)
         split_paths = [paths[i] for i in idx]
         loaded = load_images(split_paths, downscale, source=f"{folder} [{name}]", progress=progress)
-        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths)
+        depths = None
+        if depth_files is not None:
+            depths = load_depths([depth_files[i] for i in idx], loaded.source_sizes[0], downscale, scale=depth_scale,
+                                 cameras=None if depth_cameras is None else depth_cameras[idx],
+                                 source=f"{source} [{name}]", progress=progress)  # fmt: skip
+        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths, depths)
     return image_sets

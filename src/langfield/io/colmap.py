@@ -849,3 +849,57 @@ def write_model(model: ColmapModel, folder: PathLike, ext: str = ".bin") -> None
         write_images_text(model.images, folder / "images.txt")
         if model.points is not None:
             write_points3d_text(model.points, folder / "points3D.txt")
+
+
+# ----------------------------------------------------------------------------- dense (MVS) arrays
+
+#: The header of a dense array is at most this long (``"131072&131072&4&"`` is 16 bytes).
+_DENSE_HEADER_MAX = 64
+
+
+def read_dense_array(path: PathLike) -> np.ndarray:
+    """Read a COLMAP dense array (``stereo/depth_maps/*.bin``, ``stereo/normal_maps/*.bin``) as ``float32 [H, W, C]``.
+
+    Format (COLMAP's ``mvs::Mat``): an ASCII header ``"W&H&C&"``, then ``W * H * C`` little-endian float32
+    values, channel by channel, each channel row by row. A depth map (``C = 1``) holds the camera z-depth
+    of each pixel of the *undistorted* image in model units, 0 where patch-match stereo found none.
+
+    Raises:
+        InputError: naming the file, for a bad header, a size outside ``[1, MAX_IMAGE_SIDE]``, a
+            channel count outside 1..4, or data that does not have exactly the header's size.
+    """
+    path = check_regular_file(path, "COLMAP dense array")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_DENSE_HEADER_MAX)
+    fields = head.split(b"&")
+    if len(fields) < 4:
+        raise InputError(f"{path}: not a COLMAP dense array (expected a header 'width&height&channels&', got {head[:24]!r})")
+    try:
+        width, height, channels = (int(x.decode("ascii")) for x in fields[:3])
+    except (UnicodeDecodeError, ValueError):
+        raise InputError(f"{path}: not a COLMAP dense array (header {head[:24]!r} is not 'width&height&channels&')") from None
+    width, height = check_image_size(width, height, f"{path}: dense array header")
+    if not 1 <= channels <= 4:
+        raise InputError(f"{path}: dense array header says {channels} channels; expected 1 (depth) to 4")
+    offset = sum(len(x) + 1 for x in fields[:3])
+    need = width * height * channels * 4
+    if size - offset != need:
+        raise InputError(
+            f"{path}: dense array of {width}x{height}x{channels} float32 needs {need} bytes after its "
+            f"{offset}-byte header, the file has {size - offset} (truncated or not a COLMAP array)"
+        )
+    check_memory(need, f"{path}: dense array {width}x{height}x{channels}")
+    data = np.fromfile(path, dtype="<f4", offset=offset).reshape(channels, height, width)
+    return np.ascontiguousarray(data.transpose(1, 2, 0)).astype(np.float32)
+
+
+def write_dense_array(array: np.ndarray, path: PathLike) -> None:
+    """Write ``array`` (``[H, W]`` or ``[H, W, C]``) as a COLMAP dense array (:func:`read_dense_array`)."""
+    array = np.asarray(array, dtype="<f4")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or not 1 <= array.shape[2] <= 4:
+        raise ValueError(f"write_dense_array: expected [H, W] or [H, W, C<=4], got {array.shape}")
+    h, w, c = array.shape
+    Path(path).write_bytes(f"{w}&{h}&{c}&".encode("ascii") + np.ascontiguousarray(array.transpose(2, 0, 1)).tobytes())

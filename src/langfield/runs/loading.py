@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 
 from langfield._checks import InputError, check_device, check_memory
-from langfield.data import load_dataset
+from langfield.data import detect_format, load_dataset
 from langfield.data.dataset import SceneDataset
 from langfield.data.ray_space import apply_ray_space
 from langfield.methods.base import SceneInfo, SceneMethod
@@ -80,7 +80,15 @@ def _read_data(cfg: DataConfig) -> SceneDataset:
             size=cfg.procedural_size, num_train=cfg.procedural_views, num_val=cfg.procedural_val_views,
         )  # fmt: skip
     # passed only when set, so third-party readers without the option keep working by default
-    options = {"allow_outside_paths": True} if cfg.allow_outside_paths else {}
+    options: Dict[str, Any] = {"allow_outside_paths": True} if cfg.allow_outside_paths else {}
+    if cfg.colmap_depth_maps is not None:
+        found = detect_format(cfg.path)
+        if found != "colmap":
+            raise InputError(
+                f"DataConfig.colmap_depth_maps (--colmap-depth-maps {cfg.colmap_depth_maps}): {cfg.path} is a {found!r} "
+                f"scene; COLMAP depth maps come with a COLMAP dense workspace (images/, sparse/, stereo/)"
+            )
+        options["depth_maps"] = cfg.colmap_depth_maps
     return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background, **options)
 
 

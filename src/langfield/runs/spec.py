@@ -56,6 +56,8 @@ class DataConfig:
         ray_space: where NeRF / Mip-NeRF / Instant-NGP rays live: auto (NDC for forward-facing
             scenes such as LLFF, else world), world, or ndc (langfield.data.ray_space). A run.json
             written before this option existed loads as world, the space it was trained in.
+        colmap_depth_maps: ``"geometric"`` / ``"photometric"``: a COLMAP dense workspace's depth maps
+            become ``ImageSet.depths`` (:func:`~langfield.data.readers.colmap.load_colmap`'s ``depth_maps``).
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
@@ -76,6 +78,9 @@ class DataConfig:
     """Read image files that lie outside the dataset folder (../, absolute paths, symlinks); refused by default."""
     ray_space: Literal["auto", "world", "ndc"] = "auto"
     """Ray space of NeRF/Mip-NeRF/NGP: auto (NDC for forward-facing scenes such as LLFF), world or ndc."""
+    colmap_depth_maps: Optional[Literal["geometric", "photometric"]] = None
+    """COLMAP dense workspace: read its multi-view-stereo depth maps (stereo/depth_maps/*.<kind>.bin) as the
+    scene's depth, e.g. for --set depth_loss_weight=W (estimates, not ground truth)."""
 
     @classmethod
     def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:

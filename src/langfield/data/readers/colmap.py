@@ -13,6 +13,9 @@ recognises it, :func:`load_colmap` loads it. The model files are parsed by :mod:
   (``"cameras"`` and ``align_up=True`` by default: camera centres inside the unit ball, mean camera
   up direction along world ``+z``), ``unbounded=True``, bounds from
   :func:`~langfield.data.loading.capture_bounds`, sparse points moved into the same frame.
+* Depth (opt-in, ``depth_maps="geometric" | "photometric"``): a dense workspace's multi-view-stereo
+  depth maps ``stereo/depth_maps/<name>.<kind>.bin`` (:func:`langfield.io.colmap.read_dense_array`),
+  z-depth turned into ray distances and scaled into the normalised frame.
 * ``forward_facing`` from :func:`langfield.data.ray_space.capture_looks_forward_facing` (viewing
   directions within 60 degrees of their mean, camera spread under half the median point depth);
   the ``"auto"`` ray space then trains NeRF-family methods in NDC.
@@ -31,6 +34,7 @@ from langfield._checks import InputError, check_image_size
 from langfield.data.dataset import SceneDataset
 from langfield.data.ray_space import capture_looks_forward_facing
 from langfield.data.loading import (
+    DepthFile,
     PathLike,
     cameras_for_image_size,
     capture_bounds,
@@ -41,12 +45,33 @@ from langfield.data.loading import (
     resolve_background,
     resolve_image_folder,
 )
-from langfield.geometry.normalize import NORMALIZE_METHODS, apply_transform_to_points, normalize_poses
+from langfield.geometry.normalize import NORMALIZE_METHODS, apply_transform_to_points, normalize_poses, similarity_scale
 from langfield.io.colmap import camera_intrinsics, find_model_dir, model_file, read_model
 from langfield.io.images import read_image_size
 from langfield.types import Cameras
 
 HOLDOUT = 8
+#: COLMAP's two depth maps per image: ``photometric`` (patch-match's raw estimate) and ``geometric``
+#: (after multi-view geometric consistency filtering: fewer, more reliable pixels).
+DEPTH_MAP_KINDS = ("geometric", "photometric")
+
+
+def _depth_map_files(root: Path, images, kind: str, source: str, allow_outside: bool) -> List[DepthFile]:
+    """``stereo/depth_maps/<name>.<kind>.bin`` of every registered image (z-depth, model units), all present."""
+    folder = root / "stereo" / "depth_maps"
+    if not folder.is_dir():
+        raise InputError(
+            f"depth_maps={kind!r}: {folder} not found; COLMAP writes depth maps into a dense workspace "
+            f"(colmap image_undistorter, then patch_match_stereo): load that workspace folder"
+        )
+    files = []
+    for im in images:
+        path = folder / f"{im.name}.{kind}.bin"
+        if not path.is_file():
+            raise InputError(f"{source}: image {im.id} {im.name!r}: depth map {path} not found (depth_maps={kind!r})")
+        confine_path(path, root, f"{source}: image {im.id} depth map", allow_outside=allow_outside)
+        files.append(DepthFile(path, "z", 1.0))
+    return files
 
 
 def is_colmap_scene(path: PathLike) -> bool:
@@ -66,6 +91,7 @@ def load_colmap(
     align_up: bool = True,
     progress: Optional[bool] = None,
     allow_outside_paths: bool = False,
+    depth_maps: Optional[str] = None,
 ) -> SceneDataset:
     """Load a COLMAP scene folder.
 
@@ -82,12 +108,22 @@ def load_colmap(
         progress: force the progress bar on/off.
         allow_outside_paths: read images whose name (``../x.png``, an absolute path, a symlink)
             resolves outside the scene folder; refused by default.
+        depth_maps: ``"geometric"`` or ``"photometric"`` to read COLMAP's multi-view-stereo depth maps,
+            ``stereo/depth_maps/<image name>.<kind>.bin`` of a dense workspace (``colmap
+            image_undistorter`` + ``patch_match_stereo``: ``images/``, ``sparse/``, ``stereo/``), into
+            ``ImageSet.depths``: camera z-depth in model units turned into ray distances through each
+            image's camera, scaled into the normalised frame (0 where stereo found none). Every
+            registered image needs its map, of its image's size. ``None`` (default): no depth. These
+            are *estimates* (for depth supervision), not ground truth: evaluations then report
+            ``depth_mae`` against them.
     """
     root = Path(path)
     downscale = check_downscale(downscale)
     background = resolve_background(background)
     if normalize is not None and normalize not in NORMALIZE_METHODS:
         raise InputError(f"normalize: must be one of {NORMALIZE_METHODS} (or None), got {normalize!r}")
+    if depth_maps is not None and depth_maps not in DEPTH_MAP_KINDS:
+        raise InputError(f"depth_maps: must be one of {DEPTH_MAP_KINDS} (or None), got {depth_maps!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"COLMAP scene folder not found: {root}")
     model_dir = find_model_dir(root)
@@ -127,6 +163,8 @@ def load_colmap(
         c2ws.append(im.c2w())
         paths.append(p)
     cameras = Cameras(**{k: torch.cat([getattr(c, k) for c in cam_list], 0) for k in ("c2w", "Ks", "widths", "heights", "dist")})
+    depth_files = None if depth_maps is None else _depth_map_files(root, images, depth_maps, str(img_file), allow_outside_paths)
+    file_cameras = cameras  # at the image files' resolution: the depth maps' z-to-ray conversion
     if residual != 1.0:
         cameras = cameras.rescaled(residual)
 
@@ -139,6 +177,7 @@ def load_colmap(
     image_sets = load_holdout_splits(
         cameras, paths, residual, source=str(img_file), folder=folder, root=root,
         splits=splits, max_images=max_images, progress=progress, holdout=HOLDOUT,
+        depth_files=depth_files, depth_cameras=file_cameras, depth_scale=float(similarity_scale(T)),
     )
 
     points = rgb = None
