@@ -272,6 +272,8 @@ class ImageBatch:
         index: index of the image in the training split.
         depth: ``[H, W, 1]`` ground-truth ray distance (normalised world units) of the same pixels,
             ``0`` where there is none, or ``None`` when the dataset has no depth maps.
+        mask: ``[H, W, 1]`` bool training mask of the same pixels, True = use the pixel in the
+            losses (``ImageSet.masks``), or ``None`` when every pixel is used.
     """
 
     cameras: Cameras
@@ -279,10 +281,12 @@ class ImageBatch:
     background: Tensor
     index: int
     depth: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
 
     def to(self, device) -> "ImageBatch":
         depth = None if self.depth is None else self.depth.to(device)
-        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index, depth)
+        mask = None if self.mask is None else self.mask.to(device)
+        return ImageBatch(self.cameras.to(device), self.rgb.to(device), self.background.to(device), self.index, depth, mask)
 
     def model_inputs(self) -> Tuple[Cameras, Tensor]:
         return self.cameras, self.background

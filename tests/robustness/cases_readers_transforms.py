@@ -436,17 +436,22 @@ def _png(path: Path, values: np.ndarray) -> None:
     Image.fromarray(values).save(path)  # uint16 [H, W] -> mode I;16, uint8 [H, W, 3] -> RGB
 
 
-def _sensor_depth(mutate: Callable[[Path], Any]):
-    """Builder: nerfstudio-style ``depth_file_path`` 16-bit z-depth PNGs for both training frames, then
-    ``mutate(root)`` breaks one."""
+def _frame_files(field: str, stem: str, values: np.ndarray, mutate: Callable[[Path], Any]):
+    """Builder: a PNG of ``values`` per training frame (``train/<stem>_i.png``) named by the frame's ``field``,
+    then ``mutate(root)`` breaks one."""
 
     def build(root: Path, tmp: Path) -> None:
         for i in range(2):
-            _png(root / "train" / f"z_{i}.png", np.full((rs.H, rs.W), 1500, np.uint16))
-            rs.set_frame(root / TRAIN, i, "depth_file_path", f"./train/z_{i}.png")
+            _png(root / "train" / f"{stem}_{i}.png", values)
+            rs.set_frame(root / TRAIN, i, field, f"./train/{stem}_{i}.png")
         mutate(root)
 
     return blender(build)
+
+
+def _sensor_depth(mutate: Callable[[Path], Any]):
+    """nerfstudio-style ``depth_file_path`` 16-bit z-depth PNGs ``train/z_i.png``, one broken by ``mutate``."""
+    return _frame_files("depth_file_path", "z", np.full((rs.H, rs.W), 1500, np.uint16), mutate)
 
 
 _add("depth-file-colour", _sensor_depth(lambda root: _png(root / "train" / "z_1.png", np.zeros((rs.H, rs.W, 3), np.uint8))),
@@ -459,6 +464,25 @@ _add("depth-file-missing", frame(0, "depth_file_path", "./train/none.png"),
      match=TJ + r": frame 0 .*'depth_file_path' = './train/none\.png': depth map .*none\.png not found")  # fmt: skip
 _add("depth-unit-zero", top("depth_unit_scale_factor", 0), match=TJ + r": field 'depth_unit_scale_factor': must be > 0")
 _add("depth-unit-text", top("depth_unit_scale_factor", "mm"), match=TJ + r": field 'depth_unit_scale_factor': expected a number")
+
+# ----------------------------------------------------------------------------- training masks
+
+
+def _masks(mutate: Callable[[Path], Any]):
+    """nerfstudio-style ``mask_path`` all-255 grey PNGs ``train/mask_i.png``, one broken by ``mutate``."""
+    return _frame_files("mask_path", "mask", np.full((rs.H, rs.W), 255, np.uint8), mutate)
+
+
+_add("mask-partial", _masks(lambda root: rs.edit_json(root / TRAIN, lambda d: d["frames"][1].pop("mask_path"))),
+     match=TJ + r": frame 1 .*no field 'mask_path', but other frames of this split have one .*mask_0\.png")  # fmt: skip
+_add("mask-missing", _masks(lambda root: (root / "train" / "mask_0.png").unlink()),
+     match=TJ + r": frame 0 .*'mask_path' = './train/mask_0\.png': mask .*mask_0\.png not found")  # fmt: skip
+_add("mask-size", _masks(lambda root: _png(root / "train" / "mask_1.png", np.full((3, 4), 255, np.uint8))),
+     match=TJ + r" \[train\]: mask .*mask_1\.png is 4x3 but its image is 8x6")  # fmt: skip
+_add("mask-colour", _masks(lambda root: _png(root / "train" / "mask_0.png", np.zeros((rs.H, rs.W, 3), np.uint8))),
+     match=r"mask_0\.png: a mask must be a single-channel image .*got mode 'RGB'")  # fmt: skip
+_add("mask-outside", frame(0, "mask_path", "../m.png"), match=TJ + r": frame 0 .*'mask_path'.*outside the dataset folder")
+_add("mask-path-int", frame(0, "mask_path", 3), match=TJ + r": frame 0 .*'mask_path' must be a non-empty path string")
 
 _add("labels-not-a-list", top("labels", "chair"), match=TJ + r": field 'labels' must be a list of strings")
 _add("labels-numbers", top("labels", [1, 2]), match=TJ + r": field 'labels' must be a list of strings")

@@ -31,6 +31,11 @@ class ImageSet:
         paths: source file of each image (for messages and outputs).
         semantics: ``[C, H, W]`` int64 label ids or ``None`` (labelled scenes).
         depths: ``[C, H, W, 1]`` float32 ground-truth ray distances or ``None`` (procedural scenes).
+        masks: ``[C, H, W, 1]`` bool training masks, True = use the pixel, or ``None`` (every pixel is
+            used). They mark pixels a user wants ignored (moving people, the capture rig, sky;
+            nerfstudio's per-frame ``mask_path``) and affect **training only**: ray samplers draw
+            usable pixels only, whole-image losses average over them (Gaussian splatting), while
+            evaluation, metrics and renders always use the full images.
     """
 
     cameras: Cameras
@@ -39,6 +44,7 @@ class ImageSet:
     paths: List[str] = field(default_factory=list)
     semantics: Optional[Tensor] = None
     depths: Optional[Tensor] = None
+    masks: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -70,6 +76,7 @@ class ImageSet:
             paths=[self.paths[i] for i in indices] if self.paths else [],
             semantics=pick(self.semantics),
             depths=pick(self.depths),
+            masks=pick(self.masks),
         )
 
 

@@ -10,7 +10,8 @@
   un-premultiplied), so compositing the small image equals downscaling the composited one. Label
   maps are resampled with nearest neighbour (ids are never blended). Depth maps (ray distances,
   or z-depths converted to them through the frame's camera; 0 = none) are area-averaged over their valid pixels only (:func:`resize_depth`), so holes never
-  blend into surfaces.
+  blend into surfaces. Training masks (True = use the pixel) are downscaled *conservatively*
+  (:func:`resize_mask`): a small pixel is usable only if every source pixel it covers is.
 * The held-out protocol of LLFF / Mip-NeRF 360 is :func:`every_nth_split`: view ``i`` is a test view
   iff ``i % 8 == 0`` (in sorted file order).
 """
@@ -41,7 +42,7 @@ from langfield._checks import (
 from langfield.data.dataset import BACKGROUNDS, ImageSet
 from langfield.geometry.rays import camera_directions, pixel_centers
 from langfield.io.colmap import read_dense_array
-from langfield.io.images import read_depth_image, read_image, read_image_size, read_label_map
+from langfield.io.images import read_depth_image, read_image, read_image_size, read_label_map, read_mask_image
 from langfield.io.text import check_regular_file, read_utf8_text
 from langfield.types import Cameras
 
@@ -301,6 +302,24 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
     small = resize_area(stacked, width, height)
     total, cover = small[..., 0], small[..., 1]
     return np.where(cover >= 0.5, total / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Downscale a training mask ``mask [H, W]`` (bool, True = use the pixel) to ``[height, width]`` bool.
+
+    Conservative: an output pixel is usable only if **every** input pixel it covers (the areas of
+    :func:`resize_area`, as the images) is usable, i.e. the area average of the mask is 1 (up to
+    float round-off, ``>= 1 - 1e-6``). A pixel that mixes in any ignored colour (a passer-by's
+    edge, the rig) is thus never a training target.
+
+    >>> resize_mask(np.array([[True, True, True, False], [True, True, True, True]]), 2, 1).tolist()
+    [[True, False]]
+    """
+    h_in, w_in = mask.shape[:2]
+    if (h_in, w_in) == (height, width):
+        return mask.astype(bool, copy=True)
+    cover = resize_area(mask.astype(np.float32)[..., None], width, height)[..., 0]
+    return cover >= 1.0 - 1e-6
 
 
 # ----------------------------------------------------------------------------- batch loading
@@ -583,6 +602,51 @@ def load_depths(
     return torch.from_numpy(np.stack(maps))[..., None]
 
 
+def load_masks(
+    paths: Sequence[PathLike],
+    image_size: Tuple[int, int],
+    downscale: float = 1.0,
+    *,
+    source: str = "masks",
+    progress: Optional[bool] = None,
+) -> Tensor:
+    """Read one training mask per image (nerfstudio's ``mask_path``): True = use the pixel.
+
+    Args:
+        paths: one single-channel mask image per image, in order
+            (:func:`~langfield.io.images.read_mask_image`: 0 = ignore, non-zero = use).
+        image_size: ``(W, H)`` of the images at full resolution; every mask must have that size.
+        downscale: the images' factor; the masks follow to :func:`downscaled_size` with the
+            conservative :func:`resize_mask` (a small pixel is usable only if every pixel it
+            covers is).
+        source: what the masks belong to, for messages.
+        progress: force the loading progress bar on/off.
+
+    Returns:
+        ``[C, h, w, 1]`` bool.
+
+    Raises:
+        InputError: naming the file, for a mask that is not a single-channel image or not its image's size.
+    """
+    paths = [Path(p) for p in paths]
+    w0, h0 = image_size
+    w, h = downscaled_size(w0, h0, check_downscale(downscale))
+    check_memory(product((len(paths), w, h, 2)) + product((w0, h0, 12)), f"{source}: {len(paths)} masks of {w0}x{h0}",
+                 hint="load fewer or smaller images (a larger downscale, or max_images)")  # fmt: skip
+
+    def work(i: int) -> np.ndarray:
+        mask = read_mask_image(paths[i])
+        if mask.shape != (h0, w0):
+            raise InputError(
+                f"{source}: mask {paths[i]} is {mask.shape[1]}x{mask.shape[0]} but its image is {w0}x{h0} "
+                f"(width x height); a mask must be the size of its image"
+            )
+        return resize_mask(mask, w, h)
+
+    masks = _progress_map(work, list(range(len(paths))), f"loading {source}", None, progress)
+    return torch.from_numpy(np.stack(masks))[..., None]
+
+
 def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: str = "cameras") -> Cameras:
     """Rescale ``cameras`` (all of one size) to images of ``width x height``, per axis.
 
@@ -611,9 +675,14 @@ def cameras_for_image_size(cameras: Cameras, width: int, height: int, source: st
 
 
 def make_image_set(
-    cameras: Cameras, loaded: LoadedImages, paths: Sequence[PathLike], depths: Optional[Tensor] = None
+    cameras: Cameras,
+    loaded: LoadedImages,
+    paths: Sequence[PathLike],
+    depths: Optional[Tensor] = None,
+    masks: Optional[Tensor] = None,
 ) -> ImageSet:
-    """Pair cameras with loaded images (and optional ``depths [C, H, W, 1]``), checking that their sizes agree."""
+    """Pair cameras with loaded images (and optional ``depths [C, H, W, 1]`` float, ``masks [C, H, W, 1]``
+    bool), checking that their sizes agree."""
     h, w = loaded.images.shape[1:3]
     if bool(torch.any(cameras.widths != w) | torch.any(cameras.heights != h)):
         raise InputError(
@@ -625,6 +694,11 @@ def make_image_set(
             f"depth maps {tuple(depths.shape)} do not match the loaded images [{len(loaded.images)}, {h}, {w}, 1], "
             f"first file {paths[0] if paths else '?'}"
         )
+    if masks is not None and (masks.dtype != torch.bool or tuple(masks.shape) != (len(loaded.images), h, w, 1)):
+        raise InputError(
+            f"masks {masks.dtype} {tuple(masks.shape)} do not match the loaded images: expected bool "
+            f"[{len(loaded.images)}, {h}, {w}, 1], first file {paths[0] if paths else '?'}"
+        )
     return ImageSet(
         cameras=cameras,
         images=loaded.images,
@@ -632,6 +706,7 @@ def make_image_set(
         paths=[str(p) for p in paths],
         semantics=loaded.semantics,
         depths=depths,
+        masks=masks,
     )
 
 

@@ -21,6 +21,16 @@ of rank ``r`` in a group of ``world_size`` takes the contiguous block of streams
 Random backgrounds ("random") draw one colour per ray (the Instant-NGP trick), from the same
 stream generator, so they are reproducible too.
 
+Training masks
+--------------
+An image set with ``masks`` (``[C, H, W, 1]`` bool, True = use the pixel; nerfstudio's
+``mask_path``) restricts training to its usable pixels. :class:`PixelSampler` keeps a table of
+the flat indices of the usable pixels (built once on its device, int32 when it fits) and draws
+uniformly into that table with the very same generator calls, so batches stay a pure function of
+``(seed, step, stream)`` and an image set without masks gives exactly the batches it always did.
+:class:`ImageSampler` hands each image's mask out with it (``ImageBatch.mask``) for the loss to
+average over; coarse-to-fine steps shrink it conservatively (:func:`downscale_mask`).
+
 The sampler contract
 --------------------
 The trainer talks to any sampler through :class:`Sampler`: ``sample(step)`` returns the batch of
@@ -65,6 +75,7 @@ __all__ = [
     "Sampler",
     "SamplerOptions",
     "downscale_depth",
+    "downscale_mask",
     "stream_seed",
 ]
 
@@ -140,6 +151,21 @@ def _generator(seed: int, step: int, stream: int) -> torch.Generator:
     return gen
 
 
+def _check_masks(image_set: ImageSet, who: str) -> None:
+    """Refuse ``image_set.masks`` that are not ``bool [C, H, W, 1]`` like the images, or hold no usable pixel."""
+    masks = image_set.masks
+    if masks is None:
+        return
+    expected = tuple(image_set.images.shape[:3]) + (1,)
+    if masks.dtype != torch.bool or tuple(masks.shape) != expected:
+        raise ValueError(f"{who}: ImageSet.masks must be bool {list(expected)}, got {masks.dtype} {tuple(masks.shape)}")
+    if not bool(masks.any()):
+        raise ValueError(
+            f"{who}: ImageSet.masks marks no pixel of the {len(masks)} training image(s) as usable (all masks are 0); "
+            f"nothing would be trained: check the masks (0 = ignore the pixel, non-zero = use it)"
+        )
+
+
 class PixelSampler(Sampler):
     """Uniformly random training pixels of an :class:`ImageSet`, composited over a background.
 
@@ -161,6 +187,12 @@ class PixelSampler(Sampler):
             (NDC rays always span ``0`` to ``|d'|``). The cameras are checked against it once here.
         use_depth: also hand out each pixel's ground-truth ray distance (``image_set.depths``, 0 =
             none; required then) as ``Batch.depth [R, 1]``; world rays only (not with ``ndc``).
+
+    With ``image_set.masks`` (``[C, H, W, 1]`` bool, True = use) only usable pixels are drawn,
+    uniformly among them: the flat indices of the usable pixels are gathered once into a table on
+    ``device`` (4 bytes per usable pixel while ``C * H * W < 2^31``, else 8) and each ray draws an
+    entry of it with the same generator call as without masks. A mask set without any usable
+    pixel is refused. The losses need no change: every ray is a usable pixel.
 
     The local batch of each call has ``num_rays // world_size`` rays.
     """
@@ -217,6 +249,7 @@ class PixelSampler(Sampler):
             raise ValueError(f"ImageSet has {num_cams} images but {len(cams)} cameras")
         if bool(torch.any(cams.widths != width)) or bool(torch.any(cams.heights != height)):
             raise ValueError(f"camera sizes do not match the {width}x{height} images")
+        _check_masks(image_set, "PixelSampler")
 
         self.device = torch.device(device)
         self.num_rays = int(num_rays)
@@ -240,8 +273,21 @@ class PixelSampler(Sampler):
         self._rgb = images.to(self.device).reshape(-1, 3)  # uint8 [C*H*W, 3]
         self._alpha = None if alphas is None else alphas.to(self.device).reshape(-1)  # uint8 [C*H*W]
         self._depth = image_set.depths.to(self.device).reshape(-1, 1) if use_depth else None  # [C*H*W, 1]
+        # usable pixels: [U] flat indices into C*H*W (None = every pixel); draws index this table
+        self._usable = None
+        self._num_draw = self._num_pixels
+        if image_set.masks is not None:
+            index_dtype = torch.int32 if self._num_pixels < 2**31 else torch.int64
+            flat_mask = image_set.masks.to(self.device).reshape(-1)
+            self._usable = torch.nonzero(flat_mask).squeeze(1).to(index_dtype)
+            self._num_draw = int(self._usable.shape[0])
         fixed = {"white": 1.0, "black": 0.0}.get(background)
         self._fixed_bg = None if fixed is None else torch.full((3,), fixed, device=self.device)
+
+    @property
+    def num_usable_pixels(self) -> int:
+        """Pixels the rays are drawn from: the usable ones of ``image_set.masks``, else all ``C * H * W``."""
+        return self._num_draw
 
     def set_num_rays(self, num_rays: int) -> None:
         """Change the global batch size (e.g. Instant-NGP's adaptive batch that targets a fixed
@@ -257,7 +303,7 @@ class PixelSampler(Sampler):
 
     def _draw(self, step: int, stream: int):
         gen = _generator(self.seed, step, stream)
-        flat = torch.randint(0, self._num_pixels, (self.rays_per_stream,), generator=gen, dtype=torch.int64)
+        flat = torch.randint(0, self._num_draw, (self.rays_per_stream,), generator=gen, dtype=torch.int64)
         bg = torch.rand(self.rays_per_stream, 3, generator=gen) if self.background == "random" else None
         return flat, bg
 
@@ -269,6 +315,8 @@ class PixelSampler(Sampler):
             flat = flat.pin_memory().to(self.device, non_blocking=True)
         else:
             flat = flat.to(self.device)
+        if self._usable is not None:  # a draw is a row of the usable-pixel table
+            flat = self._usable[flat].long()
         _, height, width = self._shape
         cam = torch.div(flat, height * width, rounding_mode="floor")
         rem = flat - cam * (height * width)
@@ -332,6 +380,22 @@ def downscale_depth(depth: Tensor, size: Tuple[int, int]) -> Tensor:
     return torch.where(cover >= 0.5, total / cover.clamp_min(1e-12), torch.zeros_like(total))
 
 
+def downscale_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Shrink a training mask ``mask [H, W, 1]`` (bool, True = use the pixel) to ``size = (h, w)``, conservatively.
+
+    An output pixel is usable only if **every** input pixel it covers is (the areas of
+    ``F.interpolate(mode="area")``, as the colour): the area average of the mask must be 1 (up
+    to round-off, ``>= 1 - 1e-6``). The same rule as the readers'
+    :func:`~langfield.data.loading.resize_mask`.
+
+    >>> m = torch.tensor([[True, True, True, False], [True, True, True, True]])[..., None]
+    >>> downscale_mask(m, (1, 2)).flatten().tolist()
+    [True, False]
+    """
+    cover = F.interpolate(mask.float().permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
+    return cover >= 1.0 - 1e-6
+
+
 class ImageSampler(Sampler):
     """Whole training images in random order, one per step (Gaussian splatting's sampling).
 
@@ -355,6 +419,12 @@ class ImageSampler(Sampler):
             downscaled step averages it over the same areas as the colour but over the valid pixels
             only (:func:`downscale_depth`), so holes never blend into surfaces. Off: ``depth`` is
             ``None`` and the depth maps stay where they are.
+
+    With ``image_set.masks`` (bool, True = use the pixel) each batch carries its image's mask as
+    ``ImageBatch.mask [H, W, 1]`` (moved to ``device`` once; ``None`` without masks); a downscaled
+    step shrinks it conservatively (:func:`downscale_mask`: usable only where every covered pixel
+    is). A mask set without any usable pixel is refused; an image whose mask is all 0 still comes
+    up in its turn (its loss terms then have nothing to average and are 0).
 
     Attributes:
         num_rays: pixels of the last step's image (``H * W``, as downscaled), reported as rays by the trainer.
@@ -381,6 +451,8 @@ class ImageSampler(Sampler):
         if use_depth and image_set.depths is None:
             raise ValueError("ImageSampler(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
         self._depths = image_set.depths.to(self.device) if use_depth else None
+        _check_masks(image_set, "ImageSampler")
+        self._masks = None if image_set.masks is None else image_set.masks.to(self.device)
         self.num_images, height, width = (int(s) for s in images.shape[:3])
         self.num_rays = height * width
         fixed = {"white": 1.0, "black": 0.0}.get(background)
@@ -412,6 +484,7 @@ class ImageSampler(Sampler):
             rgb = rgb * a + bg * (1.0 - a)
         cameras = self._cameras[index]
         depth = None if self._depths is None else self._depths[index]
+        mask = None if self._masks is None else self._masks[index]
         factor = 1 if self._downscale is None else self._downscale()
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise ValueError(f"ImageSampler: downscale() must return an int >= 1, got {factor!r}")
@@ -420,8 +493,9 @@ class ImageSampler(Sampler):
             size = (int(cameras.heights[0]), int(cameras.widths[0]))
             rgb = F.interpolate(rgb.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
             depth = None if depth is None else downscale_depth(depth, size)
+            mask = None if mask is None else downscale_mask(mask, size)
         self.num_rays = int(rgb.shape[0]) * int(rgb.shape[1])
-        return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index, depth=depth)
+        return ImageBatch(cameras=cameras, rgb=rgb, background=bg, index=index, depth=depth, mask=mask)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"seed": self.seed}

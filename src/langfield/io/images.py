@@ -2,7 +2,8 @@
 
 Reading: :func:`read_image` always returns ``uint8 [H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA),
 whatever the file's mode; :func:`read_label_map` reads integer ids without any colour conversion;
-both decode with Pillow and name the file in every error.
+:func:`read_depth_image` raw single-channel depth values; :func:`read_mask_image` a single-channel
+training mask as booleans. All decode with Pillow and name the file in every error.
 
 Conventions: images are channel-last, ``[H, W, C]`` with ``C`` in ``{1, 3, 4}``.
 Floating-point images (torch tensors or numpy arrays) hold linear values in
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Callable, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "read_image",
     "read_image_size",
     "read_label_map",
+    "read_mask_image",
     "side_by_side",
     "to_float",
     "to_uint8",
@@ -232,6 +234,18 @@ def read_image_size(path: PathLike) -> Tuple[int, int]:
         raise InputError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from None
 
 
+def _single_channel(path: PathLike, what: str, modes: Sequence[str], expected: str, *,
+                    hint: Callable[[str], str] = lambda mode: "") -> np.ndarray:  # fmt: skip
+    """The pixel values of a single-channel image as stored: one of Pillow ``modes`` or 16-bit ``I;16*``,
+    else :class:`InputError` ``"<path>: a <what> must be <expected>, got mode '<mode>'<hint(mode)>"``."""
+    path = Path(path)
+    with _open_image(path, what) as image:
+        mode = image.mode
+        if not (mode in modes or mode.startswith("I;16")):
+            raise InputError(f"{path}: a {what} must be {expected}, got mode {mode!r}{hint(mode)}")
+        return np.asarray(image)
+
+
 def read_label_map(path: PathLike) -> np.ndarray:
     """Read a label map: a single-channel image of integer ids, as ``int64 [H, W]``.
 
@@ -240,15 +254,7 @@ def read_label_map(path: PathLike) -> np.ndarray:
     palette ``P``, whose *indices* are the ids (VOC-style colour-coded label PNGs); the palette
     colours are ignored. Colour, alpha and float images raise ``ValueError`` naming the file.
     """
-    path = Path(path)
-    with _open_image(path, "label map") as image:
-        mode = image.mode
-        if not (mode in ("1", "L", "P", "I") or mode.startswith("I;16")):
-            raise InputError(
-                f"{path}: a label map must be a single-channel image of integer ids "
-                f"(mode L, I;16, I, P or 1), got mode {mode!r}"
-            )
-        ids = np.asarray(image)
+    ids = _single_channel(path, "label map", ("1", "L", "P", "I"), "a single-channel image of integer ids (mode L, I;16, I, P or 1)")
     return ids.astype(np.int64)
 
 
@@ -261,16 +267,34 @@ def read_depth_image(path: PathLike) -> np.ndarray:
     ``F`` (32-bit TIFF) and 8-bit grey ``L``. Colour, alpha and palette images (a coloured depth
     *visualisation* is not depth) raise :class:`InputError` naming the file.
     """
-    path = Path(path)
-    with _open_image(path, "depth image") as image:
-        mode = image.mode
-        if not (mode in ("L", "I", "F") or mode.startswith("I;16")):
-            raise InputError(
-                f"{path}: a depth image must be a single-channel image of depth values (mode I;16, I, F or L), "
-                f"got mode {mode!r}" + (" -- a coloured depth visualisation is not depth" if mode in ("RGB", "RGBA", "P") else "")
-            )
-        values = np.asarray(image)
+    values = _single_channel(
+        path, "depth image", ("L", "I", "F"), "a single-channel image of depth values (mode I;16, I, F or L)",
+        hint=lambda mode: " -- a coloured depth visualisation is not depth" if mode in ("RGB", "RGBA", "P") else "",
+    )
     return values.astype(np.float32)
+
+
+def read_mask_image(path: PathLike) -> np.ndarray:
+    """Read a training mask (nerfstudio's ``mask_path``) as ``bool [H, W]``: True = use the pixel.
+
+    A mask is a single-channel image where 0 (black) marks a pixel to ignore and any non-zero
+    value (usually 255, white) a pixel to use. Accepted modes: bilevel ``1``, 8-bit grey ``L``,
+    16-bit ``I;16*`` and 32-bit integer ``I``. Anything else (colour, alpha, palette, float) is
+    refused with an :class:`InputError` naming the file and its mode: which channel would be the
+    mask is a guess this reader does not make.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "mask.png"
+    ...     Image.fromarray(np.array([[0, 255], [255, 7]], dtype=np.uint8)).save(path)  # mode L
+    ...     read_mask_image(path).tolist()
+    [[False, True], [True, True]]
+    """
+    values = _single_channel(
+        path, "mask", ("1", "L", "I"), "a single-channel image (mode 1, L, I;16 or I; 0 = ignore the pixel, non-zero = use it)",
+        hint=lambda mode: "; save it as a grey PNG",
+    )
+    return np.ascontiguousarray(values != 0)
 
 
 def _draw_labels(panel: np.ndarray, labels: Sequence[str], widths: Sequence[int], sep: int) -> np.ndarray:

@@ -50,6 +50,13 @@ Fields (frame-level values override top-level ones):
   times the top-level ``depth_unit_scale_factor`` (default 0.001: millimetres to metres, as in
   nerfstudio), turned into ray distances through the frame's camera (``z * |K^-1 (u, v, 1)|``,
   distortion removed) before any downscaling. A frame may not have both fields.
+* ``mask_path`` (optional, per frame; nerfstudio's): a single-channel image (usually PNG; modes
+  ``1``, ``L``, ``I;16``, ``I``) the size of the frame's image, relative to the json's folder and
+  confined to it like ``file_path``: 0 (black) = ignore the pixel (moving people, the capture rig,
+  sky), non-zero (white) = use it. All frames of a split have one or none does. Loaded into
+  ``ImageSet.masks`` (``[C, H, W, 1]`` bool, True = use); when the images are downscaled a small
+  pixel is usable only if every pixel it covers is (:func:`~langfield.data.loading.resize_mask`).
+  Masks affect training only: evaluation uses the full images.
 * ``objects`` (optional, top level): ``[{"name": str, "aabb": [[xmin, ymin, zmin], [xmax, ymax,
   zmax]]}, ...]``, the true world-axis-aligned boxes of named objects in the file's frame (a
   langfield extension, written by :func:`~langfield.data.procedural.write_procedural_dataset`);
@@ -94,6 +101,7 @@ from langfield.data.loading import (
     DepthFile,
     load_depths,
     load_images,
+    load_masks,
     make_image_set,
     read_json,
     resolve_background,
@@ -137,6 +145,7 @@ class TransformsSplit:
         semantic_paths: resolved label maps, or ``None`` when the frames have no ``semantic_path``.
         depth_files: the frames' resolved depth maps (:class:`~langfield.data.loading.DepthFile`: float
             ``.npy`` ray distances or sensor z-depth), or ``None`` when the split has none.
+        mask_paths: the frames' resolved training masks (``mask_path``), or ``None`` when the split has none.
     """
 
     json_path: Path
@@ -145,6 +154,7 @@ class TransformsSplit:
     file_paths: List[str]
     semantic_paths: Optional[List[Path]] = None
     depth_files: Optional[List[DepthFile]] = None
+    mask_paths: Optional[List[Path]] = None
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -158,6 +168,7 @@ class TransformsSplit:
             file_paths=[self.file_paths[i] for i in idx],
             semantic_paths=None if self.semantic_paths is None else [self.semantic_paths[i] for i in idx],
             depth_files=None if self.depth_files is None else [self.depth_files[i] for i in idx],
+            mask_paths=None if self.mask_paths is None else [self.mask_paths[i] for i in idx],
         )
 
 
@@ -264,6 +275,21 @@ def _depth_file(
         return DepthFile(beside), False
     beside = confine_path(beside, json_path.parent, f"{where}: depth map beside the image", allow_outside=allow_outside)
     return DepthFile(beside), True
+
+
+def _mask_file(frame: Dict[str, Any], json_path: Path, where: str, allow_outside: bool) -> Optional[Path]:
+    """The frame's resolved ``mask_path`` (which must exist inside the json's folder), or ``None`` without one."""
+    if "mask_path" not in frame:
+        return None
+    value = frame["mask_path"]
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise InputError(f"{where}: field 'mask_path' must be a non-empty path string, got {value!r}")
+    path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field 'mask_path'", allow_outside=allow_outside)
+    if path.is_dir():
+        raise InputError(f"{where}: field 'mask_path' = {value!r} is a directory ({path}), expected a mask image")
+    if not path.is_file():
+        raise InputError(f"{where}: field 'mask_path' = {value!r}: mask {path} not found")
+    return path
 
 
 def _depth_unit_scale(data: Dict[str, Any], json_path: Path) -> float:
@@ -392,6 +418,7 @@ def _parse_split(
 ) -> TransformsSplit:
     """Parse frames (``frames[i]`` for ``i`` in ``indices``; messages use ``i``) into a split."""
     c2ws, Ks, Ws, Hs, dists, images, file_paths, sems, wheres, depths = [], [], [], [], [], [], [], [], [], []
+    masks: List[Optional[Path]] = []
     has_sem = ["semantic_path" in frames[i] for i in indices]
     if any(has_sem) and not all(has_sem):
         i = indices[has_sem.index(False)]
@@ -427,6 +454,7 @@ def _parse_split(
         images.append(img)
         file_paths.append(fp)
         depths.append(_depth_file(fr, img, json_path, where, allow_outside, unit_scale))
+        masks.append(_mask_file(fr, json_path, where, allow_outside))
         if has_sem and has_sem[0]:
             sp = fr["semantic_path"]
             if not isinstance(sp, str):
@@ -443,6 +471,13 @@ def _parse_split(
             f"{wheres[k]}: depth map {depths[k][0].path} not found, but other frames of this split have one "
             f"(e.g. {depths[found.index(True)][0].path}); depth is read for every frame of a split or for none"
         )
+    has_mask = [m is not None for m in masks]
+    if any(has_mask) and not all(has_mask):
+        k = has_mask.index(False)
+        raise InputError(
+            f"{wheres[k]}: no field 'mask_path', but other frames of this split have one "
+            f"(e.g. {masks[has_mask.index(True)]}); masks are read for every frame of a split or for none"
+        )
     cameras = Cameras.create(
         c2w=_opencv_poses(c2ws, wheres).float(),
         Ks=torch.tensor(Ks, dtype=torch.float32),
@@ -457,6 +492,7 @@ def _parse_split(
         file_paths=file_paths,
         semantic_paths=sems if sems else None,
         depth_files=[file for file, _ in depths] if depths and all(found) else None,
+        mask_paths=list(masks) if all(has_mask) else None,
     )
 
 
@@ -580,7 +616,7 @@ def read_transforms(path: PathLike, *, allow_outside_paths: bool = False) -> Tra
     ``path`` is a folder holding ``transforms_{train,val,test}.json`` (Blender layout; preferred) or
     ``transforms.json``, or a json file: ``transforms_{split}.json`` means its folder's Blender
     layout, any other name a single-file scene. ``allow_outside_paths`` lets ``file_path`` /
-    ``semantic_path`` point outside the json's folder.
+    ``semantic_path`` / ``depth_path`` / ``mask_path`` point outside the json's folder.
     """
     path = Path(path)
     if not path.exists():
@@ -699,7 +735,8 @@ def load_transforms(
 
     Returns:
         A :class:`SceneDataset` with poses in OpenCV convention in the normalised frame; splits whose
-        frames have depth maps carry them as ``ImageSet.depths`` (ray distances in the normalised frame).
+        frames have depth maps carry them as ``ImageSet.depths`` (ray distances in the normalised frame),
+        splits whose frames have a ``mask_path`` carry their training masks as ``ImageSet.masks``.
     """
     downscale = check_downscale(downscale)
     background = resolve_background(background)
@@ -725,9 +762,13 @@ def load_transforms(
             w0, h0 = loaded.source_sizes[0]
             depths = load_depths(split.depth_files, (w0, h0), downscale, scale=depth_scale, cameras=split.cameras,
                                  source=f"{split.json_path} [{s}]", progress=progress)  # fmt: skip
+        masks = None
+        if split.mask_paths is not None:
+            masks = load_masks(split.mask_paths, loaded.source_sizes[0], downscale, source=f"{split.json_path} [{s}]",
+                               progress=progress)  # fmt: skip
         cams = split.cameras.rescaled(downscale)
         cams = replace(cams, c2w=transform_poses(T, cams.c2w))
-        image_sets[s] = make_image_set(cams, loaded, split.image_paths, depths)
+        image_sets[s] = make_image_set(cams, loaded, split.image_paths, depths, masks)
     return SceneDataset(
         name=scene.name,
         splits=image_sets,

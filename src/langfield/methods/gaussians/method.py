@@ -11,7 +11,9 @@ Recipe (paper Sec. 5 and the reference code's defaults):
   training progress, so wall-clock budgets work);
 * loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` with ``lambda = 0.2`` (Eq. 7), plus, off by default,
   ``depth_loss_weight`` times an L1 depth term against the dataset's ground-truth ray distances
-  (:func:`depth_l1`; RGB-D captures, synthetic scenes with exact depth);
+  (:func:`depth_l1`; RGB-D captures, synthetic scenes with exact depth); with training masks
+  (``ImageSet.masks``, nerfstudio's ``mask_path``) every term averages over the usable pixels only
+  (:meth:`Gaussians.losses`);
 * the active SH degree grows by one every ``sh_degree_interval`` steps up to ``sh_degree``;
 * adaptive density control through an explicit strategy object, ``GaussiansConfig.strategy``
   (:class:`~langfield.methods.gaussians.strategy.DefaultStrategy`, or the fixed-budget
@@ -241,6 +243,14 @@ def shell_radius(config: GaussiansConfig, scene: SceneInfo, extent: float) -> fl
     return radius
 
 
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values [H, W, D]`` over the pixels where ``mask [H, W, 1]`` is True (all ``D`` channels);
+    0 with a zero gradient when there is none. No host sync: the count stays a tensor."""
+    kept = torch.where(mask, values, torch.zeros_like(values))
+    count = mask.sum() * values.shape[-1]
+    return kept.sum() / count.clamp_min(1).to(values.dtype)
+
+
 class Gaussians(SceneMethod, SplatsGaussians):
     """3D Gaussian Splatting; trains on whole images (one :class:`~langfield.types.ImageBatch` per step).
 
@@ -436,21 +446,48 @@ class Gaussians(SceneMethod, SplatsGaussians):
 
     def losses(self, outputs: GaussiansOutputs, batch: ImageBatch) -> Dict[str, Tensor]:
         """``l1``, ``dssim`` (when ``ssim_lambda > 0``), ``depth_l1`` (when ``depth_loss_weight > 0``),
-        the strategy's regulariser and their weighted sum ``loss``."""
-        pred, target = outputs.render.rgb, batch.rgb
-        l1 = (pred - target).abs().mean()
+        the strategy's regulariser and their weighted sum ``loss``.
+
+        With a training mask (``batch.mask [H, W, 1]``, True = use the pixel) no term depends on an
+        ignored pixel: ignored pixels are set to 0 in both the render and the target (as nerfstudio's
+        splatfacto does), ``l1`` is the mean absolute error over the usable pixels, ``dssim`` is
+        ``1 -`` the mean of the SSIM map (:func:`~langfield.eval.metrics.ssim`, ``return_map=True``)
+        over the windows centred on usable pixels (the windows see ignored pixels as 0 in both
+        images), and the depth term skips ignored pixels (their ground truth counts as "none"). A
+        term with no usable pixel is 0 (``dssim``: 1) with a zero gradient. Without a mask the terms
+        are the plain means over the whole image.
+        """
+        pred, target, mask = outputs.render.rgb, batch.rgb, batch.mask
         lam = self.config.ssim_lambda
+        if mask is None:
+            l1 = (pred - target).abs().mean()
+        else:
+            if tuple(mask.shape) != tuple(pred.shape[:-1]) + (1,) or mask.dtype != torch.bool:
+                raise ValueError(
+                    f"Gaussians.losses: batch.mask must be bool {list(pred.shape[:-1]) + [1]} like the render, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            pred = torch.where(mask, pred, torch.zeros_like(pred))
+            target = torch.where(mask, target, torch.zeros_like(target))
+            l1 = _masked_mean((pred - target).abs(), mask)
         terms = {"l1": l1}
         loss = (1.0 - lam) * l1
         if lam > 0:
-            dssim = 1.0 - ssim(pred, target)
+            if mask is None:
+                dssim = 1.0 - ssim(pred, target)
+            else:
+                _, ssim_map = ssim(pred, target, return_map=True)  # [H', W', 3]: valid windows only
+                top, left = (mask.shape[0] - ssim_map.shape[0]) // 2, (mask.shape[1] - ssim_map.shape[1]) // 2
+                centres = mask[top : top + ssim_map.shape[0], left : left + ssim_map.shape[1]]
+                dssim = 1.0 - _masked_mean(ssim_map, centres)
             terms["dssim"] = dssim
             loss = loss + lam * dssim
         if self.config.depth_loss_weight > 0:
             if batch.depth is None:
                 raise InputError(self._no_depth_message(f"training batch {batch.index} has no depth"))
             render = outputs.render
-            terms["depth_l1"] = depth_l1(render.depth, render.accumulation, batch.depth)
+            gt_depth = batch.depth if mask is None else torch.where(mask, batch.depth, torch.zeros_like(batch.depth))
+            terms["depth_l1"] = depth_l1(render.depth, render.accumulation, gt_depth)
             loss = loss + self.config.depth_loss_weight * terms["depth_l1"]
         reg = self.strategy.regularization(self.params)
         if reg is not None:
