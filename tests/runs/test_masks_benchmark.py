@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from langfield.data.procedural import ProceduralSceneConfig, make_procedural_dataset
+from tests.benchmark_scripts import load_benchmark
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # the benchmark sets its threads; restored after
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "masks.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("masks_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(spec.name, None)
-        raise
-    return module
-
 
 def test_occluders_change_exactly_the_masked_pixels_of_the_chosen_views():
-    bench = _load_benchmark()
+    bench = load_benchmark("masks")
     clean = make_procedural_dataset(ProceduralSceneConfig(width=20, height=20, num_train=10, num_test=2, supersample=1))
     occluded, masked, clean_masked = bench.add_occluders(clean, fraction=0.5, area=0.15, seed=4)
     a, b, m = clean.split("train"), occluded.split("train"), masked.split("train").masks
@@ -50,7 +34,7 @@ def test_occluders_change_exactly_the_masked_pixels_of_the_chosen_views():
 
 @pytest.mark.slow
 def test_smoke_run_writes_rows_summary_and_panels(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("masks")
     out = tmp_path / "masks.json"
     bench.main(["--out", str(out), "--smoke", "--threads", "1"])
     report = json.loads(out.read_text())

@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "semantics.py"
+from tests.benchmark_scripts import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("semantics_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
-        yield module
+        yield load_benchmark("semantics")
     finally:
-        sys.modules.pop(spec.name, None)
+        unload_benchmark("semantics")
 
 
 def test_seeds_are_parsed_or_refused(bench):

@@ -4,10 +4,7 @@ and ``langfield query --ask`` on the shared tiny NGP language run; the boundary 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +13,7 @@ from langfield.cli.main import main
 from langfield.language.evaluation import evaluate_semantics
 from langfield.language.queries import QueryNotFoundError
 from langfield.runs.language import load_language_scene, run_queries
+from tests.benchmark_scripts import load_benchmark, unload_benchmark
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -129,15 +127,10 @@ def test_evaluate_semantics_reports_boundary_f(tiny_scene):
 def test_semantics_benchmark_scores_spatial_questions_on_a_run(scene):
     """The benchmark's ``spatial_accuracy`` path (questions from the true procedural objects and the
     test cameras, answered by the run) without running the benchmark."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "semantics.py"
-    spec = importlib.util.spec_from_file_location("semantics_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
-        res = module._spatial(scene, scene.dataset.split("test"), "field+rsr+cse", max_views=4)
+        res = load_benchmark("semantics")._spatial(scene, scene.dataset.split("test"), "field+rsr+cse", max_views=4)
     finally:
-        sys.modules.pop(spec.name, None)
+        unload_benchmark("semantics")
     assert res["num_questions"] > 20 and set(res["by_kind"]) >= {"left_of", "right_of", "closer", "larger"}
     assert res["num_correct"] == round(res["accuracy"] * res["num_questions"])
     assert sum(k["num"] for k in res["by_kind"].values()) == res["num_questions"]
