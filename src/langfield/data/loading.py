@@ -9,8 +9,8 @@
   rays as the rescaled intrinsics. RGBA images are averaged with premultiplied alpha (then
   un-premultiplied), so compositing the small image equals downscaling the composited one. Label
   maps are resampled with nearest neighbour (ids are never blended). Depth maps (ray distances,
-  or z-depths converted to them through the frame's camera; 0 = none) are area-averaged over their valid pixels only (:func:`resize_depth`), so holes never
-  blend into surfaces. Training masks (True = use the pixel) are downscaled *conservatively*
+  or z-depths converted to them through the frame's camera; 0 = none) are area-averaged over their
+  valid pixels only (:func:`resize_depth`), so holes never blend into surfaces. Training masks (True = use the pixel) are downscaled *conservatively*
   (:func:`resize_mask`): a small pixel is usable only if every source pixel it covers is.
 * The held-out protocol of LLFF / Mip-NeRF 360 is :func:`every_nth_split`: view ``i`` is a test view
   iff ``i % 8 == 0`` (in sorted file order).

@@ -166,6 +166,15 @@ def _check_masks(image_set: ImageSet, who: str) -> None:
         )
 
 
+def _check_depths(image_set: ImageSet, who: str) -> None:
+    """Refuse ``use_depth=True`` on an image set without ``depths [C, H, W, 1]`` like its images."""
+    if image_set.depths is None:
+        raise ValueError(f"{who}(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
+    expected = tuple(image_set.images.shape[:3]) + (1,)
+    if tuple(image_set.depths.shape) != expected:
+        raise ValueError(f"ImageSet.depths must be {list(expected)}, got {tuple(image_set.depths.shape)}")
+
+
 class PixelSampler(Sampler):
     """Uniformly random training pixels of an :class:`ImageSet`, composited over a background.
 
@@ -215,8 +224,8 @@ class PixelSampler(Sampler):
     ) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-        if use_depth and image_set.depths is None:
-            raise ValueError("PixelSampler(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
+        if use_depth:
+            _check_depths(image_set, "PixelSampler")
         if use_depth and ndc is not None:
             raise ValueError("PixelSampler(use_depth=True): depth is a world ray distance; NDC rays (ndc=...) cannot carry it")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -242,8 +251,6 @@ class PixelSampler(Sampler):
                 f"ImageSet.alphas must be uint8 {list(images.shape[:3]) + [1]}, got {alphas.dtype} {tuple(alphas.shape)}"
             )
         num_cams, height, width = (int(s) for s in images.shape[:3])
-        if use_depth and tuple(image_set.depths.shape) != (num_cams, height, width, 1):
-            raise ValueError(f"ImageSet.depths must be [{num_cams}, {height}, {width}, 1], got {tuple(image_set.depths.shape)}")
         cams = image_set.cameras
         if len(cams) != num_cams:
             raise ValueError(f"ImageSet has {num_cams} images but {len(cams)} cameras")
@@ -448,8 +455,8 @@ class ImageSampler(Sampler):
         self._cameras = image_set.cameras.to(self.device)
         self._images = images.to(self.device)
         self._alphas = None if image_set.alphas is None else image_set.alphas.to(self.device)
-        if use_depth and image_set.depths is None:
-            raise ValueError("ImageSampler(use_depth=True): the image set has no depth maps (ImageSet.depths is None)")
+        if use_depth:
+            _check_depths(image_set, "ImageSampler")
         self._depths = image_set.depths.to(self.device) if use_depth else None
         _check_masks(image_set, "ImageSampler")
         self._masks = None if image_set.masks is None else image_set.masks.to(self.device)
