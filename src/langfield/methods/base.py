@@ -381,17 +381,18 @@ class RayMethod(SceneMethod):
         if dataset.ndc is not None:
             raise InputError(f"{cfg}: dataset {dataset.name!r} is trained in NDC ray space, where the depth term is not defined")
 
-    def depth_terms(self, render: RenderOutput, batch: Batch) -> Dict[str, Tensor]:
-        """``{"depth_l1": ...}`` for this batch when :attr:`depth_loss_weight` is on (the caller adds
-        ``depth_loss_weight`` times it to the loss), else ``{}``. A batch without depth is refused."""
+    def depth_term(self, render: RenderOutput, batch: Batch) -> Optional[Tensor]:
+        """The depth term (:func:`~langfield.ops.depth_supervision.depth_l1`) of ``render`` against the batch's
+        depth when :attr:`depth_loss_weight` is on (the caller adds ``depth_loss_weight`` times it to the
+        loss, logged as ``depth_l1``), else ``None``. A batch without depth is refused."""
         if self.depth_loss_weight <= 0:
-            return {}
+            return None
         if batch.depth is None:
             raise InputError(
                 f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g} but the training batch has no depth "
                 f"(a PixelSampler built with use_depth=True hands it out)"
             )
-        return {"depth_l1": depth_l1(render.depth, render.accumulation, batch.depth)}
+        return depth_l1(render.depth, render.accumulation, batch.depth)
 
     @torch.no_grad()
     def render_rays(

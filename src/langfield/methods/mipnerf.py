@@ -118,11 +118,11 @@ class MipNeRF(RayMethod):
         mult = self.config.coarse_loss_mult
         loss = fine + mult * coarse
         terms = {"mse": fine.detach(), "mse_coarse": coarse.detach()}
-        depth = self.depth_terms(outputs.render, batch)
-        if depth:
-            depth_coarse = self.depth_terms(outputs.coarse, batch)["depth_l1"]
-            loss = loss + self.depth_loss_weight * (depth["depth_l1"] + mult * depth_coarse)
-            terms.update(depth_l1=depth["depth_l1"].detach(), depth_l1_coarse=depth_coarse.detach())
+        depth = self.depth_term(outputs.render, batch)
+        if depth is not None:
+            depth_coarse = self.depth_term(outputs.coarse, batch)
+            loss = loss + self.depth_loss_weight * (depth + mult * depth_coarse)
+            terms.update(depth_l1=depth.detach(), depth_l1_coarse=depth_coarse.detach())
         return {"loss": loss, **terms}
 
     def optimizers(self, max_steps: int) -> Tuple[List[torch.optim.Optimizer], List[Any]]:

@@ -387,10 +387,10 @@ class NGP(RayMethod, SharesRayWeights):
         if outputs.distortion is not None:
             loss = loss + self.distortion_loss_mult * outputs.distortion
             terms["distortion"] = outputs.distortion.detach()
-        depth = self.depth_terms(outputs.render, batch)
-        if depth:
-            loss = loss + self.depth_loss_weight * depth["depth_l1"]
-            terms["depth_l1"] = depth["depth_l1"].detach()
+        depth = self.depth_term(outputs.render, batch)
+        if depth is not None:
+            loss = loss + self.depth_loss_weight * depth
+            terms["depth_l1"] = depth.detach()
         return {"loss": loss, **terms}
 
     # -- training hooks -------------------------------------------------------------------
