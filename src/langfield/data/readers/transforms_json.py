@@ -263,12 +263,7 @@ def _depth_file(
     for field, convention in (("depth_path", "ray"), ("depth_file_path", "z")):
         if field not in frame:
             continue
-        value = frame[field]
-        if not isinstance(value, str) or not value.strip() or "\x00" in value:
-            raise InputError(f"{where}: field {field!r} must be a non-empty path string, got {value!r}")
-        path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field {field!r}", allow_outside=allow_outside)
-        if not path.is_file():
-            raise InputError(f"{where}: field {field!r} = {value!r}: depth map {path} not found")
+        path = _frame_file(frame, field, "depth map", json_path, where, allow_outside)
         return DepthFile(path, convention, unit_scale if convention == "z" else 1.0), True
     beside = image.with_name(f"{image.stem}{DEPTH_SUFFIX}")
     if not beside.is_file():
@@ -277,19 +272,23 @@ def _depth_file(
     return DepthFile(beside), True
 
 
+def _frame_file(frame: Dict[str, Any], field: str, what: str, json_path: Path, where: str, allow_outside: bool) -> Path:
+    """The file a frame's path ``field`` names (a ``what``: depth map, mask), resolved against the json's
+    folder, confined to it (unless ``allow_outside``), and present; refused naming the frame and field."""
+    value = frame[field]
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise InputError(f"{where}: field {field!r} must be a non-empty path string, got {value!r}")
+    path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field {field!r}", allow_outside=allow_outside)
+    if path.is_dir():
+        raise InputError(f"{where}: field {field!r} = {value!r} is a directory ({path}), expected a {what} file")
+    if not path.is_file():
+        raise InputError(f"{where}: field {field!r} = {value!r}: {what} {path} not found")
+    return path
+
+
 def _mask_file(frame: Dict[str, Any], json_path: Path, where: str, allow_outside: bool) -> Optional[Path]:
     """The frame's resolved ``mask_path`` (which must exist inside the json's folder), or ``None`` without one."""
-    if "mask_path" not in frame:
-        return None
-    value = frame["mask_path"]
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise InputError(f"{where}: field 'mask_path' must be a non-empty path string, got {value!r}")
-    path = confine_path(json_path.parent / value, json_path.parent, f"{where}: field 'mask_path'", allow_outside=allow_outside)
-    if path.is_dir():
-        raise InputError(f"{where}: field 'mask_path' = {value!r} is a directory ({path}), expected a mask image")
-    if not path.is_file():
-        raise InputError(f"{where}: field 'mask_path' = {value!r}: mask {path} not found")
-    return path
+    return _frame_file(frame, "mask_path", "mask", json_path, where, allow_outside) if "mask_path" in frame else None
 
 
 def _depth_unit_scale(data: Dict[str, Any], json_path: Path) -> float:
