@@ -100,7 +100,7 @@ def test_the_loss_adds_the_weighted_depth_term(kind, scene):
     (terms["loss"] - base["loss"]).backward()
     grads = [p.grad for p in method.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
-    with pytest.raises(InputError, match=r"depth_loss_weight=0\.25 but the training batch has no depth"):
+    with pytest.raises(InputError, match=r"\w+: depth_loss_weight=0\.25 .*needs ground-truth depth, but the training batch has no depth"):
         method.losses(outputs, dataclasses.replace(batch, depth=None))
 
 

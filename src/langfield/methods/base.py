@@ -270,6 +270,16 @@ class SceneMethod(Method):
         mse = (outputs.render.rgb.detach().float() - batch.rgb.float()).square().mean()
         return {"psnr": -10.0 * torch.log10(mse)}
 
+    def missing_depth_error(self, weight: float, problem: str) -> InputError:
+        """The one refusal of a depth term without depth (every method with ``depth_loss_weight``):
+        names the method, the config field and its value, ``problem`` (what lacks depth) and the cures."""
+        return InputError(
+            f"{type(self).__name__}: depth_loss_weight={weight:g} (--set depth_loss_weight=...) needs ground-truth "
+            f"depth, but {problem}; give a dataset with depth maps (a transforms folder with <image>_depth.npy, "
+            f"per-frame 'depth_path' or nerfstudio's 'depth_file_path'; COLMAP's --colmap-depth-maps; the "
+            f"procedural scene) or set depth_loss_weight=0"
+        )
+
     def render_camera(
         self,
         cameras: Cameras,
@@ -371,15 +381,15 @@ class RayMethod(SceneMethod):
     def check_depth_supervision(self, dataset: SceneDataset) -> None:
         """Refuse, naming the config field, a non-zero :attr:`depth_loss_weight` on a dataset without
         depth maps in its ``"train"`` split or in NDC ray space (depth is a world ray distance)."""
-        cfg = f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g} (--set depth_loss_weight=...)"
         if dataset.split("train").depths is None:
-            raise InputError(
-                f"{cfg} needs ground-truth depth, but dataset {dataset.name!r} has no depth maps in its 'train' split; "
-                f"give a dataset with depth maps (a transforms folder with <image>_depth.npy, per-frame 'depth_path' "
-                f"or nerfstudio's 'depth_file_path'; the procedural scene) or set depth_loss_weight=0"
+            raise self.missing_depth_error(
+                self.depth_loss_weight, f"dataset {dataset.name!r} has no depth maps in its 'train' split"
             )
         if dataset.ndc is not None:
-            raise InputError(f"{cfg}: dataset {dataset.name!r} is trained in NDC ray space, where the depth term is not defined")
+            raise InputError(
+                f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g}: dataset {dataset.name!r} is "
+                f"trained in NDC ray space, where the depth term is not defined"
+            )
 
     def depth_term(self, render: RenderOutput, batch: Batch) -> Optional[Tensor]:
         """The depth term (:func:`~langfield.ops.depth_supervision.depth_l1`) of ``render`` against the batch's
@@ -388,9 +398,9 @@ class RayMethod(SceneMethod):
         if self.depth_loss_weight <= 0:
             return None
         if batch.depth is None:
-            raise InputError(
-                f"{type(self).__name__}: depth_loss_weight={self.depth_loss_weight:g} but the training batch has no depth "
-                f"(a PixelSampler built with use_depth=True hands it out)"
+            raise self.missing_depth_error(
+                self.depth_loss_weight,
+                "the training batch has no depth (a PixelSampler built with use_depth=True hands it out)",
             )
         return depth_l1(render.depth, render.accumulation, batch.depth)
 

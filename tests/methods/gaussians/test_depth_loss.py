@@ -156,7 +156,7 @@ def test_the_weight_is_a_checked_config_field_off_by_default():
 def test_a_weight_without_depth_maps_is_refused_before_training(tiny_scene, tmp_path):
     scene = tiny_scene.with_splits({**tiny_scene.splits, "train": dataclasses.replace(tiny_scene.split("train"), depths=None)})
     config = dataclasses.replace(SMALL, depth_loss_weight=0.5)
-    with pytest.raises(InputError, match=r"GaussiansConfig\.depth_loss_weight=0\.5.*dataset 'procedural' has no depth maps"):
+    with pytest.raises(InputError, match=r"Gaussians: depth_loss_weight=0\.5.*dataset 'procedural' has no depth maps"):
         prepare_run(scene, "gaussians", trainer_config(tmp_path, 2), config)
     prepare_run(scene, "gaussians", trainer_config(tmp_path / "off", 2), SMALL)  # weight 0: no depth needed
 

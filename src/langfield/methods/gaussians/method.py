@@ -331,7 +331,9 @@ class Gaussians(SceneMethod, SplatsGaussians):
         """
         train = dataset.split("train")
         if self.config.depth_loss_weight > 0 and train.depths is None:
-            raise InputError(self._no_depth_message(f"dataset {dataset.name!r} has no depth maps in its 'train' split"))
+            raise self.missing_depth_error(
+                self.config.depth_loss_weight, f"dataset {dataset.name!r} has no depth maps in its 'train' split"
+            )
         downscale = None
         if self.config.num_downscales:
             # never below coarse_min_side (>= MIN_TRAIN_SIDE: D-SSIM's 11-pixel window) on the short side
@@ -437,13 +439,6 @@ class Gaussians(SceneMethod, SplatsGaussians):
 
     # ------------------------------------------------------------------ training
 
-    def _no_depth_message(self, problem: str) -> str:
-        return (
-            f"GaussiansConfig.depth_loss_weight={self.config.depth_loss_weight:g} (--set depth_loss_weight=...) needs "
-            f"ground-truth depth, but {problem}; give a dataset with depth maps (a transforms folder with "
-            f"<image>_depth.npy files or per-frame 'depth_path', the procedural scene) or set depth_loss_weight=0"
-        )
-
     def losses(self, outputs: GaussiansOutputs, batch: ImageBatch) -> Dict[str, Tensor]:
         """``l1``, ``dssim`` (when ``ssim_lambda > 0``), ``depth_l1`` (when ``depth_loss_weight > 0``),
         the strategy's regulariser and their weighted sum ``loss``.
@@ -484,7 +479,7 @@ class Gaussians(SceneMethod, SplatsGaussians):
             loss = loss + lam * dssim
         if self.config.depth_loss_weight > 0:
             if batch.depth is None:
-                raise InputError(self._no_depth_message(f"training batch {batch.index} has no depth"))
+                raise self.missing_depth_error(self.config.depth_loss_weight, f"training batch {batch.index} has no depth")
             render = outputs.render
             gt_depth = batch.depth if mask is None else torch.where(mask, batch.depth, torch.zeros_like(batch.depth))
             terms["depth_l1"] = depth_l1(render.depth, render.accumulation, gt_depth)
