@@ -763,13 +763,16 @@ def load_holdout_splits(
     depth_files: Optional[Sequence[DepthFile]] = None,
     depth_cameras: Optional[Cameras] = None,
     depth_scale: float = 1.0,
+    mask_files: Optional[Sequence[PathLike]] = None,
 ) -> Dict[str, ImageSet]:
     """Split views into train / every-``holdout``-th test (the LLFF protocol) and load their images.
 
     ``cameras`` and ``paths`` list every view in order; ``source`` names the file that defined the
     views (for the empty-split error), ``folder`` the image folder (for loading messages). With
     ``depth_files`` (one per view) the depth maps are loaded too (:func:`load_depths`, scaled by
-    ``depth_scale``; ``depth_cameras``: every view's camera at the image files' resolution).
+    ``depth_scale``; ``depth_cameras``: every view's camera at the image files' resolution); with
+    ``mask_files`` (one per view, each the size of its image file) the training masks
+    (:func:`load_masks`).
     """
     train_idx, test_idx = every_nth_split(len(paths), holdout)
     if not train_idx:
@@ -786,5 +789,9 @@ def load_holdout_splits(
             depths = load_depths([depth_files[i] for i in idx], loaded.source_sizes[0], downscale, scale=depth_scale,
                                  cameras=None if depth_cameras is None else depth_cameras[idx],
                                  source=f"{source} [{name}]", progress=progress)  # fmt: skip
-        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths, depths)
+        masks = None
+        if mask_files is not None:
+            masks = load_masks([mask_files[i] for i in idx], loaded.source_sizes[0], downscale,
+                               source=f"{source} [{name}]", progress=progress)  # fmt: skip
+        image_sets[name] = make_image_set(cameras[idx], loaded, split_paths, depths, masks)
     return image_sets

@@ -89,6 +89,14 @@ def _read_data(cfg: DataConfig) -> SceneDataset:
                 f"scene; COLMAP depth maps come with a COLMAP dense workspace (images/, sparse/, stereo/)"
             )
         options["depth_maps"] = cfg.colmap_depth_maps
+    if cfg.colmap_masks is not None:
+        found = detect_format(cfg.path)
+        if found != "colmap":
+            raise InputError(
+                f"DataConfig.colmap_masks (--colmap-masks {cfg.colmap_masks}): {cfg.path} is a {found!r} scene; "
+                f"transforms scenes name their masks per frame ('mask_path')"
+            )
+        options["masks"] = cfg.colmap_masks
     return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background, **options)
 
 

@@ -58,6 +58,7 @@ class DataConfig:
             written before this option existed loads as world, the space it was trained in.
         colmap_depth_maps: ``"geometric"`` / ``"photometric"``: a COLMAP dense workspace's depth maps
             become ``ImageSet.depths`` (:func:`~langfield.data.readers.colmap.load_colmap`'s ``depth_maps``).
+        colmap_masks: a folder of training masks for a COLMAP scene (``load_colmap``'s ``masks``).
     """
 
     path: Annotated[str, tyro.conf.arg(aliases=("--data",))] = PROCEDURAL
@@ -81,6 +82,9 @@ class DataConfig:
     colmap_depth_maps: Optional[Literal["geometric", "photometric"]] = None
     """COLMAP dense workspace: read its multi-view-stereo depth maps (stereo/depth_maps/*.<kind>.bin) as the
     scene's depth, e.g. for --set depth_loss_weight=W (estimates, not ground truth)."""
+    colmap_masks: Optional[str] = None
+    """COLMAP scene: a folder of training masks, <image name>.png (COLMAP's convention) or <image stem>.png;
+    0 = ignore the pixel in training (relative paths: inside the scene folder)."""
 
     @classmethod
     def migrate_dict(cls, data: Dict[str, Any]) -> Dict[str, Any]:

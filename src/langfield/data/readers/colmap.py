@@ -16,6 +16,10 @@ recognises it, :func:`load_colmap` loads it. The model files are parsed by :mod:
 * Depth (opt-in, ``depth_maps="geometric" | "photometric"``): a dense workspace's multi-view-stereo
   depth maps ``stereo/depth_maps/<name>.<kind>.bin`` (:func:`langfield.io.colmap.read_dense_array`),
   z-depth turned into ray distances and scaled into the normalised frame.
+* Training masks (opt-in, ``masks=DIR``): one single-channel image per registered image, COLMAP's own
+  mask convention ``DIR/<image name>.png`` (``a.jpg`` -> ``a.jpg.png``, as ``colmap feature_extractor
+  --ImageReader.mask_path`` reads them) or the image's name with a ``.png`` suffix (``a.png`` for
+  ``a.jpg``, as nerfstudio's ``ns-process-data`` writes them); 0 = ignore the pixel in training.
 * ``forward_facing`` from :func:`langfield.data.ray_space.capture_looks_forward_facing` (viewing
   directions within 60 degrees of their mean, camera spread under half the median point depth);
   the ``"auto"`` ray space then trains NeRF-family methods in NDC.
@@ -74,6 +78,29 @@ def _depth_map_files(root: Path, images, kind: str, source: str, allow_outside: 
     return files
 
 
+def _mask_files(root: Path, masks: PathLike, images, source: str, allow_outside: bool) -> List[Path]:
+    """The training mask of every registered image in the folder ``masks`` (relative: to the scene folder):
+    ``<name>.png`` (COLMAP's convention) or else ``<name with suffix .png>`` (nerfstudio's), all present."""
+    folder = Path(masks)
+    if not folder.is_absolute():
+        folder = root / folder
+    if not folder.is_dir():
+        raise InputError(
+            f"masks: folder {folder} not found (a folder of one mask image per registered image; a relative path "
+            f"is taken inside the scene folder {root})"
+        )
+    files = []
+    for im in images:
+        candidates = [folder / f"{im.name}.png", folder / Path(im.name).with_suffix(".png")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            tried = " or ".join(str(c) for c in dict.fromkeys(candidates))
+            raise InputError(f"{source}: image {im.id} {im.name!r}: no training mask in {folder} (looked for {tried})")
+        confine_path(found, folder, f"{source}: image {im.id} mask", allow_outside=allow_outside)
+        files.append(found)
+    return files
+
+
 def is_colmap_scene(path: PathLike) -> bool:
     """True for a folder holding a COLMAP model (see :func:`~langfield.io.colmap.find_model_dir`)."""
     path = Path(path)
@@ -92,6 +119,7 @@ def load_colmap(
     progress: Optional[bool] = None,
     allow_outside_paths: bool = False,
     depth_maps: Optional[str] = None,
+    masks: Optional[PathLike] = None,
 ) -> SceneDataset:
     """Load a COLMAP scene folder.
 
@@ -116,6 +144,11 @@ def load_colmap(
             registered image needs its map, of its image's size. ``None`` (default): no depth. These
             are *estimates* (for depth supervision), not ground truth: evaluations then report
             ``depth_mae`` against them.
+        masks: a folder of training masks (relative paths: inside the scene folder), one single-channel
+            image per registered image, each the size of the image file read: ``<image name>.png``
+            (COLMAP's mask convention) or the image name with its suffix replaced by ``.png``
+            (nerfstudio's); 0 = ignore the pixel in training (transients, the capture rig), non-zero = use.
+            They become ``ImageSet.masks`` (:func:`~langfield.data.loading.load_masks`). ``None``: no masks.
     """
     root = Path(path)
     downscale = check_downscale(downscale)
@@ -164,6 +197,7 @@ def load_colmap(
         paths.append(p)
     cameras = Cameras(**{k: torch.cat([getattr(c, k) for c in cam_list], 0) for k in ("c2w", "Ks", "widths", "heights", "dist")})
     depth_files = None if depth_maps is None else _depth_map_files(root, images, depth_maps, str(img_file), allow_outside_paths)
+    mask_files = None if masks is None else _mask_files(root, masks, images, str(img_file), allow_outside_paths)
     file_cameras = cameras  # at the image files' resolution: the depth maps' z-to-ray conversion
     if residual != 1.0:
         cameras = cameras.rescaled(residual)
@@ -178,6 +212,7 @@ def load_colmap(
         cameras, paths, residual, source=str(img_file), folder=folder, root=root,
         splits=splits, max_images=max_images, progress=progress, holdout=HOLDOUT,
         depth_files=depth_files, depth_cameras=file_cameras, depth_scale=float(similarity_scale(T)),
+        mask_files=mask_files,
     )
 
     points = rgb = None
