@@ -420,8 +420,8 @@ def _truncate(path: Path) -> None:
 
 _add("depth-partial", _depth_maps(lambda root: (root / "train" / "r_1_depth.npy").unlink()),
      match=TJ + r": frame 1 .*r_1_depth\.npy not found, but other frames of this split have one")  # fmt: skip
-_add("depth-size", _depth_maps(lambda root: np.save(root / "train" / "r_0_depth.npy", np.ones((3, 4), np.float32))),
-     match=TJ + r" \[train\]: depth map .*r_0_depth\.npy has shape \(3, 4\) but its image is 6x8")  # fmt: skip
+_add("depth-size", _depth_maps(lambda root: np.save(root / "train" / "r_0_depth.npy", np.ones((3, 5), np.float32))),
+     match=TJ + r" \[train\]: depth map .*r_0_depth\.npy has shape \(3, 5\) but its image is 6x8")  # fmt: skip
 _add("depth-integer", _depth_maps(lambda root: np.save(root / "train" / "r_1_depth.npy", np.ones((rs.H, rs.W), np.uint16))),
      match=r"r_1_depth\.npy: depth map has dtype uint16")  # fmt: skip
 _add("depth-pickle", _depth_maps(lambda root: np.save(root / "train" / "r_0_depth.npy", np.array([{}], dtype=object))),
@@ -456,8 +456,8 @@ def _sensor_depth(mutate: Callable[[Path], Any]):
 
 _add("depth-file-colour", _sensor_depth(lambda root: _png(root / "train" / "z_1.png", np.zeros((rs.H, rs.W, 3), np.uint8))),
      match=r"z_1\.png: a depth image must be a single-channel image .*got mode 'RGB'")  # fmt: skip
-_add("depth-file-size", _sensor_depth(lambda root: _png(root / "train" / "z_0.png", np.full((3, 4), 1500, np.uint16))),
-     match=TJ + r" \[train\]: depth map .*z_0\.png has shape \(3, 4\) but its image is 6x8")  # fmt: skip
+_add("depth-file-size", _sensor_depth(lambda root: _png(root / "train" / "z_0.png", np.full((3, 5), 1500, np.uint16))),
+     match=TJ + r" \[train\]: depth map .*z_0\.png has shape \(3, 5\) but its image is 6x8")  # fmt: skip
 _add("depth-file-and-path", _sensor_depth(lambda root: rs.set_frame(root / TRAIN, 1, "depth_path", "./train/z_1.npy")),
      match=TJ + r": frame 1 .*both 'depth_path' .* and 'depth_file_path' .* keep one")  # fmt: skip
 _add("depth-file-missing", frame(0, "depth_file_path", "./train/none.png"),

@@ -304,6 +304,23 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.where(cover >= 0.5, total / np.maximum(cover, 1e-12), 0.0).astype(np.float32)
 
 
+def resample_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A ray-distance (or z) map ``depth [H, W]`` at ``[height, width]`` float32, 0 = no depth.
+
+    Down (the output no larger on either axis): :func:`resize_depth`, the valid-only area average.
+    Up (a low-resolution sensor's depth beside its colour image): nearest-neighbour at the output pixel
+    centres (:func:`resize_labels`), so a hole stays a hole and no depth is interpolated across an edge.
+
+    >>> resample_depth(np.array([[1.0, 0.0]], np.float32), 4, 2).tolist()
+    [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]
+    """
+    h_in, w_in = depth.shape[:2]
+    if w_in >= width and h_in >= height:
+        return resize_depth(depth, width, height)
+    valid = np.isfinite(depth) & (depth > 0)
+    return resize_labels(np.where(valid, depth, 0.0).astype(np.float32), width, height)
+
+
 def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Downscale a training mask ``mask [H, W]`` (bool, True = use the pixel) to ``[height, width]`` bool.
 
@@ -553,20 +570,26 @@ def load_depths(
         paths: one per image and in order: a path (a ``"ray"`` :class:`DepthFile`: float ``.npy``
             ``[H, W]`` or ``[H, W, 1]`` ray distances in the dataset's original world units) or a
             :class:`DepthFile` (``"z"``: sensor z-depth times its ``unit_scale``).
-        image_size: ``(W, H)`` of the images at full resolution; every map must have that size.
-        downscale: the images' factor; the maps follow with :func:`resize_depth` to
-            :func:`downscaled_size`, the images' size (after any z-to-ray conversion).
+        image_size: ``(W, H)`` of the images at full resolution. A map of another size with the same
+            aspect ratio (within 1 %) is resampled (:func:`resample_depth`): a larger one (a dense
+            depth at full resolution beside pre-shrunk ``images_K``) is area-averaged over its valid
+            pixels, a smaller one (a phone's LiDAR depth beside its colour) is upsampled nearest-neighbour,
+            so no depth is blended across an edge.
+        downscale: the images' factor; the maps follow to :func:`downscaled_size`, the images' size.
         scale: multiplies every valid distance: the uniform scale of the dataset's
             ``world_transform`` (:func:`~langfield.geometry.normalize.similarity_scale`), so the
             distances are in the normalised frame like the cameras.
-        cameras: the images' cameras at full resolution, one per map; needed by ``"z"`` files only.
+        cameras: the images' cameras at full resolution, one per map; needed by ``"z"`` files only
+            (a z-depth becomes a ray distance through the camera rescaled to the map's own size when
+            the map is downsampled, to the output size when it is upsampled).
         source: what the maps belong to, for messages.
 
     Returns:
         ``[C, h, w, 1]`` float32, 0 where there is no depth.
 
     Raises:
-        InputError: naming the file, for a map that cannot be read as depth or is not its image's size.
+        InputError: naming the file, for a map that cannot be read as depth or whose aspect ratio is
+            not its image's.
     """
     items = [p if isinstance(p, DepthFile) else DepthFile(Path(p)) for p in paths]
     for item in items:
@@ -586,16 +609,25 @@ def load_depths(
     def work(i: int) -> np.ndarray:
         item = items[i]
         depth = _read_depth_file(item)
-        if depth.shape != (h0, w0):
+        hm, wm = depth.shape
+        if (hm, wm) != (h0, w0) and abs((wm / w0) / (hm / h0) - 1.0) > 0.01:
             raise InputError(
                 f"{source}: depth map {item.path} has shape {tuple(depth.shape)} but its image is {h0}x{w0} (height x width); "
-                f"expected [H, W] = [{h0}, {w0}]"
+                f"expected [H, W] = [{h0}, {w0}] or the same aspect ratio at another resolution"
             )
         if item.unit_scale != 1.0:
             depth = depth * np.float32(item.unit_scale)
+        shrink = wm >= w and hm >= h  # area-average over valid pixels, else nearest-neighbour upsampling
+        if not shrink:
+            depth = resample_depth(depth, w, h)
         if item.convention == "z":
-            depth = depth * _ray_lengths(cameras, i)
-        depth = resize_depth(depth, w, h)
+            at = (wm, hm) if shrink else (w, h)
+            camera = cameras[i : i + 1]
+            if at != (w0, h0):
+                camera = cameras_for_image_size(camera, *at, source=f"{source}: depth map {item.path}")
+            depth = depth * _ray_lengths(camera, 0)
+        if shrink:
+            depth = resample_depth(depth, w, h)
         return depth * np.float32(scale)
 
     maps = _progress_map(work, list(range(len(items))), f"loading {source}", None, progress)

@@ -216,6 +216,27 @@ def test_mvs_depth_maps_put_every_pixel_on_the_surface(tmp_path):
             np.testing.assert_allclose(small[i, ..., 0].numpy(), expected, rtol=1e-6, atol=1e-6)
 
 
+def test_full_size_mvs_depth_beside_pre_shrunk_images(tmp_path):
+    """A dense workspace's depth maps are at the undistorted images' full size; read beside a pre-shrunk
+    ``images_2`` folder they are converted at their own resolution and area-averaged over valid pixels,
+    giving exactly what the full-size images downscaled by 2 give."""
+    root = tmp_path / "dense"
+    model = write_colmap_scene(root, n=9, model="PINHOLE")
+    write_depth_maps(root, model)
+    shrunk = root / "images_2"
+    shrunk.mkdir()
+    for im in model.images.values():
+        image = iio.imread(root / "images" / im.name)
+        iio.imwrite(shrunk / im.name, image[::2, ::2])
+    via_full = load_colmap(root, downscale=2, depth_maps="geometric", progress=False)
+    (root / "images").rename(root / "images_full")  # only images_2 left: its files are read
+    via_shrunk = load_colmap(root, downscale=2, depth_maps="geometric", progress=False)
+    for split in ("train", "test"):
+        assert via_shrunk.split(split).images.shape[1:3] == (H // 2, W // 2)
+        torch.testing.assert_close(via_shrunk.split(split).depths, via_full.split(split).depths, rtol=1e-6, atol=1e-6)
+    assert bool((via_shrunk.split("train").depths > 0).any())
+
+
 def test_mvs_depth_map_refusals(tmp_path):
     from langfield._checks import InputError
     from langfield.io.colmap import write_dense_array

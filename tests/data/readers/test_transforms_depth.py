@@ -206,6 +206,39 @@ def test_z_depth_through_a_distorted_camera_lands_on_its_plane(tmp_path):
             assert float(corner) > float(centre) * 1.05  # ray distances grow off-axis: converted, not copied
 
 
+def test_low_resolution_z_depth_is_upsampled_before_it_becomes_ray_distances(tmp_path):
+    """A phone's LiDAR depth is smaller than its colour image: a half-size constant-z plane (4x3 beside
+    8x6 images, distorted cameras) is upsampled nearest-neighbour and only then turned into ray distances
+    through each *image* pixel, so every pixel lands on the plane (converting at the map's pixel
+    centres and upsampling the distances would miss by centimetres). A hole stays a 2x2 hole."""
+    root = write_single_scene(tmp_path / "scene", n=4, frame_extra=lambda i: {"depth_file_path": f"depth/{i}.png"})
+    for i in range(4):
+        low = np.full((H // 2, W // 2), 1500)
+        low[0, 1] = 0  # no return: covers image pixels rows 0-1, columns 2-3
+        write_uint16_png(root / "depth" / f"{i}.png", low)
+    ds = load_transforms(root, progress=False)
+    s = float(similarity_scale(ds.world_transform.double()))
+    for split in ds.splits:
+        image_set = ds.split(split)
+        assert image_set.depths.shape == (len(image_set), H, W, 1)
+        for i in range(len(image_set)):
+            depth = image_set.depths[i, ..., 0].double()
+            hole = torch.zeros(H, W, dtype=torch.bool)
+            hole[0:2, 2:4] = True
+            assert torch.equal(depth == 0, hole)
+            rays = rays_from_camera(image_set.cameras, i, 0.0, 1.0)
+            z = depth * (rays.directions.double() @ image_set.cameras.c2w[i, :3, 2].double()) / s
+            torch.testing.assert_close(z[~hole], torch.full_like(z[~hole], 1.5), atol=2e-4, rtol=0)
+
+
+def test_depth_maps_of_another_aspect_ratio_are_refused(tmp_path):
+    root = write_single_scene(tmp_path / "scene", n=3, frame_extra=lambda i: {"depth_file_path": f"depth/{i}.png"})
+    for i in range(3):
+        write_uint16_png(root / "depth" / f"{i}.png", np.full((H // 2, W // 2 + 1), 1500))
+    with pytest.raises(InputError, match=rf"depth/\d\.png has shape \({H // 2}, {W // 2 + 1}\) but its image is {H}x{W} .*same aspect ratio"):
+        load_transforms(root, progress=False)
+
+
 def test_sensor_depth_refusals(tmp_path):
     root = write_single_scene(tmp_path / "scene", n=3, frame_extra=lambda i: {"depth_file_path": f"depth/{i}.png"})
     for i in range(3):
