@@ -42,8 +42,10 @@ Fields (frame-level values override top-level ones):
   :func:`~langfield.data.procedural.write_procedural_dataset` and
   :func:`~langfield.data.toyworld.scene_dataset.write_toyworld_scene` write). All frames of a split
   have one or none does (else an :class:`~langfield._checks.InputError` naming the missing file); a
-  map must be the size of its image. Loaded into ``ImageSet.depths`` area-averaged over valid
-  pixels only when the images are downscaled (:func:`~langfield.data.loading.resize_depth`) and
+  map has its image's size or, at another resolution, its aspect ratio
+  (:func:`~langfield.data.loading.load_depths`: larger maps averaged, smaller ones upsampled).
+  Loaded into ``ImageSet.depths`` area-averaged over valid pixels only when the images are
+  downscaled (:func:`~langfield.data.loading.resize_depth`) and
   multiplied by the uniform scale of ``world_transform``, so the distances are in the normalised
   frame like the cameras. Sensor depth in nerfstudio's form is read too: the frame's
   ``depth_file_path`` (a 16-bit PNG, float TIFF or numeric ``.npy`` of camera **z-depth**, 0 = none),
