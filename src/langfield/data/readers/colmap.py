@@ -142,9 +142,9 @@ def load_colmap(
             ``ImageSet.depths``: camera z-depth in model units turned into ray distances through each
             image's camera, scaled into the normalised frame (0 where stereo found none). Every
             registered image needs its map, of its image's aspect ratio (full-size maps beside a
-            pre-shrunk ``images_K`` folder are converted at their size, then averaged down). ``None`` (default): no depth. These
-            are *estimates* (for depth supervision), not ground truth: evaluations then report
-            ``depth_mae`` against them.
+            pre-shrunk ``images_K`` folder are converted at their size, then averaged down).
+            ``None`` (default): no depth. These are *estimates* (for depth supervision), not ground
+            truth: evaluations then report ``depth_mae`` against them.
         masks: a folder of training masks (relative paths: inside the scene folder), one single-channel
             image per registered image, each the size of the image file read: ``<image name>.png``
             (COLMAP's mask convention) or the image name with its suffix replaced by ``.png``
