@@ -81,22 +81,19 @@ def _read_data(cfg: DataConfig) -> SceneDataset:
         )  # fmt: skip
     # passed only when set, so third-party readers without the option keep working by default
     options: Dict[str, Any] = {"allow_outside_paths": True} if cfg.allow_outside_paths else {}
-    if cfg.colmap_depth_maps is not None:
+    colmap_only = {  # DataConfig field -> (its value, load_colmap's option, where other scenes get it)
+        "colmap_depth_maps": (cfg.colmap_depth_maps, "depth_maps",
+                              "COLMAP depth maps come with a COLMAP dense workspace (images/, sparse/, stereo/)"),
+        "colmap_masks": (cfg.colmap_masks, "masks", "transforms scenes name their masks per frame ('mask_path')"),
+    }  # fmt: skip
+    for field, (value, option, why) in colmap_only.items():
+        if value is None:
+            continue
         found = detect_format(cfg.path)
         if found != "colmap":
-            raise InputError(
-                f"DataConfig.colmap_depth_maps (--colmap-depth-maps {cfg.colmap_depth_maps}): {cfg.path} is a {found!r} "
-                f"scene; COLMAP depth maps come with a COLMAP dense workspace (images/, sparse/, stereo/)"
-            )
-        options["depth_maps"] = cfg.colmap_depth_maps
-    if cfg.colmap_masks is not None:
-        found = detect_format(cfg.path)
-        if found != "colmap":
-            raise InputError(
-                f"DataConfig.colmap_masks (--colmap-masks {cfg.colmap_masks}): {cfg.path} is a {found!r} scene; "
-                f"transforms scenes name their masks per frame ('mask_path')"
-            )
-        options["masks"] = cfg.colmap_masks
+            flag = "--" + field.replace("_", "-")
+            raise InputError(f"DataConfig.{field} ({flag} {value}): {cfg.path} is a {found!r} scene; {why}")
+        options[option] = value
     return load_dataset(cfg.path, downscale=cfg.downscale, background=cfg.background, **options)
 
 
