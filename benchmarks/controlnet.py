@@ -139,7 +139,7 @@ import torch
 
 from langfield._checks import InputError, check_choice
 from langfield.configs import config_to_dict
-from langfield.generation.control import NORMALIZATIONS, generate_controlled
+from langfield.generation.control import INJECTIONS, NORMALIZATIONS, generate_controlled
 from langfield.generation.loading import load_pipeline
 from langfield.generation.sampling import generate
 from langfield.io.atomic import atomic_write_json
@@ -402,7 +402,7 @@ def controlnet_options(args) -> ControlTrainConfig:
     train_base = () if names == "none" else tuple(n.strip() for n in names.split(","))
     try:
         return ControlTrainConfig(lr_schedule=args.lr_schedule, controlnext_normalization=args.controlnext_normalization,
-                                  controlnext_train_base=train_base)  # fmt: skip
+                                  controlnext_train_base=train_base, controlnext_injection=args.controlnext_injection)  # fmt: skip
     except InputError as err:
         raise SystemExit(f"--controlnext-train-base: {err}") from None
 
@@ -851,6 +851,9 @@ def main(argv=None) -> Dict[str, Any]:
     parser.add_argument("--controlnext-train-base", default=",".join(ControlTrainConfig.controlnext_train_base),
                         help="substrings (comma-separated) of the base UNet's parameter names ControlNeXt trains besides its "
                              "encoder; 'none': the encoder alone")
+    parser.add_argument("--controlnext-injection", default=ControlTrainConfig.controlnext_injection, choices=INJECTIONS,
+                        help="where ControlNeXt adds its control in the UNet's first down block: after_block (after its "
+                             "downsampler, the authors' released code) or before_downsample (at the latent's own resolution)")
     parser.add_argument("--guess-settings", default="",
                         help="guess-mode scale / guidance per adapter for the empty_guess rows, overriding GUESS_SETTINGS: "
                              "comma-separated KIND=SCALE/GUIDANCE, e.g. controlnext=1/3 (choose them on validation scenes)")
@@ -1140,7 +1143,7 @@ def main(argv=None) -> Dict[str, Any]:
         "guess_mode": {k: {"conditioning_scale": v[0], "guidance": v[1]} for k, v in guess_settings.items()},
         "num_images": n, "sampling_steps": plan.sampling_steps, "guidance": GUIDANCE, "train_steps": steps, "batch_size": plan.batch_size,
         "lr": LR, "lr_schedule": args.lr_schedule,
-        "controlnext_normalization": args.controlnext_normalization,
+        "controlnext_normalization": args.controlnext_normalization, "controlnext_injection": args.controlnext_injection,
         "controlnext_train_base": list(adapter_options.controlnext_train_base), "probe_s_per_step": probe, "curve_points": points,
         "instruments": {
             "fidelity_phase": str(fidelity.folder),

@@ -487,14 +487,20 @@ def test_controlnext_encoder_takes_the_blocks_timestep_embedding():
         assert torch.equal(plain.encode(cond, t1), plain.encode(cond, t2)) and torch.equal(plain.encode(cond), plain.encode(cond, t1))
 
 
-def _unet_after_first_block(u, noisy, temb, emb, first):
-    """The rest of a UNet2DConditionModel's forward after its first down block gave ``first`` (the same
-    tensor as that block's last skip), written out: the reference for the hook's effect."""
+def _first_block_layers(u, noisy, temb, emb):
+    """``[conv_in's output, then each ResNet + attention layer's of the first down block]``: the skip tensors that
+    block takes before its downsampler (the last is the downsampler's input), written out."""
     skips = [u.conv_in(noisy)]
-    h0 = skips[0]
     for r, at in zip(u.down_blocks[0].resnets, u.down_blocks[0].attentions):
-        h0 = at(r(h0, temb), encoder_hidden_states=emb).sample
-        skips.append(h0)
+        skips.append(at(r(skips[-1], temb), encoder_hidden_states=emb).sample)
+    return skips
+
+
+def _unet_after_first_block(u, noisy, temb, emb, first, block_skips=None):
+    """The rest of a UNet2DConditionModel's forward after its first down block gave ``first`` (the same
+    tensor as that block's last skip; its earlier skips ``block_skips``, default the plain ones), written out:
+    the reference for the hook's effect."""
+    skips = list(_first_block_layers(u, noisy, temb, emb) if block_skips is None else block_skips)
     skips.append(first)
     h = first
     for block in u.down_blocks[1:]:
@@ -511,6 +517,48 @@ def _unet_after_first_block(u, noisy, temb, emb, first):
         else:
             h = block(h, res_hidden_states_tuple=res, temb=temb)
     return u.conv_out(u.conv_act(u.conv_norm_out(h)))
+
+
+def test_controlnext_before_downsample_adds_the_control_at_the_latent_resolution_and_to_its_skip(tmp_path):
+    """``injection="before_downsample"``: the encoder stops one halving earlier (the latent's own grid) and the
+    block's last layer output ``h`` -- the downsampler's input and the skip the up path reads -- becomes
+    ``h + cross_normalize(encode(c, temb), h)``; the UNet's whole output matches that written out."""
+    u = unet()
+    a = build_controlnext(u, vae_factor=F, config=ControlNeXtConfig(injection="before_downsample"))
+    after = build_controlnext(unet(), vae_factor=F)
+    assert (a.injection_factor, after.injection_factor) == (F, 2 * F)
+    assert len(a.encoder.downs) == len(after.encoder.downs) - 1
+    noisy, t, emb, cond = inputs()
+    ref = base_out(u, noisy, t, emb)
+    seen = {}
+    hook = u.down_blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.update(temb=kw["temb"]), with_kwargs=True)
+    with torch.no_grad(), a.injecting(cond, 1.0):
+        out = u(noisy, t, encoder_hidden_states=emb).sample
+    hook.remove()
+    with torch.no_grad():
+        assert torch.equal(base_out(u, noisy, t, emb), ref)  # inert outside injecting
+        skips = _first_block_layers(u, noisy, seen["temb"], emb)
+        skips[-1] = skips[-1] + cross_normalize(a.encode(cond, seen["temb"]), skips[-1], mode=a.config.normalization)
+        expected = _unet_after_first_block(u, noisy, seen["temb"], emb, u.down_blocks[0].downsamplers[0](skips[-1]), skips)
+        plain_skip = _unet_after_first_block(u, noisy, seen["temb"], emb, u.down_blocks[0].downsamplers[0](skips[-1]))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out - ref).abs().max() > 1e-2 and (out - plain_skip).abs().max() > 1e-4  # the skip carries the control too
+    # the guidance-doubled batch and the save / load round trip keep the injection point
+    with torch.no_grad():
+        before = a.predict(noisy, t, emb, cond)
+    a.save(tmp_path / "nx")
+    a.remove_hook()
+    b = load_control_adapter(tmp_path / "nx", unet())
+    assert b.config.injection == "before_downsample"
+    with torch.no_grad():
+        assert torch.equal(b.predict(noisy, t, emb, cond), before)
+
+
+def test_controlnext_injection_is_checked():
+    with pytest.raises(InputError, match="ControlNeXtConfig.injection"):
+        ControlNeXtConfig(injection="mid_block")
+    with pytest.raises(InputError, match="config.injection: 'before_downsample' needs a first down block with a downsampler"):
+        build_controlnext(unet(block_out_channels=(8,)), vae_factor=F, config=ControlNeXtConfig(injection="before_downsample"))
 
 
 def _reloaded_as_written_earlier(a, folder, rewrite):

@@ -182,6 +182,24 @@ def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(t
         rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"), tmp_path / "nx")
 
 
+def test_controlnext_injection_reaches_the_adapter_and_identifies_only_runs_that_set_it(trained, tmp_path):
+    from langfield.runs.controlnet_config import config_identity
+
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4,
+                                controlnext_injection="before_downsample")  # fmt: skip
+    adapter, _ = rc.train_control(trained, cfg, tmp_path / "nx")
+    loaded, _, _ = rc.load_trained_control(tmp_path / "nx")
+    assert adapter.config.injection == loaded.config.injection == "before_downsample"
+    assert adapter.injection_factor * 2 == rc.train_control(trained, dataclasses.replace(cfg, controlnext_injection="after_block"))[0].injection_factor
+    # the default leaves every earlier ControlNeXt run's identity (cache keys, resumed folders) as it was
+    assert config_identity(cfg)["controlnext_injection"] == "before_downsample"
+    assert "controlnext_injection" not in config_identity(dataclasses.replace(cfg, controlnext_injection="after_block"))
+    with pytest.raises(InputError, match="controlnext_injection: 'before_downsample' there, 'after_block' now"):
+        rc.train_control(trained, dataclasses.replace(cfg, controlnext_injection="after_block"), tmp_path / "nx")
+    with pytest.raises(InputError, match="controlnext_injection.*'middle'"):
+        rc.ControlTrainConfig(adapter="controlnext", controlnext_injection="middle")
+
+
 def test_controlnext_train_base_chooses_the_trained_base_weights_and_identifies_its_runs(trained, tmp_path):
     from langfield.runs.controlnet_config import config_identity
 

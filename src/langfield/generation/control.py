@@ -121,6 +121,8 @@ __all__ = [
 CONTROL_FILE = "langfield_control.json"
 _FORMAT = 1
 NORMALIZATIONS = ("channel", "sample")
+#: Where ControlNeXt adds its control in the UNet's first down block (:class:`ControlNeXtConfig`).
+INJECTIONS = ("after_block", "before_downsample")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -529,6 +531,13 @@ class ControlNeXtConfig:
             ``False``: plain conv + SiLU stages that see the condition only (the layout saved by
             earlier langfield versions, which :func:`load_control_adapter` still reads).
         groups: GroupNorm groups of the ResNet blocks (every stage width must be a multiple).
+        injection: the one place the control is added (the paper adds it once, at a single block of
+            the denoising branch, and leaves which block a choice): ``"after_block"``, the
+            output of the UNet's first down block, after its downsampler (the authors' released SD
+            1.5 / SDXL code: 1 / 16 of the image's width there, a 32 x 32 grid at 512 px), or
+            ``"before_downsample"``, the same block's output at the latent's own resolution, just
+            before that downsampler (twice as fine: a small model on small images, where the first
+            point leaves objects one or two cells wide). Both control the matching skip tensor too.
     """
 
     condition_channels: int = 3
@@ -538,11 +547,13 @@ class ControlNeXtConfig:
     train_base: Tuple[str, ...] = ("attn1.to_out", "attn2.to_out")
     time_conditioned: bool = True
     groups: int = 4
+    injection: str = "after_block"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_int_range(self.condition_channels, "ControlNeXtConfig.condition_channels", lo=1)
         check_choice(self.normalization, "ControlNeXtConfig.normalization", NORMALIZATIONS)
+        check_choice(self.injection, "ControlNeXtConfig.injection", INJECTIONS)
         check_finite_number(self.eps, "ControlNeXtConfig.eps", lo=0.0, lo_inclusive=False)
         check_int_range(self.groups, "ControlNeXtConfig.groups", lo=1)
         if self.widths is not None:
@@ -620,11 +631,12 @@ def _time_channels(unet: Any) -> int:
 class ControlNeXtAdapter(ControlAdapter):
     """ControlNeXt on a UNet: encoder + cross normalisation, injected by a forward hook.
 
-    The hook sits on ``unet.down_blocks[0]``: while :meth:`injecting` is active it replaces the
-    block's output ``h`` (and the identical last skip tensor) by
+    Hooks on ``unet.down_blocks[0]``: while :meth:`injecting` is active they replace the block's
+    hidden state ``h`` at ``config.injection`` -- its output (``"after_block"``) or the input of its
+    downsampler (``"before_downsample"``) -- and the skip tensor that is that same ``h`` by
     ``h + scale * cross_normalize(encode(condition, temb), h)``, ``temb`` being the timestep
     embedding the block itself received (so the encoder sees the noise level of every UNet call);
-    otherwise it does nothing, so the UNet is unchanged for every other caller. (The authors'
+    otherwise they do nothing, so the UNet is unchanged for every other caller. (The authors'
     released SD 1.5 code adds the control after the block's skip tensors were taken, so there the
     up path's matching skip stays uncontrolled; here it carries the control too. The paper's text
     fixes neither.) The trainable parameters are the encoder and the base's parameters whose names
@@ -647,7 +659,11 @@ class ControlNeXtAdapter(ControlAdapter):
             raise InputError(f"config: expected a ControlNeXtConfig, got {type(config).__name__}")
         super().__init__(vae_factor, config.condition_channels)
         block = unet.down_blocks[0]
-        extra = 1 if getattr(block, "downsamplers", None) else 0
+        downsamplers = getattr(block, "downsamplers", None)
+        if config.injection == "before_downsample" and not downsamplers:
+            raise InputError("config.injection: 'before_downsample' needs a first down block with a downsampler; this UNet's "
+                             "first block keeps the latent's resolution, so 'after_block' is already there")  # fmt: skip
+        extra = 1 if downsamplers and config.injection == "after_block" else 0
         halvings = _levels(vae_factor) + extra
         widths = config.widths if config.widths is not None else _default_widths(halvings, int(unet.config.block_out_channels[0]))
         self.config = config
@@ -672,21 +688,59 @@ class ControlNeXtAdapter(ControlAdapter):
         self._condition: Optional[Tensor] = None
         self._scale = 0.0
         self._conditional_only = False  # guess mode (generate_controlled): inject on the conditional half only
-        self._hook = block.register_forward_hook(self._inject, with_kwargs=True)
+        self._temb: Optional[Tensor] = None  # the block's timestep embedding in the current call (before_downsample)
+        self._replaced: Optional[Tuple[Tensor, Tensor]] = None  # (h, controlled h) at the downsampler's input
+        self._hooks = [block.register_forward_hook(self._inject, with_kwargs=True)]
+        if config.injection == "before_downsample":
+            self._hooks.append(block.register_forward_pre_hook(self._remember_temb, with_kwargs=True))
+            self._hooks.append(downsamplers[0].register_forward_pre_hook(self._inject_before_downsample, with_kwargs=True))
 
     @property
     def base(self) -> nn.Module:
         return self.unet
 
     def remove_hook(self) -> None:
-        """Detach the hook from the UNet (the adapter stops working)."""
-        self._hook.remove()
+        """Detach the hooks from the UNet (the adapter stops working)."""
+        for hook in self._hooks:
+            hook.remove()
+
+    def _active(self) -> bool:
+        return self._condition is not None and self._scale != 0.0
+
+    def _remember_temb(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
+        self._temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
+        self._replaced = None
+
+    def _inject_before_downsample(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> Any:
+        if not self._active():
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        new = self._controlled(hidden, self._temb)
+        self._replaced = (hidden, new)
+        if args:
+            return (new, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": new}
 
     def _inject(self, module: nn.Module, args: Any, kwargs: Dict[str, Any], output: Any) -> Any:
-        cond = self._condition
-        if cond is None or self._scale == 0.0:
+        if not self._active():
             return None
         hidden, skips = output
+        if self.config.injection == "before_downsample":
+            replaced, self._replaced, self._temb = self._replaced, None, None
+            if replaced is None:
+                raise InputError("unet.down_blocks[0]: its downsampler was not called, so ControlNeXt's control was not added")
+            old, new = replaced
+            return hidden, tuple(new if skip is old else skip for skip in skips)
+        temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
+        new = self._controlled(hidden, temb)
+        skips = tuple(skips)
+        if skips and skips[-1] is hidden:
+            skips = skips[:-1] + (new,)
+        return new, skips
+
+    def _controlled(self, hidden: Tensor, temb: Optional[Tensor]) -> Tensor:
+        """``hidden + scale * cross_normalize(encode(condition, temb), hidden)`` for the UNet batch ``hidden``."""
+        cond = self._condition
         scale: Union[float, Tensor] = self._scale
         if cond.shape[0] != hidden.shape[0]:
             if hidden.shape[0] % cond.shape[0]:
@@ -695,17 +749,12 @@ class ControlNeXtAdapter(ControlAdapter):
             cond = cond.repeat(copies, 1, 1, 1)  # classifier-free guidance doubles the batch
             if self._conditional_only and copies == 2:  # guess mode: the unconditional half stays the bare base
                 scale = _conditional_half_scale(hidden, self._scale)
-        temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
         feats = self.encode(cond, temb)
         if feats.shape[1:] != hidden.shape[1:]:
             raise InputError(f"condition: encoded to {tuple(feats.shape[1:])}, the UNet's first block gives {tuple(hidden.shape[1:])}")
         # statistics in float32 (a float16 variance over a feature map loses most of its digits)
         normed = cross_normalize(feats.float(), hidden.float(), mode=self.config.normalization, eps=self.config.eps)
-        new = hidden + scale * normed.to(hidden.dtype)
-        skips = tuple(skips)
-        if skips and skips[-1] is hidden:
-            skips = skips[:-1] + (new,)
-        return new, skips
+        return hidden + scale * normed.to(hidden.dtype)
 
     @contextlib.contextmanager
     def injecting(self, condition: Tensor, scale: float = 1.0) -> Iterator[None]:

@@ -96,6 +96,7 @@ from langfield.runs.controlnet_config import (
     ControlTrainConfig,
     architecture_fields,
     config_identity,
+    identity_field,
 )
 from langfield.runs.toyworld import (
     CACHE_VERSION,
@@ -576,8 +577,8 @@ def _start_from(adapter: ControlAdapter, config: ControlTrainConfig, source: Con
         raise InputError(f"{where}: {err}".replace(f"{where}: out_dir: ", f"{where}: ")) from None
     old = rec.get("config", {})
     now = config_identity(config)
-    diff = [f"{k}: {old.get(k)!r} there, {now.get(k)!r} here" for k in architecture_fields(config.adapter)
-            if json.loads(json.dumps(old.get(k))) != now.get(k)]
+    diff = [f"{k}: {identity_field(old, k)!r} there, {identity_field(now, k)!r} here" for k in architecture_fields(config.adapter)
+            if json.loads(json.dumps(identity_field(old, k))) != identity_field(now, k)]
     if Path(rec.get("base", "")).resolve() != Path(source.pipeline_dir).resolve():
         diff.append(f"base: {rec.get('base')} there, {source.pipeline_dir} here")
     if diff:
@@ -602,7 +603,7 @@ def _claim_run_dir(train_dir: Path, config: ControlTrainConfig, source: ControlS
         if previous != identity:
             old, now = previous.get("config", {}), identity["config"]
             fields = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
-            diff = ", ".join(f"{k}: {old.get(k)!r} there, {now.get(k)!r} now" for k in fields)
+            diff = ", ".join(f"{k}: {identity_field(old, k)!r} there, {identity_field(now, k)!r} now" for k in fields)
             if previous.get("base") != identity["base"]:
                 diff = ", ".join(filter(None, [diff, f"base: {previous.get('base')} there, {identity['base']} now"]))
             raise InputError(f"out_dir: {train_dir.parent} holds a run of another configuration ({diff}); give a new folder "

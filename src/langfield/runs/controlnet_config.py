@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 from langfield._checks import InputError, check_choice, check_fields, check_int_range
 from langfield.configs import check_field_types, config_to_dict
-from langfield.generation.control import NORMALIZATIONS, ControlNeXtConfig
+from langfield.generation.control import INJECTIONS, NORMALIZATIONS, ControlNeXtConfig
 from langfield.methods.schedules import LR_SCHEDULES
 
-__all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig", "config_identity"]
+__all__ = ["ADAPTERS", "CONDITIONS", "MEASURED_CONDITIONS", "ControlTrainConfig", "config_identity", "identity_field"]
 
 #: Conditions computed from the toy world's exact renders (module docstring).
 CONDITIONS = ("depth", "edges", "segmentation", "normals")
@@ -43,6 +43,9 @@ class ControlTrainConfig:
         controlnext_train_base: substrings of the base UNet's parameter names that ControlNeXt trains
             besides its encoder (ControlNeXtConfig.train_base; default the attention output
             projections; none: the encoder alone).
+        controlnext_injection: where ControlNeXt adds its control in the first down block,
+            ``"after_block"`` (after its downsampler, the authors' released code) or
+            ``"before_downsample"`` (at the latent's own resolution); ControlNeXtConfig.injection.
         max_images: training images used (0 = the whole training split).
         seed: the new layers' initial weights and the batch order.
         init_from: a folder an earlier run wrote (``control_train.json`` and ``adapter/``): this run starts
@@ -63,6 +66,7 @@ class ControlTrainConfig:
     xs_size_ratio: float = 0.25
     controlnext_normalization: str = ControlNeXtConfig.normalization
     controlnext_train_base: Tuple[str, ...] = ControlNeXtConfig.train_base
+    controlnext_injection: str = ControlNeXtConfig.injection
     max_images: int = 0
     seed: int = 0
     init_from: str = ""
@@ -73,6 +77,7 @@ class ControlTrainConfig:
         check_choice(self.adapter, "adapter", ADAPTERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_choice(self.controlnext_normalization, "controlnext_normalization", NORMALIZATIONS)
+        check_choice(self.controlnext_injection, "controlnext_injection", INJECTIONS)
         check_fields(self, "ControlTrainConfig", int_min_1=("steps", "batch_size"), positive=("lr", "xs_size_ratio"),
                      fraction=("warmup", "empty_prompt_rate"))  # fmt: skip
         check_int_range(self.max_images, "ControlTrainConfig.max_images", lo=0)
@@ -83,15 +88,23 @@ class ControlTrainConfig:
 
     def controlnext_config(self) -> ControlNeXtConfig:
         """The :class:`ControlNeXtConfig` of a ControlNeXt this run trains (its ``controlnext_*`` options)."""
-        return ControlNeXtConfig(normalization=self.controlnext_normalization, train_base=tuple(self.controlnext_train_base))
+        return ControlNeXtConfig(normalization=self.controlnext_normalization, train_base=tuple(self.controlnext_train_base),
+                                 injection=self.controlnext_injection)  # fmt: skip
 
 
 #: Options that shape one adapter kind only, added after runs of the other kinds were written: they enter
 #: :func:`config_identity` for that kind alone, so the identity of every other run is unchanged.
-_ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext", "controlnext_train_base": "controlnext"}
+_ONE_KIND_OPTIONS = {"controlnext_normalization": "controlnext", "controlnext_train_base": "controlnext",
+                     "controlnext_injection": "controlnext"}  # fmt: skip
 #: Options added after runs were written that enter :func:`config_identity` only when set (not their default), so
 #: the identity of every run that leaves them unset is unchanged.
-_SET_ONLY_OPTIONS = {"init_from": ""}
+_SET_ONLY_OPTIONS = {"init_from": "", "controlnext_injection": ControlNeXtConfig.injection}
+
+
+def identity_field(identity: dict, name: str) -> Any:
+    """Field ``name`` of a :func:`config_identity` dict, an option left out because it was unset read as its default
+    (what a message comparing two identities shows); ``None`` for a field the identity does not have."""
+    return identity.get(name, _SET_ONLY_OPTIONS.get(name))
 
 
 def architecture_fields(adapter: str) -> List[str]:
@@ -111,6 +124,6 @@ def config_identity(config: ControlTrainConfig) -> dict:
         if config.adapter != kind:
             out.pop(name)
     for name, unset in _SET_ONLY_OPTIONS.items():
-        if out[name] == unset:
-            out.pop(name)
+        if out.get(name, unset) == unset:
+            out.pop(name, None)
     return json.loads(json.dumps(out))
