@@ -156,13 +156,18 @@ def test_a_tiny_run_on_rendered_normals_writes_a_loadable_adapter(trained, tmp_p
         assert pipe.denoiser is loaded.base
 
 
+def _one_step_controlnext_run(trained, folder, **options):
+    """A one-step ControlNeXt run on 4 images with ``options`` into ``folder``: (config, trained adapter, the adapter
+    read back from the folder)."""
+    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4, **options)
+    adapter, _ = rc.train_control(trained, cfg, folder)
+    return cfg, adapter, rc.load_trained_control(folder)[0]
+
+
 def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(trained, tmp_path):
     from langfield.runs.controlnet_config import config_identity
 
-    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4,
-                                controlnext_normalization="sample")  # fmt: skip
-    adapter, _ = rc.train_control(trained, cfg, tmp_path / "nx")
-    loaded, _, _ = rc.load_trained_control(tmp_path / "nx")
+    cfg, adapter, loaded = _one_step_controlnext_run(trained, tmp_path / "nx", controlnext_normalization="sample")
     assert adapter.config.normalization == loaded.config.normalization == "sample"
     channel, _ = rc.train_control(trained, dataclasses.replace(cfg, controlnext_normalization="channel"))
     assert channel.config.normalization == "channel"
@@ -185,10 +190,7 @@ def test_controlnext_normalization_reaches_the_adapter_and_identifies_its_runs(t
 def test_controlnext_injection_reaches_the_adapter_and_identifies_only_runs_that_set_it(trained, tmp_path):
     from langfield.runs.controlnet_config import config_identity
 
-    cfg = rc.ControlTrainConfig(condition="depth", adapter="controlnext", steps=1, batch_size=2, lr=1e-3, max_images=4,
-                                controlnext_injection="before_downsample")  # fmt: skip
-    adapter, _ = rc.train_control(trained, cfg, tmp_path / "nx")
-    loaded, _, _ = rc.load_trained_control(tmp_path / "nx")
+    cfg, adapter, loaded = _one_step_controlnext_run(trained, tmp_path / "nx", controlnext_injection="before_downsample")
     assert adapter.config.injection == loaded.config.injection == "before_downsample"
     assert adapter.injection_factor * 2 == rc.train_control(trained, dataclasses.replace(cfg, controlnext_injection="after_block"))[0].injection_factor
     # the default leaves every earlier ControlNeXt run's identity (cache keys, resumed folders) as it was
