@@ -536,8 +536,8 @@ class ControlNeXtConfig:
             output of the UNet's first down block, after its downsampler (the authors' released SD
             1.5 / SDXL code: 1 / 16 of the image's width there, a 32 x 32 grid at 512 px), or
             ``"before_downsample"``, the same block's output at the latent's own resolution, just
-            before that downsampler (twice as fine: a small model on small images, where the first
-            point leaves objects one or two cells wide). Both control the matching skip tensor too.
+            before that downsampler (twice as fine: on the toy world's 32 px images the first point
+            is an 8 x 8 grid). Both control the matching skip tensor too.
     """
 
     condition_channels: int = 3
@@ -707,8 +707,13 @@ class ControlNeXtAdapter(ControlAdapter):
     def _active(self) -> bool:
         return self._condition is not None and self._scale != 0.0
 
+    @staticmethod
+    def _block_temb(args: Any, kwargs: Dict[str, Any]) -> Optional[Tensor]:
+        """The timestep embedding a down block's call received (``block(hidden, temb, ...)`` or ``temb=``)."""
+        return kwargs.get("temb", args[1] if len(args) > 1 else None)
+
     def _remember_temb(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
-        self._temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
+        self._temb = self._block_temb(args, kwargs)
         self._replaced = None
 
     def _inject_before_downsample(self, module: nn.Module, args: Any, kwargs: Dict[str, Any]) -> Any:
@@ -731,8 +736,7 @@ class ControlNeXtAdapter(ControlAdapter):
                 raise InputError("unet.down_blocks[0]: its downsampler was not called, so ControlNeXt's control was not added")
             old, new = replaced
             return hidden, tuple(new if skip is old else skip for skip in skips)
-        temb = kwargs.get("temb", args[1] if len(args) > 1 else None)
-        new = self._controlled(hidden, temb)
+        new = self._controlled(hidden, self._block_temb(args, kwargs))
         skips = tuple(skips)
         if skips and skips[-1] is hidden:
             skips = skips[:-1] + (new,)
