@@ -186,7 +186,9 @@ GUESS_GUIDANCE = 10.0
 # ControlNet-XS and ControlNeXt have no per-resolution residual weights in guess mode (the branch rule alone), and at
 # the ControlNet's scale 2 they overshoot; their settings were chosen the same way on the same validation scenes
 # (XS at 4,000 steps: scale 1 / guidance 5 0.504 vs scale 2 / guidance 10 0.309; ControlNeXt at 1,544 steps: 0.187
-# vs 0.032; README, "Segmentation without a prompt").
+# vs 0.032; README, "Segmentation without a prompt"). ControlNeXt's unconditional half has run on the base as given
+# (its trained subset put back) since 2026-12-07; for that rule 1.5 / 3 was validated on the 18.1 % adapter
+# (docs/controlnet_results.md) and is passed with --guess-settings; this default is the earlier rule's choice.
 GUESS_SETTINGS = {"controlnet": (GUESS_SCALE, GUESS_GUIDANCE), "controlnet_xs": (1.0, 5.0), "controlnext": (1.0, 5.0)}
 #: adapter kind -> (conditioning scale, guidance) in guess mode (``--guess-settings`` overrides ``GUESS_SETTINGS``).
 GuessSettings = Dict[str, tuple]

@@ -3,6 +3,7 @@ on tiny random diffusers models (built here; nothing is downloaded)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -69,6 +70,14 @@ def wake_xs(model, seed: int = 0):
         for name, p in model.named_parameters():
             if p.requires_grad and "to_base" in name or name.startswith("controlnet_cond_embedding.conv_out"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
+
+
+def perturb_subset(adapter, amount: float = 0.05):
+    """Shift the base subset a ControlNeXt trains, as training would."""
+    with torch.no_grad():
+        for n, p in adapter.unet.named_parameters():
+            if n in adapter.base_names:
+                p.add_(amount)
 
 
 def make_adapter(kind: str, u=None, seed: int = 0):
@@ -282,8 +291,10 @@ def test_guess_mode_runs_the_controlnet_on_the_conditional_half_only():
 @pytest.mark.parametrize("kind", ["controlnet_xs", "controlnext"])
 def test_guess_mode_of_xs_and_controlnext_leaves_the_unconditional_half_to_the_base(kind):
     """Every denoiser call of a guess-mode run is checked against its twin computed half by half: the
-    unconditional half is the bare base, the conditional half the adapter at the run's scale."""
+    unconditional half is the bare base, the conditional half the adapter at the run's scale. For
+    ControlNeXt the bare base is the UNet as given, before its trained subset changed."""
     u = unet()
+    given = copy.deepcopy(u)
     adapter = make_adapter(kind, u, seed=1)
     if kind == "controlnet_xs":
         wake_xs(adapter.model)
@@ -291,6 +302,8 @@ def test_guess_mode_of_xs_and_controlnext_leaves_the_unconditional_half_to_the_b
         pipe = sd_pipe(unet())
     else:
         net, pipe = u, sd_pipe(u)
+        perturb_subset(adapter)  # as training would
+        trained = copy.deepcopy(u)
     emb, neg = prompts()
     cond = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     kw = dict(negative=neg, steps=3, guidance=2.0, seed=7, weights=1.5)
@@ -318,13 +331,17 @@ def test_guess_mode_of_xs_and_controlnext_leaves_the_unconditional_half_to_the_b
                 ctrl = net(sample=x[2:], timestep=t, encoder_hidden_states=e[2:], controlnet_cond=c[2:], conditioning_scale=1.5).sample
             else:
                 x, t, e = args[0], args[1], kwargs["encoder_hidden_states"]
-                bare = net(x[:2], t, encoder_hidden_states=e[:2], return_dict=False)[0]
+                bare = given(x[:2], t, encoder_hidden_states=e[:2], return_dict=False)[0]
+                trained_alone = net(x[:2], t, encoder_hidden_states=e[:2], return_dict=False)[0]
+                assert (bare - trained_alone).abs().max() > 1e-3  # the trained subset alone is not the bare base
                 with adapter.injecting(cond, 1.5):
                     ctrl = net(x[2:], t, encoder_hidden_states=e[2:], return_dict=False)[0]
             torch.testing.assert_close(out[:2], bare, rtol=0, atol=1e-5)
             torch.testing.assert_close(out[2:], ctrl, rtol=0, atol=1e-5)
             assert (bare - ctrl).abs().max() > 1e-3  # the control does act on the conditional half
-    assert "forward" not in net.__dict__ and not getattr(adapter, "_conditional_only", False)  # nothing left patched
+    assert "forward" not in net.__dict__  # nothing left patched
+    if kind == "controlnext":  # and the trained subset is back
+        assert all(torch.equal(p, q) for p, q in zip(net.parameters(), trained.parameters()))
 
 
 def test_controlnext_and_xs_sample_through_their_pipelines():
@@ -439,10 +456,7 @@ def test_save_and_load_give_identical_predictions(tmp_path, kind):
         elif kind == "controlnet_xs":
             wake_xs(a.model)
         else:
-            with torch.no_grad():  # a "trained" base subset, which the file must carry
-                for n, p in u.named_parameters():
-                    if n in a.base_names:
-                        p.add_(0.05)
+            perturb_subset(a)  # a "trained" base subset, which the file must carry
         base = None if kind == "controlnet_xs" else u
     with torch.no_grad():
         before = a.predict(noisy, t, emb, cond)
@@ -455,6 +469,14 @@ def test_save_and_load_give_identical_predictions(tmp_path, kind):
     with torch.no_grad():
         after = b.predict(noisy, t, emb, cond)
     assert torch.equal(before, after)
+    if kind == "controlnext":  # the bare base (guess mode's unconditional branch) is the base as it came
+        fresh = unet()
+        with torch.no_grad(), b.injecting(cond), b.bare_base():
+            bare = base(noisy, t, encoder_hidden_states=emb, return_dict=False)[0]
+        with torch.no_grad():
+            want = fresh(noisy, t, encoder_hidden_states=emb, return_dict=False)[0]
+            again = b.predict(noisy, t, emb, cond)
+        assert torch.equal(bare, want) and torch.equal(again, before)  # ... and everything is back on exit
 
 
 def test_controlnext_encoder_takes_the_blocks_timestep_embedding():

@@ -60,8 +60,11 @@ version of the ControlNet paper's "CFG resolution weighting" (Zhang et al. 2023,
 ``w_i = 64 / h_i``), meant for sampling without a prompt, where control on both halves cancels in
 the guidance. For ControlNet-XS and ControlNeXt ``guess_mode`` applies the branch rule alone (our
 extension, not in diffusers nor in their papers): XS's control-to-base additions are scaled by 0 on
-the unconditional half (a per-sample ``conditioning_scale``), ControlNeXt's one injection is skipped
-there; neither has per-resolution weights (XS couples at every block both ways, ControlNeXt injects once).
+the unconditional half (a per-sample ``conditioning_scale``); ControlNeXt's unconditional half runs on
+the bare base -- no injection, and the base subset it trains put back to the base's own values, since
+that subset is part of its control (until 2026-12-07 only the injection was skipped there, so that half
+ran on the trained subset: docs/controlnet_results.md). Neither has per-resolution weights (XS couples
+at every block both ways, ControlNeXt injects once).
 
 Saving: :meth:`ControlAdapter.save` writes diffusers' ``save_pretrained`` folders (ControlNet,
 ControlNet-XS, SD3) or ``controlnext.safetensors`` + ``controlnext.json`` (ControlNeXt), beside
@@ -685,9 +688,10 @@ class ControlNeXtAdapter(ControlAdapter):
                 self.base_names.append(name)
         if config.train_base and not self.base_names:
             raise InputError(f"config.train_base: no parameter of the UNet matches {list(config.train_base)}")
+        # the subset's values in the base as given (before training or loading change them): guess mode's bare base
+        self._given: Dict[str, Tensor] = {n: p.detach().clone() for n, p in unet.named_parameters() if n in set(self.base_names)}
         self._condition: Optional[Tensor] = None
         self._scale = 0.0
-        self._conditional_only = False  # guess mode (generate_controlled): inject on the conditional half only
         self._temb: Optional[Tensor] = None  # the block's timestep embedding in the current call (before_downsample)
         self._replaced: Optional[Tuple[Tensor, Tensor]] = None  # (h, controlled h) at the downsampler's input
         self._hooks = [block.register_forward_hook(self._inject, with_kwargs=True)]
@@ -745,20 +749,16 @@ class ControlNeXtAdapter(ControlAdapter):
     def _controlled(self, hidden: Tensor, temb: Optional[Tensor]) -> Tensor:
         """``hidden + scale * cross_normalize(encode(condition, temb), hidden)`` for the UNet batch ``hidden``."""
         cond = self._condition
-        scale: Union[float, Tensor] = self._scale
         if cond.shape[0] != hidden.shape[0]:
             if hidden.shape[0] % cond.shape[0]:
                 raise InputError(f"condition: {cond.shape[0]} conditions for a UNet batch of {hidden.shape[0]}")
-            copies = hidden.shape[0] // cond.shape[0]
-            cond = cond.repeat(copies, 1, 1, 1)  # classifier-free guidance doubles the batch
-            if self._conditional_only and copies == 2:  # guess mode: the unconditional half stays the bare base
-                scale = _conditional_half_scale(hidden, self._scale)
+            cond = cond.repeat(hidden.shape[0] // cond.shape[0], 1, 1, 1)  # classifier-free guidance doubles the batch
         feats = self.encode(cond, temb)
         if feats.shape[1:] != hidden.shape[1:]:
             raise InputError(f"condition: encoded to {tuple(feats.shape[1:])}, the UNet's first block gives {tuple(hidden.shape[1:])}")
         # statistics in float32 (a float16 variance over a feature map loses most of its digits)
         normed = cross_normalize(feats.float(), hidden.float(), mode=self.config.normalization, eps=self.config.eps)
-        return hidden + scale * normed.to(hidden.dtype)
+        return hidden + self._scale * normed.to(hidden.dtype)
 
     @contextlib.contextmanager
     def injecting(self, condition: Tensor, scale: float = 1.0) -> Iterator[None]:
@@ -770,6 +770,26 @@ class ControlNeXtAdapter(ControlAdapter):
             yield
         finally:
             self._condition, self._scale = None, 0.0
+
+    @contextlib.contextmanager
+    def bare_base(self) -> Iterator[None]:
+        """Inside the block the UNet is the base as given: no injection, and the trained subset back at the
+        values it held when this adapter was built (before :func:`~langfield.runs.controlnet.train_control`
+        or :func:`load_control_adapter` wrote the trained ones); both restored on exit. For sampling (no
+        autograd through the swap): guess mode's unconditional branch (:func:`generate_controlled`)."""
+        params = dict(self.unet.named_parameters())
+        with torch.no_grad():
+            trained = {n: params[n].detach().clone() for n in self.base_names}
+            for n in self.base_names:
+                params[n].copy_(self._given[n])
+        scale, self._scale = self._scale, 0.0
+        try:
+            yield
+        finally:
+            self._scale = scale
+            with torch.no_grad():
+                for n in self.base_names:
+                    params[n].copy_(trained[n])
 
     def encode(self, condition: Tensor, temb: Optional[Tensor] = None) -> Tensor:
         """``[B, Cc, H, W]`` (+ the base's timestep embedding ``[B, T]`` when time-conditioned) ->
@@ -1236,24 +1256,44 @@ def _conditional_half_scale(batch: Tensor, scale: float) -> Tensor:
 
 
 @contextlib.contextmanager
+def _instance_forward(model: nn.Module, forward: Any) -> Iterator[None]:
+    """``model.forward`` replaced by ``forward`` inside the block; an instance-level forward already there
+    (hooks) is put back on exit, else the class's own."""
+    own = model.__dict__.get("forward")
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.forward
+        else:
+            model.forward = own
+
+
+def _halves(value: Any, n: int) -> Tuple[Any, Any]:
+    """A guidance batch's ``[unconditional, conditional]`` halves of ``value`` (a tensor whose first axis is
+    ``2 n``); anything else (a scalar timestep, ``None``, a flag) goes to both halves unchanged."""
+    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == 2 * n:
+        return value[:n], value[n:]
+    return value, value
+
+
+@contextlib.contextmanager
 def _conditional_branch_only(runner: Any, adapter: ControlAdapter) -> Iterator[None]:
     """Guess mode's branch rule for ControlNet-XS and ControlNeXt: with classifier-free guidance (the
     pipeline's batch is ``[unconditional, conditional]``) the adapter acts on the conditional half only,
-    so the unconditional prediction is the bare base. ControlNets get diffusers' own guess mode instead."""
-    if adapter.kind == "controlnext":
-        adapter._conditional_only = True
-        try:
-            yield
-        finally:
-            adapter._conditional_only = False
-        return
-    if adapter.kind != "controlnet_xs":
+    so the unconditional prediction is the bare base. XS: its control-to-base additions scaled by 0 on
+    the first half. ControlNeXt: the batch split in two UNet calls, the first on
+    :meth:`ControlNeXtAdapter.bare_base` (no injection, the trained base subset at the base's own
+    values -- that subset is part of the control), the second as trained, with the control.
+    ControlNets get diffusers' own guess mode instead."""
+    if adapter.kind not in ("controlnet_xs", "controlnext"):
         yield
         return
     model = runner.unet
     plain = model.forward
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    def xs_forward(*args: Any, **kwargs: Any) -> Any:
         scale = kwargs.get("conditioning_scale", 1.0)
         sample = kwargs.get("sample", args[0] if args else None)
         if runner.do_classifier_free_guidance and isinstance(sample, Tensor) and sample.shape[0] % 2 == 0:
@@ -1261,15 +1301,25 @@ def _conditional_branch_only(runner: Any, adapter: ControlAdapter) -> Iterator[N
             kwargs["conditioning_scale"] = _conditional_half_scale(sample, float(scale))
         return plain(*args, **kwargs)
 
-    own = model.__dict__.get("forward")  # an instance-level forward already there (hooks) is put back
-    model.forward = forward
-    try:
+    def controlnext_forward(sample: Tensor, timestep: Any, encoder_hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not (runner.do_classifier_free_guidance and sample.shape[0] % 2 == 0):
+            return plain(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        n = sample.shape[0] // 2
+        return_dict = kwargs.pop("return_dict", True)
+        split = [_halves(v, n) for v in (sample, timestep, encoder_hidden_states, *args)]
+        split_kw = {k: _halves(v, n) for k, v in kwargs.items()}
+        with adapter.bare_base():
+            bare = plain(*(v[0] for v in split), **{k: v[0] for k, v in split_kw.items()}, return_dict=False)[0]
+        controlled = plain(*(v[1] for v in split), **{k: v[1] for k, v in split_kw.items()}, return_dict=False)[0]
+        out = torch.cat([bare, controlled])
+        if not return_dict:
+            return (out,)
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput(sample=out)
+
+    with _instance_forward(model, xs_forward if adapter.kind == "controlnet_xs" else controlnext_forward):
         yield
-    finally:
-        if own is None:
-            del model.forward  # back to the class's forward
-        else:
-            model.forward = own
 
 
 def _controlled_at(i: int, n: int, start: float, end: float) -> bool:
