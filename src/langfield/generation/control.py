@@ -682,14 +682,15 @@ class ControlNeXtAdapter(ControlAdapter):
         self.encoder.to(device=unet.device, dtype=unet.dtype)
         _freeze(unet)
         self.base_names: List[str] = []
+        # the subset's values in the base as given (before training or loading change them): guess mode's bare base
+        self._given: Dict[str, Tensor] = {}
         for name, p in unet.named_parameters():
             if any(pattern in name for pattern in config.train_base):
                 p.requires_grad_(True)
                 self.base_names.append(name)
+                self._given[name] = p.detach().clone()
         if config.train_base and not self.base_names:
             raise InputError(f"config.train_base: no parameter of the UNet matches {list(config.train_base)}")
-        # the subset's values in the base as given (before training or loading change them): guess mode's bare base
-        self._given: Dict[str, Tensor] = {n: p.detach().clone() for n, p in unet.named_parameters() if n in set(self.base_names)}
         self._condition: Optional[Tensor] = None
         self._scale = 0.0
         self._temb: Optional[Tensor] = None  # the block's timestep embedding in the current call (before_downsample)
